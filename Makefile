@@ -1,0 +1,221 @@
+# sluice: top-level Makefile (GNU make).
+#
+#   make                 debug build: build/bin/{sluice,sluice-relay,sluice-control}
+#   make BUILD=release   optimised build under build/release/
+#   make SAN=address,undefined [test]   sanitizer build under build/san/
+#   make test            install what is missing, build, run every test
+#   make run             start the service locally (project-local Redis under run/)
+#   make bench           micro-benchmarks -> bench/results/ ; make bench-smoke: brief run
+#   make fuzz            libFuzzer targets, FUZZ_SECONDS each (default 30)
+#   make format | format-check | lint | clean
+#
+# Objects never land beside the sources: everything goes under $(O).
+
+.DEFAULT_GOAL := all
+BUILD ?= debug
+SAN ?=
+ifneq ($(SAN),)
+O ?= build/san
+else ifeq ($(BUILD),release)
+O ?= build/release
+else ifeq ($(BUILD),debug)
+O ?= build
+else
+$(error BUILD must be debug or release, not "$(BUILD)")
+endif
+BIN := $(O)/bin
+OBJ := $(O)/obj
+
+CC := gcc
+CXX := g++
+CLANG := clang
+PYTHON := /usr/bin/python3
+VERSION := 0.1.0
+
+# --- dependencies -----------------------------------------------------------
+# pkg-config names and binaries we need; when a check fails, the install
+# script runs (as root it installs, otherwise it prints the apt-get command).
+PKGS_DP := liburing wolfssl msgpack hiredis
+PKGS_CP := libh2o-evloop libssh2 msgpack hiredis
+PKGS_TEST := cmocka benchmark
+NEED_BINS := redis-server sshd haproxy wrk curl clang clang-format cppcheck ssh-keygen
+NO_DEPS_GOALS := clean help format format-check
+
+# $(O)/config.mk is a makefile GNU make rebuilds before reading it, so the
+# dependency check runs once per build tree, before anything compiles.
+ifneq ($(filter-out $(NO_DEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
+include $(O)/config.mk
+endif
+
+$(O)/config.mk: Makefile deploy/install-deps.sh
+	@mkdir -p $(@D)
+	@ok=1; pkg-config --exists $(PKGS_DP) $(PKGS_CP) $(PKGS_TEST) || ok=0; \
+	for b in $(NEED_BINS); do command -v $$b >/dev/null || [ -x /usr/sbin/$$b ] || ok=0; done; \
+	$(PYTHON) -c 'import pytest, msgpack' 2>/dev/null || ok=0; \
+	if [ $$ok = 0 ]; then sh deploy/install-deps.sh || exit 1; fi
+	@{ echo "DP_CFLAGS := $$(pkg-config --cflags $(PKGS_DP))"; \
+	   echo "DP_LIBS := $$(pkg-config --libs $(PKGS_DP))"; \
+	   echo "CP_CFLAGS := $$(pkg-config --cflags $(PKGS_CP))"; \
+	   echo "CP_LIBS := $$(pkg-config --libs $(PKGS_CP)) -lssl -lcrypto -lz"; \
+	   echo "TEST_LIBS := $$(pkg-config --libs cmocka)"; \
+	   echo "BENCH_LIBS := $$(pkg-config --libs benchmark) -lpthread"; } > $@.tmp
+	@mv $@.tmp $@
+
+# --- flags ------------------------------------------------------------------
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wformat=2 -Wpointer-arith -Wvla
+ifeq ($(BUILD),release)
+OPT := -O2 -g -DNDEBUG
+else
+OPT := -O0 -g3
+endif
+ifneq ($(SAN),)
+OPT := -O1 -g -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDSAN := -fsanitize=$(SAN)
+endif
+INCS := -Icommon -Iproto -I$(O)/gen
+CFLAGS_BASE := -std=c17 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP $(INCS)
+CXXFLAGS_BASE := -std=c++17 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -MMD -MP $(INCS)
+LDFLAGS_BASE := $(LDSAN) -pthread
+
+# --- sources ----------------------------------------------------------------
+COMMON_SRC := $(wildcard common/*.c)
+PROTO_SRC := $(wildcard proto/*.c)
+DP_SRC := $(filter-out dataplane/relay_main.c dataplane/agent_main.c,$(wildcard dataplane/*.c))
+CP_SRC := $(filter-out controlplane/control_main.c,$(wildcard controlplane/*.c))
+obj = $(patsubst %.c,$(OBJ)/%.o,$(1))
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
+PROTO_OBJ := $(call obj,$(PROTO_SRC))
+DP_OBJ := $(call obj,$(DP_SRC))
+CP_OBJ := $(call obj,$(CP_SRC))
+
+BINS := $(BIN)/sluice $(BIN)/sluice-relay $(BIN)/sluice-control
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BIN)/tests/%,$(UNIT_SRC))
+BENCH_SRC := $(wildcard bench/micro/bm_*.cc)
+BENCH_BINS := $(patsubst bench/micro/%.cc,$(BIN)/bench/%,$(BENCH_SRC))
+
+.PHONY: all test unit integration run bench bench-smoke fuzz format format-check lint clean help deps
+all: $(BINS)
+
+deps:
+	sh deploy/install-deps.sh
+
+# Version header: rewritten only when its text changes, so a new commit
+# rebuilds one object, not the tree.
+$(O)/gen/version_gen.h: FORCE
+	@mkdir -p $(@D)
+	@git_rev=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown); \
+	 git diff --quiet HEAD 2>/dev/null || git_rev="$$git_rev-dirty"; \
+	 printf '#define SLUICE_VERSION "%s"\n#define SLUICE_GIT "%s"\n' "$(VERSION)" "$$git_rev" > $@.tmp; \
+	 cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+FORCE:
+$(OBJ)/common/sl_cli.o: $(O)/gen/version_gen.h
+
+# Per-layer flags: control-plane units see h2o (and its OpenSSL) and never
+# wolfSSL; data-plane units see wolfSSL and liburing and never h2o.
+$(OBJ)/controlplane/%.o: CFLAGS_LAYER = $(CP_CFLAGS) -Icontrolplane
+$(OBJ)/dataplane/%.o: CFLAGS_LAYER = $(DP_CFLAGS) -Idataplane
+$(OBJ)/tests/unit/test_cp_%.o: CFLAGS_LAYER = $(CP_CFLAGS) -Icontrolplane
+$(OBJ)/tests/unit/test_dp_%.o: CFLAGS_LAYER = $(DP_CFLAGS) -Idataplane
+$(OBJ)/tests/unit/test_pr_%.o: CFLAGS_LAYER = $(DP_CFLAGS)
+
+$(OBJ)/%.o: %.c | $(O)/gen/version_gen.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_BASE) $(CFLAGS_LAYER) -c $< -o $@
+
+$(OBJ)/%.o: %.cc | $(O)/gen/version_gen.h
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS_BASE) -c $< -o $@
+
+$(BIN)/sluice-relay: $(OBJ)/dataplane/relay_main.o $(DP_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_BASE) $^ $(DP_LIBS) -o $@
+
+$(BIN)/sluice: $(OBJ)/dataplane/agent_main.o $(DP_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_BASE) $^ $(DP_LIBS) -o $@
+
+$(BIN)/sluice-control: $(OBJ)/controlplane/control_main.o $(CP_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_BASE) $^ $(CP_LIBS) -o $@
+
+# Unit tests: test_sl_* link the common layer, test_pr_* add proto,
+# test_dp_* the data plane, test_cp_* the control plane.
+$(BIN)/tests/test_sl_%: $(OBJ)/tests/unit/test_sl_%.o $(COMMON_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_BASE) $^ $(TEST_LIBS) -o $@
+$(BIN)/tests/test_pr_%: $(OBJ)/tests/unit/test_pr_%.o $(PROTO_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_BASE) $^ $(DP_LIBS) $(TEST_LIBS) -o $@
+$(BIN)/tests/test_dp_%: $(OBJ)/tests/unit/test_dp_%.o $(DP_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_BASE) $^ $(DP_LIBS) $(TEST_LIBS) -o $@
+$(BIN)/tests/test_cp_%: $(OBJ)/tests/unit/test_cp_%.o $(CP_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_BASE) $^ $(CP_LIBS) $(TEST_LIBS) -o $@
+
+# Micro-benchmarks: C++ (Google Benchmark) against our C objects.
+$(BIN)/bench/bm_%: $(OBJ)/bench/micro/bm_%.o $(PROTO_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(@D)
+	$(CXX) $(LDFLAGS_BASE) $^ $(DP_LIBS) $(BENCH_LIBS) -o $@
+
+# --- test -------------------------------------------------------------------
+# One runner drives both suites and prints the closing "N passed, N failed".
+test: $(BINS) $(UNIT_BINS)
+	$(PYTHON) tests/run.py --bin $(BIN) --suite all
+
+unit: $(UNIT_BINS)
+	$(PYTHON) tests/run.py --bin $(BIN) --suite unit
+
+integration: $(BINS)
+	$(PYTHON) tests/run.py --bin $(BIN) --suite integration
+
+# --- run --------------------------------------------------------------------
+run: $(BINS)
+	sh deploy/run-local.sh --bin $(BIN) $(RUN_ARGS)
+
+# --- bench ------------------------------------------------------------------
+bench:
+	$(MAKE) BUILD=release bench-run
+bench-run: $(BENCH_BINS)
+	$(PYTHON) bench/tools/run_micro.py --bin $(BIN)/bench --out bench/results
+bench-smoke: $(BENCH_BINS)
+	$(PYTHON) bench/tools/run_micro.py --bin $(BIN)/bench --smoke
+
+# --- fuzz -------------------------------------------------------------------
+FUZZ_SECONDS ?= 30
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
+FUZZ_FLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(INCS) -Ibuild/fuzz/gen
+build/fuzz/gen/version_gen.h:
+	@mkdir -p $(@D)
+	@printf '#define SLUICE_VERSION "%s"\n#define SLUICE_GIT "fuzz"\n' "$(VERSION)" > $@
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRC) $(PROTO_SRC) build/fuzz/gen/version_gen.h
+	@mkdir -p $(@D)
+	$(CLANG) $(FUZZ_FLAGS) $(DP_CFLAGS) tests/fuzz/fuzz_$*.c $(COMMON_SRC) $(PROTO_SRC) $(DP_LIBS) -o $@
+fuzz: $(FUZZ_BINS)
+	@set -e; for f in $(FUZZ_BINS); do \
+	  name=$${f#build/fuzz/fuzz_}; corpus=tests/fuzz/corpus/$$name; work=build/fuzz/corpus-$$name; \
+	  mkdir -p $$work; echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
+	      -artifact_prefix=build/fuzz/ $$work $$corpus; done
+
+# --- style ------------------------------------------------------------------
+STYLE_SRC := $(wildcard common/*.[ch] proto/*.[ch] dataplane/*.[ch] controlplane/*.[ch] tests/unit/*.c tests/fuzz/*.c bench/micro/*.cc)
+format:
+	clang-format -i $(STYLE_SRC)
+format-check:
+	clang-format --dry-run --Werror $(STYLE_SRC)
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --std=c11 --inline-suppr -D_GNU_SOURCE -Icommon -Iproto -Icontrolplane -Idataplane \
+	  --suppress=missingIncludeSystem common proto dataplane controlplane
+
+clean:
+	rm -rf build
+
+help:
+	@sed -n '2,13p' Makefile
+
+-include $(shell find $(O)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,140 @@
+/*
+ * sl_config.h: configuration shared by the three binaries. Every option has
+ * one name used three ways: the flag --name, the environment variable
+ * SLUICE_NAME (upper case, '-' as '_') and the key "name" in a config file.
+ * Precedence, highest first: flag, environment, config file, default.
+ *
+ * Config file syntax (docs/configuration.md): one "key = value" per line,
+ * '#' starts a comment outside double quotes, values may be double-quoted
+ * with \" and \\ escapes. Every error names the key, the bad value and where
+ * it came from (flag, variable, or file:line).
+ */
+#ifndef SL_CONFIG_H
+#define SL_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum sl_opt_type {
+	SL_OPT_STR = 0,
+	SL_OPT_INT,  /* decimal, within [min, max] */
+	SL_OPT_BOOL, /* true/false/yes/no/on/off/1/0; a bare flag means true */
+	SL_OPT_ENUM, /* one of choices, "a|b|c" */
+	SL_OPT_ADDR, /* host:port or [v6]:port, port 1..65535 */
+	SL_OPT_RANGE, /* lo-hi port range, 1 <= lo <= hi <= 65535 */
+};
+
+#define SL_OPT_F_SECRET 0x1 /* value redacted by sl_config_print() */
+
+/* One option; tables of these are static const in each binary's main file. */
+struct sl_opt {
+	const char *name;
+	enum sl_opt_type type;
+	const char *def; /* default as text, NULL for none */
+	long min, max;   /* SL_OPT_INT bounds, inclusive */
+	const char *choices;
+	unsigned flags;
+	const char *help;
+	/* Optional extra check of a valid-typed value: returns 0, or -EINVAL
+	 * with a reason ("expected redis://host:port or unix:/path") in why. */
+	int (*check)(const char *value, char *why, size_t cap);
+};
+
+/* Where a value came from; higher wins. */
+enum sl_src {
+	SL_SRC_UNSET = 0,
+	SL_SRC_DEFAULT,
+	SL_SRC_FILE,
+	SL_SRC_ENV,
+	SL_SRC_FLAG,
+};
+
+struct sl_val {
+	char *str; /* owned, NUL-terminated; NULL when unset */
+	long num;  /* parsed form for INT and BOOL; lo<<16|hi for RANGE */
+	enum sl_src src;
+};
+
+#define SL_CONFIG_MAX_OPTS 64 /* more than any binary needs; vals is inline */
+#define SL_CONFIG_MAX_ARGS 16 /* positional words ("http", "3000") */
+#define SL_CONFIG_LINE_MAX 4096 /* config file line, newline excluded */
+#define SL_CONFIG_FILE_MAX (1 << 20) /* a bigger config file is a mistake */
+
+/*
+ * Ownership: the caller owns the struct (usually on main's stack); vals[].str
+ * are heap copies freed by sl_config_free(); args[] borrow from argv.
+ */
+struct sl_config {
+	const struct sl_opt *opts;
+	size_t nopts;
+	struct sl_val vals[SL_CONFIG_MAX_OPTS];
+	const char *args[SL_CONFIG_MAX_ARGS];
+	size_t nargs;
+	char err[512]; /* the last error, for the user */
+};
+
+/* Options every binary has; put SL_CONFIG_COMMON_OPTS first in each table. */
+#define SL_CONFIG_COMMON_OPTS                                                                      \
+	{.name = "config", .type = SL_OPT_STR, .help = "read options from this file"},             \
+	{.name = "log-level",                                                                      \
+	 .type = SL_OPT_ENUM,                                                                      \
+	 .def = "info",                                                                            \
+	 .choices = "error|warn|info|debug",                                                       \
+	 .help = "log verbosity"},                                                                 \
+	{.name = "log-format",                                                                     \
+	 .type = SL_OPT_ENUM,                                                                      \
+	 .def = "auto",                                                                            \
+	 .choices = "auto|text|json",                                                              \
+	 .help = "auto: text on a terminal, JSON lines otherwise"},                                \
+	{.name = "print-config",                                                                   \
+	 .type = SL_OPT_BOOL,                                                                      \
+	 .def = "false",                                                                           \
+	 .help = "print the effective configuration with the source of each value, then exit"}
+
+/* Prepare c for the table opts (n entries); sets defaults. Returns 0 or -EINVAL. */
+int sl_config_init(struct sl_config *c, const struct sl_opt *opts, size_t n);
+
+/*
+ * Apply, in rising precedence, the config file (--config or SLUICE_CONFIG),
+ * the environment (envp, NULL for environ) and the flags in argv[1..].
+ * Returns 0, or a negative errno with c->err set.
+ */
+int sl_config_load(struct sl_config *c, int argc, char **argv, char **envp);
+
+/* Apply config file text; origin names it in errors. Returns 0 or -EINVAL. */
+int sl_config_parse_text(struct sl_config *c, const char *buf, size_t len, const char *origin);
+
+/* Read and apply a config file. Returns 0, -EINVAL (bad content) or -errno. */
+int sl_config_parse_file(struct sl_config *c, const char *path);
+
+/*
+ * Set one option by name if src is at least the current source. origin
+ * ("--workers", "SLUICE_WORKERS", "file:3") appears in errors.
+ * Returns 0, -ENOENT for an unknown key, -EINVAL for a bad value.
+ */
+int sl_config_set(struct sl_config *c, const char *name, const char *value, enum sl_src src,
+		  const char *origin);
+
+/* Look up a value; a name not in the table is a programming error (abort). */
+const struct sl_val *sl_config_get(const struct sl_config *c, const char *name);
+const char *sl_config_str(const struct sl_config *c, const char *name);
+long sl_config_int(const struct sl_config *c, const char *name);
+
+/* Print "name = value  # source" lines, secrets redacted. */
+void sl_config_print(const struct sl_config *c, FILE *out);
+
+/* Print the option table as --help text. */
+void sl_config_usage(const struct sl_opt *opts, size_t n, FILE *out);
+
+const char *sl_config_src_name(enum sl_src src);
+
+void sl_config_free(struct sl_config *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

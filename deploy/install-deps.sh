@@ -1,0 +1,76 @@
+#!/bin/sh
+# install-deps.sh: install, idempotently, every Debian 12 package that sluice's
+# build, tests and benchmarks need. Already-installed packages are left alone;
+# when nothing is missing this exits 0 without touching apt.
+#
+#   deploy/install-deps.sh          install what is missing (root), or print
+#                                   the exact command to run (non-root)
+#   deploy/install-deps.sh --check  only report; exit 1 if anything is missing
+#   deploy/install-deps.sh --list   print the package list
+set -eu
+
+# One line per purpose, so a reader sees why each package is here.
+PKGS_BUILD="build-essential pkg-config clang llvm libclang-rt-14-dev clang-format clang-tidy cppcheck"
+PKGS_LIBS="liburing-dev libwolfssl-dev libssh2-1-dev libh2o-evloop-dev libmsgpack-dev libhiredis-dev libssl-dev zlib1g-dev"
+PKGS_TEST="libcmocka-dev python3 python3-pytest python3-msgpack redis-server redis-tools openssh-server openssh-client procps iproute2 curl"
+PKGS_BENCH="libbenchmark-dev haproxy wrk"
+PKGS="$PKGS_BUILD $PKGS_LIBS $PKGS_TEST $PKGS_BENCH"
+
+# libssh2 before 1.10.0-3+deb12u1 lacks Debian's security fixes
+# (CVE-2020-22218, CVE-2023-48795 "Terrapin").
+SSH2_MIN="1.10.0-3+deb12u1"
+
+mode=install
+case "${1:-}" in
+--check) mode=check ;;
+--list) echo "$PKGS"; exit 0 ;;
+"") ;;
+*) echo "usage: $0 [--check|--list]" >&2; exit 2 ;;
+esac
+
+installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+missing=""
+for p in $PKGS; do
+	installed "$p" || missing="$missing $p"
+done
+
+ssh2_old=0
+if installed libssh2-1-dev; then
+	v=$(dpkg-query -W -f='${Version}' libssh2-1-dev)
+	if ! dpkg --compare-versions "$v" ge "$SSH2_MIN"; then
+		ssh2_old=1
+		echo "install-deps: libssh2-1-dev $v is older than $SSH2_MIN (security fixes)" >&2
+	fi
+fi
+
+if [ -z "$missing" ] && [ "$ssh2_old" = 0 ]; then
+	[ "$mode" = check ] || echo "install-deps: all $(echo $PKGS | wc -w) packages present"
+	exit 0
+fi
+
+upgrade=""
+[ "$ssh2_old" = 1 ] && upgrade=" libssh2-1-dev libssh2-1"
+cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends${missing}${upgrade}"
+
+if [ "$mode" = check ]; then
+	echo "install-deps: missing:${missing}${upgrade}" >&2
+	exit 1
+fi
+if [ "$(id -u)" != 0 ]; then
+	echo "install-deps: missing packages:${missing}${upgrade}" >&2
+	echo "install-deps: run this as root (or prefix each apt-get with sudo):" >&2
+	echo "  $cmd" >&2
+	exit 1
+fi
+
+echo "install-deps: installing:${missing}${upgrade}"
+export DEBIAN_FRONTEND=noninteractive
+# Packages such as redis-server and openssh-server start their daemons from
+# their postinst scripts; sluice's tests start their own on free ports, so a
+# system daemon is neither needed nor harmful.
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $missing $upgrade
+echo "install-deps: done"
