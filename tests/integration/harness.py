@@ -1,0 +1,235 @@
+"""Real processes for sluice's integration tests: free loopback ports, and
+servers (Redis, sshd, HAProxy, our own binaries) that are always stopped.
+
+Every process is started in its own session (process group) and registered;
+fixtures stop their processes in teardown, which pytest runs even when the
+test failed, and conftest.py kills whatever is still registered when the
+session ends, so nothing outlives a run, not even after Ctrl-C.
+"""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+_live = []  # every Proc not yet stopped
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port nothing listens on right now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    """Poll predicate until it returns a true value; raise TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(0.02)
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0): look at its state.
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+class Proc:
+    """A child process with its output in a log file, stopped by stop()."""
+
+    def __init__(self, name, argv, log_dir, env=None, cwd=None):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.log_path = os.path.join(str(log_dir), "%s.log" % name)
+        self._log = open(self.log_path, "ab")
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.popen = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, env=full_env, cwd=cwd,
+                                      start_new_session=True)
+        self.pid = self.popen.pid
+        _live.append(self)
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            os.killpg(self.pid, sig)
+
+    def stop(self, timeout=5.0):
+        """SIGTERM, then SIGKILL after timeout; returns the exit code."""
+        if self.alive():
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait()
+            except ProcessLookupError:
+                pass
+        self._log.close()
+        if self in _live:
+            _live.remove(self)
+        return self.popen.wait()
+
+    def kill(self):
+        """SIGKILL the whole group at once: a crash, not a shutdown."""
+        if self.alive():
+            os.killpg(self.pid, signal.SIGKILL)
+        self.popen.wait()
+
+
+def stop_all():
+    for p in list(_live):
+        try:
+            p.stop(timeout=2.0)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+class Redis:
+    """A redis-server on a free loopback port, no persistence."""
+
+    def __init__(self, workdir, port=None, password=None):
+        self.workdir = str(workdir)
+        self.port = port or free_port()
+        self.password = password
+        self.proc = None
+        self.start()
+
+    def start(self):
+        argv = ["redis-server", "--port", self.port, "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", self.workdir]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self.proc = Proc("redis-%d" % self.port, argv, self.workdir)
+        wait_for(lambda: port_open(self.port), what="redis on port %d" % self.port)
+
+    @property
+    def url(self):
+        return "redis://%s127.0.0.1:%d" % (":%s@" % self.password if self.password else "", self.port)
+
+    def cli(self, *args):
+        argv = ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port)]
+        if self.password:
+            argv += ["--no-auth-warning", "-a", self.password]
+        return subprocess.run(argv + [str(a) for a in args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+
+    def stop(self):
+        self.proc.stop()
+
+
+SSHD_CONFIG = """Port {port}
+ListenAddress 127.0.0.1
+HostKey {dir}/ssh_host_ed25519_key
+PidFile {dir}/sshd.pid
+AuthorizedKeysFile {dir}/authorized_keys
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+MaxStartups 50:30:100
+MaxSessions 20
+Subsystem sftp internal-sftp
+LogLevel VERBOSE
+"""
+
+
+class Sshd:
+    """OpenSSH's sshd on a free loopback port, with an Ed25519 host key and an
+    Ed25519 client key (libssh2 1.10 signs RSA with SHA-1 only, which
+    OpenSSH 8.8+ refuses). Needs root, as sshd's privilege separation does."""
+
+    def __init__(self, workdir):
+        self.dir = str(workdir)
+        self.port = free_port()
+        self.user = "root"
+        self.key = os.path.join(self.dir, "id_ed25519")
+        host_key = os.path.join(self.dir, "ssh_host_ed25519_key")
+        for path in (host_key, self.key):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
+        with open(self.key + ".pub") as f, open(os.path.join(self.dir, "authorized_keys"), "w") as out:
+            out.write(f.read())
+        with open(host_key + ".pub") as f:
+            host_pub = f.read().split()[:2]
+        self.known_hosts = os.path.join(self.dir, "known_hosts")
+        with open(self.known_hosts, "w") as f:
+            f.write("[127.0.0.1]:%d %s %s\n" % (self.port, host_pub[0], host_pub[1]))
+        cfg = os.path.join(self.dir, "sshd_config")
+        with open(cfg, "w") as f:
+            f.write(SSHD_CONFIG.format(port=self.port, dir=self.dir))
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege-separation directory
+        self.proc = Proc("sshd-%d" % self.port, ["/usr/sbin/sshd", "-D", "-e", "-f", cfg], self.dir)
+        wait_for(lambda: port_open(self.port) or not self.proc.alive(), what="sshd")
+        if not self.proc.alive():
+            raise RuntimeError("sshd did not start:\n" + self.proc.log())
+
+    def ssh(self, command, timeout=30):
+        argv = ["ssh", "-i", self.key, "-p", str(self.port), "-o", "BatchMode=yes",
+                "-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=" + self.known_hosts,
+                "%s@127.0.0.1" % self.user, command]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+    def stop(self):
+        self.proc.stop()
+
+
+class Haproxy:
+    """HAProxy in the foreground with a generated configuration."""
+
+    def __init__(self, workdir, config_text):
+        self.dir = str(workdir)
+        self.cfg = os.path.join(self.dir, "haproxy.cfg")
+        with open(self.cfg, "w") as f:
+            f.write(config_text)
+        check = subprocess.run(["haproxy", "-c", "-f", self.cfg], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError("haproxy config invalid:\n" + check.stdout + check.stderr)
+        self.proc = Proc("haproxy", ["haproxy", "-db", "-f", self.cfg], self.dir)
+
+    def stop(self):
+        self.proc.stop()
+
+
+def haproxy_http_config(front_port, back_port, mode="http"):
+    return """global
+    maxconn 4096
+defaults
+    mode {mode}
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend front
+    bind 127.0.0.1:{front}
+    default_backend back
+backend back
+    server s1 127.0.0.1:{back}
+""".format(mode=mode, front=front_port, back=back_port)
