@@ -19,6 +19,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
+def sanitizer_env():
+    """Sanitizer settings for every process the suites start (harmless without ASan)."""
+    supp = os.path.join(HERE, "lsan.supp")
+    return {
+        "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1"),
+        "UBSAN_OPTIONS": os.environ.get("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"),
+        "LSAN_OPTIONS": "suppressions=%s:print_suppressions=0" % supp,
+    }
+
+
 def run_unit(bin_dir):
     """Run every cmocka binary; returns (passed, failed)."""
     tests_dir = os.path.join(bin_dir, "tests")
@@ -29,7 +39,8 @@ def run_unit(bin_dir):
     passed = failed = 0
     for name in names:
         proc = subprocess.run([os.path.join(tests_dir, name)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=300)
+                              stderr=subprocess.STDOUT, text=True, timeout=300,
+                              env=dict(os.environ, **sanitizer_env()))
         out = proc.stdout
         sys.stdout.write(out)
         p = re.search(r"^\[  PASSED  \] (\d+) test", out, re.M)
@@ -48,7 +59,8 @@ def run_unit(bin_dir):
 def run_integration(bin_dir, extra):
     """Run pytest over tests/integration; returns (passed, failed, skipped)."""
     xml = os.path.join(bin_dir, "..", "integration-results.xml")
-    env = dict(os.environ, SLUICE_BIN=os.path.abspath(bin_dir), PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, SLUICE_BIN=os.path.abspath(bin_dir), PYTHONDONTWRITEBYTECODE="1",
+               **sanitizer_env())
     cmd = [sys.executable, "-m", "pytest", os.path.join(HERE, "integration"), "-v",
            "-p", "no:cacheprovider", "--timeout=180", "--junitxml=" + xml] + extra
     proc = subprocess.run(cmd, cwd=ROOT, env=env)

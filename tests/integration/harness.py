@@ -96,13 +96,25 @@ class Proc:
         self._log.close()
         if self in _live:
             _live.remove(self)
-        return self.popen.wait()
+        code = self.popen.wait()
+        check_sanitizers(self.name, self.log())
+        return code
 
     def kill(self):
         """SIGKILL the whole group at once: a crash, not a shutdown."""
         if self.alive():
             os.killpg(self.pid, signal.SIGKILL)
         self.popen.wait()
+
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def check_sanitizers(name, text):
+    """Fail when a process's output holds an ASan, LSan or UBSan report."""
+    for mark in SANITIZER_MARKS:
+        if mark in text:
+            raise AssertionError("%s: sanitizer report in its output:\n%s" % (name, text[-4000:]))
 
 
 def stop_all():

@@ -8,13 +8,17 @@ import subprocess
 
 import pytest
 
+import harness
+
 BINARIES = ["sluice", "sluice-relay", "sluice-control"]
 
 
 def run(argv, env=None, **kw):
     full = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
     full.update(env or {})
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=full, **kw)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=full, **kw)
+    harness.check_sanitizers(os.path.basename(argv[0]), r.stderr)
+    return r
 
 
 @pytest.mark.parametrize("name", BINARIES)
