@@ -26,6 +26,8 @@ endif
 BIN := $(O)/bin
 OBJ := $(O)/obj
 
+# V=1 shows every command; by default one short line per step.
+Q := $(if $(V),,@)
 CC := gcc
 CXX := g++
 CLANG := clang
@@ -75,7 +77,7 @@ LDSAN := -fsanitize=$(SAN)
 endif
 INCS := -Icommon -Iproto -I$(O)/gen
 CFLAGS_BASE := -std=c17 -D_GNU_SOURCE $(OPT) $(WARN) -MMD -MP $(INCS)
-CXXFLAGS_BASE := -std=c++17 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -MMD -MP $(INCS)
+CXXFLAGS_BASE := -std=c++17 -D_GNU_SOURCE $(OPT) -Wall -Wextra -Werror -Wno-missing-field-initializers -MMD -MP $(INCS)
 LDFLAGS_BASE := $(LDSAN) -pthread
 
 # --- sources ----------------------------------------------------------------
@@ -110,6 +112,8 @@ $(O)/gen/version_gen.h: FORCE
 	 printf '#define SLUICE_VERSION "%s"\n#define SLUICE_GIT "%s"\n' "$(VERSION)" "$$git_rev" > $@.tmp; \
 	 cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 FORCE:
+# Keep objects that pattern chains build on the way (tests, benchmarks).
+.SECONDARY:
 $(OBJ)/common/sl_cli.o: $(O)/gen/version_gen.h
 
 # Per-layer flags: control-plane units see h2o (and its OpenSSL) and never
@@ -122,43 +126,53 @@ $(OBJ)/tests/unit/test_pr_%.o: CFLAGS_LAYER = $(DP_CFLAGS)
 
 $(OBJ)/%.o: %.c | $(O)/gen/version_gen.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_BASE) $(CFLAGS_LAYER) -c $< -o $@
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_BASE) $(CFLAGS_LAYER) -c $< -o $@
 
 $(OBJ)/%.o: %.cc | $(O)/gen/version_gen.h
 	@mkdir -p $(@D)
-	$(CXX) $(CXXFLAGS_BASE) -c $< -o $@
+	@$(if $(Q),echo "  CXX     $<")
+	$(Q)$(CXX) $(CXXFLAGS_BASE) -c $< -o $@
 
 $(BIN)/sluice-relay: $(OBJ)/dataplane/relay_main.o $(DP_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_BASE) $^ $(DP_LIBS) -o $@
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_BASE) $^ $(DP_LIBS) -o $@
 
 $(BIN)/sluice: $(OBJ)/dataplane/agent_main.o $(DP_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_BASE) $^ $(DP_LIBS) -o $@
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_BASE) $^ $(DP_LIBS) -o $@
 
 $(BIN)/sluice-control: $(OBJ)/controlplane/control_main.o $(CP_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_BASE) $^ $(CP_LIBS) -o $@
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_BASE) $^ $(CP_LIBS) -o $@
 
 # Unit tests: test_sl_* link the common layer, test_pr_* add proto,
 # test_dp_* the data plane, test_cp_* the control plane.
 $(BIN)/tests/test_sl_%: $(OBJ)/tests/unit/test_sl_%.o $(COMMON_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_BASE) $^ $(TEST_LIBS) -o $@
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_BASE) $^ $(TEST_LIBS) -o $@
 $(BIN)/tests/test_pr_%: $(OBJ)/tests/unit/test_pr_%.o $(PROTO_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_BASE) $^ $(DP_LIBS) $(TEST_LIBS) -o $@
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_BASE) $^ $(DP_LIBS) $(TEST_LIBS) -o $@
 $(BIN)/tests/test_dp_%: $(OBJ)/tests/unit/test_dp_%.o $(DP_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_BASE) $^ $(DP_LIBS) $(TEST_LIBS) -o $@
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_BASE) $^ $(DP_LIBS) $(TEST_LIBS) -o $@
 $(BIN)/tests/test_cp_%: $(OBJ)/tests/unit/test_cp_%.o $(CP_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_BASE) $^ $(CP_LIBS) $(TEST_LIBS) -o $@
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS_BASE) $^ $(CP_LIBS) $(TEST_LIBS) -o $@
 
 # Micro-benchmarks: C++ (Google Benchmark) against our C objects.
 $(BIN)/bench/bm_%: $(OBJ)/bench/micro/bm_%.o $(PROTO_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(@D)
-	$(CXX) $(LDFLAGS_BASE) $^ $(DP_LIBS) $(BENCH_LIBS) -o $@
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CXX) $(LDFLAGS_BASE) $^ $(DP_LIBS) $(BENCH_LIBS) -o $@
 
 # --- test -------------------------------------------------------------------
 # One runner drives both suites and prints the closing "N passed, N failed".

@@ -15,9 +15,9 @@ extern "C" {
 #endif
 
 /* Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error. */
-#define SL_EXIT_OK     0
-#define SL_EXIT_FAIL   1
-#define SL_EXIT_USAGE  2
+#define SL_EXIT_OK	    0
+#define SL_EXIT_FAIL	    1
+#define SL_EXIT_USAGE	    2
 #define SL_EXIT_UNAVAILABLE 69 /* EX_UNAVAILABLE: a feature not in this build */
 
 struct sl_cli {

@@ -148,8 +148,7 @@ static int validate(const struct sl_opt *o, const char *v, long *num, char *why,
 
 	*num = 0;
 	switch (o->type) {
-	case SL_OPT_STR:
-		break;
+	case SL_OPT_STR: break;
 	case SL_OPT_INT:
 		if (parse_long(v, num) < 0 || *num < o->min || *num > o->max) {
 			snprintf(why, cap, "expected an integer in %ld..%ld", o->min, o->max);
@@ -351,7 +350,8 @@ int sl_config_parse_text(struct sl_config *c, const char *buf, size_t len, const
 		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
 
 		lineno++;
-		err = apply_line(c, p, n && p[n - 1] == '\r' ? n - 1 : n, origin, lineno, key, value);
+		err = apply_line(c, p, n && p[n - 1] == '\r' ? n - 1 : n, origin, lineno, key,
+				 value);
 		p += n + (nl != NULL);
 	}
 out:

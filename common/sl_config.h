@@ -21,10 +21,10 @@ extern "C" {
 
 enum sl_opt_type {
 	SL_OPT_STR = 0,
-	SL_OPT_INT,  /* decimal, within [min, max] */
-	SL_OPT_BOOL, /* true/false/yes/no/on/off/1/0; a bare flag means true */
-	SL_OPT_ENUM, /* one of choices, "a|b|c" */
-	SL_OPT_ADDR, /* host:port or [v6]:port, port 1..65535 */
+	SL_OPT_INT,   /* decimal, within [min, max] */
+	SL_OPT_BOOL,  /* true/false/yes/no/on/off/1/0; a bare flag means true */
+	SL_OPT_ENUM,  /* one of choices, "a|b|c" */
+	SL_OPT_ADDR,  /* host:port or [v6]:port, port 1..65535 */
 	SL_OPT_RANGE, /* lo-hi port range, 1 <= lo <= hi <= 65535 */
 };
 
@@ -35,7 +35,7 @@ struct sl_opt {
 	const char *name;
 	enum sl_opt_type type;
 	const char *def; /* default as text, NULL for none */
-	long min, max;   /* SL_OPT_INT bounds, inclusive */
+	long min, max;	 /* SL_OPT_INT bounds, inclusive */
 	const char *choices;
 	unsigned flags;
 	const char *help;
@@ -59,9 +59,9 @@ struct sl_val {
 	enum sl_src src;
 };
 
-#define SL_CONFIG_MAX_OPTS 64 /* more than any binary needs; vals is inline */
-#define SL_CONFIG_MAX_ARGS 16 /* positional words ("http", "3000") */
-#define SL_CONFIG_LINE_MAX 4096 /* config file line, newline excluded */
+#define SL_CONFIG_MAX_OPTS 64	     /* more than any binary needs; vals is inline */
+#define SL_CONFIG_MAX_ARGS 16	     /* positional words ("http", "3000") */
+#define SL_CONFIG_LINE_MAX 4096	     /* config file line, newline excluded */
 #define SL_CONFIG_FILE_MAX (1 << 20) /* a bigger config file is a mistake */
 
 /*
@@ -78,6 +78,7 @@ struct sl_config {
 };
 
 /* Options every binary has; put SL_CONFIG_COMMON_OPTS first in each table. */
+// clang-format off
 #define SL_CONFIG_COMMON_OPTS                                                                      \
 	{.name = "config", .type = SL_OPT_STR, .help = "read options from this file"},             \
 	{.name = "log-level",                                                                      \
@@ -94,6 +95,7 @@ struct sl_config {
 	 .type = SL_OPT_BOOL,                                                                      \
 	 .def = "false",                                                                           \
 	 .help = "print the effective configuration with the source of each value, then exit"}
+// clang-format on
 
 /* Prepare c for the table opts (n entries); sets defaults. Returns 0 or -EINVAL. */
 int sl_config_init(struct sl_config *c, const struct sl_opt *opts, size_t n);

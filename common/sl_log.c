@@ -138,8 +138,8 @@ static size_t format_time(char *buf, size_t cap, const struct timespec *ts, int 
  * The fixed parts are small and bounded, so only msg can be cut; the tail
  * "\"}\n" is reserved first so the line always closes.
  */
-static size_t format_json(char *buf, size_t cap, const struct timespec *ts,
-			  enum sl_log_level level, const char *component, const char *msg)
+static size_t format_json(char *buf, size_t cap, const struct timespec *ts, enum sl_log_level level,
+			  const char *component, const char *msg)
 {
 	static const char tail[] = "\"}\n";
 	char tbuf[40];
@@ -155,8 +155,8 @@ static size_t format_json(char *buf, size_t cap, const struct timespec *ts,
 	return o + sizeof(tail) - 1;
 }
 
-static size_t format_text(char *buf, size_t cap, const struct timespec *ts,
-			  enum sl_log_level level, const char *component, const char *msg)
+static size_t format_text(char *buf, size_t cap, const struct timespec *ts, enum sl_log_level level,
+			  const char *component, const char *msg)
 {
 	char tbuf[40];
 	int n;

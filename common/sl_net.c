@@ -46,8 +46,9 @@ int sl_listen_tcp(const char *addr, int backlog, unsigned flags)
 
 	if ((err = sl_addr_parse(addr, &ss, &len)) < 0)
 		return err;
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC |
-					  (flags & SL_LISTEN_NONBLOCK ? SOCK_NONBLOCK : 0), 0);
+	fd = socket(ss.ss_family,
+		    SOCK_STREAM | SOCK_CLOEXEC | (flags & SL_LISTEN_NONBLOCK ? SOCK_NONBLOCK : 0),
+		    0);
 	if (fd < 0)
 		return -errno;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)

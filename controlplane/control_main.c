@@ -19,19 +19,36 @@
 
 static const struct sl_opt control_opts[] = {
 	SL_CONFIG_COMMON_OPTS,
-	{.name = "listen", .type = SL_OPT_ADDR, .def = "127.0.0.1:8000", .help = "HTTP API listener"},
-	{.name = "redis", .type = SL_OPT_STR, .def = "redis://127.0.0.1:6379", .help = "Redis: redis://[[user]:password@]host[:port][/db] or unix:/path", .check = cp_redis_url_check},
-	{.name = "redis-timeout-ms", .type = SL_OPT_INT, .def = "250", .min = 10, .max = 10000, .help = "bound on each Redis health probe"},
-	{.name = "admin-key", .type = SL_OPT_STR, .flags = SL_OPT_F_SECRET, .help = "first admin API key"},
-	{.name = "session-secret", .type = SL_OPT_STR, .flags = SL_OPT_F_SECRET, .help = "HMAC key for agent tokens"},
+	{.name = "listen",
+	 .type = SL_OPT_ADDR,
+	 .def = "127.0.0.1:8000",
+	 .help = "HTTP API listener"},
+	{.name = "redis",
+	 .type = SL_OPT_STR,
+	 .def = "redis://127.0.0.1:6379",
+	 .help = "Redis: redis://[[user]:password@]host[:port][/db] or unix:/path",
+	 .check = cp_redis_url_check},
+	{.name = "redis-timeout-ms",
+	 .type = SL_OPT_INT,
+	 .def = "250",
+	 .min = 10,
+	 .max = 10000,
+	 .help = "bound on each Redis health probe"},
+	{.name = "admin-key",
+	 .type = SL_OPT_STR,
+	 .flags = SL_OPT_F_SECRET,
+	 .help = "first admin API key"},
+	{.name = "session-secret",
+	 .type = SL_OPT_STR,
+	 .flags = SL_OPT_F_SECRET,
+	 .help = "HMAC key for agent tokens"},
 	{.name = "dev", .type = SL_OPT_BOOL, .def = "false", .help = "development mode"},
 };
 
 static void control_versions(FILE *out)
 {
 	fprintf(out, "  h2o %s, libssh2 %s, msgpack-c %s, hiredis %d.%d.%d\n", H2O_VERSION,
-		libssh2_version(0), msgpack_version(), HIREDIS_MAJOR, HIREDIS_MINOR,
-		HIREDIS_PATCH);
+		libssh2_version(0), msgpack_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
 }
 
 static const struct sl_cli control_cli = {

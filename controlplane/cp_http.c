@@ -110,8 +110,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 	struct cp_server *s = ((struct cp_handler *)self)->srv;
 	int path_known = 0;
 
-	sl_debug("%.*s %.*s", (int)req->method.len, req->method.base,
-		 (int)req->path_normalized.len, req->path_normalized.base);
+	sl_debug("%.*s %.*s", (int)req->method.len, req->method.base, (int)req->path_normalized.len,
+		 req->path_normalized.base);
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
 		if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, routes[i].path,
 			       strlen(routes[i].path)))

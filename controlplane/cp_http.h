@@ -13,7 +13,7 @@
 struct cp_server;
 
 struct cp_server_config {
-	const char *listen;                 /* host:port */
+	const char *listen;		     /* host:port */
 	const struct cp_redis_target *redis; /* borrowed for the server's lifetime */
 	int redis_timeout_ms;
 };

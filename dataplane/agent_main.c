@@ -17,14 +17,31 @@
 
 static const struct sl_opt agent_opts[] = {
 	SL_CONFIG_COMMON_OPTS,
-	{.name = "server", .type = SL_OPT_ADDR, .def = "127.0.0.1:7000", .help = "relay address for agents"},
+	{.name = "server",
+	 .type = SL_OPT_ADDR,
+	 .def = "127.0.0.1:7000",
+	 .help = "relay address for agents"},
 	{.name = "token", .type = SL_OPT_STR, .flags = SL_OPT_F_SECRET, .help = "agent token"},
 	{.name = "name", .type = SL_OPT_STR, .help = "requested name (subdomain)"},
-	{.name = "api", .type = SL_OPT_STR, .help = "control-plane URL (instead of --server/--token)"},
-	{.name = "api-key", .type = SL_OPT_STR, .flags = SL_OPT_F_SECRET, .help = "control-plane API key"},
-	{.name = "local-host", .type = SL_OPT_STR, .def = "127.0.0.1", .help = "host of the local service"},
-	{.name = "insecure", .type = SL_OPT_BOOL, .def = "false", .help = "skip relay certificate verification (development only)"},
-	{.name = "json", .type = SL_OPT_BOOL, .def = "false", .help = "one JSON event per line on stdout"},
+	{.name = "api",
+	 .type = SL_OPT_STR,
+	 .help = "control-plane URL (instead of --server/--token)"},
+	{.name = "api-key",
+	 .type = SL_OPT_STR,
+	 .flags = SL_OPT_F_SECRET,
+	 .help = "control-plane API key"},
+	{.name = "local-host",
+	 .type = SL_OPT_STR,
+	 .def = "127.0.0.1",
+	 .help = "host of the local service"},
+	{.name = "insecure",
+	 .type = SL_OPT_BOOL,
+	 .def = "false",
+	 .help = "skip relay certificate verification (development only)"},
+	{.name = "json",
+	 .type = SL_OPT_BOOL,
+	 .def = "false",
+	 .help = "one JSON event per line on stdout"},
 };
 
 static void agent_versions(FILE *out)
@@ -51,8 +68,8 @@ static int agent_parse_command(const struct sl_config *cfg)
 	char *end;
 	long port;
 
-	if (cfg->nargs != 2 || (strcmp(cfg->args[0], "http") != 0 &&
-				strcmp(cfg->args[0], "tcp") != 0)) {
+	if (cfg->nargs != 2 ||
+	    (strcmp(cfg->args[0], "http") != 0 && strcmp(cfg->args[0], "tcp") != 0)) {
 		fprintf(stderr, "sluice: expected a command: sluice http PORT or sluice tcp PORT "
 				"(see --help)\n");
 		return -EINVAL;
@@ -79,8 +96,8 @@ int main(int argc, char **argv)
 		sl_config_free(&cfg);
 		return SL_EXIT_USAGE;
 	}
-	sl_error("the tunnel is not in this build yet; would expose %s port %d via %s",
-		 cfg.args[0], port, sl_config_str(&cfg, "server"));
+	sl_error("the tunnel is not in this build yet; would expose %s port %d via %s", cfg.args[0],
+		 port, sl_config_str(&cfg, "server"));
 	sl_config_free(&cfg);
 	return SL_EXIT_UNAVAILABLE;
 }

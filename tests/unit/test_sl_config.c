@@ -29,7 +29,10 @@ static const struct sl_opt opts[] = {
 	SL_CONFIG_COMMON_OPTS,
 	{.name = "listen", .type = SL_OPT_ADDR, .def = "127.0.0.1:8080", .help = "l"},
 	{.name = "workers", .type = SL_OPT_INT, .def = "2", .min = 1, .max = 64, .help = "w"},
-	{.name = "engine", .type = SL_OPT_ENUM, .def = "io_uring", .choices = "io_uring|epoll",
+	{.name = "engine",
+	 .type = SL_OPT_ENUM,
+	 .def = "io_uring",
+	 .choices = "io_uring|epoll",
 	 .help = "e"},
 	{.name = "insecure", .type = SL_OPT_BOOL, .def = "false", .help = "i"},
 	{.name = "ports", .type = SL_OPT_RANGE, .def = "20000-20999", .help = "p"},
@@ -159,11 +162,13 @@ static void file_errors_name_line_and_reason(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		int err = sl_config_parse_text(&cfg, cases[i].text, strlen(cases[i].text), "t.conf");
+		int err =
+			sl_config_parse_text(&cfg, cases[i].text, strlen(cases[i].text), "t.conf");
 
 		assert_int_equal(err, -EINVAL);
 		if (strstr(cfg.err, cases[i].expect) == NULL)
-			fail_msg("case %zu: error \"%s\" lacks \"%s\"", i, cfg.err, cases[i].expect);
+			fail_msg("case %zu: error \"%s\" lacks \"%s\"", i, cfg.err,
+				 cases[i].expect);
 	}
 }
 
@@ -298,19 +303,22 @@ static void print_redacts_and_round_trips(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(defaults_apply_when_nothing_is_set, setup, teardown),
+		cmocka_unit_test_setup_teardown(defaults_apply_when_nothing_is_set, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(flag_beats_env_beats_file_beats_default, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(config_file_found_through_environment, setup,
 						teardown),
-		cmocka_unit_test_setup_teardown(file_syntax_comments_quotes_and_crlf, setup, teardown),
+		cmocka_unit_test_setup_teardown(file_syntax_comments_quotes_and_crlf, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(file_errors_name_line_and_reason, setup, teardown),
 		cmocka_unit_test_setup_teardown(overlong_line_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(nul_byte_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(missing_file_is_a_clear_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(typed_values_are_validated, setup, teardown),
 		cmocka_unit_test_setup_teardown(env_errors_name_the_variable, setup, teardown),
-		cmocka_unit_test_setup_teardown(booleans_bare_negated_and_explicit, setup, teardown),
+		cmocka_unit_test_setup_teardown(booleans_bare_negated_and_explicit, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(flags_positionals_and_terminator, setup, teardown),
 		cmocka_unit_test_setup_teardown(flag_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(print_redacts_and_round_trips, setup, teardown),

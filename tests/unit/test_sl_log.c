@@ -115,7 +115,8 @@ static void level_filters_what_is_written(void **state)
 	buf[n] = '\0';
 	/* A pipe is not a terminal, so auto chose JSON. */
 	assert_null(strstr(buf, "hidden"));
-	assert_non_null(strstr(buf, "\"level\":\"warn\",\"component\":\"test\",\"msg\":\"shown 3\""));
+	assert_non_null(
+		strstr(buf, "\"level\":\"warn\",\"component\":\"test\",\"msg\":\"shown 3\""));
 	assert_non_null(strstr(buf, "\"msg\":\"shown 4\"}\n"));
 	close(p[0]);
 	close(p[1]);
