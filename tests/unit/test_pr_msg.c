@@ -1,0 +1,243 @@
+/*
+ * test_pr_msg.c: every control message survives encode then decode, frames
+ * are delimited exactly, and malformed input is refused with the right error.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#include "pr_msg.h"
+
+static void round_trip(const struct pr_msg *in, struct pr_msg *out)
+{
+	char buf[PR_FRAME_HDR + PR_FRAME_MAX];
+	int n = pr_encode(in, buf, sizeof(buf));
+
+	assert_true(n > PR_FRAME_HDR);
+	assert_int_equal(pr_frame_len(buf, (size_t)n), n);
+	assert_int_equal(pr_frame_len(buf, (size_t)n - 1), 0);
+	assert_int_equal(pr_decode(buf + PR_FRAME_HDR, (size_t)n - PR_FRAME_HDR, out), 0);
+	assert_int_equal(out->type, in->type);
+}
+
+static void every_type_round_trips(void **state)
+{
+	struct pr_msg in, out;
+
+	(void)state;
+	memset(&in, 0, sizeof(in));
+	in.type = PR_HELLO;
+	in.version = PR_VERSION;
+	in.proto = PR_PROTO_TCP;
+	strcpy(in.token, "tok-\xc3\xa9");
+	strcpy(in.name, "demo");
+	strcpy(in.session, "s1");
+	in.epoch = UINT64_MAX;
+	round_trip(&in, &out);
+	assert_int_equal(out.version, PR_VERSION);
+	assert_int_equal(out.proto, PR_PROTO_TCP);
+	assert_string_equal(out.token, in.token);
+	assert_string_equal(out.name, "demo");
+	assert_true(out.epoch == UINT64_MAX);
+
+	memset(&in, 0, sizeof(in));
+	in.type = PR_BOUND;
+	strcpy(in.url, "http://demo.localhost:8080/");
+	strcpy(in.key, "0123456789abcdef");
+	strcpy(in.session, "abcd1234");
+	in.port = 20001;
+	in.heartbeat_ms = 5000;
+	in.epoch = 7;
+	round_trip(&in, &out);
+	assert_string_equal(out.url, in.url);
+	assert_string_equal(out.key, in.key);
+	assert_int_equal(out.port, 20001);
+	assert_int_equal(out.heartbeat_ms, 5000);
+	assert_int_equal(out.epoch, 7);
+
+	for (enum pr_type t = PR_ERROR; t <= PR_DATA_HELLO; t++) {
+		memset(&in, 0, sizeof(in));
+		in.type = t;
+		in.code = PR_E_NAME_TAKEN;
+		in.count = 3;
+		in.nonce = 0x1122334455667788ULL;
+		strcpy(in.text, "name taken");
+		strcpy(in.key, "k");
+		round_trip(&in, &out);
+	}
+}
+
+static void two_frames_back_to_back_are_delimited(void **state)
+{
+	struct pr_msg a = {.type = PR_PING, .nonce = 1}, b = {.type = PR_OPEN, .count = 4}, out;
+	char buf[256];
+	int n1 = pr_encode(&a, buf, sizeof(buf)), n2;
+
+	(void)state;
+	n2 = pr_encode(&b, buf + n1, sizeof(buf) - (size_t)n1);
+	assert_int_equal(pr_frame_len(buf, (size_t)(n1 + n2)), n1);
+	assert_int_equal(pr_decode(buf + 4, (size_t)n1 - 4, &out), 0);
+	assert_int_equal(out.nonce, 1);
+	assert_int_equal(pr_frame_len(buf + n1, (size_t)n2), n2);
+	assert_int_equal(pr_decode(buf + n1 + 4, (size_t)n2 - 4, &out), 0);
+	assert_int_equal(out.count, 4);
+}
+
+static void encode_refuses_small_buffers_and_bad_types(void **state)
+{
+	struct pr_msg m = {.type = PR_HELLO};
+	char buf[16];
+
+	(void)state;
+	assert_int_equal(pr_encode(&m, buf, sizeof(buf)), -ENOSPC);
+	assert_int_equal(pr_encode(&m, buf, 2), -ENOSPC);
+	m.type = (enum pr_type)99;
+	assert_int_equal(pr_encode(&m, buf, sizeof(buf)), -EINVAL);
+}
+
+static void oversized_frame_is_refused_before_reading_it(void **state)
+{
+	const char hdr[4] = {0, 0, 0x10, 0x01}; /* 4097 > PR_FRAME_MAX */
+
+	(void)state;
+	assert_int_equal(pr_frame_len(hdr, 4), -EMSGSIZE);
+	assert_int_equal(pr_frame_len(hdr, 3), 0);
+}
+
+/* Pack an arbitrary map with msgpack-c to build malformed messages. */
+static size_t pack(char *buf, size_t cap, void (*fill)(msgpack_packer *))
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	size_t n;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	fill(&pk);
+	n = sb.size < cap ? sb.size : cap;
+	memcpy(buf, sb.data, n);
+	msgpack_sbuffer_destroy(&sb);
+	return n;
+}
+
+static void fill_wrong_type(msgpack_packer *pk)
+{
+	msgpack_pack_map(pk, 1);
+	msgpack_pack_str_with_body(pk, "t", 1);
+	msgpack_pack_str_with_body(pk, "hello", 5);
+}
+
+static void fill_no_type(msgpack_packer *pk)
+{
+	msgpack_pack_map(pk, 1);
+	msgpack_pack_str_with_body(pk, "name", 4);
+	msgpack_pack_str_with_body(pk, "x", 1);
+}
+
+static void fill_long_name(msgpack_packer *pk)
+{
+	char name[PR_NAME_MAX];
+
+	memset(name, 'a', sizeof(name));
+	msgpack_pack_map(pk, 2);
+	msgpack_pack_str_with_body(pk, "t", 1);
+	msgpack_pack_uint8(pk, PR_HELLO);
+	msgpack_pack_str_with_body(pk, "name", 4);
+	msgpack_pack_str_with_body(pk, name, sizeof(name));
+}
+
+static void fill_unknown_key(msgpack_packer *pk)
+{
+	msgpack_pack_map(pk, 3);
+	msgpack_pack_str_with_body(pk, "t", 1);
+	msgpack_pack_uint8(pk, PR_PING);
+	msgpack_pack_str_with_body(pk, "future", 6);
+	msgpack_pack_array(pk, 0);
+	msgpack_pack_str_with_body(pk, "nonce", 5);
+	msgpack_pack_uint8(pk, 9);
+}
+
+static void fill_array(msgpack_packer *pk)
+{
+	msgpack_pack_array(pk, 1);
+	msgpack_pack_uint8(pk, 1);
+}
+
+static void fill_unknown_type(msgpack_packer *pk)
+{
+	msgpack_pack_map(pk, 1);
+	msgpack_pack_str_with_body(pk, "t", 1);
+	msgpack_pack_uint8(pk, 200);
+}
+
+static void malformed_payloads_are_refused(void **state)
+{
+	char buf[512];
+	struct pr_msg m;
+	size_t n;
+
+	(void)state;
+	n = pack(buf, sizeof(buf), fill_wrong_type);
+	assert_int_equal(pr_decode(buf, n, &m), -EBADMSG);
+	n = pack(buf, sizeof(buf), fill_no_type);
+	assert_int_equal(pr_decode(buf, n, &m), -EPROTO);
+	n = pack(buf, sizeof(buf), fill_unknown_type);
+	assert_int_equal(pr_decode(buf, n, &m), -EPROTO);
+	n = pack(buf, sizeof(buf), fill_long_name);
+	assert_int_equal(pr_decode(buf, n, &m), -EMSGSIZE);
+	n = pack(buf, sizeof(buf), fill_array);
+	assert_int_equal(pr_decode(buf, n, &m), -EBADMSG);
+	n = pack(buf, sizeof(buf), fill_wrong_type);
+	assert_int_equal(pr_decode(buf, n - 1, &m), -EBADMSG); /* truncated */
+	buf[n] = (char)0xc0;				       /* trailing nil */
+	assert_int_equal(pr_decode(buf, n + 1, &m), -EBADMSG);
+	assert_int_equal(pr_decode("", 0, &m), -EBADMSG);
+}
+
+/* Found by fuzzing: msgpack-c sizes allocations from declared counts, so a
+ * tiny payload declaring 2^32 entries must be refused before it is unpacked. */
+static void huge_declared_counts_are_refused_without_allocating(void **state)
+{
+	const char arr[] = {(char)0x81, (char)0xa1, 'x',	(char)0xdd,
+			    (char)0xff, (char)0xff, (char)0xff, (char)0xff};
+	const char map[] = {(char)0xdf, (char)0xff, (char)0xff, (char)0xff, (char)0xff};
+	const char str[] = {(char)0x81, (char)0xa1, 't', (char)0xdb, 0, 0, 0x10, 0};
+	struct pr_msg m;
+
+	(void)state;
+	assert_int_equal(pr_decode(arr, sizeof(arr), &m), -EBADMSG);
+	assert_int_equal(pr_decode(map, sizeof(map), &m), -EBADMSG);
+	assert_int_equal(pr_decode(str, sizeof(str), &m), -EBADMSG);
+}
+
+static void unknown_keys_are_ignored(void **state)
+{
+	char buf[128];
+	struct pr_msg m;
+	size_t n = pack(buf, sizeof(buf), fill_unknown_key);
+
+	(void)state;
+	assert_int_equal(pr_decode(buf, n, &m), 0);
+	assert_int_equal(m.type, PR_PING);
+	assert_int_equal(m.nonce, 9);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(every_type_round_trips),
+		cmocka_unit_test(two_frames_back_to_back_are_delimited),
+		cmocka_unit_test(encode_refuses_small_buffers_and_bad_types),
+		cmocka_unit_test(oversized_frame_is_refused_before_reading_it),
+		cmocka_unit_test(malformed_payloads_are_refused),
+		cmocka_unit_test(huge_declared_counts_are_refused_without_allocating),
+		cmocka_unit_test(unknown_keys_are_ignored),
+	};
+	return cmocka_run_group_tests_name("pr_msg", tests, NULL, NULL);
+}
