@@ -41,7 +41,7 @@ PKGS_DP := liburing wolfssl msgpack hiredis
 PKGS_CP := libh2o-evloop libssh2 msgpack hiredis
 PKGS_TEST := cmocka benchmark
 NEED_BINS := redis-server sshd haproxy wrk curl clang clang-format cppcheck ssh-keygen
-NO_DEPS_GOALS := clean help format format-check
+NO_DEPS_GOALS := clean help format format-check fresh-test
 
 # $(O)/config.mk is a makefile GNU make rebuilds before reading it, so the
 # dependency check runs once per build tree, before anything compiles.
@@ -97,7 +97,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BIN)/tests/%,$(UNIT_SRC))
 BENCH_SRC := $(wildcard bench/micro/bm_*.cc)
 BENCH_BINS := $(patsubst bench/micro/%.cc,$(BIN)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test unit integration run bench bench-smoke fuzz format format-check lint clean help deps
+.PHONY: fresh-test all test unit integration run bench bench-smoke fuzz format format-check lint clean help deps
 all: $(BINS)
 
 deps:
@@ -184,6 +184,10 @@ unit: $(UNIT_BINS)
 
 integration: $(BINS)
 	$(PYTHON) tests/run.py --bin $(BIN) --suite integration
+
+# A brand-new Debian 12 (debootstrap), `make test` inside it; minutes, not CI.
+fresh-test:
+	sh tests/fresh/run.sh test
 
 # --- run --------------------------------------------------------------------
 run: $(BINS)

@@ -68,6 +68,23 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 
+ssh2_ok() {
+	dpkg --compare-versions "$(dpkg-query -W -f='${Version}' libssh2-1-dev)" ge "$SSH2_MIN"
+}
+
+# The fixed libssh2 comes from Debian's security archive; a minimal system
+# (debootstrap, some container images) lists only the main suite. Add the
+# security suite, as Debian's installer does, when it is missing.
+add_security_suite() {
+	if grep -rqs "bookworm-security" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+		return 1
+	fi
+	echo "install-deps: adding Debian's bookworm-security suite (for libssh2 $SSH2_MIN)"
+	echo "deb http://deb.debian.org/debian-security bookworm-security main" \
+		>/etc/apt/sources.list.d/sluice-debian-security.list
+	apt-get update -qq
+}
+
 echo "install-deps: installing:${missing}${upgrade}"
 export DEBIAN_FRONTEND=noninteractive
 # Packages such as redis-server and openssh-server start their daemons from
@@ -75,4 +92,12 @@ export DEBIAN_FRONTEND=noninteractive
 # system daemon is neither needed nor harmful.
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends $missing $upgrade
+if ! ssh2_ok && add_security_suite; then
+	apt-get install -y -qq --no-install-recommends libssh2-1-dev libssh2-1
+fi
+if ! ssh2_ok; then
+	echo "install-deps: libssh2-1-dev is still older than $SSH2_MIN; enable Debian's" >&2
+	echo "  security updates (bookworm-security) and run this again" >&2
+	exit 1
+fi
 echo "install-deps: done"
