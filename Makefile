@@ -204,6 +204,7 @@ bench-smoke: $(BENCH_BINS)
 # --- fuzz -------------------------------------------------------------------
 FUZZ_SECONDS ?= 30
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_DP_SRC := dataplane/dp_http.c # pure parsers only: no io_uring in fuzz builds
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 FUZZ_FLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(INCS) -Ibuild/fuzz/gen
 build/fuzz/gen/version_gen.h:
@@ -211,7 +212,7 @@ build/fuzz/gen/version_gen.h:
 	@printf '#define SLUICE_VERSION "%s"\n#define SLUICE_GIT "fuzz"\n' "$(VERSION)" > $@
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRC) $(PROTO_SRC) build/fuzz/gen/version_gen.h
 	@mkdir -p $(@D)
-	$(CLANG) $(FUZZ_FLAGS) $(DP_CFLAGS) tests/fuzz/fuzz_$*.c $(COMMON_SRC) $(PROTO_SRC) $(DP_LIBS) -o $@
+	$(CLANG) $(FUZZ_FLAGS) $(DP_CFLAGS) -Idataplane tests/fuzz/fuzz_$*.c $(COMMON_SRC) $(PROTO_SRC) $(FUZZ_DP_SRC) $(DP_LIBS) -o $@
 fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do \
 	  name=$${f#build/fuzz/fuzz_}; corpus=tests/fuzz/corpus/$$name; work=build/fuzz/corpus-$$name; \

@@ -1,0 +1,467 @@
+/*
+ * dp_conn.c: the socket table and the byte pump (see dp_conn.h for the
+ * model: pairs, one send in flight per socket, pause above pause_bytes).
+ */
+#include "dp_conn.h"
+#include "sl_log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DP_CQE_BATCH 256 /* completions handled per wait: fairness with timers */
+
+int dp_io_init(struct dp_io *io, uint32_t max_conns, uint32_t nbufs, uint32_t bufsize,
+	       const struct dp_io_ops *ops, void *owner)
+{
+	int err;
+
+	memset(io, 0, sizeof(*io));
+	io->conns = calloc(max_conns, sizeof(io->conns[0]));
+	if (io->conns == NULL)
+		return -ENOMEM;
+	io->nconns = max_conns;
+	io->free_head = DP_NIL;
+	for (uint32_t i = max_conns; i-- > 0;) {
+		io->conns[i].fd = -1;
+		io->conns[i].link = io->free_head;
+		io->free_head = i;
+	}
+	/* Heap segments: a few per connection at most (heads, frames, errors). */
+	err = dp_ring_init(&io->r, 4096, nbufs, bufsize, max_conns * 2 + 64);
+	if (err < 0) {
+		free(io->conns);
+		return err;
+	}
+	io->ops = ops;
+	io->owner = owner;
+	io->pause_bytes = 4 * bufsize;
+	io->starved = DP_NIL;
+	return 0;
+}
+
+void dp_io_free(struct dp_io *io)
+{
+	for (uint32_t i = 0; i < io->nconns; i++)
+		if (io->conns[i].fd >= 0)
+			close(io->conns[i].fd);
+	dp_ring_free(&io->r);
+	free(io->conns);
+	io->conns = NULL;
+}
+
+uint32_t dp_conn_new(struct dp_io *io, int fd, uint8_t kind, void *owner)
+{
+	uint32_t c = io->free_head;
+	struct dp_conn *s;
+
+	if (c == DP_NIL) {
+		close(fd);
+		return DP_NIL;
+	}
+	s = &io->conns[c];
+	io->free_head = s->link;
+	s->fd = fd;
+	s->flags = 0;
+	s->kind = kind;
+	s->inflight = 0;
+	s->peer = DP_NIL;
+	s->out_head = s->out_tail = DP_NIL;
+	s->out_bytes = 0;
+	s->link = DP_NIL;
+	s->olink = DP_NIL;
+	s->owner = owner;
+	s->rx = s->tx = 0;
+	io->live++;
+	return c;
+}
+
+static struct io_uring_sqe *sqe_for(struct dp_io *io, uint32_t c, enum dp_op op)
+{
+	struct io_uring_sqe *sqe = dp_ring_sqe(&io->r);
+
+	io_uring_sqe_set_data64(sqe, dp_ud(c, io->conns[c].gen, op));
+	if (op != DP_OP_CANCEL)
+		io->conns[c].inflight++;
+	return sqe;
+}
+
+void dp_conn_accept(struct dp_io *io, uint32_t c)
+{
+	struct io_uring_sqe *sqe = sqe_for(io, c, DP_OP_ACCEPT);
+
+	io->conns[c].flags |= DP_C_LISTENER | DP_C_RECV;
+	io_uring_prep_multishot_accept(sqe, io->conns[c].fd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+void dp_conn_recv(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+	struct io_uring_sqe *sqe;
+
+	s->flags &= (uint16_t)~DP_C_PAUSED;
+	if (s->flags & (DP_C_RECV | DP_C_EOF | DP_C_CLOSING | DP_C_STARVED))
+		return;
+	s->flags |= DP_C_RECV;
+	sqe = sqe_for(io, c, DP_OP_RECV);
+	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = io->r.bgid;
+}
+
+void dp_conn_connect(struct dp_io *io, uint32_t c, const struct sockaddr *addr, socklen_t len)
+{
+	struct io_uring_sqe *sqe = sqe_for(io, c, DP_OP_CONNECT);
+
+	io_uring_prep_connect(sqe, io->conns[c].fd, addr, len);
+}
+
+void dp_conn_pair(struct dp_io *io, uint32_t a, uint32_t b)
+{
+	io->conns[a].peer = b;
+	io->conns[b].peer = a;
+}
+
+/* Stop c's multishot recv: the cancel ends it with -ECANCELED. */
+static void pause_recv(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+	struct io_uring_sqe *sqe;
+
+	if (s->flags & DP_C_PAUSED)
+		return;
+	s->flags |= DP_C_PAUSED;
+	io->stats.paused++;
+	if (!(s->flags & DP_C_RECV))
+		return;
+	sqe = sqe_for(io, c, DP_OP_CANCEL);
+	io_uring_prep_cancel64(sqe, dp_ud(c, s->gen, DP_OP_RECV), 0);
+}
+
+static void kick_send(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+	struct dp_seg *g;
+	struct io_uring_sqe *sqe;
+
+	if (s->flags & (DP_C_SENDING | DP_C_CLOSING))
+		return;
+	if (s->out_head == DP_NIL) {
+		if ((s->flags & (DP_C_SHUT_WANT | DP_C_SHUT)) == DP_C_SHUT_WANT) {
+			s->flags |= DP_C_SHUT;
+			shutdown(s->fd, SHUT_WR);
+			if (s->flags & DP_C_EOF)
+				dp_conn_close(io, c);
+		}
+		return;
+	}
+	g = &io->r.segs[s->out_head];
+	s->flags |= DP_C_SENDING;
+	sqe = sqe_for(io, c, DP_OP_SEND);
+	io_uring_prep_send(sqe, s->fd, g->ptr + g->sent, g->len - g->sent, MSG_NOSIGNAL);
+}
+
+void dp_conn_send_seg(struct dp_io *io, uint32_t c, uint32_t seg)
+{
+	struct dp_conn *s = &io->conns[c];
+
+	if (s->flags & (DP_C_CLOSING | DP_C_SHUT)) {
+		dp_seg_release(&io->r, seg);
+		return;
+	}
+	io->r.segs[seg].next = DP_NIL;
+	if (s->out_tail == DP_NIL)
+		s->out_head = seg;
+	else
+		io->r.segs[s->out_tail].next = seg;
+	s->out_tail = seg;
+	s->out_bytes += io->r.segs[seg].len;
+	kick_send(io, c);
+}
+
+int dp_conn_send(struct dp_io *io, uint32_t c, const void *p, uint32_t len)
+{
+	uint32_t seg = dp_seg_copy(&io->r, p, len);
+
+	if (seg == DP_NIL)
+		return -ENOMEM;
+	dp_conn_send_seg(io, c, seg);
+	return 0;
+}
+
+void dp_conn_shutdown(struct dp_io *io, uint32_t c)
+{
+	io->conns[c].flags |= DP_C_SHUT_WANT;
+	kick_send(io, c);
+}
+
+void dp_conn_forward(struct dp_io *io, uint32_t src, uint32_t dst, uint32_t seg)
+{
+	dp_conn_send_seg(io, dst, seg);
+	if (io->conns[dst].out_bytes > io->pause_bytes)
+		pause_recv(io, src);
+}
+
+static void release_queue(struct dp_io *io, struct dp_conn *s)
+{
+	uint32_t seg = s->out_head;
+
+	while (seg != DP_NIL) {
+		uint32_t next = io->r.segs[seg].next;
+
+		dp_seg_release(&io->r, seg);
+		seg = next;
+	}
+	s->out_head = s->out_tail = DP_NIL;
+	s->out_bytes = 0;
+}
+
+/* Unlink c from the starved list (rare: it ran dry and is now closing). */
+static void unstarve(struct dp_io *io, uint32_t c)
+{
+	for (uint32_t *p = &io->starved; *p != DP_NIL; p = &io->conns[*p].link) {
+		if (*p == c) {
+			*p = io->conns[c].link;
+			return;
+		}
+	}
+}
+
+/* Last step of closing: nothing is in flight any more. */
+static void free_slot(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+
+	if (s->flags & DP_C_STARVED)
+		unstarve(io, c);
+	if (io->ops->on_close)
+		io->ops->on_close(io, c);
+	if (s->peer != DP_NIL && io->conns[s->peer].peer == c)
+		io->conns[s->peer].peer = DP_NIL;
+	release_queue(io, s);
+	close(s->fd);
+	s->fd = -1;
+	s->gen = (s->gen + 1) & 0xffffff;
+	s->flags = 0;
+	s->owner = NULL;
+	s->link = io->free_head;
+	io->free_head = c;
+	io->live--;
+	io->stats.closed++;
+}
+
+void dp_conn_close(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+	struct io_uring_sqe *sqe;
+
+	if (s->flags & DP_C_CLOSING)
+		return;
+	s->flags |= DP_C_CLOSING;
+	/* shutdown(2) completes a pending recv with 0 and fails a pending
+	 * send, so the drain below is short; the cancel covers the rest. */
+	shutdown(s->fd, SHUT_RDWR);
+	if (s->inflight == 0) {
+		free_slot(io, c);
+		return;
+	}
+	sqe = sqe_for(io, c, DP_OP_CANCEL);
+	io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
+}
+
+/* The peer of c is gone or failed: c follows. */
+static void close_pair(struct dp_io *io, uint32_t c)
+{
+	uint32_t p = io->conns[c].peer;
+
+	dp_conn_close(io, c);
+	if (p != DP_NIL)
+		dp_conn_close(io, p);
+}
+
+/* Once c's queue is below half the pause mark, its feeder may read again. */
+static void maybe_resume_feeder(struct dp_io *io, uint32_t c)
+{
+	uint32_t p = io->conns[c].peer;
+
+	if (p == DP_NIL || io->conns[c].out_bytes > io->pause_bytes / 2)
+		return;
+	if (io->conns[p].flags & DP_C_PAUSED) {
+		io->stats.resumed++;
+		dp_conn_recv(io, p);
+	}
+}
+
+static void on_send(struct dp_io *io, uint32_t c, int res)
+{
+	struct dp_conn *s = &io->conns[c];
+	struct dp_seg *g;
+
+	s->flags &= (uint16_t)~DP_C_SENDING;
+	if (s->flags & DP_C_CLOSING)
+		return;
+	if (res < 0) {
+		io->stats.send_errors++;
+		close_pair(io, c);
+		return;
+	}
+	g = &io->r.segs[s->out_head];
+	g->sent += (uint32_t)res;
+	s->tx += (uint64_t)res;
+	s->out_bytes -= (uint32_t)res;
+	if (g->sent < g->len) {
+		io->r.stats.short_sends++;
+	} else {
+		uint32_t seg = s->out_head;
+
+		s->out_head = g->next;
+		if (s->out_head == DP_NIL)
+			s->out_tail = DP_NIL;
+		dp_seg_release(&io->r, seg);
+	}
+	kick_send(io, c);
+	maybe_resume_feeder(io, c);
+}
+
+/* EOF from the network on c. */
+static void on_eof(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+
+	s->flags |= DP_C_EOF;
+	if (s->peer == DP_NIL || (s->flags & DP_C_INTERCEPT)) {
+		if (io->ops->on_eof)
+			io->ops->on_eof(io, c);
+		else
+			dp_conn_close(io, c);
+		return;
+	}
+	/* Half-close: pass the FIN on once everything before it is sent. */
+	dp_conn_shutdown(io, s->peer);
+	if (s->flags & DP_C_SHUT)
+		dp_conn_close(io, c);
+}
+
+static void on_recv(struct dp_io *io, uint32_t c, int res, uint32_t cflags)
+{
+	struct dp_conn *s = &io->conns[c];
+	int more = cflags & IORING_CQE_F_MORE;
+
+	if (!more)
+		s->flags &= (uint16_t)~DP_C_RECV;
+	if (res > 0) {
+		uint16_t bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
+		uint32_t seg = dp_seg_from_buf(&io->r, bid, 0, (uint32_t)res);
+
+		s->rx += (uint64_t)res;
+		if (s->flags & DP_C_CLOSING)
+			dp_seg_release(&io->r, seg);
+		else if (s->peer != DP_NIL && !(s->flags & DP_C_INTERCEPT))
+			dp_conn_forward(io, c, s->peer, seg);
+		else
+			io->ops->on_data(io, c, seg, (uint32_t)res);
+	} else if (res == 0) {
+		if (!(s->flags & DP_C_CLOSING))
+			on_eof(io, c);
+		return;
+	} else if (res == -ENOBUFS) {
+		io->r.stats.enobufs++;
+		s->flags |= DP_C_STARVED;
+		s->link = io->starved;
+		io->starved = c;
+		return;
+	} else if (res != -ECANCELED && !(s->flags & DP_C_CLOSING)) {
+		io->stats.recv_errors++;
+		close_pair(io, c);
+		return;
+	}
+	/* A multishot recv can end on its own (e.g. after a cancel that raced
+	 * with a resume): arm again unless paused, ended or closing. */
+	if (!more && !(s->flags & (DP_C_PAUSED | DP_C_EOF | DP_C_CLOSING)))
+		dp_conn_recv(io, c);
+}
+
+static void on_accept_cqe(struct dp_io *io, uint32_t c, int res, uint32_t cflags)
+{
+	struct dp_conn *s = &io->conns[c];
+
+	if (!(cflags & IORING_CQE_F_MORE)) {
+		s->flags &= (uint16_t)~DP_C_RECV;
+		if (!(s->flags & DP_C_CLOSING))
+			dp_conn_accept(io, c);
+	}
+	if (res >= 0) {
+		io->stats.accepted++;
+		if (s->flags & DP_C_CLOSING)
+			close(res);
+		else
+			io->ops->on_accept(io, c, res);
+	} else if (res != -ECANCELED && res != -EAGAIN) {
+		sl_warn("accept: %s", strerror(-res));
+	}
+}
+
+static void dispatch(struct dp_io *io, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	uint32_t c = dp_ud_slot(ud);
+	enum dp_op op = dp_ud_op(ud);
+	struct dp_conn *s;
+
+	if (op == DP_OP_CANCEL || op == DP_OP_NONE || c >= io->nconns)
+		return;
+	s = &io->conns[c];
+	if (s->fd < 0 || s->gen != dp_ud_gen(ud))
+		return; /* stale: the slot was freed and reused */
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		s->inflight--;
+	switch (op) {
+	case DP_OP_RECV: on_recv(io, c, cqe->res, cqe->flags); break;
+	case DP_OP_SEND: on_send(io, c, cqe->res); break;
+	case DP_OP_ACCEPT: on_accept_cqe(io, c, cqe->res, cqe->flags); break;
+	case DP_OP_CONNECT:
+		if (!(s->flags & DP_C_CLOSING))
+			io->ops->on_connect(io, c, cqe->res);
+		break;
+	default: break;
+	}
+	if ((s->flags & DP_C_CLOSING) && s->inflight == 0 && s->fd >= 0)
+		free_slot(io, c);
+}
+
+/* Buffers came back: let the sockets that ran dry receive again. */
+static void rearm_starved(struct dp_io *io)
+{
+	while (io->starved != DP_NIL && io->r.bufs_out < io->r.nbufs / 2) {
+		uint32_t c = io->starved;
+		struct dp_conn *s = &io->conns[c];
+
+		io->starved = s->link;
+		s->link = DP_NIL;
+		s->flags &= (uint16_t)~DP_C_STARVED;
+		if (!(s->flags & DP_C_PAUSED))
+			dp_conn_recv(io, c);
+	}
+}
+
+int dp_io_run_once(struct dp_io *io, int timeout_ms)
+{
+	struct __kernel_timespec ts = {timeout_ms / 1000, (long long)(timeout_ms % 1000) * 1000000};
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+	int err;
+
+	err = io_uring_submit_and_wait_timeout(&io->r.ring, &cqe, 1, &ts, NULL);
+	if (err < 0 && err != -ETIME && err != -EINTR)
+		return err;
+	io_uring_for_each_cqe(&io->r.ring, head, cqe)
+	{
+		dispatch(io, cqe);
+		if (++n == DP_CQE_BATCH)
+			break;
+	}
+	io_uring_cq_advance(&io->r.ring, n);
+	rearm_starved(io);
+	return 0;
+}

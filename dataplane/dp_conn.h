@@ -1,0 +1,128 @@
+/*
+ * dp_conn.h: sockets on a worker's ring and the byte pump between them.
+ *
+ * Every socket a worker owns is a slot in one table; user_data carries the
+ * slot and its generation so a completion for a slot that was freed and
+ * reused is recognised and ignored. Two sockets can be paired: what one
+ * receives is queued, without copying, on the other's output queue and sent
+ * from the buffer it arrived in. One send is in flight per socket (so per
+ * direction of a pair); a short send is resubmitted for the rest; when an
+ * output queue holds more than pause_bytes, the socket feeding it stops
+ * receiving until the queue drains below half that, so a slow reader slows
+ * its writer and memory stays bounded.
+ *
+ * Closing is: shutdown(2) both ways (pending receives complete), cancel
+ * whatever is still in flight, drain the completions, close(2), then free
+ * the slot (on_close tells the owner first).
+ */
+#ifndef DP_CONN_H
+#define DP_CONN_H
+
+#include "dp_ring.h"
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Socket state bits (dp_conn.flags). */
+#define DP_C_RECV      0x0001 /* a multishot recv is armed */
+#define DP_C_SENDING   0x0002 /* a send is in flight */
+#define DP_C_EOF       0x0004 /* the peer host sent FIN: nothing more to read */
+#define DP_C_SHUT      0x0008 /* we sent FIN (shutdown SHUT_WR) */
+#define DP_C_CLOSING   0x0010 /* closing: completions are drained, then the slot is freed */
+#define DP_C_PAUSED    0x0020 /* receiving stopped: the peer's queue is full */
+#define DP_C_STARVED   0x0040 /* receiving stopped: the buffer ring ran dry */
+#define DP_C_INTERCEPT 0x0080 /* received bytes go to the owner even when paired */
+#define DP_C_LISTENER  0x0100
+#define DP_C_SHUT_WANT 0x0200 /* send FIN once the output queue is empty */
+
+/*
+ * Ownership: slots live in dp_io.conns for the worker's lifetime; a slot's
+ * fd and queued segments belong to it until the slot is freed. owner points
+ * at the owner's state (tunnel, HTTP parser), which on_close releases.
+ */
+struct dp_conn {
+	int fd;
+	uint32_t gen;
+	uint16_t flags;
+	uint8_t kind;	   /* owner-defined role */
+	uint8_t inflight;  /* SQEs in flight; the slot is freed only at 0 */
+	uint32_t peer;	   /* paired slot, or DP_NIL */
+	uint32_t out_head; /* output queue (segments), DP_NIL when empty */
+	uint32_t out_tail;
+	uint32_t out_bytes;
+	uint32_t link;	/* the engine's free or starved list */
+	uint32_t olink; /* the owner's lists (idle data connections, waiters) */
+	void *owner;
+	uint64_t rx, tx; /* bytes received and sent */
+};
+
+struct dp_io;
+
+/* What the owner of a worker is told; every callback is optional except on_data. */
+struct dp_io_ops {
+	/* Bytes for an unpaired or intercepting socket: the owner must release
+	 * or enqueue segment seg (len bytes). */
+	void (*on_data)(struct dp_io *io, uint32_t c, uint32_t seg, uint32_t len);
+	/* EOF on an unpaired or intercepting socket. */
+	void (*on_eof)(struct dp_io *io, uint32_t c);
+	void (*on_accept)(struct dp_io *io, uint32_t listener, int fd);
+	void (*on_connect)(struct dp_io *io, uint32_t c, int res);
+	/* The slot is about to be freed: drop references to it. */
+	void (*on_close)(struct dp_io *io, uint32_t c);
+};
+
+struct dp_io_stats {
+	uint64_t accepted, closed, paused, resumed, recv_errors, send_errors;
+};
+
+/* One per worker; ownership as for dp_ring. */
+struct dp_io {
+	struct dp_ring r;
+	struct dp_conn *conns;
+	uint32_t nconns, live, free_head;
+	uint32_t pause_bytes;
+	uint32_t starved; /* sockets waiting for ring buffers */
+	const struct dp_io_ops *ops;
+	void *owner;
+	struct dp_io_stats stats;
+};
+
+int dp_io_init(struct dp_io *io, uint32_t max_conns, uint32_t nbufs, uint32_t bufsize,
+	       const struct dp_io_ops *ops, void *owner);
+void dp_io_free(struct dp_io *io);
+
+/* Wait up to timeout_ms for completions and handle them. Returns 0 or -errno. */
+int dp_io_run_once(struct dp_io *io, int timeout_ms);
+
+/* Take ownership of fd in a new slot; returns the slot or DP_NIL (closes fd). */
+uint32_t dp_conn_new(struct dp_io *io, int fd, uint8_t kind, void *owner);
+
+/* Listen: multishot accept on slot c. */
+void dp_conn_accept(struct dp_io *io, uint32_t c);
+/* Start (or resume) receiving on c. */
+void dp_conn_recv(struct dp_io *io, uint32_t c);
+/* Connect c's socket to addr; on_connect gets the result. */
+void dp_conn_connect(struct dp_io *io, uint32_t c, const struct sockaddr *addr, socklen_t len);
+
+/* Pair a and b: each forwards what it receives to the other. */
+void dp_conn_pair(struct dp_io *io, uint32_t a, uint32_t b);
+
+/* Queue segment seg for sending on c (c takes ownership) and start sending. */
+void dp_conn_send_seg(struct dp_io *io, uint32_t c, uint32_t seg);
+/* Queue a copy of p[0..len) on c. Returns 0 or -ENOMEM. */
+int dp_conn_send(struct dp_io *io, uint32_t c, const void *p, uint32_t len);
+/* Send FIN on c once its queue is empty. */
+void dp_conn_shutdown(struct dp_io *io, uint32_t c);
+
+/* Forward segment seg received on src to dst, pausing src if dst is full. */
+void dp_conn_forward(struct dp_io *io, uint32_t src, uint32_t dst, uint32_t seg);
+
+/* Close c now (pending output is dropped). */
+void dp_conn_close(struct dp_io *io, uint32_t c);
+
+static inline struct dp_conn *dp_c(struct dp_io *io, uint32_t c)
+{
+	return &io->conns[c];
+}
+
+#endif

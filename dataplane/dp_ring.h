@@ -1,0 +1,107 @@
+/*
+ * dp_ring.h: one io_uring per worker, its provided-buffer ring, and the
+ * segment table that queues bytes between sockets without copying them.
+ *
+ * A segment is a run of bytes waiting to be sent: either part of a ring
+ * buffer (index < nbufs: the bytes stay where the kernel received them and
+ * leave from there) or a heap chunk (index >= nbufs: rewritten HTTP heads,
+ * protocol frames, error responses). Segments chain into per-socket output
+ * queues through their next field, so queues cost no memory of their own.
+ */
+#ifndef DP_RING_H
+#define DP_RING_H
+
+#include <liburing.h>
+#include <stdint.h>
+
+#define DP_NIL UINT32_MAX
+
+/* user_data layout: slot index (24 bits), generation (24), op (8), spare (8). */
+enum dp_op {
+	DP_OP_NONE = 0,
+	DP_OP_ACCEPT, /* multishot accept on a listener */
+	DP_OP_RECV,   /* multishot recv with buffer select */
+	DP_OP_SEND,
+	DP_OP_CONNECT,
+	DP_OP_CANCEL, /* result ignored */
+	DP_OP_WAKE,   /* the periodic timeout */
+};
+
+static inline uint64_t dp_ud(uint32_t slot, uint32_t gen, enum dp_op op)
+{
+	return (uint64_t)(slot & 0xffffff) | (uint64_t)(gen & 0xffffff) << 24 | (uint64_t)op << 48;
+}
+static inline uint32_t dp_ud_slot(uint64_t ud)
+{
+	return (uint32_t)(ud & 0xffffff);
+}
+static inline uint32_t dp_ud_gen(uint64_t ud)
+{
+	return (uint32_t)(ud >> 24 & 0xffffff);
+}
+static inline enum dp_op dp_ud_op(uint64_t ud)
+{
+	return (enum dp_op)(ud >> 48 & 0xff);
+}
+
+struct dp_seg {
+	char *ptr;     /* first byte of the segment (a heap segment's allocation) */
+	uint32_t len;  /* bytes in the segment */
+	uint32_t sent; /* bytes of it already sent */
+	uint32_t next; /* next segment in the owning queue, or DP_NIL */
+};
+
+/* Counters of the engine's fallbacks and events, exported in /metrics. */
+struct dp_ring_stats {
+	uint64_t enobufs;     /* multishot recv stopped: buffer ring empty */
+	uint64_t short_sends; /* send completed with fewer bytes than asked */
+	uint64_t sqe_full;    /* submission queue full: submitted early */
+	uint64_t heap_segs;   /* heap segments allocated */
+	uint64_t no_defer;    /* DEFER_TASKRUN refused by the kernel: plain ring */
+};
+
+/*
+ * Ownership: one per worker thread, created by dp_ring_init() and released
+ * by dp_ring_free(). Ring buffers are in one mmap'd region; heap segments are
+ * malloc'd and freed when sent.
+ */
+struct dp_ring {
+	struct io_uring ring;
+	struct io_uring_buf_ring *br;
+	char *bufs;	/* nbufs * bufsize bytes */
+	uint32_t nbufs; /* power of two, <= 32768 */
+	uint32_t bufsize;
+	uint32_t nsegs; /* nbufs + heap segment slots */
+	struct dp_seg *segs;
+	uint32_t heap_free; /* free list of heap segment indexes */
+	uint32_t bufs_out;  /* ring buffers currently held by queues */
+	uint16_t bgid;
+	unsigned features; /* DP_RING_F_* */
+	struct dp_ring_stats stats;
+};
+
+#define DP_RING_F_DEFER 0x1 /* IORING_SETUP_DEFER_TASKRUN | SINGLE_ISSUER in use */
+
+/* Set up the ring (entries SQEs) and nbufs buffers of bufsize. Returns 0 or -errno. */
+int dp_ring_init(struct dp_ring *r, unsigned entries, uint32_t nbufs, uint32_t bufsize,
+		 uint32_t nheap);
+void dp_ring_free(struct dp_ring *r);
+
+/* An SQE, submitting what is queued first if the SQ is full; never NULL. */
+struct io_uring_sqe *dp_ring_sqe(struct dp_ring *r);
+
+/* Segment of ring buffer bid holding len bytes from offset off. */
+uint32_t dp_seg_from_buf(struct dp_ring *r, uint16_t bid, uint32_t off, uint32_t len);
+
+/* Heap segment with a copy of p[0..len); returns its index or DP_NIL (out of slots). */
+uint32_t dp_seg_copy(struct dp_ring *r, const void *p, uint32_t len);
+
+/* Return the segment's memory: a ring buffer goes back to the kernel. */
+void dp_seg_release(struct dp_ring *r, uint32_t seg);
+
+static inline char *dp_buf_ptr(struct dp_ring *r, uint16_t bid)
+{
+	return r->bufs + (size_t)bid * r->bufsize;
+}
+
+#endif
