@@ -1,11 +1,15 @@
 /*
  * agent_main.c: the agent, `sluice`: `sluice http PORT` or `sluice tcp PORT`
- * puts a local service on a public URL. The command line and configuration
- * are complete; the tunnel itself is the subject of the dataplane issue and
- * is not in this build yet, which the agent says plainly.
+ * puts a local service on a public URL through a relay (ag_agent.c).
  */
+#include "ag_agent.h"
 #include "sl_cli.h"
 #include "sl_log.h"
+#include "sl_net.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
 
 #include <errno.h>
 #include <stdlib.h>
@@ -38,6 +42,18 @@ static const struct sl_opt agent_opts[] = {
 	 .type = SL_OPT_BOOL,
 	 .def = "false",
 	 .help = "skip relay certificate verification (development only)"},
+	{.name = "pool",
+	 .type = SL_OPT_INT,
+	 .def = "8",
+	 .min = 1,
+	 .max = 1024,
+	 .help = "idle data connections kept open to the relay"},
+	{.name = "max-streams",
+	 .type = SL_OPT_INT,
+	 .def = "4096",
+	 .min = 1,
+	 .max = 65536,
+	 .help = "concurrent streams at most"},
 	{.name = "json",
 	 .type = SL_OPT_BOOL,
 	 .def = "false",
@@ -82,9 +98,64 @@ static int agent_parse_command(const struct sl_config *cfg)
 	return (int)port;
 }
 
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void install_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+/* Fill ac from the configuration; returns 0 or -EINVAL after saying why. */
+static int build_config(const struct sl_config *cfg, int port, struct ag_config *ac, char *local,
+			size_t local_cap)
+{
+	const char *server = sl_config_str(cfg, "server");
+	const char *lhost = sl_config_str(cfg, "local-host");
+
+	if (sl_config_str(cfg, "api") != NULL) {
+		fprintf(stderr, "sluice: --api (sessions from the control plane) is not in this "
+				"build yet; use --server and --token\n");
+		return -EINVAL;
+	}
+	snprintf(local, local_cap, strchr(lhost, ':') ? "[%s]:%d" : "%s:%d", lhost, port);
+	if (sl_addr_parse(server, &ac->server, &ac->server_len) < 0) {
+		fprintf(stderr, "sluice: cannot resolve --server %s\n", server);
+		return -EINVAL;
+	}
+	if (sl_addr_parse(local, &ac->local, &ac->local_len) < 0) {
+		fprintf(stderr, "sluice: cannot resolve the local service %s\n", local);
+		return -EINVAL;
+	}
+	ac->server_text = server;
+	ac->local_text = local;
+	ac->token = sl_config_str(cfg, "token");
+	ac->name = sl_config_str(cfg, "name");
+	ac->proto = strcmp(cfg->args[0], "tcp") == 0 ? PR_PROTO_TCP : PR_PROTO_HTTP;
+	ac->pool = (uint32_t)sl_config_int(cfg, "pool");
+	ac->max_data = (uint32_t)sl_config_int(cfg, "max-streams");
+	ac->backoff_max_ms = 30000;
+	ac->json = (int)sl_config_int(cfg, "json");
+	ac->status_line = !ac->json && isatty(1);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct sl_config cfg;
+	struct ag_config ac = {0};
+	char local[300];
 	int rc = sl_cli_start(&agent_cli, &cfg, argc, argv), port;
 
 	if (rc != 0) {
@@ -92,12 +163,12 @@ int main(int argc, char **argv)
 		return rc > 0 ? SL_EXIT_OK : SL_EXIT_USAGE;
 	}
 	port = agent_parse_command(&cfg);
-	if (port < 0) {
+	if (port < 0 || build_config(&cfg, port, &ac, local, sizeof(local)) < 0) {
 		sl_config_free(&cfg);
 		return SL_EXIT_USAGE;
 	}
-	sl_error("the tunnel is not in this build yet; would expose %s port %d via %s", cfg.args[0],
-		 port, sl_config_str(&cfg, "server"));
+	install_signals();
+	rc = ag_run(&ac, &stop_requested);
 	sl_config_free(&cfg);
-	return SL_EXIT_UNAVAILABLE;
+	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;
 }

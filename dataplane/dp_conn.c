@@ -139,6 +139,11 @@ static void pause_recv(struct dp_io *io, uint32_t c)
 	io_uring_prep_cancel64(sqe, dp_ud(c, s->gen, DP_OP_RECV), 0);
 }
 
+void dp_conn_pause(struct dp_io *io, uint32_t c)
+{
+	pause_recv(io, c);
+}
+
 static void kick_send(struct dp_io *io, uint32_t c)
 {
 	struct dp_conn *s = &io->conns[c];

@@ -99,6 +99,8 @@ uint32_t dp_conn_new(struct dp_io *io, int fd, uint8_t kind, void *owner);
 
 /* Listen: multishot accept on slot c. */
 void dp_conn_accept(struct dp_io *io, uint32_t c);
+/* Stop receiving on c until dp_conn_recv(). */
+void dp_conn_pause(struct dp_io *io, uint32_t c);
 /* Start (or resume) receiving on c. */
 void dp_conn_recv(struct dp_io *io, uint32_t c);
 /* Connect c's socket to addr; on_connect gets the result. */

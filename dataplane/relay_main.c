@@ -1,11 +1,15 @@
 /*
- * relay_main.c: sluice-relay's entry point: options, logging, then the relay
- * engine. The engine itself (io_uring workers, routing, agent sessions) is
- * the subject of the dataplane issue and is not in this build yet: the relay
- * validates its configuration and says so plainly instead of pretending.
+ * relay_main.c: sluice-relay's entry point: options, logging, signals, then
+ * the relay worker (dp_relay.c).
  */
+#include "dp_relay.h"
 #include "sl_cli.h"
 #include "sl_log.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <liburing.h>
 #include <msgpack.h>
@@ -56,6 +60,60 @@ static const struct sl_opt relay_opts[] = {
 	 .def = "io_uring",
 	 .choices = "io_uring|epoll",
 	 .help = "I/O engine"},
+	{.name = "heartbeat-ms",
+	 .type = SL_OPT_INT,
+	 .def = "6667",
+	 .min = 100,
+	 .max = 600000,
+	 .help = "ping interval on agent control connections"},
+	{.name = "dead-after-ms",
+	 .type = SL_OPT_INT,
+	 .def = "20000",
+	 .min = 300,
+	 .max = 3600000,
+	 .help = "an agent silent this long is dead (three missed beats)"},
+	{.name = "grace-ms",
+	 .type = SL_OPT_INT,
+	 .def = "30000",
+	 .min = 0,
+	 .max = 86400000,
+	 .help = "how long a disconnected agent keeps its name"},
+	{.name = "head-timeout-ms",
+	 .type = SL_OPT_INT,
+	 .def = "10000",
+	 .min = 100,
+	 .max = 600000,
+	 .help = "a request head must arrive within this (408)"},
+	{.name = "open-timeout-ms",
+	 .type = SL_OPT_INT,
+	 .def = "10000",
+	 .min = 100,
+	 .max = 600000,
+	 .help = "wait this long for an agent data connection (502)"},
+	{.name = "drain-timeout-ms",
+	 .type = SL_OPT_INT,
+	 .def = "10000",
+	 .min = 0,
+	 .max = 3600000,
+	 .help = "on SIGTERM, wait this long for public connections"},
+	{.name = "max-conns",
+	 .type = SL_OPT_INT,
+	 .def = "16384",
+	 .min = 16,
+	 .max = 1048576,
+	 .help = "sockets per worker"},
+	{.name = "buffers",
+	 .type = SL_OPT_INT,
+	 .def = "1024",
+	 .min = 8,
+	 .max = 32768,
+	 .help = "receive buffers per worker (a power of two)"},
+	{.name = "buffer-size",
+	 .type = SL_OPT_INT,
+	 .def = "16384",
+	 .min = 1024,
+	 .max = 1048576,
+	 .help = "bytes per receive buffer"},
 };
 
 static void relay_versions(FILE *out)
@@ -75,6 +133,88 @@ static const struct sl_cli relay_cli = {
 	.versions = relay_versions,
 };
 
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void install_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+/* Options the configuration accepts but this build cannot honour yet. */
+static int check_unsupported(const struct sl_config *cfg)
+{
+	long n = sl_config_int(cfg, "buffers");
+
+	if (strcmp(sl_config_str(cfg, "engine"), "io_uring") != 0) {
+		sl_error("--engine epoll is not in this build yet");
+		return -ENOTSUP;
+	}
+	if (sl_config_str(cfg, "https") != NULL) {
+		sl_error("--https is not in this build yet");
+		return -ENOTSUP;
+	}
+	if (n & (n - 1)) {
+		sl_error("--buffers must be a power of two, not %ld", n);
+		return -EINVAL;
+	}
+	if (sl_config_int(cfg, "workers") > 1)
+		sl_warn("this build runs one worker; --workers %ld ignored",
+			sl_config_int(cfg, "workers"));
+	return 0;
+}
+
+static int run(const struct sl_config *cfg)
+{
+	struct dp_relay_config rc = {0};
+	long range = sl_config_int(cfg, "tcp-ports");
+	const char *tokens = sl_config_str(cfg, "tokens");
+	int err;
+
+	if ((err = check_unsupported(cfg)) < 0)
+		return err;
+	rc.http = sl_config_str(cfg, "http");
+	rc.agents = sl_config_str(cfg, "agents");
+	rc.admin = sl_config_str(cfg, "admin");
+	rc.domain = sl_config_str(cfg, "domain");
+	rc.tcp_lo = (uint16_t)(range >> 16);
+	rc.tcp_hi = (uint16_t)(range & 0xffff);
+	rc.heartbeat_ms = (uint32_t)sl_config_int(cfg, "heartbeat-ms");
+	rc.dead_ms = (uint32_t)sl_config_int(cfg, "dead-after-ms");
+	rc.grace_ms = (uint32_t)sl_config_int(cfg, "grace-ms");
+	rc.head_timeout_ms = (uint32_t)sl_config_int(cfg, "head-timeout-ms");
+	rc.open_timeout_ms = (uint32_t)sl_config_int(cfg, "open-timeout-ms");
+	rc.drain_timeout_ms = (uint32_t)sl_config_int(cfg, "drain-timeout-ms");
+	rc.max_conns = (uint32_t)sl_config_int(cfg, "max-conns");
+	rc.nbufs = (uint32_t)sl_config_int(cfg, "buffers");
+	rc.bufsize = (uint32_t)sl_config_int(cfg, "buffer-size");
+	if (tokens && (err = dp_relay_load_tokens(tokens, &rc.tokens, &rc.ntokens)) < 0) {
+		sl_error("cannot read --tokens %s: %s", tokens, strerror(-err));
+		return err;
+	}
+	if (tokens == NULL)
+		sl_warn("no --tokens file: any agent may connect (development only)");
+	install_signals();
+	err = dp_relay_run(&rc, &stop_requested);
+	for (uint32_t i = 0; i < rc.ntokens; i++) {
+		memset(rc.tokens[i], 0, strlen(rc.tokens[i]));
+		free(rc.tokens[i]);
+	}
+	free(rc.tokens);
+	return err;
+}
+
 int main(int argc, char **argv)
 {
 	struct sl_config cfg;
@@ -84,10 +224,9 @@ int main(int argc, char **argv)
 		sl_config_free(&cfg);
 		return rc > 0 ? SL_EXIT_OK : SL_EXIT_USAGE;
 	}
-	sl_error("the relay engine is not in this build yet; configuration is valid "
-		 "(http %s, agents %s, domain %s)",
-		 sl_config_str(&cfg, "http"), sl_config_str(&cfg, "agents"),
-		 sl_config_str(&cfg, "domain"));
+	rc = run(&cfg);
 	sl_config_free(&cfg);
-	return SL_EXIT_UNAVAILABLE;
+	if (rc == -ENOTSUP || rc == -EINVAL)
+		return SL_EXIT_USAGE;
+	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;
 }

@@ -16,6 +16,7 @@ static const char *const type_names[PR_TYPE_MAX] = {
 	[PR_ERROR] = "error",	[PR_OPEN] = "open",
 	[PR_PING] = "ping",	[PR_PONG] = "pong",
 	[PR_GOAWAY] = "goaway", [PR_DATA_HELLO] = "data_hello",
+	[PR_START] = "start",
 };
 
 const char *pr_type_name(enum pr_type t)
@@ -91,6 +92,7 @@ static int pack_fields(msgpack_packer *pk, const struct pr_msg *m)
 		return 0;
 	case PR_ERROR:
 	case PR_GOAWAY:
+	case PR_START:
 		msgpack_pack_map(pk, 3);
 		put_uint(pk, "t", m->type);
 		put_uint(pk, "code", m->code);

@@ -35,6 +35,7 @@ enum pr_type {
 	PR_PONG,
 	PR_GOAWAY,     /* relay -> agent: reconnect elsewhere or later (drain) */
 	PR_DATA_HELLO, /* agent -> relay, first on a data connection */
+	PR_START,      /* relay -> agent on a data connection: a stream begins, raw bytes follow */
 	PR_TYPE_MAX,
 };
 
@@ -75,7 +76,7 @@ struct pr_msg {
 	uint32_t heartbeat_ms;	      /* BOUND: the relay's ping interval */
 	uint64_t nonce;		      /* PING, PONG */
 	uint32_t code;		      /* ERROR, GOAWAY: enum pr_code */
-	char text[PR_TEXT_MAX];	      /* ERROR, GOAWAY */
+	char text[PR_TEXT_MAX];	      /* ERROR, GOAWAY; START: client address */
 };
 
 /*

@@ -94,20 +94,38 @@ def test_print_config_redacts_secrets(binary):
     assert 'api-key = "<redacted>"  # env' in r.stdout
 
 
-def test_logs_are_json_lines_off_a_terminal(binary):
-    # The relay engine is not built yet: it validates, logs why, exits 69.
-    r = run([binary("sluice-relay"), "--domain", 'a"b'])
-    assert r.returncode == 69
+@pytest.fixture
+def taken_port():
+    """A loopback port held open, so a relay told to listen there fails at once."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    yield s.getsockname()[1]
+    s.close()
+
+
+def relay_argv(binary, port):
+    free = [str(harness.free_port()) for _ in range(2)]
+    return [binary("sluice-relay"), "--http", "127.0.0.1:%d" % port,
+            "--agents", "127.0.0.1:" + free[0], "--admin", "127.0.0.1:" + free[1]]
+
+
+def test_logs_are_json_lines_off_a_terminal(binary, taken_port):
+    r = run(relay_argv(binary, taken_port))
+    assert r.returncode == 1
     events = [json.loads(l) for l in r.stderr.splitlines()]
-    assert events and events[-1]["level"] == "error" and events[-1]["component"] == "relay"
-    assert 'domain a"b' in events[-1]["msg"]
+    assert [e["level"] for e in events] == ["warn", "error"]
+    assert events[-1]["component"] == "relay"
+    assert events[-1]["msg"] == "cannot listen on 127.0.0.1:%d: Address already in use" % taken_port
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", events[-1]["ts"])
 
 
-def test_logs_are_text_on_a_terminal(binary):
+def test_logs_are_text_on_a_terminal(binary, taken_port):
+    argv = relay_argv(binary, taken_port)
     pid, fd = pty.fork()
     if pid == 0:
-        os.execv(binary("sluice-relay"), ["sluice-relay"])
+        os.execv(argv[0], argv)
     out = b""
     while True:
         try:
@@ -118,16 +136,16 @@ def test_logs_are_text_on_a_terminal(binary):
             break
         out += chunk
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 69
-    assert re.search(rb"^\d\d:\d\d:\d\d\.\d{3}Z error relay: the relay engine", out, re.M), out
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert re.search(rb"^\d\d:\d\d:\d\d\.\d{3}Z error relay: cannot listen on", out, re.M), out
 
 
-def test_log_level_filters(binary):
-    r = run([binary("sluice-relay"), "--log-level", "error", "--log-format", "text"])
-    assert " error relay: " in r.stderr
-    r = run([binary("sluice-relay"), "--log-level", "error", "--log-format", "json"],
-            env={"SLUICE_LOG_LEVEL": "warn"})
-    assert r.stderr.startswith("{")
+def test_log_level_filters(binary, taken_port):
+    r = run(relay_argv(binary, taken_port) + ["--log-level", "error", "--log-format", "text"])
+    assert " error relay: cannot listen" in r.stderr
+    assert " warn " not in r.stderr
+    r = run(relay_argv(binary, taken_port) + ["--log-format", "json"], env={"SLUICE_LOG_LEVEL": "warn"})
+    assert r.stderr.startswith("{") and '"level":"warn"' in r.stderr
 
 
 @pytest.mark.parametrize("args,msg", [

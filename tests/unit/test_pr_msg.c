@@ -61,7 +61,7 @@ static void every_type_round_trips(void **state)
 	assert_int_equal(out.heartbeat_ms, 5000);
 	assert_int_equal(out.epoch, 7);
 
-	for (enum pr_type t = PR_ERROR; t <= PR_DATA_HELLO; t++) {
+	for (enum pr_type t = PR_ERROR; t < PR_TYPE_MAX; t++) {
 		memset(&in, 0, sizeof(in));
 		in.type = t;
 		in.code = PR_E_NAME_TAKEN;

@@ -1,0 +1,591 @@
+/*
+ * ag_agent.c: the agent (see ag_agent.h). It shares the relay's engine
+ * (dp_conn.c): a stream is a data connection paired with a local connection,
+ * and bytes move between them without copies, as in the relay.
+ *
+ * Reconnects keep the URL: the agent resumes its session (id and epoch) and
+ * asks for the name it had, so even a relay that restarted and forgot the
+ * session gives the same http://<name>.<domain>/ back.
+ */
+#include "ag_agent.h"
+#include "dp_conn.h"
+#include "dp_http.h"
+#include "sl_log.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { K_CTRL = 1, K_DATA, K_LOCAL };
+
+enum { S_DOWN = 0, S_CONNECTING, S_HELLO, S_BOUND };
+
+/* Data connection states. */
+enum { D_CONNECTING = 0, D_IDLE, D_LOCAL, D_ACTIVE };
+
+/* Per data connection; freed in on_close. */
+struct dconn {
+	uint8_t state;
+	uint32_t local;		       /* slot of the local connection, or DP_NIL */
+	uint32_t held_head, held_tail; /* bytes after START, until the local side connects */
+	uint32_t len;
+	char buf[PR_FRAME_HDR + PR_FRAME_MAX];
+};
+
+struct agent {
+	struct dp_io io;
+	const struct ag_config *cfg;
+	int state;
+	uint32_t ctrl;
+	char name[PR_NAME_MAX], sid[PR_SESSION_MAX], key[PR_KEY_MAX], url[PR_URL_MAX];
+	uint64_t epoch;
+	uint32_t hb_ms;
+	uint32_t ndata, nidle; /* data connections, and those idle or connecting */
+	uint64_t now_ms, last_rx_ms, last_ping_ms, reconnect_at_ms, next_status_ms;
+	uint32_t backoff_ms;
+	int ever_bound, fatal;
+	uint32_t clen;
+	char cbuf[PR_FRAME_HDR + PR_FRAME_MAX];
+	uint64_t streams, bytes_in, bytes_out;
+	char last_error[160];
+};
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- output: JSON events, a status line, or log lines ---- */
+
+static void event(struct agent *a, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* One JSON event per line; fmt adds fields (already JSON) after "event". */
+static void event(struct agent *a, const char *name, const char *fmt, ...)
+{
+	char fields[1024] = "";
+	va_list ap;
+
+	if (!a->cfg->json)
+		return;
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(fields, sizeof(fields), fmt, ap);
+		va_end(ap);
+	}
+	printf("{\"event\":\"%s\"%s%s}\n", name, fields[0] ? "," : "", fields);
+	fflush(stdout);
+}
+
+static void set_error(struct agent *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void set_error(struct agent *a, const char *fmt, ...)
+{
+	char esc[400];
+	va_list ap;
+	size_t n;
+
+	va_start(ap, fmt);
+	vsnprintf(a->last_error, sizeof(a->last_error), fmt, ap);
+	va_end(ap);
+	sl_warn("%s", a->last_error);
+	n = sl_json_escape(esc, sizeof(esc), a->last_error, strlen(a->last_error), NULL);
+	event(a, "error", "\"message\":\"%.*s\"", (int)n, esc);
+}
+
+static void status_line(struct agent *a)
+{
+	if (!a->cfg->status_line || a->now_ms < a->next_status_ms)
+		return;
+	a->next_status_ms = a->now_ms + 1000;
+	printf("\r\033[K%s  %s  streams %llu  in %llu B  out %llu B  open %u%s%s",
+	       a->state == S_BOUND ? "online" : "offline", a->url[0] ? a->url : "-",
+	       (unsigned long long)a->streams, (unsigned long long)a->bytes_in,
+	       (unsigned long long)a->bytes_out, a->ndata - a->nidle,
+	       a->last_error[0] ? "  last error: " : "", a->last_error);
+	fflush(stdout);
+}
+
+/* ---- frames ---- */
+
+static int send_frame(struct agent *a, uint32_t c, const struct pr_msg *m)
+{
+	char buf[PR_FRAME_HDR + PR_FRAME_MAX];
+	int n = pr_encode(m, buf, sizeof(buf));
+
+	return n < 0 ? n : dp_conn_send(&a->io, c, buf, (uint32_t)n);
+}
+
+static int new_socket(struct agent *a, int family)
+{
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+
+	if (fd >= 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	(void)a;
+	return fd;
+}
+
+/* ---- data connections ---- */
+
+static void open_data(struct agent *a)
+{
+	struct dconn *d;
+	uint32_t c;
+	int fd;
+
+	if (a->state != S_BOUND || a->ndata >= a->cfg->max_data)
+		return;
+	if ((fd = new_socket(a, a->cfg->server.ss_family)) < 0)
+		return;
+	if ((d = calloc(1, sizeof(*d))) == NULL) {
+		close(fd);
+		return;
+	}
+	d->local = d->held_head = d->held_tail = DP_NIL;
+	c = dp_conn_new(&a->io, fd, K_DATA, d);
+	if (c == DP_NIL) {
+		free(d);
+		return;
+	}
+	a->ndata++;
+	a->nidle++;
+	dp_conn_connect(&a->io, c, (struct sockaddr *)&a->cfg->server, a->cfg->server_len);
+}
+
+static void refill_pool(struct agent *a)
+{
+	/* Bounded by the pool size: each call opens at most that many. */
+	for (uint32_t i = a->nidle; i < a->cfg->pool; i++)
+		open_data(a);
+}
+
+static void hold(struct agent *a, struct dconn *d, uint32_t seg)
+{
+	a->io.r.segs[seg].next = DP_NIL;
+	if (d->held_tail == DP_NIL)
+		d->held_head = seg;
+	else
+		a->io.r.segs[d->held_tail].next = seg;
+	d->held_tail = seg;
+}
+
+/* START arrived on data connection c: connect to the local service. */
+static void start_stream(struct agent *a, uint32_t c, struct dconn *d)
+{
+	uint32_t l;
+	int fd = new_socket(a, a->cfg->local.ss_family);
+
+	d->state = D_LOCAL;
+	a->nidle--;
+	a->streams++;
+	refill_pool(a);
+	if (fd < 0 || (l = dp_conn_new(&a->io, fd, K_LOCAL, NULL)) == DP_NIL) {
+		dp_conn_close(&a->io, c);
+		return;
+	}
+	d->local = l;
+	dp_c(&a->io, l)->owner = (void *)(uintptr_t)c;
+	dp_conn_pause(&a->io, c);
+	dp_conn_connect(&a->io, l, (struct sockaddr *)&a->cfg->local, a->cfg->local_len);
+}
+
+static void data_bytes(struct agent *a, uint32_t c, struct dconn *d, uint32_t seg)
+{
+	struct dp_seg *g = &a->io.r.segs[seg];
+	struct pr_msg m;
+	int n;
+
+	if (d->state != D_IDLE) {
+		hold(a, d, seg); /* bytes after START while the local side connects */
+		return;
+	}
+	if (d->len + g->len > sizeof(d->buf)) {
+		dp_seg_release(&a->io.r, seg);
+		dp_conn_close(&a->io, c);
+		return;
+	}
+	memcpy(d->buf + d->len, g->ptr, g->len);
+	d->len += g->len;
+	dp_seg_release(&a->io.r, seg);
+	n = pr_frame_len(d->buf, d->len);
+	if (n == 0)
+		return;
+	if (n < 0 || pr_decode(d->buf + PR_FRAME_HDR, (size_t)n - PR_FRAME_HDR, &m) < 0 ||
+	    m.type != PR_START) {
+		dp_conn_close(&a->io, c);
+		return;
+	}
+	if (d->len > (uint32_t)n) {
+		uint32_t rest = dp_seg_copy(&a->io.r, d->buf + n, d->len - (uint32_t)n);
+
+		if (rest != DP_NIL)
+			hold(a, d, rest);
+	}
+	d->len = 0;
+	start_stream(a, c, d);
+}
+
+/* The local service answered the connect for data connection c. */
+static void local_connected(struct agent *a, uint32_t l, int res)
+{
+	uint32_t c = (uint32_t)(uintptr_t)dp_c(&a->io, l)->owner, seg;
+	struct dconn *d = dp_c(&a->io, c)->owner;
+	char resp[512];
+	int n;
+
+	dp_c(&a->io, l)->owner = NULL;
+	if (res < 0) {
+		set_error(a, "local service %s: %s", a->cfg->local_text, strerror(-res));
+		d->local = DP_NIL;
+		dp_conn_close(&a->io, l);
+		if (a->cfg->proto == PR_PROTO_HTTP) {
+			snprintf(resp, 256,
+				 "sluice agent: the local service at %s refused the connection "
+				 "(%s)\n",
+				 a->cfg->local_text, strerror(-res));
+			n = dp_http_response(502, NULL, resp, resp + 256, sizeof(resp) - 256);
+			if (n > 0)
+				dp_conn_send(&a->io, c, resp + 256, (uint32_t)n);
+			dp_conn_shutdown(&a->io, c);
+		} else {
+			dp_conn_close(&a->io, c);
+		}
+		return;
+	}
+	d->state = D_ACTIVE;
+	dp_c(&a->io, c)->flags &= (uint16_t)~DP_C_INTERCEPT;
+	dp_conn_pair(&a->io, c, l);
+	while ((seg = d->held_head) != DP_NIL) {
+		d->held_head = a->io.r.segs[seg].next;
+		dp_conn_forward(&a->io, c, l, seg);
+	}
+	d->held_tail = DP_NIL;
+	if (dp_c(&a->io, c)->flags & DP_C_EOF)
+		dp_conn_shutdown(&a->io, l);
+	else
+		dp_conn_recv(&a->io, c);
+	dp_conn_recv(&a->io, l);
+}
+
+static void data_connected(struct agent *a, uint32_t c, int res)
+{
+	struct pr_msg m = {.type = PR_DATA_HELLO, .version = PR_VERSION};
+
+	if (res < 0 || a->state != S_BOUND) {
+		dp_conn_close(&a->io, c);
+		return;
+	}
+	((struct dconn *)dp_c(&a->io, c)->owner)->state = D_IDLE;
+	m.epoch = a->epoch;
+	snprintf(m.session, sizeof(m.session), "%s", a->sid);
+	snprintf(m.key, sizeof(m.key), "%s", a->key);
+	send_frame(a, c, &m);
+	dp_c(&a->io, c)->flags |= DP_C_INTERCEPT;
+	dp_conn_recv(&a->io, c);
+}
+
+/* ---- the control connection ---- */
+
+static void schedule_reconnect(struct agent *a, const char *why)
+{
+	uint32_t jitter;
+	uint64_t delay;
+
+	if (getrandom(&jitter, sizeof(jitter), 0) != sizeof(jitter))
+		jitter = 0;
+	/* Exponential backoff with jitter: 50% to 150% of the current step. */
+	delay = a->backoff_ms / 2 + jitter % (a->backoff_ms + 1);
+	a->reconnect_at_ms = a->now_ms + delay;
+	a->backoff_ms = a->backoff_ms * 2 > a->cfg->backoff_max_ms ? a->cfg->backoff_max_ms
+								   : a->backoff_ms * 2;
+	sl_info("reconnecting in %llu ms (%s)", (unsigned long long)delay, why);
+	event(a, "reconnecting", "\"in_ms\":%llu", (unsigned long long)delay);
+}
+
+static void close_idle_data(struct agent *a)
+{
+	for (uint32_t i = 0; i < a->io.nconns; i++) {
+		struct dp_conn *s = &a->io.conns[i];
+
+		if (s->fd >= 0 && s->kind == K_DATA && ((struct dconn *)s->owner)->state <= D_IDLE)
+			dp_conn_close(&a->io, i);
+	}
+}
+
+static void ctrl_lost(struct agent *a, const char *why)
+{
+	a->state = S_DOWN;
+	a->ctrl = DP_NIL;
+	a->clen = 0;
+	close_idle_data(a);
+	if (!a->fatal)
+		schedule_reconnect(a, why);
+}
+
+static void connect_ctrl(struct agent *a)
+{
+	int fd = new_socket(a, a->cfg->server.ss_family);
+
+	a->reconnect_at_ms = 0;
+	if (fd < 0 || (a->ctrl = dp_conn_new(&a->io, fd, K_CTRL, NULL)) == DP_NIL) {
+		a->ctrl = DP_NIL;
+		schedule_reconnect(a, "no socket");
+		return;
+	}
+	a->state = S_CONNECTING;
+	dp_conn_connect(&a->io, a->ctrl, (struct sockaddr *)&a->cfg->server, a->cfg->server_len);
+}
+
+static void ctrl_connected(struct agent *a, uint32_t c, int res)
+{
+	struct pr_msg m = {.type = PR_HELLO, .version = PR_VERSION};
+
+	if (res < 0) {
+		set_error(a, "relay %s: %s", a->cfg->server_text, strerror(-res));
+		dp_conn_close(&a->io, c);
+		return;
+	}
+	m.proto = a->cfg->proto;
+	m.epoch = a->epoch;
+	snprintf(m.token, sizeof(m.token), "%s", a->cfg->token ? a->cfg->token : "");
+	snprintf(m.name, sizeof(m.name), "%s", a->name);
+	snprintf(m.session, sizeof(m.session), "%s", a->sid);
+	send_frame(a, c, &m);
+	a->state = S_HELLO;
+	a->last_rx_ms = a->last_ping_ms = a->now_ms;
+	dp_conn_recv(&a->io, c);
+}
+
+static void on_bound(struct agent *a, const struct pr_msg *m)
+{
+	int again = a->ever_bound && strcmp(a->url, m->url) == 0;
+
+	a->state = S_BOUND;
+	a->epoch = m->epoch;
+	a->hb_ms = m->heartbeat_ms ? m->heartbeat_ms : 6667;
+	a->backoff_ms = 250;
+	a->last_error[0] = '\0';
+	snprintf(a->name, sizeof(a->name), "%s", m->name);
+	snprintf(a->sid, sizeof(a->sid), "%s", m->session);
+	snprintf(a->key, sizeof(a->key), "%s", m->key);
+	snprintf(a->url, sizeof(a->url), "%s", m->url);
+	if (!a->ever_bound)
+		event(a, "ready", "\"url\":\"%s\",\"session\":\"%s\",\"name\":\"%s\"", a->url,
+		      a->sid, a->name);
+	else
+		event(a, "reconnected", "\"url\":\"%s\",\"same_url\":%s", a->url,
+		      again ? "true" : "false");
+	sl_info("%s %s (session %s)", a->ever_bound ? "back online at" : "online at", a->url,
+		a->sid);
+	a->ever_bound = 1;
+	refill_pool(a);
+}
+
+/* Refusals that retrying cannot fix end the agent. */
+static void on_refused(struct agent *a, const struct pr_msg *m)
+{
+	set_error(a, "relay refused: %s", m->text);
+	if (m->code == PR_E_AUTH || m->code == PR_E_VERSION || m->code == PR_E_NAME_INVALID ||
+	    (m->code == PR_E_NAME_TAKEN && !a->ever_bound))
+		a->fatal = -EACCES;
+}
+
+static void ctrl_frame(struct agent *a, uint32_t c, const struct pr_msg *m)
+{
+	struct pr_msg pong = {.type = PR_PONG};
+
+	switch (m->type) {
+	case PR_BOUND: on_bound(a, m); break;
+	case PR_ERROR: on_refused(a, m); break;
+	case PR_OPEN:
+		/* Bounded by max_data inside open_data. */
+		for (uint32_t i = 0; i < m->count && i < a->cfg->max_data; i++)
+			open_data(a);
+		break;
+	case PR_PING:
+		pong.nonce = m->nonce;
+		send_frame(a, c, &pong);
+		break;
+	case PR_GOAWAY:
+		sl_info("relay asks us to go away: %s", m->text);
+		a->backoff_ms = 250;
+		dp_conn_close(&a->io, c);
+		break;
+	default: break;
+	}
+}
+
+static void ctrl_bytes(struct agent *a, uint32_t c, uint32_t seg)
+{
+	struct dp_seg *g = &a->io.r.segs[seg];
+	struct pr_msg m;
+	int n;
+
+	a->last_rx_ms = a->now_ms;
+	if (a->clen + g->len > sizeof(a->cbuf)) {
+		dp_seg_release(&a->io.r, seg);
+		dp_conn_close(&a->io, c);
+		return;
+	}
+	memcpy(a->cbuf + a->clen, g->ptr, g->len);
+	a->clen += g->len;
+	dp_seg_release(&a->io.r, seg);
+	while ((n = pr_frame_len(a->cbuf, a->clen)) > 0 && a->ctrl == c) {
+		int bad = pr_decode(a->cbuf + PR_FRAME_HDR, (size_t)n - PR_FRAME_HDR, &m) < 0;
+
+		memmove(a->cbuf, a->cbuf + n, a->clen - (uint32_t)n);
+		a->clen -= (uint32_t)n;
+		if (bad)
+			continue; /* a newer relay's message we cannot read: skip it */
+		ctrl_frame(a, c, &m);
+	}
+	if (n < 0)
+		dp_conn_close(&a->io, c);
+}
+
+/* ---- engine callbacks ---- */
+
+static void on_data(struct dp_io *io, uint32_t c, uint32_t seg, uint32_t len)
+{
+	struct agent *a = io->owner;
+	struct dp_conn *s = dp_c(io, c);
+
+	(void)len;
+	if (s->kind == K_CTRL)
+		ctrl_bytes(a, c, seg);
+	else if (s->kind == K_DATA)
+		data_bytes(a, c, s->owner, seg);
+	else
+		dp_seg_release(&io->r, seg);
+}
+
+static void on_eof(struct dp_io *io, uint32_t c)
+{
+	dp_conn_close(io, c);
+}
+
+static void on_connect(struct dp_io *io, uint32_t c, int res)
+{
+	struct agent *a = io->owner;
+
+	switch (dp_c(io, c)->kind) {
+	case K_CTRL: ctrl_connected(a, c, res); break;
+	case K_DATA: data_connected(a, c, res); break;
+	case K_LOCAL: local_connected(a, c, res); break;
+	default: break;
+	}
+}
+
+static void on_close(struct dp_io *io, uint32_t c)
+{
+	struct agent *a = io->owner;
+	struct dp_conn *s = dp_c(io, c);
+
+	if (s->kind == K_CTRL && a->ctrl == c) {
+		ctrl_lost(a, a->last_error[0] ? a->last_error : "connection to the relay closed");
+	} else if (s->kind == K_DATA) {
+		struct dconn *d = s->owner;
+		uint32_t seg;
+
+		a->bytes_in += s->rx;
+		a->bytes_out += s->tx;
+		a->ndata--;
+		if (d->state <= D_IDLE)
+			a->nidle--;
+		if (d->local != DP_NIL && d->state == D_LOCAL)
+			dp_conn_close(io, d->local);
+		while ((seg = d->held_head) != DP_NIL) {
+			d->held_head = io->r.segs[seg].next;
+			dp_seg_release(&io->r, seg);
+		}
+		free(d);
+	}
+	s->owner = NULL;
+}
+
+static const struct dp_io_ops agent_ops = {
+	.on_data = on_data,
+	.on_eof = on_eof,
+	.on_connect = on_connect,
+	.on_close = on_close,
+};
+
+/* ---- loop ---- */
+
+static void tick(struct agent *a)
+{
+	struct pr_msg ping = {.type = PR_PING};
+
+	a->now_ms = mono_ms();
+	if (a->state == S_DOWN && a->reconnect_at_ms && a->now_ms >= a->reconnect_at_ms)
+		connect_ctrl(a);
+	if (a->state == S_BOUND) {
+		if (a->now_ms - a->last_rx_ms > 3 * (uint64_t)a->hb_ms) {
+			set_error(a, "relay missed three heartbeats");
+			dp_conn_close(&a->io, a->ctrl);
+		} else if (a->now_ms - a->last_ping_ms >= a->hb_ms) {
+			a->last_ping_ms = a->now_ms;
+			ping.nonce = a->now_ms;
+			send_frame(a, a->ctrl, &ping);
+		}
+	}
+	status_line(a);
+}
+
+static void close_everything(struct agent *a)
+{
+	for (uint32_t i = 0; i < a->io.nconns; i++)
+		if (a->io.conns[i].fd >= 0)
+			dp_conn_close(&a->io, i);
+	/* Bounded: each round reaps what the shutdowns and cancels completed. */
+	for (int round = 0; round < 50 && a->io.live > 0; round++)
+		dp_io_run_once(&a->io, 20);
+}
+
+int ag_run(const struct ag_config *cfg, volatile sig_atomic_t *stop)
+{
+	struct agent *a = calloc(1, sizeof(*a));
+	int err;
+
+	if (a == NULL)
+		return -ENOMEM;
+	a->cfg = cfg;
+	a->ctrl = DP_NIL;
+	a->backoff_ms = 250;
+	a->now_ms = mono_ms();
+	snprintf(a->name, sizeof(a->name), "%s", cfg->name ? cfg->name : "");
+	/* A small engine: the agent serves one developer's app. */
+	err = dp_io_init(&a->io, cfg->max_data * 2 + 16, 256, 16384, &agent_ops, a);
+	if (err < 0) {
+		sl_error("io_uring set-up failed: %s", strerror(-err));
+		free(a);
+		return err;
+	}
+	connect_ctrl(a);
+	while (!*stop && !a->fatal) {
+		if ((err = dp_io_run_once(&a->io, 100)) < 0)
+			break;
+		tick(a);
+	}
+	if (cfg->status_line)
+		printf("\n");
+	a->state = S_DOWN;
+	a->fatal = a->fatal ? a->fatal : 1; /* no reconnect from here on */
+	close_everything(a);
+	event(a, "closed", NULL);
+	err = a->fatal < 0 ? a->fatal : err;
+	dp_io_free(&a->io);
+	free(a);
+	return err;
+}

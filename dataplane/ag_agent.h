@@ -1,0 +1,31 @@
+/*
+ * ag_agent.h: the agent's engine: one control connection to the relay, a
+ * pool of pre-opened data connections, and a local connection per stream.
+ */
+#ifndef AG_AGENT_H
+#define AG_AGENT_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "pr_msg.h"
+
+struct ag_config {
+	struct sockaddr_storage server, local;
+	socklen_t server_len, local_len;
+	const char *server_text, *local_text;
+	const char *token;
+	const char *name;
+	enum pr_proto proto;
+	uint32_t pool;	   /* idle data connections kept ready */
+	uint32_t max_data; /* data connections at most (idle and active) */
+	uint32_t backoff_max_ms;
+	int json;	 /* JSON events on stdout */
+	int status_line; /* a live status line on stdout (a terminal) */
+};
+
+/* Run until *stop; returns 0, or a negative errno for a fatal refusal. */
+int ag_run(const struct ag_config *cfg, volatile sig_atomic_t *stop);
+
+#endif

@@ -1,0 +1,1413 @@
+/*
+ * dp_relay.c: sluice-relay's worker (see dp_relay.h).
+ *
+ * Sockets by role (dp_conn.kind):
+ *   listeners   public HTTP, agents, admin, and one per TCP tunnel;
+ *   K_PUBLIC    a browser's connection: its request side is parsed (routing,
+ *               forwarding headers, prefix strip, body framing), its response
+ *               side is raw bytes from the agent, never parsed or copied;
+ *   K_PUBLIC_TCP a TCP tunnel's client: raw both ways;
+ *   K_AGENT_NEW an agent connection before its first frame says what it is;
+ *   K_CTRL      an agent's control connection (frames, heartbeats);
+ *   K_DATA      a pre-opened data connection: idle in its tunnel's pool, or
+ *               paired with one public connection for that connection's life;
+ *   K_ADMIN     /health and /metrics.
+ */
+#include "dp_relay.h"
+#include "dp_conn.h"
+#include "dp_http.h"
+#include "dp_tunnel.h"
+#include "pr_msg.h"
+#include "sl_cli.h"
+#include "sl_log.h"
+#include "sl_net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+	K_LISTEN_HTTP = 1,
+	K_LISTEN_AGENTS,
+	K_LISTEN_ADMIN,
+	K_LISTEN_TCP,
+	K_PUBLIC,
+	K_PUBLIC_TCP,
+	K_AGENT_NEW,
+	K_CTRL,
+	K_DATA,
+	K_ADMIN,
+};
+
+/* Phases of a public connection's request side. */
+enum {
+	P_HEAD = 0, /* reading a request head */
+	P_BODY_CL,  /* forwarding body_left more bytes */
+	P_BODY_CH,  /* forwarding a chunked body */
+	P_RAW,	    /* after an upgrade, or a TCP tunnel: bytes pass untouched */
+	P_DONE,	    /* an error response was queued; the connection closes after it */
+};
+
+#define LINGER_MS 5000 /* after an error response, wait this long for the client to close */
+
+/* HTTP errors the relay answers itself, in /metrics order. */
+enum { E_400, E_404, E_408, E_431, E_501, E_502, E_503, E_COUNT };
+static const int err_status[E_COUNT] = {400, 404, 408, 431, 501, 502, 503};
+
+/*
+ * State of a public connection. Ownership: allocated at accept, freed in
+ * on_close with its held segments and head buffer; holds a reference on t.
+ */
+struct pub {
+	uint32_t slot;
+	uint8_t phase;
+	uint8_t tcp;
+	uint8_t waiting; /* in t's waiter list */
+	uint8_t ipv6;
+	struct dp_tunnel *t;
+	uint64_t epoch;
+	uint64_t body_left;
+	struct dp_chunked ch;
+	char *acc; /* a head that arrived in pieces */
+	uint32_t acc_len, acc_cap;
+	uint32_t held_head, held_tail; /* bytes queued before a data connection exists */
+	uint64_t deadline_ms;	       /* 0: none */
+	int deadline_err;	       /* E_408 or E_502 */
+	struct pub *tprev, *tnext;     /* timed list */
+	int timed;
+	char ip[INET6_ADDRSTRLEN];
+};
+
+/* An agent connection: the frame reader of K_AGENT_NEW and K_CTRL, the
+ * tunnel of K_CTRL and K_DATA (a counted reference). Freed in on_close. */
+struct agent {
+	struct dp_tunnel *t;
+	uint64_t epoch;
+	int idle; /* K_DATA in t's pool */
+	uint32_t len;
+	char buf[PR_FRAME_HDR + PR_FRAME_MAX];
+	char ip[INET6_ADDRSTRLEN];
+};
+
+struct metrics {
+	uint64_t requests, errors[E_COUNT], agents_refused, tcp_conns, misdirected_switch;
+	uint64_t bytes_in, bytes_out; /* public side, closed connections */
+};
+
+struct relay {
+	struct dp_io io;
+	const struct dp_relay_config *cfg;
+	struct dp_tunnels tunnels;
+	uint32_t l_http, l_agents, l_admin;
+	uint64_t now_ms, next_sweep_ms;
+	int http_port;
+	uint16_t next_tcp;
+	struct pub *timed;
+	int draining;
+	struct metrics m;
+	char target[DP_HTTP_HEAD_MAX];	    /* a rewritten request target */
+	char head[DP_HTTP_HEAD_MAX + 8192]; /* the upstream head being built */
+};
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void random_alnum(char *out, size_t n)
+{
+	static const char al[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+	unsigned char rnd[64];
+
+	if (n > sizeof(rnd) || getrandom(rnd, n, 0) != (ssize_t)n)
+		abort(); /* the kernel's CSPRNG does not fail for small reads */
+	for (size_t i = 0; i < n; i++)
+		out[i] = al[rnd[i] % 36];
+	out[n] = '\0';
+}
+
+static int ct_equal(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	unsigned char d = (unsigned char)(la != lb);
+
+	for (size_t i = 0; i < la && i < lb; i++)
+		d |= (unsigned char)(a[i] ^ b[i]);
+	return d == 0;
+}
+
+/* ---- tunnel references ---- */
+
+static void tunnel_ref(struct dp_tunnel *t)
+{
+	t->refs++;
+}
+
+static void tunnel_unref(struct dp_tunnel *t)
+{
+	if (--t->refs == 0 && !t->linked)
+		free(t);
+}
+
+/* ---- timed public connections (slowloris, waiting for a data connection) ---- */
+
+static void untime(struct relay *r, struct pub *p)
+{
+	if (!p->timed)
+		return;
+	if (p->tprev)
+		p->tprev->tnext = p->tnext;
+	else
+		r->timed = p->tnext;
+	if (p->tnext)
+		p->tnext->tprev = p->tprev;
+	p->timed = 0;
+	p->tprev = p->tnext = NULL;
+	p->deadline_ms = 0;
+}
+
+static void set_deadline(struct relay *r, struct pub *p, uint32_t ms, int err)
+{
+	untime(r, p);
+	p->deadline_ms = r->now_ms + ms;
+	p->deadline_err = err;
+	p->timed = 1;
+	p->tnext = r->timed;
+	if (r->timed)
+		r->timed->tprev = p;
+	r->timed = p;
+}
+
+/* ---- errors to the public client ---- */
+
+/* Queue an error response on the public connection and close after it. */
+static void pub_error(struct relay *r, struct pub *p, int e, const char *extra, const char *fmt,
+		      ...) __attribute__((format(printf, 5, 6)));
+
+static void pub_error(struct relay *r, struct pub *p, int e, const char *extra, const char *fmt,
+		      ...)
+{
+	char body[512], resp[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	vsnprintf(body, sizeof(body), fmt, ap);
+	va_end(ap);
+	r->m.errors[e]++;
+	p->phase = P_DONE;
+	if (dp_c(&r->io, p->slot)->peer != DP_NIL || p->tcp) {
+		/* Mid-stream (or raw TCP): an HTTP error would interleave with the
+		 * app's bytes, so the connection just closes. */
+		uint32_t peer = dp_c(&r->io, p->slot)->peer;
+
+		untime(r, p);
+		if (peer != DP_NIL)
+			dp_conn_close(&r->io, peer);
+		dp_conn_close(&r->io, p->slot);
+		return;
+	}
+	n = dp_http_response(err_status[e], extra, body, resp, sizeof(resp));
+	if (n > 0)
+		dp_conn_send(&r->io, p->slot, resp, (uint32_t)n);
+	dp_conn_shutdown(&r->io, p->slot);
+	/* Read and drop what the client still sends until it closes (so the
+	 * response is not lost to a reset), for at most LINGER_MS. */
+	set_deadline(r, p, LINGER_MS, E_COUNT);
+	dp_conn_recv(&r->io, p->slot);
+}
+
+/* ---- data connections ---- */
+
+static int send_frame(struct relay *r, uint32_t c, const struct pr_msg *m)
+{
+	char buf[PR_FRAME_HDR + PR_FRAME_MAX];
+	int n = pr_encode(m, buf, sizeof(buf));
+
+	if (n < 0)
+		return n;
+	return dp_conn_send(&r->io, c, buf, (uint32_t)n);
+}
+
+/* Ask the agent for more data connections than are already on their way. */
+static void ask_for_data(struct relay *r, struct dp_tunnel *t)
+{
+	struct pr_msg m = {.type = PR_OPEN};
+
+	if (t->ctrl == DP_NIL || t->opens_asked >= t->nwait)
+		return;
+	m.count = t->nwait - t->opens_asked;
+	t->opens_asked += m.count;
+	send_frame(r, t->ctrl, &m);
+}
+
+/* Join public connection p with data connection d: START, then held bytes. */
+static void attach(struct relay *r, struct pub *p, uint32_t d)
+{
+	struct pr_msg m = {.type = PR_START};
+	struct agent *a = dp_c(&r->io, d)->owner;
+	uint32_t seg;
+
+	a->idle = 0;
+	snprintf(m.text, sizeof(m.text), "%s", p->ip);
+	send_frame(r, d, &m);
+	dp_conn_pair(&r->io, p->slot, d);
+	while ((seg = p->held_head) != DP_NIL) {
+		p->held_head = r->io.r.segs[seg].next;
+		dp_conn_send_seg(&r->io, d, seg);
+	}
+	p->held_tail = DP_NIL;
+	untime(r, p);
+	p->t->conns++;
+	/* A TCP client's bytes flow only once there is somewhere to send them;
+	 * an HTTP client was paused while it waited; one that already sent its
+	 * FIN gets it passed on. */
+	if (dp_c(&r->io, p->slot)->flags & DP_C_EOF)
+		dp_conn_shutdown(&r->io, d);
+	else
+		dp_conn_recv(&r->io, p->slot);
+}
+
+static uint32_t pop_idle(struct relay *r, struct dp_tunnel *t)
+{
+	uint32_t d = t->idle;
+
+	if (d != DP_NIL) {
+		t->idle = dp_c(&r->io, d)->olink;
+		t->nidle--;
+		dp_c(&r->io, d)->olink = DP_NIL;
+	}
+	return d;
+}
+
+static void unlink_waiter(struct relay *r, struct pub *p)
+{
+	struct dp_tunnel *t = p->t;
+	uint32_t *pp = &t->wait_head, prev = DP_NIL;
+
+	while (*pp != DP_NIL && *pp != p->slot) {
+		prev = *pp;
+		pp = &dp_c(&r->io, *pp)->olink;
+	}
+	if (*pp == DP_NIL)
+		return;
+	*pp = dp_c(&r->io, p->slot)->olink;
+	if (t->wait_tail == p->slot)
+		t->wait_tail = prev;
+	t->nwait--;
+	p->waiting = 0;
+}
+
+/* Give p a data connection now, or queue it and ask the agent for one. */
+static void acquire_data(struct relay *r, struct pub *p)
+{
+	struct dp_tunnel *t = p->t;
+	uint32_t d = pop_idle(r, t);
+
+	if (d != DP_NIL) {
+		attach(r, p, d);
+		return;
+	}
+	p->waiting = 1;
+	dp_c(&r->io, p->slot)->olink = DP_NIL;
+	if (t->wait_tail == DP_NIL)
+		t->wait_head = p->slot;
+	else
+		dp_c(&r->io, t->wait_tail)->olink = p->slot;
+	t->wait_tail = p->slot;
+	t->nwait++;
+	/* Hold the client until there is a connection to send its bytes to. */
+	dp_conn_pause(&r->io, p->slot);
+	set_deadline(r, p, r->cfg->open_timeout_ms, E_502);
+	ask_for_data(r, t);
+}
+
+/* A data connection arrived for t: hand it to the first waiter or pool it. */
+static void data_ready(struct relay *r, struct dp_tunnel *t, uint32_t d)
+{
+	struct agent *a = dp_c(&r->io, d)->owner;
+
+	if (t->opens_asked)
+		t->opens_asked--;
+	if (t->wait_head != DP_NIL) {
+		struct pub *p = dp_c(&r->io, t->wait_head)->owner;
+
+		unlink_waiter(r, p);
+		attach(r, p, d);
+		return;
+	}
+	a->idle = 1;
+	dp_c(&r->io, d)->olink = t->idle;
+	t->idle = d;
+	t->nidle++;
+}
+
+/* ---- routing ---- */
+
+/* "<name>.<domain>" -> tunnel; NULL when the host is not under the domain. */
+static struct dp_tunnel *route_host(struct relay *r, const struct dp_http_req *q, const char **name,
+				    size_t *name_len)
+{
+	size_t dl = strlen(r->cfg->domain);
+
+	if (q->host == NULL || q->host_len <= dl + 1)
+		return NULL;
+	if (q->host[q->host_len - dl - 1] != '.' ||
+	    strncasecmp(q->host + q->host_len - dl, r->cfg->domain, dl) != 0)
+		return NULL;
+	*name = q->host;
+	*name_len = q->host_len - dl - 1;
+	return dp_tunnels_by_name(&r->tunnels, *name, *name_len);
+}
+
+/* "/session/<id>[/rest]" -> tunnel, with *rest the path the app sees. */
+static struct dp_tunnel *route_path(struct relay *r, const struct dp_http_req *q, const char **sid,
+				    size_t *sid_len, const char **rest, size_t *rest_len)
+{
+	static const char pre[] = "/session/";
+	const char *p = q->target + sizeof(pre) - 1, *end = q->target + q->target_len, *e = p;
+
+	if (q->target_len < sizeof(pre) || memcmp(q->target, pre, sizeof(pre) - 1) != 0)
+		return NULL;
+	while (e < end && *e != '/' && *e != '?')
+		e++;
+	*sid = p;
+	*sid_len = (size_t)(e - p);
+	if (e == end || *e == '?') {
+		/* "/session/id" or "/session/id?q": the app sees "/" (plus the query). */
+		*rest = e;
+		*rest_len = (size_t)(end - e);
+	} else {
+		*rest = e;
+		*rest_len = (size_t)(end - e);
+	}
+	return dp_tunnels_by_sid(&r->tunnels, *sid, *sid_len);
+}
+
+/* ---- the request side of a public connection ---- */
+
+static void hold_or_send(struct relay *r, struct pub *p, uint32_t seg)
+{
+	struct dp_conn *c = dp_c(&r->io, p->slot);
+
+	if (c->peer != DP_NIL) {
+		dp_conn_forward(&r->io, p->slot, c->peer, seg);
+		return;
+	}
+	r->io.r.segs[seg].next = DP_NIL;
+	if (p->held_tail == DP_NIL)
+		p->held_head = seg;
+	else
+		r->io.r.segs[p->held_tail].next = seg;
+	p->held_tail = seg;
+}
+
+/* A keep-alive request for another tunnel: let go of the current one. */
+static void detach(struct relay *r, struct pub *p)
+{
+	uint32_t d = dp_c(&r->io, p->slot)->peer;
+
+	r->m.misdirected_switch++;
+	if (d != DP_NIL) {
+		dp_c(&r->io, d)->peer = DP_NIL;
+		dp_c(&r->io, p->slot)->peer = DP_NIL;
+		dp_conn_close(&r->io, d);
+	}
+	if (p->waiting)
+		unlink_waiter(r, p);
+	tunnel_unref(p->t);
+	p->t = NULL;
+}
+
+static const char *tunnel_state_error(struct relay *r, struct dp_tunnel *t)
+{
+	(void)r;
+	return t->ctrl == DP_NIL ? "the agent for this tunnel is offline; retry shortly\n" : NULL;
+}
+
+/* Route and forward one parsed request head; returns 0, or -1 after an error response. */
+static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *q)
+{
+	const char *name = NULL, *sid = NULL, *rest = q->target;
+	size_t name_len = 0, sid_len = 0, rest_len = q->target_len;
+	struct dp_http_client cl = {p->ip, p->ipv6, 0};
+	struct dp_tunnel *t = route_host(r, q, &name, &name_len);
+	const char *why;
+	int n;
+	uint32_t seg;
+
+	if (t == NULL && name == NULL)
+		t = route_path(r, q, &sid, &sid_len, &rest, &rest_len);
+	if (t == NULL) {
+		if (name)
+			pub_error(r, p, E_404, NULL, "no tunnel named \"%.*s\" on this relay\n",
+				  (int)name_len, name);
+		else if (sid)
+			pub_error(r, p, E_404, NULL, "no tunnel with session id \"%.*s\"\n",
+				  (int)sid_len, sid);
+		else
+			pub_error(r, p, E_404, NULL,
+				  "no tunnel here: use http://<name>.%s/ or /session/<id>/\n",
+				  r->cfg->domain);
+		return -1;
+	}
+	if ((why = tunnel_state_error(r, t)) != NULL) {
+		pub_error(r, p, E_502, "Retry-After: 5\r\n", "%s", why);
+		return -1;
+	}
+	if (p->t != NULL && (p->t != t || p->epoch != t->epoch))
+		detach(r, p);
+	if (rest_len == 0 || rest[0] != '/') {
+		/* "/session/id" and "/session/id?q" map to "/" and "/?q". */
+		r->target[0] = '/';
+		memcpy(r->target + 1, rest, rest_len);
+		rest_len += 1;
+		rest = r->target;
+	}
+	n = dp_http_upstream_head(q, rest, rest_len, &cl, r->head, sizeof(r->head));
+	if (n < 0 || (seg = dp_seg_copy(&r->io.r, r->head, (uint32_t)n)) == DP_NIL) {
+		pub_error(r, p, E_503, NULL, "relay out of memory\n");
+		return -1;
+	}
+	r->m.requests++;
+	t->requests++;
+	if (p->t == NULL) {
+		p->t = t;
+		p->epoch = t->epoch;
+		tunnel_ref(t);
+		hold_or_send(r, p, seg);
+		acquire_data(r, p);
+	} else {
+		hold_or_send(r, p, seg);
+	}
+	p->phase = q->upgrade		   ? P_RAW
+		   : q->chunked		   ? P_BODY_CH
+		   : q->content_length > 0 ? P_BODY_CL
+					   : P_HEAD;
+	p->body_left = q->content_length > 0 ? (uint64_t)q->content_length : 0;
+	memset(&p->ch, 0, sizeof(p->ch));
+	return 0;
+}
+
+static int head_error(int err)
+{
+	return err == DP_HTTP_TOO_MANY ? E_431 : err == DP_HTTP_BAD_TE ? E_501 : E_400;
+}
+
+/* Parse a head from buf; returns its length, 0 when incomplete, -1 after an error. */
+static int try_head(struct relay *r, struct pub *p, const char *buf, size_t len)
+{
+	static _Thread_local struct dp_http_req q; /* large: one per worker thread */
+	int n = dp_http_parse_request(buf, len, &q);
+
+	if (n == DP_HTTP_INCOMPLETE) {
+		if (len > DP_HTTP_HEAD_MAX) {
+			pub_error(r, p, E_431, NULL, "request head over 64 KiB\n");
+			return -1;
+		}
+		if (!p->timed)
+			set_deadline(r, p, r->cfg->head_timeout_ms, E_408);
+		return 0;
+	}
+	if (n < 0) {
+		pub_error(r, p, head_error(n), NULL, "%s\n",
+			  n == DP_HTTP_TOO_MANY ? "request head too large"
+			  : n == DP_HTTP_BAD_TE ? "unsupported transfer coding"
+						: "malformed request");
+		return -1;
+	}
+	if (p->waiting == 0)
+		untime(r, p);
+	if (on_request(r, p, &q) < 0)
+		return -1;
+	return n;
+}
+
+/* Bytes of a body: how many of n belong to it (phase moves on at its end). */
+static size_t body_take(struct relay *r, struct pub *p, const char *ptr, size_t n)
+{
+	size_t take;
+	int done = 0;
+	ssize_t k;
+
+	if (p->phase == P_RAW)
+		return n;
+	if (p->phase == P_BODY_CL) {
+		take = n < p->body_left ? n : (size_t)p->body_left;
+		p->body_left -= take;
+		if (p->body_left == 0)
+			p->phase = P_HEAD;
+		return take;
+	}
+	k = dp_chunked_consume(&p->ch, ptr, n, &done);
+	if (k < 0) {
+		pub_error(r, p, E_400, NULL, "malformed chunked body\n");
+		return 0;
+	}
+	if (done)
+		p->phase = P_HEAD;
+	return (size_t)k;
+}
+
+/* Append to the partial-head buffer; returns 0 or -1 (too large, replied). */
+static int acc_append(struct relay *r, struct pub *p, const char *ptr, size_t n)
+{
+	if (p->acc_len + n > DP_HTTP_HEAD_MAX + 1) {
+		pub_error(r, p, E_431, NULL, "request head over 64 KiB\n");
+		return -1;
+	}
+	if (p->acc_len + n > p->acc_cap) {
+		uint32_t cap = p->acc_cap ? p->acc_cap : 4096;
+		char *nb;
+
+		while (cap < p->acc_len + n)
+			cap *= 2;
+		if ((nb = realloc(p->acc, cap)) == NULL) {
+			pub_error(r, p, E_503, NULL, "relay out of memory\n");
+			return -1;
+		}
+		p->acc = nb;
+		p->acc_cap = cap;
+	}
+	memcpy(p->acc + p->acc_len, ptr, n);
+	p->acc_len += (uint32_t)n;
+	return 0;
+}
+
+/*
+ * Request-side bytes of a public connection, as segment seg (ring or heap).
+ * Bodies leave from the buffer they arrived in; a head that spans reads is
+ * gathered in p->acc; whatever follows a body inside the same buffer (a
+ * pipelined request) is copied out, the rare case.
+ */
+static void pub_data(struct relay *r, struct pub *p, uint32_t seg)
+{
+	struct dp_seg *g = &r->io.r.segs[seg];
+	char *ptr = g->ptr;
+	size_t n = g->len, used;
+	int h;
+
+	while (n > 0 && p->phase != P_DONE) {
+		if (p->phase != P_HEAD) {
+			used = body_take(r, p, ptr, n);
+			if (p->phase == P_DONE)
+				break;
+			if (used == n) {
+				g->ptr = ptr;
+				g->len = (uint32_t)n;
+				hold_or_send(r, p, seg);
+				return;
+			}
+			uint32_t part = dp_seg_copy(&r->io.r, ptr, (uint32_t)used);
+
+			if (part != DP_NIL)
+				hold_or_send(r, p, part);
+			ptr += used;
+			n -= used;
+			continue;
+		}
+		if (p->acc_len == 0) {
+			h = try_head(r, p, ptr, n);
+			if (h == 0 && acc_append(r, p, ptr, n) == 0)
+				n = 0;
+			if (h <= 0)
+				break;
+			ptr += h;
+			n -= (size_t)h;
+			continue;
+		}
+		if (acc_append(r, p, ptr, n) < 0)
+			break;
+		n = 0;
+		h = try_head(r, p, p->acc, p->acc_len);
+		if (h <= 0)
+			break;
+		/* The bytes after the head move to a heap segment, handled next. */
+		uint32_t restseg = dp_seg_copy(&r->io.r, p->acc + h, p->acc_len - (uint32_t)h);
+
+		p->acc_len = 0;
+		dp_seg_release(&r->io.r, seg);
+		if (restseg == DP_NIL)
+			return;
+		pub_data(r, p, restseg);
+		return;
+	}
+	dp_seg_release(&r->io.r, seg);
+}
+
+/* ---- agent connections ---- */
+
+static int valid_label(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return 0;
+	return 1;
+}
+
+static int token_ok(struct relay *r, const char *tok)
+{
+	int ok = 0;
+
+	if (r->cfg->tokens == NULL)
+		return 1;
+	for (uint32_t i = 0; i < r->cfg->ntokens; i++)
+		ok |= ct_equal(r->cfg->tokens[i], tok);
+	return ok;
+}
+
+static void agent_refuse(struct relay *r, uint32_t c, enum pr_code code, const char *text)
+{
+	struct pr_msg m = {.type = PR_ERROR, .code = code};
+	struct agent *a = dp_c(&r->io, c)->owner;
+
+	r->m.agents_refused++;
+	sl_warn("agent %s refused: %s", a->ip, text);
+	snprintf(m.text, sizeof(m.text), "%s", text);
+	send_frame(r, c, &m);
+	dp_conn_shutdown(&r->io, c);
+}
+
+static void close_idle(struct relay *r, struct dp_tunnel *t)
+{
+	uint32_t d;
+
+	while ((d = pop_idle(r, t)) != DP_NIL) {
+		((struct agent *)dp_c(&r->io, d)->owner)->idle = 0;
+		dp_conn_close(&r->io, d);
+	}
+}
+
+/* Fail every public connection waiting on t (its agent went away). */
+static void fail_waiters(struct relay *r, struct dp_tunnel *t)
+{
+	while (t->wait_head != DP_NIL) {
+		struct pub *p = dp_c(&r->io, t->wait_head)->owner;
+
+		unlink_waiter(r, p);
+		pub_error(r, p, E_502, "Retry-After: 5\r\n",
+			  "the agent for this tunnel went offline; retry shortly\n");
+	}
+	t->opens_asked = 0;
+}
+
+static int open_tcp_port(struct relay *r, struct dp_tunnel *t)
+{
+	char addr[300];
+	const char *colon = strrchr(r->cfg->http, ':');
+	uint32_t span = (uint32_t)(r->cfg->tcp_hi - r->cfg->tcp_lo) + 1;
+
+	for (uint32_t i = 0; i < span; i++) {
+		uint16_t port = (uint16_t)(r->cfg->tcp_lo + (r->next_tcp + i) % span);
+		int fd;
+
+		snprintf(addr, sizeof(addr), "%.*s:%u", (int)(colon - r->cfg->http), r->cfg->http,
+			 port);
+		fd = sl_listen_tcp(addr, 512, 0);
+		if (fd < 0)
+			continue;
+		t->tcp_listener = dp_conn_new(&r->io, fd, K_LISTEN_TCP, t);
+		if (t->tcp_listener == DP_NIL)
+			return -ENFILE;
+		tunnel_ref(t);
+		dp_conn_accept(&r->io, t->tcp_listener);
+		t->port = port;
+		r->next_tcp = (uint16_t)((r->next_tcp + i + 1) % span);
+		return 0;
+	}
+	return -EADDRINUSE;
+}
+
+static void bound_url(struct relay *r, struct dp_tunnel *t, char *url, size_t cap)
+{
+	if (t->proto == PR_PROTO_TCP)
+		snprintf(url, cap, "tcp://%s:%u", r->cfg->domain, t->port);
+	else if (r->http_port == 80)
+		snprintf(url, cap, "http://%s.%s/", t->name, r->cfg->domain);
+	else
+		snprintf(url, cap, "http://%s.%s:%d/", t->name, r->cfg->domain, r->http_port);
+}
+
+static struct dp_tunnel *new_tunnel(struct relay *r, const struct pr_msg *m, int *code)
+{
+	struct dp_tunnel *t = calloc(1, sizeof(*t));
+
+	if (t == NULL) {
+		*code = PR_E_INTERNAL;
+		return NULL;
+	}
+	if (m->name[0])
+		snprintf(t->name, sizeof(t->name), "%s", m->name);
+	else
+		random_alnum(t->name, 8);
+	random_alnum(t->sid, 16);
+	random_alnum(t->key, 32);
+	snprintf(t->token, sizeof(t->token), "%s", m->token);
+	t->proto = m->proto;
+	t->ctrl = t->idle = t->wait_head = t->wait_tail = t->tcp_listener = DP_NIL;
+	if (t->proto == PR_PROTO_TCP && open_tcp_port(r, t) < 0) {
+		free(t);
+		*code = PR_E_NO_PORT;
+		return NULL;
+	}
+	if (dp_tunnels_add(&r->tunnels, t) < 0) {
+		free(t);
+		*code = PR_E_INTERNAL;
+		return NULL;
+	}
+	t->linked = 1;
+	return t;
+}
+
+/* The control connection of t goes (closed or dead): the tunnel waits for a resume. */
+static void tunnel_offline(struct relay *r, struct dp_tunnel *t)
+{
+	t->ctrl = DP_NIL;
+	t->offline_since_ms = r->now_ms;
+	close_idle(r, t);
+	fail_waiters(r, t);
+	sl_info("tunnel %s: agent offline, name held for %u ms", t->name, r->cfg->grace_ms);
+}
+
+/* HELLO: a new session, or the resume of one whose name we hold. */
+static void on_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
+{
+	struct agent *a = dp_c(&r->io, c)->owner;
+	struct pr_msg b = {.type = PR_BOUND};
+	struct dp_tunnel *t = NULL;
+	int code = 0;
+
+	if (m->version != PR_VERSION)
+		return agent_refuse(r, c, PR_E_VERSION, "protocol version not supported");
+	if (!token_ok(r, m->token))
+		return agent_refuse(r, c, PR_E_AUTH, "token refused");
+	if (r->draining)
+		return agent_refuse(r, c, PR_E_DRAIN, "relay is draining");
+	if (m->session[0]) {
+		t = dp_tunnels_by_sid(&r->tunnels, m->session, strlen(m->session));
+		if (t && !ct_equal(t->token, m->token))
+			return agent_refuse(r, c, PR_E_AUTH, "token does not own this session");
+	}
+	if (t == NULL && m->name[0]) {
+		if (!valid_label(m->name))
+			return agent_refuse(r, c, PR_E_NAME_INVALID,
+					    "name must be a DNS label: a-z, 0-9, '-', 1..63");
+		if (dp_tunnels_by_name(&r->tunnels, m->name, strlen(m->name)))
+			return agent_refuse(r, c, PR_E_NAME_TAKEN, "name already in use");
+	}
+	if (t == NULL && (t = new_tunnel(r, m, &code)) == NULL)
+		return agent_refuse(r, c, (enum pr_code)code,
+				    code == PR_E_NO_PORT ? "no TCP port left" : "internal error");
+	if (t->ctrl != DP_NIL) {
+		/* Fence the ghost: the old control connection loses to the resume. */
+		uint32_t old = t->ctrl;
+
+		((struct agent *)dp_c(&r->io, old)->owner)->t = NULL;
+		tunnel_unref(t);
+		t->ctrl = DP_NIL;
+		dp_conn_close(&r->io, old);
+		close_idle(r, t);
+	}
+	t->epoch++;
+	t->ctrl = c;
+	t->last_rx_ms = t->last_ping_ms = r->now_ms;
+	t->opens_asked = 0;
+	dp_c(&r->io, c)->kind = K_CTRL;
+	a->t = t;
+	a->epoch = t->epoch;
+	tunnel_ref(t);
+	b.proto = t->proto;
+	b.epoch = t->epoch;
+	b.port = t->port;
+	b.heartbeat_ms = r->cfg->heartbeat_ms;
+	snprintf(b.name, sizeof(b.name), "%s", t->name);
+	snprintf(b.session, sizeof(b.session), "%s", t->sid);
+	snprintf(b.key, sizeof(b.key), "%s", t->key);
+	bound_url(r, t, b.url, sizeof(b.url));
+	send_frame(r, c, &b);
+	sl_info("tunnel %s: agent %s bound (session %s, epoch %llu) at %s", t->name, a->ip, t->sid,
+		(unsigned long long)t->epoch, b.url);
+	ask_for_data(r, t);
+}
+
+static void on_data_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
+{
+	struct agent *a = dp_c(&r->io, c)->owner;
+	struct dp_tunnel *t = dp_tunnels_by_sid(&r->tunnels, m->session, strlen(m->session));
+
+	if (t == NULL || t->ctrl == DP_NIL || m->epoch != t->epoch || !ct_equal(t->key, m->key)) {
+		dp_conn_close(&r->io, c);
+		return;
+	}
+	dp_c(&r->io, c)->kind = K_DATA;
+	a->t = t;
+	a->epoch = t->epoch;
+	tunnel_ref(t);
+	data_ready(r, t, c);
+}
+
+static void on_ctrl_frame(struct relay *r, uint32_t c, const struct pr_msg *m)
+{
+	struct agent *a = dp_c(&r->io, c)->owner;
+	struct pr_msg pong = {.type = PR_PONG};
+
+	if (m->type == PR_PING) {
+		pong.nonce = m->nonce;
+		send_frame(r, c, &pong);
+	} else if (m->type == PR_ERROR) {
+		sl_warn("agent %s reports error %u: %s", a->ip, m->code, m->text);
+	}
+}
+
+/* Frames on an agent connection; returns -1 when the connection was closed. */
+static int agent_frames(struct relay *r, uint32_t c)
+{
+	struct agent *a = dp_c(&r->io, c)->owner;
+	struct pr_msg m;
+	int n;
+
+	while ((n = pr_frame_len(a->buf, a->len)) > 0) {
+		if (pr_decode(a->buf + PR_FRAME_HDR, (size_t)n - PR_FRAME_HDR, &m) < 0)
+			break;
+		memmove(a->buf, a->buf + n, a->len - (uint32_t)n);
+		a->len -= (uint32_t)n;
+		if (dp_c(&r->io, c)->kind == K_AGENT_NEW) {
+			if (m.type == PR_HELLO)
+				on_hello(r, c, &m);
+			else if (m.type == PR_DATA_HELLO)
+				on_data_hello(r, c, &m);
+			else
+				break;
+			if (dp_c(&r->io, c)->kind == K_AGENT_NEW ||
+			    (dp_c(&r->io, c)->flags & DP_C_CLOSING))
+				return -1;
+			continue;
+		}
+		if (dp_c(&r->io, c)->kind != K_CTRL)
+			break; /* a data connection sends nothing before START */
+		on_ctrl_frame(r, c, &m);
+	}
+	if (n == 0)
+		return 0;
+	dp_conn_close(&r->io, c);
+	return -1;
+}
+
+static void agent_data(struct relay *r, uint32_t c, uint32_t seg)
+{
+	struct agent *a = dp_c(&r->io, c)->owner;
+	struct dp_seg *g = &r->io.r.segs[seg];
+
+	if (a->t)
+		a->t->last_rx_ms = r->now_ms;
+	if (a->len + g->len > sizeof(a->buf)) {
+		dp_seg_release(&r->io.r, seg);
+		dp_conn_close(&r->io, c);
+		return;
+	}
+	memcpy(a->buf + a->len, g->ptr, g->len);
+	a->len += g->len;
+	dp_seg_release(&r->io.r, seg);
+	agent_frames(r, c);
+}
+
+/* ---- admin: /health and /metrics ---- */
+
+static int metrics_text(struct relay *r, char *out, size_t cap)
+{
+	struct dp_ring_stats *rs = &r->io.r.stats;
+	size_t o = 0;
+	uint32_t agents = 0;
+
+	for (struct dp_tunnel *t = r->tunnels.all; t; t = t->next)
+		agents += t->ctrl != DP_NIL;
+#define M(...) o += (size_t)snprintf(out + o, o < cap ? cap - o : 0, __VA_ARGS__)
+	M("# TYPE sluice_tunnels gauge\nsluice_tunnels %u\n", r->tunnels.count);
+	M("# TYPE sluice_agents gauge\nsluice_agents %u\n", agents);
+	M("# TYPE sluice_connections gauge\nsluice_connections %u\n", r->io.live);
+	M("# TYPE sluice_requests_total counter\nsluice_requests_total %llu\n",
+	  (unsigned long long)r->m.requests);
+	M("# TYPE sluice_relay_errors_total counter\n");
+	for (int e = 0; e < E_COUNT; e++)
+		M("sluice_relay_errors_total{status=\"%d\"} %llu\n", err_status[e],
+		  (unsigned long long)r->m.errors[e]);
+	M("# TYPE sluice_public_bytes_total counter\n"
+	  "sluice_public_bytes_total{direction=\"in\"} %llu\n"
+	  "sluice_public_bytes_total{direction=\"out\"} %llu\n",
+	  (unsigned long long)r->m.bytes_in, (unsigned long long)r->m.bytes_out);
+	M("# TYPE sluice_agents_refused_total counter\nsluice_agents_refused_total %llu\n",
+	  (unsigned long long)r->m.agents_refused);
+	M("# TYPE sluice_engine_events_total counter\n"
+	  "sluice_engine_events_total{event=\"enobufs\"} %llu\n"
+	  "sluice_engine_events_total{event=\"short_send\"} %llu\n"
+	  "sluice_engine_events_total{event=\"sqe_full\"} %llu\n"
+	  "sluice_engine_events_total{event=\"no_defer_taskrun\"} %llu\n"
+	  "sluice_engine_events_total{event=\"paused\"} %llu\n"
+	  "sluice_engine_events_total{event=\"misdirected_switch\"} %llu\n",
+	  (unsigned long long)rs->enobufs, (unsigned long long)rs->short_sends,
+	  (unsigned long long)rs->sqe_full, (unsigned long long)rs->no_defer,
+	  (unsigned long long)r->io.stats.paused, (unsigned long long)r->m.misdirected_switch);
+#undef M
+	return o < cap ? (int)o : -ENOSPC;
+}
+
+static void admin_data(struct relay *r, uint32_t c, uint32_t seg)
+{
+	static _Thread_local struct dp_http_req q;
+	struct dp_seg *g = &r->io.r.segs[seg];
+	char body[8192], resp[9000];
+	int n = dp_http_parse_request(g->ptr, g->len, &q), status = 200;
+
+	if (n == DP_HTTP_INCOMPLETE)
+		n = -1; /* admin requests fit one read; anything else is refused */
+	if (n < 0) {
+		status = 400;
+		snprintf(body, sizeof(body), "malformed request\n");
+	} else if (q.target_len == 7 && memcmp(q.target, "/health", 7) == 0) {
+		snprintf(body, sizeof(body), "%s\n", r->draining ? "draining" : "ok");
+		status = r->draining ? 503 : 200;
+	} else if (q.target_len == 8 && memcmp(q.target, "/metrics", 8) == 0) {
+		metrics_text(r, body, sizeof(body));
+	} else {
+		status = 404;
+		snprintf(body, sizeof(body), "try /health or /metrics\n");
+	}
+	dp_seg_release(&r->io.r, seg);
+	n = dp_http_response(status, NULL, body, resp, sizeof(resp));
+	if (n > 0)
+		dp_conn_send(&r->io, c, resp, (uint32_t)n);
+	dp_conn_shutdown(&r->io, c);
+}
+
+/* ---- engine callbacks ---- */
+
+static void on_data(struct dp_io *io, uint32_t c, uint32_t seg, uint32_t len)
+{
+	struct relay *r = io->owner;
+	struct dp_conn *s = dp_c(io, c);
+
+	(void)len;
+	switch (s->kind) {
+	case K_PUBLIC: {
+		struct pub *p = s->owner;
+
+		if (p->phase == P_DONE)
+			dp_seg_release(&io->r, seg);
+		else
+			pub_data(r, p, seg);
+		break;
+	}
+	case K_AGENT_NEW:
+	case K_CTRL: agent_data(r, c, seg); break;
+	case K_ADMIN: admin_data(r, c, seg); break;
+	default:
+		/* An idle data connection must stay silent until START. */
+		dp_seg_release(&io->r, seg);
+		dp_conn_close(io, c);
+		break;
+	}
+}
+
+static void on_eof(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = dp_c(io, c);
+
+	if (s->kind == K_PUBLIC && s->peer != DP_NIL) {
+		dp_conn_shutdown(io, s->peer); /* half-close toward the app */
+		if (s->flags & DP_C_SHUT)
+			dp_conn_close(io, c);
+		return;
+	}
+	if (s->kind == K_PUBLIC && ((struct pub *)s->owner)->waiting)
+		return; /* the FIN is passed on once a data connection is attached */
+	dp_conn_close(io, c);
+}
+
+static void set_client(struct pub *p, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	strcpy(p->ip, "unknown");
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return;
+	if (ss.ss_family == AF_INET6) {
+		p->ipv6 = 1;
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, p->ip, sizeof(p->ip));
+	} else {
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, p->ip, sizeof(p->ip));
+	}
+}
+
+static void accept_public(struct relay *r, int fd, int tcp, struct dp_tunnel *t)
+{
+	struct pub *p = calloc(1, sizeof(*p));
+	uint32_t c;
+	int one = 1;
+
+	if (p == NULL) {
+		close(fd);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	set_client(p, fd);
+	p->held_head = p->held_tail = DP_NIL;
+	p->tcp = (uint8_t)tcp;
+	c = dp_conn_new(&r->io, fd, tcp ? K_PUBLIC_TCP : K_PUBLIC, p);
+	if (c == DP_NIL) {
+		free(p);
+		return;
+	}
+	p->slot = c;
+	if (!tcp) {
+		dp_c(&r->io, c)->flags |= DP_C_INTERCEPT;
+		set_deadline(r, p, r->cfg->head_timeout_ms, E_408);
+		dp_conn_recv(&r->io, c);
+		return;
+	}
+	r->m.tcp_conns++;
+	p->phase = P_RAW;
+	p->t = t;
+	p->epoch = t->epoch;
+	tunnel_ref(t);
+	if (t->ctrl == DP_NIL) {
+		dp_conn_close(&r->io, c);
+		return;
+	}
+	acquire_data(r, p);
+}
+
+static void accept_agent(struct relay *r, int fd, int kind)
+{
+	struct agent *a = calloc(1, sizeof(*a));
+	struct pub tmp;
+	uint32_t c;
+	int one = 1;
+
+	if (a == NULL) {
+		close(fd);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	set_client(&tmp, fd);
+	memcpy(a->ip, tmp.ip, sizeof(a->ip));
+	c = dp_conn_new(&r->io, fd, (uint8_t)kind, a);
+	if (c == DP_NIL) {
+		free(a);
+		return;
+	}
+	dp_conn_recv(&r->io, c);
+}
+
+static void on_accept(struct dp_io *io, uint32_t l, int fd)
+{
+	struct relay *r = io->owner;
+	struct dp_conn *s = dp_c(io, l);
+
+	switch (s->kind) {
+	case K_LISTEN_HTTP: accept_public(r, fd, 0, NULL); break;
+	case K_LISTEN_TCP: accept_public(r, fd, 1, s->owner); break;
+	case K_LISTEN_AGENTS: accept_agent(r, fd, K_AGENT_NEW); break;
+	case K_LISTEN_ADMIN: accept_agent(r, fd, K_ADMIN); break;
+	default: close(fd); break;
+	}
+}
+
+static void pub_closed(struct relay *r, struct dp_conn *s)
+{
+	struct pub *p = s->owner;
+	uint32_t seg;
+
+	r->m.bytes_in += s->rx;
+	r->m.bytes_out += s->tx;
+	untime(r, p);
+	if (p->waiting)
+		unlink_waiter(r, p);
+	while ((seg = p->held_head) != DP_NIL) {
+		p->held_head = r->io.r.segs[seg].next;
+		dp_seg_release(&r->io.r, seg);
+	}
+	if (p->t)
+		tunnel_unref(p->t);
+	free(p->acc);
+	free(p);
+}
+
+static void remove_idle(struct relay *r, struct dp_tunnel *t, uint32_t c)
+{
+	uint32_t *pp = &t->idle;
+
+	while (*pp != DP_NIL && *pp != c)
+		pp = &dp_c(&r->io, *pp)->olink;
+	if (*pp == c) {
+		*pp = dp_c(&r->io, c)->olink;
+		t->nidle--;
+	}
+}
+
+static void agent_closed(struct relay *r, uint32_t c, struct dp_conn *s)
+{
+	struct agent *a = s->owner;
+	struct dp_tunnel *t = a->t;
+
+	if (t != NULL) {
+		if (s->kind == K_CTRL && t->ctrl == c)
+			tunnel_offline(r, t);
+		if (s->kind == K_DATA && a->idle)
+			remove_idle(r, t, c);
+		tunnel_unref(t);
+	}
+	free(a);
+}
+
+static void on_close(struct dp_io *io, uint32_t c)
+{
+	struct relay *r = io->owner;
+	struct dp_conn *s = dp_c(io, c);
+
+	switch (s->kind) {
+	case K_PUBLIC:
+	case K_PUBLIC_TCP: pub_closed(r, s); break;
+	case K_AGENT_NEW:
+	case K_CTRL:
+	case K_DATA:
+	case K_ADMIN: agent_closed(r, c, s); break;
+	case K_LISTEN_TCP: tunnel_unref(s->owner); break;
+	default: break;
+	}
+	s->owner = NULL;
+}
+
+static const struct dp_io_ops relay_ops = {
+	.on_data = on_data,
+	.on_eof = on_eof,
+	.on_accept = on_accept,
+	.on_close = on_close,
+};
+
+/* ---- periodic work ---- */
+
+static void expire_timed(struct relay *r)
+{
+	struct pub *p = r->timed, *next;
+
+	for (; p; p = next) {
+		next = p->tnext;
+		if (p->deadline_ms > r->now_ms)
+			continue;
+		if (p->waiting)
+			unlink_waiter(r, p);
+		if (p->deadline_err == E_COUNT) {
+			untime(r, p);
+			dp_conn_close(&r->io, p->slot);
+		} else if (p->deadline_err == E_408)
+			pub_error(r, p, E_408, NULL, "request head not received in time\n");
+		else
+			pub_error(r, p, E_502, "Retry-After: 5\r\n",
+				  "the agent did not open a connection in time\n");
+	}
+}
+
+static void sweep_tunnels(struct relay *r)
+{
+	struct dp_tunnel *t, *next;
+	struct pr_msg ping = {.type = PR_PING};
+
+	for (t = r->tunnels.all; t; t = next) {
+		next = t->next;
+		if (t->ctrl != DP_NIL) {
+			if (r->now_ms - t->last_rx_ms > r->cfg->dead_ms) {
+				sl_warn("tunnel %s: agent missed its heartbeats; closing", t->name);
+				dp_conn_close(&r->io, t->ctrl);
+				continue;
+			}
+			if (r->now_ms - t->last_ping_ms >= r->cfg->heartbeat_ms) {
+				ping.nonce = r->now_ms;
+				t->last_ping_ms = r->now_ms;
+				send_frame(r, t->ctrl, &ping);
+			}
+			continue;
+		}
+		if (r->now_ms - t->offline_since_ms < r->cfg->grace_ms && !r->draining)
+			continue;
+		sl_info("tunnel %s: released after the grace period", t->name);
+		dp_tunnels_remove(&r->tunnels, t);
+		t->linked = 0;
+		if (t->tcp_listener != DP_NIL)
+			dp_conn_close(&r->io, t->tcp_listener);
+		t->refs++; /* hold across the unref so the check below frees once */
+		tunnel_unref(t);
+	}
+}
+
+static void tick(struct relay *r)
+{
+	r->now_ms = mono_ms();
+	if (r->now_ms < r->next_sweep_ms)
+		return;
+	r->next_sweep_ms = r->now_ms + 100;
+	expire_timed(r);
+	sweep_tunnels(r);
+}
+
+/* ---- start, run, drain ---- */
+
+static int listen_on(struct relay *r, const char *addr, int kind, uint32_t *slot)
+{
+	int fd = sl_listen_tcp(addr, 4096, SL_LISTEN_REUSEPORT);
+
+	if (fd < 0) {
+		sl_error("cannot listen on %s: %s", addr, strerror(-fd));
+		return fd;
+	}
+	*slot = dp_conn_new(&r->io, fd, (uint8_t)kind, NULL);
+	if (*slot == DP_NIL)
+		return -ENFILE;
+	dp_conn_accept(&r->io, *slot);
+	return 0;
+}
+
+static void start_drain(struct relay *r)
+{
+	struct pr_msg g = {.type = PR_GOAWAY, .code = PR_E_DRAIN};
+
+	r->draining = 1;
+	snprintf(g.text, sizeof(g.text), "relay shutting down");
+	dp_conn_close(&r->io, r->l_http);
+	dp_conn_close(&r->io, r->l_agents);
+	for (struct dp_tunnel *t = r->tunnels.all; t; t = t->next)
+		if (t->ctrl != DP_NIL)
+			send_frame(r, t->ctrl, &g);
+	sl_info("draining: listeners closed, agents told to go away");
+}
+
+static uint32_t public_conns(struct relay *r)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < r->io.nconns; i++)
+		n += r->io.conns[i].fd >= 0 &&
+		     (r->io.conns[i].kind == K_PUBLIC || r->io.conns[i].kind == K_PUBLIC_TCP);
+	return n;
+}
+
+/* Close every socket and drain their completions, so owners free their state. */
+static void close_all(struct relay *r)
+{
+	for (uint32_t i = 0; i < r->io.nconns; i++)
+		if (r->io.conns[i].fd >= 0)
+			dp_conn_close(&r->io, i);
+	/* Bounded: each round reaps what shutdown(2) and the cancels completed. */
+	for (int round = 0; round < 50 && r->io.live > 0; round++)
+		dp_io_run_once(&r->io, 20);
+}
+
+static int relay_init(struct relay *r, const struct dp_relay_config *cfg)
+{
+	const char *colon = strrchr(cfg->http, ':');
+	int err;
+
+	memset(r, 0, offsetof(struct relay, target));
+	r->cfg = cfg;
+	r->http_port = colon ? atoi(colon + 1) : 80;
+	r->now_ms = mono_ms();
+	err = dp_io_init(&r->io, cfg->max_conns, cfg->nbufs, cfg->bufsize, &relay_ops, r);
+	if (err < 0) {
+		sl_error("io_uring set-up failed: %s", strerror(-err));
+		return err;
+	}
+	if ((err = dp_tunnels_init(&r->tunnels, 1024)) < 0)
+		goto fail_io;
+	if ((err = listen_on(r, cfg->http, K_LISTEN_HTTP, &r->l_http)) < 0 ||
+	    (err = listen_on(r, cfg->agents, K_LISTEN_AGENTS, &r->l_agents)) < 0 ||
+	    (err = listen_on(r, cfg->admin, K_LISTEN_ADMIN, &r->l_admin)) < 0)
+		goto fail_tunnels;
+	return 0;
+fail_tunnels:
+	dp_tunnels_free(&r->tunnels);
+fail_io:
+	dp_io_free(&r->io);
+	return err;
+}
+
+int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop)
+{
+	struct relay *r = malloc(sizeof(*r));
+	uint64_t drain_end = 0;
+	int err;
+
+	if (r == NULL)
+		return -ENOMEM;
+	if ((err = relay_init(r, cfg)) < 0) {
+		free(r);
+		return err;
+	}
+	sl_info("relay: http %s, agents %s, admin %s, domain %s (io_uring%s)", cfg->http,
+		cfg->agents, cfg->admin, cfg->domain,
+		r->io.r.features & DP_RING_F_DEFER ? ", defer_taskrun" : "");
+	while (!(r->draining && (public_conns(r) == 0 || r->now_ms >= drain_end))) {
+		if ((err = dp_io_run_once(&r->io, 100)) < 0)
+			break;
+		tick(r);
+		if (*stop && !r->draining) {
+			start_drain(r);
+			drain_end = r->now_ms + cfg->drain_timeout_ms;
+		}
+	}
+	sl_info("relay stopped (%u public connections left)", public_conns(r));
+	close_all(r);
+	dp_io_free(&r->io);
+	dp_tunnels_free(&r->tunnels);
+	free(r);
+	return err < 0 ? err : 0;
+}
+
+int dp_relay_load_tokens(const char *path, char ***tokens, uint32_t *n)
+{
+	FILE *f = fopen(path, "re");
+	char line[512], **v = NULL;
+	uint32_t count = 0;
+
+	if (f == NULL)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char *s = line, *e, **nv;
+
+		while (*s == ' ' || *s == '\t')
+			s++;
+		e = s + strcspn(s, "\r\n#");
+		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if (e == s)
+			continue;
+		*e = '\0';
+		nv = realloc(v, (count + 1) * sizeof(*v));
+		if (nv == NULL || (nv[count] = strdup(s)) == NULL) {
+			free(nv ? nv : v);
+			fclose(f);
+			return -ENOMEM;
+		}
+		v = nv;
+		count++;
+	}
+	fclose(f);
+	*tokens = v;
+	*n = count;
+	return 0;
+}

@@ -1,0 +1,30 @@
+/*
+ * dp_relay.h: the relay: public HTTP and TCP listeners, agent control and
+ * data connections, routing, errors, admin endpoints, drain.
+ */
+#ifndef DP_RELAY_H
+#define DP_RELAY_H
+
+#include <signal.h>
+#include <stdint.h>
+
+struct dp_relay_config {
+	const char *http;   /* public HTTP listener, host:port */
+	const char *agents; /* agent listener */
+	const char *admin;  /* /health and /metrics */
+	const char *domain;
+	uint16_t tcp_lo, tcp_hi;
+	char **tokens; /* NULL: any token (development) */
+	uint32_t ntokens;
+	uint32_t heartbeat_ms, dead_ms, grace_ms;
+	uint32_t head_timeout_ms, open_timeout_ms, drain_timeout_ms;
+	uint32_t max_conns, nbufs, bufsize;
+};
+
+/* Load a tokens file: one token per line, '#' comments. Returns 0 or -errno. */
+int dp_relay_load_tokens(const char *path, char ***tokens, uint32_t *n);
+
+/* Run until *stop; then drain and return 0, or a negative errno at start-up. */
+int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop);
+
+#endif

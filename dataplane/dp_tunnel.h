@@ -1,0 +1,56 @@
+/*
+ * dp_tunnel.h: the relay's tunnels: one per agent session, found by name
+ * (Host routing), by session id (/session/<id>/ routing) and by TCP port.
+ * A tunnel outlives its agent's control connection by a grace period, so an
+ * agent that reconnects gets the same URL; its epoch rises on every resume,
+ * fencing whatever the previous connection left behind.
+ */
+#ifndef DP_TUNNEL_H
+#define DP_TUNNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pr_msg.h"
+
+/*
+ * Ownership: the relay allocates a tunnel and adds it here; removal only
+ * unlinks it. Sockets hold counted references (refs); the relay frees a
+ * tunnel once it is unlinked and the last reference is gone.
+ */
+struct dp_tunnel {
+	char name[PR_NAME_MAX];
+	char sid[PR_SESSION_MAX];
+	char key[PR_KEY_MAX];	  /* data-connection key, random per session */
+	char token[PR_TOKEN_MAX]; /* the token it was opened with (resume check) */
+	uint64_t epoch;
+	enum pr_proto proto;
+	uint16_t port;			      /* public TCP port (PR_PROTO_TCP) */
+	uint32_t tcp_listener;		      /* slot, or DP_NIL */
+	uint32_t ctrl;			      /* control connection slot, DP_NIL while offline */
+	uint32_t idle, nidle;		      /* idle data connections (list through olink) */
+	uint32_t wait_head, wait_tail, nwait; /* public connections waiting (olink) */
+	uint32_t opens_asked;		      /* data connections asked for and not yet arrived */
+	uint64_t last_rx_ms, last_ping_ms, offline_since_ms;
+	uint64_t requests, conns;
+	uint32_t refs;		       /* sockets pointing here */
+	int linked;		       /* still in the registry */
+	struct dp_tunnel *prev, *next; /* all tunnels */
+};
+
+struct dp_tunnels {
+	struct dp_tunnel **by_name, **by_sid; /* open addressing, tombstones */
+	uint32_t cap, count, used;
+	struct dp_tunnel *all;
+};
+
+int dp_tunnels_init(struct dp_tunnels *ts, uint32_t cap);
+void dp_tunnels_free(struct dp_tunnels *ts);
+/* Insert t (name and sid set, unique). Returns 0 or -ENOMEM. */
+int dp_tunnels_add(struct dp_tunnels *ts, struct dp_tunnel *t);
+/* Unlink t (the caller frees it when unreferenced). */
+void dp_tunnels_remove(struct dp_tunnels *ts, struct dp_tunnel *t);
+struct dp_tunnel *dp_tunnels_by_name(struct dp_tunnels *ts, const char *name, size_t len);
+struct dp_tunnel *dp_tunnels_by_sid(struct dp_tunnels *ts, const char *sid, size_t len);
+
+#endif
