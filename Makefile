@@ -53,7 +53,7 @@ $(O)/config.mk: Makefile deploy/install-deps.sh
 	@mkdir -p $(@D)
 	@ok=1; pkg-config --exists $(PKGS_DP) $(PKGS_CP) $(PKGS_TEST) || ok=0; \
 	for b in $(NEED_BINS); do command -v $$b >/dev/null || [ -x /usr/sbin/$$b ] || ok=0; done; \
-	$(PYTHON) -c 'import pytest, pytest_timeout, msgpack' 2>/dev/null || ok=0; \
+	$(PYTHON) -c 'import pytest, pytest_timeout, msgpack, websockets' 2>/dev/null || ok=0; \
 	if [ $$ok = 0 ]; then sh deploy/install-deps.sh || exit 1; fi
 	@{ echo "DP_CFLAGS := $$(pkg-config --cflags $(PKGS_DP))"; \
 	   echo "DP_LIBS := $$(pkg-config --libs $(PKGS_DP))"; \

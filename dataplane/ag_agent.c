@@ -200,38 +200,62 @@ static void start_stream(struct agent *a, uint32_t c, struct dconn *d)
 	dp_conn_connect(&a->io, l, (struct sockaddr *)&a->cfg->local, a->cfg->local_len);
 }
 
+/* How many more bytes the START frame being read needs (0: it is whole). */
+static int start_needs(const struct dconn *d)
+{
+	int n;
+
+	if (d->len < PR_FRAME_HDR)
+		return PR_FRAME_HDR - (int)d->len;
+	n = pr_frame_len(d->buf, d->len);
+	if (n < 0)
+		return n;
+	if (n > 0)
+		return 0;
+	return (int)(PR_FRAME_HDR + ((uint32_t)(unsigned char)d->buf[0] << 24 |
+				     (uint32_t)(unsigned char)d->buf[1] << 16 |
+				     (uint32_t)(unsigned char)d->buf[2] << 8 |
+				     (unsigned char)d->buf[3])) -
+	       (int)d->len;
+}
+
+/*
+ * Bytes on a data connection. Before START only the frame's own bytes are
+ * copied out; what follows it (the start of the request) stays in the ring
+ * buffer and is held, untouched, until the local side connects.
+ */
 static void data_bytes(struct agent *a, uint32_t c, struct dconn *d, uint32_t seg)
 {
 	struct dp_seg *g = &a->io.r.segs[seg];
 	struct pr_msg m;
-	int n;
+	int need;
 
 	if (d->state != D_IDLE) {
 		hold(a, d, seg); /* bytes after START while the local side connects */
 		return;
 	}
-	if (d->len + g->len > sizeof(d->buf)) {
+	while ((need = start_needs(d)) > 0 && g->len > 0) {
+		uint32_t take = (uint32_t)need < g->len ? (uint32_t)need : g->len;
+
+		memcpy(d->buf + d->len, g->ptr, take);
+		d->len += take;
+		g->ptr += take;
+		g->len -= take;
+	}
+	if (need > 0) {
+		dp_seg_release(&a->io.r, seg);
+		return;
+	}
+	if (need < 0 || pr_decode(d->buf + PR_FRAME_HDR, d->len - PR_FRAME_HDR, &m) < 0 ||
+	    m.type != PR_START) {
 		dp_seg_release(&a->io.r, seg);
 		dp_conn_close(&a->io, c);
 		return;
 	}
-	memcpy(d->buf + d->len, g->ptr, g->len);
-	d->len += g->len;
-	dp_seg_release(&a->io.r, seg);
-	n = pr_frame_len(d->buf, d->len);
-	if (n == 0)
-		return;
-	if (n < 0 || pr_decode(d->buf + PR_FRAME_HDR, (size_t)n - PR_FRAME_HDR, &m) < 0 ||
-	    m.type != PR_START) {
-		dp_conn_close(&a->io, c);
-		return;
-	}
-	if (d->len > (uint32_t)n) {
-		uint32_t rest = dp_seg_copy(&a->io.r, d->buf + n, d->len - (uint32_t)n);
-
-		if (rest != DP_NIL)
-			hold(a, d, rest);
-	}
+	if (g->len > 0)
+		hold(a, d, seg);
+	else
+		dp_seg_release(&a->io.r, seg);
 	d->len = 0;
 	start_stream(a, c, d);
 }
@@ -426,32 +450,46 @@ static void ctrl_frame(struct agent *a, uint32_t c, const struct pr_msg *m)
 	}
 }
 
-static void ctrl_bytes(struct agent *a, uint32_t c, uint32_t seg)
+/* Decode and act on every whole frame in cbuf; returns -1 on a bad length. */
+static int ctrl_frames(struct agent *a, uint32_t c)
 {
-	struct dp_seg *g = &a->io.r.segs[seg];
 	struct pr_msg m;
 	int n;
 
-	a->last_rx_ms = a->now_ms;
-	if (a->clen + g->len > sizeof(a->cbuf)) {
-		dp_seg_release(&a->io.r, seg);
-		dp_conn_close(&a->io, c);
-		return;
-	}
-	memcpy(a->cbuf + a->clen, g->ptr, g->len);
-	a->clen += g->len;
-	dp_seg_release(&a->io.r, seg);
 	while ((n = pr_frame_len(a->cbuf, a->clen)) > 0 && a->ctrl == c) {
 		int bad = pr_decode(a->cbuf + PR_FRAME_HDR, (size_t)n - PR_FRAME_HDR, &m) < 0;
 
 		memmove(a->cbuf, a->cbuf + n, a->clen - (uint32_t)n);
 		a->clen -= (uint32_t)n;
-		if (bad)
-			continue; /* a newer relay's message we cannot read: skip it */
-		ctrl_frame(a, c, &m);
+		if (!bad)
+			ctrl_frame(a, c, &m);
+		/* else: a newer relay's message we cannot read; skip it */
 	}
-	if (n < 0)
-		dp_conn_close(&a->io, c);
+	return n < 0 ? -1 : 0;
+}
+
+/* A read can hold many frames: feed the buffer in pieces that fit it. */
+static void ctrl_bytes(struct agent *a, uint32_t c, uint32_t seg)
+{
+	struct dp_seg *g = &a->io.r.segs[seg];
+	const char *p = g->ptr;
+	uint32_t left = g->len;
+
+	a->last_rx_ms = a->now_ms;
+	while (left > 0 && a->ctrl == c) {
+		uint32_t take = (uint32_t)sizeof(a->cbuf) - a->clen;
+
+		take = take < left ? take : left;
+		memcpy(a->cbuf + a->clen, p, take);
+		a->clen += take;
+		p += take;
+		left -= take;
+		if (ctrl_frames(a, c) < 0 || (take == 0 && a->clen == sizeof(a->cbuf))) {
+			dp_conn_close(&a->io, c);
+			break;
+		}
+	}
+	dp_seg_release(&a->io.r, seg);
 }
 
 /* ---- engine callbacks ---- */
@@ -543,16 +581,6 @@ static void tick(struct agent *a)
 	status_line(a);
 }
 
-static void close_everything(struct agent *a)
-{
-	for (uint32_t i = 0; i < a->io.nconns; i++)
-		if (a->io.conns[i].fd >= 0)
-			dp_conn_close(&a->io, i);
-	/* Bounded: each round reaps what the shutdowns and cancels completed. */
-	for (int round = 0; round < 50 && a->io.live > 0; round++)
-		dp_io_run_once(&a->io, 20);
-}
-
 int ag_run(const struct ag_config *cfg, volatile sig_atomic_t *stop)
 {
 	struct agent *a = calloc(1, sizeof(*a));
@@ -582,7 +610,7 @@ int ag_run(const struct ag_config *cfg, volatile sig_atomic_t *stop)
 		printf("\n");
 	a->state = S_DOWN;
 	a->fatal = a->fatal ? a->fatal : 1; /* no reconnect from here on */
-	close_everything(a);
+	dp_io_close_all(&a->io, 2000);
 	event(a, "closed", NULL);
 	err = a->fatal < 0 ? a->fatal : err;
 	dp_io_free(&a->io);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DP_CQE_BATCH 256 /* completions handled per wait: fairness with timers */
@@ -275,13 +276,19 @@ void dp_conn_close(struct dp_io *io, uint32_t c)
 	io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
 }
 
-/* The peer of c is gone or failed: c follows. */
+/* Ask the owner what becomes of p now that its partner failed or ended. */
+static int peer_lost(struct dp_io *io, uint32_t p, int eof)
+{
+	return io->ops->on_peer_lost && io->ops->on_peer_lost(io, p, eof);
+}
+
+/* c failed: it closes, and its partner follows unless the owner steps in. */
 static void close_pair(struct dp_io *io, uint32_t c)
 {
 	uint32_t p = io->conns[c].peer;
 
 	dp_conn_close(io, c);
-	if (p != DP_NIL)
+	if (p != DP_NIL && !(io->conns[p].flags & DP_C_CLOSING) && !peer_lost(io, p, 0))
 		dp_conn_close(io, p);
 }
 
@@ -343,7 +350,8 @@ static void on_eof(struct dp_io *io, uint32_t c)
 		return;
 	}
 	/* Half-close: pass the FIN on once everything before it is sent. */
-	dp_conn_shutdown(io, s->peer);
+	if (!peer_lost(io, s->peer, 1))
+		dp_conn_shutdown(io, s->peer);
 	if (s->flags & DP_C_SHUT)
 		dp_conn_close(io, c);
 }
@@ -433,6 +441,25 @@ static void dispatch(struct dp_io *io, struct io_uring_cqe *cqe)
 	}
 	if ((s->flags & DP_C_CLOSING) && s->inflight == 0 && s->fd >= 0)
 		free_slot(io, c);
+}
+
+void dp_io_close_all(struct dp_io *io, int timeout_ms)
+{
+	struct timespec t0, t;
+
+	for (uint32_t i = 0; i < io->nconns; i++)
+		if (io->conns[i].fd >= 0)
+			dp_conn_close(io, i);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (io->live > 0) {
+		dp_io_run_once(io, 10);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms)
+			break;
+	}
+	for (uint32_t i = 0; i < io->nconns; i++)
+		if (io->conns[i].fd >= 0)
+			free_slot(io, i);
 }
 
 /* Buffers came back: let the sockets that ran dry receive again. */

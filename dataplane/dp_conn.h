@@ -69,6 +69,10 @@ struct dp_io_ops {
 	void (*on_connect)(struct dp_io *io, uint32_t c, int res);
 	/* The slot is about to be freed: drop references to it. */
 	void (*on_close)(struct dp_io *io, uint32_t c);
+	/* c's pair partner failed (eof 0) or sent FIN (eof 1). Return 1 when
+	 * the owner dealt with c (it has been unpaired), 0 for the default:
+	 * close c on failure, pass the FIN on at EOF. */
+	int (*on_peer_lost)(struct dp_io *io, uint32_t c, int eof);
 };
 
 struct dp_io_stats {
@@ -118,6 +122,13 @@ void dp_conn_shutdown(struct dp_io *io, uint32_t c);
 
 /* Forward segment seg received on src to dst, pausing src if dst is full. */
 void dp_conn_forward(struct dp_io *io, uint32_t src, uint32_t dst, uint32_t seg);
+
+/*
+ * Close every socket and reap the completions for up to timeout_ms; slots
+ * still busy after that are freed anyway (their owners' on_close runs), as
+ * at exit nothing will reuse them. Owners' state is thus always released.
+ */
+void dp_io_close_all(struct dp_io *io, int timeout_ms);
 
 /* Close c now (pending output is dropped). */
 void dp_conn_close(struct dp_io *io, uint32_t c);

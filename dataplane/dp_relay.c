@@ -808,8 +808,15 @@ static void on_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
 		if (!valid_label(m->name))
 			return agent_refuse(r, c, PR_E_NAME_INVALID,
 					    "name must be a DNS label: a-z, 0-9, '-', 1..63");
-		if (dp_tunnels_by_name(&r->tunnels, m->name, strlen(m->name)))
+		/* The same token may take its name back (a restarted agent does not
+		 * know its old session); the latest agent wins and the old one is
+		 * fenced below. Another token may not. */
+		t = dp_tunnels_by_name(&r->tunnels, m->name, strlen(m->name));
+		if (t && !ct_equal(t->token, m->token))
 			return agent_refuse(r, c, PR_E_NAME_TAKEN, "name already in use");
+		if (t && t->proto != m->proto)
+			return agent_refuse(r, c, PR_E_NAME_TAKEN,
+					    "name in use by a tunnel of another protocol");
 	}
 	if (t == NULL && (t = new_tunnel(r, m, &code)) == NULL)
 		return agent_refuse(r, c, (enum pr_code)code,
@@ -909,22 +916,32 @@ static int agent_frames(struct relay *r, uint32_t c)
 	return -1;
 }
 
+/* A read can hold many frames: feed the buffer in pieces that fit it. */
 static void agent_data(struct relay *r, uint32_t c, uint32_t seg)
 {
 	struct agent *a = dp_c(&r->io, c)->owner;
 	struct dp_seg *g = &r->io.r.segs[seg];
+	const char *p = g->ptr;
+	uint32_t left = g->len;
 
 	if (a->t)
 		a->t->last_rx_ms = r->now_ms;
-	if (a->len + g->len > sizeof(a->buf)) {
-		dp_seg_release(&r->io.r, seg);
-		dp_conn_close(&r->io, c);
-		return;
+	while (left > 0) {
+		uint32_t take = (uint32_t)sizeof(a->buf) - a->len;
+
+		take = take < left ? take : left;
+		memcpy(a->buf + a->len, p, take);
+		a->len += take;
+		p += take;
+		left -= take;
+		if (agent_frames(r, c) < 0)
+			break;
+		if (take == 0) {
+			dp_conn_close(&r->io, c); /* a full buffer without a whole frame */
+			break;
+		}
 	}
-	memcpy(a->buf + a->len, g->ptr, g->len);
-	a->len += g->len;
 	dp_seg_release(&r->io.r, seg);
-	agent_frames(r, c);
 }
 
 /* ---- admin: /health and /metrics ---- */
@@ -1194,7 +1211,34 @@ static void on_close(struct dp_io *io, uint32_t c)
 	s->owner = NULL;
 }
 
+/*
+ * The data connection of public connection c failed or ended. If the client
+ * has not had a byte of response yet, it gets a readable 502 instead of a
+ * bare close (an agent killed while its idle connections were being handed
+ * out, say).
+ */
+static int on_peer_lost(struct dp_io *io, uint32_t c, int eof)
+{
+	struct relay *r = io->owner;
+	struct dp_conn *s = dp_c(io, c);
+	struct pub *p = s->owner;
+	uint32_t d = s->peer;
+
+	if (s->kind != K_PUBLIC || s->tx > 0 || p->phase == P_DONE || p->phase == P_RAW)
+		return 0;
+	s->peer = DP_NIL;
+	if (d != DP_NIL) {
+		dp_c(io, d)->peer = DP_NIL;
+		dp_conn_close(io, d);
+	}
+	pub_error(r, p, E_502, "Retry-After: 5\r\n",
+		  eof ? "the agent closed the connection before answering\n"
+		      : "the connection to the agent failed before an answer\n");
+	return 1;
+}
+
 static const struct dp_io_ops relay_ops = {
+	.on_peer_lost = on_peer_lost,
 	.on_data = on_data,
 	.on_eof = on_eof,
 	.on_accept = on_accept,
@@ -1307,17 +1351,6 @@ static uint32_t public_conns(struct relay *r)
 	return n;
 }
 
-/* Close every socket and drain their completions, so owners free their state. */
-static void close_all(struct relay *r)
-{
-	for (uint32_t i = 0; i < r->io.nconns; i++)
-		if (r->io.conns[i].fd >= 0)
-			dp_conn_close(&r->io, i);
-	/* Bounded: each round reaps what shutdown(2) and the cancels completed. */
-	for (int round = 0; round < 50 && r->io.live > 0; round++)
-		dp_io_run_once(&r->io, 20);
-}
-
 static int relay_init(struct relay *r, const struct dp_relay_config *cfg)
 {
 	const char *colon = strrchr(cfg->http, ':');
@@ -1371,7 +1404,7 @@ int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop)
 		}
 	}
 	sl_info("relay stopped (%u public connections left)", public_conns(r));
-	close_all(r);
+	dp_io_close_all(&r->io, 2000);
 	dp_io_free(&r->io);
 	dp_tunnels_free(&r->tunnels);
 	free(r);

@@ -81,3 +81,69 @@ def http_backend(tmp_path):
 
 def pytest_sessionfinish(session, exitstatus):
     harness.stop_all()
+
+
+@pytest.fixture
+def relay(binary, tmp_path):
+    r = harness.Relay(binary("sluice-relay"), tmp_path)
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def app():
+    import apps
+    a = apps.HttpApp()
+    yield a
+    a.stop()
+
+
+@pytest.fixture
+def start_agent(binary, tmp_path):
+    """start_agent(port, server, proto="http", extra=(), wait=True) -> harness.Agent"""
+    started = []
+
+    def start(port, server, proto="http", extra=(), wait=True):
+        a = harness.Agent(binary("sluice"), tmp_path, port, server, proto, extra, wait)
+        started.append(a)
+        return a
+    yield start
+    for a in started:
+        a.stop()
+
+
+NGINX_CONF = """worker_processes 1;
+user root root;
+daemon off;
+error_log {dir}/nginx-error.log;
+pid {dir}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{ listen 127.0.0.1:{port}; root {dir}/www; }}
+}}
+"""
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    """nginx serving tmp_path/www (100b and 64k files made here)."""
+    www = tmp_path / "www"
+    www.mkdir(exist_ok=True)
+    (www / "100b").write_bytes(b"x" * 100)
+    (www / "64k").write_bytes(bytes(range(256)) * 256)
+    port = harness.free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=tmp_path, port=port))
+    p = harness.Proc("nginx", ["nginx", "-c", str(conf), "-p", str(tmp_path)], tmp_path)
+    harness.wait_for(lambda: harness.port_open(port), what="nginx")
+    p.port = port
+    p.www = www
+    yield p
+    p.stop()

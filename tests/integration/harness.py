@@ -245,3 +245,72 @@ frontend front
 backend back
     server s1 127.0.0.1:{back}
 """.format(mode=mode, front=front_port, back=back_port)
+
+
+class Relay:
+    """sluice-relay on free loopback ports, with timeouts short enough for tests."""
+
+    FAST = ["--heartbeat-ms", "300", "--dead-after-ms", "1500", "--grace-ms", "5000",
+            "--head-timeout-ms", "1000", "--open-timeout-ms", "3000", "--drain-timeout-ms", "3000"]
+
+    def __init__(self, binary, workdir, extra=(), ports=None):
+        self.binary = binary
+        self.dir = str(workdir)
+        self.http_port, self.agents_port, self.admin_port = ports or (free_port(), free_port(), free_port())
+        self.extra = list(extra)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        argv = [self.binary, "--http", "127.0.0.1:%d" % self.http_port,
+                "--agents", "127.0.0.1:%d" % self.agents_port,
+                "--admin", "127.0.0.1:%d" % self.admin_port, "--domain", "localhost",
+                "--log-format", "text", "--log-level", "debug"] + self.FAST + self.extra
+        self.proc = Proc("relay-%d" % self.http_port, argv, self.dir)
+        wait_for(lambda: port_open(self.admin_port) or not self.proc.alive(), what="relay")
+        if not self.proc.alive():
+            raise RuntimeError("relay did not start:\n" + self.proc.log())
+
+    @property
+    def server(self):
+        return "127.0.0.1:%d" % self.agents_port
+
+    def stop(self):
+        return self.proc.stop()
+
+
+class Agent:
+    """`sluice http|tcp PORT --json`, its events read from stdout."""
+
+    def __init__(self, binary, workdir, port, server, proto="http", extra=(), wait=True):
+        self.argv = [binary, proto, str(port), "--server", server, "--json", "--log-format",
+                     "text"] + list(extra)
+        self.dir = str(workdir)
+        self.proc = Proc("agent-%d-%d" % (port, free_port()), self.argv, self.dir)
+        self.ready = None
+        if wait:
+            self.ready = self.wait_event("ready")
+
+    def events(self):
+        out = []
+        for line in self.proc.log().splitlines():
+            if line.startswith("{\"event\""):
+                import json
+                out.append(json.loads(line))
+        return out
+
+    def wait_event(self, name, after=0, timeout=10.0):
+        def find():
+            evs = [e for e in self.events() if e["event"] == name]
+            return evs[after] if len(evs) > after else None
+        try:
+            return wait_for(find, timeout=timeout, what="agent event %s" % name)
+        except TimeoutError:
+            raise TimeoutError("no %s event; agent output:\n%s" % (name, self.proc.log()))
+
+    @property
+    def url(self):
+        return self.ready["url"]
+
+    def stop(self):
+        return self.proc.stop()

@@ -1,0 +1,172 @@
+"""Small real servers the tunnel tests put behind an agent: an HTTP app with
+echo, upload-hash, download, SSE and slow endpoints; a TCP echo server with a
+greeting; a WebSocket echo server. Each runs in a thread of the test process."""
+import asyncio
+import hashlib
+import http.server
+import json
+import socket
+import socketserver
+import threading
+import time
+import urllib.parse
+
+BLOCK = bytes(range(256)) * 4096  # 1 MiB, the unit of /bytes
+
+
+def bytes_sha256(n):
+    h = hashlib.sha256()
+    full, rest = divmod(n, len(BLOCK))
+    for _ in range(full):
+        h.update(BLOCK)
+    h.update(BLOCK[:rest])
+    return h.hexdigest()
+
+
+class AppHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def reply(self, status, body, ctype="application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def read_body(self, sink):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return
+                left = size
+                while left:
+                    chunk = self.rfile.read(min(left, 1 << 20))
+                    sink(chunk)
+                    left -= len(chunk)
+                self.rfile.readline()
+        left = int(self.headers.get("Content-Length", "0"))
+        while left:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                return
+            sink(chunk)
+            left -= len(chunk)
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        q = dict(urllib.parse.parse_qsl(url.query))
+        if url.path == "/bytes":
+            n = int(q["n"])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            while n:
+                part = BLOCK[:min(n, len(BLOCK))]
+                self.wfile.write(part)
+                n -= len(part)
+            return
+        if url.path == "/sse":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i, pause in enumerate((0, float(q.get("gap", "3")))):
+                time.sleep(pause)
+                ev = b"data: event %d\n\n" % i
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if url.path == "/slow":
+            time.sleep(float(q.get("s", "1")))
+        self.reply(200, json.dumps({"method": "GET", "path": self.path,
+                                    "headers": dict(self.headers.items())}).encode())
+
+    def do_POST(self):
+        h = hashlib.sha256()
+        n = [0]
+
+        def sink(chunk):
+            h.update(chunk)
+            n[0] += len(chunk)
+        self.read_body(sink)
+        self.reply(200, json.dumps({"sha256": h.hexdigest(), "bytes": n[0],
+                                    "path": self.path}).encode())
+
+
+class HttpApp:
+    def __init__(self):
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AppHandler)
+        self.srv.daemon_threads = True
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+class EchoHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.sendall(b"hello from tcp\n")  # the server speaks first
+        while True:
+            data = self.request.recv(65536)
+            if not data:
+                return
+            self.request.sendall(data)
+
+
+class TcpEcho:
+    def __init__(self):
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), EchoHandler)
+        self.srv.daemon_threads = True
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+class WsEcho:
+    """A WebSocket echo server (python3-websockets) on its own event loop."""
+
+    def __init__(self):
+        import websockets
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+
+        async def echo(ws, path=None):
+            async for msg in ws:
+                await ws.send(msg)
+
+        async def main():
+            self.server = await websockets.serve(echo, sock=sock)
+            ready.set()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(main())
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(5)
+
+    def stop(self):
+        async def close():
+            self.server.close()
+            await self.server.wait_closed()
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)

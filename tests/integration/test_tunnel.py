@@ -1,0 +1,335 @@
+"""The tunnel end to end: real relay, real agent, real apps and clients
+(urllib, raw sockets, curl, wrk, a WebSocket client)."""
+import asyncio
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+import apps
+import harness
+
+BIG_MB = int(os.environ.get("SLUICE_TEST_BIG_MB", "1024"))
+
+
+def fetch(relay, path, host=None, method="GET", data=None, headers=None, timeout=20):
+    h = dict(headers or {})
+    if host:
+        h["Host"] = host
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (relay.http_port, path), data=data,
+                                 method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers.items()), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers.items()), e.read()
+
+
+def raw(relay, data, timeout=5):
+    """Send raw bytes to the relay, read until it closes."""
+    with socket.create_connection(("127.0.0.1", relay.http_port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+def host_of(agent):
+    return re.match(r"http://([^/:]+)", agent.url).group(1)
+
+
+def test_request_reaches_the_app_by_name(relay, app, start_agent):
+    a = start_agent(app.port, relay.server, extra=["--name", "demo"])
+    assert a.url == "http://demo.localhost:%d/" % relay.http_port
+    status, _, body = fetch(relay, "/echo?x=1", host="demo.localhost:%d" % relay.http_port)
+    assert status == 200
+    seen = json.loads(body)
+    assert seen["path"] == "/echo?x=1"
+    assert seen["headers"]["X-Forwarded-For"] == "127.0.0.1"
+    assert seen["headers"]["X-Forwarded-Proto"] == "http"
+    assert seen["headers"]["Forwarded"] == "for=127.0.0.1;proto=http"
+
+
+def test_session_path_prefix_is_stripped(relay, app, start_agent):
+    a = start_agent(app.port, relay.server)
+    sid = a.ready["session"]
+    for path, seen_path in [("/session/%s/echo?q=2" % sid, "/echo?q=2"),
+                            ("/session/%s" % sid, "/"), ("/session/%s?a=b" % sid, "/?a=b")]:
+        status, _, body = fetch(relay, path)
+        assert status == 200, body
+        assert json.loads(body)["path"] == seen_path
+
+
+def test_keep_alive_requests_share_a_connection(relay, app, start_agent):
+    a = start_agent(app.port, relay.server)
+    req = b"GET /echo/%d HTTP/1.1\r\nHost: " + host_of(a).encode() + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", relay.http_port), timeout=5) as s:
+        f = s.makefile("rb")
+        for i in range(5):
+            s.sendall(req % i)
+            assert f.readline().startswith(b"HTTP/1.1 200")
+            length = 0
+            while True:
+                line = f.readline()
+                if line == b"\r\n":
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            assert json.loads(f.read(length))["path"] == "/echo/%d" % i
+
+
+def test_unknown_tunnel_is_404_naming_it(relay):
+    status, _, body = fetch(relay, "/", host="nobody.localhost")
+    assert status == 404 and b'no tunnel named "nobody"' in body
+    status, _, body = fetch(relay, "/session/zzzzzzzz/x")
+    assert status == 404 and b'session id "zzzzzzzz"' in body
+
+
+@pytest.mark.parametrize("request_bytes,status", [
+    (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", b"400"),
+    (b"NOT A REQUEST\r\n\r\n", b"400"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", b"400"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", b"501"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 70000 + b"\r\n\r\n", b"431"),
+], ids=["space-before-colon", "not-http", "cl-and-te", "unknown-te", "head-over-64k"])
+def test_bad_requests_get_clear_errors(relay, request_bytes, status):
+    out = raw(relay, request_bytes)
+    assert out.startswith(b"HTTP/1.1 " + status), out[:200]
+    assert b"Connection: close" in out
+
+
+def test_slow_head_gets_408(relay):
+    with socket.create_connection(("127.0.0.1", relay.http_port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+        out = s.recv(4096)
+    assert out.startswith(b"HTTP/1.1 408 Request Timeout")
+
+
+def test_agent_killed_gives_502_then_same_url_within_5s(relay, app, start_agent):
+    a = start_agent(app.port, relay.server, extra=["--name", "phoenix"])
+    host = "phoenix.localhost"
+    assert fetch(relay, "/echo", host=host)[0] == 200
+    a.proc.kill()
+    status, headers, body = fetch(relay, "/echo", host=host)
+    assert status == 502 and headers.get("Retry-After") == "5", body
+    assert b"agent" in body
+    t0 = time.monotonic()
+    b = start_agent(app.port, relay.server, extra=["--name", "phoenix"])
+    assert b.url == a.url
+    harness.wait_for(lambda: fetch(relay, "/echo", host=host)[0] == 200, timeout=5,
+                     what="tunnel back")
+    assert time.monotonic() - t0 < 5
+
+
+def test_relay_restart_agent_reconnects_by_itself(binary, tmp_path, app, start_agent):
+    r = harness.Relay(binary("sluice-relay"), tmp_path)
+    try:
+        a = start_agent(app.port, r.server, extra=["--name", "steady"])
+        assert fetch(r, "/echo", host="steady.localhost")[0] == 200
+        r.proc.kill()
+        r.start()  # same ports
+        ev = a.wait_event("reconnected", timeout=15)
+        assert ev["url"] == a.url and ev["same_url"] is True
+        assert fetch(r, "/echo", host="steady.localhost")[0] == 200
+    finally:
+        r.stop()
+
+
+def test_dead_agent_found_by_heartbeats(relay, app, start_agent):
+    a = start_agent(app.port, relay.server, extra=["--name", "frozen"])
+    a.proc.signal(signal.SIGSTOP)  # alive to the kernel, silent to the relay
+    try:
+        harness.wait_for(lambda: "missed its heartbeats" in relay.proc.log(), timeout=5,
+                         what="relay to notice the silent agent")
+        assert fetch(relay, "/echo", host="frozen.localhost")[0] == 502
+    finally:
+        a.proc.signal(signal.SIGCONT)
+    a.wait_event("reconnected", timeout=15)
+    assert fetch(relay, "/echo", host="frozen.localhost")[0] == 200
+
+
+def test_local_service_down_is_a_readable_502(relay, start_agent):
+    port = harness.free_port()  # nothing listens there
+    a = start_agent(port, relay.server)
+    status, _, body = fetch(relay, "/", host=host_of(a))
+    assert status == 502
+    assert b"refused the connection" in body
+
+
+def test_sse_first_event_arrives_while_the_stream_is_open(relay, app, start_agent):
+    a = start_agent(app.port, relay.server)
+    with socket.create_connection(("127.0.0.1", relay.http_port), timeout=2) as s:
+        s.sendall(b"GET /sse?gap=5 HTTP/1.1\r\nHost: " + host_of(a).encode() + b"\r\n\r\n")
+        got, t0 = b"", time.monotonic()
+        while b"event 0" not in got:
+            got += s.recv(4096)  # a 2 s timeout: the second event is 5 s away
+        assert time.monotonic() - t0 < 2
+        assert b"event 1" not in got
+
+
+def test_websocket_echo_through_the_tunnel(relay, start_agent):
+    import websockets
+    ws = apps.WsEcho()
+    try:
+        a = start_agent(ws.port, relay.server)
+
+        async def talk():
+            # The URI names the tunnel (Host header); the socket goes to the relay.
+            uri = "ws://%s:%d/" % (host_of(a), relay.http_port)
+            async with websockets.connect(uri, host="127.0.0.1", port=relay.http_port) as c:
+                got = []
+                for msg in ["hello", "x" * 100000, b"\x00\x01binary"]:
+                    await c.send(msg)
+                    got.append(await asyncio.wait_for(c.recv(), 5))
+                return got
+        got = asyncio.run(talk())
+        assert got == ["hello", "x" * 100000, b"\x00\x01binary"]
+    finally:
+        ws.stop()
+
+
+def test_big_download_and_upload_intact(relay, app, start_agent):
+    a = start_agent(app.port, relay.server)
+    n = BIG_MB << 20
+    h = hashlib.sha256()
+    req = urllib.request.Request("http://127.0.0.1:%d/bytes?n=%d" % (relay.http_port, n),
+                                 headers={"Host": host_of(a)})
+    got = 0
+    with urllib.request.urlopen(req, timeout=300) as r:
+        while True:
+            chunk = r.read(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk)
+            got += len(chunk)
+    assert got == n and h.hexdigest() == apps.bytes_sha256(n)
+
+    def body():
+        left = n
+        while left:
+            part = apps.BLOCK[:min(left, len(apps.BLOCK))]
+            left -= len(part)
+            yield part
+    up = urllib.request.Request("http://127.0.0.1:%d/upload" % relay.http_port, data=body(),
+                                method="POST", headers={"Host": host_of(a),
+                                                        "Content-Length": str(n)})
+    with urllib.request.urlopen(up, timeout=300) as r:
+        res = json.loads(r.read())
+    assert res["bytes"] == n and res["sha256"] == apps.bytes_sha256(n)
+
+
+def test_chunked_upload_is_framed_and_intact(relay, app, start_agent):
+    a = start_agent(app.port, relay.server)
+    parts = [b"a" * 10, b"b" * 70000, b"c"]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+    head = ("POST /up HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n" % host_of(a)).encode()
+    # Two requests on one connection: the second proves the first body ended where it should.
+    with socket.create_connection(("127.0.0.1", relay.http_port), timeout=5) as s:
+        s.sendall(head + body + head + body)
+        data = b""
+        while data.count(b"sha256") < 2:
+            data += s.recv(65536)
+    want = hashlib.sha256(b"".join(parts)).hexdigest()
+    assert data.count(want.encode()) == 2
+
+
+def test_1000_concurrent_connections_without_errors(relay, nginx, start_agent):
+    a = start_agent(nginx.port, relay.server)
+    out = subprocess.run(["wrk", "-t1", "-c1000", "-d3s", "-H", "Host: " + host_of(a),
+                          "http://127.0.0.1:%d/100b" % relay.http_port],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert re.search(r"(\d+) requests in", out), out
+    assert int(re.search(r"(\d+) requests in", out).group(1)) > 1000, out
+    assert "Socket errors" not in out, out
+    assert "Non-2xx" not in out, out
+
+
+def test_tcp_tunnel_round_trip_server_speaks_first(relay, start_agent):
+    echo = apps.TcpEcho()
+    try:
+        a = start_agent(echo.port, relay.server, proto="tcp")
+        m = re.match(r"tcp://localhost:(\d+)$", a.url)
+        assert m, a.url
+        with socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=5) as s:
+            f = s.makefile("rb")
+            assert f.readline() == b"hello from tcp\n"
+            payload = os.urandom(300000)
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+            assert f.read() == payload
+    finally:
+        echo.stop()
+
+
+def test_wrong_token_is_refused(binary, tmp_path, app, start_agent):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# agents\ngood-token\n")
+    r = harness.Relay(binary("sluice-relay"), tmp_path, extra=["--tokens", str(tokens)])
+    try:
+        bad = start_agent(app.port, r.server, extra=["--token", "bad-token"], wait=False)
+        assert bad.proc.popen.wait(10) == 1
+        assert "token refused" in bad.proc.log()
+        good = start_agent(app.port, r.server, extra=["--token", "good-token"])
+        assert fetch(r, "/echo", host=host_of(good))[0] == 200
+    finally:
+        r.stop()
+
+
+def test_name_of_another_token_is_refused(binary, tmp_path, app, start_agent):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("alice\nbob\n")
+    r = harness.Relay(binary("sluice-relay"), tmp_path, extra=["--tokens", str(tokens)])
+    try:
+        start_agent(app.port, r.server, extra=["--token", "alice", "--name", "shared"])
+        b = start_agent(app.port, r.server, extra=["--token", "bob", "--name", "shared"], wait=False)
+        assert b.proc.popen.wait(10) == 1
+        assert "name already in use" in b.proc.log()
+    finally:
+        r.stop()
+
+
+def test_health_and_metrics(relay, app, start_agent):
+    a = start_agent(app.port, relay.server)
+    fetch(relay, "/echo", host=host_of(a))
+    fetch(relay, "/", host="nobody.localhost")
+    with urllib.request.urlopen("http://127.0.0.1:%d/health" % relay.admin_port) as r:
+        assert r.read() == b"ok\n"
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % relay.admin_port) as r:
+        text = r.read().decode()
+    assert "sluice_tunnels 1\n" in text and "sluice_agents 1\n" in text
+    assert re.search(r"sluice_requests_total [1-9]", text)
+    assert 'sluice_relay_errors_total{status="404"} 1\n' in text
+    assert 'sluice_engine_events_total{event="enobufs"}' in text
+
+
+def test_sigterm_drains_in_flight_requests(relay, app, start_agent):
+    a = start_agent(app.port, relay.server)
+    with socket.create_connection(("127.0.0.1", relay.http_port), timeout=10) as s:
+        s.sendall(b"GET /slow?s=1 HTTP/1.1\r\nHost: " + host_of(a).encode() +
+                  b"\r\nConnection: close\r\n\r\n")
+        time.sleep(0.2)
+        relay.proc.signal(signal.SIGTERM)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    assert relay.proc.popen.wait(10) == 0
+    assert not harness.port_open(relay.http_port)
