@@ -1,11 +1,16 @@
 #!/bin/sh
 # run-local.sh: start sluice on this machine for development, as `make run`
 # does: a project-local redis-server under run/ (unix socket only, nothing on
-# TCP 6379), sluice-control on loopback, and the relay once it exists. Ctrl-C
-# stops everything. --once checks that the service answers, then stops it.
+# TCP 6379), sluice-control, sluice-relay, a tiny demo app (deploy/demo/) and
+# an agent exposing it; then print the public URL and a curl line that works.
+# Ctrl-C stops everything. --once checks the tunnel answers, then stops.
 #
 #   deploy/run-local.sh [--bin DIR] [--dir DIR] [--once]
 #   SLUICE_RUN_CONTROL=127.0.0.1:8000   control-plane listen address
+#   SLUICE_RUN_HTTP=127.0.0.1:8080      relay public HTTP address
+#   SLUICE_RUN_AGENTS=127.0.0.1:7000    relay agent address
+#   SLUICE_RUN_ADMIN=127.0.0.1:9090     relay /health and /metrics
+#   SLUICE_RUN_APP=3000                 the demo app's port
 set -eu
 
 BIN=build/bin
@@ -20,6 +25,11 @@ while [ $# -gt 0 ]; do
 	esac
 done
 CONTROL=${SLUICE_RUN_CONTROL:-127.0.0.1:8000}
+HTTP=${SLUICE_RUN_HTTP:-127.0.0.1:8080}
+AGENTS=${SLUICE_RUN_AGENTS:-127.0.0.1:7000}
+ADMIN=${SLUICE_RUN_ADMIN:-127.0.0.1:9090}
+APP=${SLUICE_RUN_APP:-3000}
+DEMO=$(cd "$(dirname "$0")/demo" && pwd)
 
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
@@ -61,10 +71,35 @@ if ! wait_until 10 curl -sf "http://$CONTROL/api/v1/health"; then
 	exit 1
 fi
 
+"$BIN/sluice-relay" --http "$HTTP" --agents "$AGENTS" --admin "$ADMIN" --domain localhost \
+	--log-format text 2>>"$DIR/relay.log" &
+pids="$pids $!"
+wait_until 10 curl -sf "http://$ADMIN/health" || { echo "run-local: relay did not start; see $DIR/relay.log" >&2; tail -n 5 "$DIR/relay.log" >&2; exit 1; }
+
+/usr/bin/python3 -m http.server "$APP" --bind 127.0.0.1 --directory "$DEMO" \
+	>>"$DIR/app.log" 2>&1 &
+pids="$pids $!"
+wait_until 10 curl -sf "http://127.0.0.1:$APP/" || { echo "run-local: demo app did not start; see $DIR/app.log" >&2; exit 1; }
+
+"$BIN/sluice" http "$APP" --server "$AGENTS" --name demo --json >"$DIR/agent.events" \
+	2>>"$DIR/agent.log" &
+pids="$pids $!"
+wait_until 10 grep -q '"event":"ready"' "$DIR/agent.events" || { echo "run-local: agent did not connect; see $DIR/agent.log" >&2; exit 1; }
+URL=$(sed -n 's/.*"event":"ready","url":"\([^"]*\)".*/\1/p' "$DIR/agent.events" | head -n 1)
+SID=$(sed -n 's/.*"session":"\([^"]*\)".*/\1/p' "$DIR/agent.events" | head -n 1)
+
 echo "run-local: redis          unix:$SOCK (data in $DIR)"
-echo "run-local: sluice-control http://$CONTROL/api/v1/health"
-echo "run-local: health: $(curl -s "http://$CONTROL/api/v1/health")"
-echo "run-local: sluice-relay   not started: the relay engine is not in this build yet"
+echo "run-local: sluice-control http://$CONTROL/api/v1/health: $(curl -s "http://$CONTROL/api/v1/health")"
+echo "run-local: sluice-relay   public http://$HTTP, agents $AGENTS, metrics http://$ADMIN/metrics"
+echo "run-local: demo app       http://127.0.0.1:$APP/ ($DEMO)"
+echo "run-local: tunnel         $URL  (also http://$HTTP/session/$SID/)"
+echo "run-local: try:           curl $URL"
+echo "run-local:                curl -H 'Host: demo.localhost' http://$HTTP/"
+if ! curl -sf "$URL" | grep -q "Hello through sluice"; then
+	echo "run-local: the tunnel did not answer as expected" >&2
+	exit 1
+fi
+echo "run-local: the tunnel answers: $(curl -s "$URL" | grep -o '<h1>.*</h1>')"
 if [ "$ONCE" = 1 ]; then
 	exit 0
 fi

@@ -10,14 +10,21 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 def test_run_local_once_starts_answers_and_stops(bin_dir, tmp_path):
     port = harness.free_port()
-    env = dict(os.environ, SLUICE_RUN_CONTROL="127.0.0.1:%d" % port)
+    http = harness.free_port()
+    env = dict(os.environ, SLUICE_RUN_CONTROL="127.0.0.1:%d" % port,
+               SLUICE_RUN_HTTP="127.0.0.1:%d" % http,
+               SLUICE_RUN_AGENTS="127.0.0.1:%d" % harness.free_port(),
+               SLUICE_RUN_ADMIN="127.0.0.1:%d" % harness.free_port(),
+               SLUICE_RUN_APP=str(harness.free_port()))
     r = subprocess.run(["sh", os.path.join(ROOT, "deploy", "run-local.sh"), "--bin", bin_dir,
                         "--dir", str(tmp_path / "run"), "--once"],
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert '"status":"ok"' in r.stdout and '"redis":{"ok":true' in r.stdout
+    assert "run-local: tunnel         http://demo.localhost:%d/" % http in r.stdout
+    assert "run-local: the tunnel answers: <h1>Hello through sluice</h1>" in r.stdout
     assert "run-local: stopped" in r.stdout
-    assert not harness.port_open(port)
+    assert not harness.port_open(port) and not harness.port_open(http)
     assert not os.path.exists(tmp_path / "run" / "redis.sock")
     # Nothing it started is left: no process still has the run dir open.
     left = subprocess.run(["pgrep", "-f", str(tmp_path / "run")], capture_output=True, text=True)
