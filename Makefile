@@ -5,7 +5,8 @@
 #   make SAN=address,undefined [test]   sanitizer build under build/san/
 #   make test            install what is missing, build, run every test
 #   make run             start the service locally (project-local Redis under run/)
-#   make bench           micro-benchmarks -> bench/results/ ; make bench-smoke: brief run
+#   make bench           micro and end-to-end benchmarks -> bench/results/ (E2E_ARGS="--reps 3")
+#   make bench-smoke     every benchmark, briefly (CI)
 #   make fuzz            libFuzzer targets, FUZZ_SECONDS each (default 30)
 #   make format | format-check | lint | clean
 #
@@ -196,10 +197,12 @@ run: $(BINS)
 # --- bench ------------------------------------------------------------------
 bench:
 	$(MAKE) BUILD=release bench-run
-bench-run: $(BENCH_BINS)
+bench-run: $(BENCH_BINS) $(BINS)
 	$(PYTHON) bench/tools/run_micro.py --bin $(BIN)/bench --out bench/results
-bench-smoke: $(BENCH_BINS)
+	$(PYTHON) bench/e2e/run.py --bin $(BIN) --out bench/results $(E2E_ARGS)
+bench-smoke: $(BENCH_BINS) $(BINS)
 	$(PYTHON) bench/tools/run_micro.py --bin $(BIN)/bench --smoke
+	$(PYTHON) bench/e2e/run.py --bin $(BIN) --out build/bench-smoke --smoke
 
 # --- fuzz -------------------------------------------------------------------
 FUZZ_SECONDS ?= 30

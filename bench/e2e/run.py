@@ -1,0 +1,320 @@
+#!/usr/bin/python3
+"""End-to-end benchmark: sluice against its peers, in one run.
+
+Topologies (the same nginx backend serves all, keep-alive on):
+  direct     wrk -> nginx
+  haproxy1   wrk -> HAProxy (http mode, one hop, splice-auto) -> nginx
+  haproxy2   wrk -> HAProxy (tcp) -> HAProxy (tcp) -> nginx: the two raw hops a tunnel has
+  ssh-R      wrk -> sshd (ssh -R forwarding) -> ssh client -> nginx
+  sluice     wrk -> sluice-relay -> sluice agent -> nginx
+
+For each: requests/s and p50/p99 latency at 50 and 1000 connections with
+100 B and 64 KiB bodies (wrk, 1 thread), medians of repeated runs; then a
+large download's throughput (curl), relay RSS per idle tunnel, agent RSS.
+Writes JSON and Markdown to --out. --smoke: tiny sizes, one repetition (CI).
+Run as root (sshd). Uses the process harness of tests/integration.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import harness  # noqa: E402
+
+NGINX = """worker_processes 1;
+user root root;
+daemon off;
+error_log {dir}/nginx-error.log;
+pid {dir}/nginx.pid;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    sendfile on;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{ listen 127.0.0.1:{port} backlog=8192; root {dir}/www; }}
+}}
+"""
+
+HAPROXY_HTTP = """global
+    # 20,000 open files per process here: two per connection, plus slack
+    maxconn 6000
+    nbthread 1
+defaults
+    mode http
+    option splice-auto
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend f
+    bind 127.0.0.1:{front}
+    default_backend b
+backend b
+    http-reuse always
+    server s 127.0.0.1:{back} maxconn 6000
+"""
+
+HAPROXY_TCP = """global
+    # 20,000 open files per process here: two per connection, plus slack
+    maxconn 6000
+    nbthread 1
+defaults
+    mode tcp
+    option splice-auto
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend f
+    bind 127.0.0.1:{front}
+    default_backend b
+backend b
+    server s 127.0.0.1:{back} maxconn 6000
+"""
+
+
+def wrk(url, conns, seconds, host=None):
+    argv = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "--timeout", "10s"]
+    if host:
+        argv += ["-H", "Host: " + host]
+    out = subprocess.run(argv + [url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p):
+        m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)" % p, out, re.M)
+        v = float(m.group(1))
+        return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+    errors = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50_ms": pct(50), "p99_ms": pct(99),
+            "errors": (errors.group(1) if errors else "") + (" non2xx=" + non2xx.group(1) if non2xx else "")}
+
+
+def download(url, host=None):
+    argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download} %{time_total}"]
+    if host:
+        argv += ["-H", "Host: " + host]
+    size, t = subprocess.run(argv + [url], capture_output=True, text=True, timeout=600).stdout.split()
+    return int(size) / float(t) / 1e9  # GB/s
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.dir = tempfile.mkdtemp(prefix="sluice-bench-")
+        self.procs = []
+        self.targets = {}  # name -> (url base, host header)
+
+    def proc(self, name, argv, env=None):
+        p = harness.Proc(name, argv, self.dir, env=env)
+        self.procs.append(p)
+        return p
+
+    def start_nginx(self):
+        www = os.path.join(self.dir, "www")
+        os.makedirs(www)
+        with open(os.path.join(www, "100b"), "wb") as f:
+            f.write(b"x" * 100)
+        with open(os.path.join(www, "64k"), "wb") as f:
+            f.write(os.urandom(65536))
+        with open(os.path.join(www, "big"), "wb") as f:
+            block = os.urandom(1 << 20)
+            for _ in range(self.args.big_mb):
+                f.write(block)
+        self.nginx_port = harness.free_port()
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX.format(dir=self.dir, port=self.nginx_port))
+        self.proc("nginx", ["nginx", "-c", conf, "-p", self.dir])
+        harness.wait_for(lambda: harness.port_open(self.nginx_port), what="nginx")
+        self.targets["direct"] = ("http://127.0.0.1:%d" % self.nginx_port, None)
+
+    def start_haproxy(self, name, template, back):
+        front = harness.free_port()
+        conf = os.path.join(self.dir, name + ".cfg")
+        with open(conf, "w") as f:
+            f.write(template.format(front=front, back=back))
+        self.proc(name, ["haproxy", "-db", "-f", conf])
+        harness.wait_for(lambda: harness.port_open(front), what=name)
+        return front
+
+    def start_peers(self):
+        f = self.start_haproxy("haproxy1", HAPROXY_HTTP, self.nginx_port)
+        self.targets["haproxy1"] = ("http://127.0.0.1:%d" % f, None)
+        b = self.start_haproxy("haproxy2b", HAPROXY_TCP, self.nginx_port)
+        a = self.start_haproxy("haproxy2a", HAPROXY_TCP, b)
+        self.targets["haproxy2"] = ("http://127.0.0.1:%d" % a, None)
+        if os.geteuid() == 0:
+            os.makedirs(os.path.join(self.dir, "sshd"))
+            sshd = harness.Sshd(os.path.join(self.dir, "sshd"))
+            self.sshd = sshd
+            self.procs.append(sshd.proc)
+            rport = harness.free_port()
+            self.ssh = self.proc("ssh-R", ["ssh", "-N", "-i", sshd.key, "-p", str(sshd.port),
+                                           "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+                                           "-o", "UserKnownHostsFile=" + sshd.known_hosts,
+                                           "-R", "127.0.0.1:%d:127.0.0.1:%d" % (rport, self.nginx_port),
+                                           "root@127.0.0.1"])
+            harness.wait_for(lambda: harness.port_open(rport), what="ssh -R")
+            self.targets["ssh-R"] = ("http://127.0.0.1:%d" % rport, None)
+
+    def start_sluice(self):
+        bindir = self.args.bin
+        self.relay = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
+                                   extra=["--log-level", "warn"])
+        self.procs.append(self.relay.proc)
+        self.agent = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
+                                   self.relay.server, extra=["--name", "bench", "--pool", "64"])
+        self.procs.append(self.agent.proc)
+        self.targets["sluice"] = ("http://127.0.0.1:%d" % self.relay.http_port, "bench.localhost")
+
+    def idle_tunnels(self, n):
+        """Open n bare control connections (HELLO, no data pool) and read the relay's RSS."""
+        import msgpack
+        base = rss_kb(self.relay.proc.pid)
+        socks = []
+        hello = {"t": 1, "v": 1, "proto": 0, "token": "", "name": "", "sid": "", "epoch": 0}
+        payload = msgpack.packb(hello)
+        frame = len(payload).to_bytes(4, "big") + payload
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", self.relay.agents_port))
+            s.sendall(frame)
+            socks.append(s)
+        for s in socks:  # each gets BOUND (and OPEN); read the first bytes
+            s.settimeout(10)
+            s.recv(4096)
+        time.sleep(0.5)
+        used = rss_kb(self.relay.proc.pid) - base
+        for s in socks:
+            s.close()
+        return used * 1024 / n
+
+    def run(self):
+        a = self.args
+        res = {"config": vars(a), "scenarios": {}, "download": {}, "memory": {}}
+        scenarios = [("100b", 50), ("64k", 50), ("100b", 1000)]
+        for path, conns in scenarios:
+            key = "%s@%d" % (path, conns)
+            res["scenarios"][key] = {}
+            for name, (base, host) in self.targets.items():
+                runs = [wrk("%s/%s" % (base, path), conns, a.seconds, host) for _ in range(a.reps)]
+                res["scenarios"][key][name] = {
+                    "rps": statistics.median(r["rps"] for r in runs),
+                    "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+                    "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+                    "errors": [r["errors"] for r in runs if r["errors"]],
+                    "runs": [r["rps"] for r in runs],
+                }
+                print("%-10s %-9s %10.0f req/s  p50 %6.2f ms  p99 %6.2f ms %s" % (
+                    key, name, res["scenarios"][key][name]["rps"],
+                    res["scenarios"][key][name]["p50_ms"], res["scenarios"][key][name]["p99_ms"],
+                    " ".join(res["scenarios"][key][name]["errors"])), flush=True)
+        for name in ("direct", "haproxy1", "haproxy2", "sluice"):
+            base, host = self.targets[name]
+            runs = [download(base + "/big", host) for _ in range(a.reps)]
+            res["download"][name] = statistics.median(runs)
+            print("download   %-9s %6.2f GB/s (%d MiB)" % (name, res["download"][name], a.big_mb), flush=True)
+        res["memory"]["agent_rss_kb"] = rss_kb(self.agent.proc.pid)
+        res["memory"]["relay_rss_kb"] = rss_kb(self.relay.proc.pid)
+        res["memory"]["relay_bytes_per_idle_tunnel"] = self.idle_tunnels(a.tunnels)
+        res["memory"]["idle_tunnels_measured"] = a.tunnels
+        print("memory     agent RSS %d KiB, relay RSS %d KiB, relay %.0f B per idle tunnel (%d tunnels)" % (
+            res["memory"]["agent_rss_kb"], res["memory"]["relay_rss_kb"],
+            res["memory"]["relay_bytes_per_idle_tunnel"], a.tunnels), flush=True)
+        return res
+
+    def stop(self):
+        for p in reversed(self.procs):
+            try:
+                p.stop()
+            except Exception:  # noqa: BLE001
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+
+def markdown(res, cmd):
+    sc = res["scenarios"]
+    names = list(next(iter(sc.values())).keys())
+    md = ["# End-to-end results", "", "Command: `%s`" % cmd, "",
+          "Medians of %d runs of %d s each (wrk, 1 thread); 2 cores shared by every process." % (
+              res["config"]["reps"], res["config"]["seconds"]), "",
+          "| scenario | " + " | ".join(names) + " | sluice / haproxy2 | sluice / ssh-R | sluice p99 / haproxy1 p99 |",
+          "|---" * (len(names) + 4) + "|"]
+    for key, row in sc.items():
+        cells = ["%.0f req/s, p99 %.1f ms" % (row[n]["rps"], row[n]["p99_ms"]) for n in names]
+        s = row["sluice"]
+        md.append("| %s | %s | %.2f | %s | %.2f |" % (
+            key, " | ".join(cells), ratio(s["rps"], row["haproxy2"]["rps"]),
+            "%.2f" % ratio(s["rps"], row["ssh-R"]["rps"]) if "ssh-R" in row else "n/a",
+            ratio(s["p99_ms"], row["haproxy1"]["p99_ms"])))
+    d = res["download"]
+    md += ["", "Download of %d MiB (curl): " % res["config"]["big_mb"] +
+           ", ".join("%s %.2f GB/s" % (k, v) for k, v in d.items()) +
+           "; sluice / haproxy1 = %.2f." % ratio(d["sluice"], d["haproxy1"]), "",
+           "Memory: agent RSS %d KiB; relay RSS %d KiB after the run; %.0f bytes of relay RSS per idle tunnel (%d control connections, no data pool)." % (
+               res["memory"]["agent_rss_kb"], res["memory"]["relay_rss_kb"],
+               res["memory"]["relay_bytes_per_idle_tunnel"], res["memory"]["idle_tunnels_measured"])]
+    return "\n".join(md) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--big-mb", type=int, default=1024)
+    ap.add_argument("--tunnels", type=int, default=5000)
+    a = ap.parse_args()
+    if a.smoke:
+        a.seconds, a.reps, a.big_mb, a.tunnels = 1, 1, 16, 100
+    b = Bench(a)
+    try:
+        b.start_nginx()
+        b.start_peers()
+        b.start_sluice()
+        res = b.run()
+    finally:
+        b.stop()
+    bad = [(k, n, v["errors"]) for k, row in res["scenarios"].items() for n, v in row.items()
+           if n == "sluice" and v["errors"]]
+    os.makedirs(a.out, exist_ok=True)
+    tag = "smoke" if a.smoke else "full"
+    with open(os.path.join(a.out, "e2e-%s.json" % tag), "w") as f:
+        json.dump(res, f, indent=1)
+    md = markdown(res, " ".join(["bench/e2e/run.py"] + sys.argv[1:]))
+    with open(os.path.join(a.out, "e2e-%s.md" % tag), "w") as f:
+        f.write(md)
+    print(md)
+    if bad:
+        print("e2e: sluice had errors: %s" % bad)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
