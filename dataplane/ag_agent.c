@@ -27,6 +27,8 @@ enum { K_CTRL = 1, K_DATA, K_LOCAL };
 
 enum { S_DOWN = 0, S_CONNECTING, S_HELLO, S_BOUND };
 
+#define DCONN_START_MAX 512 /* a longer START is refused (it would be a new protocol version) */
+
 /* Data connection states. */
 enum { D_CONNECTING = 0, D_IDLE, D_LOCAL, D_ACTIVE };
 
@@ -36,7 +38,7 @@ struct dconn {
 	uint32_t local;		       /* slot of the local connection, or DP_NIL */
 	uint32_t held_head, held_tail; /* bytes after START, until the local side connects */
 	uint32_t len;
-	char buf[PR_FRAME_HDR + PR_FRAME_MAX];
+	char buf[DCONN_START_MAX]; /* START is small: an address, a type, a length */
 };
 
 struct agent {
@@ -234,7 +236,8 @@ static void data_bytes(struct agent *a, uint32_t c, struct dconn *d, uint32_t se
 		hold(a, d, seg); /* bytes after START while the local side connects */
 		return;
 	}
-	while ((need = start_needs(d)) > 0 && g->len > 0) {
+	while ((need = start_needs(d)) > 0 && g->len > 0 &&
+	       d->len + (uint32_t)need <= sizeof(d->buf)) {
 		uint32_t take = (uint32_t)need < g->len ? (uint32_t)need : g->len;
 
 		memcpy(d->buf + d->len, g->ptr, take);
@@ -246,8 +249,8 @@ static void data_bytes(struct agent *a, uint32_t c, struct dconn *d, uint32_t se
 		dp_seg_release(&a->io.r, seg);
 		return;
 	}
-	if (need < 0 || pr_decode(d->buf + PR_FRAME_HDR, d->len - PR_FRAME_HDR, &m) < 0 ||
-	    m.type != PR_START) {
+	if (need < 0 || d->len > sizeof(d->buf) ||
+	    pr_decode(d->buf + PR_FRAME_HDR, d->len - PR_FRAME_HDR, &m) < 0 || m.type != PR_START) {
 		dp_seg_release(&a->io.r, seg);
 		dp_conn_close(&a->io, c);
 		return;
@@ -593,8 +596,7 @@ int ag_run(const struct ag_config *cfg, volatile sig_atomic_t *stop)
 	a->backoff_ms = 250;
 	a->now_ms = mono_ms();
 	snprintf(a->name, sizeof(a->name), "%s", cfg->name ? cfg->name : "");
-	/* A small engine: the agent serves one developer's app. */
-	err = dp_io_init(&a->io, cfg->max_data * 2 + 16, 256, 16384, &agent_ops, a);
+	err = dp_io_init(&a->io, cfg->max_data * 2 + 16, cfg->nbufs, cfg->bufsize, &agent_ops, a);
 	if (err < 0) {
 		sl_error("io_uring set-up failed: %s", strerror(-err));
 		free(a);

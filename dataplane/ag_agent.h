@@ -21,8 +21,9 @@ struct ag_config {
 	uint32_t pool;	   /* idle data connections kept ready */
 	uint32_t max_data; /* data connections at most (idle and active) */
 	uint32_t backoff_max_ms;
-	int json;	 /* JSON events on stdout */
-	int status_line; /* a live status line on stdout (a terminal) */
+	uint32_t nbufs, bufsize; /* receive buffers (nbufs a power of two) */
+	int json;		 /* JSON events on stdout */
+	int status_line;	 /* a live status line on stdout (a terminal) */
 };
 
 /* Run until *stop; returns 0, or a negative errno for a fatal refusal. */

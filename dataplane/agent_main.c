@@ -54,6 +54,18 @@ static const struct sl_opt agent_opts[] = {
 	 .min = 1,
 	 .max = 65536,
 	 .help = "concurrent streams at most"},
+	{.name = "buffers",
+	 .type = SL_OPT_INT,
+	 .def = "64",
+	 .min = 8,
+	 .max = 32768,
+	 .help = "receive buffers (a power of two); with --buffer-size, the agent's I/O memory"},
+	{.name = "buffer-size",
+	 .type = SL_OPT_INT,
+	 .def = "65536",
+	 .min = 1024,
+	 .max = 1048576,
+	 .help = "bytes per receive buffer"},
 	{.name = "json",
 	 .type = SL_OPT_BOOL,
 	 .def = "false",
@@ -146,6 +158,12 @@ static int build_config(const struct sl_config *cfg, int port, struct ag_config 
 	ac->pool = (uint32_t)sl_config_int(cfg, "pool");
 	ac->max_data = (uint32_t)sl_config_int(cfg, "max-streams");
 	ac->backoff_max_ms = 30000;
+	ac->nbufs = (uint32_t)sl_config_int(cfg, "buffers");
+	ac->bufsize = (uint32_t)sl_config_int(cfg, "buffer-size");
+	if (ac->nbufs & (ac->nbufs - 1)) {
+		fprintf(stderr, "sluice: --buffers must be a power of two, not %u\n", ac->nbufs);
+		return -EINVAL;
+	}
 	ac->json = (int)sl_config_int(cfg, "json");
 	ac->status_line = !ac->json && isatty(1);
 	return 0;

@@ -88,15 +88,19 @@ struct pub {
 };
 
 /* An agent connection: the frame reader of K_AGENT_NEW and K_CTRL, the
- * tunnel of K_CTRL and K_DATA (a counted reference). Freed in on_close. */
+ * tunnel of K_CTRL and K_DATA (a counted reference). Freed in on_close, with
+ * buf, which a data connection drops after its DATA_HELLO: an idle data
+ * connection costs this struct and a slot, not a frame buffer. */
 struct agent {
 	struct dp_tunnel *t;
 	uint64_t epoch;
 	int idle; /* K_DATA in t's pool */
 	uint32_t len;
-	char buf[PR_FRAME_HDR + PR_FRAME_MAX];
+	char *buf; /* AGENT_BUF bytes, or NULL */
 	char ip[INET6_ADDRSTRLEN];
 };
+
+#define AGENT_BUF (PR_FRAME_HDR + PR_FRAME_MAX)
 
 struct metrics {
 	uint64_t requests, errors[E_COUNT], agents_refused, tcp_conns, misdirected_switch;
@@ -866,6 +870,9 @@ static void on_data_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
 	a->t = t;
 	a->epoch = t->epoch;
 	tunnel_ref(t);
+	free(a->buf);
+	a->buf = NULL;
+	a->len = 0;
 	data_ready(r, t, c);
 }
 
@@ -887,9 +894,9 @@ static int agent_frames(struct relay *r, uint32_t c)
 {
 	struct agent *a = dp_c(&r->io, c)->owner;
 	struct pr_msg m;
-	int n;
+	int n = 0;
 
-	while ((n = pr_frame_len(a->buf, a->len)) > 0) {
+	while (a->buf != NULL && (n = pr_frame_len(a->buf, a->len)) > 0) {
 		if (pr_decode(a->buf + PR_FRAME_HDR, (size_t)n - PR_FRAME_HDR, &m) < 0)
 			break;
 		memmove(a->buf, a->buf + n, a->len - (uint32_t)n);
@@ -910,8 +917,8 @@ static int agent_frames(struct relay *r, uint32_t c)
 			break; /* a data connection sends nothing before START */
 		on_ctrl_frame(r, c, &m);
 	}
-	if (n == 0)
-		return 0;
+	if (n == 0 || (a->buf == NULL && dp_c(&r->io, c)->kind == K_DATA))
+		return 0; /* need more, or a data connection that just joined its pool */
 	dp_conn_close(&r->io, c);
 	return -1;
 }
@@ -926,8 +933,8 @@ static void agent_data(struct relay *r, uint32_t c, uint32_t seg)
 
 	if (a->t)
 		a->t->last_rx_ms = r->now_ms;
-	while (left > 0) {
-		uint32_t take = (uint32_t)sizeof(a->buf) - a->len;
+	while (left > 0 && a->buf != NULL) {
+		uint32_t take = AGENT_BUF - a->len;
 
 		take = take < left ? take : left;
 		memcpy(a->buf + a->len, p, take);
@@ -1117,7 +1124,8 @@ static void accept_agent(struct relay *r, int fd, int kind)
 	uint32_t c;
 	int one = 1;
 
-	if (a == NULL) {
+	if (a == NULL || (kind == K_AGENT_NEW && (a->buf = malloc(AGENT_BUF)) == NULL)) {
+		free(a);
 		close(fd);
 		return;
 	}
@@ -1126,6 +1134,7 @@ static void accept_agent(struct relay *r, int fd, int kind)
 	memcpy(a->ip, tmp.ip, sizeof(a->ip));
 	c = dp_conn_new(&r->io, fd, (uint8_t)kind, a);
 	if (c == DP_NIL) {
+		free(a->buf);
 		free(a);
 		return;
 	}
@@ -1190,6 +1199,7 @@ static void agent_closed(struct relay *r, uint32_t c, struct dp_conn *s)
 			remove_idle(r, t, c);
 		tunnel_unref(t);
 	}
+	free(a->buf);
 	free(a);
 }
 

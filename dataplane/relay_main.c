@@ -104,16 +104,16 @@ static const struct sl_opt relay_opts[] = {
 	 .help = "sockets per worker"},
 	{.name = "buffers",
 	 .type = SL_OPT_INT,
-	 .def = "1024",
+	 .def = "512",
 	 .min = 8,
 	 .max = 32768,
 	 .help = "receive buffers per worker (a power of two)"},
 	{.name = "buffer-size",
 	 .type = SL_OPT_INT,
-	 .def = "16384",
+	 .def = "65536",
 	 .min = 1024,
 	 .max = 1048576,
-	 .help = "bytes per receive buffer"},
+	 .help = "bytes per receive buffer (64 KiB measured best, bench/RESULTS.md)"},
 };
 
 static void relay_versions(FILE *out)
