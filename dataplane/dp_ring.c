@@ -68,12 +68,38 @@ static int bufring_setup(struct dp_ring *r)
 	return 0;
 }
 
+/* The epoll engine's buffers: the same memory, handed out from a stack. */
+static int bufstack_setup(struct dp_ring *r)
+{
+	r->bufs = mmap(NULL, (size_t)r->nbufs * r->bufsize, PROT_READ | PROT_WRITE,
+		       MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (r->bufs == MAP_FAILED)
+		return -errno;
+	r->free_bids = malloc(r->nbufs * sizeof(r->free_bids[0]));
+	if (r->free_bids == NULL) {
+		munmap(r->bufs, (size_t)r->nbufs * r->bufsize);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < r->nbufs; i++)
+		r->free_bids[i] = (uint16_t)(r->nbufs - 1 - i);
+	r->nfree = r->nbufs;
+	return 0;
+}
+
+int dp_buf_take(struct dp_ring *r)
+{
+	if (r->nfree == 0)
+		return -1;
+	return r->free_bids[--r->nfree];
+}
+
 int dp_ring_init(struct dp_ring *r, unsigned entries, uint32_t nbufs, uint32_t bufsize,
-		 uint32_t nheap)
+		 uint32_t nheap, unsigned flags)
 {
 	int err;
 
 	memset(r, 0, sizeof(r[0]));
+	r->features = flags & DP_RING_F_NOURING;
 	if (nbufs == 0 || nbufs > 32768 || (nbufs & (nbufs - 1)))
 		return -EINVAL;
 	r->nbufs = nbufs;
@@ -86,6 +112,11 @@ int dp_ring_init(struct dp_ring *r, unsigned entries, uint32_t nbufs, uint32_t b
 	for (uint32_t i = r->nsegs; i-- > nbufs;) {
 		r->segs[i].next = r->heap_free;
 		r->heap_free = i;
+	}
+	if (r->features & DP_RING_F_NOURING) {
+		if ((err = bufstack_setup(r)) < 0)
+			goto fail_segs;
+		return 0;
 	}
 	if ((err = ring_setup(r, entries)) < 0)
 		goto fail_segs;
@@ -104,6 +135,13 @@ void dp_ring_free(struct dp_ring *r)
 {
 	for (uint32_t i = r->nbufs; i < r->nsegs; i++)
 		free(r->segs[i].ptr);
+	if (r->features & DP_RING_F_NOURING) {
+		munmap(r->bufs, (size_t)r->nbufs * r->bufsize);
+		free(r->free_bids);
+		free(r->segs);
+		r->segs = NULL;
+		return;
+	}
 	io_uring_unregister_buf_ring(&r->ring, r->bgid);
 	io_uring_queue_exit(&r->ring);
 	munmap(r->bufs, (size_t)r->nbufs * r->bufsize);
@@ -161,6 +199,12 @@ void dp_seg_release(struct dp_ring *r, uint32_t seg)
 {
 	struct dp_seg *s = &r->segs[seg];
 
+	if (seg < r->nbufs && (r->features & DP_RING_F_NOURING)) {
+		r->free_bids[r->nfree++] = (uint16_t)seg;
+		r->bufs_out--;
+		s->ptr = NULL;
+		return;
+	}
 	if (seg < r->nbufs) {
 		io_uring_buf_ring_add(r->br, dp_buf_ptr(r, (uint16_t)seg), r->bufsize,
 				      (uint16_t)seg, io_uring_buf_ring_mask(r->nbufs), 0);

@@ -82,9 +82,14 @@ struct dp_ring {
 
 #define DP_RING_F_DEFER 0x1 /* IORING_SETUP_DEFER_TASKRUN | SINGLE_ISSUER in use */
 
-/* Set up the ring (entries SQEs) and nbufs buffers of bufsize. Returns 0 or -errno. */
+/* Set up the ring (entries SQEs) and nbufs buffers of bufsize. Returns 0 or -errno.
+ * With DP_RING_F_NOURING in flags there is no ring: buffers are taken with
+ * dp_buf_take() (the epoll engine). */
 int dp_ring_init(struct dp_ring *r, unsigned entries, uint32_t nbufs, uint32_t bufsize,
-		 uint32_t nheap);
+		 uint32_t nheap, unsigned flags);
+
+/* Epoll engine: a free buffer's id, or -1 when none is left. */
+int dp_buf_take(struct dp_ring *r);
 void dp_ring_free(struct dp_ring *r);
 
 /* An SQE, submitting what is queued first if the SQ is full; never NULL. */
