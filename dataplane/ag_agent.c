@@ -596,9 +596,10 @@ int ag_run(const struct ag_config *cfg, volatile sig_atomic_t *stop)
 	a->backoff_ms = 250;
 	a->now_ms = mono_ms();
 	snprintf(a->name, sizeof(a->name), "%s", cfg->name ? cfg->name : "");
-	err = dp_io_init(&a->io, cfg->max_data * 2 + 16, cfg->nbufs, cfg->bufsize, &agent_ops, a);
+	err = dp_io_init(&a->io, cfg->max_data * 2 + 16, cfg->nbufs, cfg->bufsize, &agent_ops, a,
+			 (enum dp_engine)cfg->engine);
 	if (err < 0) {
-		sl_error("io_uring set-up failed: %s", strerror(-err));
+		sl_error("I/O engine set-up failed: %s", strerror(-err));
 		free(a);
 		return err;
 	}

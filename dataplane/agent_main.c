@@ -3,6 +3,7 @@
  * puts a local service on a public URL through a relay (ag_agent.c).
  */
 #include "ag_agent.h"
+#include "dp_conn.h"
 #include "sl_cli.h"
 #include "sl_log.h"
 #include "sl_net.h"
@@ -66,6 +67,11 @@ static const struct sl_opt agent_opts[] = {
 	 .min = 1024,
 	 .max = 1048576,
 	 .help = "bytes per receive buffer"},
+	{.name = "engine",
+	 .type = SL_OPT_ENUM,
+	 .def = "io_uring",
+	 .choices = "io_uring|epoll",
+	 .help = "I/O engine"},
 	{.name = "json",
 	 .type = SL_OPT_BOOL,
 	 .def = "false",
@@ -160,6 +166,8 @@ static int build_config(const struct sl_config *cfg, int port, struct ag_config 
 	ac->backoff_max_ms = 30000;
 	ac->nbufs = (uint32_t)sl_config_int(cfg, "buffers");
 	ac->bufsize = (uint32_t)sl_config_int(cfg, "buffer-size");
+	ac->engine = strcmp(sl_config_str(cfg, "engine"), "epoll") == 0 ? DP_ENGINE_EPOLL
+									: DP_ENGINE_URING;
 	if (ac->nbufs & (ac->nbufs - 1)) {
 		fprintf(stderr, "sluice: --buffers must be a power of two, not %u\n", ac->nbufs);
 		return -EINVAL;

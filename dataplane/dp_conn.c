@@ -6,7 +6,9 @@
 #include "sl_log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -14,7 +16,7 @@
 #define DP_CQE_BATCH 256 /* completions handled per wait: fairness with timers */
 
 int dp_io_init(struct dp_io *io, uint32_t max_conns, uint32_t nbufs, uint32_t bufsize,
-	       const struct dp_io_ops *ops, void *owner)
+	       const struct dp_io_ops *ops, void *owner, enum dp_engine engine)
 {
 	int err;
 
@@ -30,8 +32,17 @@ int dp_io_init(struct dp_io *io, uint32_t max_conns, uint32_t nbufs, uint32_t bu
 		io->free_head = i;
 	}
 	/* Heap segments: a few per connection at most (heads, frames, errors). */
-	err = dp_ring_init(&io->r, 4096, nbufs, bufsize, max_conns * 2 + 64);
+	io->engine = engine;
+	io->epfd = -1;
+	err = dp_ring_init(&io->r, 4096, nbufs, bufsize, max_conns * 2 + 64,
+			   engine == DP_ENGINE_EPOLL ? DP_RING_F_NOURING : 0);
 	if (err < 0) {
+		free(io->conns);
+		return err;
+	}
+	if (engine == DP_ENGINE_EPOLL && (io->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+		err = -errno;
+		dp_ring_free(&io->r);
 		free(io->conns);
 		return err;
 	}
@@ -48,6 +59,10 @@ void dp_io_free(struct dp_io *io)
 		if (io->conns[i].fd >= 0)
 			close(io->conns[i].fd);
 	dp_ring_free(&io->r);
+	if (io->epfd >= 0)
+		close(io->epfd);
+	free(io->rq.v);
+	free(io->wq.v);
 	free(io->conns);
 	io->conns = NULL;
 }
@@ -75,7 +90,52 @@ uint32_t dp_conn_new(struct dp_io *io, int fd, uint8_t kind, void *owner)
 	s->owner = owner;
 	s->rx = s->tx = 0;
 	io->live++;
+	if (io->engine == DP_ENGINE_EPOLL) {
+		/* Edge-triggered, both directions, once: readiness is tracked in
+		 * flags, so no epoll_ctl is needed per operation. */
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+					 .data.u64 = dp_ud(c, s->gen, DP_OP_NONE)};
+
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		epoll_ctl(io->epfd, EPOLL_CTL_ADD, fd, &ev);
+	}
 	return c;
+}
+
+/* ---- epoll engine: work queues ---- */
+
+static void q_push(struct dp_queue *q, uint64_t ud)
+{
+	if (q->len == q->cap) {
+		uint32_t cap = q->cap ? q->cap * 2 : 256;
+		uint64_t *v = realloc(q->v, cap * sizeof(*v));
+
+		if (v == NULL)
+			abort(); /* a few KiB at most per thousand sockets */
+		q->v = v;
+		q->cap = cap;
+	}
+	q->v[q->len++] = ud;
+}
+
+static void want_read(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+
+	if ((s->flags & (DP_C_RREADY | DP_C_QUEUED_R)) == DP_C_RREADY) {
+		s->flags |= DP_C_QUEUED_R;
+		q_push(&io->rq, dp_ud(c, s->gen, DP_OP_RECV));
+	}
+}
+
+static void want_write(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+
+	if (!(s->flags & DP_C_QUEUED_W)) {
+		s->flags |= DP_C_QUEUED_W;
+		q_push(&io->wq, dp_ud(c, s->gen, DP_OP_SEND));
+	}
 }
 
 static struct io_uring_sqe *sqe_for(struct dp_io *io, uint32_t c, enum dp_op op)
@@ -90,9 +150,15 @@ static struct io_uring_sqe *sqe_for(struct dp_io *io, uint32_t c, enum dp_op op)
 
 void dp_conn_accept(struct dp_io *io, uint32_t c)
 {
-	struct io_uring_sqe *sqe = sqe_for(io, c, DP_OP_ACCEPT);
+	struct io_uring_sqe *sqe;
 
 	io->conns[c].flags |= DP_C_LISTENER | DP_C_RECV;
+	if (io->engine == DP_ENGINE_EPOLL) {
+		io->conns[c].flags |= DP_C_RREADY; /* connections may already wait */
+		want_read(io, c);
+		return;
+	}
+	sqe = sqe_for(io, c, DP_OP_ACCEPT);
 	io_uring_prep_multishot_accept(sqe, io->conns[c].fd, NULL, NULL, SOCK_CLOEXEC);
 }
 
@@ -105,6 +171,10 @@ void dp_conn_recv(struct dp_io *io, uint32_t c)
 	if (s->flags & (DP_C_RECV | DP_C_EOF | DP_C_CLOSING | DP_C_STARVED))
 		return;
 	s->flags |= DP_C_RECV;
+	if (io->engine == DP_ENGINE_EPOLL) {
+		want_read(io, c);
+		return;
+	}
 	sqe = sqe_for(io, c, DP_OP_RECV);
 	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -113,8 +183,22 @@ void dp_conn_recv(struct dp_io *io, uint32_t c)
 
 void dp_conn_connect(struct dp_io *io, uint32_t c, const struct sockaddr *addr, socklen_t len)
 {
-	struct io_uring_sqe *sqe = sqe_for(io, c, DP_OP_CONNECT);
+	struct io_uring_sqe *sqe;
 
+	if (io->engine == DP_ENGINE_EPOLL) {
+		/* The result (SO_ERROR) is read when the socket turns writable,
+		 * or at once when the connect finished or failed right away. */
+		io->conns[c].flags |= DP_C_CONNECTING;
+		io->conns[c].err = 0;
+		if (connect(io->conns[c].fd, addr, len) == 0) {
+			want_write(io, c);
+		} else if (errno != EINPROGRESS) {
+			io->conns[c].err = -errno;
+			want_write(io, c);
+		}
+		return;
+	}
+	sqe = sqe_for(io, c, DP_OP_CONNECT);
 	io_uring_prep_connect(sqe, io->conns[c].fd, addr, len);
 }
 
@@ -134,6 +218,8 @@ static void pause_recv(struct dp_io *io, uint32_t c)
 		return;
 	s->flags |= DP_C_PAUSED;
 	io->stats.paused++;
+	if (io->engine == DP_ENGINE_EPOLL)
+		s->flags &= (uint16_t)~DP_C_RECV; /* nothing in flight to cancel */
 	if (!(s->flags & DP_C_RECV))
 		return;
 	sqe = sqe_for(io, c, DP_OP_CANCEL);
@@ -164,6 +250,10 @@ static void kick_send(struct dp_io *io, uint32_t c)
 	}
 	g = &io->r.segs[s->out_head];
 	s->flags |= DP_C_SENDING;
+	if (io->engine == DP_ENGINE_EPOLL) {
+		want_write(io, c);
+		return;
+	}
 	sqe = sqe_for(io, c, DP_OP_SEND);
 	io_uring_prep_send(sqe, s->fd, g->ptr + g->sent, g->len - g->sent, MSG_NOSIGNAL);
 }
@@ -248,6 +338,7 @@ static void free_slot(struct dp_io *io, uint32_t c)
 	release_queue(io, s);
 	close(s->fd);
 	s->fd = -1;
+	s->peer = DP_NIL;
 	s->gen = (s->gen + 1) & 0xffffff;
 	s->flags = 0;
 	s->owner = NULL;
@@ -268,7 +359,7 @@ void dp_conn_close(struct dp_io *io, uint32_t c)
 	/* shutdown(2) completes a pending recv with 0 and fails a pending
 	 * send, so the drain below is short; the cancel covers the rest. */
 	shutdown(s->fd, SHUT_RDWR);
-	if (s->inflight == 0) {
+	if (s->inflight == 0 || io->engine == DP_ENGINE_EPOLL) {
 		free_slot(io, c);
 		return;
 	}
@@ -356,15 +447,16 @@ static void on_eof(struct dp_io *io, uint32_t c)
 		dp_conn_close(io, c);
 }
 
-static void on_recv(struct dp_io *io, uint32_t c, int res, uint32_t cflags)
+/* A receive finished: res bytes in buffer bid, or EOF (0), or an error.
+ * more: the receive goes on (io_uring multishot; always for epoll data). */
+static void on_recv(struct dp_io *io, uint32_t c, int res, uint16_t bid, int more)
 {
 	struct dp_conn *s = &io->conns[c];
-	int more = cflags & IORING_CQE_F_MORE;
+	uint32_t gen = s->gen;
 
 	if (!more)
 		s->flags &= (uint16_t)~DP_C_RECV;
 	if (res > 0) {
-		uint16_t bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
 		uint32_t seg = dp_seg_from_buf(&io->r, bid, 0, (uint32_t)res);
 
 		s->rx += (uint64_t)res;
@@ -390,7 +482,9 @@ static void on_recv(struct dp_io *io, uint32_t c, int res, uint32_t cflags)
 		return;
 	}
 	/* A multishot recv can end on its own (e.g. after a cancel that raced
-	 * with a resume): arm again unless paused, ended or closing. */
+	 * with a resume): arm again unless paused, ended, closing or freed. */
+	if (s->fd < 0 || s->gen != gen)
+		return;
 	if (!more && !(s->flags & (DP_C_PAUSED | DP_C_EOF | DP_C_CLOSING)))
 		dp_conn_recv(io, c);
 }
@@ -430,7 +524,10 @@ static void dispatch(struct dp_io *io, struct io_uring_cqe *cqe)
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		s->inflight--;
 	switch (op) {
-	case DP_OP_RECV: on_recv(io, c, cqe->res, cqe->flags); break;
+	case DP_OP_RECV:
+		on_recv(io, c, cqe->res, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT),
+			cqe->flags & IORING_CQE_F_MORE);
+		break;
 	case DP_OP_SEND: on_send(io, c, cqe->res); break;
 	case DP_OP_ACCEPT: on_accept_cqe(io, c, cqe->res, cqe->flags); break;
 	case DP_OP_CONNECT:
@@ -477,12 +574,165 @@ static void rearm_starved(struct dp_io *io)
 	}
 }
 
+/* ---- epoll engine: doing the work the queues hold ---- */
+
+static int live(struct dp_io *io, uint64_t ud)
+{
+	struct dp_conn *s = &io->conns[dp_ud_slot(ud)];
+
+	return s->fd >= 0 && s->gen == dp_ud_gen(ud) && !(s->flags & DP_C_CLOSING);
+}
+
+#define EP_ACCEPT_BATCH 64 /* accepts per turn of a listener: fairness with traffic */
+
+static void ep_accept(struct dp_io *io, uint32_t c)
+{
+	for (int i = 0; i < EP_ACCEPT_BATCH; i++) {
+		int fd = accept4(io->conns[c].fd, NULL, NULL, SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EAGAIN)
+				io->conns[c].flags &= (uint16_t)~DP_C_RREADY;
+			else if (errno != EINTR && errno != ECONNABORTED)
+				sl_warn("accept: %s", strerror(errno));
+			return;
+		}
+		io->stats.accepted++;
+		io->ops->on_accept(io, c, fd);
+		if (!live(io, dp_ud(c, io->conns[c].gen, DP_OP_NONE)))
+			return;
+	}
+	want_read(io, c); /* more may wait: next turn */
+}
+
+static void ep_read(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+	uint32_t gen = s->gen;
+	int bid;
+	ssize_t n;
+
+	if (s->flags & DP_C_LISTENER) {
+		ep_accept(io, c);
+		return;
+	}
+	if ((s->flags & (DP_C_RECV | DP_C_PAUSED)) != DP_C_RECV)
+		return;
+	if ((bid = dp_buf_take(&io->r)) < 0) {
+		io->r.stats.enobufs++; /* the same fallback as io_uring's ENOBUFS */
+		s->flags &= (uint16_t)~DP_C_RECV;
+		s->flags |= DP_C_STARVED;
+		s->link = io->starved;
+		io->starved = c;
+		return;
+	}
+	n = recv(s->fd, dp_buf_ptr(&io->r, (uint16_t)bid), io->r.bufsize, 0);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		io->stats.eagain++;
+		io->r.free_bids[io->r.nfree++] = (uint16_t)bid;
+		if (errno == EAGAIN)
+			s->flags &= (uint16_t)~DP_C_RREADY;
+		else
+			want_read(io, c);
+		return;
+	}
+	if (n <= 0) {
+		io->r.free_bids[io->r.nfree++] = (uint16_t)bid;
+		on_recv(io, c, n == 0 ? 0 : -errno, 0, 0);
+		return;
+	}
+	on_recv(io, c, (int)n, (uint16_t)bid, 1);
+	if (s->fd >= 0 && s->gen == gen)
+		want_read(io, c); /* edge-triggered: read until EAGAIN, a buffer per turn */
+}
+
+static void ep_write(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+	struct dp_seg *g;
+	ssize_t n;
+
+	if (s->flags & DP_C_CONNECTING) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		s->flags &= (uint16_t)~DP_C_CONNECTING;
+		getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		io->ops->on_connect(io, c, s->err ? s->err : -err);
+		return;
+	}
+	if (!(s->flags & DP_C_SENDING) || s->out_head == DP_NIL)
+		return;
+	g = &io->r.segs[s->out_head];
+	n = send(s->fd, g->ptr + g->sent, g->len - g->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n < 0 && errno == EAGAIN) {
+		io->stats.eagain++;
+		return; /* still SENDING; EPOLLOUT brings it back */
+	}
+	on_send(io, c, n < 0 ? -errno : (int)n);
+}
+
+/* Drain a queue; entries pushed meanwhile wait for the next turn (fairness). */
+static void ep_drain(struct dp_io *io, struct dp_queue *q, uint16_t flag,
+		     void (*fn)(struct dp_io *, uint32_t))
+{
+	uint32_t n = q->len;
+	uint64_t *v = q->v;
+
+	q->v = NULL;
+	q->len = q->cap = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t c = dp_ud_slot(v[i]);
+
+		if (!live(io, v[i]))
+			continue;
+		io->conns[c].flags &= (uint16_t)~flag;
+		fn(io, c);
+	}
+	free(v);
+}
+
+static void ep_event(struct dp_io *io, const struct epoll_event *ev)
+{
+	uint32_t c = dp_ud_slot(ev->data.u64);
+	struct dp_conn *s = &io->conns[c];
+
+	if (!live(io, ev->data.u64))
+		return;
+	if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		s->flags |= DP_C_RREADY;
+		if ((s->flags & (DP_C_RECV | DP_C_PAUSED)) == DP_C_RECV)
+			want_read(io, c);
+	}
+	if ((ev->events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) &&
+	    (s->flags & (DP_C_SENDING | DP_C_CONNECTING)))
+		want_write(io, c);
+}
+
+static int ep_run_once(struct dp_io *io, int timeout_ms)
+{
+	struct epoll_event evs[DP_CQE_BATCH];
+	int n = epoll_wait(io->epfd, evs, DP_CQE_BATCH, io->rq.len || io->wq.len ? 0 : timeout_ms);
+
+	if (n < 0 && errno != EINTR)
+		return -errno;
+	for (int i = 0; i < n; i++)
+		ep_event(io, &evs[i]);
+	ep_drain(io, &io->wq, DP_C_QUEUED_W, ep_write);
+	ep_drain(io, &io->rq, DP_C_QUEUED_R, ep_read);
+	rearm_starved(io);
+	return 0;
+}
+
 int dp_io_run_once(struct dp_io *io, int timeout_ms)
 {
 	struct __kernel_timespec ts = {timeout_ms / 1000, (long long)(timeout_ms % 1000) * 1000000};
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
 	int err;
+
+	if (io->engine == DP_ENGINE_EPOLL)
+		return ep_run_once(io, timeout_ms);
 
 	err = io_uring_submit_and_wait_timeout(&io->r.ring, &cqe, 1, &ts, NULL);
 	if (err < 0 && err != -ETIME && err != -EINTR)

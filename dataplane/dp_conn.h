@@ -24,16 +24,28 @@
 #include <sys/socket.h>
 
 /* Socket state bits (dp_conn.flags). */
-#define DP_C_RECV      0x0001 /* a multishot recv is armed */
-#define DP_C_SENDING   0x0002 /* a send is in flight */
-#define DP_C_EOF       0x0004 /* the peer host sent FIN: nothing more to read */
-#define DP_C_SHUT      0x0008 /* we sent FIN (shutdown SHUT_WR) */
-#define DP_C_CLOSING   0x0010 /* closing: completions are drained, then the slot is freed */
-#define DP_C_PAUSED    0x0020 /* receiving stopped: the peer's queue is full */
-#define DP_C_STARVED   0x0040 /* receiving stopped: the buffer ring ran dry */
-#define DP_C_INTERCEPT 0x0080 /* received bytes go to the owner even when paired */
-#define DP_C_LISTENER  0x0100
-#define DP_C_SHUT_WANT 0x0200 /* send FIN once the output queue is empty */
+#define DP_C_RECV	0x0001 /* a multishot recv is armed */
+#define DP_C_SENDING	0x0002 /* a send is in flight */
+#define DP_C_EOF	0x0004 /* the peer host sent FIN: nothing more to read */
+#define DP_C_SHUT	0x0008 /* we sent FIN (shutdown SHUT_WR) */
+#define DP_C_CLOSING	0x0010 /* closing: completions are drained, then the slot is freed */
+#define DP_C_PAUSED	0x0020 /* receiving stopped: the peer's queue is full */
+#define DP_C_STARVED	0x0040 /* receiving stopped: the buffer ring ran dry */
+#define DP_C_INTERCEPT	0x0080 /* received bytes go to the owner even when paired */
+#define DP_C_LISTENER	0x0100
+#define DP_C_SHUT_WANT	0x0200 /* send FIN once the output queue is empty */
+#define DP_C_RREADY	0x0400 /* epoll: readable since the last EAGAIN */
+#define DP_C_CONNECTING 0x0800 /* epoll: a connect is in progress */
+#define DP_C_QUEUED_R	0x1000 /* epoll: in the read queue */
+#define DP_C_QUEUED_W	0x2000 /* epoll: in the write queue */
+
+/* I/O engines: io_uring (completions, provided buffers) or epoll
+ * (readiness, the same buffers from a stack): the baseline that shows what
+ * io_uring earns. Everything above the engine is shared. */
+enum dp_engine {
+	DP_ENGINE_URING = 0,
+	DP_ENGINE_EPOLL = 1,
+};
 
 /*
  * Ownership: slots live in dp_io.conns for the worker's lifetime; a slot's
@@ -54,6 +66,7 @@ struct dp_conn {
 	uint32_t olink; /* the owner's lists (idle data connections, waiters) */
 	void *owner;
 	uint64_t rx, tx; /* bytes received and sent */
+	int err;	 /* epoll: a connect that failed at once */
 };
 
 struct dp_io;
@@ -77,6 +90,13 @@ struct dp_io_ops {
 
 struct dp_io_stats {
 	uint64_t accepted, closed, paused, resumed, recv_errors, send_errors;
+	uint64_t eagain; /* epoll: reads or sends that found nothing to do */
+};
+
+/* epoll engine: sockets with work to do, as (slot, generation) user data. */
+struct dp_queue {
+	uint64_t *v;
+	uint32_t len, cap;
 };
 
 /* One per worker; ownership as for dp_ring. */
@@ -89,10 +109,13 @@ struct dp_io {
 	const struct dp_io_ops *ops;
 	void *owner;
 	struct dp_io_stats stats;
+	enum dp_engine engine;
+	int epfd;		/* DP_ENGINE_EPOLL */
+	struct dp_queue rq, wq; /* DP_ENGINE_EPOLL: to read, to write or connect */
 };
 
 int dp_io_init(struct dp_io *io, uint32_t max_conns, uint32_t nbufs, uint32_t bufsize,
-	       const struct dp_io_ops *ops, void *owner);
+	       const struct dp_io_ops *ops, void *owner, enum dp_engine engine);
 void dp_io_free(struct dp_io *io);
 
 /* Wait up to timeout_ms for completions and handle them. Returns 0 or -errno. */

@@ -983,10 +983,12 @@ static int metrics_text(struct relay *r, char *out, size_t cap)
 	  "sluice_engine_events_total{event=\"sqe_full\"} %llu\n"
 	  "sluice_engine_events_total{event=\"no_defer_taskrun\"} %llu\n"
 	  "sluice_engine_events_total{event=\"paused\"} %llu\n"
+	  "sluice_engine_events_total{event=\"eagain\"} %llu\n"
 	  "sluice_engine_events_total{event=\"misdirected_switch\"} %llu\n",
 	  (unsigned long long)rs->enobufs, (unsigned long long)rs->short_sends,
 	  (unsigned long long)rs->sqe_full, (unsigned long long)rs->no_defer,
-	  (unsigned long long)r->io.stats.paused, (unsigned long long)r->m.misdirected_switch);
+	  (unsigned long long)r->io.stats.paused, (unsigned long long)r->io.stats.eagain,
+	  (unsigned long long)r->m.misdirected_switch);
 #undef M
 	return o < cap ? (int)o : -ENOSPC;
 }
@@ -1370,9 +1372,10 @@ static int relay_init(struct relay *r, const struct dp_relay_config *cfg)
 	r->cfg = cfg;
 	r->http_port = colon ? atoi(colon + 1) : 80;
 	r->now_ms = mono_ms();
-	err = dp_io_init(&r->io, cfg->max_conns, cfg->nbufs, cfg->bufsize, &relay_ops, r);
+	err = dp_io_init(&r->io, cfg->max_conns, cfg->nbufs, cfg->bufsize, &relay_ops, r,
+			 (enum dp_engine)cfg->engine);
 	if (err < 0) {
-		sl_error("io_uring set-up failed: %s", strerror(-err));
+		sl_error("I/O engine set-up failed: %s", strerror(-err));
 		return err;
 	}
 	if ((err = dp_tunnels_init(&r->tunnels, 1024)) < 0)
@@ -1401,8 +1404,8 @@ int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop)
 		free(r);
 		return err;
 	}
-	sl_info("relay: http %s, agents %s, admin %s, domain %s (io_uring%s)", cfg->http,
-		cfg->agents, cfg->admin, cfg->domain,
+	sl_info("relay: http %s, agents %s, admin %s, domain %s (%s%s)", cfg->http, cfg->agents,
+		cfg->admin, cfg->domain, cfg->engine == DP_ENGINE_EPOLL ? "epoll" : "io_uring",
 		r->io.r.features & DP_RING_F_DEFER ? ", defer_taskrun" : "");
 	while (!(r->draining && (public_conns(r) == 0 || r->now_ms >= drain_end))) {
 		if ((err = dp_io_run_once(&r->io, 100)) < 0)

@@ -76,11 +76,14 @@ struct dp_ring {
 	uint32_t heap_free; /* free list of heap segment indexes */
 	uint32_t bufs_out;  /* ring buffers currently held by queues */
 	uint16_t bgid;
-	unsigned features; /* DP_RING_F_* */
+	unsigned features;   /* DP_RING_F_* */
+	uint16_t *free_bids; /* DP_RING_F_NOURING: the free buffer stack */
+	uint32_t nfree;
 	struct dp_ring_stats stats;
 };
 
-#define DP_RING_F_DEFER 0x1 /* IORING_SETUP_DEFER_TASKRUN | SINGLE_ISSUER in use */
+#define DP_RING_F_DEFER	  0x1 /* IORING_SETUP_DEFER_TASKRUN | SINGLE_ISSUER in use */
+#define DP_RING_F_NOURING 0x2 /* epoll engine: no io_uring, buffers from a free stack */
 
 /* Set up the ring (entries SQEs) and nbufs buffers of bufsize. Returns 0 or -errno.
  * With DP_RING_F_NOURING in flags there is no ring: buffers are taken with
@@ -90,6 +93,7 @@ int dp_ring_init(struct dp_ring *r, unsigned entries, uint32_t nbufs, uint32_t b
 
 /* Epoll engine: a free buffer's id, or -1 when none is left. */
 int dp_buf_take(struct dp_ring *r);
+
 void dp_ring_free(struct dp_ring *r);
 
 /* An SQE, submitting what is queued first if the SQ is full; never NULL. */

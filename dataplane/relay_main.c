@@ -2,6 +2,7 @@
  * relay_main.c: sluice-relay's entry point: options, logging, signals, then
  * the relay worker (dp_relay.c).
  */
+#include "dp_conn.h"
 #include "dp_relay.h"
 #include "sl_cli.h"
 #include "sl_log.h"
@@ -157,10 +158,6 @@ static int check_unsupported(const struct sl_config *cfg)
 {
 	long n = sl_config_int(cfg, "buffers");
 
-	if (strcmp(sl_config_str(cfg, "engine"), "io_uring") != 0) {
-		sl_error("--engine epoll is not in this build yet");
-		return -ENOTSUP;
-	}
 	if (sl_config_str(cfg, "https") != NULL) {
 		sl_error("--https is not in this build yet");
 		return -ENOTSUP;
@@ -199,6 +196,8 @@ static int run(const struct sl_config *cfg)
 	rc.max_conns = (uint32_t)sl_config_int(cfg, "max-conns");
 	rc.nbufs = (uint32_t)sl_config_int(cfg, "buffers");
 	rc.bufsize = (uint32_t)sl_config_int(cfg, "buffer-size");
+	rc.engine = strcmp(sl_config_str(cfg, "engine"), "epoll") == 0 ? DP_ENGINE_EPOLL
+								       : DP_ENGINE_URING;
 	if (tokens && (err = dp_relay_load_tokens(tokens, &rc.tokens, &rc.ntokens)) < 0) {
 		sl_error("cannot read --tokens %s: %s", tokens, strerror(-err));
 		return err;

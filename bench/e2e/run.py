@@ -186,6 +186,16 @@ class Bench:
                                    self.relay.server, extra=["--name", "bench", "--pool", "64"])
         self.procs.append(self.agent.proc)
         self.targets["sluice"] = ("http://127.0.0.1:%d" % self.relay.http_port, "bench.localhost")
+        # The same relay and agent on the epoll engine: what io_uring earns.
+        self.relay_ep = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
+                                      extra=["--log-level", "warn", "--engine", "epoll"])
+        self.procs.append(self.relay_ep.proc)
+        agent_ep = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
+                                 self.relay_ep.server, extra=["--name", "bench", "--pool", "64",
+                                                              "--engine", "epoll"])
+        self.procs.append(agent_ep.proc)
+        self.targets["sluice-epoll"] = ("http://127.0.0.1:%d" % self.relay_ep.http_port,
+                                        "bench.localhost")
 
     def idle_tunnels(self, n):
         """Open n bare control connections (HELLO, no data pool) and read the relay's RSS."""
@@ -261,15 +271,16 @@ def markdown(res, cmd):
     md = ["# End-to-end results", "", "Command: `%s`" % cmd, "",
           "Medians of %d runs of %d s each (wrk, 1 thread); 2 cores shared by every process." % (
               res["config"]["reps"], res["config"]["seconds"]), "",
-          "| scenario | " + " | ".join(names) + " | sluice / haproxy2 | sluice / ssh-R | sluice p99 / haproxy1 p99 |",
-          "|---" * (len(names) + 4) + "|"]
+          "| scenario | " + " | ".join(names) + " | sluice / haproxy2 | sluice / ssh-R | sluice p99 / haproxy1 p99 | io_uring / epoll |",
+          "|---" * (len(names) + 5) + "|"]
     for key, row in sc.items():
         cells = ["%.0f req/s, p99 %.1f ms" % (row[n]["rps"], row[n]["p99_ms"]) for n in names]
         s = row["sluice"]
-        md.append("| %s | %s | %.2f | %s | %.2f |" % (
+        md.append("| %s | %s | %.2f | %s | %.2f | %.2f |" % (
             key, " | ".join(cells), ratio(s["rps"], row["haproxy2"]["rps"]),
             "%.2f" % ratio(s["rps"], row["ssh-R"]["rps"]) if "ssh-R" in row else "n/a",
-            ratio(s["p99_ms"], row["haproxy1"]["p99_ms"])))
+            ratio(s["p99_ms"], row["haproxy1"]["p99_ms"]),
+            ratio(s["rps"], row["sluice-epoll"]["rps"])))
     d = res["download"]
     md += ["", "Download of %d MiB (curl): " % res["config"]["big_mb"] +
            ", ".join("%s %.2f GB/s" % (k, v) for k, v in d.items()) +
@@ -301,7 +312,7 @@ def main():
     finally:
         b.stop()
     bad = [(k, n, v["errors"]) for k, row in res["scenarios"].items() for n, v in row.items()
-           if n == "sluice" and v["errors"]]
+           if n.startswith("sluice") and v["errors"]]
     os.makedirs(a.out, exist_ok=True)
     tag = "smoke" if a.smoke else "full"
     with open(os.path.join(a.out, "e2e-%s.json" % tag), "w") as f:

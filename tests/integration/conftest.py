@@ -83,9 +83,10 @@ def pytest_sessionfinish(session, exitstatus):
     harness.stop_all()
 
 
-@pytest.fixture
-def relay(binary, tmp_path):
-    r = harness.Relay(binary("sluice-relay"), tmp_path)
+@pytest.fixture(params=["io_uring", "epoll"])
+def relay(request, binary, tmp_path):
+    """A relay on each engine: every tunnel test runs on both."""
+    r = harness.Relay(binary("sluice-relay"), tmp_path, extra=["--engine", request.param])
     yield r
     r.stop()
 
