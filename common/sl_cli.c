@@ -48,6 +48,26 @@ static int early_flags(const struct sl_cli *cli, int argc, char **argv)
 	return 0;
 }
 
+static volatile sig_atomic_t *stop_flag;
+
+static void on_stop_signal(int sig)
+{
+	(void)sig;
+	*stop_flag = 1;
+}
+
+void sl_cli_stop_on_signals(volatile sig_atomic_t *flag)
+{
+	struct sigaction sa;
+
+	stop_flag = flag;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
 int sl_cli_start(const struct sl_cli *cli, struct sl_config *c, int argc, char **argv)
 {
 	int err;

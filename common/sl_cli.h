@@ -8,6 +8,7 @@
 
 #include "sl_config.h"
 
+#include <signal.h>
 #include <stdio.h>
 
 #ifdef __cplusplus
@@ -38,6 +39,13 @@ struct sl_cli {
  * whatever the result.
  */
 int sl_cli_start(const struct sl_cli *cli, struct sl_config *c, int argc, char **argv);
+
+/*
+ * SIGINT and SIGTERM set *flag (the main loop polls it and shuts down
+ * cleanly); SIGPIPE is ignored, since a peer that went away is an EPIPE to
+ * handle, not a reason to die. flag must outlive the process's loop.
+ */
+void sl_cli_stop_on_signals(volatile sig_atomic_t *flag);
 
 /* "0.1.0 (git 1a2b3c4)" */
 const char *sl_version_string(void);

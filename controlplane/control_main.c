@@ -63,23 +63,6 @@ static const struct sl_cli control_cli = {
 
 static volatile sig_atomic_t stop_requested;
 
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop_requested = 1;
-}
-
-static void install_signals(void)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-}
-
 static int serve(const struct sl_config *cfg)
 {
 	struct cp_redis_target redis;
@@ -100,7 +83,7 @@ static int serve(const struct sl_config *cfg)
 		goto out;
 	}
 	sl_info("listening on http://%s (redis %s)", scfg.listen, sl_config_str(cfg, "redis"));
-	install_signals();
+	sl_cli_stop_on_signals(&stop_requested);
 	err = cp_server_run(srv, &stop_requested);
 	sl_info("shutting down");
 	cp_server_free(srv);

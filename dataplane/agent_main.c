@@ -118,23 +118,6 @@ static int agent_parse_command(const struct sl_config *cfg)
 
 static volatile sig_atomic_t stop_requested;
 
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop_requested = 1;
-}
-
-static void install_signals(void)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-}
-
 /* Fill ac from the configuration; returns 0 or -EINVAL after saying why. */
 static int build_config(const struct sl_config *cfg, int port, struct ag_config *ac, char *local,
 			size_t local_cap)
@@ -193,7 +176,7 @@ int main(int argc, char **argv)
 		sl_config_free(&cfg);
 		return SL_EXIT_USAGE;
 	}
-	install_signals();
+	sl_cli_stop_on_signals(&stop_requested);
 	rc = ag_run(&ac, &stop_requested);
 	sl_config_free(&cfg);
 	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;

@@ -136,23 +136,6 @@ static const struct sl_cli relay_cli = {
 
 static volatile sig_atomic_t stop_requested;
 
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop_requested = 1;
-}
-
-static void install_signals(void)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-}
-
 /* Options the configuration accepts but this build cannot honour yet. */
 static int check_unsupported(const struct sl_config *cfg)
 {
@@ -204,7 +187,7 @@ static int run(const struct sl_config *cfg)
 	}
 	if (tokens == NULL)
 		sl_warn("no --tokens file: any agent may connect (development only)");
-	install_signals();
+	sl_cli_stop_on_signals(&stop_requested);
 	err = dp_relay_run(&rc, &stop_requested);
 	for (uint32_t i = 0; i < rc.ntokens; i++) {
 		memset(rc.tokens[i], 0, strlen(rc.tokens[i]));
