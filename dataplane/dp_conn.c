@@ -462,9 +462,11 @@ static void on_recv(struct dp_io *io, uint32_t c, int res, uint16_t bid, int mor
 		s->rx += (uint64_t)res;
 		if (s->flags & DP_C_CLOSING)
 			dp_seg_release(&io->r, seg);
-		else if (s->peer != DP_NIL && !(s->flags & DP_C_INTERCEPT))
+		else if (s->peer != DP_NIL && !(s->flags & DP_C_INTERCEPT)) {
+			if (io->ops->on_forwarded)
+				io->ops->on_forwarded(io, c, (uint32_t)res);
 			dp_conn_forward(io, c, s->peer, seg);
-		else
+		} else
 			io->ops->on_data(io, c, seg, (uint32_t)res);
 	} else if (res == 0) {
 		if (!(s->flags & DP_C_CLOSING))

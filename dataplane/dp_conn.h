@@ -86,6 +86,9 @@ struct dp_io_ops {
 	 * the owner dealt with c (it has been unpaired), 0 for the default:
 	 * close c on failure, pass the FIN on at EOF. */
 	int (*on_peer_lost)(struct dp_io *io, uint32_t c, int eof);
+	/* Optional: c received len bytes that went straight to its partner
+	 * (for the owner's accounting, e.g. time to first response byte). */
+	void (*on_forwarded)(struct dp_io *io, uint32_t c, uint32_t len);
 };
 
 struct dp_io_stats {

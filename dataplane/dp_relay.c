@@ -82,6 +82,7 @@ struct pub {
 	uint32_t held_head, held_tail; /* bytes queued before a data connection exists */
 	uint64_t deadline_ms;	       /* 0: none */
 	int deadline_err;	       /* E_408 or E_502 */
+	uint64_t req_ns;	       /* head forwarded, no response byte yet; 0: none */
 	struct pub *tprev, *tnext;     /* timed list */
 	int timed;
 	char ip[INET6_ADDRSTRLEN];
@@ -102,7 +103,14 @@ struct agent {
 
 #define AGENT_BUF (PR_FRAME_HDR + PR_FRAME_MAX)
 
+/* Upper bounds (ms) of the first-response-byte histogram's buckets. */
+static const double lat_bounds_ms[] = {0.5, 1,	 2.5, 5,    10,	  25,	50,
+				       100, 250, 500, 1000, 2500, 10000};
+#define LAT_BUCKETS (sizeof(lat_bounds_ms) / sizeof(lat_bounds_ms[0]))
+
 struct metrics {
+	uint64_t lat_count[LAT_BUCKETS + 1]; /* the last one: above every bound */
+	double lat_sum_s;
 	uint64_t requests, errors[E_COUNT], agents_refused, tcp_conns, misdirected_switch;
 	uint64_t bytes_in, bytes_out; /* public side, closed connections */
 };
@@ -128,6 +136,14 @@ static uint64_t mono_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static void random_alnum(char *out, size_t n)
@@ -487,6 +503,7 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 	}
 	r->m.requests++;
 	t->requests++;
+	p->req_ns = mono_ns();
 	if (p->t == NULL) {
 		p->t = t;
 		p->epoch = t->epoch;
@@ -989,6 +1006,21 @@ static int metrics_text(struct relay *r, char *out, size_t cap)
 	  (unsigned long long)rs->sqe_full, (unsigned long long)rs->no_defer,
 	  (unsigned long long)r->io.stats.paused, (unsigned long long)r->io.stats.eagain,
 	  (unsigned long long)r->m.misdirected_switch);
+	{
+		uint64_t cum = 0;
+
+		M("# TYPE sluice_request_first_byte_seconds histogram\n");
+		for (size_t b = 0; b < LAT_BUCKETS; b++) {
+			cum += r->m.lat_count[b];
+			M("sluice_request_first_byte_seconds_bucket{le=\"%g\"} %llu\n",
+			  lat_bounds_ms[b] / 1000, (unsigned long long)cum);
+		}
+		cum += r->m.lat_count[LAT_BUCKETS];
+		M("sluice_request_first_byte_seconds_bucket{le=\"+Inf\"} %llu\n"
+		  "sluice_request_first_byte_seconds_sum %.6f\n"
+		  "sluice_request_first_byte_seconds_count %llu\n",
+		  (unsigned long long)cum, r->m.lat_sum_s, (unsigned long long)cum);
+	}
 #undef M
 	return o < cap ? (int)o : -ENOSPC;
 }
@@ -1249,7 +1281,32 @@ static int on_peer_lost(struct dp_io *io, uint32_t c, int eof)
 	return 1;
 }
 
+/* Response bytes from data connection c: the first one after a request head
+ * times the request (relay, agent and app together) into the histogram. */
+static void on_forwarded(struct dp_io *io, uint32_t c, uint32_t len)
+{
+	struct relay *r = io->owner;
+	struct dp_conn *s = dp_c(io, c);
+	struct pub *p;
+	double ms;
+	size_t b;
+
+	(void)len;
+	if (s->kind != K_DATA || s->peer == DP_NIL || dp_c(io, s->peer)->kind != K_PUBLIC)
+		return;
+	p = dp_c(io, s->peer)->owner;
+	if (p->req_ns == 0)
+		return;
+	ms = (double)(mono_ns() - p->req_ns) / 1e6;
+	p->req_ns = 0;
+	for (b = 0; b < LAT_BUCKETS && ms > lat_bounds_ms[b]; b++)
+		;
+	r->m.lat_count[b]++;
+	r->m.lat_sum_s += ms / 1000;
+}
+
 static const struct dp_io_ops relay_ops = {
+	.on_forwarded = on_forwarded,
 	.on_peer_lost = on_peer_lost,
 	.on_data = on_data,
 	.on_eof = on_eof,

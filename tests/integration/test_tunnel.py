@@ -315,6 +315,10 @@ def test_health_and_metrics(relay, app, start_agent):
     assert re.search(r"sluice_requests_total [1-9]", text)
     assert 'sluice_relay_errors_total{status="404"} 1\n' in text
     assert 'sluice_engine_events_total{event="enobufs"}' in text
+    # One tunnelled request answered: the first-byte histogram counted it.
+    count = int(re.search(r"sluice_request_first_byte_seconds_count (\d+)", text).group(1))
+    inf = int(re.search(r'sluice_request_first_byte_seconds_bucket\{le="\+Inf"\} (\d+)', text).group(1))
+    assert count == inf == 1, text
 
 
 def test_sigterm_drains_in_flight_requests(relay, app, start_agent):
