@@ -99,6 +99,13 @@ struct agent {
 	uint32_t len;
 	char *buf; /* AGENT_BUF bytes, or NULL */
 	char ip[INET6_ADDRSTRLEN];
+	/* Until its first frame (or, for /metrics, until it is done), a
+	 * connection is on the relay's "fresh" list and closed at deadline_ms:
+	 * a silent connection to the agent port holds nothing for long. */
+	uint32_t slot;
+	uint64_t deadline_ms;
+	struct agent *fprev, *fnext;
+	int fresh;
 };
 
 #define AGENT_BUF (PR_FRAME_HDR + PR_FRAME_MAX)
@@ -124,6 +131,7 @@ struct relay {
 	int http_port;
 	uint16_t next_tcp;
 	struct pub *timed;
+	struct agent *fresh; /* agent and admin connections not yet identified */
 	int draining;
 	struct metrics m;
 	char target[DP_HTTP_HEAD_MAX];	    /* a rewritten request target */
@@ -670,6 +678,47 @@ static void pub_data(struct relay *r, struct pub *p, uint32_t seg)
 
 /* ---- agent connections ---- */
 
+static void fresh_unlink(struct relay *r, struct agent *a)
+{
+	if (!a->fresh)
+		return;
+	if (a->fprev)
+		a->fprev->fnext = a->fnext;
+	else
+		r->fresh = a->fnext;
+	if (a->fnext)
+		a->fnext->fprev = a->fprev;
+	a->fprev = a->fnext = NULL;
+	a->fresh = 0;
+}
+
+static void fresh_link(struct relay *r, struct agent *a, uint32_t c)
+{
+	a->slot = c;
+	a->deadline_ms = r->now_ms + r->cfg->head_timeout_ms;
+	a->fresh = 1;
+	a->fnext = r->fresh;
+	if (r->fresh)
+		r->fresh->fprev = a;
+	r->fresh = a;
+}
+
+/* Close agent-port and admin connections that said nothing in time. */
+static void expire_fresh(struct relay *r)
+{
+	struct agent *a = r->fresh, *next;
+
+	for (; a; a = next) {
+		next = a->fnext;
+		if (a->deadline_ms > r->now_ms)
+			continue;
+		fresh_unlink(r, a);
+		if (dp_c(&r->io, a->slot)->kind == K_AGENT_NEW)
+			r->m.agents_refused++;
+		dp_conn_close(&r->io, a->slot);
+	}
+}
+
 static int valid_label(const char *s)
 {
 	size_t n = strlen(s);
@@ -857,6 +906,7 @@ static void on_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
 	t->last_rx_ms = t->last_ping_ms = r->now_ms;
 	t->opens_asked = 0;
 	dp_c(&r->io, c)->kind = K_CTRL;
+	fresh_unlink(r, a);
 	a->t = t;
 	a->epoch = t->epoch;
 	tunnel_ref(t);
@@ -884,6 +934,7 @@ static void on_data_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
 		return;
 	}
 	dp_c(&r->io, c)->kind = K_DATA;
+	fresh_unlink(r, a);
 	a->t = t;
 	a->epoch = t->epoch;
 	tunnel_ref(t);
@@ -1172,6 +1223,7 @@ static void accept_agent(struct relay *r, int fd, int kind)
 		free(a);
 		return;
 	}
+	fresh_link(r, a, c);
 	dp_conn_recv(&r->io, c);
 }
 
@@ -1233,6 +1285,7 @@ static void agent_closed(struct relay *r, uint32_t c, struct dp_conn *s)
 			remove_idle(r, t, c);
 		tunnel_unref(t);
 	}
+	fresh_unlink(r, a);
 	free(a->buf);
 	free(a);
 }
@@ -1376,6 +1429,7 @@ static void tick(struct relay *r)
 		return;
 	r->next_sweep_ms = r->now_ms + 100;
 	expire_timed(r);
+	expire_fresh(r);
 	sweep_tunnels(r);
 }
 

@@ -337,3 +337,20 @@ def test_sigterm_drains_in_flight_requests(relay, app, start_agent):
     assert data.startswith(b"HTTP/1.1 200"), data[:200]
     assert relay.proc.popen.wait(10) == 0
     assert not harness.port_open(relay.http_port)
+
+
+def test_agent_port_refuses_silence_and_garbage(relay):
+    """A connection to the agent port that says nothing is closed after the
+    head timeout; one that sends garbage is closed at once; the relay lives."""
+    with socket.create_connection(("127.0.0.1", relay.agents_port), timeout=5) as s:
+        t0 = time.monotonic()
+        assert s.recv(100) == b""  # closed by the relay (--head-timeout-ms 1000)
+        assert 0.5 < time.monotonic() - t0 < 4
+    with socket.create_connection(("127.0.0.1", relay.agents_port), timeout=5) as s:
+        s.sendall(b"\x00\x00\x00\x05\xc1\xc1\xc1\xc1\xc1")  # a frame of invalid msgpack
+        assert s.recv(100) == b""
+    with socket.create_connection(("127.0.0.1", relay.agents_port), timeout=5) as s:
+        s.sendall(b"\xff\xff\xff\xff")  # a frame longer than any allowed
+        assert s.recv(100) == b""
+    with urllib.request.urlopen("http://127.0.0.1:%d/health" % relay.admin_port) as r:
+        assert r.read() == b"ok\n"
