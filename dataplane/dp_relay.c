@@ -413,14 +413,9 @@ static struct dp_tunnel *route_path(struct relay *r, const struct dp_http_req *q
 		e++;
 	*sid = p;
 	*sid_len = (size_t)(e - p);
-	if (e == end || *e == '?') {
-		/* "/session/id" or "/session/id?q": the app sees "/" (plus the query). */
-		*rest = e;
-		*rest_len = (size_t)(end - e);
-	} else {
-		*rest = e;
-		*rest_len = (size_t)(end - e);
-	}
+	/* "/session/id" and "/session/id?q" leave "" and "?q": on_request adds the "/". */
+	*rest = e;
+	*rest_len = (size_t)(end - e);
 	return dp_tunnels_by_sid(&r->tunnels, *sid, *sid_len);
 }
 
@@ -459,12 +454,6 @@ static void detach(struct relay *r, struct pub *p)
 	p->t = NULL;
 }
 
-static const char *tunnel_state_error(struct relay *r, struct dp_tunnel *t)
-{
-	(void)r;
-	return t->ctrl == DP_NIL ? "the agent for this tunnel is offline; retry shortly\n" : NULL;
-}
-
 /* Route and forward one parsed request head; returns 0, or -1 after an error response. */
 static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *q)
 {
@@ -472,7 +461,6 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 	size_t name_len = 0, sid_len = 0, rest_len = q->target_len;
 	struct dp_http_client cl = {p->ip, p->ipv6, 0};
 	struct dp_tunnel *t = route_host(r, q, &name, &name_len);
-	const char *why;
 	int n;
 	uint32_t seg;
 
@@ -491,8 +479,9 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 				  r->cfg->domain);
 		return -1;
 	}
-	if ((why = tunnel_state_error(r, t)) != NULL) {
-		pub_error(r, p, E_502, "Retry-After: 5\r\n", "%s", why);
+	if (t->ctrl == DP_NIL) {
+		pub_error(r, p, E_502, "Retry-After: 5\r\n",
+			  "the agent for this tunnel is offline; retry shortly\n");
 		return -1;
 	}
 	if (p->t != NULL && (p->t != t || p->epoch != t->epoch))
@@ -863,34 +852,50 @@ static void on_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
 	struct dp_tunnel *t = NULL;
 	int code = 0;
 
-	if (m->version != PR_VERSION)
-		return agent_refuse(r, c, PR_E_VERSION, "protocol version not supported");
-	if (!token_ok(r, m->token))
-		return agent_refuse(r, c, PR_E_AUTH, "token refused");
-	if (r->draining)
-		return agent_refuse(r, c, PR_E_DRAIN, "relay is draining");
+	if (m->version != PR_VERSION) {
+		agent_refuse(r, c, PR_E_VERSION, "protocol version not supported");
+		return;
+	}
+	if (!token_ok(r, m->token)) {
+		agent_refuse(r, c, PR_E_AUTH, "token refused");
+		return;
+	}
+	if (r->draining) {
+		agent_refuse(r, c, PR_E_DRAIN, "relay is draining");
+		return;
+	}
 	if (m->session[0]) {
 		t = dp_tunnels_by_sid(&r->tunnels, m->session, strlen(m->session));
-		if (t && !ct_equal(t->token, m->token))
-			return agent_refuse(r, c, PR_E_AUTH, "token does not own this session");
+		if (t && !ct_equal(t->token, m->token)) {
+			agent_refuse(r, c, PR_E_AUTH, "token does not own this session");
+			return;
+		}
 	}
 	if (t == NULL && m->name[0]) {
-		if (!valid_label(m->name))
-			return agent_refuse(r, c, PR_E_NAME_INVALID,
-					    "name must be a DNS label: a-z, 0-9, '-', 1..63");
+		if (!valid_label(m->name)) {
+			agent_refuse(r, c, PR_E_NAME_INVALID,
+				     "name must be a DNS label: a-z, 0-9, '-', 1..63");
+			return;
+		}
 		/* The same token may take its name back (a restarted agent does not
 		 * know its old session); the latest agent wins and the old one is
 		 * fenced below. Another token may not. */
 		t = dp_tunnels_by_name(&r->tunnels, m->name, strlen(m->name));
-		if (t && !ct_equal(t->token, m->token))
-			return agent_refuse(r, c, PR_E_NAME_TAKEN, "name already in use");
-		if (t && t->proto != m->proto)
-			return agent_refuse(r, c, PR_E_NAME_TAKEN,
-					    "name in use by a tunnel of another protocol");
+		if (t && !ct_equal(t->token, m->token)) {
+			agent_refuse(r, c, PR_E_NAME_TAKEN, "name already in use");
+			return;
+		}
+		if (t && t->proto != m->proto) {
+			agent_refuse(r, c, PR_E_NAME_TAKEN,
+				     "name in use by a tunnel of another protocol");
+			return;
+		}
 	}
-	if (t == NULL && (t = new_tunnel(r, m, &code)) == NULL)
-		return agent_refuse(r, c, (enum pr_code)code,
-				    code == PR_E_NO_PORT ? "no TCP port left" : "internal error");
+	if (t == NULL && (t = new_tunnel(r, m, &code)) == NULL) {
+		agent_refuse(r, c, (enum pr_code)code,
+			     code == PR_E_NO_PORT ? "no TCP port left" : "internal error");
+		return;
+	}
 	if (t->ctrl != DP_NIL) {
 		/* Fence the ghost: the old control connection loses to the resume. */
 		uint32_t old = t->ctrl;
