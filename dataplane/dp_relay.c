@@ -844,58 +844,52 @@ static void tunnel_offline(struct relay *r, struct dp_tunnel *t)
 	sl_info("tunnel %s: agent offline, name held for %u ms", t->name, r->cfg->grace_ms);
 }
 
-/* HELLO: a new session, or the resume of one whose name we hold. */
-static void on_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
-{
-	struct agent *a = dp_c(&r->io, c)->owner;
-	struct pr_msg b = {.type = PR_BOUND};
-	struct dp_tunnel *t = NULL;
-	int code = 0;
+/* A refusal: its code and the text the agent shows. */
+struct refusal {
+	enum pr_code code;
+	const char *text;
+};
 
-	if (m->version != PR_VERSION) {
-		agent_refuse(r, c, PR_E_VERSION, "protocol version not supported");
-		return;
-	}
-	if (!token_ok(r, m->token)) {
-		agent_refuse(r, c, PR_E_AUTH, "token refused");
-		return;
-	}
-	if (r->draining) {
-		agent_refuse(r, c, PR_E_DRAIN, "relay is draining");
-		return;
-	}
+/*
+ * The session a HELLO resumes or the name it may take back (same token), or
+ * NULL for a new session; sets *why when the HELLO must be refused.
+ */
+static struct dp_tunnel *hello_existing(struct relay *r, const struct pr_msg *m,
+					struct refusal *why)
+{
+	struct dp_tunnel *t = NULL;
+
 	if (m->session[0]) {
 		t = dp_tunnels_by_sid(&r->tunnels, m->session, strlen(m->session));
-		if (t && !ct_equal(t->token, m->token)) {
-			agent_refuse(r, c, PR_E_AUTH, "token does not own this session");
-			return;
-		}
+		if (t && !ct_equal(t->token, m->token))
+			*why = (struct refusal){PR_E_AUTH, "token does not own this session"};
+		if (t)
+			return t;
 	}
-	if (t == NULL && m->name[0]) {
-		if (!valid_label(m->name)) {
-			agent_refuse(r, c, PR_E_NAME_INVALID,
-				     "name must be a DNS label: a-z, 0-9, '-', 1..63");
-			return;
-		}
-		/* The same token may take its name back (a restarted agent does not
-		 * know its old session); the latest agent wins and the old one is
-		 * fenced below. Another token may not. */
-		t = dp_tunnels_by_name(&r->tunnels, m->name, strlen(m->name));
-		if (t && !ct_equal(t->token, m->token)) {
-			agent_refuse(r, c, PR_E_NAME_TAKEN, "name already in use");
-			return;
-		}
-		if (t && t->proto != m->proto) {
-			agent_refuse(r, c, PR_E_NAME_TAKEN,
-				     "name in use by a tunnel of another protocol");
-			return;
-		}
+	if (!m->name[0])
+		return NULL;
+	if (!valid_label(m->name)) {
+		*why = (struct refusal){PR_E_NAME_INVALID,
+					"name must be a DNS label: a-z, 0-9, '-', 1..63"};
+		return NULL;
 	}
-	if (t == NULL && (t = new_tunnel(r, m, &code)) == NULL) {
-		agent_refuse(r, c, (enum pr_code)code,
-			     code == PR_E_NO_PORT ? "no TCP port left" : "internal error");
-		return;
-	}
+	/* The same token may take its name back (a restarted agent does not know
+	 * its old session); the latest agent wins and the old one is fenced.
+	 * Another token may not. */
+	t = dp_tunnels_by_name(&r->tunnels, m->name, strlen(m->name));
+	if (t && !ct_equal(t->token, m->token))
+		*why = (struct refusal){PR_E_NAME_TAKEN, "name already in use"};
+	else if (t && t->proto != m->proto)
+		*why = (struct refusal){PR_E_NAME_TAKEN,
+					"name in use by a tunnel of another protocol"};
+	return t;
+}
+
+/* Make control connection c the one of t, fencing any previous one. */
+static void bind_ctrl(struct relay *r, uint32_t c, struct dp_tunnel *t)
+{
+	struct agent *a = dp_c(&r->io, c)->owner;
+
 	if (t->ctrl != DP_NIL) {
 		/* Fence the ghost: the old control connection loses to the resume. */
 		uint32_t old = t->ctrl;
@@ -915,6 +909,13 @@ static void on_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
 	a->t = t;
 	a->epoch = t->epoch;
 	tunnel_ref(t);
+}
+
+static void send_bound(struct relay *r, uint32_t c, struct dp_tunnel *t)
+{
+	struct agent *a = dp_c(&r->io, c)->owner;
+	struct pr_msg b = {.type = PR_BOUND};
+
 	b.proto = t->proto;
 	b.epoch = t->epoch;
 	b.port = t->port;
@@ -926,6 +927,31 @@ static void on_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
 	send_frame(r, c, &b);
 	sl_info("tunnel %s: agent %s bound (session %s, epoch %llu) at %s", t->name, a->ip, t->sid,
 		(unsigned long long)t->epoch, b.url);
+}
+
+/* HELLO: a new session, or the resume of one whose name we hold. */
+static void on_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
+{
+	struct refusal why = {0, NULL};
+	struct dp_tunnel *t;
+	int code = 0;
+
+	if (m->version != PR_VERSION)
+		why = (struct refusal){PR_E_VERSION, "protocol version not supported"};
+	else if (!token_ok(r, m->token))
+		why = (struct refusal){PR_E_AUTH, "token refused"};
+	else if (r->draining)
+		why = (struct refusal){PR_E_DRAIN, "relay is draining"};
+	t = why.text ? NULL : hello_existing(r, m, &why);
+	if (why.text == NULL && t == NULL && (t = new_tunnel(r, m, &code)) == NULL)
+		why = (struct refusal){(enum pr_code)code, code == PR_E_NO_PORT ? "no TCP port left"
+										: "internal error"};
+	if (why.text) {
+		agent_refuse(r, c, why.code, why.text);
+		return;
+	}
+	bind_ctrl(r, c, t);
+	send_bound(r, c, t);
 	ask_for_data(r, t);
 }
 
