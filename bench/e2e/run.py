@@ -302,7 +302,7 @@ def main():
     ap.add_argument("--tunnels", type=int, default=5000)
     a = ap.parse_args()
     if a.smoke:
-        a.seconds, a.reps, a.big_mb, a.tunnels = 1, 1, 16, 100
+        a.seconds, a.reps, a.big_mb, a.tunnels = 1, 1, 16, 1000
     b = Bench(a)
     try:
         b.start_nginx()
