@@ -11,6 +11,7 @@
 #include "dp_conn.h"
 #include "dp_http.h"
 #include "sl_log.h"
+#include "sl_time.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -35,8 +36,8 @@ enum { D_CONNECTING = 0, D_IDLE, D_LOCAL, D_ACTIVE };
 /* Per data connection; freed in on_close. */
 struct dconn {
 	uint8_t state;
-	uint32_t local;		       /* slot of the local connection, or DP_NIL */
-	uint32_t held_head, held_tail; /* bytes after START, until the local side connects */
+	uint32_t local;	      /* slot of the local connection, or DP_NIL */
+	struct dp_chain held; /* bytes after START, until the local side connects */
 	uint32_t len;
 	char buf[DCONN_START_MAX]; /* START is small: an address, a type, a length */
 };
@@ -58,14 +59,6 @@ struct agent {
 	uint64_t streams, bytes_in, bytes_out;
 	char last_error[160];
 };
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* ---- output: JSON events, a status line, or log lines ---- */
 
@@ -120,14 +113,6 @@ static void status_line(struct agent *a)
 
 /* ---- frames ---- */
 
-static int send_frame(struct agent *a, uint32_t c, const struct pr_msg *m)
-{
-	char buf[PR_FRAME_HDR + PR_FRAME_MAX];
-	int n = pr_encode(m, buf, sizeof(buf));
-
-	return n < 0 ? n : dp_conn_send(&a->io, c, buf, (uint32_t)n);
-}
-
 static int new_socket(struct agent *a, int family)
 {
 	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
@@ -154,7 +139,8 @@ static void open_data(struct agent *a)
 		close(fd);
 		return;
 	}
-	d->local = d->held_head = d->held_tail = DP_NIL;
+	d->local = DP_NIL;
+	d->held = DP_CHAIN_EMPTY;
 	c = dp_conn_new(&a->io, fd, K_DATA, d);
 	if (c == DP_NIL) {
 		free(d);
@@ -170,16 +156,6 @@ static void refill_pool(struct agent *a)
 	/* Bounded by the pool size: each call opens at most that many. */
 	for (uint32_t i = a->nidle; i < a->cfg->pool; i++)
 		open_data(a);
-}
-
-static void hold(struct agent *a, struct dconn *d, uint32_t seg)
-{
-	a->io.r.segs[seg].next = DP_NIL;
-	if (d->held_tail == DP_NIL)
-		d->held_head = seg;
-	else
-		a->io.r.segs[d->held_tail].next = seg;
-	d->held_tail = seg;
 }
 
 /* START arrived on data connection c: connect to the local service. */
@@ -233,7 +209,8 @@ static void data_bytes(struct agent *a, uint32_t c, struct dconn *d, uint32_t se
 	int need;
 
 	if (d->state != D_IDLE) {
-		hold(a, d, seg); /* bytes after START while the local side connects */
+		dp_chain_push(&a->io.r, &d->held,
+			      seg); /* bytes after START while the local side connects */
 		return;
 	}
 	while ((need = start_needs(d)) > 0 && g->len > 0 &&
@@ -256,7 +233,7 @@ static void data_bytes(struct agent *a, uint32_t c, struct dconn *d, uint32_t se
 		return;
 	}
 	if (g->len > 0)
-		hold(a, d, seg);
+		dp_chain_push(&a->io.r, &d->held, seg);
 	else
 		dp_seg_release(&a->io.r, seg);
 	d->len = 0;
@@ -293,11 +270,8 @@ static void local_connected(struct agent *a, uint32_t l, int res)
 	d->state = D_ACTIVE;
 	dp_c(&a->io, c)->flags &= (uint16_t)~DP_C_INTERCEPT;
 	dp_conn_pair(&a->io, c, l);
-	while ((seg = d->held_head) != DP_NIL) {
-		d->held_head = a->io.r.segs[seg].next;
+	while ((seg = dp_chain_pop(&a->io.r, &d->held)) != DP_NIL)
 		dp_conn_forward(&a->io, c, l, seg);
-	}
-	d->held_tail = DP_NIL;
 	if (dp_c(&a->io, c)->flags & DP_C_EOF)
 		dp_conn_shutdown(&a->io, l);
 	else
@@ -317,7 +291,7 @@ static void data_connected(struct agent *a, uint32_t c, int res)
 	m.epoch = a->epoch;
 	snprintf(m.session, sizeof(m.session), "%s", a->sid);
 	snprintf(m.key, sizeof(m.key), "%s", a->key);
-	send_frame(a, c, &m);
+	dp_conn_send_msg(&a->io, c, &m);
 	dp_c(&a->io, c)->flags |= DP_C_INTERCEPT;
 	dp_conn_recv(&a->io, c);
 }
@@ -388,7 +362,7 @@ static void ctrl_connected(struct agent *a, uint32_t c, int res)
 	snprintf(m.token, sizeof(m.token), "%s", a->cfg->token ? a->cfg->token : "");
 	snprintf(m.name, sizeof(m.name), "%s", a->name);
 	snprintf(m.session, sizeof(m.session), "%s", a->sid);
-	send_frame(a, c, &m);
+	dp_conn_send_msg(&a->io, c, &m);
 	a->state = S_HELLO;
 	a->last_rx_ms = a->last_ping_ms = a->now_ms;
 	dp_conn_recv(&a->io, c);
@@ -442,7 +416,7 @@ static void ctrl_frame(struct agent *a, uint32_t c, const struct pr_msg *m)
 		break;
 	case PR_PING:
 		pong.nonce = m->nonce;
-		send_frame(a, c, &pong);
+		dp_conn_send_msg(&a->io, c, &pong);
 		break;
 	case PR_GOAWAY:
 		sl_info("relay asks us to go away: %s", m->text);
@@ -537,7 +511,6 @@ static void on_close(struct dp_io *io, uint32_t c)
 		ctrl_lost(a, a->last_error[0] ? a->last_error : "connection to the relay closed");
 	} else if (s->kind == K_DATA) {
 		struct dconn *d = s->owner;
-		uint32_t seg;
 
 		a->bytes_in += s->rx;
 		a->bytes_out += s->tx;
@@ -546,10 +519,7 @@ static void on_close(struct dp_io *io, uint32_t c)
 			a->nidle--;
 		if (d->local != DP_NIL && d->state == D_LOCAL)
 			dp_conn_close(io, d->local);
-		while ((seg = d->held_head) != DP_NIL) {
-			d->held_head = io->r.segs[seg].next;
-			dp_seg_release(&io->r, seg);
-		}
+		dp_chain_release(&io->r, &d->held);
 		free(d);
 	}
 	s->owner = NULL;
@@ -568,7 +538,7 @@ static void tick(struct agent *a)
 {
 	struct pr_msg ping = {.type = PR_PING};
 
-	a->now_ms = mono_ms();
+	a->now_ms = sl_mono_ms();
 	if (a->state == S_DOWN && a->reconnect_at_ms && a->now_ms >= a->reconnect_at_ms)
 		connect_ctrl(a);
 	if (a->state == S_BOUND) {
@@ -578,7 +548,7 @@ static void tick(struct agent *a)
 		} else if (a->now_ms - a->last_ping_ms >= a->hb_ms) {
 			a->last_ping_ms = a->now_ms;
 			ping.nonce = a->now_ms;
-			send_frame(a, a->ctrl, &ping);
+			dp_conn_send_msg(&a->io, a->ctrl, &ping);
 		}
 	}
 	status_line(a);
@@ -594,7 +564,7 @@ int ag_run(const struct ag_config *cfg, volatile sig_atomic_t *stop)
 	a->cfg = cfg;
 	a->ctrl = DP_NIL;
 	a->backoff_ms = 250;
-	a->now_ms = mono_ms();
+	a->now_ms = sl_mono_ms();
 	snprintf(a->name, sizeof(a->name), "%s", cfg->name ? cfg->name : "");
 	err = dp_io_init(&a->io, cfg->max_data * 2 + 16, cfg->nbufs, cfg->bufsize, &agent_ops, a,
 			 (enum dp_engine)cfg->engine);

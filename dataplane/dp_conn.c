@@ -3,14 +3,15 @@
  * model: pairs, one send in flight per socket, pause above pause_bytes).
  */
 #include "dp_conn.h"
+#include "pr_msg.h"
 #include "sl_log.h"
+#include "sl_time.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define DP_CQE_BATCH 256 /* completions handled per wait: fairness with timers */
@@ -83,7 +84,7 @@ uint32_t dp_conn_new(struct dp_io *io, int fd, uint8_t kind, void *owner)
 	s->kind = kind;
 	s->inflight = 0;
 	s->peer = DP_NIL;
-	s->out_head = s->out_tail = DP_NIL;
+	s->out = DP_CHAIN_EMPTY;
 	s->out_bytes = 0;
 	s->link = DP_NIL;
 	s->olink = DP_NIL;
@@ -239,7 +240,7 @@ static void kick_send(struct dp_io *io, uint32_t c)
 
 	if (s->flags & (DP_C_SENDING | DP_C_CLOSING))
 		return;
-	if (s->out_head == DP_NIL) {
+	if (s->out.head == DP_NIL) {
 		if ((s->flags & (DP_C_SHUT_WANT | DP_C_SHUT)) == DP_C_SHUT_WANT) {
 			s->flags |= DP_C_SHUT;
 			shutdown(s->fd, SHUT_WR);
@@ -248,7 +249,7 @@ static void kick_send(struct dp_io *io, uint32_t c)
 		}
 		return;
 	}
-	g = &io->r.segs[s->out_head];
+	g = &io->r.segs[s->out.head];
 	s->flags |= DP_C_SENDING;
 	if (io->engine == DP_ENGINE_EPOLL) {
 		want_write(io, c);
@@ -266,12 +267,7 @@ void dp_conn_send_seg(struct dp_io *io, uint32_t c, uint32_t seg)
 		dp_seg_release(&io->r, seg);
 		return;
 	}
-	io->r.segs[seg].next = DP_NIL;
-	if (s->out_tail == DP_NIL)
-		s->out_head = seg;
-	else
-		io->r.segs[s->out_tail].next = seg;
-	s->out_tail = seg;
+	dp_chain_push(&io->r, &s->out, seg);
 	s->out_bytes += io->r.segs[seg].len;
 	kick_send(io, c);
 }
@@ -284,6 +280,14 @@ int dp_conn_send(struct dp_io *io, uint32_t c, const void *p, uint32_t len)
 		return -ENOMEM;
 	dp_conn_send_seg(io, c, seg);
 	return 0;
+}
+
+int dp_conn_send_msg(struct dp_io *io, uint32_t c, const struct pr_msg *m)
+{
+	char buf[PR_FRAME_HDR + PR_FRAME_MAX];
+	int n = pr_encode(m, buf, sizeof(buf));
+
+	return n < 0 ? n : dp_conn_send(io, c, buf, (uint32_t)n);
 }
 
 void dp_conn_shutdown(struct dp_io *io, uint32_t c)
@@ -301,15 +305,7 @@ void dp_conn_forward(struct dp_io *io, uint32_t src, uint32_t dst, uint32_t seg)
 
 static void release_queue(struct dp_io *io, struct dp_conn *s)
 {
-	uint32_t seg = s->out_head;
-
-	while (seg != DP_NIL) {
-		uint32_t next = io->r.segs[seg].next;
-
-		dp_seg_release(&io->r, seg);
-		seg = next;
-	}
-	s->out_head = s->out_tail = DP_NIL;
+	dp_chain_release(&io->r, &s->out);
 	s->out_bytes = 0;
 }
 
@@ -409,20 +405,14 @@ static void on_send(struct dp_io *io, uint32_t c, int res)
 		close_pair(io, c);
 		return;
 	}
-	g = &io->r.segs[s->out_head];
+	g = &io->r.segs[s->out.head];
 	g->sent += (uint32_t)res;
 	s->tx += (uint64_t)res;
 	s->out_bytes -= (uint32_t)res;
-	if (g->sent < g->len) {
+	if (g->sent < g->len)
 		io->r.stats.short_sends++;
-	} else {
-		uint32_t seg = s->out_head;
-
-		s->out_head = g->next;
-		if (s->out_head == DP_NIL)
-			s->out_tail = DP_NIL;
-		dp_seg_release(&io->r, seg);
-	}
+	else
+		dp_seg_release(&io->r, dp_chain_pop(&io->r, &s->out));
 	kick_send(io, c);
 	maybe_resume_feeder(io, c);
 }
@@ -544,18 +534,13 @@ static void dispatch(struct dp_io *io, struct io_uring_cqe *cqe)
 
 void dp_io_close_all(struct dp_io *io, int timeout_ms)
 {
-	struct timespec t0, t;
+	uint64_t end = sl_mono_ms() + (uint64_t)timeout_ms;
 
 	for (uint32_t i = 0; i < io->nconns; i++)
 		if (io->conns[i].fd >= 0)
 			dp_conn_close(io, i);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (io->live > 0) {
+	while (io->live > 0 && sl_mono_ms() < end)
 		dp_io_run_once(io, 10);
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms)
-			break;
-	}
 	for (uint32_t i = 0; i < io->nconns; i++)
 		if (io->conns[i].fd >= 0)
 			free_slot(io, i);
@@ -663,9 +648,9 @@ static void ep_write(struct dp_io *io, uint32_t c)
 		io->ops->on_connect(io, c, s->err ? s->err : -err);
 		return;
 	}
-	if (!(s->flags & DP_C_SENDING) || s->out_head == DP_NIL)
+	if (!(s->flags & DP_C_SENDING) || s->out.head == DP_NIL)
 		return;
-	g = &io->r.segs[s->out_head];
+	g = &io->r.segs[s->out.head];
 	n = send(s->fd, g->ptr + g->sent, g->len - g->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
 	if (n < 0 && errno == EAGAIN) {
 		io->stats.eagain++;

@@ -56,11 +56,10 @@ struct dp_conn {
 	int fd;
 	uint32_t gen;
 	uint16_t flags;
-	uint8_t kind;	   /* owner-defined role */
-	uint8_t inflight;  /* SQEs in flight; the slot is freed only at 0 */
-	uint32_t peer;	   /* paired slot, or DP_NIL */
-	uint32_t out_head; /* output queue (segments), DP_NIL when empty */
-	uint32_t out_tail;
+	uint8_t kind;	     /* owner-defined role */
+	uint8_t inflight;    /* SQEs in flight; the slot is freed only at 0 */
+	uint32_t peer;	     /* paired slot, or DP_NIL */
+	struct dp_chain out; /* output queue */
 	uint32_t out_bytes;
 	uint32_t link;	/* the engine's free or starved list */
 	uint32_t olink; /* the owner's lists (idle data connections, waiters) */
@@ -143,6 +142,11 @@ void dp_conn_pair(struct dp_io *io, uint32_t a, uint32_t b);
 void dp_conn_send_seg(struct dp_io *io, uint32_t c, uint32_t seg);
 /* Queue a copy of p[0..len) on c. Returns 0 or -ENOMEM. */
 int dp_conn_send(struct dp_io *io, uint32_t c, const void *p, uint32_t len);
+struct pr_msg;
+/* Queue control message m on c as one frame (proto/pr_msg.h). Returns 0 or
+ * a negative errno (encoding or memory). */
+int dp_conn_send_msg(struct dp_io *io, uint32_t c, const struct pr_msg *m);
+
 /* Send FIN on c once its queue is empty. */
 void dp_conn_shutdown(struct dp_io *io, uint32_t c);
 

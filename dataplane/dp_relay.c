@@ -21,6 +21,7 @@
 #include "sl_cli.h"
 #include "sl_log.h"
 #include "sl_net.h"
+#include "sl_time.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -79,11 +80,11 @@ struct pub {
 	struct dp_chunked ch;
 	char *acc; /* a head that arrived in pieces */
 	uint32_t acc_len, acc_cap;
-	uint32_t held_head, held_tail; /* bytes queued before a data connection exists */
-	uint64_t deadline_ms;	       /* 0: none */
-	int deadline_err;	       /* E_408 or E_502 */
-	uint64_t req_ns;	       /* head forwarded, no response byte yet; 0: none */
-	struct pub *tprev, *tnext;     /* timed list */
+	struct dp_chain held;	   /* bytes queued before a data connection exists */
+	uint64_t deadline_ms;	   /* 0: none */
+	int deadline_err;	   /* E_408 or E_502 */
+	uint64_t req_ns;	   /* head forwarded, no response byte yet; 0: none */
+	struct pub *tprev, *tnext; /* timed list */
 	int timed;
 	char ip[INET6_ADDRSTRLEN];
 };
@@ -137,22 +138,6 @@ struct relay {
 	char target[DP_HTTP_HEAD_MAX];	    /* a rewritten request target */
 	char head[DP_HTTP_HEAD_MAX + 8192]; /* the upstream head being built */
 };
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void random_alnum(char *out, size_t n)
 {
@@ -259,16 +244,6 @@ static void pub_error(struct relay *r, struct pub *p, int e, const char *extra, 
 
 /* ---- data connections ---- */
 
-static int send_frame(struct relay *r, uint32_t c, const struct pr_msg *m)
-{
-	char buf[PR_FRAME_HDR + PR_FRAME_MAX];
-	int n = pr_encode(m, buf, sizeof(buf));
-
-	if (n < 0)
-		return n;
-	return dp_conn_send(&r->io, c, buf, (uint32_t)n);
-}
-
 /* Ask the agent for more data connections than are already on their way. */
 static void ask_for_data(struct relay *r, struct dp_tunnel *t)
 {
@@ -278,7 +253,7 @@ static void ask_for_data(struct relay *r, struct dp_tunnel *t)
 		return;
 	m.count = t->nwait - t->opens_asked;
 	t->opens_asked += m.count;
-	send_frame(r, t->ctrl, &m);
+	dp_conn_send_msg(&r->io, t->ctrl, &m);
 }
 
 /* Join public connection p with data connection d: START, then held bytes. */
@@ -290,13 +265,10 @@ static void attach(struct relay *r, struct pub *p, uint32_t d)
 
 	a->idle = 0;
 	snprintf(m.text, sizeof(m.text), "%s", p->ip);
-	send_frame(r, d, &m);
+	dp_conn_send_msg(&r->io, d, &m);
 	dp_conn_pair(&r->io, p->slot, d);
-	while ((seg = p->held_head) != DP_NIL) {
-		p->held_head = r->io.r.segs[seg].next;
+	while ((seg = dp_chain_pop(&r->io.r, &p->held)) != DP_NIL)
 		dp_conn_send_seg(&r->io, d, seg);
-	}
-	p->held_tail = DP_NIL;
 	untime(r, p);
 	p->t->conns++;
 	/* A TCP client's bytes flow only once there is somewhere to send them;
@@ -429,12 +401,7 @@ static void hold_or_send(struct relay *r, struct pub *p, uint32_t seg)
 		dp_conn_forward(&r->io, p->slot, c->peer, seg);
 		return;
 	}
-	r->io.r.segs[seg].next = DP_NIL;
-	if (p->held_tail == DP_NIL)
-		p->held_head = seg;
-	else
-		r->io.r.segs[p->held_tail].next = seg;
-	p->held_tail = seg;
+	dp_chain_push(&r->io.r, &p->held, seg);
 }
 
 /* A keep-alive request for another tunnel: let go of the current one. */
@@ -500,7 +467,7 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 	}
 	r->m.requests++;
 	t->requests++;
-	p->req_ns = mono_ns();
+	p->req_ns = sl_mono_ns();
 	if (p->t == NULL) {
 		p->t = t;
 		p->epoch = t->epoch;
@@ -739,7 +706,7 @@ static void agent_refuse(struct relay *r, uint32_t c, enum pr_code code, const c
 	r->m.agents_refused++;
 	sl_warn("agent %s refused: %s", a->ip, text);
 	snprintf(m.text, sizeof(m.text), "%s", text);
-	send_frame(r, c, &m);
+	dp_conn_send_msg(&r->io, c, &m);
 	dp_conn_shutdown(&r->io, c);
 }
 
@@ -924,7 +891,7 @@ static void send_bound(struct relay *r, uint32_t c, struct dp_tunnel *t)
 	snprintf(b.session, sizeof(b.session), "%s", t->sid);
 	snprintf(b.key, sizeof(b.key), "%s", t->key);
 	bound_url(r, t, b.url, sizeof(b.url));
-	send_frame(r, c, &b);
+	dp_conn_send_msg(&r->io, c, &b);
 	sl_info("tunnel %s: agent %s bound (session %s, epoch %llu) at %s", t->name, a->ip, t->sid,
 		(unsigned long long)t->epoch, b.url);
 }
@@ -982,7 +949,7 @@ static void on_ctrl_frame(struct relay *r, uint32_t c, const struct pr_msg *m)
 
 	if (m->type == PR_PING) {
 		pong.nonce = m->nonce;
-		send_frame(r, c, &pong);
+		dp_conn_send_msg(&r->io, c, &pong);
 	} else if (m->type == PR_ERROR) {
 		sl_warn("agent %s reports error %u: %s", a->ip, m->code, m->text);
 	}
@@ -1179,20 +1146,21 @@ static void on_eof(struct dp_io *io, uint32_t c)
 	dp_conn_close(io, c);
 }
 
-static void set_client(struct pub *p, int fd)
+/* The peer's address as text into ip (INET6_ADDRSTRLEN bytes); 1 for IPv6. */
+static int peer_ip(int fd, char *ip)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 
-	strcpy(p->ip, "unknown");
+	strcpy(ip, "unknown");
 	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
-		return;
+		return 0;
 	if (ss.ss_family == AF_INET6) {
-		p->ipv6 = 1;
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, p->ip, sizeof(p->ip));
-	} else {
-		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, p->ip, sizeof(p->ip));
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, INET6_ADDRSTRLEN);
+		return 1;
 	}
+	inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, INET6_ADDRSTRLEN);
+	return 0;
 }
 
 static void accept_public(struct relay *r, int fd, int tcp, struct dp_tunnel *t)
@@ -1206,8 +1174,8 @@ static void accept_public(struct relay *r, int fd, int tcp, struct dp_tunnel *t)
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	set_client(p, fd);
-	p->held_head = p->held_tail = DP_NIL;
+	p->ipv6 = (uint8_t)peer_ip(fd, p->ip);
+	p->held = DP_CHAIN_EMPTY;
 	p->tcp = (uint8_t)tcp;
 	c = dp_conn_new(&r->io, fd, tcp ? K_PUBLIC_TCP : K_PUBLIC, p);
 	if (c == DP_NIL) {
@@ -1236,7 +1204,6 @@ static void accept_public(struct relay *r, int fd, int tcp, struct dp_tunnel *t)
 static void accept_agent(struct relay *r, int fd, int kind)
 {
 	struct agent *a = calloc(1, sizeof(*a));
-	struct pub tmp;
 	uint32_t c;
 	int one = 1;
 
@@ -1246,8 +1213,7 @@ static void accept_agent(struct relay *r, int fd, int kind)
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	set_client(&tmp, fd);
-	memcpy(a->ip, tmp.ip, sizeof(a->ip));
+	peer_ip(fd, a->ip);
 	c = dp_conn_new(&r->io, fd, (uint8_t)kind, a);
 	if (c == DP_NIL) {
 		free(a->buf);
@@ -1275,17 +1241,13 @@ static void on_accept(struct dp_io *io, uint32_t l, int fd)
 static void pub_closed(struct relay *r, struct dp_conn *s)
 {
 	struct pub *p = s->owner;
-	uint32_t seg;
 
 	r->m.bytes_in += s->rx;
 	r->m.bytes_out += s->tx;
 	untime(r, p);
 	if (p->waiting)
 		unlink_waiter(r, p);
-	while ((seg = p->held_head) != DP_NIL) {
-		p->held_head = r->io.r.segs[seg].next;
-		dp_seg_release(&r->io.r, seg);
-	}
+	dp_chain_release(&r->io.r, &p->held);
 	if (p->t)
 		tunnel_unref(p->t);
 	free(p->acc);
@@ -1381,7 +1343,7 @@ static void on_forwarded(struct dp_io *io, uint32_t c, uint32_t len)
 	p = dp_c(io, s->peer)->owner;
 	if (p->req_ns == 0)
 		return;
-	ms = (double)(mono_ns() - p->req_ns) / 1e6;
+	ms = (double)(sl_mono_ns() - p->req_ns) / 1e6;
 	p->req_ns = 0;
 	for (b = 0; b < LAT_BUCKETS && ms > lat_bounds_ms[b]; b++)
 		;
@@ -1437,7 +1399,7 @@ static void sweep_tunnels(struct relay *r)
 			if (r->now_ms - t->last_ping_ms >= r->cfg->heartbeat_ms) {
 				ping.nonce = r->now_ms;
 				t->last_ping_ms = r->now_ms;
-				send_frame(r, t->ctrl, &ping);
+				dp_conn_send_msg(&r->io, t->ctrl, &ping);
 			}
 			continue;
 		}
@@ -1455,7 +1417,7 @@ static void sweep_tunnels(struct relay *r)
 
 static void tick(struct relay *r)
 {
-	r->now_ms = mono_ms();
+	r->now_ms = sl_mono_ms();
 	if (r->now_ms < r->next_sweep_ms)
 		return;
 	r->next_sweep_ms = r->now_ms + 100;
@@ -1491,7 +1453,7 @@ static void start_drain(struct relay *r)
 	dp_conn_close(&r->io, r->l_agents);
 	for (struct dp_tunnel *t = r->tunnels.all; t; t = t->next)
 		if (t->ctrl != DP_NIL)
-			send_frame(r, t->ctrl, &g);
+			dp_conn_send_msg(&r->io, t->ctrl, &g);
 	sl_info("draining: listeners closed, agents told to go away");
 }
 
@@ -1513,7 +1475,7 @@ static int relay_init(struct relay *r, const struct dp_relay_config *cfg)
 	memset(r, 0, offsetof(struct relay, target));
 	r->cfg = cfg;
 	r->http_port = colon ? atoi(colon + 1) : 80;
-	r->now_ms = mono_ms();
+	r->now_ms = sl_mono_ms();
 	err = dp_io_init(&r->io, cfg->max_conns, cfg->nbufs, cfg->bufsize, &relay_ops, r,
 			 (enum dp_engine)cfg->engine);
 	if (err < 0) {

@@ -219,3 +219,34 @@ void dp_seg_release(struct dp_ring *r, uint32_t seg)
 	s->next = r->heap_free;
 	r->heap_free = seg;
 }
+
+void dp_chain_push(struct dp_ring *r, struct dp_chain *ch, uint32_t seg)
+{
+	r->segs[seg].next = DP_NIL;
+	if (ch->tail == DP_NIL)
+		ch->head = seg;
+	else
+		r->segs[ch->tail].next = seg;
+	ch->tail = seg;
+}
+
+uint32_t dp_chain_pop(struct dp_ring *r, struct dp_chain *ch)
+{
+	uint32_t seg = ch->head;
+
+	if (seg == DP_NIL)
+		return DP_NIL;
+	ch->head = r->segs[seg].next;
+	if (ch->head == DP_NIL)
+		ch->tail = DP_NIL;
+	return seg;
+}
+
+void dp_chain_release(struct dp_ring *r, struct dp_chain *ch)
+{
+	uint32_t seg;
+
+	/* Bounded by the segment table: a chain holds each segment once. */
+	while ((seg = dp_chain_pop(r, ch)) != DP_NIL)
+		dp_seg_release(r, seg);
+}

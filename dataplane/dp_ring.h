@@ -108,6 +108,20 @@ uint32_t dp_seg_copy(struct dp_ring *r, const void *p, uint32_t len);
 /* Return the segment's memory: a ring buffer goes back to the kernel. */
 void dp_seg_release(struct dp_ring *r, uint32_t seg);
 
+/* A FIFO of segments linked through their next field (no memory of its own):
+ * output queues, and bytes held until a connection exists to take them. */
+struct dp_chain {
+	uint32_t head, tail; /* DP_NIL when empty */
+};
+
+#define DP_CHAIN_EMPTY ((struct dp_chain){DP_NIL, DP_NIL})
+
+void dp_chain_push(struct dp_ring *r, struct dp_chain *ch, uint32_t seg);
+/* The first segment, unlinked, or DP_NIL when the chain is empty. */
+uint32_t dp_chain_pop(struct dp_ring *r, struct dp_chain *ch);
+/* Release every segment of the chain and empty it. */
+void dp_chain_release(struct dp_ring *r, struct dp_chain *ch);
+
 static inline char *dp_buf_ptr(struct dp_ring *r, uint16_t bid)
 {
 	return r->bufs + (size_t)bid * r->bufsize;
