@@ -41,7 +41,7 @@ VERSION := 0.1.0
 PKGS_DP := liburing wolfssl msgpack hiredis
 PKGS_CP := libh2o-evloop libssh2 msgpack hiredis
 PKGS_TEST := cmocka benchmark
-NEED_BINS := redis-server sshd haproxy nginx wrk curl clang clang-format cppcheck ssh-keygen
+NEED_BINS := redis-server sshd haproxy nginx wrk curl clang clang-format cppcheck ssh-keygen openssl
 NO_DEPS_GOALS := clean help format format-check fresh-test
 
 # $(O)/config.mk is a makefile GNU make rebuilds before reading it, so the

@@ -68,6 +68,25 @@ void sl_cli_stop_on_signals(volatile sig_atomic_t *flag)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+static volatile sig_atomic_t *reload_flag;
+
+static void on_reload_signal(int sig)
+{
+	(void)sig;
+	*reload_flag = 1;
+}
+
+void sl_cli_reload_on_sighup(volatile sig_atomic_t *flag)
+{
+	struct sigaction sa;
+
+	reload_flag = flag;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_reload_signal;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGHUP, &sa, NULL);
+}
+
 int sl_cli_start(const struct sl_cli *cli, struct sl_config *c, int argc, char **argv)
 {
 	int err;

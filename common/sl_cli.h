@@ -46,6 +46,8 @@ int sl_cli_start(const struct sl_cli *cli, struct sl_config *c, int argc, char *
  * handle, not a reason to die. flag must outlive the process's loop.
  */
 void sl_cli_stop_on_signals(volatile sig_atomic_t *flag);
+/* SIGHUP sets *flag (the loop reloads what it can, then clears it). */
+void sl_cli_reload_on_sighup(volatile sig_atomic_t *flag);
 
 /* "0.1.0 (git 1a2b3c4)" */
 const char *sl_version_string(void);

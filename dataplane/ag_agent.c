@@ -10,6 +10,7 @@
 #include "ag_agent.h"
 #include "dp_conn.h"
 #include "dp_http.h"
+#include "dp_tls.h"
 #include "sl_log.h"
 #include "sl_time.h"
 
@@ -288,6 +289,10 @@ static void data_connected(struct agent *a, uint32_t c, int res)
 		return;
 	}
 	((struct dconn *)dp_c(&a->io, c)->owner)->state = D_IDLE;
+	if (a->cfg->tls && dp_tls_connect(&a->io, c, a->cfg->tls, a->cfg->server_name) < 0) {
+		dp_conn_close(&a->io, c);
+		return;
+	}
 	m.epoch = a->epoch;
 	snprintf(m.session, sizeof(m.session), "%s", a->sid);
 	snprintf(m.key, sizeof(m.key), "%s", a->key);
@@ -354,6 +359,11 @@ static void ctrl_connected(struct agent *a, uint32_t c, int res)
 
 	if (res < 0) {
 		set_error(a, "relay %s: %s", a->cfg->server_text, strerror(-res));
+		dp_conn_close(&a->io, c);
+		return;
+	}
+	if (a->cfg->tls && dp_tls_connect(&a->io, c, a->cfg->tls, a->cfg->server_name) < 0) {
+		set_error(a, "relay %s: TLS set-up failed", a->cfg->server_text);
 		dp_conn_close(&a->io, c);
 		return;
 	}
@@ -502,12 +512,35 @@ static void on_connect(struct dp_io *io, uint32_t c, int res)
 	}
 }
 
+/* What a person can do about a TLS failure toward the relay. */
+static const char *tls_hint(const char *err)
+{
+	if (strstr(err, "closed"))
+		return " (a relay without --cert speaks plaintext: --transport tcp)";
+	if (strstr(err, "verify") || strstr(err, "signer"))
+		return " (--ca FILE trusts the relay's CA; --insecure skips the check, "
+		       "development only)";
+	if (strstr(err, "name mismatch"))
+		return " (the certificate does not name the relay: --server-name NAME)";
+	return "";
+}
+
 static void on_close(struct dp_io *io, uint32_t c)
 {
 	struct agent *a = io->owner;
 	struct dp_conn *s = dp_c(io, c);
 
 	if (s->kind == K_CTRL && a->ctrl == c) {
+		const char *tls_err = dp_tls_conn_error(io, c);
+
+		if (tls_err && !a->last_error[0])
+			set_error(a, "relay %s: TLS: %s%s", a->cfg->server_text, tls_err,
+				  tls_hint(tls_err));
+		else if (!a->cfg->tls && a->state == S_HELLO && !a->last_error[0])
+			set_error(a,
+				  "relay %s closed the connection without answering (a relay "
+				  "with --cert expects TLS: drop --transport tcp)",
+				  a->cfg->server_text);
 		ctrl_lost(a, a->last_error[0] ? a->last_error : "connection to the relay closed");
 	} else if (s->kind == K_DATA) {
 		struct dconn *d = s->owner;

@@ -16,6 +16,8 @@ struct ag_config {
 	socklen_t server_len, local_len;
 	const char *server_text, *local_text;
 	const char *token;
+	void *tls;		 /* WOLFSSL_CTX for the relay link, NULL: plaintext */
+	const char *server_name; /* name the relay's certificate must carry */
 	const char *name;
 	enum pr_proto proto;
 	uint32_t pool;	   /* idle data connections kept ready */

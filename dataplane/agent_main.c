@@ -4,6 +4,7 @@
  */
 #include "ag_agent.h"
 #include "dp_conn.h"
+#include "dp_tls.h"
 #include "sl_cli.h"
 #include "sl_log.h"
 #include "sl_net.h"
@@ -39,6 +40,17 @@ static const struct sl_opt agent_opts[] = {
 	 .type = SL_OPT_STR,
 	 .def = "127.0.0.1",
 	 .help = "host of the local service"},
+	{.name = "transport",
+	 .type = SL_OPT_ENUM,
+	 .def = "tls",
+	 .choices = "tls|tcp",
+	 .help = "link to the relay: TLS, or plaintext TCP (development only)"},
+	{.name = "ca",
+	 .type = SL_OPT_STR,
+	 .help = "PEM CA certificates the relay's certificate must chain to (default: system)"},
+	{.name = "server-name",
+	 .type = SL_OPT_STR,
+	 .help = "name the relay's certificate must carry (default: the host of --server)"},
 	{.name = "insecure",
 	 .type = SL_OPT_BOOL,
 	 .def = "false",
@@ -118,6 +130,40 @@ static int agent_parse_command(const struct sl_config *cfg)
 
 static volatile sig_atomic_t stop_requested;
 
+/* The host part of "host:port" or "[v6]:port" into out. */
+static void host_of(const char *addr, char *out, size_t cap)
+{
+	const char *colon = strrchr(addr, ':');
+	size_t n = colon ? (size_t)(colon - addr) : strlen(addr);
+
+	if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']') {
+		addr++;
+		n -= 2;
+	}
+	snprintf(out, cap, "%.*s", (int)n, addr);
+}
+
+/* TLS for the relay link, unless --transport tcp; -EINVAL after saying why. */
+static int build_tls(const struct sl_config *cfg, struct ag_config *ac, char *name, size_t cap)
+{
+	int insecure = (int)sl_config_int(cfg, "insecure");
+
+	if (strcmp(sl_config_str(cfg, "transport"), "tcp") == 0) {
+		sl_warn("--transport tcp: the link to the relay is not encrypted (development "
+			"only)");
+		return 0;
+	}
+	host_of(sl_config_str(cfg, "server"), name, cap);
+	if (sl_config_str(cfg, "server-name"))
+		snprintf(name, cap, "%s", sl_config_str(cfg, "server-name"));
+	ac->server_name = insecure ? NULL : name;
+	if (insecure)
+		sl_warn("--insecure: the relay's certificate is not verified (development only)");
+	dp_tls_global_init();
+	ac->tls = dp_tls_client_ctx(sl_config_str(cfg, "ca"), insecure);
+	return ac->tls ? 0 : -EINVAL;
+}
+
 /* Fill ac from the configuration; returns 0 or -EINVAL after saying why. */
 static int build_config(const struct sl_config *cfg, int port, struct ag_config *ac, char *local,
 			size_t local_cap)
@@ -160,6 +206,8 @@ static int build_config(const struct sl_config *cfg, int port, struct ag_config 
 	return 0;
 }
 
+static char server_name[256];
+
 int main(int argc, char **argv)
 {
 	struct sl_config cfg;
@@ -172,12 +220,14 @@ int main(int argc, char **argv)
 		return rc > 0 ? SL_EXIT_OK : SL_EXIT_USAGE;
 	}
 	port = agent_parse_command(&cfg);
-	if (port < 0 || build_config(&cfg, port, &ac, local, sizeof(local)) < 0) {
+	if (port < 0 || build_config(&cfg, port, &ac, local, sizeof(local)) < 0 ||
+	    build_tls(&cfg, &ac, server_name, sizeof(server_name)) < 0) {
 		sl_config_free(&cfg);
 		return SL_EXIT_USAGE;
 	}
 	sl_cli_stop_on_signals(&stop_requested);
 	rc = ag_run(&ac, &stop_requested);
+	dp_tls_ctx_free(ac.tls);
 	sl_config_free(&cfg);
 	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;
 }

@@ -10,7 +10,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -51,6 +53,7 @@ int dp_io_init(struct dp_io *io, uint32_t max_conns, uint32_t nbufs, uint32_t bu
 	io->owner = owner;
 	io->pause_bytes = 4 * bufsize;
 	io->starved = DP_NIL;
+	io->evfd = -1;
 	return 0;
 }
 
@@ -62,8 +65,11 @@ void dp_io_free(struct dp_io *io)
 	dp_ring_free(&io->r);
 	if (io->epfd >= 0)
 		close(io->epfd);
+	if (io->evfd >= 0)
+		close(io->evfd);
 	free(io->rq.v);
 	free(io->wq.v);
+	free(io->tlsq.v);
 	free(io->conns);
 	io->conns = NULL;
 }
@@ -90,6 +96,7 @@ uint32_t dp_conn_new(struct dp_io *io, int fd, uint8_t kind, void *owner)
 	s->olink = DP_NIL;
 	s->owner = owner;
 	s->rx = s->tx = 0;
+	s->tls = NULL;
 	io->live++;
 	if (io->engine == DP_ENGINE_EPOLL) {
 		/* Edge-triggered, both directions, once: readiness is tracked in
@@ -105,7 +112,7 @@ uint32_t dp_conn_new(struct dp_io *io, int fd, uint8_t kind, void *owner)
 
 /* ---- epoll engine: work queues ---- */
 
-static void q_push(struct dp_queue *q, uint64_t ud)
+void dp_queue_push(struct dp_queue *q, uint64_t ud)
 {
 	if (q->len == q->cap) {
 		uint32_t cap = q->cap ? q->cap * 2 : 256;
@@ -125,7 +132,7 @@ static void want_read(struct dp_io *io, uint32_t c)
 
 	if ((s->flags & (DP_C_RREADY | DP_C_QUEUED_R)) == DP_C_RREADY) {
 		s->flags |= DP_C_QUEUED_R;
-		q_push(&io->rq, dp_ud(c, s->gen, DP_OP_RECV));
+		dp_queue_push(&io->rq, dp_ud(c, s->gen, DP_OP_RECV));
 	}
 }
 
@@ -135,7 +142,7 @@ static void want_write(struct dp_io *io, uint32_t c)
 
 	if (!(s->flags & DP_C_QUEUED_W)) {
 		s->flags |= DP_C_QUEUED_W;
-		q_push(&io->wq, dp_ud(c, s->gen, DP_OP_SEND));
+		dp_queue_push(&io->wq, dp_ud(c, s->gen, DP_OP_SEND));
 	}
 }
 
@@ -169,7 +176,9 @@ void dp_conn_recv(struct dp_io *io, uint32_t c)
 	struct io_uring_sqe *sqe;
 
 	s->flags &= (uint16_t)~DP_C_PAUSED;
-	if (s->flags & (DP_C_RECV | DP_C_EOF | DP_C_CLOSING | DP_C_STARVED))
+	if (s->tls && !(s->flags & DP_C_CLOSING))
+		dp_tls_resume(io, c); /* records decrypted or buffered before a pause */
+	if (s->flags & (DP_C_RECV | DP_C_EOF | DP_C_NETEOF | DP_C_CLOSING | DP_C_STARVED))
 		return;
 	s->flags |= DP_C_RECV;
 	if (io->engine == DP_ENGINE_EPOLL) {
@@ -242,6 +251,8 @@ static void kick_send(struct dp_io *io, uint32_t c)
 		return;
 	if (s->out.head == DP_NIL) {
 		if ((s->flags & (DP_C_SHUT_WANT | DP_C_SHUT)) == DP_C_SHUT_WANT) {
+			if (s->tls && dp_tls_close_notify(io, c))
+				return; /* the FIN follows the alert */
 			s->flags |= DP_C_SHUT;
 			shutdown(s->fd, SHUT_WR);
 			if (s->flags & DP_C_EOF)
@@ -259,7 +270,12 @@ static void kick_send(struct dp_io *io, uint32_t c)
 	io_uring_prep_send(sqe, s->fd, g->ptr + g->sent, g->len - g->sent, MSG_NOSIGNAL);
 }
 
-void dp_conn_send_seg(struct dp_io *io, uint32_t c, uint32_t seg)
+void dp_conn_kick(struct dp_io *io, uint32_t c)
+{
+	kick_send(io, c);
+}
+
+void dp_conn_queue_raw(struct dp_io *io, uint32_t c, uint32_t seg)
 {
 	struct dp_conn *s = &io->conns[c];
 
@@ -270,6 +286,16 @@ void dp_conn_send_seg(struct dp_io *io, uint32_t c, uint32_t seg)
 	dp_chain_push(&io->r, &s->out, seg);
 	s->out_bytes += io->r.segs[seg].len;
 	kick_send(io, c);
+}
+
+void dp_conn_send_seg(struct dp_io *io, uint32_t c, uint32_t seg)
+{
+	struct dp_conn *s = &io->conns[c];
+
+	if (s->tls && !(s->flags & (DP_C_CLOSING | DP_C_SHUT)))
+		dp_tls_send(io, c, seg);
+	else
+		dp_conn_queue_raw(io, c, seg);
 }
 
 int dp_conn_send(struct dp_io *io, uint32_t c, const void *p, uint32_t len)
@@ -320,8 +346,9 @@ static void unstarve(struct dp_io *io, uint32_t c)
 	}
 }
 
-/* Last step of closing: nothing is in flight any more. */
-static void free_slot(struct dp_io *io, uint32_t c)
+/* Last step of closing: nothing is in flight any more. keep_fd: the socket
+ * was exported and lives on elsewhere. */
+static void release_slot(struct dp_io *io, uint32_t c, int keep_fd)
 {
 	struct dp_conn *s = &io->conns[c];
 
@@ -332,7 +359,12 @@ static void free_slot(struct dp_io *io, uint32_t c)
 	if (s->peer != DP_NIL && io->conns[s->peer].peer == c)
 		io->conns[s->peer].peer = DP_NIL;
 	release_queue(io, s);
-	close(s->fd);
+	if (s->tls) {
+		dp_tls_conn_free(io, s->tls);
+		s->tls = NULL;
+	}
+	if (!keep_fd)
+		close(s->fd);
 	s->fd = -1;
 	s->peer = DP_NIL;
 	s->gen = (s->gen + 1) & 0xffffff;
@@ -341,7 +373,127 @@ static void free_slot(struct dp_io *io, uint32_t c)
 	s->link = io->free_head;
 	io->free_head = c;
 	io->live--;
-	io->stats.closed++;
+	if (!keep_fd)
+		io->stats.closed++;
+}
+
+static void free_slot(struct dp_io *io, uint32_t c)
+{
+	release_slot(io, c, 0);
+}
+
+int dp_conn_can_export(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+
+	return !(s->flags & (DP_C_CLOSING | DP_C_SENDING)) && s->out.head == DP_NIL &&
+	       (io->engine == DP_ENGINE_EPOLL || s->inflight == 0);
+}
+
+int dp_conn_export(struct dp_io *io, uint32_t c, struct dp_export *out)
+{
+	struct dp_conn *s = &io->conns[c];
+	int err;
+
+	memset(out, 0, sizeof(*out));
+	out->fd = -1;
+	if (!dp_conn_can_export(io, c))
+		return -EBUSY;
+	if (s->tls) {
+		err = dp_tls_export(io, s->tls, &out->tls_in, &out->tls_in_len);
+		if (err == -ENOMEM)
+			dp_conn_close(io, c);
+		if (err < 0)
+			return err;
+		out->tls = s->tls;
+		s->tls = NULL;
+	}
+	if (io->engine == DP_ENGINE_EPOLL)
+		epoll_ctl(io->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+	out->fd = s->fd;
+	io->stats.exported++;
+	release_slot(io, c, 1);
+	return 0;
+}
+
+void dp_export_drop(struct dp_export *ex)
+{
+	if (ex->tls)
+		dp_tls_conn_drop(ex->tls);
+	free(ex->tls_in);
+	if (ex->fd >= 0)
+		close(ex->fd);
+	memset(ex, 0, sizeof(*ex));
+	ex->fd = -1;
+}
+
+uint32_t dp_conn_adopt(struct dp_io *io, struct dp_export *ex, uint8_t kind, void *owner)
+{
+	uint32_t c = dp_conn_new(io, ex->fd, kind, owner);
+
+	ex->fd = -1; /* dp_conn_new took it, or closed it */
+	if (c == DP_NIL) {
+		dp_export_drop(ex);
+		return DP_NIL;
+	}
+	io->stats.adopted++;
+	if (ex->tls)
+		dp_tls_adopt(io, c, ex->tls, ex->tls_in, ex->tls_in_len);
+	else
+		free(ex->tls_in);
+	memset(ex, 0, sizeof(*ex));
+	ex->fd = -1;
+	return c;
+}
+
+/* ---- waking a worker from another thread ---- */
+
+#define EVENT_SLOT 0xffffffu /* user_data slot of the eventfd: no socket has it */
+
+static void arm_event(struct dp_io *io)
+{
+	struct io_uring_sqe *sqe = dp_ring_sqe(&io->r);
+
+	io_uring_prep_poll_multishot(sqe, io->evfd, POLLIN);
+	io_uring_sqe_set_data64(sqe, dp_ud(EVENT_SLOT, 0, DP_OP_EVENT));
+}
+
+int dp_io_wake_init(struct dp_io *io)
+{
+	io->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (io->evfd < 0)
+		return -errno;
+	if (io->engine == DP_ENGINE_EPOLL) {
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLET,
+					 .data.u64 = dp_ud(EVENT_SLOT, 0, DP_OP_EVENT)};
+
+		if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, io->evfd, &ev) < 0)
+			return -errno;
+		return 0;
+	}
+	arm_event(io);
+	return 0;
+}
+
+void dp_io_wake(struct dp_io *io)
+{
+	uint64_t one = 1;
+
+	/* EAGAIN means the counter is already non-zero: a wake is pending. */
+	if (write(io->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		sl_warn("wake: %s", strerror(errno));
+}
+
+static void on_event(struct dp_io *io, int more)
+{
+	uint64_t n;
+
+	if (read(io->evfd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		sl_warn("wake: %s", strerror(errno));
+	if (!more && io->engine == DP_ENGINE_URING)
+		arm_event(io);
+	if (io->ops->on_wake)
+		io->ops->on_wake(io);
 }
 
 void dp_conn_close(struct dp_io *io, uint32_t c)
@@ -370,7 +522,7 @@ static int peer_lost(struct dp_io *io, uint32_t p, int eof)
 }
 
 /* c failed: it closes, and its partner follows unless the owner steps in. */
-static void close_pair(struct dp_io *io, uint32_t c)
+void dp_conn_fail(struct dp_io *io, uint32_t c)
 {
 	uint32_t p = io->conns[c].peer;
 
@@ -402,7 +554,7 @@ static void on_send(struct dp_io *io, uint32_t c, int res)
 		return;
 	if (res < 0) {
 		io->stats.send_errors++;
-		close_pair(io, c);
+		dp_conn_fail(io, c);
 		return;
 	}
 	g = &io->r.segs[s->out.head];
@@ -417,8 +569,8 @@ static void on_send(struct dp_io *io, uint32_t c, int res)
 	maybe_resume_feeder(io, c);
 }
 
-/* EOF from the network on c. */
-static void on_eof(struct dp_io *io, uint32_t c)
+/* EOF from the network on c (for TLS: the end of the plaintext). */
+void dp_conn_deliver_eof(struct dp_io *io, uint32_t c)
 {
 	struct dp_conn *s = &io->conns[c];
 
@@ -437,6 +589,19 @@ static void on_eof(struct dp_io *io, uint32_t c)
 		dp_conn_close(io, c);
 }
 
+void dp_conn_deliver(struct dp_io *io, uint32_t c, uint32_t seg, uint32_t len)
+{
+	struct dp_conn *s = &io->conns[c];
+
+	if (s->peer != DP_NIL && !(s->flags & DP_C_INTERCEPT)) {
+		if (io->ops->on_forwarded)
+			io->ops->on_forwarded(io, c, len);
+		dp_conn_forward(io, c, s->peer, seg);
+	} else {
+		io->ops->on_data(io, c, seg, len);
+	}
+}
+
 /* A receive finished: res bytes in buffer bid, or EOF (0), or an error.
  * more: the receive goes on (io_uring multishot; always for epoll data). */
 static void on_recv(struct dp_io *io, uint32_t c, int res, uint16_t bid, int more)
@@ -452,15 +617,18 @@ static void on_recv(struct dp_io *io, uint32_t c, int res, uint16_t bid, int mor
 		s->rx += (uint64_t)res;
 		if (s->flags & DP_C_CLOSING)
 			dp_seg_release(&io->r, seg);
-		else if (s->peer != DP_NIL && !(s->flags & DP_C_INTERCEPT)) {
-			if (io->ops->on_forwarded)
-				io->ops->on_forwarded(io, c, (uint32_t)res);
-			dp_conn_forward(io, c, s->peer, seg);
-		} else
-			io->ops->on_data(io, c, seg, (uint32_t)res);
+		else if (s->tls)
+			dp_tls_on_cipher(io, c, seg);
+		else
+			dp_conn_deliver(io, c, seg, (uint32_t)res);
 	} else if (res == 0) {
-		if (!(s->flags & DP_C_CLOSING))
-			on_eof(io, c);
+		if (s->flags & DP_C_CLOSING)
+			return;
+		s->flags |= DP_C_NETEOF;
+		if (s->tls)
+			dp_tls_on_eof(io, c); /* the plaintext may end later (paused) */
+		else
+			dp_conn_deliver_eof(io, c);
 		return;
 	} else if (res == -ENOBUFS) {
 		io->r.stats.enobufs++;
@@ -470,14 +638,14 @@ static void on_recv(struct dp_io *io, uint32_t c, int res, uint16_t bid, int mor
 		return;
 	} else if (res != -ECANCELED && !(s->flags & DP_C_CLOSING)) {
 		io->stats.recv_errors++;
-		close_pair(io, c);
+		dp_conn_fail(io, c);
 		return;
 	}
 	/* A multishot recv can end on its own (e.g. after a cancel that raced
 	 * with a resume): arm again unless paused, ended, closing or freed. */
 	if (s->fd < 0 || s->gen != gen)
 		return;
-	if (!more && !(s->flags & (DP_C_PAUSED | DP_C_EOF | DP_C_CLOSING)))
+	if (!more && !(s->flags & (DP_C_PAUSED | DP_C_EOF | DP_C_NETEOF | DP_C_CLOSING)))
 		dp_conn_recv(io, c);
 }
 
@@ -508,6 +676,10 @@ static void dispatch(struct dp_io *io, struct io_uring_cqe *cqe)
 	enum dp_op op = dp_ud_op(ud);
 	struct dp_conn *s;
 
+	if (op == DP_OP_EVENT) {
+		on_event(io, cqe->flags & IORING_CQE_F_MORE);
+		return;
+	}
 	if (op == DP_OP_CANCEL || op == DP_OP_NONE || c >= io->nconns)
 		return;
 	s = &io->conns[c];
@@ -682,8 +854,13 @@ static void ep_drain(struct dp_io *io, struct dp_queue *q, uint16_t flag,
 static void ep_event(struct dp_io *io, const struct epoll_event *ev)
 {
 	uint32_t c = dp_ud_slot(ev->data.u64);
-	struct dp_conn *s = &io->conns[c];
+	struct dp_conn *s;
 
+	if (dp_ud_op(ev->data.u64) == DP_OP_EVENT) {
+		on_event(io, 1);
+		return;
+	}
+	s = &io->conns[c];
 	if (!live(io, ev->data.u64))
 		return;
 	if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
@@ -699,7 +876,8 @@ static void ep_event(struct dp_io *io, const struct epoll_event *ev)
 static int ep_run_once(struct dp_io *io, int timeout_ms)
 {
 	struct epoll_event evs[DP_CQE_BATCH];
-	int n = epoll_wait(io->epfd, evs, DP_CQE_BATCH, io->rq.len || io->wq.len ? 0 : timeout_ms);
+	int n = epoll_wait(io->epfd, evs, DP_CQE_BATCH,
+			   io->rq.len || io->wq.len || io->tlsq.len ? 0 : timeout_ms);
 
 	if (n < 0 && errno != EINTR)
 		return -errno;
@@ -707,6 +885,7 @@ static int ep_run_once(struct dp_io *io, int timeout_ms)
 		ep_event(io, &evs[i]);
 	ep_drain(io, &io->wq, DP_C_QUEUED_W, ep_write);
 	ep_drain(io, &io->rq, DP_C_QUEUED_R, ep_read);
+	dp_tls_run_deferred(io);
 	rearm_starved(io);
 	return 0;
 }
@@ -721,7 +900,10 @@ int dp_io_run_once(struct dp_io *io, int timeout_ms)
 	if (io->engine == DP_ENGINE_EPOLL)
 		return ep_run_once(io, timeout_ms);
 
-	err = io_uring_submit_and_wait_timeout(&io->r.ring, &cqe, 1, &ts, NULL);
+	if (io->tlsq.len)
+		err = io_uring_submit(&io->r.ring); /* work waits: reap, do not sleep */
+	else
+		err = io_uring_submit_and_wait_timeout(&io->r.ring, &cqe, 1, &ts, NULL);
 	if (err < 0 && err != -ETIME && err != -EINTR)
 		return err;
 	io_uring_for_each_cqe(&io->r.ring, head, cqe)
@@ -731,6 +913,7 @@ int dp_io_run_once(struct dp_io *io, int timeout_ms)
 			break;
 	}
 	io_uring_cq_advance(&io->r.ring, n);
+	dp_tls_run_deferred(io);
 	rearm_starved(io);
 	return 0;
 }

@@ -19,6 +19,7 @@
 #define DP_CONN_H
 
 #include "dp_ring.h"
+#include "dp_tls.h"
 
 #include <stdint.h>
 #include <sys/socket.h>
@@ -38,6 +39,9 @@
 #define DP_C_CONNECTING 0x0800 /* epoll: a connect is in progress */
 #define DP_C_QUEUED_R	0x1000 /* epoll: in the read queue */
 #define DP_C_QUEUED_W	0x2000 /* epoll: in the write queue */
+#define DP_C_NETEOF                                                                                \
+	0x4000 /* the network sent FIN (TLS: plaintext may still be pending, so                    \
+		* DP_C_EOF waits until it is delivered) */
 
 /* I/O engines: io_uring (completions, provided buffers) or epoll
  * (readiness, the same buffers from a stack): the baseline that shows what
@@ -64,8 +68,9 @@ struct dp_conn {
 	uint32_t link;	/* the engine's free or starved list */
 	uint32_t olink; /* the owner's lists (idle data connections, waiters) */
 	void *owner;
-	uint64_t rx, tx; /* bytes received and sent */
-	int err;	 /* epoll: a connect that failed at once */
+	uint64_t rx, tx;	 /* bytes received and sent */
+	int err;		 /* epoll: a connect that failed at once */
+	struct dp_tls_conn *tls; /* NULL for plain sockets */
 };
 
 struct dp_io;
@@ -88,11 +93,14 @@ struct dp_io_ops {
 	/* Optional: c received len bytes that went straight to its partner
 	 * (for the owner's accounting, e.g. time to first response byte). */
 	void (*on_forwarded)(struct dp_io *io, uint32_t c, uint32_t len);
+	/* Optional: dp_io_wake() was called (from any thread). */
+	void (*on_wake)(struct dp_io *io);
 };
 
 struct dp_io_stats {
 	uint64_t accepted, closed, paused, resumed, recv_errors, send_errors;
-	uint64_t eagain; /* epoll: reads or sends that found nothing to do */
+	uint64_t eagain;	    /* epoll: reads or sends that found nothing to do */
+	uint64_t exported, adopted; /* sockets moved to and from other workers */
 };
 
 /* epoll engine: sockets with work to do, as (slot, generation) user data. */
@@ -114,6 +122,9 @@ struct dp_io {
 	enum dp_engine engine;
 	int epfd;		/* DP_ENGINE_EPOLL */
 	struct dp_queue rq, wq; /* DP_ENGINE_EPOLL: to read, to write or connect */
+	struct dp_queue tlsq;	/* TLS sockets with work for the next turn */
+	int evfd;		/* eventfd other threads wake this worker with, or -1 */
+	struct dp_tls_stats tls;
 };
 
 int dp_io_init(struct dp_io *io, uint32_t max_conns, uint32_t nbufs, uint32_t bufsize,
@@ -160,8 +171,52 @@ void dp_conn_forward(struct dp_io *io, uint32_t src, uint32_t dst, uint32_t seg)
  */
 void dp_io_close_all(struct dp_io *io, int timeout_ms);
 
+/*
+ * Moving a socket to another worker (another ring): a socket may leave once
+ * nothing of it is in flight here and its output queue is empty; the owner
+ * stops its receive (dp_conn_pause) and waits for dp_conn_can_export().
+ * dp_conn_export() frees the slot (on_close runs) but keeps the fd open,
+ * and hands over the TLS state with the ciphertext not yet decrypted.
+ *
+ * Ownership: the export owns fd, tls and tls_in until dp_conn_adopt() (or
+ * dp_export_drop()) takes them.
+ */
+struct dp_export {
+	int fd;
+	struct dp_tls_conn *tls;
+	char *tls_in; /* malloc'd ciphertext, tls_in_len bytes */
+	uint32_t tls_in_len;
+};
+
+int dp_conn_can_export(struct dp_io *io, uint32_t c);
+/* Returns 0, or -EBUSY (not yet exportable) or -ENOMEM (c is then closed). */
+int dp_conn_export(struct dp_io *io, uint32_t c, struct dp_export *out);
+/* A slot on this worker for an exported socket; DP_NIL when full (the
+ * export is then dropped: socket closed, TLS freed). */
+uint32_t dp_conn_adopt(struct dp_io *io, struct dp_export *ex, uint8_t kind, void *owner);
+/* Close and free what an export holds (it was never adopted). */
+void dp_export_drop(struct dp_export *ex);
+
+/* Make this worker wakeable from other threads (on_wake). Returns 0 or -errno. */
+int dp_io_wake_init(struct dp_io *io);
+/* From any thread: have the worker's loop call on_wake soon. */
+void dp_io_wake(struct dp_io *io);
+
 /* Close c now (pending output is dropped). */
 void dp_conn_close(struct dp_io *io, uint32_t c);
+
+/* ---- for the TLS layer (dp_tls.c): the pump below and above it ---- */
+/* Plaintext segment seg (len bytes) received on c: forward or hand over. */
+void dp_conn_deliver(struct dp_io *io, uint32_t c, uint32_t seg, uint32_t len);
+/* The end of c's plaintext stream. */
+void dp_conn_deliver_eof(struct dp_io *io, uint32_t c);
+/* Queue seg on c's socket as is (ciphertext). */
+void dp_conn_queue_raw(struct dp_io *io, uint32_t c, uint32_t seg);
+/* Start sending whatever c has queued (or its FIN). */
+void dp_conn_kick(struct dp_io *io, uint32_t c);
+/* c failed: close it, and its partner unless the owner steps in. */
+void dp_conn_fail(struct dp_io *io, uint32_t c);
+void dp_queue_push(struct dp_queue *q, uint64_t ud);
 
 static inline struct dp_conn *dp_c(struct dp_io *io, uint32_t c)
 {

@@ -12,10 +12,25 @@
  *   K_DATA      a pre-opened data connection: idle in its tunnel's pool, or
  *               paired with one public connection for that connection's life;
  *   K_ADMIN     /health and /metrics.
+ *
+ * Workers: --workers threads, each with its own ring and its own
+ * SO_REUSEPORT listeners (admin on worker 0 only). A tunnel lives on one
+ * worker, the one its first control connection reached: its control
+ * connection, data pool, TCP listener and public connections are sockets of
+ * that worker, so bytes still move between two sockets of one ring without a
+ * copy. The kernel spreads connections over workers blindly, so a worker
+ * that reads a request head, a HELLO or a DATA_HELLO for a tunnel another
+ * worker holds (dp_owners says which) hands the socket over: it stops
+ * receiving, waits until nothing of it is in flight, exports it (fd, TLS
+ * state, the bytes it read) into the owner's inbox and wakes it. Data
+ * connections move once, when the pool fills; a public connection moves
+ * once, before its first request; the request path itself never crosses
+ * threads.
  */
 #include "dp_relay.h"
 #include "dp_conn.h"
 #include "dp_http.h"
+#include "dp_tls.h"
 #include "dp_tunnel.h"
 #include "pr_msg.h"
 #include "sl_cli.h"
@@ -33,11 +48,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
 enum {
 	K_LISTEN_HTTP = 1,
+	K_LISTEN_HTTPS,
 	K_LISTEN_AGENTS,
 	K_LISTEN_ADMIN,
 	K_LISTEN_TCP,
@@ -56,7 +74,10 @@ enum {
 	P_BODY_CH,  /* forwarding a chunked body */
 	P_RAW,	    /* after an upgrade, or a TCP tunnel: bytes pass untouched */
 	P_DONE,	    /* an error response was queued; the connection closes after it */
+	P_MOVING,   /* leaving for the worker that owns its tunnel */
 };
+
+#define MAX_HOPS 2 /* a socket handed over more often than this is refused (502) */
 
 #define LINGER_MS 5000 /* after an error response, wait this long for the client to close */
 
@@ -74,6 +95,9 @@ struct pub {
 	uint8_t tcp;
 	uint8_t waiting; /* in t's waiter list */
 	uint8_t ipv6;
+	uint8_t https;
+	uint8_t hops;  /* times it was handed between workers */
+	int moving_to; /* P_MOVING: the worker */
 	struct dp_tunnel *t;
 	uint64_t epoch;
 	uint64_t body_left;
@@ -107,6 +131,8 @@ struct agent {
 	uint64_t deadline_ms;
 	struct agent *fprev, *fnext;
 	int fresh;
+	int moving_to; /* -1, or the worker it is being handed to */
+	uint8_t hops;
 };
 
 #define AGENT_BUF (PR_FRAME_HDR + PR_FRAME_MAX)
@@ -120,14 +146,66 @@ struct metrics {
 	uint64_t lat_count[LAT_BUCKETS + 1]; /* the last one: above every bound */
 	double lat_sum_s;
 	uint64_t requests, errors[E_COUNT], agents_refused, tcp_conns, misdirected_switch;
+	uint64_t handoffs_out, handoffs_in, handoffs_failed;
 	uint64_t bytes_in, bytes_out; /* public side, closed connections */
+};
+
+/*
+ * A socket on its way to the worker that owns its tunnel. Ownership: made by
+ * the sender, owned by the receiver's inbox once pushed, freed by the
+ * receiver after adopting (or dropping) it.
+ */
+struct handoff {
+	struct handoff *next;
+	struct dp_export ex;
+	uint8_t kind; /* K_PUBLIC or K_AGENT_NEW */
+	uint8_t https, ipv6, hops;
+	char ip[INET6_ADDRSTRLEN];
+	uint32_t len;
+	char bytes[]; /* read and not consumed: a request head onward, or agent frames */
+};
+
+/* What a worker shows /metrics on worker 0, copied at every turn of its loop. */
+struct snapshot {
+	struct metrics m;
+	struct dp_io_stats io;
+	struct dp_ring_stats ring;
+	struct dp_tls_stats tls;
+	uint32_t tunnels, agents, live;
+};
+
+struct relay;
+
+/* Ownership: made by dp_relay_run for its workers, freed when they are all done. */
+struct shared {
+	const struct dp_relay_config *cfg;
+	struct dp_owners owners;
+	struct relay **w;
+	int nworkers;
+	volatile sig_atomic_t *stop;
+	unsigned reload_gen; /* bumped by worker 0 on SIGHUP (atomic) */
 };
 
 struct relay {
 	struct dp_io io;
 	const struct dp_relay_config *cfg;
+	struct shared *sh;
+	int idx; /* worker index */
+	pthread_t thread;
+	int err; /* the worker loop's result */
+	unsigned reload_seen;
+	struct dp_queue moving; /* sockets waiting to be exported (slot, generation) */
+	/* The inbox: handoffs from other workers, under inbox_mu; closed once
+	 * this worker stops taking them. */
+	pthread_mutex_t inbox_mu;
+	struct handoff *inbox;
+	int inbox_closed;
+	pthread_mutex_t snap_mu;
+	struct snapshot snap;
 	struct dp_tunnels tunnels;
-	uint32_t l_http, l_agents, l_admin;
+	uint32_t l_http, l_https, l_agents, l_admin;
+	struct dp_tls_server tls; /* when cfg->cert is set */
+	int tls_on;
 	uint64_t now_ms, next_sweep_ms;
 	int http_port;
 	uint16_t next_tcp;
@@ -426,7 +504,7 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 {
 	const char *name = NULL, *sid = NULL, *rest = q->target;
 	size_t name_len = 0, sid_len = 0, rest_len = q->target_len;
-	struct dp_http_client cl = {p->ip, p->ipv6, 0};
+	struct dp_http_client cl = {p->ip, p->ipv6, p->https};
 	struct dp_tunnel *t = route_host(r, q, &name, &name_len);
 	int n;
 	uint32_t seg;
@@ -1055,6 +1133,15 @@ static int metrics_text(struct relay *r, char *out, size_t cap)
 	  (unsigned long long)rs->sqe_full, (unsigned long long)rs->no_defer,
 	  (unsigned long long)r->io.stats.paused, (unsigned long long)r->io.stats.eagain,
 	  (unsigned long long)r->m.misdirected_switch);
+	M("# TYPE sluice_tls_events_total counter\n"
+	  "sluice_tls_events_total{event=\"handshake\"} %llu\n"
+	  "sluice_tls_events_total{event=\"handshake_failure\"} %llu\n"
+	  "sluice_tls_events_total{event=\"error\"} %llu\n"
+	  "sluice_tls_events_total{event=\"reload\"} %llu\n"
+	  "sluice_tls_events_total{event=\"reload_failure\"} %llu\n",
+	  (unsigned long long)r->io.tls.handshakes,
+	  (unsigned long long)r->io.tls.handshake_failures, (unsigned long long)r->io.tls.errors,
+	  (unsigned long long)r->io.tls.reloads, (unsigned long long)r->io.tls.reload_failures);
 	{
 		uint64_t cum = 0;
 
@@ -1163,7 +1250,7 @@ static int peer_ip(int fd, char *ip)
 	return 0;
 }
 
-static void accept_public(struct relay *r, int fd, int tcp, struct dp_tunnel *t)
+static void accept_public(struct relay *r, int fd, int tcp, int https, struct dp_tunnel *t)
 {
 	struct pub *p = calloc(1, sizeof(*p));
 	uint32_t c;
@@ -1183,6 +1270,11 @@ static void accept_public(struct relay *r, int fd, int tcp, struct dp_tunnel *t)
 		return;
 	}
 	p->slot = c;
+	p->https = (uint8_t)https;
+	if (https && dp_tls_accept(&r->io, c, &r->tls) < 0) {
+		dp_conn_close(&r->io, c);
+		return;
+	}
 	if (!tcp) {
 		dp_c(&r->io, c)->flags |= DP_C_INTERCEPT;
 		set_deadline(r, p, r->cfg->head_timeout_ms, E_408);
@@ -1221,6 +1313,10 @@ static void accept_agent(struct relay *r, int fd, int kind)
 		return;
 	}
 	fresh_link(r, a, c);
+	if (kind == K_AGENT_NEW && r->tls_on && dp_tls_accept(&r->io, c, &r->tls) < 0) {
+		dp_conn_close(&r->io, c);
+		return;
+	}
 	dp_conn_recv(&r->io, c);
 }
 
@@ -1230,8 +1326,9 @@ static void on_accept(struct dp_io *io, uint32_t l, int fd)
 	struct dp_conn *s = dp_c(io, l);
 
 	switch (s->kind) {
-	case K_LISTEN_HTTP: accept_public(r, fd, 0, NULL); break;
-	case K_LISTEN_TCP: accept_public(r, fd, 1, s->owner); break;
+	case K_LISTEN_HTTP: accept_public(r, fd, 0, 0, NULL); break;
+	case K_LISTEN_HTTPS: accept_public(r, fd, 0, 1, NULL); break;
+	case K_LISTEN_TCP: accept_public(r, fd, 1, 0, s->owner); break;
 	case K_LISTEN_AGENTS: accept_agent(r, fd, K_AGENT_NEW); break;
 	case K_LISTEN_ADMIN: accept_agent(r, fd, K_ADMIN); break;
 	default: close(fd); break;
@@ -1450,6 +1547,8 @@ static void start_drain(struct relay *r)
 	r->draining = 1;
 	snprintf(g.text, sizeof(g.text), "relay shutting down");
 	dp_conn_close(&r->io, r->l_http);
+	if (r->l_https != DP_NIL)
+		dp_conn_close(&r->io, r->l_https);
 	dp_conn_close(&r->io, r->l_agents);
 	for (struct dp_tunnel *t = r->tunnels.all; t; t = t->next)
 		if (t->ctrl != DP_NIL)
@@ -1484,19 +1583,42 @@ static int relay_init(struct relay *r, const struct dp_relay_config *cfg)
 	}
 	if ((err = dp_tunnels_init(&r->tunnels, 1024)) < 0)
 		goto fail_io;
-	if ((err = listen_on(r, cfg->http, K_LISTEN_HTTP, &r->l_http)) < 0 ||
+	r->l_https = DP_NIL;
+	if (cfg->cert) {
+		if ((err = dp_tls_server_init(&r->tls, cfg->cert, cfg->key, cfg->cert_dir,
+					      &r->io.tls)) < 0)
+			goto fail_tunnels;
+		r->tls_on = 1;
+	}
+	if ((cfg->https && (err = listen_on(r, cfg->https, K_LISTEN_HTTPS, &r->l_https)) < 0) ||
+	    (err = listen_on(r, cfg->http, K_LISTEN_HTTP, &r->l_http)) < 0 ||
 	    (err = listen_on(r, cfg->agents, K_LISTEN_AGENTS, &r->l_agents)) < 0 ||
 	    (err = listen_on(r, cfg->admin, K_LISTEN_ADMIN, &r->l_admin)) < 0)
 		goto fail_tunnels;
 	return 0;
 fail_tunnels:
+	if (r->tls_on)
+		dp_tls_server_free(&r->tls);
 	dp_tunnels_free(&r->tunnels);
 fail_io:
 	dp_io_free(&r->io);
 	return err;
 }
 
-int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop)
+static void reload_certs(struct relay *r)
+{
+	if (!r->tls_on) {
+		sl_info("SIGHUP: no certificates to reload");
+		return;
+	}
+	if (dp_tls_server_reload(&r->tls) == 0)
+		sl_info("certificates reloaded (%u from --cert-dir)", dp_tls_server_names(&r->tls));
+	else
+		sl_error("certificate reload failed: the previous certificates still serve");
+}
+
+int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop,
+		 volatile sig_atomic_t *reload)
 {
 	struct relay *r = malloc(sizeof(*r));
 	uint64_t drain_end = 0;
@@ -1508,13 +1630,19 @@ int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop)
 		free(r);
 		return err;
 	}
-	sl_info("relay: http %s, agents %s, admin %s, domain %s (%s%s)", cfg->http, cfg->agents,
-		cfg->admin, cfg->domain, cfg->engine == DP_ENGINE_EPOLL ? "epoll" : "io_uring",
+	sl_info("relay: http %s%s%s, agents %s (%s), admin %s, domain %s (%s%s)", cfg->http,
+		cfg->https ? ", https " : "", cfg->https ? cfg->https : "", cfg->agents,
+		r->tls_on ? "tls" : "plaintext", cfg->admin, cfg->domain,
+		cfg->engine == DP_ENGINE_EPOLL ? "epoll" : "io_uring",
 		r->io.r.features & DP_RING_F_DEFER ? ", defer_taskrun" : "");
 	while (!(r->draining && (public_conns(r) == 0 || r->now_ms >= drain_end))) {
 		if ((err = dp_io_run_once(&r->io, 100)) < 0)
 			break;
 		tick(r);
+		if (*reload) {
+			*reload = 0;
+			reload_certs(r);
+		}
 		if (*stop && !r->draining) {
 			start_drain(r);
 			drain_end = r->now_ms + cfg->drain_timeout_ms;
@@ -1523,6 +1651,8 @@ int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop)
 	sl_info("relay stopped (%u public connections left)", public_conns(r));
 	dp_io_close_all(&r->io, 2000);
 	dp_io_free(&r->io);
+	if (r->tls_on)
+		dp_tls_server_free(&r->tls);
 	dp_tunnels_free(&r->tunnels);
 	free(r);
 	return err < 0 ? err : 0;

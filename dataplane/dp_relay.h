@@ -9,9 +9,12 @@
 #include <stdint.h>
 
 struct dp_relay_config {
-	const char *http;   /* public HTTP listener, host:port */
-	const char *agents; /* agent listener */
-	const char *admin;  /* /health and /metrics */
+	const char *http;	/* public HTTP listener, host:port */
+	const char *https;	/* public HTTPS listener, or NULL */
+	const char *cert, *key; /* TLS for --https and the agent link; NULL: plaintext agents */
+	const char *cert_dir;	/* more certificates, chosen by SNI (NAME.crt, NAME.key) */
+	const char *agents;	/* agent listener */
+	const char *admin;	/* /health and /metrics */
 	const char *domain;
 	uint16_t tcp_lo, tcp_hi;
 	char **tokens; /* NULL: any token (development) */
@@ -26,6 +29,8 @@ struct dp_relay_config {
 int dp_relay_load_tokens(const char *path, char ***tokens, uint32_t *n);
 
 /* Run until *stop; then drain and return 0, or a negative errno at start-up. */
-int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop);
+/* *reload (SIGHUP) reloads the certificates and is cleared. */
+int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop,
+		 volatile sig_atomic_t *reload);
 
 #endif

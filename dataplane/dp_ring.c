@@ -175,7 +175,7 @@ uint32_t dp_seg_from_buf(struct dp_ring *r, uint16_t bid, uint32_t off, uint32_t
 	return bid;
 }
 
-uint32_t dp_seg_copy(struct dp_ring *r, const void *p, uint32_t len)
+uint32_t dp_seg_alloc(struct dp_ring *r, uint32_t len)
 {
 	uint32_t i = r->heap_free;
 	char *mem;
@@ -185,13 +185,22 @@ uint32_t dp_seg_copy(struct dp_ring *r, const void *p, uint32_t len)
 	mem = malloc(len ? len : 1);
 	if (mem == NULL)
 		return DP_NIL;
-	memcpy(mem, p, len);
 	r->heap_free = r->segs[i].next;
 	r->segs[i].ptr = mem;
+	r->segs[i].mem = mem;
 	r->segs[i].len = len;
 	r->segs[i].sent = 0;
 	r->segs[i].next = DP_NIL;
 	r->stats.heap_segs++;
+	return i;
+}
+
+uint32_t dp_seg_copy(struct dp_ring *r, const void *p, uint32_t len)
+{
+	uint32_t i = dp_seg_alloc(r, len);
+
+	if (i != DP_NIL)
+		memcpy(r->segs[i].ptr, p, len);
 	return i;
 }
 
@@ -213,8 +222,8 @@ void dp_seg_release(struct dp_ring *r, uint32_t seg)
 		s->ptr = NULL;
 		return;
 	}
-	free(s->ptr);
-	s->ptr = NULL;
+	free(s->mem);
+	s->ptr = s->mem = NULL;
 	s->len = 0;
 	s->next = r->heap_free;
 	r->heap_free = seg;

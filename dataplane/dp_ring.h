@@ -24,7 +24,8 @@ enum dp_op {
 	DP_OP_SEND,
 	DP_OP_CONNECT,
 	DP_OP_CANCEL, /* result ignored */
-	DP_OP_WAKE,   /* the periodic timeout */
+	DP_OP_WAKE,   /* unused */
+	DP_OP_EVENT,  /* the worker's eventfd: another thread has work for it */
 };
 
 static inline uint64_t dp_ud(uint32_t slot, uint32_t gen, enum dp_op op)
@@ -45,7 +46,8 @@ static inline enum dp_op dp_ud_op(uint64_t ud)
 }
 
 struct dp_seg {
-	char *ptr;     /* first byte of the segment (a heap segment's allocation) */
+	char *ptr; /* first byte of the segment (owners may advance it past bytes they consumed) */
+	char *mem; /* a heap segment's allocation (NULL for a ring buffer) */
 	uint32_t len;  /* bytes in the segment */
 	uint32_t sent; /* bytes of it already sent */
 	uint32_t next; /* next segment in the owning queue, or DP_NIL */
@@ -102,6 +104,8 @@ struct io_uring_sqe *dp_ring_sqe(struct dp_ring *r);
 /* Segment of ring buffer bid holding len bytes from offset off. */
 uint32_t dp_seg_from_buf(struct dp_ring *r, uint16_t bid, uint32_t off, uint32_t len);
 
+/* Heap segment of len uninitialised bytes; its index or DP_NIL. */
+uint32_t dp_seg_alloc(struct dp_ring *r, uint32_t len);
 /* Heap segment with a copy of p[0..len); returns its index or DP_NIL (out of slots). */
 uint32_t dp_seg_copy(struct dp_ring *r, const void *p, uint32_t len);
 

@@ -4,6 +4,7 @@
  */
 #include "dp_conn.h"
 #include "dp_relay.h"
+#include "dp_tls.h"
 #include "sl_cli.h"
 #include "sl_log.h"
 
@@ -29,11 +30,14 @@ static const struct sl_opt relay_opts[] = {
 	 .help = "public HTTPS listener (needs --cert, --key)"},
 	{.name = "cert",
 	 .type = SL_OPT_STR,
-	 .help = "PEM certificate chain for --https and agents"},
+	 .help = "PEM certificate chain for --https and the agent link (TLS)"},
 	{.name = "key",
 	 .type = SL_OPT_STR,
 	 .flags = SL_OPT_F_SECRET,
 	 .help = "PEM private key for --cert"},
+	{.name = "cert-dir",
+	 .type = SL_OPT_STR,
+	 .help = "more certificates chosen by SNI: NAME.crt + NAME.key (_.example.com: wildcard)"},
 	{.name = "agents",
 	 .type = SL_OPT_ADDR,
 	 .def = "127.0.0.1:7000",
@@ -134,16 +138,26 @@ static const struct sl_cli relay_cli = {
 	.versions = relay_versions,
 };
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested, reload_requested;
 
 /* Options the configuration accepts but this build cannot honour yet. */
 static int check_unsupported(const struct sl_config *cfg)
 {
 	long n = sl_config_int(cfg, "buffers");
 
-	if (sl_config_str(cfg, "https") != NULL) {
-		sl_error("--https is not in this build yet");
-		return -ENOTSUP;
+	const char *cert = sl_config_str(cfg, "cert"), *key = sl_config_str(cfg, "key");
+
+	if ((cert == NULL) != (key == NULL)) {
+		sl_error("--cert and --key go together");
+		return -EINVAL;
+	}
+	if (cert == NULL && sl_config_str(cfg, "https") != NULL) {
+		sl_error("--https needs --cert and --key");
+		return -EINVAL;
+	}
+	if (cert == NULL && sl_config_str(cfg, "cert-dir") != NULL) {
+		sl_error("--cert-dir needs --cert and --key (the default certificate)");
+		return -EINVAL;
 	}
 	if (n & (n - 1)) {
 		sl_error("--buffers must be a power of two, not %ld", n);
@@ -165,6 +179,10 @@ static int run(const struct sl_config *cfg)
 	if ((err = check_unsupported(cfg)) < 0)
 		return err;
 	rc.http = sl_config_str(cfg, "http");
+	rc.https = sl_config_str(cfg, "https");
+	rc.cert = sl_config_str(cfg, "cert");
+	rc.key = sl_config_str(cfg, "key");
+	rc.cert_dir = sl_config_str(cfg, "cert-dir");
 	rc.agents = sl_config_str(cfg, "agents");
 	rc.admin = sl_config_str(cfg, "admin");
 	rc.domain = sl_config_str(cfg, "domain");
@@ -187,8 +205,12 @@ static int run(const struct sl_config *cfg)
 	}
 	if (tokens == NULL)
 		sl_warn("no --tokens file: any agent may connect (development only)");
+	if (rc.cert == NULL)
+		sl_warn("no --cert/--key: agents connect in plaintext (development only)");
+	dp_tls_global_init();
 	sl_cli_stop_on_signals(&stop_requested);
-	err = dp_relay_run(&rc, &stop_requested);
+	sl_cli_reload_on_sighup(&reload_requested);
+	err = dp_relay_run(&rc, &stop_requested, &reload_requested);
 	for (uint32_t i = 0; i < rc.ntokens; i++) {
 		memset(rc.tokens[i], 0, strlen(rc.tokens[i]));
 		free(rc.tokens[i]);

@@ -9,7 +9,12 @@
 #   SLUICE_RUN_CONTROL=127.0.0.1:8000   control-plane listen address
 #   SLUICE_RUN_HTTP=127.0.0.1:8080      relay public HTTP address
 #   SLUICE_RUN_AGENTS=127.0.0.1:7000    relay agent address
+#   SLUICE_RUN_HTTPS=127.0.0.1:8443     relay public HTTPS address
 #   SLUICE_RUN_ADMIN=127.0.0.1:9090     relay /health and /metrics
+#
+# TLS: a development CA and a relay certificate (localhost, *.localhost,
+# demo.localhost, 127.0.0.1) are made once under run/tls/ with openssl; the
+# agent verifies the relay against that CA, and so can curl (--cacert).
 #   SLUICE_RUN_APP=3000                 the demo app's port
 set -eu
 
@@ -28,6 +33,7 @@ CONTROL=${SLUICE_RUN_CONTROL:-127.0.0.1:8000}
 HTTP=${SLUICE_RUN_HTTP:-127.0.0.1:8080}
 AGENTS=${SLUICE_RUN_AGENTS:-127.0.0.1:7000}
 ADMIN=${SLUICE_RUN_ADMIN:-127.0.0.1:9090}
+HTTPS=${SLUICE_RUN_HTTPS:-127.0.0.1:8443}
 APP=${SLUICE_RUN_APP:-3000}
 DEMO=$(cd "$(dirname "$0")/demo" && pwd)
 
@@ -57,6 +63,30 @@ wait_until() {
 	done
 }
 
+# make_certs DIR: a development CA and a relay certificate, once. Files are
+# written under temporary names and renamed, so an interrupted run leaves
+# nothing half-made.
+make_certs() {
+	[ -s "$1/relay.pem" ] && [ -s "$1/relay.key" ] && [ -s "$1/ca.pem" ] && return 0
+	mkdir -p "$1"
+	t=$(mktemp -d "$1/.new.XXXXXX")
+	ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+	openssl req -x509 $ec -keyout "$t/ca.key" -out "$t/ca.pem" -days 825 \
+		-subj "/CN=sluice development CA" 2>/dev/null &&
+	openssl req $ec -keyout "$t/relay.key" -out "$t/relay.csr" -subj "/CN=localhost" 2>/dev/null &&
+	printf 'subjectAltName=DNS:localhost,DNS:*.localhost,DNS:demo.localhost,IP:127.0.0.1\n' >"$t/ext" &&
+	openssl x509 -req -in "$t/relay.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+		-out "$t/relay.pem" -days 825 -extfile "$t/ext" 2>/dev/null || {
+		rm -rf "$t"
+		echo "run-local: openssl could not make the development certificates" >&2
+		return 1
+	}
+	chmod 600 "$t/ca.key" "$t/relay.key"
+	for f in ca.key ca.pem relay.key relay.pem; do mv "$t/$f" "$1/$f"; done
+	rm -rf "$t"
+}
+make_certs "$DIR/tls"
+
 redis-server --port 0 --unixsocket "$SOCK" --unixsocketperm 700 --dir "$DIR" \
 	--save 60 1 --dbfilename dump.rdb --logfile "$DIR/redis.log" &
 pids="$pids $!"
@@ -71,7 +101,8 @@ if ! wait_until 10 curl -sf "http://$CONTROL/api/v1/health"; then
 	exit 1
 fi
 
-"$BIN/sluice-relay" --http "$HTTP" --agents "$AGENTS" --admin "$ADMIN" --domain localhost \
+"$BIN/sluice-relay" --http "$HTTP" --https "$HTTPS" --agents "$AGENTS" --admin "$ADMIN" \
+	--domain localhost --cert "$DIR/tls/relay.pem" --key "$DIR/tls/relay.key" \
 	--log-format text 2>>"$DIR/relay.log" &
 pids="$pids $!"
 wait_until 10 curl -sf "http://$ADMIN/health" || { echo "run-local: relay did not start; see $DIR/relay.log" >&2; tail -n 5 "$DIR/relay.log" >&2; exit 1; }
@@ -81,7 +112,7 @@ wait_until 10 curl -sf "http://$ADMIN/health" || { echo "run-local: relay did no
 pids="$pids $!"
 wait_until 10 curl -sf "http://127.0.0.1:$APP/" || { echo "run-local: demo app did not start; see $DIR/app.log" >&2; exit 1; }
 
-"$BIN/sluice" http "$APP" --server "$AGENTS" --name demo --json >"$DIR/agent.events" \
+"$BIN/sluice" http "$APP" --server "$AGENTS" --ca "$DIR/tls/ca.pem" --name demo --json >"$DIR/agent.events" \
 	2>>"$DIR/agent.log" &
 pids="$pids $!"
 wait_until 10 grep -q '"event":"ready"' "$DIR/agent.events" || { echo "run-local: agent did not connect; see $DIR/agent.log" >&2; exit 1; }
@@ -90,16 +121,24 @@ SID=$(sed -n 's/.*"session":"\([^"]*\)".*/\1/p' "$DIR/agent.events" | head -n 1)
 
 echo "run-local: redis          unix:$SOCK (data in $DIR)"
 echo "run-local: sluice-control http://$CONTROL/api/v1/health: $(curl -s "http://$CONTROL/api/v1/health")"
-echo "run-local: sluice-relay   public http://$HTTP, agents $AGENTS, metrics http://$ADMIN/metrics"
+echo "run-local: sluice-relay   public http://$HTTP and https://$HTTPS, agents $AGENTS (TLS), metrics http://$ADMIN/metrics"
 echo "run-local: demo app       http://127.0.0.1:$APP/ ($DEMO)"
 echo "run-local: tunnel         $URL  (also http://$HTTP/session/$SID/)"
 echo "run-local: try:           curl $URL"
 echo "run-local:                curl -H 'Host: demo.localhost' http://$HTTP/"
+HTTPS_URL="https://demo.localhost:${HTTPS##*:}/"
+echo "run-local:                curl --cacert $DIR/tls/ca.pem --resolve demo.localhost:${HTTPS##*:}:${HTTPS%:*} $HTTPS_URL"
 if ! curl -sf "$URL" | grep -q "Hello through sluice"; then
 	echo "run-local: the tunnel did not answer as expected" >&2
 	exit 1
 fi
 echo "run-local: the tunnel answers: $(curl -s "$URL" | grep -o '<h1>.*</h1>')"
+if ! curl -sf --cacert "$DIR/tls/ca.pem" --resolve "demo.localhost:${HTTPS##*:}:${HTTPS%:*}" \
+	"$HTTPS_URL" | grep -q "Hello through sluice"; then
+	echo "run-local: the tunnel did not answer over HTTPS" >&2
+	exit 1
+fi
+echo "run-local: and over HTTPS: $HTTPS_URL (certificate checked against $DIR/tls/ca.pem)"
 if [ "$ONCE" = 1 ]; then
 	exit 0
 fi

@@ -179,23 +179,36 @@ class Bench:
 
     def start_sluice(self):
         bindir = self.args.bin
+        # Plaintext agent link, as the HAProxy chain it is compared with;
+        # "sluice-tls" below is the same with TLS between agent and relay.
         self.relay = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
-                                   extra=["--log-level", "warn"])
+                                   extra=["--log-level", "warn"], tls=False)
         self.procs.append(self.relay.proc)
         self.agent = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
-                                   self.relay.server, extra=["--name", "bench", "--pool", "64"])
+                                   self.relay.server, extra=["--name", "bench", "--pool", "64"],
+                                   tls=False)
         self.procs.append(self.agent.proc)
         self.targets["sluice"] = ("http://127.0.0.1:%d" % self.relay.http_port, "bench.localhost")
         # The same relay and agent on the epoll engine: what io_uring earns.
         self.relay_ep = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
-                                      extra=["--log-level", "warn", "--engine", "epoll"])
+                                      extra=["--log-level", "warn", "--engine", "epoll"], tls=False)
         self.procs.append(self.relay_ep.proc)
         agent_ep = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
                                  self.relay_ep.server, extra=["--name", "bench", "--pool", "64",
-                                                              "--engine", "epoll"])
+                                                              "--engine", "epoll"], tls=False)
         self.procs.append(agent_ep.proc)
         self.targets["sluice-epoll"] = ("http://127.0.0.1:%d" % self.relay_ep.http_port,
                                         "bench.localhost")
+        # TLS on the agent link (what a deployment runs): the price of encryption.
+        self.relay_tls = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
+                                       extra=["--log-level", "warn"])
+        self.procs.append(self.relay_tls.proc)
+        agent_tls = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
+                                  self.relay_tls.server, extra=["--name", "bench", "--pool", "64"])
+        self.procs.append(agent_tls.proc)
+        self.agent_tls = agent_tls
+        self.targets["sluice-tls"] = ("http://127.0.0.1:%d" % self.relay_tls.http_port,
+                                      "bench.localhost")
 
     def idle_tunnels(self, n):
         """Open n bare control connections (HELLO, no data pool) and read the relay's RSS."""
@@ -238,17 +251,19 @@ class Bench:
                     key, name, res["scenarios"][key][name]["rps"],
                     res["scenarios"][key][name]["p50_ms"], res["scenarios"][key][name]["p99_ms"],
                     " ".join(res["scenarios"][key][name]["errors"])), flush=True)
-        for name in ("direct", "haproxy1", "haproxy2", "sluice"):
+        for name in ("direct", "haproxy1", "haproxy2", "sluice", "sluice-tls"):
             base, host = self.targets[name]
             runs = [download(base + "/big", host) for _ in range(a.reps)]
             res["download"][name] = statistics.median(runs)
             print("download   %-9s %6.2f GB/s (%d MiB)" % (name, res["download"][name], a.big_mb), flush=True)
         res["memory"]["agent_rss_kb"] = rss_kb(self.agent.proc.pid)
+        res["memory"]["agent_tls_rss_kb"] = rss_kb(self.agent_tls.proc.pid)
         res["memory"]["relay_rss_kb"] = rss_kb(self.relay.proc.pid)
         res["memory"]["relay_bytes_per_idle_tunnel"] = self.idle_tunnels(a.tunnels)
         res["memory"]["idle_tunnels_measured"] = a.tunnels
-        print("memory     agent RSS %d KiB, relay RSS %d KiB, relay %.0f B per idle tunnel (%d tunnels)" % (
-            res["memory"]["agent_rss_kb"], res["memory"]["relay_rss_kb"],
+        print("memory     agent RSS %d KiB (with TLS %d KiB), relay RSS %d KiB, relay %.0f B per idle tunnel (%d tunnels)" % (
+            res["memory"]["agent_rss_kb"], res["memory"]["agent_tls_rss_kb"],
+            res["memory"]["relay_rss_kb"],
             res["memory"]["relay_bytes_per_idle_tunnel"], a.tunnels), flush=True)
         return res
 
@@ -271,22 +286,24 @@ def markdown(res, cmd):
     md = ["# End-to-end results", "", "Command: `%s`" % cmd, "",
           "Medians of %d runs of %d s each (wrk, 1 thread); 2 cores shared by every process." % (
               res["config"]["reps"], res["config"]["seconds"]), "",
-          "| scenario | " + " | ".join(names) + " | sluice / haproxy2 | sluice / ssh-R | sluice p99 / haproxy1 p99 | io_uring / epoll |",
-          "|---" * (len(names) + 5) + "|"]
+          "| scenario | " + " | ".join(names) + " | sluice / haproxy2 | sluice / ssh-R | sluice p99 / haproxy1 p99 | io_uring / epoll | tls / plain |",
+          "|---" * (len(names) + 6) + "|"]
     for key, row in sc.items():
         cells = ["%.0f req/s, p99 %.1f ms" % (row[n]["rps"], row[n]["p99_ms"]) for n in names]
         s = row["sluice"]
-        md.append("| %s | %s | %.2f | %s | %.2f | %.2f |" % (
+        md.append("| %s | %s | %.2f | %s | %.2f | %.2f | %.2f |" % (
             key, " | ".join(cells), ratio(s["rps"], row["haproxy2"]["rps"]),
             "%.2f" % ratio(s["rps"], row["ssh-R"]["rps"]) if "ssh-R" in row else "n/a",
             ratio(s["p99_ms"], row["haproxy1"]["p99_ms"]),
-            ratio(s["rps"], row["sluice-epoll"]["rps"])))
+            ratio(s["rps"], row["sluice-epoll"]["rps"]),
+            ratio(row["sluice-tls"]["rps"], s["rps"])))
     d = res["download"]
     md += ["", "Download of %d MiB (curl): " % res["config"]["big_mb"] +
            ", ".join("%s %.2f GB/s" % (k, v) for k, v in d.items()) +
            "; sluice / haproxy1 = %.2f." % ratio(d["sluice"], d["haproxy1"]), "",
-           "Memory: agent RSS %d KiB; relay RSS %d KiB after the run; %.0f bytes of relay RSS per idle tunnel (%d control connections, no data pool)." % (
-               res["memory"]["agent_rss_kb"], res["memory"]["relay_rss_kb"],
+           "Memory: agent RSS %d KiB (%d KiB with TLS to the relay); relay RSS %d KiB after the run; %.0f bytes of relay RSS per idle tunnel (%d control connections, no data pool)." % (
+               res["memory"]["agent_rss_kb"], res["memory"]["agent_tls_rss_kb"],
+               res["memory"]["relay_rss_kb"],
                res["memory"]["relay_bytes_per_idle_tunnel"], res["memory"]["idle_tunnels_measured"])]
     return "\n".join(md) + "\n"
 

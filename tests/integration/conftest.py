@@ -101,11 +101,11 @@ def app():
 
 @pytest.fixture
 def start_agent(binary, tmp_path):
-    """start_agent(port, server, proto="http", extra=(), wait=True) -> harness.Agent"""
+    """start_agent(port, server, proto="http", extra=(), wait=True, tls=True) -> harness.Agent"""
     started = []
 
-    def start(port, server, proto="http", extra=(), wait=True):
-        a = harness.Agent(binary("sluice"), tmp_path, port, server, proto, extra, wait)
+    def start(port, server, proto="http", extra=(), wait=True, tls=True):
+        a = harness.Agent(binary("sluice"), tmp_path, port, server, proto, extra, wait, tls)
         started.append(a)
         return a
     yield start

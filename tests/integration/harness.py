@@ -247,17 +247,56 @@ backend back
 """.format(mode=mode, front=front_port, back=back_port)
 
 
+_pki = {}
+
+
+def pki():
+    """A test CA and certificates signed by it, made once per process with the
+    openssl tool: "relay" names localhost, *.localhost, *.sluice.test and 127.0.0.1 (the
+    relay's default certificate); "other" names app.example.com (an SNI
+    certificate). Returns {"ca": path, "relay": (crt, key), "other": (crt, key),
+    "dir": path}."""
+    if _pki:
+        return _pki
+    import tempfile
+    d = tempfile.mkdtemp(prefix="sluice-pki-")
+    _pki["dir"] = d
+
+    def run(*argv):
+        subprocess.run(["openssl"] + list(argv), cwd=d, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "30",
+        "-subj", "/CN=sluice test CA")
+    for name, cn, san in (("relay", "localhost", "DNS:localhost,DNS:*.localhost,DNS:*.sluice.test,IP:127.0.0.1"),
+                          ("other", "app.example.com", "DNS:app.example.com")):
+        with open(os.path.join(d, name + ".ext"), "w") as f:
+            f.write("subjectAltName=%s\n" % san)
+        run("req", *ec, "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=" + cn)
+        run("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", name + ".pem", "-days", "30", "-extfile", name + ".ext")
+        _pki[name] = (os.path.join(d, name + ".pem"), os.path.join(d, name + ".key"))
+    _pki["ca"] = os.path.join(d, "ca.pem")
+    return _pki
+
+
 class Relay:
-    """sluice-relay on free loopback ports, with timeouts short enough for tests."""
+    """sluice-relay on free loopback ports, with timeouts short enough for tests.
+    tls: the agent link speaks TLS with the test PKI's relay certificate."""
 
     FAST = ["--heartbeat-ms", "300", "--dead-after-ms", "1500", "--grace-ms", "5000",
             "--head-timeout-ms", "1000", "--open-timeout-ms", "3000", "--drain-timeout-ms", "3000"]
 
-    def __init__(self, binary, workdir, extra=(), ports=None):
+    def __init__(self, binary, workdir, extra=(), ports=None, tls=True):
         self.binary = binary
         self.dir = str(workdir)
         self.http_port, self.agents_port, self.admin_port = ports or (free_port(), free_port(), free_port())
         self.extra = list(extra)
+        self.tls = tls
+        if tls:
+            crt, key = pki()["relay"]
+            self.extra = ["--cert", crt, "--key", key] + self.extra
         self.proc = None
         self.start()
 
@@ -280,11 +319,14 @@ class Relay:
 
 
 class Agent:
-    """`sluice http|tcp PORT --json`, its events read from stdout."""
+    """`sluice http|tcp PORT --json`, its events read from stdout. tls: True
+    verifies the relay against the test CA, False adds --transport tcp, None
+    adds neither (the test says)."""
 
-    def __init__(self, binary, workdir, port, server, proto="http", extra=(), wait=True):
+    def __init__(self, binary, workdir, port, server, proto="http", extra=(), wait=True, tls=True):
+        link = {True: ["--ca", pki()["ca"]], False: ["--transport", "tcp"], None: []}[tls]
         self.argv = [binary, proto, str(port), "--server", server, "--json", "--log-format",
-                     "text"] + list(extra)
+                     "text"] + link + list(extra)
         self.dir = str(workdir)
         self.proc = Proc("agent-%d-%d" % (port, free_port()), self.argv, self.dir)
         self.ready = None

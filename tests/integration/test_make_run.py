@@ -11,8 +11,10 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 def test_run_local_once_starts_answers_and_stops(bin_dir, tmp_path):
     port = harness.free_port()
     http = harness.free_port()
+    https = harness.free_port()
     env = dict(os.environ, SLUICE_RUN_CONTROL="127.0.0.1:%d" % port,
                SLUICE_RUN_HTTP="127.0.0.1:%d" % http,
+               SLUICE_RUN_HTTPS="127.0.0.1:%d" % https,
                SLUICE_RUN_AGENTS="127.0.0.1:%d" % harness.free_port(),
                SLUICE_RUN_ADMIN="127.0.0.1:%d" % harness.free_port(),
                SLUICE_RUN_APP=str(harness.free_port()))
@@ -23,7 +25,12 @@ def test_run_local_once_starts_answers_and_stops(bin_dir, tmp_path):
     assert '"status":"ok"' in r.stdout and '"redis":{"ok":true' in r.stdout
     assert "run-local: tunnel         http://demo.localhost:%d/" % http in r.stdout
     assert "run-local: the tunnel answers: <h1>Hello through sluice</h1>" in r.stdout
+    assert "run-local: and over HTTPS: https://demo.localhost:%d/" % https in r.stdout
     assert "run-local: stopped" in r.stdout
+    # The development CA and certificate stay for the next run; no temporary is left.
+    tls = sorted(os.listdir(tmp_path / "run" / "tls"))
+    assert tls == ["ca.key", "ca.pem", "relay.key", "relay.pem"], tls
+    assert oct(os.stat(tmp_path / "run" / "tls" / "relay.key").st_mode & 0o777) == "0o600"
     assert not harness.port_open(port) and not harness.port_open(http)
     assert not os.path.exists(tmp_path / "run" / "redis.sock")
     # Nothing it started is left: no process still has the run dir open.

@@ -1,0 +1,212 @@
+"""TLS: the agent link (the agent verifies the relay) and public HTTPS
+terminated by the relay (SNI, ALPN http/1.1, reload on SIGHUP). Real
+clients: curl, Python's ssl module, the openssl tool for certificates."""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+import apps
+import harness
+
+DOMAIN = "sluice.test"  # the test certificate carries *.sluice.test
+
+
+@pytest.fixture(params=["io_uring", "epoll"])
+def https_relay(request, binary, tmp_path):
+    """A relay with --https, TLS toward agents, and a --cert-dir for SNI."""
+    pki = harness.pki()
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    crt, key = pki["other"]
+    shutil.copy(crt, certs / "app.example.com.crt")
+    shutil.copy(key, certs / "app.example.com.key")
+    port = harness.free_port()
+    r = harness.Relay(binary("sluice-relay"), tmp_path,
+                      extra=["--engine", request.param, "--domain", DOMAIN,
+                             "--https", "127.0.0.1:%d" % port, "--cert-dir", str(certs)])
+    r.https_port = port
+    r.certs = certs
+    yield r
+    r.stop()
+
+
+def curl_https(relay, host, path, extra=()):
+    """curl over HTTPS to the relay with the test CA; returns (status, body, http_version)."""
+    out = subprocess.run(
+        ["curl", "-sS", "--max-time", "60", "--cacert", harness.pki()["ca"],
+         "--resolve", "%s:%d:127.0.0.1" % (host, relay.https_port),
+         "-w", "\n%{http_code} %{http_version}", "https://%s:%d%s" % (host, relay.https_port, path)]
+        + list(extra), capture_output=True, timeout=90)
+    assert out.returncode == 0, out.stderr.decode()
+    body, _, tail = out.stdout.rpartition(b"\n")
+    code, version = tail.decode().split()
+    return int(code), body, version
+
+
+def peer_cert_cn(port, sni):
+    ctx = ssl.create_default_context(cafile=harness.pki()["ca"])
+    ctx.check_hostname = False
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname=sni) as t:
+            subject = dict(x[0] for x in t.getpeercert()["subject"])
+            return subject["commonName"]
+
+
+def metric(relay, name):
+    import urllib.request
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % relay.admin_port, timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("no metric %s in\n%s" % (name, text))
+
+
+def test_https_request_reaches_the_app_with_forwarded_proto(https_relay, app, start_agent):
+    start_agent(app.port, https_relay.server, extra=["--name", "demo"])
+    status, body, version = curl_https(https_relay, "demo." + DOMAIN, "/echo?x=1")
+    assert status == 200, body
+    seen = json.loads(body)
+    assert seen["path"] == "/echo?x=1"
+    assert seen["headers"]["X-Forwarded-Proto"] == "https"
+    assert "proto=https" in seen["headers"]["Forwarded"]
+    assert version == "1.1"
+
+
+def test_https_alpn_picks_http11_when_h2_is_offered(https_relay, app, start_agent):
+    start_agent(app.port, https_relay.server, extra=["--name", "alpn"])
+    status, _, version = curl_https(https_relay, "alpn." + DOMAIN, "/", extra=["--http2"])
+    assert (status, version) == (200, "1.1")
+    ctx = ssl.create_default_context(cafile=harness.pki()["ca"])
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", https_relay.https_port), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname="alpn." + DOMAIN) as t:
+            assert t.selected_alpn_protocol() == "http/1.1"
+    ctx.set_alpn_protocols(["h2"])  # h2 alone: the handshake goes on without ALPN
+    with socket.create_connection(("127.0.0.1", https_relay.https_port), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname="alpn." + DOMAIN) as t:
+            assert t.selected_alpn_protocol() is None
+
+
+def test_https_large_bodies_stream_intact_both_ways(https_relay, app, start_agent, tmp_path):
+    start_agent(app.port, https_relay.server, extra=["--name", "big"])
+    n = 64 << 20
+    status, body, _ = curl_https(https_relay, "big." + DOMAIN, "/bytes?n=%d" % n)
+    assert status == 200
+    assert len(body) == n
+    assert hashlib.sha256(body).hexdigest() == apps.bytes_sha256(n)
+    up = tmp_path / "up.bin"
+    data = os.urandom(32 << 20)
+    up.write_bytes(data)
+    status, body, _ = curl_https(https_relay, "big." + DOMAIN, "/upload",
+                                 extra=["--data-binary", "@%s" % up])
+    assert status == 200
+    assert json.loads(body) == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                                "path": "/upload"}
+
+
+def test_sni_chooses_the_certificate(https_relay):
+    assert peer_cert_cn(https_relay.https_port, "app.example.com") == "app.example.com"
+    assert peer_cert_cn(https_relay.https_port, "demo." + DOMAIN) == "localhost"
+
+
+def test_sighup_reloads_certificates_and_keeps_old_ones_on_error(https_relay):
+    pki = harness.pki()
+    # The SNI certificate's files are swapped for the default one's: after
+    # SIGHUP, app.example.com is served the new certificate.
+    shutil.copy(pki["relay"][0], https_relay.certs / "app.example.com.crt")
+    shutil.copy(pki["relay"][1], https_relay.certs / "app.example.com.key")
+    assert peer_cert_cn(https_relay.https_port, "app.example.com") == "app.example.com"
+    https_relay.proc.popen.send_signal(signal.SIGHUP)
+    harness.wait_for(lambda: metric(https_relay, 'sluice_tls_events_total{event="reload"}') == 1,
+                     what="reload")
+    assert peer_cert_cn(https_relay.https_port, "app.example.com") == "localhost"
+    # A broken file: the reload fails, says so, and the old certificates serve.
+    (https_relay.certs / "app.example.com.crt").write_text("not a certificate\n")
+    https_relay.proc.popen.send_signal(signal.SIGHUP)
+    harness.wait_for(
+        lambda: metric(https_relay, 'sluice_tls_events_total{event="reload_failure"}') == 1,
+        what="reload failure")
+    assert "certificate reload failed" in https_relay.proc.log()
+    assert "app.example.com.crt: not a valid PEM file" in https_relay.proc.log()
+    assert peer_cert_cn(https_relay.https_port, "app.example.com") == "localhost"
+    assert https_relay.proc.alive()
+
+
+def test_https_garbage_and_silent_clients_are_dropped(https_relay):
+    before = metric(https_relay, 'sluice_tls_events_total{event="handshake_failure"}')
+    with socket.create_connection(("127.0.0.1", https_relay.https_port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # plaintext to a TLS port
+        while s.recv(4096):  # a TLS alert at most, then the close
+            pass
+    harness.wait_for(lambda: metric(https_relay, 'sluice_tls_events_total{event="handshake_failure"}')
+                     > before, what="handshake failure counted")
+    # A client that never starts its handshake is closed at the head deadline.
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", https_relay.https_port), timeout=10) as s:
+        assert s.recv(100) == b""
+    assert time.monotonic() - t0 < 8
+    assert https_relay.proc.alive()
+
+
+def test_agent_refuses_a_relay_it_cannot_verify(relay, app, start_agent):
+    # The system store does not know the test CA.
+    a = start_agent(app.port, relay.server, tls=None, wait=False)
+    ev = a.wait_event("error")
+    assert "certificate verify failed" in ev["message"], ev
+    assert "--ca FILE" in ev["message"]
+    time.sleep(1)  # it retries, and never comes up
+    assert not [e for e in a.events() if e["event"] == "ready"]
+    assert a.proc.alive()
+
+
+def test_agent_checks_the_relay_name(relay, app, start_agent):
+    a = start_agent(app.port, relay.server, wait=False, extra=["--server-name", "other.example"])
+    ev = a.wait_event("error")
+    assert "name mismatch" in ev["message"], ev
+    assert not [e for e in a.events() if e["event"] == "ready"]
+
+
+def test_agent_insecure_skips_verification(relay, app, start_agent):
+    a = start_agent(app.port, relay.server, tls=None, extra=["--insecure"])
+    assert a.url
+    assert "not verified" in a.proc.log()
+
+
+def test_plaintext_and_tls_mismatches_say_what_to_do(binary, tmp_path, relay, app, start_agent):
+    a = start_agent(app.port, relay.server, tls=False, wait=False)  # plaintext to a TLS relay
+    ev = a.wait_event("error")
+    assert "expects TLS" in ev["message"], ev
+    plain = harness.Relay(binary("sluice-relay"), tmp_path, tls=False)
+    try:
+        b = start_agent(app.port, plain.server, wait=False)  # TLS to a plaintext relay
+        ev = b.wait_event("error")
+        assert "--transport tcp" in ev["message"], ev
+        c = start_agent(app.port, plain.server, tls=False)
+        assert c.url
+    finally:
+        plain.stop()
+
+
+def test_relay_refuses_bad_tls_options(binary, tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("junk\n")
+    crt, key = harness.pki()["relay"]
+    base = [binary("sluice-relay"), "--http", "127.0.0.1:%d" % harness.free_port(),
+            "--agents", "127.0.0.1:%d" % harness.free_port(),
+            "--admin", "127.0.0.1:%d" % harness.free_port()]
+    for extra, msg in ((["--cert", str(bad), "--key", key], "not a valid PEM file"),
+                       (["--cert", crt, "--key", str(tmp_path / "missing.key")], "No such file"),
+                       (["--cert", crt], "--cert and --key go together"),
+                       (["--https", "127.0.0.1:%d" % harness.free_port()], "--https needs --cert"),
+                       (["--cert", crt, "--key", harness.pki()["other"][1]], "does not match")):
+        out = subprocess.run(base + extra, capture_output=True, text=True, timeout=10)
+        assert out.returncode != 0, extra
+        assert msg in out.stderr, (extra, out.stderr)
