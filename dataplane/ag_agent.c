@@ -59,6 +59,9 @@ struct agent {
 	char cbuf[PR_FRAME_HDR + PR_FRAME_MAX];
 	uint64_t streams, bytes_in, bytes_out;
 	char last_error[160];
+	/* The control connection's TLS session: data connections resume it
+	 * (no certificate work on either side). Refreshed at every BOUND. */
+	WOLFSSL_SESSION *tls_session;
 };
 
 /* ---- output: JSON events, a status line, or log lines ---- */
@@ -289,7 +292,8 @@ static void data_connected(struct agent *a, uint32_t c, int res)
 		return;
 	}
 	((struct dconn *)dp_c(&a->io, c)->owner)->state = D_IDLE;
-	if (a->cfg->tls && dp_tls_connect(&a->io, c, a->cfg->tls, a->cfg->server_name) < 0) {
+	if (a->cfg->tls &&
+	    dp_tls_connect(&a->io, c, a->cfg->tls, a->cfg->server_name, a->tls_session) < 0) {
 		dp_conn_close(&a->io, c);
 		return;
 	}
@@ -362,7 +366,8 @@ static void ctrl_connected(struct agent *a, uint32_t c, int res)
 		dp_conn_close(&a->io, c);
 		return;
 	}
-	if (a->cfg->tls && dp_tls_connect(&a->io, c, a->cfg->tls, a->cfg->server_name) < 0) {
+	if (a->cfg->tls &&
+	    dp_tls_connect(&a->io, c, a->cfg->tls, a->cfg->server_name, a->tls_session) < 0) {
 		set_error(a, "relay %s: TLS set-up failed", a->cfg->server_text);
 		dp_conn_close(&a->io, c);
 		return;
@@ -381,6 +386,12 @@ static void ctrl_connected(struct agent *a, uint32_t c, int res)
 static void on_bound(struct agent *a, const struct pr_msg *m)
 {
 	int again = a->ever_bound && strcmp(a->url, m->url) == 0;
+	WOLFSSL_SESSION *sess = a->cfg->tls ? dp_tls_session(&a->io, a->ctrl) : NULL;
+
+	if (sess) {
+		dp_tls_session_free(a->tls_session);
+		a->tls_session = sess;
+	}
 
 	a->state = S_BOUND;
 	a->epoch = m->epoch;
@@ -619,6 +630,7 @@ int ag_run(const struct ag_config *cfg, volatile sig_atomic_t *stop)
 	dp_io_close_all(&a->io, 2000);
 	event(a, "closed", NULL);
 	err = a->fatal < 0 ? a->fatal : err;
+	dp_tls_session_free(a->tls_session);
 	dp_io_free(&a->io);
 	free(a);
 	return err;

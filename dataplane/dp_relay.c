@@ -182,18 +182,26 @@ struct shared {
 	struct dp_owners owners;
 	struct relay **w;
 	int nworkers;
-	volatile sig_atomic_t *stop;
-	unsigned reload_gen; /* bumped by worker 0 on SIGHUP (atomic) */
+	volatile sig_atomic_t *stop, *reload;
+	struct dp_tls_server tls; /* when tls_on (cfg->cert set); reloaded by worker 0 */
+	struct dp_tls_stats tls_reloads;
+	int tls_on;
+	atomic_int abort; /* a worker failed to start: everyone stops */
+	/* Start-up: workers count themselves ready under ready_mu and wait for
+	 * expected (or abort) before serving. */
+	pthread_mutex_t ready_mu;
+	pthread_cond_t ready_cv;
+	int nready, expected;
 };
 
 struct relay {
 	struct dp_io io;
 	const struct dp_relay_config *cfg;
 	struct shared *sh;
-	int idx; /* worker index */
+	int idx;	  /* worker index */
+	uint32_t nagents; /* tunnels with a control connection */
 	pthread_t thread;
-	int err; /* the worker loop's result */
-	unsigned reload_seen;
+	int err;		/* the worker loop's result */
 	struct dp_queue moving; /* sockets waiting to be exported (slot, generation) */
 	/* The inbox: handoffs from other workers, under inbox_mu; closed once
 	 * this worker stops taking them. */
@@ -204,7 +212,8 @@ struct relay {
 	struct snapshot snap;
 	struct dp_tunnels tunnels;
 	uint32_t l_http, l_https, l_agents, l_admin;
-	struct dp_tls_server tls; /* when cfg->cert is set */
+	struct dp_tls_server tls;      /* when cfg->cert is set */
+	struct dp_tls_stats tls_quiet; /* reload counts of workers other than 0 */
 	int tls_on;
 	uint64_t now_ms, next_sweep_ms;
 	int http_port;
@@ -499,7 +508,21 @@ static void detach(struct relay *r, struct pub *p)
 	p->t = NULL;
 }
 
-/* Route and forward one parsed request head; returns 0, or -1 after an error response. */
+static void begin_move(struct relay *r, uint32_t c);
+
+/* The request's tunnel lives on worker w: p goes there, with its bytes. */
+static void move_public(struct relay *r, struct pub *p, int w)
+{
+	if (p->t != NULL)
+		detach(r, p); /* a keep-alive request for a tunnel of another worker */
+	untime(r, p);
+	p->phase = P_MOVING;
+	p->moving_to = w;
+	begin_move(r, p->slot);
+}
+
+/* Route and forward one parsed request head; returns 0, 1 when p moves to
+ * another worker (the head goes along), or -1 after an error response. */
 static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *q)
 {
 	const char *name = NULL, *sid = NULL, *rest = q->target;
@@ -511,6 +534,15 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 
 	if (t == NULL && name == NULL)
 		t = route_path(r, q, &sid, &sid_len, &rest, &rest_len);
+	if (t == NULL && (name || sid)) {
+		int w = name ? dp_owners_find(&r->sh->owners, 0, name, name_len)
+			     : dp_owners_find(&r->sh->owners, 1, sid, sid_len);
+
+		if (w >= 0 && w != r->idx && p->hops < MAX_HOPS) {
+			move_public(r, p, w);
+			return 1;
+		}
+	}
 	if (t == NULL) {
 		if (name)
 			pub_error(r, p, E_404, NULL, "no tunnel named \"%.*s\" on this relay\n",
@@ -545,6 +577,7 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 	}
 	r->m.requests++;
 	t->requests++;
+	p->hops = 0; /* MAX_HOPS bounds the moves of one request, not of a connection */
 	p->req_ns = sl_mono_ns();
 	if (p->t == NULL) {
 		p->t = t;
@@ -569,7 +602,8 @@ static int head_error(int err)
 	return err == DP_HTTP_TOO_MANY ? E_431 : err == DP_HTTP_BAD_TE ? E_501 : E_400;
 }
 
-/* Parse a head from buf; returns its length, 0 when incomplete, -1 after an error. */
+/* Parse a head from buf; returns its length, 0 when incomplete, -1 after an
+ * error, -2 when the connection moves to another worker. */
 static int try_head(struct relay *r, struct pub *p, const char *buf, size_t len)
 {
 	static _Thread_local struct dp_http_req q; /* large: one per worker thread */
@@ -593,9 +627,11 @@ static int try_head(struct relay *r, struct pub *p, const char *buf, size_t len)
 	}
 	if (p->waiting == 0)
 		untime(r, p);
-	if (on_request(r, p, &q) < 0)
-		return -1;
-	return n;
+	switch (on_request(r, p, &q)) {
+	case 0: return n;
+	case 1: return -2; /* moving: nothing of the head was consumed */
+	default: return -1;
+	}
 }
 
 /* Bytes of a body: how many of n belong to it (phase moves on at its end). */
@@ -624,6 +660,25 @@ static size_t body_take(struct relay *r, struct pub *p, const char *ptr, size_t 
 	return (size_t)k;
 }
 
+/* Append n bytes to p->acc; returns 0 or -ENOMEM. */
+static int acc_put(struct pub *p, const char *ptr, size_t n)
+{
+	if (p->acc_len + n > p->acc_cap) {
+		uint32_t cap = p->acc_cap ? p->acc_cap : 4096;
+		char *nb;
+
+		while (cap < p->acc_len + n)
+			cap *= 2;
+		if ((nb = realloc(p->acc, cap)) == NULL)
+			return -ENOMEM;
+		p->acc = nb;
+		p->acc_cap = cap;
+	}
+	memcpy(p->acc + p->acc_len, ptr, n);
+	p->acc_len += (uint32_t)n;
+	return 0;
+}
+
 /* Append to the partial-head buffer; returns 0 or -1 (too large, replied). */
 static int acc_append(struct relay *r, struct pub *p, const char *ptr, size_t n)
 {
@@ -631,22 +686,21 @@ static int acc_append(struct relay *r, struct pub *p, const char *ptr, size_t n)
 		pub_error(r, p, E_431, NULL, "request head over 64 KiB\n");
 		return -1;
 	}
-	if (p->acc_len + n > p->acc_cap) {
-		uint32_t cap = p->acc_cap ? p->acc_cap : 4096;
-		char *nb;
-
-		while (cap < p->acc_len + n)
-			cap *= 2;
-		if ((nb = realloc(p->acc, cap)) == NULL) {
-			pub_error(r, p, E_503, NULL, "relay out of memory\n");
-			return -1;
-		}
-		p->acc = nb;
-		p->acc_cap = cap;
+	if (acc_put(p, ptr, n) < 0) {
+		pub_error(r, p, E_503, NULL, "relay out of memory\n");
+		return -1;
 	}
-	memcpy(p->acc + p->acc_len, ptr, n);
-	p->acc_len += (uint32_t)n;
 	return 0;
+}
+
+#define STASH_MAX (8u << 20) /* bytes a moving connection carries at most */
+
+/* Keep bytes of a connection that moves to another worker (in acc, after
+ * its head); past STASH_MAX, or out of memory, the connection closes. */
+static void stash(struct relay *r, struct pub *p, const char *ptr, size_t n)
+{
+	if (p->acc_len + n > STASH_MAX || acc_put(p, ptr, n) < 0)
+		dp_conn_close(&r->io, p->slot);
 }
 
 /*
@@ -662,7 +716,12 @@ static void pub_data(struct relay *r, struct pub *p, uint32_t seg)
 	size_t n = g->len, used;
 	int h;
 
-	while (n > 0 && p->phase != P_DONE) {
+	if (p->phase == P_MOVING) {
+		stash(r, p, ptr, n); /* bytes that came before the receive stopped */
+		dp_seg_release(&r->io.r, seg);
+		return;
+	}
+	while (n > 0 && p->phase != P_DONE && p->phase != P_MOVING) {
 		if (p->phase != P_HEAD) {
 			used = body_take(r, p, ptr, n);
 			if (p->phase == P_DONE)
@@ -685,6 +744,8 @@ static void pub_data(struct relay *r, struct pub *p, uint32_t seg)
 			h = try_head(r, p, ptr, n);
 			if (h == 0 && acc_append(r, p, ptr, n) == 0)
 				n = 0;
+			if (h == -2)
+				stash(r, p, ptr, n); /* the head and what follows go along */
 			if (h <= 0)
 				break;
 			ptr += h;
@@ -695,7 +756,7 @@ static void pub_data(struct relay *r, struct pub *p, uint32_t seg)
 			break;
 		n = 0;
 		h = try_head(r, p, p->acc, p->acc_len);
-		if (h <= 0)
+		if (h <= 0) /* -2 (moving): acc already holds the head and what followed */
 			break;
 		/* The bytes after the head move to a heap segment, handled next. */
 		uint32_t restseg = dp_seg_copy(&r->io.r, p->acc + h, p->acc_len - (uint32_t)h);
@@ -848,14 +909,17 @@ static void bound_url(struct relay *r, struct dp_tunnel *t, char *url, size_t ca
 		snprintf(url, cap, "http://%s.%s:%d/", t->name, r->cfg->domain, r->http_port);
 }
 
-static struct dp_tunnel *new_tunnel(struct relay *r, const struct pr_msg *m, int *code)
+/* A new tunnel on this worker, its name claimed across workers. NULL with
+ * *code set, or with *elsewhere set when another worker holds the name. */
+static struct dp_tunnel *new_tunnel(struct relay *r, const struct pr_msg *m, int *code,
+				    int *elsewhere)
 {
 	struct dp_tunnel *t = calloc(1, sizeof(*t));
+	int w;
 
-	if (t == NULL) {
-		*code = PR_E_INTERNAL;
+	*code = PR_E_INTERNAL;
+	if (t == NULL)
 		return NULL;
-	}
 	if (m->name[0])
 		snprintf(t->name, sizeof(t->name), "%s", m->name);
 	else
@@ -865,24 +929,36 @@ static struct dp_tunnel *new_tunnel(struct relay *r, const struct pr_msg *m, int
 	snprintf(t->token, sizeof(t->token), "%s", m->token);
 	t->proto = m->proto;
 	t->ctrl = t->idle = t->wait_head = t->wait_tail = t->tcp_listener = DP_NIL;
-	if (t->proto == PR_PROTO_TCP && open_tcp_port(r, t) < 0) {
+	if ((w = dp_owners_claim(&r->sh->owners, t->name, t->sid, r->idx)) != r->idx) {
+		if (w >= 0)
+			*elsewhere = w;
 		free(t);
-		*code = PR_E_NO_PORT;
 		return NULL;
 	}
+	if (t->proto == PR_PROTO_TCP && open_tcp_port(r, t) < 0) {
+		*code = PR_E_NO_PORT;
+		goto fail;
+	}
 	if (dp_tunnels_add(&r->tunnels, t) < 0) {
-		free(t);
-		*code = PR_E_INTERNAL;
-		return NULL;
+		if (t->tcp_listener != DP_NIL)
+			dp_conn_close(&r->io, t->tcp_listener); /* its reference keeps t */
+		t->tcp_listener = DP_NIL;
+		goto fail;
 	}
 	t->linked = 1;
 	return t;
+fail:
+	dp_owners_release(&r->sh->owners, t->name, t->sid, r->idx);
+	if (t->refs == 0)
+		free(t);
+	return NULL;
 }
 
 /* The control connection of t goes (closed or dead): the tunnel waits for a resume. */
 static void tunnel_offline(struct relay *r, struct dp_tunnel *t)
 {
 	t->ctrl = DP_NIL;
+	r->nagents--;
 	t->offline_since_ms = r->now_ms;
 	close_idle(r, t);
 	fail_waiters(r, t);
@@ -942,10 +1018,13 @@ static void bind_ctrl(struct relay *r, uint32_t c, struct dp_tunnel *t)
 		((struct agent *)dp_c(&r->io, old)->owner)->t = NULL;
 		tunnel_unref(t);
 		t->ctrl = DP_NIL;
+		r->nagents--;
 		dp_conn_close(&r->io, old);
 		close_idle(r, t);
 	}
 	t->epoch++;
+	if (t->ctrl == DP_NIL)
+		r->nagents++;
 	t->ctrl = c;
 	t->last_rx_ms = t->last_ping_ms = r->now_ms;
 	t->opens_asked = 0;
@@ -974,8 +1053,37 @@ static void send_bound(struct relay *r, uint32_t c, struct dp_tunnel *t)
 		(unsigned long long)t->epoch, b.url);
 }
 
-/* HELLO: a new session, or the resume of one whose name we hold. */
-static void on_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
+static void begin_move(struct relay *r, uint32_t c);
+
+/* Agent connection c goes to worker w, with its frames; returns 1. */
+static int move_agent(struct relay *r, uint32_t c, int w)
+{
+	struct agent *a = dp_c(&r->io, c)->owner;
+
+	a->moving_to = w;
+	begin_move(r, c);
+	return 1;
+}
+
+/*
+ * The worker holding session sid or name (either may be NULL) when it is
+ * not this one, else -1. A socket that already moved MAX_HOPS times stays:
+ * the tunnel is changing hands, and the agent retries.
+ */
+static int held_elsewhere(struct relay *r, const char *sid, const char *name)
+{
+	int w = DP_OWNER_NONE;
+
+	if (sid)
+		w = dp_owners_find(&r->sh->owners, 1, sid, strlen(sid));
+	if (w == DP_OWNER_NONE && name)
+		w = dp_owners_find(&r->sh->owners, 0, name, strlen(name));
+	return w >= 0 && w != r->idx ? w : -1;
+}
+
+/* HELLO: a new session, or the resume of one whose name we hold. Returns 1
+ * when the connection moves to the worker holding the tunnel, else 0. */
+static int on_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
 {
 	struct refusal why = {0, NULL};
 	struct dp_tunnel *t;
@@ -988,26 +1096,42 @@ static void on_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
 	else if (r->draining)
 		why = (struct refusal){PR_E_DRAIN, "relay is draining"};
 	t = why.text ? NULL : hello_existing(r, m, &why);
-	if (why.text == NULL && t == NULL && (t = new_tunnel(r, m, &code)) == NULL)
-		why = (struct refusal){(enum pr_code)code, code == PR_E_NO_PORT ? "no TCP port left"
-										: "internal error"};
+	if (why.text == NULL && t == NULL) {
+		int w = held_elsewhere(r, m->session[0] ? m->session : NULL,
+				       m->name[0] ? m->name : NULL);
+
+		if (w < 0 && (t = new_tunnel(r, m, &code, &w)) == NULL && w < 0)
+			why = (struct refusal){(enum pr_code)code, code == PR_E_NO_PORT
+									   ? "no TCP port left"
+									   : "internal error"};
+		if (w >= 0 && ((struct agent *)dp_c(&r->io, c)->owner)->hops < MAX_HOPS)
+			return move_agent(r, c, w);
+		if (w >= 0)
+			why = (struct refusal){PR_E_INTERNAL, "tunnel changing workers; retry"};
+	}
 	if (why.text) {
 		agent_refuse(r, c, why.code, why.text);
-		return;
+		return 0;
 	}
 	bind_ctrl(r, c, t);
 	send_bound(r, c, t);
 	ask_for_data(r, t);
+	return 0;
 }
 
-static void on_data_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
+/* DATA_HELLO: a data connection joins its tunnel's pool; returns 1 when it
+ * moves to the worker holding the tunnel, else 0. */
+static int on_data_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
 {
 	struct agent *a = dp_c(&r->io, c)->owner;
 	struct dp_tunnel *t = dp_tunnels_by_sid(&r->tunnels, m->session, strlen(m->session));
+	int w;
 
+	if (t == NULL && a->hops < MAX_HOPS && (w = held_elsewhere(r, m->session, NULL)) >= 0)
+		return move_agent(r, c, w);
 	if (t == NULL || t->ctrl == DP_NIL || m->epoch != t->epoch || !ct_equal(t->key, m->key)) {
 		dp_conn_close(&r->io, c);
-		return;
+		return 0;
 	}
 	dp_c(&r->io, c)->kind = K_DATA;
 	fresh_unlink(r, a);
@@ -1018,6 +1142,7 @@ static void on_data_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
 	a->buf = NULL;
 	a->len = 0;
 	data_ready(r, t, c);
+	return 0;
 }
 
 static void on_ctrl_frame(struct relay *r, uint32_t c, const struct pr_msg *m)
@@ -1043,20 +1168,33 @@ static int agent_frames(struct relay *r, uint32_t c)
 	while (a->buf != NULL && (n = pr_frame_len(a->buf, a->len)) > 0) {
 		if (pr_decode(a->buf + PR_FRAME_HDR, (size_t)n - PR_FRAME_HDR, &m) < 0)
 			break;
-		memmove(a->buf, a->buf + n, a->len - (uint32_t)n);
-		a->len -= (uint32_t)n;
 		if (dp_c(&r->io, c)->kind == K_AGENT_NEW) {
+			char first[AGENT_BUF]; /* the frame, should the connection move */
+			int moved;
+
+			memcpy(first, a->buf, (size_t)n);
+			memmove(a->buf, a->buf + n, a->len - (uint32_t)n);
+			a->len -= (uint32_t)n;
 			if (m.type == PR_HELLO)
-				on_hello(r, c, &m);
+				moved = on_hello(r, c, &m);
 			else if (m.type == PR_DATA_HELLO)
-				on_data_hello(r, c, &m);
+				moved = on_data_hello(r, c, &m);
 			else
 				break;
+			if (moved) {
+				/* The frame goes along, first, with whatever followed it. */
+				memmove(a->buf + n, a->buf, a->len);
+				memcpy(a->buf, first, (size_t)n);
+				a->len += (uint32_t)n;
+				return 0;
+			}
 			if (dp_c(&r->io, c)->kind == K_AGENT_NEW ||
 			    (dp_c(&r->io, c)->flags & DP_C_CLOSING))
 				return -1;
 			continue;
 		}
+		memmove(a->buf, a->buf + n, a->len - (uint32_t)n);
+		a->len -= (uint32_t)n;
 		if (dp_c(&r->io, c)->kind != K_CTRL)
 			break; /* a data connection sends nothing before START */
 		on_ctrl_frame(r, c, &m);
@@ -1081,10 +1219,16 @@ static void agent_data(struct relay *r, uint32_t c, uint32_t seg)
 		uint32_t take = AGENT_BUF - a->len;
 
 		take = take < left ? take : left;
+		if (a->moving_to >= 0 && take < left) {
+			dp_conn_close(&r->io, c); /* more than a mover carries */
+			break;
+		}
 		memcpy(a->buf + a->len, p, take);
 		a->len += take;
 		p += take;
 		left -= take;
+		if (a->moving_to >= 0)
+			continue; /* bytes for the worker it moves to, not parsed here */
 		if (agent_frames(r, c) < 0)
 			break;
 		if (take == 0) {
@@ -1097,30 +1241,101 @@ static void agent_data(struct relay *r, uint32_t c, uint32_t seg)
 
 /* ---- admin: /health and /metrics ---- */
 
+/* This worker's figures now. */
+static void snap_take(struct relay *r, struct snapshot *x)
+{
+	x->m = r->m;
+	x->io = r->io.stats;
+	x->ring = r->io.r.stats;
+	x->tls = r->io.tls;
+	x->tunnels = r->tunnels.count;
+	x->live = r->io.live;
+	x->agents = r->nagents;
+}
+
+/* Publish this worker's figures for /metrics on worker 0 (every turn: an
+ * uncontended lock and a copy of a few hundred bytes). */
+static void publish(struct relay *r)
+{
+	pthread_mutex_lock(&r->snap_mu);
+	snap_take(r, &r->snap);
+	pthread_mutex_unlock(&r->snap_mu);
+}
+
+/* Add the counters of b to a (every field of these structs is a uint64_t
+ * counter, but for the latency sum and the gauges, added by name). */
+static void add_u64(void *a, const void *b, size_t size)
+{
+	uint64_t *x = a;
+	const uint64_t *y = b;
+
+	for (size_t i = 0; i < size / sizeof(uint64_t); i++)
+		x[i] += y[i];
+}
+
+static void snap_add(struct snapshot *a, const struct snapshot *from)
+{
+	struct snapshot b = *from;
+	double lat = a->m.lat_sum_s + b.m.lat_sum_s;
+
+	_Static_assert(sizeof(double) == sizeof(uint64_t), "lat_sum_s sits among counters");
+	a->m.lat_sum_s = b.m.lat_sum_s = 0; /* all-zero bits either way */
+	add_u64(&a->m, &b.m, sizeof(a->m));
+	a->m.lat_sum_s = lat;
+	add_u64(&a->io, &b.io, sizeof(a->io));
+	add_u64(&a->ring, &b.ring, sizeof(a->ring));
+	add_u64(&a->tls, &b.tls, sizeof(a->tls));
+	a->tunnels += b.tunnels;
+	a->agents += b.agents;
+	a->live += b.live;
+}
+
+/* Every worker's figures: this one's live, the others' last published. */
+static void snap_all(struct relay *r, struct snapshot *sum)
+{
+	snap_take(r, sum);
+	for (int i = 0; i < r->sh->nworkers; i++) {
+		struct relay *w = r->sh->w[i];
+		struct snapshot x;
+
+		if (w == r)
+			continue;
+		pthread_mutex_lock(&w->snap_mu);
+		x = w->snap;
+		pthread_mutex_unlock(&w->snap_mu);
+		snap_add(sum, &x);
+	}
+}
+
 static int metrics_text(struct relay *r, char *out, size_t cap)
 {
-	struct dp_ring_stats *rs = &r->io.r.stats;
+	struct snapshot x;
+	struct dp_ring_stats *rs = &x.ring;
 	size_t o = 0;
-	uint32_t agents = 0;
 
-	for (struct dp_tunnel *t = r->tunnels.all; t; t = t->next)
-		agents += t->ctrl != DP_NIL;
+	snap_all(r, &x);
 #define M(...) o += (size_t)snprintf(out + o, o < cap ? cap - o : 0, __VA_ARGS__)
-	M("# TYPE sluice_tunnels gauge\nsluice_tunnels %u\n", r->tunnels.count);
-	M("# TYPE sluice_agents gauge\nsluice_agents %u\n", agents);
-	M("# TYPE sluice_connections gauge\nsluice_connections %u\n", r->io.live);
-	M("# TYPE sluice_requests_total counter\nsluice_requests_total %llu\n",
-	  (unsigned long long)r->m.requests);
+#define U(v)   ((unsigned long long)(v))
+	M("# TYPE sluice_workers gauge\nsluice_workers %d\n", r->sh->nworkers);
+	M("# TYPE sluice_tunnels gauge\nsluice_tunnels %u\n", x.tunnels);
+	M("# TYPE sluice_agents gauge\nsluice_agents %u\n", x.agents);
+	M("# TYPE sluice_connections gauge\nsluice_connections %u\n", x.live);
+	M("# TYPE sluice_requests_total counter\nsluice_requests_total %llu\n", U(x.m.requests));
 	M("# TYPE sluice_relay_errors_total counter\n");
 	for (int e = 0; e < E_COUNT; e++)
 		M("sluice_relay_errors_total{status=\"%d\"} %llu\n", err_status[e],
-		  (unsigned long long)r->m.errors[e]);
+		  U(x.m.errors[e]));
 	M("# TYPE sluice_public_bytes_total counter\n"
 	  "sluice_public_bytes_total{direction=\"in\"} %llu\n"
 	  "sluice_public_bytes_total{direction=\"out\"} %llu\n",
-	  (unsigned long long)r->m.bytes_in, (unsigned long long)r->m.bytes_out);
+	  U(x.m.bytes_in), U(x.m.bytes_out));
 	M("# TYPE sluice_agents_refused_total counter\nsluice_agents_refused_total %llu\n",
-	  (unsigned long long)r->m.agents_refused);
+	  U(x.m.agents_refused));
+	M("# TYPE sluice_handoffs_total counter\n"
+	  "sluice_handoffs_total{event=\"out\"} %llu\n"
+	  "sluice_handoffs_total{event=\"in\"} %llu\n"
+	  "sluice_handoffs_total{event=\"failed\"} %llu\n",
+	  U(x.m.handoffs_out), U(x.m.handoffs_in), U(x.m.handoffs_failed));
 	M("# TYPE sluice_engine_events_total counter\n"
 	  "sluice_engine_events_total{event=\"enobufs\"} %llu\n"
 	  "sluice_engine_events_total{event=\"short_send\"} %llu\n"
@@ -1129,34 +1344,33 @@ static int metrics_text(struct relay *r, char *out, size_t cap)
 	  "sluice_engine_events_total{event=\"paused\"} %llu\n"
 	  "sluice_engine_events_total{event=\"eagain\"} %llu\n"
 	  "sluice_engine_events_total{event=\"misdirected_switch\"} %llu\n",
-	  (unsigned long long)rs->enobufs, (unsigned long long)rs->short_sends,
-	  (unsigned long long)rs->sqe_full, (unsigned long long)rs->no_defer,
-	  (unsigned long long)r->io.stats.paused, (unsigned long long)r->io.stats.eagain,
-	  (unsigned long long)r->m.misdirected_switch);
+	  U(rs->enobufs), U(rs->short_sends), U(rs->sqe_full), U(rs->no_defer), U(x.io.paused),
+	  U(x.io.eagain), U(x.m.misdirected_switch));
 	M("# TYPE sluice_tls_events_total counter\n"
 	  "sluice_tls_events_total{event=\"handshake\"} %llu\n"
+	  "sluice_tls_events_total{event=\"resumed\"} %llu\n"
 	  "sluice_tls_events_total{event=\"handshake_failure\"} %llu\n"
 	  "sluice_tls_events_total{event=\"error\"} %llu\n"
 	  "sluice_tls_events_total{event=\"reload\"} %llu\n"
 	  "sluice_tls_events_total{event=\"reload_failure\"} %llu\n",
-	  (unsigned long long)r->io.tls.handshakes,
-	  (unsigned long long)r->io.tls.handshake_failures, (unsigned long long)r->io.tls.errors,
-	  (unsigned long long)r->io.tls.reloads, (unsigned long long)r->io.tls.reload_failures);
+	  U(x.tls.handshakes), U(x.tls.resumed), U(x.tls.handshake_failures), U(x.tls.errors),
+	  U(r->sh->tls_reloads.reloads), U(r->sh->tls_reloads.reload_failures));
 	{
 		uint64_t cum = 0;
 
 		M("# TYPE sluice_request_first_byte_seconds histogram\n");
 		for (size_t b = 0; b < LAT_BUCKETS; b++) {
-			cum += r->m.lat_count[b];
+			cum += x.m.lat_count[b];
 			M("sluice_request_first_byte_seconds_bucket{le=\"%g\"} %llu\n",
-			  lat_bounds_ms[b] / 1000, (unsigned long long)cum);
+			  lat_bounds_ms[b] / 1000, U(cum));
 		}
-		cum += r->m.lat_count[LAT_BUCKETS];
+		cum += x.m.lat_count[LAT_BUCKETS];
 		M("sluice_request_first_byte_seconds_bucket{le=\"+Inf\"} %llu\n"
 		  "sluice_request_first_byte_seconds_sum %.6f\n"
 		  "sluice_request_first_byte_seconds_count %llu\n",
-		  (unsigned long long)cum, r->m.lat_sum_s, (unsigned long long)cum);
+		  U(cum), x.m.lat_sum_s, U(cum));
 	}
+#undef U
 #undef M
 	return o < cap ? (int)o : -ENOSPC;
 }
@@ -1165,7 +1379,7 @@ static void admin_data(struct relay *r, uint32_t c, uint32_t seg)
 {
 	static _Thread_local struct dp_http_req q;
 	struct dp_seg *g = &r->io.r.segs[seg];
-	char body[8192], resp[9000];
+	char body[16384], resp[17000];
 	int n = dp_http_parse_request(g->ptr, g->len, &q), status = 200;
 
 	if (n == DP_HTTP_INCOMPLETE)
@@ -1271,7 +1485,7 @@ static void accept_public(struct relay *r, int fd, int tcp, int https, struct dp
 	}
 	p->slot = c;
 	p->https = (uint8_t)https;
-	if (https && dp_tls_accept(&r->io, c, &r->tls) < 0) {
+	if (https && dp_tls_accept(&r->io, c, &r->sh->tls) < 0) {
 		dp_conn_close(&r->io, c);
 		return;
 	}
@@ -1304,6 +1518,7 @@ static void accept_agent(struct relay *r, int fd, int kind)
 		close(fd);
 		return;
 	}
+	a->moving_to = -1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	peer_ip(fd, a->ip);
 	c = dp_conn_new(&r->io, fd, (uint8_t)kind, a);
@@ -1313,7 +1528,7 @@ static void accept_agent(struct relay *r, int fd, int kind)
 		return;
 	}
 	fresh_link(r, a, c);
-	if (kind == K_AGENT_NEW && r->tls_on && dp_tls_accept(&r->io, c, &r->tls) < 0) {
+	if (kind == K_AGENT_NEW && r->sh->tls_on && dp_tls_accept(&r->io, c, &r->sh->tls) < 0) {
 		dp_conn_close(&r->io, c);
 		return;
 	}
@@ -1448,6 +1663,8 @@ static void on_forwarded(struct dp_io *io, uint32_t c, uint32_t len)
 	r->m.lat_sum_s += ms / 1000;
 }
 
+static void on_wake(struct dp_io *io);
+
 static const struct dp_io_ops relay_ops = {
 	.on_forwarded = on_forwarded,
 	.on_peer_lost = on_peer_lost,
@@ -1455,7 +1672,201 @@ static const struct dp_io_ops relay_ops = {
 	.on_eof = on_eof,
 	.on_accept = on_accept,
 	.on_close = on_close,
+	.on_wake = on_wake,
 };
+
+/* ---- handing sockets to the worker that owns their tunnel ---- */
+
+/* Stop receiving on c; run_moves() exports it once nothing is in flight. */
+static void begin_move(struct relay *r, uint32_t c)
+{
+	dp_conn_pause(&r->io, c);
+	dp_queue_push(&r->moving, dp_ud(c, dp_c(&r->io, c)->gen, DP_OP_NONE));
+}
+
+/* Queue h in worker to's inbox and wake it; -EPIPE once it stopped taking them. */
+static int inbox_push(struct relay *to, struct handoff *h)
+{
+	int open;
+
+	/* The wake is under the lock too: once the inbox is closed, the
+	 * worker's eventfd may be gone. */
+	pthread_mutex_lock(&to->inbox_mu);
+	open = !to->inbox_closed;
+	if (open) {
+		h->next = to->inbox;
+		to->inbox = h;
+		dp_io_wake(&to->io);
+	}
+	pthread_mutex_unlock(&to->inbox_mu);
+	return open ? 0 : -EPIPE;
+}
+
+/* Export moving socket c into a handoff for its worker. Returns 0 when it
+ * is not idle yet (try again next turn), 1 when it is gone. */
+static int try_move(struct relay *r, uint32_t c)
+{
+	struct dp_conn *s = dp_c(&r->io, c);
+	struct pub *p = s->kind == K_PUBLIC ? s->owner : NULL;
+	struct agent *a = s->kind == K_AGENT_NEW ? s->owner : NULL;
+	uint32_t len = p ? p->acc_len : a ? a->len : 0;
+	struct handoff *h;
+	uint32_t gen = s->gen;
+	int to;
+
+	if ((p == NULL || p->phase != P_MOVING) && (a == NULL || a->moving_to < 0))
+		return 1; /* it ended otherwise (an error answered it) */
+	if (!dp_conn_can_export(&r->io, c))
+		return 0;
+	if ((h = malloc(sizeof(*h) + len)) == NULL) {
+		r->m.handoffs_failed++;
+		dp_conn_close(&r->io, c);
+		return 1;
+	}
+	memset(h, 0, sizeof(*h));
+	h->kind = s->kind;
+	h->len = len;
+	memcpy(h->bytes, p ? p->acc : a->buf, len);
+	memcpy(h->ip, p ? p->ip : a->ip, sizeof(h->ip));
+	h->https = p ? p->https : 0;
+	h->ipv6 = p ? p->ipv6 : 0;
+	h->hops = (uint8_t)((p ? p->hops : a->hops) + 1);
+	to = p ? p->moving_to : a->moving_to;
+	if (dp_conn_export(&r->io, c, &h->ex) < 0) { /* frees p or a, or closes c */
+		r->m.handoffs_failed++;
+		free(h);
+		if (s->fd >= 0 && s->gen == gen)
+			dp_conn_close(&r->io, c);
+		return 1;
+	}
+	if (inbox_push(r->sh->w[to], h) < 0) {
+		r->m.handoffs_failed++;
+		dp_export_drop(&h->ex);
+		free(h);
+		return 1;
+	}
+	r->m.handoffs_out++;
+	return 1;
+}
+
+static void run_moves(struct relay *r)
+{
+	struct dp_queue q = r->moving;
+
+	r->moving = (struct dp_queue){0};
+	for (uint32_t i = 0; i < q.len; i++) {
+		uint32_t c = dp_ud_slot(q.v[i]);
+		struct dp_conn *s = dp_c(&r->io, c);
+
+		if (s->fd < 0 || s->gen != dp_ud_gen(q.v[i]) || (s->flags & DP_C_CLOSING))
+			continue;
+		if (!try_move(r, c))
+			dp_queue_push(&r->moving, q.v[i]);
+	}
+	free(q.v);
+}
+
+/* A public connection from another worker: its request head is replayed here. */
+static void adopt_public(struct relay *r, struct handoff *h)
+{
+	struct pub *p = calloc(1, sizeof(*p));
+	uint32_t c, seg;
+
+	if (p == NULL) {
+		dp_export_drop(&h->ex);
+		return;
+	}
+	p->held = DP_CHAIN_EMPTY;
+	p->https = h->https;
+	p->ipv6 = h->ipv6;
+	p->hops = h->hops;
+	memcpy(p->ip, h->ip, sizeof(p->ip));
+	if ((c = dp_conn_adopt(&r->io, &h->ex, K_PUBLIC, p)) == DP_NIL) {
+		free(p);
+		return;
+	}
+	p->slot = c;
+	dp_c(&r->io, c)->flags |= DP_C_INTERCEPT;
+	set_deadline(r, p, r->cfg->head_timeout_ms, E_408);
+	dp_conn_recv(&r->io, c);
+	if ((seg = dp_seg_copy(&r->io.r, h->bytes, h->len)) == DP_NIL)
+		pub_error(r, p, E_503, NULL, "relay out of memory\n");
+	else
+		pub_data(r, p, seg);
+}
+
+/* An agent connection from another worker: its first frames are read here. */
+static void adopt_agent(struct relay *r, struct handoff *h)
+{
+	struct agent *a = calloc(1, sizeof(*a));
+	uint32_t c;
+
+	if (a == NULL || h->len > AGENT_BUF || (a->buf = malloc(AGENT_BUF)) == NULL) {
+		free(a);
+		dp_export_drop(&h->ex);
+		return;
+	}
+	a->moving_to = -1;
+	a->hops = h->hops;
+	memcpy(a->ip, h->ip, sizeof(a->ip));
+	if ((c = dp_conn_adopt(&r->io, &h->ex, K_AGENT_NEW, a)) == DP_NIL) {
+		free(a->buf);
+		free(a);
+		return;
+	}
+	fresh_link(r, a, c);
+	memcpy(a->buf, h->bytes, h->len);
+	a->len = h->len;
+	dp_conn_recv(&r->io, c);
+	agent_frames(r, c);
+}
+
+/* Take every handoff in the inbox (oldest first). */
+static void drain_inbox(struct relay *r)
+{
+	struct handoff *h, *rev = NULL, *next;
+
+	pthread_mutex_lock(&r->inbox_mu);
+	h = r->inbox;
+	r->inbox = NULL;
+	pthread_mutex_unlock(&r->inbox_mu);
+	for (; h; h = next) {
+		next = h->next;
+		h->next = rev;
+		rev = h;
+	}
+	for (h = rev; h; h = next) {
+		next = h->next;
+		r->m.handoffs_in++;
+		if (h->kind == K_PUBLIC)
+			adopt_public(r, h);
+		else
+			adopt_agent(r, h);
+		free(h);
+	}
+}
+
+static void on_wake(struct dp_io *io)
+{
+	drain_inbox(io->owner);
+}
+
+/* This worker stops: handoffs still on their way are refused, and dropped. */
+static void close_inbox(struct relay *r)
+{
+	struct handoff *h, *next;
+
+	pthread_mutex_lock(&r->inbox_mu);
+	r->inbox_closed = 1;
+	h = r->inbox;
+	r->inbox = NULL;
+	pthread_mutex_unlock(&r->inbox_mu);
+	for (; h; h = next) {
+		next = h->next;
+		dp_export_drop(&h->ex);
+		free(h);
+	}
+}
 
 /* ---- periodic work ---- */
 
@@ -1504,6 +1915,7 @@ static void sweep_tunnels(struct relay *r)
 			continue;
 		sl_info("tunnel %s: released after the grace period", t->name);
 		dp_tunnels_remove(&r->tunnels, t);
+		dp_owners_release(&r->sh->owners, t->name, t->sid, r->idx);
 		t->linked = 0;
 		if (t->tcp_listener != DP_NIL)
 			dp_conn_close(&r->io, t->tcp_listener);
@@ -1515,6 +1927,9 @@ static void sweep_tunnels(struct relay *r)
 static void tick(struct relay *r)
 {
 	r->now_ms = sl_mono_ms();
+	if (r->moving.len)
+		run_moves(r);
+	publish(r);
 	if (r->now_ms < r->next_sweep_ms)
 		return;
 	r->next_sweep_ms = r->now_ms + 100;
@@ -1566,96 +1981,225 @@ static uint32_t public_conns(struct relay *r)
 	return n;
 }
 
-static int relay_init(struct relay *r, const struct dp_relay_config *cfg)
+/* Set up worker r in the thread that runs it (a ring with SINGLE_ISSUER
+ * belongs to the thread that made it). Returns 0 or a negative errno. */
+static int relay_init(struct relay *r)
 {
-	const char *colon = strrchr(cfg->http, ':');
+	const struct dp_relay_config *cfg = r->cfg;
 	int err;
 
-	memset(r, 0, offsetof(struct relay, target));
-	r->cfg = cfg;
-	r->http_port = colon ? atoi(colon + 1) : 80;
-	r->now_ms = sl_mono_ms();
 	err = dp_io_init(&r->io, cfg->max_conns, cfg->nbufs, cfg->bufsize, &relay_ops, r,
 			 (enum dp_engine)cfg->engine);
 	if (err < 0) {
 		sl_error("I/O engine set-up failed: %s", strerror(-err));
 		return err;
 	}
+	if ((err = dp_io_wake_init(&r->io)) < 0) {
+		sl_error("worker wake-up set-up failed: %s", strerror(-err));
+		goto fail_io;
+	}
 	if ((err = dp_tunnels_init(&r->tunnels, 1024)) < 0)
 		goto fail_io;
-	r->l_https = DP_NIL;
-	if (cfg->cert) {
-		if ((err = dp_tls_server_init(&r->tls, cfg->cert, cfg->key, cfg->cert_dir,
-					      &r->io.tls)) < 0)
-			goto fail_tunnels;
-		r->tls_on = 1;
-	}
+	r->l_https = r->l_admin = DP_NIL;
+	/* Every worker listens on the public and agent ports (SO_REUSEPORT
+	 * spreads connections); /health and /metrics are worker 0's. */
 	if ((cfg->https && (err = listen_on(r, cfg->https, K_LISTEN_HTTPS, &r->l_https)) < 0) ||
 	    (err = listen_on(r, cfg->http, K_LISTEN_HTTP, &r->l_http)) < 0 ||
 	    (err = listen_on(r, cfg->agents, K_LISTEN_AGENTS, &r->l_agents)) < 0 ||
-	    (err = listen_on(r, cfg->admin, K_LISTEN_ADMIN, &r->l_admin)) < 0)
+	    (r->idx == 0 && (err = listen_on(r, cfg->admin, K_LISTEN_ADMIN, &r->l_admin)) < 0))
 		goto fail_tunnels;
 	return 0;
 fail_tunnels:
-	if (r->tls_on)
-		dp_tls_server_free(&r->tls);
 	dp_tunnels_free(&r->tunnels);
 fail_io:
 	dp_io_free(&r->io);
 	return err;
 }
 
+/* SIGHUP, on worker 0: one store serves every worker. */
 static void reload_certs(struct relay *r)
 {
-	if (!r->tls_on) {
+	if (!r->sh->tls_on)
 		sl_info("SIGHUP: no certificates to reload");
-		return;
-	}
-	if (dp_tls_server_reload(&r->tls) == 0)
-		sl_info("certificates reloaded (%u from --cert-dir)", dp_tls_server_names(&r->tls));
+	else if (dp_tls_server_reload(&r->sh->tls) == 0)
+		sl_info("certificates reloaded (%u from --cert-dir)",
+			dp_tls_server_names(&r->sh->tls));
 	else
 		sl_error("certificate reload failed: the previous certificates still serve");
+}
+
+static int stopping(struct relay *r)
+{
+	return *r->sh->stop || atomic_load(&r->sh->abort);
+}
+
+/* A worker's loop: serve until told to stop, drain, then release everything. */
+static int worker_loop(struct relay *r)
+{
+	uint64_t drain_end = 0;
+	int err = 0;
+
+	while (!(r->draining && (public_conns(r) == 0 || r->now_ms >= drain_end))) {
+		if ((err = dp_io_run_once(&r->io, 100)) < 0)
+			break;
+		tick(r);
+		if (r->idx == 0 && *r->sh->reload) {
+			*r->sh->reload = 0;
+			reload_certs(r);
+		}
+		if (stopping(r) && !r->draining) {
+			start_drain(r);
+			drain_end = r->now_ms + r->cfg->drain_timeout_ms;
+		}
+	}
+	if (r->idx == 0 || public_conns(r))
+		sl_info("worker %d stopped (%u public connections left)", r->idx, public_conns(r));
+	close_inbox(r);
+	dp_io_close_all(&r->io, 2000);
+	free(r->moving.v);
+	dp_io_free(&r->io);
+	dp_tunnels_free(&r->tunnels);
+	return err;
+}
+
+/* Every worker sets itself up, then waits for the others: no handoff may
+ * reach a worker whose ring does not exist yet. */
+static int worker_ready(struct relay *r, int err)
+{
+	struct shared *sh = r->sh;
+	int aborted;
+
+	pthread_mutex_lock(&sh->ready_mu);
+	if (err < 0) {
+		atomic_store(&sh->abort, 1);
+		r->err = err;
+	}
+	sh->nready++;
+	pthread_cond_broadcast(&sh->ready_cv);
+	while (sh->nready < sh->expected && !atomic_load(&sh->abort))
+		pthread_cond_wait(&sh->ready_cv, &sh->ready_mu);
+	aborted = atomic_load(&sh->abort);
+	pthread_mutex_unlock(&sh->ready_mu);
+	if (err < 0)
+		return err;
+	if (aborted) {
+		/* Another worker failed: release what this one set up. */
+		close_inbox(r);
+		dp_io_close_all(&r->io, 0);
+		dp_io_free(&r->io);
+		dp_tunnels_free(&r->tunnels);
+		return -ECANCELED;
+	}
+	return 0;
+}
+
+static int worker_start(struct relay *r)
+{
+	return worker_ready(r, relay_init(r));
+}
+
+static void *worker_thread(void *arg)
+{
+	struct relay *r = arg;
+
+	if (worker_start(r) == 0)
+		r->err = worker_loop(r);
+	dp_tls_thread_done();
+	return NULL;
+}
+
+static struct relay *relay_new(struct shared *sh, int idx)
+{
+	struct relay *r = malloc(sizeof(*r));
+	const char *colon = strrchr(sh->cfg->http, ':');
+
+	if (r == NULL)
+		return NULL;
+	memset(r, 0, offsetof(struct relay, target));
+	r->sh = sh;
+	r->cfg = sh->cfg;
+	r->idx = idx;
+	r->http_port = colon ? atoi(colon + 1) : 80;
+	r->now_ms = sl_mono_ms();
+	pthread_mutex_init(&r->inbox_mu, NULL);
+	pthread_mutex_init(&r->snap_mu, NULL);
+	return r;
+}
+
+static void relay_delete(struct relay *r)
+{
+	pthread_mutex_destroy(&r->inbox_mu);
+	pthread_mutex_destroy(&r->snap_mu);
+	free(r);
 }
 
 int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop,
 		 volatile sig_atomic_t *reload)
 {
-	struct relay *r = malloc(sizeof(*r));
-	uint64_t drain_end = 0;
-	int err;
+	struct shared sh = {.cfg = cfg, .stop = stop, .reload = reload};
+	int n = cfg->workers > 0 ? (int)cfg->workers : 1, started = 1, err = 0;
 
-	if (r == NULL)
-		return -ENOMEM;
-	if ((err = relay_init(r, cfg)) < 0) {
-		free(r);
+	if ((err = dp_owners_init(&sh.owners, 4096)) < 0)
 		return err;
+	if ((sh.w = calloc((size_t)n, sizeof(sh.w[0]))) == NULL) {
+		dp_owners_free(&sh.owners);
+		return -ENOMEM;
 	}
-	sl_info("relay: http %s%s%s, agents %s (%s), admin %s, domain %s (%s%s)", cfg->http,
-		cfg->https ? ", https " : "", cfg->https ? cfg->https : "", cfg->agents,
-		r->tls_on ? "tls" : "plaintext", cfg->admin, cfg->domain,
-		cfg->engine == DP_ENGINE_EPOLL ? "epoll" : "io_uring",
-		r->io.r.features & DP_RING_F_DEFER ? ", defer_taskrun" : "");
-	while (!(r->draining && (public_conns(r) == 0 || r->now_ms >= drain_end))) {
-		if ((err = dp_io_run_once(&r->io, 100)) < 0)
+	sh.nworkers = n;
+	for (int i = 0; i < n; i++)
+		if ((sh.w[i] = relay_new(&sh, i)) == NULL)
+			err = -ENOMEM;
+	pthread_mutex_init(&sh.ready_mu, NULL);
+	pthread_cond_init(&sh.ready_cv, NULL);
+	sh.expected = n;
+	if (err == 0 && cfg->cert) {
+		if ((err = dp_tls_server_init(&sh.tls, cfg->cert, cfg->key, cfg->cert_dir,
+					      &sh.tls_reloads)) == 0)
+			sh.tls_on = 1;
+	}
+	/* Worker 0 first, alone: a bad option or a taken port fails once, with
+	 * one message, before any thread starts. */
+	if (err < 0 || (err = relay_init(sh.w[0])) < 0)
+		n = 0;
+	for (int i = 1; i < n; i++) {
+		int e = pthread_create(&sh.w[i]->thread, NULL, worker_thread, sh.w[i]);
+
+		if (e != 0) {
+			sl_error("cannot start worker %d: %s", i, strerror(e));
+			err = -e;
+			pthread_mutex_lock(&sh.ready_mu);
+			atomic_store(&sh.abort, 1); /* the started ones release and return */
+			pthread_cond_broadcast(&sh.ready_cv);
+			pthread_mutex_unlock(&sh.ready_mu);
 			break;
-		tick(r);
-		if (*reload) {
-			*reload = 0;
-			reload_certs(r);
 		}
-		if (*stop && !r->draining) {
-			start_drain(r);
-			drain_end = r->now_ms + cfg->drain_timeout_ms;
-		}
+		started++;
 	}
-	sl_info("relay stopped (%u public connections left)", public_conns(r));
-	dp_io_close_all(&r->io, 2000);
-	dp_io_free(&r->io);
-	if (r->tls_on)
-		dp_tls_server_free(&r->tls);
-	dp_tunnels_free(&r->tunnels);
-	free(r);
-	return err < 0 ? err : 0;
+	if (n > 0 && worker_ready(sh.w[0], 0) == 0) {
+		sl_info("relay: %d worker%s, http %s%s%s, agents %s (%s), admin %s, domain %s "
+			"(%s%s)",
+			n, n == 1 ? "" : "s", cfg->http, cfg->https ? ", https " : "",
+			cfg->https ? cfg->https : "", cfg->agents, sh.tls_on ? "tls" : "plaintext",
+			cfg->admin, cfg->domain,
+			cfg->engine == DP_ENGINE_EPOLL ? "epoll" : "io_uring",
+			sh.w[0]->io.r.features & DP_RING_F_DEFER ? ", defer_taskrun" : "");
+		sh.w[0]->err = worker_loop(sh.w[0]);
+	}
+	for (int i = 1; i < started; i++)
+		pthread_join(sh.w[i]->thread, NULL);
+	for (int i = 0; i < sh.nworkers; i++) {
+		if (sh.w[i] && sh.w[i]->err < 0 && sh.w[i]->err != -ECANCELED && err == 0)
+			err = sh.w[i]->err;
+		if (sh.w[i])
+			relay_delete(sh.w[i]);
+	}
+	pthread_cond_destroy(&sh.ready_cv);
+	pthread_mutex_destroy(&sh.ready_mu);
+	if (sh.tls_on)
+		dp_tls_server_free(&sh.tls);
+	free(sh.w);
+	dp_owners_free(&sh.owners);
+	return err;
 }
 
 int dp_relay_load_tokens(const char *path, char ***tokens, uint32_t *n)

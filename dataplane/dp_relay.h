@@ -21,8 +21,9 @@ struct dp_relay_config {
 	uint32_t ntokens;
 	uint32_t heartbeat_ms, dead_ms, grace_ms;
 	uint32_t head_timeout_ms, open_timeout_ms, drain_timeout_ms;
-	uint32_t max_conns, nbufs, bufsize;
-	int engine; /* enum dp_engine */
+	uint32_t max_conns, nbufs, bufsize; /* per worker */
+	uint32_t workers;		    /* worker threads, >= 1 */
+	int engine;			    /* enum dp_engine */
 };
 
 /* Load a tokens file: one token per line, '#' comments. Returns 0 or -errno. */

@@ -8,12 +8,14 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/ecc.h>
 #include <wolfssl/openssl/evp.h>
 #include <wolfssl/openssl/x509.h>
 
@@ -77,6 +79,13 @@ void dp_tls_global_init(void)
 	wolfSSL_Init();
 }
 
+void dp_tls_thread_done(void)
+{
+#ifdef FP_ECC
+	wc_ecc_fp_free(); /* Debian's wolfSSL caches ECC points per thread */
+#endif
+}
+
 /* ---- I/O callbacks: ciphertext to and from segments ---- */
 
 static int cb_recv(WOLFSSL *ssl, char *buf, int sz, void *arg)
@@ -134,7 +143,8 @@ static int alpn_select(WOLFSSL *ssl, const unsigned char **out, unsigned char *o
 	return noack_return;
 }
 
-static __thread struct dp_tls_server *sni_server; /* this worker's server, for the SNI callback */
+/* The relay's server, for the SNI callback (one per process). */
+static struct dp_tls_server *sni_server;
 
 static WOLFSSL_CTX *sni_lookup(const struct dp_tls_store *st, const char *name)
 {
@@ -158,9 +168,12 @@ static int sni_cb(WOLFSSL *ssl, int *ret, void *arg)
 	(void)ret;
 	/* Read the store through the server, not arg: a reload may have freed
 	 * the store this context was built with. */
-	if (name && sni_server && sni_server->cur &&
-	    (ctx = sni_lookup(sni_server->cur, name)) != NULL)
-		wolfSSL_set_SSL_CTX(ssl, ctx);
+	if (name == NULL || sni_server == NULL)
+		return 0;
+	pthread_rwlock_rdlock(&sni_server->lock);
+	if (sni_server->cur && (ctx = sni_lookup(sni_server->cur, name)) != NULL)
+		wolfSSL_set_SSL_CTX(ssl, ctx); /* counts a reference: a reload may free the store */
+	pthread_rwlock_unlock(&sni_server->lock);
 	return 0;
 }
 
@@ -326,21 +339,25 @@ int dp_tls_server_init(struct dp_tls_server *s, const char *cert, const char *ke
 	s->key = key;
 	s->cert_dir = cert_dir;
 	s->stats = stats;
+	pthread_rwlock_init(&s->lock, NULL);
 	sni_server = s;
 	return store_load(s, &s->cur);
 }
 
 int dp_tls_server_reload(struct dp_tls_server *s)
 {
-	struct dp_tls_store *st;
+	struct dp_tls_store *st, *old;
 	int err = store_load(s, &st);
 
 	if (err < 0) {
 		s->stats->reload_failures++;
 		return err;
 	}
-	store_free(s->cur);
+	pthread_rwlock_wrlock(&s->lock);
+	old = s->cur;
 	s->cur = st;
+	pthread_rwlock_unlock(&s->lock);
+	store_free(old); /* connections keep their contexts: wolfSSL counts references */
 	s->stats->reloads++;
 	return 0;
 }
@@ -351,6 +368,7 @@ void dp_tls_server_free(struct dp_tls_server *s)
 	s->cur = NULL;
 	if (sni_server == s)
 		sni_server = NULL;
+	pthread_rwlock_destroy(&s->lock);
 }
 
 uint32_t dp_tls_server_names(const struct dp_tls_server *s)
@@ -413,6 +431,19 @@ static struct dp_tls_conn *conn_new(struct dp_io *io, uint32_t c, WOLFSSL_CTX *c
 	return t;
 }
 
+WOLFSSL_SESSION *dp_tls_session(struct dp_io *io, uint32_t c)
+{
+	struct dp_tls_conn *t = dp_c(io, c)->tls;
+
+	return t && t->state == TLS_OPEN ? wolfSSL_get1_session(t->ssl) : NULL;
+}
+
+void dp_tls_session_free(WOLFSSL_SESSION *sess)
+{
+	if (sess)
+		wolfSSL_SESSION_free(sess);
+}
+
 const char *dp_tls_conn_error(struct dp_io *io, uint32_t c)
 {
 	struct dp_tls_conn *t = dp_c(io, c)->tls;
@@ -436,9 +467,12 @@ void dp_tls_conn_free(struct dp_io *io, struct dp_tls_conn *t)
 
 int dp_tls_accept(struct dp_io *io, uint32_t c, struct dp_tls_server *s)
 {
-	if (s->cur == NULL || conn_new(io, c, s->cur->def, 1) == NULL)
-		return -ENOMEM;
-	return 0;
+	struct dp_tls_conn *t;
+
+	pthread_rwlock_rdlock(&s->lock);
+	t = s->cur ? conn_new(io, c, s->cur->def, 1) : NULL;
+	pthread_rwlock_unlock(&s->lock);
+	return t ? 0 : -ENOMEM;
 }
 
 static int is_ip(const char *s)
@@ -450,12 +484,16 @@ static int is_ip(const char *s)
 
 static void handshake(struct dp_io *io, struct dp_tls_conn *t);
 
-int dp_tls_connect(struct dp_io *io, uint32_t c, WOLFSSL_CTX *ctx, const char *server_name)
+int dp_tls_connect(struct dp_io *io, uint32_t c, WOLFSSL_CTX *ctx, const char *server_name,
+		   WOLFSSL_SESSION *resume)
 {
 	struct dp_tls_conn *t = conn_new(io, c, ctx, 0);
 
 	if (t == NULL)
 		return -ENOMEM;
+	if (resume)
+		wolfSSL_set_session(t->ssl,
+				    resume); /* refused tickets fall back to a full handshake */
 	if (server_name && !is_ip(server_name))
 		wolfSSL_UseSNI(t->ssl, WOLFSSL_SNI_HOST_NAME, server_name,
 			       (unsigned short)strlen(server_name));
@@ -521,6 +559,8 @@ static void handshake(struct dp_io *io, struct dp_tls_conn *t)
 	}
 	t->state = TLS_OPEN;
 	io->tls.handshakes++;
+	if (wolfSSL_session_reused(t->ssl))
+		io->tls.resumed++;
 	while ((seg = dp_chain_pop(&io->r, &t->hold)) != DP_NIL) {
 		encrypt_seg(io, t, seg);
 		if (dp_c(io, c)->tls != t || dp_c(io, c)->gen != gen || t->state != TLS_OPEN)

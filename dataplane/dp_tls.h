@@ -19,24 +19,30 @@
 #ifndef DP_TLS_H
 #define DP_TLS_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 struct dp_io;
 struct dp_tls_store;
 typedef struct WOLFSSL_CTX WOLFSSL_CTX;
+typedef struct WOLFSSL_SESSION WOLFSSL_SESSION;
 
 struct dp_tls_stats {
 	uint64_t handshakes;	     /* completed */
+	uint64_t resumed;	     /* of which resumed a session (no certificate work) */
 	uint64_t handshake_failures; /* refused or broken during the handshake */
 	uint64_t errors;	     /* fatal errors after the handshake */
 	uint64_t reloads, reload_failures;
 };
 
 /*
- * Ownership: one per relay, for its lifetime. cur is replaced by reloads;
- * the paths are borrowed from the configuration.
+ * Ownership: one per relay, for its lifetime, shared by its workers (one
+ * context for all, so a session ticket from one worker resumes on another).
+ * cur is replaced by reloads under lock (readers: accepts and the SNI
+ * callback); the paths are borrowed from the configuration.
  */
 struct dp_tls_server {
+	pthread_rwlock_t lock;
 	struct dp_tls_store *cur;
 	const char *cert, *key, *cert_dir;
 	struct dp_tls_stats *stats;
@@ -44,6 +50,9 @@ struct dp_tls_server {
 
 /* Call once per process before any other dp_tls function. */
 void dp_tls_global_init(void);
+/* Call in a thread that used TLS, before it exits: wolfSSL's per-thread
+ * caches are freed (LeakSanitizer saw them otherwise). */
+void dp_tls_thread_done(void);
 
 /* Load cert/key (and cert_dir, may be NULL). Returns 0 or a negative errno
  * after logging which file failed and why. */
@@ -65,8 +74,15 @@ void dp_tls_ctx_free(WOLFSSL_CTX *ctx);
 int dp_tls_accept(struct dp_io *io, uint32_t c, struct dp_tls_server *s);
 /* Make connected socket c a TLS client checking the certificate names
  * server_name (also sent as SNI unless it is an IP address); starts the
- * handshake now. Plaintext queued before it completes waits for it. */
-int dp_tls_connect(struct dp_io *io, uint32_t c, WOLFSSL_CTX *ctx, const char *server_name);
+ * handshake now, resuming session resume if not NULL (a ticket from an
+ * earlier connection: no certificate work on either side). Plaintext queued
+ * before it completes waits for it. */
+int dp_tls_connect(struct dp_io *io, uint32_t c, WOLFSSL_CTX *ctx, const char *server_name,
+		   WOLFSSL_SESSION *resume);
+/* The session of TLS socket c, to resume later (a counted reference, or
+ * NULL); release with dp_tls_session_free(). */
+WOLFSSL_SESSION *dp_tls_session(struct dp_io *io, uint32_t c);
+void dp_tls_session_free(WOLFSSL_SESSION *sess);
 
 /* Why TLS socket c failed or never finished its handshake (for on_close
  * messages), or NULL when it did not fail. */

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <liburing.h>
 #include <msgpack.h>
@@ -163,9 +164,6 @@ static int check_unsupported(const struct sl_config *cfg)
 		sl_error("--buffers must be a power of two, not %ld", n);
 		return -EINVAL;
 	}
-	if (sl_config_int(cfg, "workers") > 1)
-		sl_warn("this build runs one worker; --workers %ld ignored",
-			sl_config_int(cfg, "workers"));
 	return 0;
 }
 
@@ -197,6 +195,12 @@ static int run(const struct sl_config *cfg)
 	rc.max_conns = (uint32_t)sl_config_int(cfg, "max-conns");
 	rc.nbufs = (uint32_t)sl_config_int(cfg, "buffers");
 	rc.bufsize = (uint32_t)sl_config_int(cfg, "buffer-size");
+	rc.workers = (uint32_t)sl_config_int(cfg, "workers");
+	if (rc.workers == 0) {
+		long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+		rc.workers = cores > 0 ? (uint32_t)(cores < 64 ? cores : 64) : 1;
+	}
 	rc.engine = strcmp(sl_config_str(cfg, "engine"), "epoll") == 0 ? DP_ENGINE_EPOLL
 								       : DP_ENGINE_URING;
 	if (tokens && (err = dp_relay_load_tokens(tokens, &rc.tokens, &rc.ntokens)) < 0) {

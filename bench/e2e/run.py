@@ -53,7 +53,7 @@ http {{
 HAPROXY_HTTP = """global
     # 20,000 open files per process here: two per connection, plus slack
     maxconn 6000
-    nbthread 1
+    nbthread {threads}
 defaults
     mode http
     option splice-auto
@@ -72,7 +72,7 @@ backend b
 HAPROXY_TCP = """global
     # 20,000 open files per process here: two per connection, plus slack
     maxconn 6000
-    nbthread 1
+    nbthread {threads}
 defaults
     mode tcp
     option splice-auto
@@ -152,7 +152,7 @@ class Bench:
         front = harness.free_port()
         conf = os.path.join(self.dir, name + ".cfg")
         with open(conf, "w") as f:
-            f.write(template.format(front=front, back=back))
+            f.write(template.format(front=front, back=back, threads=self.args.workers))
         self.proc(name, ["haproxy", "-db", "-f", conf])
         harness.wait_for(lambda: harness.port_open(front), what=name)
         return front
@@ -182,7 +182,8 @@ class Bench:
         # Plaintext agent link, as the HAProxy chain it is compared with;
         # "sluice-tls" below is the same with TLS between agent and relay.
         self.relay = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
-                                   extra=["--log-level", "warn"], tls=False)
+                                   extra=["--log-level", "warn", "--workers", str(self.args.workers)],
+                                   tls=False)
         self.procs.append(self.relay.proc)
         self.agent = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
                                    self.relay.server, extra=["--name", "bench", "--pool", "64"],
@@ -191,7 +192,8 @@ class Bench:
         self.targets["sluice"] = ("http://127.0.0.1:%d" % self.relay.http_port, "bench.localhost")
         # The same relay and agent on the epoll engine: what io_uring earns.
         self.relay_ep = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
-                                      extra=["--log-level", "warn", "--engine", "epoll"], tls=False)
+                                      extra=["--log-level", "warn", "--engine", "epoll",
+                                             "--workers", str(self.args.workers)], tls=False)
         self.procs.append(self.relay_ep.proc)
         agent_ep = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
                                  self.relay_ep.server, extra=["--name", "bench", "--pool", "64",
@@ -201,7 +203,7 @@ class Bench:
                                         "bench.localhost")
         # TLS on the agent link (what a deployment runs): the price of encryption.
         self.relay_tls = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
-                                       extra=["--log-level", "warn"])
+                                       extra=["--log-level", "warn", "--workers", str(self.args.workers)])
         self.procs.append(self.relay_tls.proc)
         agent_tls = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
                                   self.relay_tls.server, extra=["--name", "bench", "--pool", "64"])
@@ -284,8 +286,9 @@ def markdown(res, cmd):
     sc = res["scenarios"]
     names = list(next(iter(sc.values())).keys())
     md = ["# End-to-end results", "", "Command: `%s`" % cmd, "",
-          "Medians of %d runs of %d s each (wrk, 1 thread); 2 cores shared by every process." % (
-              res["config"]["reps"], res["config"]["seconds"]), "",
+          "Medians of %d runs of %d s each (wrk, 1 thread); 2 cores shared by every process; "
+          "relay workers and HAProxy threads: %d." % (
+              res["config"]["reps"], res["config"]["seconds"], res["config"]["workers"]), "",
           "| scenario | " + " | ".join(names) + " | sluice / haproxy2 | sluice / ssh-R | sluice p99 / haproxy1 p99 | io_uring / epoll | tls / plain |",
           "|---" * (len(names) + 6) + "|"]
     for key, row in sc.items():
@@ -317,6 +320,8 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--big-mb", type=int, default=1024)
     ap.add_argument("--tunnels", type=int, default=5000)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="relay workers, and HAProxy threads (each peer at the same count)")
     a = ap.parse_args()
     if a.smoke:
         a.seconds, a.reps, a.big_mb, a.tunnels = 1, 1, 16, 1000
@@ -331,7 +336,7 @@ def main():
     bad = [(k, n, v["errors"]) for k, row in res["scenarios"].items() for n, v in row.items()
            if n.startswith("sluice") and v["errors"]]
     os.makedirs(a.out, exist_ok=True)
-    tag = "smoke" if a.smoke else "full"
+    tag = ("smoke" if a.smoke else "full") + ("-w%d" % a.workers if a.workers != 1 else "")
     with open(os.path.join(a.out, "e2e-%s.json" % tag), "w") as f:
         json.dump(res, f, indent=1)
     md = markdown(res, " ".join(["bench/e2e/run.py"] + sys.argv[1:]))

@@ -86,7 +86,7 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
             return
         if url.path == "/slow":
             time.sleep(float(q.get("s", "1")))
-        self.reply(200, json.dumps({"method": "GET", "path": self.path,
+        self.reply(200, json.dumps({"method": "GET", "path": self.path, "app": self.server.tag,
                                     "headers": dict(self.headers.items())}).encode())
 
     def do_POST(self):
@@ -102,8 +102,11 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
 
 
 class HttpApp:
-    def __init__(self):
+    """tag: echoed as "app" in GET answers, to tell apps apart."""
+
+    def __init__(self, tag=None):
         self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AppHandler)
+        self.srv.tag = tag
         self.srv.daemon_threads = True
         self.port = self.srv.server_address[1]
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()

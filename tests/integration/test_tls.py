@@ -112,6 +112,15 @@ def test_https_large_bodies_stream_intact_both_ways(https_relay, app, start_agen
                                 "path": "/upload"}
 
 
+def test_data_connections_resume_the_control_session(https_relay, app, start_agent):
+    """The agent's data connections resume its control connection's TLS
+    session (a ticket), whichever worker takes them: no certificate work."""
+    start_agent(app.port, https_relay.server, extra=["--name", "resume", "--pool", "8"])
+    harness.wait_for(lambda: metric(https_relay, 'sluice_tls_events_total{event="handshake"}') >= 9,
+                     what="control and pool handshakes")
+    assert metric(https_relay, 'sluice_tls_events_total{event="resumed"}') >= 8
+
+
 def test_sni_chooses_the_certificate(https_relay):
     assert peer_cert_cn(https_relay.https_port, "app.example.com") == "app.example.com"
     assert peer_cert_cn(https_relay.https_port, "demo." + DOMAIN) == "localhost"
@@ -127,7 +136,9 @@ def test_sighup_reloads_certificates_and_keeps_old_ones_on_error(https_relay):
     https_relay.proc.popen.send_signal(signal.SIGHUP)
     harness.wait_for(lambda: metric(https_relay, 'sluice_tls_events_total{event="reload"}') == 1,
                      what="reload")
-    assert peer_cert_cn(https_relay.https_port, "app.example.com") == "localhost"
+    # Every worker reloads (a handshake may land on any of them).
+    for _ in range(8):
+        assert peer_cert_cn(https_relay.https_port, "app.example.com") == "localhost"
     # A broken file: the reload fails, says so, and the old certificates serve.
     (https_relay.certs / "app.example.com.crt").write_text("not a certificate\n")
     https_relay.proc.popen.send_signal(signal.SIGHUP)
@@ -137,6 +148,8 @@ def test_sighup_reloads_certificates_and_keeps_old_ones_on_error(https_relay):
     assert "certificate reload failed" in https_relay.proc.log()
     assert "app.example.com.crt: not a valid PEM file" in https_relay.proc.log()
     assert peer_cert_cn(https_relay.https_port, "app.example.com") == "localhost"
+    assert metric(https_relay, 'sluice_tls_events_total{event="reload"}') == 1  # one per SIGHUP
+    assert https_relay.proc.log().count("certificate reload failed") == 1
     assert https_relay.proc.alive()
 
 
