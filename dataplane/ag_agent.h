@@ -25,6 +25,7 @@ struct ag_config {
 	uint32_t backoff_max_ms;
 	uint32_t nbufs, bufsize; /* receive buffers (nbufs a power of two) */
 	int engine;		 /* enum dp_engine */
+	int splice;		 /* splice(2) for bulk transfers */
 	int json;		 /* JSON events on stdout */
 	int status_line;	 /* a live status line on stdout (a terminal) */
 };

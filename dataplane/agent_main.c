@@ -79,6 +79,10 @@ static const struct sl_opt agent_opts[] = {
 	 .min = 1024,
 	 .max = 1048576,
 	 .help = "bytes per receive buffer"},
+	{.name = "splice",
+	 .type = SL_OPT_BOOL,
+	 .def = "false",
+	 .help = "bulk transfers between plain sockets use splice(2) (socket, pipe, socket)"},
 	{.name = "engine",
 	 .type = SL_OPT_ENUM,
 	 .def = "io_uring",
@@ -202,6 +206,7 @@ static int build_config(const struct sl_config *cfg, int port, struct ag_config 
 		return -EINVAL;
 	}
 	ac->json = (int)sl_config_int(cfg, "json");
+	ac->splice = (int)sl_config_int(cfg, "splice");
 	ac->status_line = !ac->json && isatty(1);
 	return 0;
 }

@@ -18,6 +18,14 @@
 
 #define DP_CQE_BATCH 256 /* completions handled per wait: fairness with timers */
 
+/* Kernel 6.2 flags that liburing 2.3's headers predate. */
+#ifndef IORING_SEND_ZC_REPORT_USAGE
+#define IORING_SEND_ZC_REPORT_USAGE (1U << 3)
+#endif
+#ifndef IORING_NOTIF_USAGE_ZC_COPIED
+#define IORING_NOTIF_USAGE_ZC_COPIED (1U << 31)
+#endif
+
 int dp_io_init(struct dp_io *io, uint32_t max_conns, uint32_t nbufs, uint32_t bufsize,
 	       const struct dp_io_ops *ops, void *owner, enum dp_engine engine)
 {
@@ -97,6 +105,9 @@ uint32_t dp_conn_new(struct dp_io *io, int fd, uint8_t kind, void *owner)
 	s->owner = owner;
 	s->rx = s->tx = 0;
 	s->tls = NULL;
+	s->pipe_r = s->pipe_w = -1;
+	s->in_pipe = 0;
+	s->sp = DP_SP_OFF;
 	io->live++;
 	if (io->engine == DP_ENGINE_EPOLL) {
 		/* Edge-triggered, both directions, once: readiness is tracked in
@@ -170,6 +181,43 @@ void dp_conn_accept(struct dp_io *io, uint32_t c)
 	io_uring_prep_multishot_accept(sqe, io->conns[c].fd, NULL, NULL, SOCK_CLOEXEC);
 }
 
+/* ---- splice(2): socket -> pipe -> socket for bulk transfers ---- */
+
+#define SPLICE_CHUNK  (1u << 16) /* the default pipe size */
+#define SPLICE_ROUNDS 16	 /* chunks per wake-up: fairness with other sockets */
+
+/* Wait until c is readable (io_uring: a one-shot poll; epoll: readiness
+ * comes back as an event, or now if c is still marked readable). */
+static void arm_poll_in(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+	struct io_uring_sqe *sqe;
+
+	if (io->engine == DP_ENGINE_EPOLL) {
+		s->flags |= DP_C_RECV;
+		want_read(io, c);
+		return;
+	}
+	if (s->sp == DP_SP_IN)
+		return;
+	s->sp = DP_SP_IN;
+	sqe = sqe_for(io, c, DP_OP_POLL_IN);
+	io_uring_prep_poll_add(sqe, s->fd, POLLIN | POLLRDHUP);
+}
+
+/* The pipe holds bytes and c's partner is full: wait until it is writable. */
+static void arm_poll_out(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+	struct io_uring_sqe *sqe;
+
+	s->sp = DP_SP_OUT;
+	if (io->engine == DP_ENGINE_EPOLL)
+		return; /* the partner's EPOLLOUT edge calls splice_resume() */
+	sqe = sqe_for(io, c, DP_OP_POLL_OUT);
+	io_uring_prep_poll_add(sqe, io->conns[s->peer].fd, POLLOUT);
+}
+
 void dp_conn_recv(struct dp_io *io, uint32_t c)
 {
 	struct dp_conn *s = &io->conns[c];
@@ -178,6 +226,11 @@ void dp_conn_recv(struct dp_io *io, uint32_t c)
 	s->flags &= (uint16_t)~DP_C_PAUSED;
 	if (s->tls && !(s->flags & DP_C_CLOSING))
 		dp_tls_resume(io, c); /* records decrypted or buffered before a pause */
+	if (s->sp != DP_SP_OFF) {
+		if (s->sp == DP_SP_ON && !(s->flags & (DP_C_EOF | DP_C_NETEOF | DP_C_CLOSING)))
+			arm_poll_in(io, c);
+		return;
+	}
 	if (s->flags & (DP_C_RECV | DP_C_EOF | DP_C_NETEOF | DP_C_CLOSING | DP_C_STARVED))
 		return;
 	s->flags |= DP_C_RECV;
@@ -264,6 +317,14 @@ static void kick_send(struct dp_io *io, uint32_t c)
 	s->flags |= DP_C_SENDING;
 	if (io->engine == DP_ENGINE_EPOLL) {
 		want_write(io, c);
+		return;
+	}
+	if (io->zc_min && g->len - g->sent >= io->zc_min) {
+		/* The buffer stays ours until the notification: on_send runs then. */
+		sqe = sqe_for(io, c, DP_OP_SEND_ZC);
+		io_uring_prep_send_zc(sqe, s->fd, g->ptr + g->sent, g->len - g->sent, MSG_NOSIGNAL,
+				      IORING_SEND_ZC_REPORT_USAGE);
+		io->r.stats.zc_sends++;
 		return;
 	}
 	sqe = sqe_for(io, c, DP_OP_SEND);
@@ -365,6 +426,13 @@ static void release_slot(struct dp_io *io, uint32_t c, int keep_fd)
 	}
 	if (!keep_fd)
 		close(s->fd);
+	if (s->pipe_r >= 0) {
+		close(s->pipe_r);
+		close(s->pipe_w);
+		s->pipe_r = s->pipe_w = -1;
+	}
+	s->in_pipe = 0;
+	s->sp = DP_SP_OFF;
 	s->fd = -1;
 	s->peer = DP_NIL;
 	s->gen = (s->gen + 1) & 0xffffff;
@@ -513,6 +581,10 @@ void dp_conn_close(struct dp_io *io, uint32_t c)
 	}
 	sqe = sqe_for(io, c, DP_OP_CANCEL);
 	io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
+	if (s->sp == DP_SP_OUT) { /* that poll is on the partner's socket */
+		sqe = sqe_for(io, c, DP_OP_CANCEL);
+		io_uring_prep_cancel64(sqe, dp_ud(c, s->gen, DP_OP_POLL_OUT), 0);
+	}
 }
 
 /* Ask the owner what becomes of p now that its partner failed or ended. */
@@ -531,11 +603,15 @@ void dp_conn_fail(struct dp_io *io, uint32_t c)
 		dp_conn_close(io, p);
 }
 
+static void splice_try_start(struct dp_io *io, uint32_t c);
+
 /* Once c's queue is below half the pause mark, its feeder may read again. */
 static void maybe_resume_feeder(struct dp_io *io, uint32_t c)
 {
 	uint32_t p = io->conns[c].peer;
 
+	if (p != DP_NIL && io->conns[p].sp == DP_SP_WAIT && io->conns[c].out.head == DP_NIL)
+		splice_try_start(io, p);
 	if (p == DP_NIL || io->conns[c].out_bytes > io->pause_bytes / 2)
 		return;
 	if (io->conns[p].flags & DP_C_PAUSED) {
@@ -602,6 +678,175 @@ void dp_conn_deliver(struct dp_io *io, uint32_t c, uint32_t seg, uint32_t len)
 	}
 }
 
+/* Empty c's pipe into its partner. Returns 1 when empty, 0 when c waits
+ * (partner full: a poll is armed; or its queue still drains) or failed. */
+static int splice_out(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+	struct dp_conn *d;
+
+	if (s->peer == DP_NIL || (io->conns[s->peer].flags & (DP_C_CLOSING | DP_C_SHUT))) {
+		dp_conn_fail(io, c);
+		return 0;
+	}
+	d = &io->conns[s->peer];
+	if (d->out.head != DP_NIL || (d->flags & DP_C_SENDING)) {
+		s->sp = DP_SP_WAIT; /* bytes queued on the partner go first */
+		return 0;
+	}
+	while (s->in_pipe > 0) {
+		ssize_t n = splice(s->pipe_r, NULL, d->fd, NULL, s->in_pipe,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+
+		if (n > 0) {
+			s->in_pipe -= (uint32_t)n;
+			d->tx += (uint64_t)n;
+			io->r.stats.spliced += (uint64_t)n;
+		} else if (n < 0 && errno == EAGAIN) {
+			arm_poll_out(io, c);
+			return 0;
+		} else if (n < 0 && errno != EINTR) {
+			io->stats.send_errors++;
+			dp_conn_fail(io, c);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* c is readable (or may be): move what it has to its partner through the pipe. */
+static void splice_in(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+	uint32_t gen = s->gen;
+
+	s->sp = DP_SP_ON;
+	for (int i = 0; i < SPLICE_ROUNDS; i++) {
+		ssize_t n;
+
+		if (s->fd < 0 || s->gen != gen || (s->flags & (DP_C_PAUSED | DP_C_CLOSING)))
+			return;
+		if (s->in_pipe > 0 && !splice_out(io, c))
+			return;
+		if (s->flags & DP_C_NETEOF) {
+			dp_conn_deliver_eof(io, c); /* the pipe is empty: the FIN may follow */
+			return;
+		}
+		n = splice(s->fd, NULL, s->pipe_w, NULL, SPLICE_CHUNK,
+			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n > 0) {
+			s->in_pipe += (uint32_t)n;
+			s->rx += (uint64_t)n;
+			if (io->ops->on_forwarded)
+				io->ops->on_forwarded(io, c, (uint32_t)n);
+		} else if (n == 0) {
+			s->flags |= DP_C_NETEOF;
+		} else if (errno == EAGAIN) {
+			if (io->engine == DP_ENGINE_EPOLL)
+				s->flags &= (uint16_t)~DP_C_RREADY;
+			arm_poll_in(io, c);
+			return;
+		} else if (errno != EINTR) {
+			io->stats.recv_errors++;
+			dp_conn_fail(io, c);
+			return;
+		}
+	}
+	/* More may wait: after the other sockets. If the pipe holds bytes they
+	 * go first, and a poll for input would not fire once the sender is done
+	 * (io_uring: a poll for output fires at once on a writable partner;
+	 * epoll: c is still marked readable and comes back next turn). */
+	if (s->in_pipe > 0 && io->engine == DP_ENGINE_URING)
+		arm_poll_out(io, c);
+	else
+		arm_poll_in(io, c);
+}
+
+/* Splicing starts once the receive in flight is gone and what c queued on
+ * its partner has been sent, so bytes keep their order. */
+static void splice_try_start(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+	struct dp_conn *d;
+
+	if (s->sp != DP_SP_WAIT || (s->flags & (DP_C_CLOSING | DP_C_EOF)))
+		return;
+	if (io->engine == DP_ENGINE_URING && (s->flags & DP_C_RECV))
+		return; /* the cancelled receive has not completed yet */
+	if (s->peer == DP_NIL)
+		return;
+	d = &io->conns[s->peer];
+	if (d->out.head != DP_NIL || (d->flags & DP_C_SENDING))
+		return;
+	if (io->engine == DP_ENGINE_EPOLL)
+		s->flags |= DP_C_RECV | DP_C_RREADY; /* try now; EAGAIN waits for the edge */
+	splice_in(io, c);
+}
+
+/* A read filled a whole buffer: bulk. A paired plain socket moves on to
+ * splice(2), as HAProxy's splice-auto does. */
+static void maybe_splice(struct dp_io *io, uint32_t c, uint32_t len)
+{
+	struct dp_conn *s = &io->conns[c];
+	struct io_uring_sqe *sqe;
+	int fds[2];
+
+	if (!io->splice || s->sp != DP_SP_OFF || len < io->r.bufsize || s->tls || s->fd < 0 ||
+	    (s->flags & (DP_C_INTERCEPT | DP_C_CLOSING | DP_C_NETEOF)) || s->peer == DP_NIL ||
+	    io->conns[s->peer].tls)
+		return;
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+		io->r.stats.splice_fallbacks++;
+		return;
+	}
+	s->pipe_r = fds[0];
+	s->pipe_w = fds[1];
+	s->sp = DP_SP_WAIT;
+	/* splice(2) blocks on a blocking socket whatever its flags say; io_uring
+	 * waits for readiness on non-blocking sockets all the same. */
+	if (io->engine == DP_ENGINE_URING) {
+		fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) | O_NONBLOCK);
+		fcntl(io->conns[s->peer].fd, F_SETFL,
+		      fcntl(io->conns[s->peer].fd, F_GETFL) | O_NONBLOCK);
+	}
+	io->r.stats.splice_starts++;
+	if (io->engine == DP_ENGINE_EPOLL) {
+		s->flags &= (uint16_t)~DP_C_RECV;
+	} else if (s->flags & DP_C_RECV) {
+		sqe = sqe_for(io, c, DP_OP_CANCEL);
+		io_uring_prep_cancel64(sqe, dp_ud(c, s->gen, DP_OP_RECV), 0);
+	}
+	splice_try_start(io, c);
+}
+
+/* The partner of c became writable (epoll) or drained its queue. */
+static void splice_resume(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+
+	if (s->sp == DP_SP_WAIT) {
+		splice_try_start(io, c);
+	} else if (s->sp == DP_SP_OUT) {
+		s->sp = DP_SP_ON;
+		splice_in(io, c);
+	}
+}
+
+/* A poll of the splice path completed. */
+static void on_poll(struct dp_io *io, uint32_t c, int res)
+{
+	struct dp_conn *s = &io->conns[c];
+
+	s->sp = DP_SP_ON;
+	if (s->flags & DP_C_CLOSING)
+		return;
+	if (res < 0 && res != -ECANCELED) {
+		dp_conn_fail(io, c);
+		return;
+	}
+	splice_in(io, c);
+}
+
 /* A receive finished: res bytes in buffer bid, or EOF (0), or an error.
  * more: the receive goes on (io_uring multishot; always for epoll data). */
 static void on_recv(struct dp_io *io, uint32_t c, int res, uint16_t bid, int more)
@@ -619,8 +864,11 @@ static void on_recv(struct dp_io *io, uint32_t c, int res, uint16_t bid, int mor
 			dp_seg_release(&io->r, seg);
 		else if (s->tls)
 			dp_tls_on_cipher(io, c, seg);
-		else
+		else {
 			dp_conn_deliver(io, c, seg, (uint32_t)res);
+			if (s->fd >= 0 && s->gen == gen)
+				maybe_splice(io, c, (uint32_t)res);
+		}
 	} else if (res == 0) {
 		if (s->flags & DP_C_CLOSING)
 			return;
@@ -645,7 +893,9 @@ static void on_recv(struct dp_io *io, uint32_t c, int res, uint16_t bid, int mor
 	 * with a resume): arm again unless paused, ended, closing or freed. */
 	if (s->fd < 0 || s->gen != gen)
 		return;
-	if (!more && !(s->flags & (DP_C_PAUSED | DP_C_EOF | DP_C_NETEOF | DP_C_CLOSING)))
+	if (!more && s->sp == DP_SP_WAIT)
+		splice_try_start(io, c); /* the cancelled receive is done */
+	else if (!more && !(s->flags & (DP_C_PAUSED | DP_C_EOF | DP_C_NETEOF | DP_C_CLOSING)))
 		dp_conn_recv(io, c);
 }
 
@@ -667,6 +917,36 @@ static void on_accept_cqe(struct dp_io *io, uint32_t c, int res, uint32_t cflags
 	} else if (res != -ECANCELED && res != -EAGAIN) {
 		sl_warn("accept: %s", strerror(-res));
 	}
+}
+
+/*
+ * SEND_ZC completes twice: the result (with F_MORE when a notification
+ * follows) and the notification that the kernel no longer reads the buffer.
+ * The segment is released, and the next send made, only then; a kernel
+ * without SEND_ZC (-EINVAL) turns it off and the send is made again.
+ */
+static void on_send_zc(struct dp_io *io, uint32_t c, const struct io_uring_cqe *cqe)
+{
+	struct dp_conn *s = &io->conns[c];
+
+	if (cqe->flags & IORING_CQE_F_NOTIF) {
+		if ((uint32_t)cqe->res & IORING_NOTIF_USAGE_ZC_COPIED)
+			io->r.stats.zc_copied++;
+		on_send(io, c, s->err);
+		return;
+	}
+	if (cqe->flags & IORING_CQE_F_MORE) {
+		s->err = cqe->res;
+		return;
+	}
+	if (cqe->res == -EINVAL || cqe->res == -EOPNOTSUPP) {
+		io->r.stats.zc_refused++;
+		io->zc_min = 0;
+		s->flags &= (uint16_t)~DP_C_SENDING;
+		kick_send(io, c);
+		return;
+	}
+	on_send(io, c, cqe->res);
 }
 
 static void dispatch(struct dp_io *io, struct io_uring_cqe *cqe)
@@ -693,6 +973,9 @@ static void dispatch(struct dp_io *io, struct io_uring_cqe *cqe)
 			cqe->flags & IORING_CQE_F_MORE);
 		break;
 	case DP_OP_SEND: on_send(io, c, cqe->res); break;
+	case DP_OP_SEND_ZC: on_send_zc(io, c, cqe); break;
+	case DP_OP_POLL_IN:
+	case DP_OP_POLL_OUT: on_poll(io, c, cqe->res); break;
 	case DP_OP_ACCEPT: on_accept_cqe(io, c, cqe->res, cqe->flags); break;
 	case DP_OP_CONNECT:
 		if (!(s->flags & DP_C_CLOSING))
@@ -777,6 +1060,11 @@ static void ep_read(struct dp_io *io, uint32_t c)
 	}
 	if ((s->flags & (DP_C_RECV | DP_C_PAUSED)) != DP_C_RECV)
 		return;
+	if (s->sp != DP_SP_OFF) {
+		if (s->sp == DP_SP_ON || s->sp == DP_SP_IN)
+			splice_in(io, c);
+		return;
+	}
 	if ((bid = dp_buf_take(&io->r)) < 0) {
 		io->r.stats.enobufs++; /* the same fallback as io_uring's ENOBUFS */
 		s->flags &= (uint16_t)~DP_C_RECV;
@@ -871,6 +1159,9 @@ static void ep_event(struct dp_io *io, const struct epoll_event *ev)
 	if ((ev->events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) &&
 	    (s->flags & (DP_C_SENDING | DP_C_CONNECTING)))
 		want_write(io, c);
+	if ((ev->events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && s->peer != DP_NIL &&
+	    io->conns[s->peer].sp == DP_SP_OUT)
+		splice_resume(io, s->peer);
 }
 
 static int ep_run_once(struct dp_io *io, int timeout_ms)

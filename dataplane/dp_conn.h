@@ -71,6 +71,20 @@ struct dp_conn {
 	uint64_t rx, tx;	 /* bytes received and sent */
 	int err;		 /* epoll: a connect that failed at once */
 	struct dp_tls_conn *tls; /* NULL for plain sockets */
+	/* splice(2) (io->splice): a paired plain socket whose read filled a
+	 * buffer moves on to socket -> pipe -> partner, once what it queued
+	 * before has gone (order). in_pipe bytes wait in the pipe. */
+	int pipe_r, pipe_w;
+	uint32_t in_pipe;
+	uint8_t sp; /* DP_SP_* */
+};
+
+enum {
+	DP_SP_OFF = 0, /* copying through buffers */
+	DP_SP_WAIT, /* switching: the receive is being cancelled, or the partner's queue drains */
+	DP_SP_ON,   /* splicing, nothing armed */
+	DP_SP_IN,   /* splicing, waiting for input (io_uring: a poll is armed) */
+	DP_SP_OUT,  /* the pipe holds bytes: waiting for the partner to be writable */
 };
 
 struct dp_io;
@@ -124,6 +138,8 @@ struct dp_io {
 	struct dp_queue rq, wq; /* DP_ENGINE_EPOLL: to read, to write or connect */
 	struct dp_queue tlsq;	/* TLS sockets with work for the next turn */
 	int evfd;		/* eventfd other threads wake this worker with, or -1 */
+	uint32_t zc_min; /* io_uring: sends of at least this many bytes use SEND_ZC; 0: never */
+	int splice;	 /* bulk transfers between plain sockets use splice(2) */
 	struct dp_tls_stats tls;
 };
 

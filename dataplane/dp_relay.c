@@ -1343,9 +1343,16 @@ static int metrics_text(struct relay *r, char *out, size_t cap)
 	  "sluice_engine_events_total{event=\"no_defer_taskrun\"} %llu\n"
 	  "sluice_engine_events_total{event=\"paused\"} %llu\n"
 	  "sluice_engine_events_total{event=\"eagain\"} %llu\n"
-	  "sluice_engine_events_total{event=\"misdirected_switch\"} %llu\n",
+	  "sluice_engine_events_total{event=\"misdirected_switch\"} %llu\n"
+	  "sluice_engine_events_total{event=\"zc_send\"} %llu\n"
+	  "sluice_engine_events_total{event=\"zc_copied\"} %llu\n"
+	  "sluice_engine_events_total{event=\"zc_refused\"} %llu\n"
+	  "sluice_engine_events_total{event=\"splice_start\"} %llu\n"
+	  "sluice_engine_events_total{event=\"splice_fallback\"} %llu\n"
+	  "# TYPE sluice_spliced_bytes_total counter\nsluice_spliced_bytes_total %llu\n",
 	  U(rs->enobufs), U(rs->short_sends), U(rs->sqe_full), U(rs->no_defer), U(x.io.paused),
-	  U(x.io.eagain), U(x.m.misdirected_switch));
+	  U(x.io.eagain), U(x.m.misdirected_switch), U(rs->zc_sends), U(rs->zc_copied),
+	  U(rs->zc_refused), U(rs->splice_starts), U(rs->splice_fallbacks), U(rs->spliced));
 	M("# TYPE sluice_tls_events_total counter\n"
 	  "sluice_tls_events_total{event=\"handshake\"} %llu\n"
 	  "sluice_tls_events_total{event=\"resumed\"} %llu\n"
@@ -1994,6 +2001,9 @@ static int relay_init(struct relay *r)
 		sl_error("I/O engine set-up failed: %s", strerror(-err));
 		return err;
 	}
+	if (cfg->engine == DP_ENGINE_URING)
+		r->io.zc_min = cfg->send_zc;
+	r->io.splice = cfg->splice;
 	if ((err = dp_io_wake_init(&r->io)) < 0) {
 		sl_error("worker wake-up set-up failed: %s", strerror(-err));
 		goto fail_io;

@@ -23,6 +23,8 @@ struct dp_relay_config {
 	uint32_t head_timeout_ms, open_timeout_ms, drain_timeout_ms;
 	uint32_t max_conns, nbufs, bufsize; /* per worker */
 	uint32_t workers;		    /* worker threads, >= 1 */
+	uint32_t send_zc;		    /* SEND_ZC from this many bytes (io_uring), 0: off */
+	int splice;			    /* splice(2) for bulk transfers */
 	int engine;			    /* enum dp_engine */
 };
 

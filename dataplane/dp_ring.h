@@ -23,9 +23,12 @@ enum dp_op {
 	DP_OP_RECV,   /* multishot recv with buffer select */
 	DP_OP_SEND,
 	DP_OP_CONNECT,
-	DP_OP_CANCEL, /* result ignored */
-	DP_OP_WAKE,   /* unused */
-	DP_OP_EVENT,  /* the worker's eventfd: another thread has work for it */
+	DP_OP_CANCEL,	/* result ignored */
+	DP_OP_WAKE,	/* unused */
+	DP_OP_EVENT,	/* the worker's eventfd: another thread has work for it */
+	DP_OP_SEND_ZC,	/* a zero-copy send: a result, then a notification */
+	DP_OP_POLL_IN,	/* splice: the socket is readable */
+	DP_OP_POLL_OUT, /* splice: the partner's socket is writable (on the source's slot) */
 };
 
 static inline uint64_t dp_ud(uint32_t slot, uint32_t gen, enum dp_op op)
@@ -55,11 +58,17 @@ struct dp_seg {
 
 /* Counters of the engine's fallbacks and events, exported in /metrics. */
 struct dp_ring_stats {
-	uint64_t enobufs;     /* multishot recv stopped: buffer ring empty */
-	uint64_t short_sends; /* send completed with fewer bytes than asked */
-	uint64_t sqe_full;    /* submission queue full: submitted early */
-	uint64_t heap_segs;   /* heap segments allocated */
-	uint64_t no_defer;    /* DEFER_TASKRUN refused by the kernel: plain ring */
+	uint64_t enobufs;	   /* multishot recv stopped: buffer ring empty */
+	uint64_t short_sends;	   /* send completed with fewer bytes than asked */
+	uint64_t sqe_full;	   /* submission queue full: submitted early */
+	uint64_t heap_segs;	   /* heap segments allocated */
+	uint64_t no_defer;	   /* DEFER_TASKRUN refused by the kernel: plain ring */
+	uint64_t zc_sends;	   /* sends made with SEND_ZC */
+	uint64_t zc_copied;	   /* of which the kernel copied anyway (loopback, veth, no SG) */
+	uint64_t zc_refused;	   /* SEND_ZC refused by the kernel: plain sends from then on */
+	uint64_t spliced;	   /* bytes moved socket to pipe to socket, never in user space */
+	uint64_t splice_starts;	   /* sockets switched to splicing (a full buffer: bulk) */
+	uint64_t splice_fallbacks; /* no pipe (fd limit): kept copying */
 };
 
 /*

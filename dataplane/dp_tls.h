@@ -50,8 +50,9 @@ struct dp_tls_server {
 
 /* Call once per process before any other dp_tls function. */
 void dp_tls_global_init(void);
-/* Call in a thread that used TLS, before it exits: wolfSSL's per-thread
- * caches are freed (LeakSanitizer saw them otherwise). */
+/* Free wolfSSL's per-thread caches (ECC points): in a thread that used TLS
+ * before it exits (LeakSanitizer saw them otherwise), or to shed memory
+ * when idle; they come back with the next handshake. */
 void dp_tls_thread_done(void);
 
 /* Load cert/key (and cert_dir, may be NULL). Returns 0 or a negative errno

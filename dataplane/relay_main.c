@@ -61,6 +61,10 @@ static const struct sl_opt relay_opts[] = {
 	 .def = "0",
 	 .max = 256,
 	 .help = "worker threads, 0 = one per core"},
+	{.name = "splice",
+	 .type = SL_OPT_BOOL,
+	 .def = "false",
+	 .help = "bulk transfers between plain sockets use splice(2) (socket, pipe, socket)"},
 	{.name = "engine",
 	 .type = SL_OPT_ENUM,
 	 .def = "io_uring",
@@ -114,6 +118,13 @@ static const struct sl_opt relay_opts[] = {
 	 .min = 8,
 	 .max = 32768,
 	 .help = "receive buffers per worker (a power of two)"},
+	{.name = "send-zc",
+	 .type = SL_OPT_INT,
+	 .def = "0",
+	 .min = 0,
+	 .max = 1048576,
+	 .help = "io_uring: sends of at least this many bytes use SEND_ZC, 0 = never (pays only "
+		 "toward a real NIC: loopback and veth copy anyway, bench/RESULTS.md)"},
 	{.name = "buffer-size",
 	 .type = SL_OPT_INT,
 	 .def = "32768",
@@ -196,6 +207,8 @@ static int run(const struct sl_config *cfg)
 	rc.nbufs = (uint32_t)sl_config_int(cfg, "buffers");
 	rc.bufsize = (uint32_t)sl_config_int(cfg, "buffer-size");
 	rc.workers = (uint32_t)sl_config_int(cfg, "workers");
+	rc.send_zc = (uint32_t)sl_config_int(cfg, "send-zc");
+	rc.splice = (int)sl_config_int(cfg, "splice");
 	if (rc.workers == 0) {
 		long cores = sysconf(_SC_NPROCESSORS_ONLN);
 

@@ -181,23 +181,25 @@ class Bench:
         bindir = self.args.bin
         # Plaintext agent link, as the HAProxy chain it is compared with;
         # "sluice-tls" below is the same with TLS between agent and relay.
+        zc = ["--send-zc", str(self.args.send_zc)] if self.args.send_zc else []
+        sp = ["--splice"] if self.args.splice else []
         self.relay = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
-                                   extra=["--log-level", "warn", "--workers", str(self.args.workers)],
-                                   tls=False)
+                                   extra=["--log-level", "warn", "--workers", str(self.args.workers)]
+                                   + zc + sp, tls=False)
         self.procs.append(self.relay.proc)
         self.agent = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
-                                   self.relay.server, extra=["--name", "bench", "--pool", "64"],
+                                   self.relay.server, extra=["--name", "bench", "--pool", "64"] + sp,
                                    tls=False)
         self.procs.append(self.agent.proc)
         self.targets["sluice"] = ("http://127.0.0.1:%d" % self.relay.http_port, "bench.localhost")
         # The same relay and agent on the epoll engine: what io_uring earns.
         self.relay_ep = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
                                       extra=["--log-level", "warn", "--engine", "epoll",
-                                             "--workers", str(self.args.workers)], tls=False)
+                                             "--workers", str(self.args.workers)] + sp, tls=False)
         self.procs.append(self.relay_ep.proc)
         agent_ep = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
                                  self.relay_ep.server, extra=["--name", "bench", "--pool", "64",
-                                                              "--engine", "epoll"], tls=False)
+                                                              "--engine", "epoll"] + sp, tls=False)
         self.procs.append(agent_ep.proc)
         self.targets["sluice-epoll"] = ("http://127.0.0.1:%d" % self.relay_ep.http_port,
                                         "bench.localhost")
@@ -287,8 +289,9 @@ def markdown(res, cmd):
     names = list(next(iter(sc.values())).keys())
     md = ["# End-to-end results", "", "Command: `%s`" % cmd, "",
           "Medians of %d runs of %d s each (wrk, 1 thread); 2 cores shared by every process; "
-          "relay workers and HAProxy threads: %d." % (
-              res["config"]["reps"], res["config"]["seconds"], res["config"]["workers"]), "",
+          "relay workers and HAProxy threads: %d; sluice splice: %s; send-zc: %s." % (
+              res["config"]["reps"], res["config"]["seconds"], res["config"]["workers"],
+              "on" if res["config"]["splice"] else "off", res["config"]["send_zc"] or "off"), "",
           "| scenario | " + " | ".join(names) + " | sluice / haproxy2 | sluice / ssh-R | sluice p99 / haproxy1 p99 | io_uring / epoll | tls / plain |",
           "|---" * (len(names) + 6) + "|"]
     for key, row in sc.items():
@@ -320,6 +323,9 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--big-mb", type=int, default=1024)
     ap.add_argument("--tunnels", type=int, default=5000)
+    ap.add_argument("--splice", action="store_true",
+                    help="relay and agent with --splice (plain sluice rows)")
+    ap.add_argument("--send-zc", type=int, default=0, help="relay --send-zc BYTES")
     ap.add_argument("--workers", type=int, default=1,
                     help="relay workers, and HAProxy threads (each peer at the same count)")
     a = ap.parse_args()
@@ -336,7 +342,8 @@ def main():
     bad = [(k, n, v["errors"]) for k, row in res["scenarios"].items() for n, v in row.items()
            if n.startswith("sluice") and v["errors"]]
     os.makedirs(a.out, exist_ok=True)
-    tag = ("smoke" if a.smoke else "full") + ("-w%d" % a.workers if a.workers != 1 else "")
+    tag = ("smoke" if a.smoke else "full") + ("-w%d" % a.workers if a.workers != 1 else "") + \
+        ("-splice" if a.splice else "") + ("-zc" if a.send_zc else "")
     with open(os.path.join(a.out, "e2e-%s.json" % tag), "w") as f:
         json.dump(res, f, indent=1)
     md = markdown(res, " ".join(["bench/e2e/run.py"] + sys.argv[1:]))
