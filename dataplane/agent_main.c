@@ -81,8 +81,9 @@ static const struct sl_opt agent_opts[] = {
 	 .help = "bytes per receive buffer"},
 	{.name = "splice",
 	 .type = SL_OPT_BOOL,
-	 .def = "false",
-	 .help = "bulk transfers between plain sockets use splice(2) (socket, pipe, socket)"},
+	 .def = "true",
+	 .help = "bulk transfers between plain sockets use splice(2), socket to pipe to socket "
+		 "(--no-splice: copy through buffers; bench/RESULTS.md)"},
 	{.name = "engine",
 	 .type = SL_OPT_ENUM,
 	 .def = "io_uring",

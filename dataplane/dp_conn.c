@@ -227,7 +227,11 @@ void dp_conn_recv(struct dp_io *io, uint32_t c)
 	if (s->tls && !(s->flags & DP_C_CLOSING))
 		dp_tls_resume(io, c); /* records decrypted or buffered before a pause */
 	if (s->sp != DP_SP_OFF) {
-		if (s->sp == DP_SP_ON && !(s->flags & (DP_C_EOF | DP_C_NETEOF | DP_C_CLOSING)))
+		if (s->sp != DP_SP_ON || (s->flags & (DP_C_EOF | DP_C_CLOSING)))
+			return;
+		if (s->in_pipe > 0 && io->engine == DP_ENGINE_URING)
+			arm_poll_out(io, c); /* the pipe first: see splice_in() */
+		else
 			arm_poll_in(io, c);
 		return;
 	}

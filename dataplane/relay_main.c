@@ -63,8 +63,9 @@ static const struct sl_opt relay_opts[] = {
 	 .help = "worker threads, 0 = one per core"},
 	{.name = "splice",
 	 .type = SL_OPT_BOOL,
-	 .def = "false",
-	 .help = "bulk transfers between plain sockets use splice(2) (socket, pipe, socket)"},
+	 .def = "true",
+	 .help = "bulk transfers between plain sockets use splice(2), socket to pipe to socket "
+		 "(--no-splice: copy through buffers; bench/RESULTS.md)"},
 	{.name = "engine",
 	 .type = SL_OPT_ENUM,
 	 .def = "io_uring",

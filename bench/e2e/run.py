@@ -182,7 +182,7 @@ class Bench:
         # Plaintext agent link, as the HAProxy chain it is compared with;
         # "sluice-tls" below is the same with TLS between agent and relay.
         zc = ["--send-zc", str(self.args.send_zc)] if self.args.send_zc else []
-        sp = ["--splice"] if self.args.splice else []
+        sp = [] if self.args.splice else ["--no-splice"]
         self.relay = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
                                    extra=["--log-level", "warn", "--workers", str(self.args.workers)]
                                    + zc + sp, tls=False)
@@ -262,9 +262,15 @@ class Bench:
             print("download   %-9s %6.2f GB/s (%d MiB)" % (name, res["download"][name], a.big_mb), flush=True)
         res["memory"]["agent_rss_kb"] = rss_kb(self.agent.proc.pid)
         res["memory"]["agent_tls_rss_kb"] = rss_kb(self.agent_tls.proc.pid)
+        # An idle agent gives memory back every 5 s (shed_memory in ag_agent.c).
+        time.sleep(6)
+        res["memory"]["agent_idle_rss_kb"] = rss_kb(self.agent.proc.pid)
+        res["memory"]["agent_tls_idle_rss_kb"] = rss_kb(self.agent_tls.proc.pid)
         res["memory"]["relay_rss_kb"] = rss_kb(self.relay.proc.pid)
         res["memory"]["relay_bytes_per_idle_tunnel"] = self.idle_tunnels(a.tunnels)
         res["memory"]["idle_tunnels_measured"] = a.tunnels
+        print("memory     agent RSS idle %d KiB (with TLS %d KiB)" % (
+            res["memory"]["agent_idle_rss_kb"], res["memory"]["agent_tls_idle_rss_kb"]), flush=True)
         print("memory     agent RSS %d KiB (with TLS %d KiB), relay RSS %d KiB, relay %.0f B per idle tunnel (%d tunnels)" % (
             res["memory"]["agent_rss_kb"], res["memory"]["agent_tls_rss_kb"],
             res["memory"]["relay_rss_kb"],
@@ -307,8 +313,10 @@ def markdown(res, cmd):
     md += ["", "Download of %d MiB (curl): " % res["config"]["big_mb"] +
            ", ".join("%s %.2f GB/s" % (k, v) for k, v in d.items()) +
            "; sluice / haproxy1 = %.2f." % ratio(d["sluice"], d["haproxy1"]), "",
-           "Memory: agent RSS %d KiB (%d KiB with TLS to the relay); relay RSS %d KiB after the run; %.0f bytes of relay RSS per idle tunnel (%d control connections, no data pool)." % (
+           "Memory: agent RSS %d KiB (%d KiB with TLS to the relay) right after the run, "
+           "%d KiB (%d KiB) after 6 s idle; relay RSS %d KiB after the run; %.0f bytes of relay RSS per idle tunnel (%d control connections, no data pool)." % (
                res["memory"]["agent_rss_kb"], res["memory"]["agent_tls_rss_kb"],
+               res["memory"]["agent_idle_rss_kb"], res["memory"]["agent_tls_idle_rss_kb"],
                res["memory"]["relay_rss_kb"],
                res["memory"]["relay_bytes_per_idle_tunnel"], res["memory"]["idle_tunnels_measured"])]
     return "\n".join(md) + "\n"
@@ -323,8 +331,8 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--big-mb", type=int, default=1024)
     ap.add_argument("--tunnels", type=int, default=5000)
-    ap.add_argument("--splice", action="store_true",
-                    help="relay and agent with --splice (plain sluice rows)")
+    ap.add_argument("--no-splice", dest="splice", action="store_false",
+                    help="relay and agent with --no-splice (plain sluice rows; splice is the default)")
     ap.add_argument("--send-zc", type=int, default=0, help="relay --send-zc BYTES")
     ap.add_argument("--workers", type=int, default=1,
                     help="relay workers, and HAProxy threads (each peer at the same count)")
@@ -343,7 +351,7 @@ def main():
            if n.startswith("sluice") and v["errors"]]
     os.makedirs(a.out, exist_ok=True)
     tag = ("smoke" if a.smoke else "full") + ("-w%d" % a.workers if a.workers != 1 else "") + \
-        ("-splice" if a.splice else "") + ("-zc" if a.send_zc else "")
+        ("" if a.splice else "-nosplice") + ("-zc" if a.send_zc else "")
     with open(os.path.join(a.out, "e2e-%s.json" % tag), "w") as f:
         json.dump(res, f, indent=1)
     md = markdown(res, " ".join(["bench/e2e/run.py"] + sys.argv[1:]))
