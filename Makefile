@@ -39,7 +39,7 @@ VERSION := 0.1.0
 # pkg-config names and binaries we need; when a check fails, the install
 # script runs (as root it installs, otherwise it prints the apt-get command).
 PKGS_DP := liburing wolfssl msgpack hiredis
-PKGS_CP := libh2o-evloop libssh2 msgpack hiredis
+PKGS_CP := libh2o-evloop libssh2 msgpack hiredis jansson
 PKGS_TEST := cmocka benchmark
 NEED_BINS := redis-server sshd haproxy nginx wrk curl clang clang-format cppcheck ssh-keygen openssl
 NO_DEPS_GOALS := clean help format format-check fresh-test
@@ -208,14 +208,15 @@ bench-smoke: $(BENCH_BINS) $(BINS)
 FUZZ_SECONDS ?= 30
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_DP_SRC := dataplane/dp_http.c # pure parsers only: no io_uring in fuzz builds
+FUZZ_CP_SRC := controlplane/cp_tunnel_req.c # pure parsers only: no h2o in fuzz builds
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 FUZZ_FLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(INCS) -Ibuild/fuzz/gen
 build/fuzz/gen/version_gen.h:
 	@mkdir -p $(@D)
 	@printf '#define SLUICE_VERSION "%s"\n#define SLUICE_GIT "fuzz"\n' "$(VERSION)" > $@
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRC) $(PROTO_SRC) build/fuzz/gen/version_gen.h
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRC) $(PROTO_SRC) $(FUZZ_DP_SRC) $(FUZZ_CP_SRC) build/fuzz/gen/version_gen.h
 	@mkdir -p $(@D)
-	$(CLANG) $(FUZZ_FLAGS) $(DP_CFLAGS) -Idataplane tests/fuzz/fuzz_$*.c $(COMMON_SRC) $(PROTO_SRC) $(FUZZ_DP_SRC) $(DP_LIBS) -o $@
+	$(CLANG) $(FUZZ_FLAGS) $(DP_CFLAGS) -Idataplane -Icontrolplane tests/fuzz/fuzz_$*.c $(COMMON_SRC) $(PROTO_SRC) $(FUZZ_DP_SRC) $(FUZZ_CP_SRC) $(DP_LIBS) -ljansson -o $@
 fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do \
 	  name=$${f#build/fuzz/fuzz_}; corpus=tests/fuzz/corpus/$$name; work=build/fuzz/corpus-$$name; \

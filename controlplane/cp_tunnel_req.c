@@ -1,0 +1,277 @@
+/*
+ * cp_tunnel_req.c: POST /api/v1/tunnels bodies (see cp_tunnel_req.h).
+ */
+#include "cp_tunnel_req.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+static const char *const default_reserved[] = {
+	"admin", "api",	   "app",	"assets",  "auth",   "control", "dashboard", "docs",
+	"ftp",	 "health", "localhost", "login",   "mail",   "metrics", "relay",     "root",
+	"smtp",	 "static", "status",	"support", "tunnel", "www",	NULL,
+};
+
+void cp_policy_default(struct cp_policy *p)
+{
+	p->port_min = 1000;
+	p->port_max = 65535;
+	p->duration_min = 60;
+	p->duration_max = 86400;
+	p->duration_default = 3600;
+	p->reserved = default_reserved;
+}
+
+static int fail(struct cp_err *err, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(struct cp_err *err, int status, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	err->status = status;
+	snprintf(err->code, sizeof(err->code), "%s", code);
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+int cp_session_id_valid(const char *s, size_t len)
+{
+	if (len < CP_SESSION_ID_MIN || len > CP_SESSION_ID_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) || (unsigned char)s[i] > 127)
+			return 0;
+	return 1;
+}
+
+/* A DNS label: 1..63 of a-z, 0-9 and '-', not starting or ending with '-'. */
+static int label_ok(const char *s, size_t n)
+{
+	if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return 0;
+	return 1;
+}
+
+int cp_subdomain_check(const char *s, const struct cp_policy *pol, struct cp_err *err)
+{
+	if (!label_ok(s, strlen(s)))
+		return fail(err, 400, "invalid_subdomain",
+			    "subdomain must be a DNS label: 1 to 63 of a-z, 0-9 and '-', not "
+			    "starting or ending with '-'");
+	for (const char *const *r = pol->reserved; r && *r; r++)
+		if (strcmp(*r, s) == 0)
+			return fail(err, 400, "reserved_subdomain", "subdomain \"%s\" is reserved",
+				    s);
+	return 0;
+}
+
+/* A host name of at least two labels, 253 bytes at most, lowercase. */
+static int domain_ok(const char *s)
+{
+	size_t n = strlen(s), start = 0, labels = 0;
+
+	if (n == 0 || n > CP_DOMAIN_MAX)
+		return 0;
+	for (size_t i = 0; i <= n; i++) {
+		if (i == n || s[i] == '.') {
+			if (!label_ok(s + start, i - start))
+				return 0;
+			labels++;
+			start = i + 1;
+		}
+	}
+	return labels >= 2;
+}
+
+/* The integer field name in [lo, hi] into *out, or an error. */
+static int get_uint(json_t *o, const char *name, uint32_t lo, uint32_t hi, uint32_t *out,
+		    struct cp_err *err)
+{
+	json_t *v = json_object_get(o, name);
+	json_int_t x;
+
+	if (!json_is_integer(v))
+		return fail(err, 400, "invalid_type", "%s must be an integer", name);
+	x = json_integer_value(v);
+	if (x < (json_int_t)lo || x > (json_int_t)hi)
+		return fail(err, 400, "out_of_range", "%s must be between %u and %u, not %lld",
+			    name, lo, hi, (long long)x);
+	*out = (uint32_t)x;
+	return 0;
+}
+
+/* The string field name (at most cap - 1 bytes, no control characters). */
+static int get_str(json_t *o, const char *name, char *out, size_t cap, struct cp_err *err)
+{
+	json_t *v = json_object_get(o, name);
+	const char *s;
+	size_t n;
+
+	if (!json_is_string(v))
+		return fail(err, 400, "invalid_type", "%s must be a string", name);
+	s = json_string_value(v);
+	n = json_string_length(v);
+	if (n == 0 || n >= cap)
+		return fail(err, 400, "invalid_length", "%s must be 1 to %zu bytes", name, cap - 1);
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return fail(err, 400, "invalid_value", "%s contains a control character",
+				    name);
+	memcpy(out, s, n + 1);
+	return 0;
+}
+
+/* Every key of o must be one of allowed (NULL-terminated). */
+static int known_keys(json_t *o, const char *const *allowed, const char *where, struct cp_err *err)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(o, key, v)
+	{
+		const char *const *a = allowed;
+
+		(void)v;
+		while (*a && strcmp(*a, key) != 0)
+			a++;
+		if (*a == NULL && strlen(key) > 64)
+			return fail(err, 400, "unknown_field",
+				    "unknown field (a name of %zu bytes) in %s", strlen(key),
+				    where);
+		if (*a == NULL) /* a whole key: valid UTF-8, as jansson checked */
+			return fail(err, 400, "unknown_field", "unknown field \"%s\" in %s", key,
+				    where);
+	}
+	return 0;
+}
+
+static int parse_auth(json_t *a, struct cp_tunnel_req *out, struct cp_err *err)
+{
+	static const char *const basic[] = {"type", "username", "password", NULL};
+	static const char *const bearer[] = {"type", "token", NULL};
+	char type[16];
+
+	if (!json_is_object(a))
+		return fail(err, 400, "invalid_type", "auth must be an object");
+	if (get_str(a, "type", type, sizeof(type), err) < 0)
+		return -1;
+	if (strcmp(type, "basic") == 0) {
+		out->auth = CP_AUTH_BASIC;
+		if (known_keys(a, basic, "auth", err) < 0 ||
+		    get_str(a, "username", out->username, sizeof(out->username), err) < 0 ||
+		    get_str(a, "password", out->secret, sizeof(out->secret), err) < 0)
+			return -1;
+		if (strchr(out->username, ':'))
+			return fail(err, 400, "invalid_value",
+				    "auth.username must not contain ':'");
+		return 0;
+	}
+	if (strcmp(type, "bearer") == 0) {
+		out->auth = CP_AUTH_BEARER;
+		if (known_keys(a, bearer, "auth", err) < 0 ||
+		    get_str(a, "token", out->secret, sizeof(out->secret), err) < 0)
+			return -1;
+		return 0;
+	}
+	return fail(err, 400, "invalid_value", "auth.type must be \"basic\" or \"bearer\"");
+}
+
+static int parse_object(json_t *o, const struct cp_policy *pol, struct cp_tunnel_req *out,
+			struct cp_err *err)
+{
+	static const char *const fields[] = {"port",	 "duration", "subdomain", "customDomain",
+					     "protocol", "auth",     NULL};
+	uint32_t v;
+	char proto[8];
+
+	if (known_keys(o, fields, "the request", err) < 0)
+		return -1;
+	if (json_object_get(o, "port") == NULL)
+		return fail(err, 400, "missing_field", "port is required");
+	if (get_uint(o, "port", pol->port_min, pol->port_max, &v, err) < 0)
+		return -1;
+	out->port = (uint16_t)v;
+	out->duration = pol->duration_default;
+	if (json_object_get(o, "duration") &&
+	    get_uint(o, "duration", pol->duration_min, pol->duration_max, &out->duration, err) < 0)
+		return -1;
+	if (json_object_get(o, "protocol")) {
+		if (get_str(o, "protocol", proto, sizeof(proto), err) < 0)
+			return -1;
+		if (strcmp(proto, "http") == 0)
+			out->proto = CP_TPROTO_HTTP;
+		else if (strcmp(proto, "tcp") == 0)
+			out->proto = CP_TPROTO_TCP;
+		else
+			return fail(err, 400, "invalid_value",
+				    "protocol must be \"http\" or \"tcp\"");
+	}
+	if (json_object_get(o, "subdomain") &&
+	    (get_str(o, "subdomain", out->subdomain, sizeof(out->subdomain), err) < 0 ||
+	     cp_subdomain_check(out->subdomain, pol, err) < 0))
+		return -1;
+	if (json_object_get(o, "customDomain")) {
+		if (get_str(o, "customDomain", out->custom_domain, sizeof(out->custom_domain),
+			    err) < 0)
+			return -1;
+		if (!domain_ok(out->custom_domain))
+			return fail(err, 400, "invalid_domain",
+				    "customDomain must be a lowercase host name of two or more "
+				    "DNS labels");
+	}
+	if (out->proto == CP_TPROTO_TCP && (out->subdomain[0] || out->custom_domain[0]))
+		return fail(err, 400, "invalid_combination",
+			    "a tcp tunnel has a port, not a subdomain or customDomain");
+	if (json_object_get(o, "auth") && parse_auth(json_object_get(o, "auth"), out, err) < 0)
+		return -1;
+	if (out->proto == CP_TPROTO_TCP && out->auth != CP_AUTH_NONE)
+		return fail(err, 400, "invalid_combination", "auth protects http tunnels only");
+	return 0;
+}
+
+int cp_tunnel_req_parse(const char *body, size_t len, const struct cp_policy *pol,
+			struct cp_tunnel_req *out, struct cp_err *err)
+{
+	json_error_t je;
+	json_t *root;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (len > CP_BODY_MAX)
+		return fail(err, 413, "body_too_large", "request body over %d bytes", CP_BODY_MAX);
+	/* REJECT_DUPLICATES: {"port": 1, "port": 2} is ambiguous, not last-wins. */
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+	if (root == NULL)
+		return fail(err, 400, "malformed_json", "malformed JSON at line %d, column %d: %s",
+			    je.line, je.column, je.text);
+	if (!json_is_object(root))
+		rc = fail(err, 400, "invalid_type", "the request must be a JSON object");
+	else
+		rc = parse_object(root, pol, out, err);
+	json_decref(root);
+	if (rc < 0)
+		memset(out->secret, 0, sizeof(out->secret));
+	return rc;
+}
+
+int cp_err_json(const struct cp_err *e, char *out, size_t cap)
+{
+	json_t *o = json_pack("{s:s, s:s}", "error", e->message, "code", e->code);
+	size_t n;
+
+	if (o == NULL)
+		return -1;
+	n = json_dumpb(o, out, cap, JSON_COMPACT);
+	json_decref(o);
+	return n == 0 || n >= cap ? -1 : (int)n;
+}

@@ -1,0 +1,73 @@
+/*
+ * cp_tunnel_req.h: the body of POST /api/v1/tunnels, parsed (jansson) and
+ * checked against the operator's policy, with errors precise enough for a
+ * person to fix the request: the field, what was wrong, what is allowed.
+ *
+ *   {"port": 3000, "duration": 3600, "subdomain": "demo",
+ *    "customDomain": "app.example.com", "protocol": "http"|"tcp",
+ *    "auth": {"type": "basic", "username": "u", "password": "p"}
+ *          | {"type": "bearer", "token": "t"}}
+ *
+ * Only port is required. Unknown fields are refused (a typo must not pass
+ * silently), and so are wrong types, values out of range, subdomains that
+ * are not DNS labels or are reserved, and bodies over CP_BODY_MAX.
+ */
+#ifndef CP_TUNNEL_REQ_H
+#define CP_TUNNEL_REQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CP_BODY_MAX	  16384 /* bytes of a request body at most */
+#define CP_SUBDOMAIN_MAX  63	/* one DNS label */
+#define CP_DOMAIN_MAX	  253
+#define CP_SECRET_MAX	  128 /* basic password or bearer token */
+#define CP_SESSION_ID_MIN 8
+#define CP_SESSION_ID_MAX 32
+
+enum cp_tproto { CP_TPROTO_HTTP = 0, CP_TPROTO_TCP = 1 };
+enum cp_auth { CP_AUTH_NONE = 0, CP_AUTH_BASIC, CP_AUTH_BEARER };
+
+/* What the operator allows (configurable; cp_policy_default() fills the
+ * issue's defaults). reserved: NULL-terminated, lowercase. */
+struct cp_policy {
+	uint32_t port_min, port_max;
+	uint32_t duration_min, duration_max, duration_default;
+	const char *const *reserved;
+};
+
+struct cp_tunnel_req {
+	uint16_t port;
+	uint32_t duration; /* seconds */
+	enum cp_tproto proto;
+	char subdomain[CP_SUBDOMAIN_MAX + 1];  /* "" when not asked for */
+	char custom_domain[CP_DOMAIN_MAX + 1]; /* "" when not asked for */
+	enum cp_auth auth;
+	char username[CP_SECRET_MAX + 1];
+	char secret[CP_SECRET_MAX + 1]; /* password or token */
+};
+
+/* An error for the client: HTTP status, a stable code, a message. */
+struct cp_err {
+	int status;
+	char code[32];
+	char message[256];
+};
+
+void cp_policy_default(struct cp_policy *p);
+
+/* Parse and check body[0..len). Returns 0, or -1 with *err filled. */
+int cp_tunnel_req_parse(const char *body, size_t len, const struct cp_policy *pol,
+			struct cp_tunnel_req *out, struct cp_err *err);
+
+/* ^[a-zA-Z0-9]{8,32}$ */
+int cp_session_id_valid(const char *s, size_t len);
+
+/* A DNS label (a-z, 0-9, inner '-', 1..63) that is not reserved; 0 or -1
+ * with *err filled (409 is the caller's for a taken one). */
+int cp_subdomain_check(const char *s, const struct cp_policy *pol, struct cp_err *err);
+
+/* {"error": message, "code": code} into out; its length, or -1 (too small). */
+int cp_err_json(const struct cp_err *e, char *out, size_t cap);
+
+#endif
