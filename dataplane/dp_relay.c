@@ -1492,7 +1492,7 @@ static void accept_public(struct relay *r, int fd, int tcp, int https, struct dp
 	}
 	p->slot = c;
 	p->https = (uint8_t)https;
-	if (https && dp_tls_accept(&r->io, c, &r->sh->tls) < 0) {
+	if (https && dp_tls_accept(&r->io, c, &r->sh->tls, 1) < 0) {
 		dp_conn_close(&r->io, c);
 		return;
 	}
@@ -1535,7 +1535,7 @@ static void accept_agent(struct relay *r, int fd, int kind)
 		return;
 	}
 	fresh_link(r, a, c);
-	if (kind == K_AGENT_NEW && r->sh->tls_on && dp_tls_accept(&r->io, c, &r->sh->tls) < 0) {
+	if (kind == K_AGENT_NEW && r->sh->tls_on && dp_tls_accept(&r->io, c, &r->sh->tls, 0) < 0) {
 		dp_conn_close(&r->io, c);
 		return;
 	}

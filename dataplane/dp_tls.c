@@ -43,6 +43,7 @@ struct dp_tls_conn {
 	uint32_t c;
 	struct dp_chain in, hold;
 	uint8_t state, server, raw_eof, read_done, eof_told, notify_sent, failed, queued;
+	uint8_t http;	 /* a public HTTPS socket: plaintext HTTP gets a page (plain_http_to_tls) */
 	char error[160]; /* why it failed, for the owner's messages */
 };
 
@@ -476,14 +477,17 @@ void dp_tls_conn_free(struct dp_io *io, struct dp_tls_conn *t)
 	free(t);
 }
 
-int dp_tls_accept(struct dp_io *io, uint32_t c, struct dp_tls_server *s)
+int dp_tls_accept(struct dp_io *io, uint32_t c, struct dp_tls_server *s, int http)
 {
 	struct dp_tls_conn *t;
 
 	pthread_rwlock_rdlock(&s->lock);
 	t = s->cur ? conn_new(io, c, s->cur->def, 1) : NULL;
 	pthread_rwlock_unlock(&s->lock);
-	return t ? 0 : -ENOMEM;
+	if (t == NULL)
+		return -ENOMEM;
+	t->http = (uint8_t)http;
+	return 0;
 }
 
 static int is_ip(const char *s)
@@ -628,10 +632,45 @@ static void pump(struct dp_io *io, struct dp_tls_conn *t)
 	}
 }
 
+/*
+ * A TLS record starts with a content type byte (0x16 for a handshake); a
+ * request line starts with an upper-case method. A browser sent to
+ * https:// on a port given as http:// gets a page saying so, as nginx does,
+ * instead of a bare reset.
+ */
+static int plain_http_to_tls(struct dp_io *io, struct dp_tls_conn *t, uint32_t seg)
+{
+	static const char resp[] = "HTTP/1.1 400 Bad Request\r\n"
+				   "Content-Type: text/plain\r\n"
+				   "Content-Length: 49\r\n"
+				   "Connection: close\r\n\r\n"
+				   "This port speaks HTTPS: use an https:// address.\n";
+	const struct dp_seg *g = &io->r.segs[seg];
+	uint32_t out;
+
+	if (!t->http || t->state != TLS_HANDSHAKE || t->in.head != DP_NIL || g->len == 0 ||
+	    g->ptr[0] < 'A' || g->ptr[0] > 'Z')
+		return 0;
+	io->tls.handshake_failures++;
+	snprintf(t->error, sizeof(t->error), "plaintext HTTP on a TLS port");
+	t->state = TLS_DONE;
+	dp_seg_release(&io->r, seg);
+	if ((out = dp_seg_copy(&io->r, resp, sizeof(resp) - 1)) != DP_NIL)
+		dp_conn_queue_raw(io, t->c, out);
+	dp_conn_shutdown(io, t->c); /* FIN after the page; the owner sees the EOF */
+	return 1;
+}
+
 void dp_tls_on_cipher(struct dp_io *io, uint32_t c, uint32_t seg)
 {
 	struct dp_tls_conn *t = dp_c(io, c)->tls;
 
+	if (plain_http_to_tls(io, t, seg))
+		return;
+	if (t->state == TLS_DONE) {
+		dp_seg_release(&io->r, seg); /* after a failure or the plaintext answer */
+		return;
+	}
 	dp_chain_push(&io->r, &t->in, seg);
 	pump(io, t);
 }
@@ -641,6 +680,11 @@ void dp_tls_on_eof(struct dp_io *io, uint32_t c)
 	struct dp_tls_conn *t = dp_c(io, c)->tls;
 
 	t->raw_eof = 1;
+	if (t->state == TLS_DONE && !t->failed && !t->eof_told) {
+		t->eof_told = 1; /* the plaintext answer went out: the client is done */
+		dp_conn_deliver_eof(io, c);
+		return;
+	}
 	pump(io, t);
 }
 

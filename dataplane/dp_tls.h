@@ -71,8 +71,10 @@ uint32_t dp_tls_server_names(const struct dp_tls_server *s);
 WOLFSSL_CTX *dp_tls_client_ctx(const char *ca_file, int insecure);
 void dp_tls_ctx_free(WOLFSSL_CTX *ctx);
 
-/* Make socket c a TLS server on the current store (starts when bytes come). */
-int dp_tls_accept(struct dp_io *io, uint32_t c, struct dp_tls_server *s);
+/* Make socket c a TLS server on the current store (starts when bytes come).
+ * http: a public HTTPS socket, where a plaintext HTTP request gets a 400
+ * page saying to use https:// rather than a bare close. */
+int dp_tls_accept(struct dp_io *io, uint32_t c, struct dp_tls_server *s, int http);
 /* Make connected socket c a TLS client checking the certificate names
  * server_name (also sent as SNI unless it is an IP address); starts the
  * handshake now, resuming session resume if not NULL (a ticket from an

@@ -153,10 +153,28 @@ def test_sighup_reloads_certificates_and_keeps_old_ones_on_error(https_relay):
     assert https_relay.proc.alive()
 
 
+def test_plain_http_on_the_https_port_gets_a_readable_answer(https_relay):
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", https_relay.https_port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: demo.sluice.test\r\n\r\n")
+        out = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n"), out
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert b"Content-Length: %d" % len(body) in head
+    assert b"https://" in body
+    assert time.monotonic() - t0 < 3  # closed after the page, not at a deadline
+    assert https_relay.proc.alive()
+
+
 def test_https_garbage_and_silent_clients_are_dropped(https_relay):
     before = metric(https_relay, 'sluice_tls_events_total{event="handshake_failure"}')
     with socket.create_connection(("127.0.0.1", https_relay.https_port), timeout=5) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # plaintext to a TLS port
+        s.sendall(b"\x16\x03\x01\x00\x05hello, not a ClientHello" * 4)  # a broken record
         while s.recv(4096):  # a TLS alert at most, then the close
             pass
     harness.wait_for(lambda: metric(https_relay, 'sluice_tls_events_total{event="handshake_failure"}')
