@@ -2,8 +2,8 @@
  * cp_tunnel_req.c: POST /api/v1/tunnels bodies (see cp_tunnel_req.h).
  */
 #include "cp_tunnel_req.h"
+#include "pr_msg.h"
 
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,30 +41,9 @@ static int fail(struct cp_err *err, int status, const char *code, const char *fm
 	return -1;
 }
 
-int cp_session_id_valid(const char *s, size_t len)
-{
-	if (len < CP_SESSION_ID_MIN || len > CP_SESSION_ID_MAX)
-		return 0;
-	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char)s[i]) || (unsigned char)s[i] > 127)
-			return 0;
-	return 1;
-}
-
-/* A DNS label: 1..63 of a-z, 0-9 and '-', not starting or ending with '-'. */
-static int label_ok(const char *s, size_t n)
-{
-	if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-			return 0;
-	return 1;
-}
-
 int cp_subdomain_check(const char *s, const struct cp_policy *pol, struct cp_err *err)
 {
-	if (!label_ok(s, strlen(s)))
+	if (!pr_label_valid(s, strlen(s)))
 		return fail(err, 400, "invalid_subdomain",
 			    "subdomain must be a DNS label: 1 to 63 of a-z, 0-9 and '-', not "
 			    "starting or ending with '-'");
@@ -84,7 +63,7 @@ static int domain_ok(const char *s)
 		return 0;
 	for (size_t i = 0; i <= n; i++) {
 		if (i == n || s[i] == '.') {
-			if (!label_ok(s + start, i - start))
+			if (!pr_label_valid(s + start, i - start))
 				return 0;
 			labels++;
 			start = i + 1;

@@ -18,12 +18,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CP_BODY_MAX	  16384 /* bytes of a request body at most */
-#define CP_SUBDOMAIN_MAX  63	/* one DNS label */
-#define CP_DOMAIN_MAX	  253
-#define CP_SECRET_MAX	  128 /* basic password or bearer token */
-#define CP_SESSION_ID_MIN 8
-#define CP_SESSION_ID_MAX 32
+#define CP_BODY_MAX	 16384 /* bytes of a request body at most */
+#define CP_SUBDOMAIN_MAX 63    /* one DNS label */
+#define CP_DOMAIN_MAX	 253
+#define CP_SECRET_MAX	 128 /* basic password or bearer token */
 
 enum cp_tproto { CP_TPROTO_HTTP = 0, CP_TPROTO_TCP = 1 };
 enum cp_auth { CP_AUTH_NONE = 0, CP_AUTH_BASIC, CP_AUTH_BEARER };
@@ -59,9 +57,6 @@ void cp_policy_default(struct cp_policy *p);
 /* Parse and check body[0..len). Returns 0, or -1 with *err filled. */
 int cp_tunnel_req_parse(const char *body, size_t len, const struct cp_policy *pol,
 			struct cp_tunnel_req *out, struct cp_err *err);
-
-/* ^[a-zA-Z0-9]{8,32}$ */
-int cp_session_id_valid(const char *s, size_t len);
 
 /* A DNS label (a-z, 0-9, inner '-', 1..63) that is not reserved; 0 or -1
  * with *err filled (409 is the caller's for a taken one). */

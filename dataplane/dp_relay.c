@@ -814,18 +814,6 @@ static void expire_fresh(struct relay *r)
 	}
 }
 
-static int valid_label(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-			return 0;
-	return 1;
-}
-
 static int token_ok(struct relay *r, const char *tok)
 {
 	int ok = 0;
@@ -989,7 +977,7 @@ static struct dp_tunnel *hello_existing(struct relay *r, const struct pr_msg *m,
 	}
 	if (!m->name[0])
 		return NULL;
-	if (!valid_label(m->name)) {
+	if (!pr_label_valid(m->name, strlen(m->name))) {
 		*why = (struct refusal){PR_E_NAME_INVALID,
 					"name must be a DNS label: a-z, 0-9, '-', 1..63"};
 		return NULL;

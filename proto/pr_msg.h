@@ -103,6 +103,13 @@ int pr_decode(const char *payload, size_t len, struct pr_msg *m);
 
 const char *pr_type_name(enum pr_type t);
 
+/* Names that cross process boundaries, checked the same way everywhere. */
+/* A DNS label (tunnel names, subdomains): 1..63 of a-z, 0-9 and '-', not
+ * starting or ending with '-'. */
+int pr_label_valid(const char *s, size_t len);
+/* A session id: ^[a-zA-Z0-9]{8,32}$. */
+int pr_session_id_valid(const char *s, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

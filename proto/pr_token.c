@@ -4,6 +4,7 @@
  * seeing a wolfSSL header next to h2o's OpenSSL ones.
  */
 #include "pr_token.h"
+#include "pr_msg.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -13,17 +14,6 @@
 #include <wolfssl/wolfcrypt/hmac.h>
 
 #define MAC_HEX 64
-
-static int sid_ok(const char *s, size_t n)
-{
-	if (n < 8 || n > 32)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-		      (s[i] >= '0' && s[i] <= '9')))
-			return 0;
-	return 1;
-}
 
 /* HMAC-SHA256 of msg as 64 lowercase hex digits into hex (65 bytes). */
 static int mac_hex(const uint8_t *key, size_t key_len, const char *msg, size_t len, char *hex)
@@ -51,10 +41,10 @@ static int mac_hex(const uint8_t *key, size_t key_len, const char *msg, size_t l
 int pr_token_sign(const uint8_t *key, size_t key_len, const char *sid, uint64_t epoch,
 		  uint64_t expires, char *out, size_t cap)
 {
-	char body[PR_TOKEN_MAX], hex[MAC_HEX + 1];
+	char body[PR_SIGNED_MAX], hex[MAC_HEX + 1];
 	int n, err;
 
-	if (key_len < PR_TOKEN_KEY_MIN || !sid_ok(sid, strlen(sid)))
+	if (key_len < PR_TOKEN_KEY_MIN || !pr_session_id_valid(sid, strlen(sid)))
 		return -EINVAL;
 	n = snprintf(body, sizeof(body), "v1.%s.%llu.%llu", sid, (unsigned long long)epoch,
 		     (unsigned long long)expires);
@@ -91,7 +81,7 @@ int pr_token_verify(const uint8_t *key, size_t key_len, const char *tok, size_t 
 
 	if (key_len < PR_TOKEN_KEY_MIN)
 		return -EINVAL;
-	if (len >= PR_TOKEN_MAX)
+	if (len >= PR_SIGNED_MAX)
 		return -EBADMSG;
 	/* Five dot-separated parts; bounded by len. */
 	for (size_t i = 0; i <= len; i++) {
@@ -103,7 +93,8 @@ int pr_token_verify(const uint8_t *key, size_t key_len, const char *tok, size_t 
 		plen[np++] = i - start;
 		start = i + 1;
 	}
-	if (np != 5 || plen[0] != 2 || memcmp(part[0], "v1", 2) != 0 || !sid_ok(part[1], plen[1]) ||
+	if (np != 5 || plen[0] != 2 || memcmp(part[0], "v1", 2) != 0 ||
+	    !pr_session_id_valid(part[1], plen[1]) ||
 	    parse_u64(part[2], plen[2], &out->epoch) < 0 ||
 	    parse_u64(part[3], plen[3], &out->expires) < 0 || plen[4] != MAC_HEX)
 		return -EBADMSG;

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PR_TOKEN_MAX	 160 /* bytes of a token at most, with its NUL */
+#define PR_SIGNED_MAX	 160 /* bytes of a token at most, with its NUL */
 #define PR_TOKEN_KEY_MIN 32
 
 struct pr_token {

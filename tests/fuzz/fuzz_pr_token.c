@@ -15,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const uint8_t key[] = "0123456789abcdef0123456789abcdef-fuzz";
-	char again[PR_TOKEN_MAX];
+	char again[PR_SIGNED_MAX];
 	struct pr_token t;
 	int rc = pr_token_verify(key, sizeof(key) - 1, (const char *)data, size, 1000, &t);
 

@@ -188,18 +188,6 @@ static void huge_bodies_are_refused_before_parsing(void **state)
 	free(body);
 }
 
-static void session_ids(void **state)
-{
-	(void)state;
-	assert_true(cp_session_id_valid("abcd1234", 8));
-	assert_true(cp_session_id_valid("ABCDabcd0123456789ABCDabcd012345", 32));
-	assert_false(cp_session_id_valid("abc1234", 7));
-	assert_false(cp_session_id_valid("ABCDabcd0123456789ABCDabcd0123456", 33));
-	assert_false(cp_session_id_valid("abcd-234", 8));
-	assert_false(cp_session_id_valid("abcd/../", 8));
-	assert_false(cp_session_id_valid("abcd\xc3\xa9xx", 8));
-}
-
 static void errors_render_as_json(void **state)
 {
 	char out[512];
@@ -225,7 +213,6 @@ int main(void)
 		cmocka_unit_test_setup(subdomains_are_dns_labels_and_not_reserved, setup),
 		cmocka_unit_test_setup(domains_and_combinations, setup),
 		cmocka_unit_test_setup(huge_bodies_are_refused_before_parsing, setup),
-		cmocka_unit_test_setup(session_ids, setup),
 		cmocka_unit_test_setup(errors_render_as_json, setup),
 	};
 

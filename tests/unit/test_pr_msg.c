@@ -228,6 +228,33 @@ static void unknown_keys_are_ignored(void **state)
 	assert_int_equal(m.nonce, 9);
 }
 
+static void session_ids(void **state)
+{
+	(void)state;
+	assert_true(pr_session_id_valid("abcd1234", 8));
+	assert_true(pr_session_id_valid("ABCDabcd0123456789ABCDabcd012345", 32));
+	assert_false(pr_session_id_valid("abc1234", 7));
+	assert_false(pr_session_id_valid("ABCDabcd0123456789ABCDabcd0123456", 33));
+	assert_false(pr_session_id_valid("abcd-234", 8));
+	assert_false(pr_session_id_valid("abcd/../", 8));
+	assert_false(pr_session_id_valid("abcd\xc3\xa9xx", 8));
+}
+
+static void labels(void **state)
+{
+	static const char *const bad[] = {"", "-x", "x-", "UPPER", "a.b", "a b", "a_b", "../etc"};
+
+	(void)state;
+	assert_true(pr_label_valid("a", 1));
+	assert_true(pr_label_valid("my-app-1", 8));
+	assert_true(pr_label_valid(
+		"012345678901234567890123456789012345678901234567890123456789012", 63));
+	assert_false(pr_label_valid(
+		"0123456789012345678901234567890123456789012345678901234567890123", 64));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_false(pr_label_valid(bad[i], strlen(bad[i])));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -238,6 +265,8 @@ int main(void)
 		cmocka_unit_test(malformed_payloads_are_refused),
 		cmocka_unit_test(huge_declared_counts_are_refused_without_allocating),
 		cmocka_unit_test(unknown_keys_are_ignored),
+		cmocka_unit_test(session_ids),
+		cmocka_unit_test(labels),
 	};
 	return cmocka_run_group_tests_name("pr_msg", tests, NULL, NULL);
 }

@@ -20,7 +20,7 @@ static const uint8_t other[] = "fedcba9876543210fedcba9876543210-another-key----
 
 static void signed_token_verifies(void **state)
 {
-	char tok[PR_TOKEN_MAX];
+	char tok[PR_SIGNED_MAX];
 	struct pr_token t;
 	int n;
 
@@ -34,7 +34,7 @@ static void signed_token_verifies(void **state)
 	assert_int_equal(t.epoch, 42);
 	assert_int_equal(t.expires, 1900000000);
 	/* Deterministic: the same inputs give the same token. */
-	char again[PR_TOKEN_MAX];
+	char again[PR_SIGNED_MAX];
 	assert_int_equal(
 		pr_token_sign(key, KEY_LEN, "Ab3dEf7h9k", 42, 1900000000, again, sizeof(again)), n);
 	assert_string_equal(again, tok);
@@ -42,7 +42,7 @@ static void signed_token_verifies(void **state)
 
 static void altered_foreign_and_expired_tokens_fail(void **state)
 {
-	char tok[PR_TOKEN_MAX], bad[PR_TOKEN_MAX];
+	char tok[PR_SIGNED_MAX], bad[PR_SIGNED_MAX];
 	struct pr_token t;
 	int n = pr_token_sign(key, KEY_LEN, "sessionAB12", 7, 2000, tok, sizeof(tok));
 
@@ -96,7 +96,7 @@ static void malformed_tokens_fail(void **state)
 
 static void short_keys_and_bad_sessions_are_refused(void **state)
 {
-	char tok[PR_TOKEN_MAX];
+	char tok[PR_SIGNED_MAX];
 	struct pr_token t;
 
 	(void)state;
