@@ -24,7 +24,6 @@ enum dp_op {
 	DP_OP_SEND,
 	DP_OP_CONNECT,
 	DP_OP_CANCEL,	/* result ignored */
-	DP_OP_WAKE,	/* unused */
 	DP_OP_EVENT,	/* the worker's eventfd: another thread has work for it */
 	DP_OP_SEND_ZC,	/* a zero-copy send: a result, then a notification */
 	DP_OP_POLL_IN,	/* splice: the socket is readable */

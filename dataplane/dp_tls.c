@@ -61,24 +61,6 @@ struct dp_tls_store {
 	uint32_t nsni;
 };
 
-static __thread char last_error[160];
-
-const char *dp_tls_last_error(void)
-{
-	return last_error;
-}
-
-static void set_error(const char *what, int err)
-{
-	char buf[WOLFSSL_MAX_ERROR_SZ];
-
-	if (err == WOLFSSL_CBIO_ERR_CONN_CLOSE)
-		snprintf(buf, sizeof(buf), "connection closed by the peer");
-	else
-		wolfSSL_ERR_error_string_n((unsigned long)err, buf, sizeof(buf));
-	snprintf(last_error, sizeof(last_error), "%s: %s (%d)", what, buf, err);
-}
-
 void dp_tls_global_init(void)
 {
 	wolfSSL_Init();
@@ -531,13 +513,18 @@ static void defer(struct dp_io *io, struct dp_tls_conn *t)
 
 static void fail(struct dp_io *io, struct dp_tls_conn *t, const char *what, int err)
 {
-	set_error(what, err);
+	char why[WOLFSSL_MAX_ERROR_SZ];
+
+	if (err == WOLFSSL_CBIO_ERR_CONN_CLOSE)
+		snprintf(why, sizeof(why), "connection closed by the peer");
+	else
+		wolfSSL_ERR_error_string_n((unsigned long)err, why, sizeof(why));
+	snprintf(t->error, sizeof(t->error), "%s: %s (%d)", what, why, err);
 	if (t->state == TLS_HANDSHAKE)
 		io->tls.handshake_failures++;
 	else
 		io->tls.errors++;
-	sl_debug("tls: %s", last_error);
-	snprintf(t->error, sizeof(t->error), "%s", last_error);
+	sl_debug("tls: %s", t->error);
 	t->state = TLS_DONE;
 	t->failed = 1;
 	defer(io, t);

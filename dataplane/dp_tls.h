@@ -91,9 +91,6 @@ void dp_tls_session_free(WOLFSSL_SESSION *sess);
  * messages), or NULL when it did not fail. */
 const char *dp_tls_conn_error(struct dp_io *io, uint32_t c);
 
-/* The last TLS failure on this thread, as text for a person ("" if none). */
-const char *dp_tls_last_error(void);
-
 /* ---- for dp_conn.c ---- */
 struct dp_tls_conn;
 /* Ciphertext segment seg arrived on c. */
