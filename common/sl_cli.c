@@ -48,43 +48,35 @@ static int early_flags(const struct sl_cli *cli, int argc, char **argv)
 	return 0;
 }
 
-static volatile sig_atomic_t *stop_flag;
+/* The flag each caught signal sets (written before its handler is installed). */
+static volatile sig_atomic_t *sig_flags[NSIG];
 
-static void on_stop_signal(int sig)
+static void on_flag_signal(int sig)
 {
-	(void)sig;
-	*stop_flag = 1;
+	*sig_flags[sig] = 1;
+}
+
+static void flag_on_signal(int sig, volatile sig_atomic_t *flag, int sa_flags)
+{
+	struct sigaction sa;
+
+	sig_flags[sig] = flag;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_flag_signal;
+	sa.sa_flags = sa_flags;
+	sigaction(sig, &sa, NULL);
 }
 
 void sl_cli_stop_on_signals(volatile sig_atomic_t *flag)
 {
-	struct sigaction sa;
-
-	stop_flag = flag;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	flag_on_signal(SIGINT, flag, 0);
+	flag_on_signal(SIGTERM, flag, 0);
 	signal(SIGPIPE, SIG_IGN);
-}
-
-static volatile sig_atomic_t *reload_flag;
-
-static void on_reload_signal(int sig)
-{
-	(void)sig;
-	*reload_flag = 1;
 }
 
 void sl_cli_reload_on_sighup(volatile sig_atomic_t *flag)
 {
-	struct sigaction sa;
-
-	reload_flag = flag;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_reload_signal;
-	sa.sa_flags = SA_RESTART;
-	sigaction(SIGHUP, &sa, NULL);
+	flag_on_signal(SIGHUP, flag, SA_RESTART);
 }
 
 int sl_cli_start(const struct sl_cli *cli, struct sl_config *c, int argc, char **argv)
