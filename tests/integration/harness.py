@@ -318,6 +318,33 @@ class Relay:
         return self.proc.stop()
 
 
+def read_to_close(sock):
+    """Everything sock receives until the peer closes."""
+    out = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return out
+        out += chunk
+
+
+def metrics(relay):
+    """The relay's GET /metrics on its admin port, as {series: value}."""
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % relay.admin_port, timeout=5) as r:
+        text = r.read().decode()
+    return {l.split()[0]: float(l.split()[1]) for l in text.splitlines() if l and l[0] != "#"}
+
+
+def wait_metrics(relay, pred, what, timeout=10.0):
+    """Poll the relay's metrics until pred(m) holds (other workers publish
+    theirs at every turn of their loops); returns m."""
+    def probe():
+        m = metrics(relay)
+        return m if pred(m) else None
+    return wait_for(probe, timeout=timeout, what=what)
+
+
 class Agent:
     """`sluice http|tcp PORT --json`, its events read from stdout. tls: True
     verifies the relay against the test CA, False adds --transport tcp, None

@@ -60,14 +60,6 @@ def peer_cert_cn(port, sni):
             return subject["commonName"]
 
 
-def metric(relay, name):
-    import urllib.request
-    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % relay.admin_port, timeout=5).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError("no metric %s in\n%s" % (name, text))
-
 
 def test_https_request_reaches_the_app_with_forwarded_proto(https_relay, app, start_agent):
     start_agent(app.port, https_relay.server, extra=["--name", "demo"])
@@ -116,9 +108,9 @@ def test_data_connections_resume_the_control_session(https_relay, app, start_age
     """The agent's data connections resume its control connection's TLS
     session (a ticket), whichever worker takes them: no certificate work."""
     start_agent(app.port, https_relay.server, extra=["--name", "resume", "--pool", "8"])
-    harness.wait_for(lambda: metric(https_relay, 'sluice_tls_events_total{event="handshake"}') >= 9,
+    harness.wait_for(lambda: harness.metrics(https_relay)['sluice_tls_events_total{event="handshake"}'] >= 9,
                      what="control and pool handshakes")
-    assert metric(https_relay, 'sluice_tls_events_total{event="resumed"}') >= 8
+    assert harness.metrics(https_relay)['sluice_tls_events_total{event="resumed"}'] >= 8
 
 
 def test_sni_chooses_the_certificate(https_relay):
@@ -134,7 +126,7 @@ def test_sighup_reloads_certificates_and_keeps_old_ones_on_error(https_relay):
     shutil.copy(pki["relay"][1], https_relay.certs / "app.example.com.key")
     assert peer_cert_cn(https_relay.https_port, "app.example.com") == "app.example.com"
     https_relay.proc.popen.send_signal(signal.SIGHUP)
-    harness.wait_for(lambda: metric(https_relay, 'sluice_tls_events_total{event="reload"}') == 1,
+    harness.wait_for(lambda: harness.metrics(https_relay)['sluice_tls_events_total{event="reload"}'] == 1,
                      what="reload")
     # Every worker reloads (a handshake may land on any of them).
     for _ in range(8):
@@ -143,12 +135,12 @@ def test_sighup_reloads_certificates_and_keeps_old_ones_on_error(https_relay):
     (https_relay.certs / "app.example.com.crt").write_text("not a certificate\n")
     https_relay.proc.popen.send_signal(signal.SIGHUP)
     harness.wait_for(
-        lambda: metric(https_relay, 'sluice_tls_events_total{event="reload_failure"}') == 1,
+        lambda: harness.metrics(https_relay)['sluice_tls_events_total{event="reload_failure"}'] == 1,
         what="reload failure")
     assert "certificate reload failed" in https_relay.proc.log()
     assert "app.example.com.crt: not a valid PEM file" in https_relay.proc.log()
     assert peer_cert_cn(https_relay.https_port, "app.example.com") == "localhost"
-    assert metric(https_relay, 'sluice_tls_events_total{event="reload"}') == 1  # one per SIGHUP
+    assert harness.metrics(https_relay)['sluice_tls_events_total{event="reload"}'] == 1  # one per SIGHUP
     assert https_relay.proc.log().count("certificate reload failed") == 1
     assert https_relay.proc.alive()
 
@@ -157,12 +149,7 @@ def test_plain_http_on_the_https_port_gets_a_readable_answer(https_relay):
     t0 = time.monotonic()
     with socket.create_connection(("127.0.0.1", https_relay.https_port), timeout=5) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: demo.sluice.test\r\n\r\n")
-        out = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            out += chunk
+        out = harness.read_to_close(s)
     assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n"), out
     head, _, body = out.partition(b"\r\n\r\n")
     assert b"Content-Length: %d" % len(body) in head
@@ -172,12 +159,12 @@ def test_plain_http_on_the_https_port_gets_a_readable_answer(https_relay):
 
 
 def test_https_garbage_and_silent_clients_are_dropped(https_relay):
-    before = metric(https_relay, 'sluice_tls_events_total{event="handshake_failure"}')
+    before = harness.metrics(https_relay)['sluice_tls_events_total{event="handshake_failure"}']
     with socket.create_connection(("127.0.0.1", https_relay.https_port), timeout=5) as s:
         s.sendall(b"\x16\x03\x01\x00\x05hello, not a ClientHello" * 4)  # a broken record
         while s.recv(4096):  # a TLS alert at most, then the close
             pass
-    harness.wait_for(lambda: metric(https_relay, 'sluice_tls_events_total{event="handshake_failure"}')
+    harness.wait_for(lambda: harness.metrics(https_relay)['sluice_tls_events_total{event="handshake_failure"}']
                      > before, what="handshake failure counted")
     # A client that never starts its handshake is closed at the head deadline.
     t0 = time.monotonic()

@@ -345,12 +345,7 @@ def test_sigterm_drains_in_flight_requests(relay, app, start_agent):
                   b"\r\nConnection: close\r\n\r\n")
         time.sleep(0.2)
         relay.proc.signal(signal.SIGTERM)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = harness.read_to_close(s)
     assert data.startswith(b"HTTP/1.1 200"), data[:200]
     assert relay.proc.popen.wait(10) == 0
     assert not harness.port_open(relay.http_port)

@@ -5,7 +5,6 @@ import http.client
 import json
 import re
 import socket
-import urllib.request
 
 import pytest
 
@@ -22,11 +21,6 @@ def relay4(request, binary, tmp_path):
     yield r
     r.stop()
 
-
-def metrics(relay):
-    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % relay.admin_port,
-                                  timeout=5).read().decode()
-    return {l.split()[0]: float(l.split()[1]) for l in text.splitlines() if l and l[0] != "#"}
 
 
 def get(relay, path, host):
@@ -54,9 +48,8 @@ def test_every_tunnel_answers_whichever_worker_takes_the_connection(relay4, star
                 assert (seen["app"], seen["path"]) == ("app%d" % i, "/r%d" % rnd)
         # Other workers' figures are published at every turn of their loops:
         # wait until the in and out counts of handoffs agree.
-        m = harness.wait_for(lambda: (lambda m: m if m['sluice_handoffs_total{event="in"}'] ==
-                                      m['sluice_handoffs_total{event="out"}'] else None)(metrics(relay4)),
-                             what="handoff counts to settle")
+        m = harness.wait_metrics(relay4, lambda m: m['sluice_handoffs_total{event="in"}'] ==
+                                 m['sluice_handoffs_total{event="out"}'], "handoff counts to settle")
         assert m["sluice_workers"] == WORKERS
         assert m["sluice_tunnels"] == 6 and m["sluice_agents"] == 6
         assert m["sluice_requests_total"] == 48
@@ -90,7 +83,7 @@ def test_keep_alive_connection_moves_between_tunnels_of_different_workers(relay4
                 assert (seen["app"], seen["path"]) == ("app%d" % i, "/k%d?i=%d" % (rnd, i))
         assert c.sock is sock  # one TCP connection throughout
         c.close()
-        assert metrics(relay4)['sluice_handoffs_total{event="failed"}'] == 0
+        assert harness.metrics(relay4)['sluice_handoffs_total{event="failed"}'] == 0
     finally:
         for app, _ in tunnels:
             app.stop()
@@ -124,5 +117,5 @@ def test_resumed_agent_finds_its_tunnel_on_its_worker(relay4, app, start_agent):
         assert a.url == "http://phoenix.localhost:%d/" % relay4.http_port
         status, _ = get(relay4, "/", "phoenix.localhost")
         assert status == 200
-    assert metrics(relay4)["sluice_tunnels"] == 1
+    assert harness.metrics(relay4)["sluice_tunnels"] == 1
     assert sid  # the name, not the session, is what a restarted agent keeps

@@ -15,11 +15,6 @@ import apps
 import harness
 
 
-def metrics(relay):
-    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % relay.admin_port,
-                                  timeout=5).read().decode()
-    return {l.split()[0]: float(l.split()[1]) for l in text.splitlines() if l and l[0] != "#"}
-
 
 def test_send_zc_streams_intact_and_counts_copies(binary, tmp_path, app, start_agent):
     r = harness.Relay(binary("sluice-relay"), tmp_path, extra=["--send-zc", "16384"])
@@ -38,8 +33,8 @@ def test_send_zc_streams_intact_and_counts_copies(binary, tmp_path, app, start_a
                 h.update(chunk)
                 got += len(chunk)
         assert got == n and h.hexdigest() == apps.bytes_sha256(n)
-        m = harness.wait_for(lambda: (lambda m: m if m['sluice_engine_events_total{event="zc_send"}']
-                                      > 0 else None)(metrics(r)), what="zero-copy sends")
+        m = harness.wait_metrics(r, lambda m: m['sluice_engine_events_total{event="zc_send"}'] > 0,
+                                 "zero-copy sends")
         zc = m['sluice_engine_events_total{event="zc_send"}']
         assert m['sluice_engine_events_total{event="zc_refused"}'] == 0
         # Loopback: the kernel copied (its notification says so); on a real
@@ -54,7 +49,7 @@ def test_send_zc_is_ignored_on_epoll(binary, tmp_path):
     r = harness.Relay(binary("sluice-relay"), tmp_path,
                       extra=["--send-zc", "16384", "--engine", "epoll"])
     try:
-        assert metrics(r)['sluice_engine_events_total{event="zc_send"}'] == 0
+        assert harness.metrics(r)['sluice_engine_events_total{event="zc_send"}'] == 0
     finally:
         r.stop()
 
@@ -84,8 +79,7 @@ def test_splice_downloads_and_uploads_intact(splice_relay, app, start_agent):
     with urllib.request.urlopen(req, timeout=60) as resp:
         assert resp.read() == (b'{"sha256": "%s", "bytes": %d, "path": "/up"}' %
                                (hashlib.sha256(data).hexdigest().encode(), len(data)))
-    m = harness.wait_for(lambda: (lambda m: m if m["sluice_spliced_bytes_total"] > 0 else None)(
-        metrics(r)), what="spliced bytes")
+    m = harness.wait_metrics(r, lambda m: m["sluice_spliced_bytes_total"] > 0, "spliced bytes")
     assert m['sluice_engine_events_total{event="splice_start"}'] >= 1
     assert m['sluice_engine_events_total{event="splice_fallback"}'] == 0
     # Most of the 69 MiB downloaded went through pipes, not through buffers.
