@@ -5,7 +5,8 @@
 #   make SAN=address,undefined [test]   sanitizer build under build/san/
 #   make test            install what is missing, build, run every test
 #   make run             start the service locally (project-local Redis under run/)
-#   make bench           micro and end-to-end benchmarks -> bench/results/ (E2E_ARGS="--reps 3")
+#   make bench           micro and end-to-end benchmarks -> bench/results/ (E2E_ARGS="--reps 3",
+#                        API_ARGS="--reps 5" for the control plane's)
 #   make bench-smoke     every benchmark, briefly (CI)
 #   make fuzz            libFuzzer targets, FUZZ_SECONDS each (default 30)
 #   make format | format-check | lint | clean
@@ -38,10 +39,10 @@ VERSION := 0.1.0
 # --- dependencies -----------------------------------------------------------
 # pkg-config names and binaries we need; when a check fails, the install
 # script runs (as root it installs, otherwise it prints the apt-get command).
-PKGS_DP := liburing wolfssl msgpack hiredis
+PKGS_DP := liburing wolfssl msgpack hiredis jansson
 PKGS_CP := libh2o-evloop libssh2 msgpack hiredis jansson
 PKGS_TEST := cmocka benchmark
-NEED_BINS := redis-server sshd haproxy nginx wrk curl clang clang-format cppcheck ssh-keygen openssl
+NEED_BINS := redis-server sshd haproxy nginx wrk curl clang clang-format cppcheck ssh-keygen openssl npm
 NO_DEPS_GOALS := clean help format format-check fresh-test
 
 # $(O)/config.mk is a makefile GNU make rebuilds before reading it, so the
@@ -54,7 +55,7 @@ $(O)/config.mk: Makefile deploy/install-deps.sh
 	@mkdir -p $(@D)
 	@ok=1; pkg-config --exists $(PKGS_DP) $(PKGS_CP) $(PKGS_TEST) || ok=0; \
 	for b in $(NEED_BINS); do command -v $$b >/dev/null || [ -x /usr/sbin/$$b ] || ok=0; done; \
-	$(PYTHON) -c 'import pytest, pytest_timeout, msgpack, websockets' 2>/dev/null || ok=0; \
+	$(PYTHON) -c 'import pytest, pytest_timeout, msgpack, websockets, yaml, jsonschema' 2>/dev/null || ok=0; \
 	if [ $$ok = 0 ]; then sh deploy/install-deps.sh || exit 1; fi
 	@{ echo "DP_CFLAGS := $$(pkg-config --cflags $(PKGS_DP))"; \
 	   echo "DP_LIBS := $$(pkg-config --libs $(PKGS_DP))"; \
@@ -155,7 +156,7 @@ $(BIN)/sluice-control: $(OBJ)/controlplane/control_main.o $(CP_OBJ) $(PROTO_OBJ)
 $(BIN)/tests/test_sl_%: $(OBJ)/tests/unit/test_sl_%.o $(COMMON_OBJ)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS_BASE) $^ $(TEST_LIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS_BASE) $^ $(DP_LIBS) $(TEST_LIBS) -o $@
 $(BIN)/tests/test_pr_%: $(OBJ)/tests/unit/test_pr_%.o $(PROTO_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
@@ -176,14 +177,23 @@ $(BIN)/bench/bm_%: $(OBJ)/bench/micro/bm_%.o $(PROTO_OBJ) $(COMMON_OBJ)
 	$(Q)$(CXX) $(LDFLAGS_BASE) $^ $(DP_LIBS) $(BENCH_LIBS) -o $@
 
 # --- test -------------------------------------------------------------------
+# The unmodified localtunnel client (npm), pinned by tests/lt/package-lock.json,
+# for the compatibility test; installed under build/, never vendored.
+LT_CLIENT := build/lt/node_modules/localtunnel/bin/lt.js
+$(LT_CLIENT): tests/lt/package.json tests/lt/package-lock.json
+	@mkdir -p build/lt
+	@cp tests/lt/package.json tests/lt/package-lock.json build/lt/
+	cd build/lt && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # One runner drives both suites and prints the closing "N passed, N failed".
-test: $(BINS) $(UNIT_BINS)
+test: $(BINS) $(UNIT_BINS) $(LT_CLIENT)
 	$(PYTHON) tests/run.py --bin $(BIN) --suite all
 
 unit: $(UNIT_BINS)
 	$(PYTHON) tests/run.py --bin $(BIN) --suite unit
 
-integration: $(BINS)
+integration: $(BINS) $(LT_CLIENT)
 	$(PYTHON) tests/run.py --bin $(BIN) --suite integration
 
 # A brand-new Debian 12 (debootstrap), `make test` inside it; minutes, not CI.
@@ -200,9 +210,11 @@ bench:
 bench-run: $(BENCH_BINS) $(BINS)
 	$(PYTHON) bench/tools/run_micro.py --bin $(BIN)/bench --out bench/results
 	$(PYTHON) bench/e2e/run.py --bin $(BIN) --out bench/results $(E2E_ARGS)
+	$(PYTHON) bench/e2e/api.py --bin $(BIN) --out bench/results $(API_ARGS)
 bench-smoke: $(BENCH_BINS) $(BINS)
 	$(PYTHON) bench/tools/run_micro.py --bin $(BIN)/bench --smoke
 	$(PYTHON) bench/e2e/run.py --bin $(BIN) --out build/bench-smoke --smoke
+	$(PYTHON) bench/e2e/api.py --bin $(BIN) --out build/bench-smoke --smoke
 
 # --- fuzz -------------------------------------------------------------------
 FUZZ_SECONDS ?= 30
@@ -239,6 +251,6 @@ clean:
 	rm -rf build
 
 help:
-	@sed -n '2,13p' Makefile
+	@sed -n '2,14p' Makefile
 
 -include $(shell find $(O)/obj -name '*.d' 2>/dev/null)

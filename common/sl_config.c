@@ -429,6 +429,10 @@ static int apply_env(struct sl_config *c, char **envp)
 
 		env_name(c->opts[i].name, name, sizeof(name));
 		v = env_lookup(envp, name);
+		if (v == NULL && c->opts[i].env_alias) {
+			snprintf(name, sizeof(name), "%s", c->opts[i].env_alias);
+			v = env_lookup(envp, name);
+		}
 		if (v == NULL)
 			continue;
 		err = sl_config_set(c, c->opts[i].name, v, SL_SRC_ENV, name);
@@ -604,7 +608,10 @@ void sl_config_usage(const struct sl_opt *opts, size_t n, FILE *out)
 			fprintf(out, " (%ld..%ld)", o->min, o->max);
 		if (o->def && !(o->flags & SL_OPT_F_SECRET))
 			fprintf(out, " [default: %s]", o->def);
-		fprintf(out, " [env: %s]\n", env);
+		if (o->env_alias)
+			fprintf(out, " [env: %s or %s]\n", env, o->env_alias);
+		else
+			fprintf(out, " [env: %s]\n", env);
 	}
 	fprintf(out, "  %-22s %s\n  %-22s %s\n", "-h, --help", "show this help and exit",
 		"-V, --version", "show the version and the libraries linked, then exit");

@@ -42,6 +42,9 @@ struct sl_opt {
 	/* Optional extra check of a valid-typed value: returns 0, or -EINVAL
 	 * with a reason ("expected redis://host:port or unix:/path") in why. */
 	int (*check)(const char *value, char *why, size_t cap);
+	/* A second environment variable read when SLUICE_NAME is unset: the
+	 * conventional names operators set in a container (REDIS_URL, ...). */
+	const char *env_alias;
 };
 
 /* Where a value came from; higher wins. */

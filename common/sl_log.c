@@ -202,3 +202,11 @@ void sl_log(enum sl_log_level level, const char *fmt, ...)
 	if (write(log_state.fd, line, n) < 0)
 		return;
 }
+
+size_t sl_time_iso8601(char *buf, size_t cap)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return format_time(buf, cap, &ts, 1);
+}

@@ -62,6 +62,9 @@ size_t sl_log_format_line(char *buf, size_t cap, enum sl_log_format format,
  * before an escape sequence that would not fit. Returns bytes written; dst is
  * not NUL-terminated. *consumed (if not NULL) receives how much of src fit.
  */
+/* Now, UTC, as 2026-11-22T03:04:05.678Z into buf; its length. */
+size_t sl_time_iso8601(char *buf, size_t cap);
+
 size_t sl_json_escape(char *dst, size_t cap, const char *src, size_t len, size_t *consumed);
 
 void sl_log(enum sl_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -3,6 +3,7 @@
  */
 #include "sl_net.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -63,4 +64,18 @@ fail:
 	err = -errno;
 	close(fd);
 	return err;
+}
+
+int sl_addr_ip(const struct sockaddr *sa, char *ip)
+{
+	strcpy(ip, "unknown");
+	if (sa->sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip,
+			  INET6_ADDRSTRLEN);
+		return 1;
+	}
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip,
+			  INET6_ADDRSTRLEN);
+	return 0;
 }

@@ -23,6 +23,10 @@ int sl_addr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 /* Bind and listen on addr; returns the fd or a negative errno. */
 int sl_listen_tcp(const char *addr, int backlog, unsigned flags);
 
+/* The IP address of sa as text into ip (INET6_ADDRSTRLEN bytes; "unknown"
+ * for other families); 1 for IPv6, else 0. */
+int sl_addr_ip(const struct sockaddr *sa, char *ip);
+
 #ifdef __cplusplus
 }
 #endif

@@ -243,6 +243,63 @@ int cp_tunnel_req_parse(const char *body, size_t len, const struct cp_policy *po
 	return rc;
 }
 
+static int parse_key_object(json_t *o, struct cp_key_req *out, struct cp_err *err)
+{
+	static const char *const fields[] = {"name", "scopes", NULL};
+	json_t *sc = json_object_get(o, "scopes"), *v;
+	size_t i;
+
+	if (known_keys(o, fields, "the request", err) < 0)
+		return -1;
+	if (json_object_get(o, "name") && get_str(o, "name", out->name, sizeof(out->name), err) < 0)
+		return -1;
+	if (sc == NULL) {
+		out->tunnels = 1;
+		return 0;
+	}
+	if (!json_is_array(sc) || json_array_size(sc) == 0 || json_array_size(sc) > 2)
+		return fail(err, 400, "invalid_type",
+			    "scopes must be an array of \"tunnels\" and/or \"admin\"");
+	json_array_foreach(sc, i, v)
+	{
+		const char *name = json_string_value(v);
+
+		if (name && strcmp(name, "tunnels") == 0)
+			out->tunnels = 1;
+		else if (name && strcmp(name, "admin") == 0)
+			out->admin = 1;
+		else
+			return fail(err, 400, "invalid_value",
+				    "scopes[%zu] must be \"tunnels\" or \"admin\"", i);
+	}
+	return 0;
+}
+
+int cp_key_req_parse(const char *body, size_t len, struct cp_key_req *out, struct cp_err *err)
+{
+	json_error_t je;
+	json_t *root;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (len == 0) {
+		out->tunnels = 1;
+		return 0;
+	}
+	if (len > CP_BODY_MAX)
+		return fail(err, 413, "body_too_large", "request body over %d bytes", CP_BODY_MAX);
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+	if (root == NULL)
+		return fail(err, 400, "malformed_json", "malformed JSON at line %d, column %d: %s",
+			    je.line, je.column, je.text);
+	if (!json_is_object(root))
+		rc = fail(err, 400, "invalid_type", "the request must be a JSON object");
+	else
+		rc = parse_key_object(root, out, err);
+	json_decref(root);
+	return rc;
+}
+
 int cp_err_json(const struct cp_err *e, char *out, size_t cap)
 {
 	json_t *o = json_pack("{s:s, s:s}", "error", e->message, "code", e->code);

@@ -62,6 +62,16 @@ int cp_tunnel_req_parse(const char *body, size_t len, const struct cp_policy *po
  * with *err filled (409 is the caller's for a taken one). */
 int cp_subdomain_check(const char *s, const struct cp_policy *pol, struct cp_err *err);
 
+/* The body of POST /api/v1/keys: {"name": "ci", "scopes": ["tunnels"]}.
+ * Both optional; scopes are "tunnels" (the default) and "admin". */
+struct cp_key_req {
+	char name[65];
+	unsigned admin : 1, tunnels : 1;
+};
+
+/* Parse and check body[0..len) (may be empty). 0, or -1 with *err filled. */
+int cp_key_req_parse(const char *body, size_t len, struct cp_key_req *out, struct cp_err *err);
+
 /* {"error": message, "code": code} into out; its length, or -1 (too small). */
 int cp_err_json(const struct cp_err *e, char *out, size_t cap);
 

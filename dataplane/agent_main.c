@@ -3,6 +3,7 @@
  * puts a local service on a public URL through a relay (ag_agent.c).
  */
 #include "ag_agent.h"
+#include "ag_api.h"
 #include "dp_conn.h"
 #include "dp_tls.h"
 #include "sl_cli.h"
@@ -36,6 +37,19 @@ static const struct sl_opt agent_opts[] = {
 	 .type = SL_OPT_STR,
 	 .flags = SL_OPT_F_SECRET,
 	 .help = "control-plane API key"},
+	{.name = "basic-auth",
+	 .type = SL_OPT_STR,
+	 .flags = SL_OPT_F_SECRET,
+	 .help = "with --api: protect the public URL with this USER:PASSWORD (HTTP basic)"},
+	{.name = "bearer-token",
+	 .type = SL_OPT_STR,
+	 .flags = SL_OPT_F_SECRET,
+	 .help = "with --api: protect the public URL with this bearer token"},
+	{.name = "duration",
+	 .type = SL_OPT_INT,
+	 .min = 1,
+	 .max = 86400,
+	 .help = "with --api: the session's lifetime, seconds (default: the control plane's)"},
 	{.name = "local-host",
 	 .type = SL_OPT_STR,
 	 .def = "127.0.0.1",
@@ -158,7 +172,7 @@ static int build_tls(const struct sl_config *cfg, struct ag_config *ac, char *na
 			"only)");
 		return 0;
 	}
-	host_of(sl_config_str(cfg, "server"), name, cap);
+	host_of(ac->server_text, name, cap);
 	if (sl_config_str(cfg, "server-name"))
 		snprintf(name, cap, "%s", sl_config_str(cfg, "server-name"));
 	ac->server_name = insecure ? NULL : name;
@@ -169,6 +183,38 @@ static int build_tls(const struct sl_config *cfg, struct ag_config *ac, char *na
 	return ac->tls ? 0 : -EINVAL;
 }
 
+static struct ag_api_session api_sess;
+
+/* --api: create the session; the relay's address, or NULL after saying why. */
+static const char *api_session(const struct sl_config *cfg, int port)
+{
+	const struct sl_val *d = sl_config_get(cfg, "duration");
+	struct ag_api_request q = {
+		.api = sl_config_str(cfg, "api"),
+		.key = sl_config_str(cfg, "api-key"),
+		.port = port,
+		.proto = cfg->args[0],
+		.name = sl_config_str(cfg, "name"),
+		.duration = d->str ? (uint32_t)d->num : 0,
+		.basic = sl_config_str(cfg, "basic-auth"),
+		.bearer = sl_config_str(cfg, "bearer-token"),
+		.timeout_ms = 10000,
+	};
+	char err[400];
+
+	if (q.key == NULL) {
+		fprintf(stderr, "sluice: --api needs --api-key (or SLUICE_API_KEY)\n");
+		return NULL;
+	}
+	if (ag_api_create(&q, &api_sess, err, sizeof(err)) < 0) {
+		fprintf(stderr, "sluice: %s\n", err);
+		return NULL;
+	}
+	sl_info("session %s created by the control plane: %s (relay %s, until %s)", api_sess.sid,
+		api_sess.url, api_sess.relay, api_sess.expires);
+	return api_sess.relay;
+}
+
 /* Fill ac from the configuration; returns 0 or -EINVAL after saying why. */
 static int build_config(const struct sl_config *cfg, int port, struct ag_config *ac, char *local,
 			size_t local_cap)
@@ -177,9 +223,13 @@ static int build_config(const struct sl_config *cfg, int port, struct ag_config 
 	const char *lhost = sl_config_str(cfg, "local-host");
 
 	if (sl_config_str(cfg, "api") != NULL) {
-		fprintf(stderr, "sluice: --api (sessions from the control plane) is not in this "
-				"build yet; use --server and --token\n");
-		return -EINVAL;
+		if ((server = api_session(cfg, port)) == NULL)
+			return -EINVAL;
+		ac->token = api_sess.token;
+		ac->name = NULL; /* the session has its name */
+	} else {
+		ac->token = sl_config_str(cfg, "token");
+		ac->name = sl_config_str(cfg, "name");
 	}
 	snprintf(local, local_cap, strchr(lhost, ':') ? "[%s]:%d" : "%s:%d", lhost, port);
 	if (sl_addr_parse(server, &ac->server, &ac->server_len) < 0) {
@@ -192,8 +242,6 @@ static int build_config(const struct sl_config *cfg, int port, struct ag_config 
 	}
 	ac->server_text = server;
 	ac->local_text = local;
-	ac->token = sl_config_str(cfg, "token");
-	ac->name = sl_config_str(cfg, "name");
 	ac->proto = strcmp(cfg->args[0], "tcp") == 0 ? PR_PROTO_TCP : PR_PROTO_HTTP;
 	ac->pool = (uint32_t)sl_config_int(cfg, "pool");
 	ac->max_data = (uint32_t)sl_config_int(cfg, "max-streams");

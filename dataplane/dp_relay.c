@@ -30,15 +30,19 @@
 #include "dp_relay.h"
 #include "dp_conn.h"
 #include "dp_http.h"
+#include "dp_state.h"
 #include "dp_tls.h"
 #include "dp_tunnel.h"
 #include "pr_msg.h"
+#include "pr_token.h"
 #include "sl_cli.h"
 #include "sl_log.h"
 #include "sl_net.h"
 #include "sl_time.h"
 
 #include <arpa/inet.h>
+#include <wolfssl/options.h>
+#include <wolfssl/wolfcrypt/coding.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -59,6 +63,7 @@ enum {
 	K_LISTEN_AGENTS,
 	K_LISTEN_ADMIN,
 	K_LISTEN_TCP,
+	K_LISTEN_LT, /* a localtunnel session's port: its client's raw sockets */
 	K_PUBLIC,
 	K_PUBLIC_TCP,
 	K_AGENT_NEW,
@@ -82,8 +87,8 @@ enum {
 #define LINGER_MS 5000 /* after an error response, wait this long for the client to close */
 
 /* HTTP errors the relay answers itself, in /metrics order. */
-enum { E_400, E_404, E_408, E_431, E_501, E_502, E_503, E_COUNT };
-static const int err_status[E_COUNT] = {400, 404, 408, 431, 501, 502, 503};
+enum { E_400, E_404, E_408, E_431, E_501, E_502, E_503, E_401, E_COUNT };
+static const int err_status[E_COUNT] = {400, 404, 408, 431, 501, 502, 503, 401};
 
 /*
  * State of a public connection. Ownership: allocated at accept, freed in
@@ -111,7 +116,25 @@ struct pub {
 	struct pub *tprev, *tnext; /* timed list */
 	int timed;
 	char ip[INET6_ADDRSTRLEN];
+	uint8_t counted; /* in t->live (started on a data connection) */
 };
+
+/* One port of --lt-ports: its listener and the tunnel it feeds, if any. */
+struct lt_port {
+	uint16_t port;
+	uint32_t slot;
+	struct dp_tunnel *t; /* not a counted reference: cleared when t ends */
+};
+
+/* A socket that reached an lt port before its session did. */
+struct lt_orphan {
+	int fd;
+	uint16_t port;
+	uint64_t deadline_ms;
+};
+
+#define LT_ORPHANS_MAX 256
+#define LT_ORPHAN_MS   3000
 
 /* An agent connection: the frame reader of K_AGENT_NEW and K_CTRL, the
  * tunnel of K_CTRL and K_DATA (a counted reference). Freed in on_close, with
@@ -133,6 +156,7 @@ struct agent {
 	int fresh;
 	int moving_to; /* -1, or the worker it is being handed to */
 	uint8_t hops;
+	uint8_t raw; /* a localtunnel client's socket: no frames, bytes from the start */
 };
 
 #define AGENT_BUF (PR_FRAME_HDR + PR_FRAME_MAX)
@@ -148,6 +172,7 @@ struct metrics {
 	uint64_t requests, errors[E_COUNT], agents_refused, tcp_conns, misdirected_switch;
 	uint64_t handoffs_out, handoffs_in, handoffs_failed;
 	uint64_t bytes_in, bytes_out; /* public side, closed connections */
+	uint64_t sessions_closed;     /* tunnels closed: session revoked or expired */
 };
 
 /*
@@ -192,6 +217,8 @@ struct shared {
 	pthread_mutex_t ready_mu;
 	pthread_cond_t ready_cv;
 	int nready, expected;
+	struct dp_state state; /* sessions followed from Redis, when cfg->redis */
+	int state_on;
 };
 
 struct relay {
@@ -208,8 +235,21 @@ struct relay {
 	pthread_mutex_t inbox_mu;
 	struct handoff *inbox;
 	int inbox_closed;
+	int wake_ready; /* under inbox_mu: the eventfd exists (the follower may wake us) */
 	pthread_mutex_t snap_mu;
 	struct snapshot snap;
+	/* Under snap_mu: the counters of this worker's sessions, rebuilt every
+	 * second for the state follower's report. */
+	struct dp_state_counts *counts;
+	size_t ncounts, counts_cap;
+	uint64_t next_counts_ms, revoked_seen, changed_seen;
+	/* Worker 0, with --lt-ports: a listener per port, bound at start so a
+	 * localtunnel client never races the session's arrival; sockets that
+	 * come before their session wait a little (lt_orphans). */
+	struct lt_port *lt_ports;
+	uint32_t nlt_ports;
+	struct lt_orphan *lt_orphans;
+	uint32_t nlt_orphans;
 	struct dp_tunnels tunnels;
 	uint32_t l_http, l_https, l_agents, l_admin;
 	struct dp_tls_server tls;      /* when cfg->cert is set */
@@ -226,16 +266,12 @@ struct relay {
 	char head[DP_HTTP_HEAD_MAX + 8192]; /* the upstream head being built */
 };
 
+/* The kernel's CSPRNG does not fail for small reads; if it ever did, a
+ * predictable session id or key would be worse than stopping. */
 static void random_alnum(char *out, size_t n)
 {
-	static const char al[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-	unsigned char rnd[64];
-
-	if (n > sizeof(rnd) || getrandom(rnd, n, 0) != (ssize_t)n)
-		abort(); /* the kernel's CSPRNG does not fail for small reads */
-	for (size_t i = 0; i < n; i++)
-		out[i] = al[rnd[i] % 36];
-	out[n] = '\0';
+	if (pr_random_alnum(out, n) < 0)
+		abort();
 }
 
 static int ct_equal(const char *a, const char *b)
@@ -352,12 +388,15 @@ static void attach(struct relay *r, struct pub *p, uint32_t d)
 
 	a->idle = 0;
 	snprintf(m.text, sizeof(m.text), "%s", p->ip);
-	dp_conn_send_msg(&r->io, d, &m);
+	if (!a->raw)
+		dp_conn_send_msg(&r->io, d, &m);
 	dp_conn_pair(&r->io, p->slot, d);
 	while ((seg = dp_chain_pop(&r->io.r, &p->held)) != DP_NIL)
 		dp_conn_send_seg(&r->io, d, seg);
 	untime(r, p);
 	p->t->conns++;
+	p->t->live++;
+	p->counted = 1;
 	/* A TCP client's bytes flow only once there is somewhere to send them;
 	 * an HTTP client was paused while it waited; one that already sent its
 	 * FIN gets it passed on. */
@@ -523,6 +562,46 @@ static void move_public(struct relay *r, struct pub *p, int w)
 
 /* Route and forward one parsed request head; returns 0, 1 when p moves to
  * another worker (the head goes along), or -1 after an error response. */
+/* The credentials of a protected URL: the request's Authorization, hashed
+ * as the control plane hashed the session's (pr_url_auth_mac), compared in
+ * constant time. The secret itself is never stored anywhere. */
+static int url_auth_ok(struct relay *r, const struct dp_tunnel *t, const struct dp_http_req *q)
+{
+	const char *key = r->cfg->session_secret;
+	char cred[400], mac[65], *colon;
+	word32 n = sizeof(cred) - 1;
+	const struct dp_http_hdr *h = NULL;
+
+	for (size_t i = 0; i < q->nheaders; i++)
+		if (q->headers[i].name_len == 13 &&
+		    strncasecmp(q->headers[i].name, "authorization", 13) == 0)
+			h = &q->headers[i];
+	if (h == NULL || key == NULL)
+		return 0;
+	if (t->auth == PR_AUTH_BASIC && h->value_len > 6 &&
+	    strncasecmp(h->value, "basic ", 6) == 0) {
+		if (Base64_Decode((const byte *)h->value + 6, (word32)(h->value_len - 6),
+				  (byte *)cred, &n) != 0)
+			return 0;
+		cred[n] = '\0';
+		if ((colon = strchr(cred, ':')) == NULL || strlen(cred) != n)
+			return 0;
+		*colon = '\0';
+		if (pr_url_auth_mac((const uint8_t *)key, strlen(key), t->sid, cred, colon + 1,
+				    mac) < 0)
+			return 0;
+	} else if (t->auth == PR_AUTH_BEARER && h->value_len > 7 &&
+		   h->value_len - 7 < sizeof(cred) && strncasecmp(h->value, "bearer ", 7) == 0) {
+		memcpy(cred, h->value + 7, h->value_len - 7);
+		cred[h->value_len - 7] = '\0';
+		if (pr_url_auth_mac((const uint8_t *)key, strlen(key), t->sid, "", cred, mac) < 0)
+			return 0;
+	} else
+		return 0;
+	memset(cred, 0, sizeof(cred));
+	return ct_equal(mac, t->auth_mac);
+}
+
 static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *q)
 {
 	const char *name = NULL, *sid = NULL, *rest = q->target;
@@ -556,7 +635,15 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 				  r->cfg->domain);
 		return -1;
 	}
-	if (t->ctrl == DP_NIL) {
+	if (t->auth != PR_AUTH_NONE && !url_auth_ok(r, t, q)) {
+		pub_error(r, p, E_401,
+			  t->auth == PR_AUTH_BASIC
+				  ? "WWW-Authenticate: Basic realm=\"sluice\"\r\n"
+				  : "WWW-Authenticate: Bearer realm=\"sluice\"\r\n",
+			  "this tunnel is protected: credentials required\n");
+		return -1;
+	}
+	if (t->ctrl == DP_NIL && !t->lt) {
 		pub_error(r, p, E_502, "Retry-After: 5\r\n",
 			  "the agent for this tunnel is offline; retry shortly\n");
 		return -1;
@@ -814,15 +901,50 @@ static void expire_fresh(struct relay *r)
 	}
 }
 
-static int token_ok(struct relay *r, const char *tok)
+/* A static token (--tokens): any, when there is no file and no sessions. */
+static int static_token_ok(struct relay *r, const char *tok)
 {
 	int ok = 0;
 
 	if (r->cfg->tokens == NULL)
-		return 1;
+		return !r->sh->state_on;
 	for (uint32_t i = 0; i < r->cfg->ntokens; i++)
 		ok |= ct_equal(r->cfg->tokens[i], tok);
 	return ok;
+}
+
+/*
+ * A token signed by the control plane: its MAC, then the session it names
+ * (active, same epoch, unexpired). 0 with the record in *rec, or the code to
+ * refuse with (PR_E_SESSION, which agents retry, while the session may still
+ * be on its way from Redis) and the reason in *why.
+ */
+static int session_token_ok(struct relay *r, const char *tok, struct pr_session *rec,
+			    const char **why)
+{
+	const char *key = r->cfg->session_secret;
+	uint64_t now = (uint64_t)time(NULL);
+	struct pr_token pt;
+	int e = pr_token_verify((const uint8_t *)key, strlen(key), tok, strlen(tok), now, &pt);
+
+	*why = e == -ETIME ? "token expired" : "token refused";
+	if (e < 0)
+		return PR_E_AUTH;
+	if (dp_state_get(&r->sh->state, pt.sid, rec) < 0) {
+		*why = atomic_load(&r->sh->state.ready)
+			       ? "unknown session (not in the relay's table)"
+			       : "session table not loaded yet; retry";
+		return PR_E_SESSION;
+	}
+	if (rec->status != PR_SS_ACTIVE || now >= rec->expires) {
+		*why = rec->status == PR_SS_DELETED ? "session deleted" : "session expired";
+		return PR_E_AUTH;
+	}
+	if (rec->epoch != pt.epoch) {
+		*why = "token of an earlier epoch of this session";
+		return PR_E_AUTH;
+	}
+	return 0;
 }
 
 static void agent_refuse(struct relay *r, uint32_t c, enum pr_code code, const char *text)
@@ -899,8 +1021,8 @@ static void bound_url(struct relay *r, struct dp_tunnel *t, char *url, size_t ca
 
 /* A new tunnel on this worker, its name claimed across workers. NULL with
  * *code set, or with *elsewhere set when another worker holds the name. */
-static struct dp_tunnel *new_tunnel(struct relay *r, const struct pr_msg *m, int *code,
-				    int *elsewhere)
+static struct dp_tunnel *new_tunnel(struct relay *r, const struct pr_msg *m,
+				    const struct pr_session *rec, int *code, int *elsewhere)
 {
 	struct dp_tunnel *t = calloc(1, sizeof(*t));
 	int w;
@@ -912,7 +1034,16 @@ static struct dp_tunnel *new_tunnel(struct relay *r, const struct pr_msg *m, int
 		snprintf(t->name, sizeof(t->name), "%s", m->name);
 	else
 		random_alnum(t->name, 8);
-	random_alnum(t->sid, 16);
+	if (rec) {
+		/* The control plane's session: its id, and its expiry to enforce. */
+		snprintf(t->sid, sizeof(t->sid), "%s", rec->sid);
+		t->managed = 1;
+		t->expires = rec->expires;
+		t->tok_epoch = rec->epoch;
+		t->auth = rec->auth;
+		snprintf(t->auth_mac, sizeof(t->auth_mac), "%s", rec->auth_mac);
+	} else
+		random_alnum(t->sid, 16);
 	random_alnum(t->key, 32);
 	snprintf(t->token, sizeof(t->token), "%s", m->token);
 	t->proto = m->proto;
@@ -1071,24 +1202,39 @@ static int held_elsewhere(struct relay *r, const char *sid, const char *name)
 
 /* HELLO: a new session, or the resume of one whose name we hold. Returns 1
  * when the connection moves to the worker holding the tunnel, else 0. */
-static int on_hello(struct relay *r, uint32_t c, const struct pr_msg *m)
+static int on_hello(struct relay *r, uint32_t c, const struct pr_msg *hello)
 {
 	struct refusal why = {0, NULL};
+	struct pr_session rec, *recp = NULL;
+	struct pr_msg mm;
+	const struct pr_msg *m = hello;
 	struct dp_tunnel *t;
-	int code = 0;
+	const char *swhy;
+	int code = 0, sc;
 
-	if (m->version != PR_VERSION)
+	if (hello->version != PR_VERSION)
 		why = (struct refusal){PR_E_VERSION, "protocol version not supported"};
-	else if (!token_ok(r, m->token))
+	else if (r->sh->state_on && strncmp(hello->token, "v1.", 3) == 0) {
+		if ((sc = session_token_ok(r, hello->token, &rec, &swhy)) != 0)
+			why = (struct refusal){(enum pr_code)sc, swhy};
+		else {
+			/* The session decides name and protocol, not the agent. */
+			mm = *hello;
+			snprintf(mm.name, sizeof(mm.name), "%s", rec.name);
+			mm.proto = (enum pr_proto)rec.proto;
+			m = &mm;
+			recp = &rec;
+		}
+	} else if (!static_token_ok(r, hello->token))
 		why = (struct refusal){PR_E_AUTH, "token refused"};
-	else if (r->draining)
+	if (why.text == NULL && r->draining)
 		why = (struct refusal){PR_E_DRAIN, "relay is draining"};
 	t = why.text ? NULL : hello_existing(r, m, &why);
 	if (why.text == NULL && t == NULL) {
 		int w = held_elsewhere(r, m->session[0] ? m->session : NULL,
 				       m->name[0] ? m->name : NULL);
 
-		if (w < 0 && (t = new_tunnel(r, m, &code, &w)) == NULL && w < 0)
+		if (w < 0 && (t = new_tunnel(r, m, recp, &code, &w)) == NULL && w < 0)
 			why = (struct refusal){(enum pr_code)code, code == PR_E_NO_PORT
 									   ? "no TCP port left"
 									   : "internal error"};
@@ -1319,6 +1465,22 @@ static int metrics_text(struct relay *r, char *out, size_t cap)
 	  U(x.m.bytes_in), U(x.m.bytes_out));
 	M("# TYPE sluice_agents_refused_total counter\nsluice_agents_refused_total %llu\n",
 	  U(x.m.agents_refused));
+	if (r->sh->state_on) {
+		struct dp_state *st = &r->sh->state;
+
+		M("# TYPE sluice_state_up gauge\nsluice_state_up %d\n"
+		  "# TYPE sluice_state_sessions gauge\nsluice_state_sessions %u\n"
+		  "# TYPE sluice_state_events_total counter\n"
+		  "sluice_state_events_total{event=\"applied\"} %llu\n"
+		  "sluice_state_events_total{event=\"snapshot\"} %llu\n"
+		  "sluice_state_events_total{event=\"failure\"} %llu\n"
+		  "sluice_state_events_total{event=\"report\"} %llu\n"
+		  "# TYPE sluice_sessions_closed_total counter\nsluice_sessions_closed_total "
+		  "%llu\n",
+		  atomic_load(&st->up), st->count, U(atomic_load(&st->applied)),
+		  U(atomic_load(&st->snapshots)), U(atomic_load(&st->failures)),
+		  U(atomic_load(&st->reports)), U(x.m.sessions_closed));
+	}
 	M("# TYPE sluice_handoffs_total counter\n"
 	  "sluice_handoffs_total{event=\"out\"} %llu\n"
 	  "sluice_handoffs_total{event=\"in\"} %llu\n"
@@ -1451,12 +1613,7 @@ static int peer_ip(int fd, char *ip)
 	strcpy(ip, "unknown");
 	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
 		return 0;
-	if (ss.ss_family == AF_INET6) {
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, INET6_ADDRSTRLEN);
-		return 1;
-	}
-	inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, INET6_ADDRSTRLEN);
-	return 0;
+	return sl_addr_ip((struct sockaddr *)&ss, ip);
 }
 
 static void accept_public(struct relay *r, int fd, int tcp, int https, struct dp_tunnel *t)
@@ -1502,6 +1659,77 @@ static void accept_public(struct relay *r, int fd, int tcp, int https, struct dp
 	acquire_data(r, p);
 }
 
+/* A localtunnel client's socket: a data connection of its tunnel at once,
+ * with no frames: the client pipes whatever comes to its local service. */
+static void accept_lt(struct relay *r, int fd, struct dp_tunnel *t)
+{
+	struct agent *a = calloc(1, sizeof(*a));
+	uint32_t c;
+	int one = 1;
+
+	if (a == NULL || !t->linked) {
+		free(a);
+		close(fd);
+		return;
+	}
+	a->moving_to = -1;
+	a->raw = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	peer_ip(fd, a->ip);
+	c = dp_conn_new(&r->io, fd, K_DATA, a);
+	if (c == DP_NIL) {
+		free(a);
+		return;
+	}
+	a->slot = c;
+	a->t = t;
+	a->epoch = t->epoch;
+	tunnel_ref(t);
+	dp_conn_recv(&r->io, c);
+	data_ready(r, t, c);
+}
+
+/* A socket on an lt port: its tunnel's at once, or parked until the
+ * session arrives (the client connects as soon as the API answered). */
+static void lt_accepted(struct relay *r, int fd, struct lt_port *lp)
+{
+	struct lt_orphan *o;
+
+	if (lp->t) {
+		accept_lt(r, fd, lp->t);
+		return;
+	}
+	if (r->nlt_orphans == LT_ORPHANS_MAX) {
+		close(fd);
+		return;
+	}
+	o = &r->lt_orphans[r->nlt_orphans++];
+	o->fd = fd;
+	o->port = lp->port;
+	o->deadline_ms = r->now_ms + LT_ORPHAN_MS;
+}
+
+/* Orphans whose session came, or whose wait is over. */
+static void lt_adopt_orphans(struct relay *r)
+{
+	uint32_t i = 0;
+
+	while (i < r->nlt_orphans) {
+		struct lt_orphan *o = &r->lt_orphans[i];
+		struct lt_port *lp = &r->lt_ports[o->port - r->cfg->lt_lo];
+
+		if (lp->t == NULL && o->deadline_ms > r->now_ms) {
+			i++;
+			continue;
+		}
+		if (lp->t)
+			accept_lt(r, o->fd, lp->t);
+		else
+			close(o->fd);
+		*o = r->lt_orphans[--r->nlt_orphans];
+	}
+}
+
 static void accept_agent(struct relay *r, int fd, int kind)
 {
 	struct agent *a = calloc(1, sizeof(*a));
@@ -1539,6 +1767,7 @@ static void on_accept(struct dp_io *io, uint32_t l, int fd)
 	case K_LISTEN_HTTP: accept_public(r, fd, 0, 0, NULL); break;
 	case K_LISTEN_HTTPS: accept_public(r, fd, 0, 1, NULL); break;
 	case K_LISTEN_TCP: accept_public(r, fd, 1, 0, s->owner); break;
+	case K_LISTEN_LT: lt_accepted(r, fd, s->owner); break;
 	case K_LISTEN_AGENTS: accept_agent(r, fd, K_AGENT_NEW); break;
 	case K_LISTEN_ADMIN: accept_agent(r, fd, K_ADMIN); break;
 	default: close(fd); break;
@@ -1555,6 +1784,11 @@ static void pub_closed(struct relay *r, struct dp_conn *s)
 	if (p->waiting)
 		unlink_waiter(r, p);
 	dp_chain_release(&r->io.r, &p->held);
+	if (p->t && p->counted) {
+		p->t->live--;
+		p->t->bytes_in += s->rx;
+		p->t->bytes_out += s->tx;
+	}
 	if (p->t)
 		tunnel_unref(p->t);
 	free(p->acc);
@@ -1841,9 +2075,15 @@ static void drain_inbox(struct relay *r)
 	}
 }
 
+static void state_work(struct relay *r);
+
 static void on_wake(struct dp_io *io)
 {
-	drain_inbox(io->owner);
+	struct relay *r = io->owner;
+
+	drain_inbox(r);
+	if (r->sh->state_on)
+		state_work(r);
 }
 
 /* This worker stops: handoffs still on their way are refused, and dropped. */
@@ -1906,6 +2146,8 @@ static void sweep_tunnels(struct relay *r)
 			}
 			continue;
 		}
+		if (t->lt && !r->draining)
+			continue; /* no control connection ever: it lives until its session ends */
 		if (r->now_ms - t->offline_since_ms < r->cfg->grace_ms && !r->draining)
 			continue;
 		sl_info("tunnel %s: released after the grace period", t->name);
@@ -1916,6 +2158,214 @@ static void sweep_tunnels(struct relay *r)
 			dp_conn_close(&r->io, t->tcp_listener);
 		t->refs++; /* hold across the unref so the check below frees once */
 		tunnel_unref(t);
+	}
+}
+
+/* A session revoked, deleted or expired: its agent is told, every
+ * connection of the tunnel closes now, and the name is free at once. */
+static void kill_tunnel(struct relay *r, struct dp_tunnel *t, const char *why)
+{
+	struct pr_msg e = {.type = PR_ERROR, .code = PR_E_AUTH};
+
+	sl_info("tunnel %s: session %s %s; closing its connections", t->name, t->sid, why);
+	r->m.sessions_closed++;
+	snprintf(e.text, sizeof(e.text), "session %s", why);
+	if (t->ctrl != DP_NIL) {
+		dp_conn_send_msg(&r->io, t->ctrl, &e);
+		dp_conn_shutdown(&r->io, t->ctrl);
+	}
+	close_idle(r, t);
+	fail_waiters(r, t);
+	/* Every public and data connection of t; bounded by the slot table. */
+	for (uint32_t i = 0; i < r->io.nconns; i++) {
+		struct dp_conn *s = &r->io.conns[i];
+
+		if (s->fd < 0 || s->owner == NULL)
+			continue;
+		if (((s->kind == K_PUBLIC || s->kind == K_PUBLIC_TCP) &&
+		     ((struct pub *)s->owner)->t == t) ||
+		    (s->kind == K_DATA && ((struct agent *)s->owner)->t == t)) {
+			/* A reset, not a FIN behind queued bytes: the session is
+			 * over now, not once its buffers drain. */
+			struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+			setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			dp_conn_close(&r->io, i);
+		}
+	}
+	for (uint32_t i = 0; i < r->nlt_ports; i++)
+		if (r->lt_ports[i].t == t)
+			r->lt_ports[i].t = NULL;
+	dp_tunnels_remove(&r->tunnels, t);
+	dp_owners_release(&r->sh->owners, t->name, t->sid, r->idx);
+	t->linked = 0;
+	if (t->tcp_listener != DP_NIL)
+		dp_conn_close(&r->io, t->tcp_listener);
+	t->refs++; /* hold across the unref so that it frees once */
+	tunnel_unref(t);
+}
+
+/* The localtunnel sessions of the table that this relay does not serve yet. */
+struct lt_scan {
+	struct pr_session *v;
+	size_t n, cap;
+	uint64_t now;
+};
+
+static void lt_collect(void *ud, const struct pr_session *s)
+{
+	struct lt_scan *sc = ud;
+
+	if (s->lt_port == 0 || s->status != PR_SS_ACTIVE || sc->now >= s->expires)
+		return;
+	if (sc->n == sc->cap) {
+		size_t cap = sc->cap ? sc->cap * 2 : 16;
+		void *nv = realloc(sc->v, cap * sizeof(*sc->v));
+
+		if (nv == NULL)
+			return;
+		sc->v = nv;
+		sc->cap = cap;
+	}
+	sc->v[sc->n++] = *s;
+}
+
+/* A tunnel for a localtunnel session: no agent ever says HELLO, so worker 0
+ * makes it when the session appears, with a listener on the session's port
+ * for the client's raw sockets. */
+static void open_lt(struct relay *r, const struct pr_session *s)
+{
+	struct pr_msg m = {.proto = PR_PROTO_HTTP};
+	struct dp_tunnel *t;
+	struct lt_port *lp;
+	int code, w = -1;
+
+	if (s->lt_port < r->cfg->lt_lo || s->lt_port > r->cfg->lt_hi || r->lt_ports == NULL) {
+		sl_warn("localtunnel session %s: port %u is not in this relay's --lt-ports", s->sid,
+			s->lt_port);
+		return;
+	}
+	lp = &r->lt_ports[s->lt_port - r->cfg->lt_lo];
+	if (lp->t)
+		return; /* still held by an earlier session: retried at the next change */
+	snprintf(m.name, sizeof(m.name), "%s", s->name);
+	if ((t = new_tunnel(r, &m, s, &code, &w)) == NULL)
+		return;
+	t->lt = 1;
+	lp->t = t;
+	sl_info("localtunnel session %s: %s, client sockets on port %u", s->sid, t->name, lp->port);
+	lt_adopt_orphans(r);
+}
+
+static void open_lt_sessions(struct relay *r)
+{
+	struct lt_scan sc = {.now = (uint64_t)time(NULL)};
+
+	dp_state_foreach(&r->sh->state, lt_collect, &sc);
+	for (size_t i = 0; i < sc.n; i++)
+		if (dp_owners_find(&r->sh->owners, 1, sc.v[i].sid, strlen(sc.v[i].sid)) ==
+		    DP_OWNER_NONE)
+			open_lt(r, &sc.v[i]);
+	free(sc.v);
+}
+
+/* Tunnels of control-plane sessions: closed at expiry, and when the table
+ * says a session stopped being usable (checked only when it changed). */
+static void check_sessions(struct relay *r)
+{
+	uint64_t now = (uint64_t)time(NULL), gen = atomic_load(&r->sh->state.revoked);
+	int recheck = gen != r->revoked_seen;
+	struct dp_tunnel *t, *next;
+
+	r->revoked_seen = gen;
+	for (t = r->tunnels.all; t; t = next) {
+		next = t->next;
+		if (!t->managed)
+			continue;
+		if (now >= t->expires)
+			kill_tunnel(r, t, "expired");
+		else if (recheck && !dp_state_usable(&r->sh->state, t->sid, t->tok_epoch, now))
+			kill_tunnel(r, t, "revoked");
+	}
+}
+
+/* Every second: this worker's session counters, for the state follower. */
+static void publish_counts(struct relay *r)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&r->snap_mu);
+	for (struct dp_tunnel *t = r->tunnels.all; t; t = t->next) {
+		struct dp_state_counts *c;
+
+		if (!t->managed)
+			continue;
+		if (n == r->counts_cap) {
+			size_t cap = r->counts_cap ? r->counts_cap * 2 : 64;
+			void *nc = realloc(r->counts, cap * sizeof(*r->counts));
+
+			if (nc == NULL)
+				break;
+			r->counts = nc;
+			r->counts_cap = cap;
+		}
+		c = &r->counts[n++];
+		snprintf(c->sid, sizeof(c->sid), "%.32s", t->sid);
+		c->connections = t->conns;
+		c->live = t->live;
+		c->requests = t->requests;
+		c->bytes_in = t->bytes_in;
+		c->bytes_out = t->bytes_out;
+	}
+	r->ncounts = n;
+	pthread_mutex_unlock(&r->snap_mu);
+}
+
+/* The follower's collect hook: every worker's last published counters. */
+static size_t collect_counts(void *ud, struct dp_state_counts *out, size_t cap)
+{
+	struct shared *sh = ud;
+	size_t n = 0;
+
+	for (int i = 0; i < sh->nworkers; i++) {
+		struct relay *w = sh->w[i];
+
+		pthread_mutex_lock(&w->snap_mu);
+		for (size_t j = 0; j < w->ncounts && n < cap; j++)
+			out[n++] = w->counts[j];
+		pthread_mutex_unlock(&w->snap_mu);
+	}
+	return n;
+}
+
+/* Sessions: revoked or expired ones close, new localtunnel ones open
+ * (worker 0), parked localtunnel sockets find their session or give up. */
+static void state_work(struct relay *r)
+{
+	uint64_t changed = atomic_load(&r->sh->state.changed);
+
+	check_sessions(r);
+	if (r->idx == 0 && changed != r->changed_seen) {
+		r->changed_seen = changed;
+		open_lt_sessions(r);
+	}
+	if (r->nlt_orphans)
+		lt_adopt_orphans(r);
+}
+
+/* The follower applied records: wake every worker (any thread may). */
+static void wake_workers(void *ud)
+{
+	struct shared *sh = ud;
+
+	for (int i = 0; i < sh->nworkers; i++) {
+		struct relay *w = sh->w[i];
+
+		/* Under the inbox lock, as handoffs are: never a closed eventfd. */
+		pthread_mutex_lock(&w->inbox_mu);
+		if (w->wake_ready && !w->inbox_closed)
+			dp_io_wake(&w->io);
+		pthread_mutex_unlock(&w->inbox_mu);
 	}
 }
 
@@ -1931,6 +2381,13 @@ static void tick(struct relay *r)
 	expire_timed(r);
 	expire_fresh(r);
 	sweep_tunnels(r);
+	if (r->sh->state_on) {
+		state_work(r);
+		if (r->now_ms >= r->next_counts_ms) {
+			r->next_counts_ms = r->now_ms + 1000;
+			publish_counts(r);
+		}
+	}
 }
 
 /* ---- start, run, drain ---- */
@@ -1960,6 +2417,8 @@ static void start_drain(struct relay *r)
 	if (r->l_https != DP_NIL)
 		dp_conn_close(&r->io, r->l_https);
 	dp_conn_close(&r->io, r->l_agents);
+	for (uint32_t i = 0; i < r->nlt_ports; i++)
+		dp_conn_close(&r->io, r->lt_ports[i].slot);
 	for (struct dp_tunnel *t = r->tunnels.all; t; t = t->next)
 		if (t->ctrl != DP_NIL)
 			dp_conn_send_msg(&r->io, t->ctrl, &g);
@@ -1974,6 +2433,37 @@ static uint32_t public_conns(struct relay *r)
 		n += r->io.conns[i].fd >= 0 &&
 		     (r->io.conns[i].kind == K_PUBLIC || r->io.conns[i].kind == K_PUBLIC_TCP);
 	return n;
+}
+
+/* --lt-ports on worker 0: one listener per port, on the public host. */
+static int listen_lt_ports(struct relay *r)
+{
+	const char *colon = strrchr(r->cfg->http, ':');
+	uint32_t n = (uint32_t)(r->cfg->lt_hi - r->cfg->lt_lo) + 1;
+	char addr[300];
+
+	r->lt_ports = calloc(n, sizeof(*r->lt_ports));
+	r->lt_orphans = calloc(LT_ORPHANS_MAX, sizeof(*r->lt_orphans));
+	if (r->lt_ports == NULL || r->lt_orphans == NULL)
+		return -ENOMEM;
+	r->nlt_ports = n;
+	for (uint32_t i = 0; i < n; i++) {
+		struct lt_port *lp = &r->lt_ports[i];
+		int fd;
+
+		lp->port = (uint16_t)(r->cfg->lt_lo + i);
+		snprintf(addr, sizeof(addr), "%.*s:%u", (int)(colon - r->cfg->http), r->cfg->http,
+			 lp->port);
+		if ((fd = sl_listen_tcp(addr, 512, 0)) < 0) {
+			sl_error("--lt-ports: cannot listen on %s: %s", addr, strerror(-fd));
+			return fd;
+		}
+		lp->slot = dp_conn_new(&r->io, fd, K_LISTEN_LT, lp);
+		if (lp->slot == DP_NIL)
+			return -ENFILE;
+		dp_conn_accept(&r->io, lp->slot);
+	}
+	return 0;
 }
 
 /* Set up worker r in the thread that runs it (a ring with SINGLE_ISSUER
@@ -1996,6 +2486,9 @@ static int relay_init(struct relay *r)
 		sl_error("worker wake-up set-up failed: %s", strerror(-err));
 		goto fail_io;
 	}
+	pthread_mutex_lock(&r->inbox_mu);
+	r->wake_ready = 1;
+	pthread_mutex_unlock(&r->inbox_mu);
 	if ((err = dp_tunnels_init(&r->tunnels, 1024)) < 0)
 		goto fail_io;
 	r->l_https = r->l_admin = DP_NIL;
@@ -2004,12 +2497,16 @@ static int relay_init(struct relay *r)
 	if ((cfg->https && (err = listen_on(r, cfg->https, K_LISTEN_HTTPS, &r->l_https)) < 0) ||
 	    (err = listen_on(r, cfg->http, K_LISTEN_HTTP, &r->l_http)) < 0 ||
 	    (err = listen_on(r, cfg->agents, K_LISTEN_AGENTS, &r->l_agents)) < 0 ||
-	    (r->idx == 0 && (err = listen_on(r, cfg->admin, K_LISTEN_ADMIN, &r->l_admin)) < 0))
+	    (r->idx == 0 && (err = listen_on(r, cfg->admin, K_LISTEN_ADMIN, &r->l_admin)) < 0) ||
+	    (r->idx == 0 && cfg->lt_lo && (err = listen_lt_ports(r)) < 0))
 		goto fail_tunnels;
 	return 0;
 fail_tunnels:
 	dp_tunnels_free(&r->tunnels);
 fail_io:
+	pthread_mutex_lock(&r->inbox_mu);
+	r->wake_ready = 0;
+	pthread_mutex_unlock(&r->inbox_mu);
 	dp_io_free(&r->io);
 	return err;
 }
@@ -2126,6 +2623,11 @@ static struct relay *relay_new(struct shared *sh, int idx)
 
 static void relay_delete(struct relay *r)
 {
+	for (uint32_t i = 0; i < r->nlt_orphans; i++)
+		close(r->lt_orphans[i].fd);
+	free(r->lt_ports);
+	free(r->lt_orphans);
+	free(r->counts);
 	pthread_mutex_destroy(&r->inbox_mu);
 	pthread_mutex_destroy(&r->snap_mu);
 	free(r);
@@ -2154,6 +2656,14 @@ int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop,
 		if ((err = dp_tls_server_init(&sh.tls, cfg->cert, cfg->key, cfg->cert_dir,
 					      &sh.tls_reloads)) == 0)
 			sh.tls_on = 1;
+	}
+	if (err == 0 && cfg->redis) {
+		struct dp_state_config sc = {
+			.redis = cfg->redis, .relay_id = cfg->relay_id, .timeout_ms = 2000};
+
+		sh.state.on_change = wake_workers;
+		if ((err = dp_state_start(&sh.state, &sc, collect_counts, &sh)) == 0)
+			sh.state_on = 1;
 	}
 	/* Worker 0 first, alone: a bad option or a taken port fails once, with
 	 * one message, before any thread starts. */
@@ -2185,6 +2695,7 @@ int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop,
 	}
 	for (int i = 1; i < started; i++)
 		pthread_join(sh.w[i]->thread, NULL);
+	dp_state_stop(&sh.state); /* its reports read the workers' counters */
 	for (int i = 0; i < sh.nworkers; i++) {
 		if (sh.w[i] && sh.w[i]->err < 0 && sh.w[i]->err != -ECANCELED && err == 0)
 			err = sh.w[i]->err;

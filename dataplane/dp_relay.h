@@ -17,8 +17,14 @@ struct dp_relay_config {
 	const char *admin;	/* /health and /metrics */
 	const char *domain;
 	uint16_t tcp_lo, tcp_hi;
-	char **tokens; /* NULL: any token (development) */
+	uint16_t lt_lo, lt_hi; /* localtunnel clients' sockets (--lt-ports), 0: off */
+	char **tokens;	       /* NULL: any token (development), unless sessions are on */
 	uint32_t ntokens;
+	/* Sessions from the control plane (--redis): agent tokens are signed
+	 * with session_secret and checked against the session table. */
+	const char *redis;	    /* NULL: off */
+	const char *session_secret; /* >= PR_TOKEN_KEY_MIN bytes when redis is set */
+	const char *relay_id;	    /* this relay's name in Redis */
 	uint32_t heartbeat_ms, dead_ms, grace_ms;
 	uint32_t head_timeout_ms, open_timeout_ms, drain_timeout_ms;
 	uint32_t max_conns, nbufs, bufsize; /* per worker */

@@ -34,8 +34,17 @@ struct dp_tunnel {
 	uint32_t opens_asked;		      /* data connections asked for and not yet arrived */
 	uint64_t last_rx_ms, last_ping_ms, offline_since_ms;
 	uint64_t requests, conns;
-	uint32_t refs;		       /* sockets pointing here */
-	int linked;		       /* still in the registry */
+	uint64_t live, bytes_in, bytes_out; /* open public connections; bytes of closed ones */
+	/* A session of the control plane (signed token): checked against the
+	 * session table, closed when it expires or is revoked. */
+	int managed;
+	uint64_t expires;   /* unix s */
+	uint64_t tok_epoch; /* the session epoch its token carries */
+	uint8_t auth;	    /* enum pr_sess_auth: a protected URL */
+	char auth_mac[65];  /* the session's credential verifier (pr_url_auth_mac) */
+	uint8_t lt;    /* a localtunnel client\'s session: raw sockets, no control connection */
+	uint32_t refs; /* sockets pointing here */
+	int linked;    /* still in the registry */
 	struct dp_tunnel *prev, *next; /* all tunnels */
 };
 

@@ -5,7 +5,9 @@
 #include "dp_conn.h"
 #include "dp_relay.h"
 #include "dp_tls.h"
+#include "pr_token.h"
 #include "sl_cli.h"
+#include "sl_redis.h"
 #include "sl_log.h"
 
 #include <errno.h>
@@ -56,6 +58,27 @@ static const struct sl_opt relay_opts[] = {
 	 .def = "20000-20999",
 	 .help = "ports for TCP tunnels"},
 	{.name = "tokens", .type = SL_OPT_STR, .help = "file of static agent tokens"},
+	{.name = "lt-ports",
+	 .type = SL_OPT_RANGE,
+	 .help = "with --redis: ports for localtunnel clients' sockets (the control plane's "
+		 "--lt-ports)"},
+	{.name = "redis",
+	 .type = SL_OPT_STR,
+	 .help = "follow the control plane's sessions in this Redis (redis://... or unix:/path)",
+	 .check = sl_redis_url_check,
+	 .env_alias = "REDIS_URL"},
+	{.name = "session-secret",
+	 .type = SL_OPT_STR,
+	 .flags = SL_OPT_F_SECRET,
+	 .help = "the control plane's secret, to check signed agent tokens (with --redis)",
+	 .env_alias = "SESSION_SECRET_KEY"},
+	{.name = "dev",
+	 .type = SL_OPT_BOOL,
+	 .def = "false",
+	 .help = "development mode: the control plane's well-known session secret is accepted"},
+	{.name = "relay-id",
+	 .type = SL_OPT_STR,
+	 .help = "this relay's name in Redis (default: host name and agent port)"},
 	{.name = "workers",
 	 .type = SL_OPT_INT,
 	 .def = "0",
@@ -179,9 +202,45 @@ static int check_unsupported(const struct sl_config *cfg)
 	return 0;
 }
 
+/* --redis needs a session secret: set, long enough, and the development
+ * one only with --dev. 0, or -EINVAL after saying why. */
+static int sessions_config(const struct sl_config *cfg, struct dp_relay_config *rc, char *id,
+			   size_t cap)
+{
+	const char *sec = sl_config_str(cfg, "session-secret"), *rid;
+	int dev = sl_config_int(cfg, "dev") != 0;
+	char host[200] = "relay";
+	const char *colon;
+
+	rc->redis = sl_config_str(cfg, "redis");
+	if (rc->redis == NULL)
+		return 0;
+	if (sec == NULL && dev)
+		sec = PR_DEV_SECRET;
+	if (sec == NULL || strlen(sec) < PR_TOKEN_KEY_MIN ||
+	    (!dev && strcmp(sec, PR_DEV_SECRET) == 0)) {
+		sl_error("--redis needs the control plane's session secret: --session-secret or "
+			 "SESSION_SECRET_KEY, %d bytes or more (the development one only with "
+			 "--dev)",
+			 PR_TOKEN_KEY_MIN);
+		return -EINVAL;
+	}
+	rc->session_secret = sec;
+	rid = sl_config_str(cfg, "relay-id");
+	if (rid == NULL) {
+		gethostname(host, sizeof(host) - 1);
+		colon = strrchr(rc->agents, ':');
+		snprintf(id, cap, "%s:%s", host, colon ? colon + 1 : "0");
+		rid = id;
+	}
+	rc->relay_id = rid;
+	return 0;
+}
+
 static int run(const struct sl_config *cfg)
 {
 	struct dp_relay_config rc = {0};
+	char relay_id[256];
 	long range = sl_config_int(cfg, "tcp-ports");
 	const char *tokens = sl_config_str(cfg, "tokens");
 	int err;
@@ -198,6 +257,12 @@ static int run(const struct sl_config *cfg)
 	rc.domain = sl_config_str(cfg, "domain");
 	rc.tcp_lo = (uint16_t)(range >> 16);
 	rc.tcp_hi = (uint16_t)(range & 0xffff);
+	if (sl_config_get(cfg, "lt-ports")->str) {
+		long lt = sl_config_int(cfg, "lt-ports");
+
+		rc.lt_lo = (uint16_t)(lt >> 16);
+		rc.lt_hi = (uint16_t)(lt & 0xffff);
+	}
 	rc.heartbeat_ms = (uint32_t)sl_config_int(cfg, "heartbeat-ms");
 	rc.dead_ms = (uint32_t)sl_config_int(cfg, "dead-after-ms");
 	rc.grace_ms = (uint32_t)sl_config_int(cfg, "grace-ms");
@@ -217,11 +282,13 @@ static int run(const struct sl_config *cfg)
 	}
 	rc.engine = strcmp(sl_config_str(cfg, "engine"), "epoll") == 0 ? DP_ENGINE_EPOLL
 								       : DP_ENGINE_URING;
+	if ((err = sessions_config(cfg, &rc, relay_id, sizeof(relay_id))) < 0)
+		return err;
 	if (tokens && (err = dp_relay_load_tokens(tokens, &rc.tokens, &rc.ntokens)) < 0) {
 		sl_error("cannot read --tokens %s: %s", tokens, strerror(-err));
 		return err;
 	}
-	if (tokens == NULL)
+	if (tokens == NULL && rc.redis == NULL)
 		sl_warn("no --tokens file: any agent may connect (development only)");
 	if (rc.cert == NULL)
 		sl_warn("no --cert/--key: agents connect in plaintext (development only)");

@@ -2,7 +2,8 @@
 # run-local.sh: start sluice on this machine for development, as `make run`
 # does: a project-local redis-server under run/ (unix socket only, nothing on
 # TCP 6379), sluice-control, sluice-relay, a tiny demo app (deploy/demo/) and
-# an agent exposing it; then print the public URL and a curl line that works.
+# an agent that creates its session through the control plane's API
+# (POST /api/v1/tunnels) and exposes the app; then print the public URL and a curl line that works.
 # Ctrl-C stops everything. --once checks the tunnel answers, then stops.
 #
 #   deploy/run-local.sh [--bin DIR] [--dir DIR] [--once]
@@ -16,6 +17,8 @@
 # demo.localhost, 127.0.0.1) are made once under run/tls/ with openssl; the
 # agent verifies the relay against that CA, and so can curl (--cacert).
 #   SLUICE_RUN_APP=3000                 the demo app's port
+#   SLUICE_RUN_LT_PORTS=21000-21099     relay ports for localtunnel clients
+#                                       (lt --port N --host http://CONTROL)
 set -eu
 
 BIN=build/bin
@@ -35,6 +38,7 @@ AGENTS=${SLUICE_RUN_AGENTS:-127.0.0.1:7000}
 ADMIN=${SLUICE_RUN_ADMIN:-127.0.0.1:9090}
 HTTPS=${SLUICE_RUN_HTTPS:-127.0.0.1:8443}
 APP=${SLUICE_RUN_APP:-3000}
+LT_PORTS=${SLUICE_RUN_LT_PORTS:-21000-21099}
 DEMO=$(cd "$(dirname "$0")/demo" && pwd)
 
 mkdir -p "$DIR"
@@ -92,40 +96,72 @@ redis-server --port 0 --unixsocket "$SOCK" --unixsocketperm 700 --dir "$DIR" \
 pids="$pids $!"
 wait_until 10 redis-cli -s "$SOCK" ping || { echo "run-local: redis did not start, see $DIR/redis.log" >&2; exit 1; }
 
-"$BIN/sluice-control" --listen "$CONTROL" --redis "unix:$SOCK" --dev --log-format text \
-	2>>"$DIR/control.log" &
-pids="$pids $!"
-if ! wait_until 10 curl -sf "http://$CONTROL/api/v1/health"; then
-	echo "run-local: sluice-control did not become healthy; its log:" >&2
-	tail -n 20 "$DIR/control.log" >&2
-	exit 1
-fi
-
+# The relay follows the control plane's sessions in Redis; both sign and
+# check agent tokens with the development secret (--dev).
 "$BIN/sluice-relay" --http "$HTTP" --https "$HTTPS" --agents "$AGENTS" --admin "$ADMIN" \
 	--domain localhost --cert "$DIR/tls/relay.pem" --key "$DIR/tls/relay.key" \
+	--redis "unix:$SOCK" --dev --relay-id local --lt-ports "$LT_PORTS" \
 	--log-format text 2>>"$DIR/relay.log" &
 pids="$pids $!"
 wait_until 10 curl -sf "http://$ADMIN/health" || { echo "run-local: relay did not start; see $DIR/relay.log" >&2; tail -n 5 "$DIR/relay.log" >&2; exit 1; }
+
+"$BIN/sluice-control" --listen "$CONTROL" --redis "unix:$SOCK" --dev --relay "$AGENTS" \
+	--public-url "http://localhost:${HTTP##*:}" --audit-log "$DIR/audit.jsonl" \
+	--localtunnel --lt-ports "$LT_PORTS" \
+	--log-format text 2>>"$DIR/control.log" &
+pids="$pids $!"
+# Healthy means Redis answers and the relay heartbeats.
+if ! wait_until 10 curl -sf "http://$CONTROL/health"; then
+	echo "run-local: sluice-control did not become healthy; its log:" >&2
+	tail -n 20 "$DIR/control.log" >&2
+	curl -s "http://$CONTROL/health" >&2
+	exit 1
+fi
+
+# An API key for the demo agent, made once (shown once: kept in the run dir).
+if [ ! -s "$DIR/api.key" ]; then
+	umask 077
+	"$BIN/sluice-control" keys create --name demo --redis "unix:$SOCK" --log-format text \
+		>"$DIR/api.key.new" 2>>"$DIR/control.log" && mv "$DIR/api.key.new" "$DIR/api.key" || {
+		rm -f "$DIR/api.key.new"
+		echo "run-local: could not create an API key; see $DIR/control.log" >&2
+		exit 1
+	}
+	umask 022
+fi
+KEY=$(cat "$DIR/api.key")
+# The previous run's demo session holds the name "demo" until it expires:
+# delete it, through the API like any client would.
+if [ -s "$DIR/session.id" ]; then
+	curl -s -o /dev/null -X DELETE -H "Authorization: Bearer $KEY" \
+		"http://$CONTROL/api/v1/tunnels/$(cat "$DIR/session.id")" || true
+fi
 
 /usr/bin/python3 -m http.server "$APP" --bind 127.0.0.1 --directory "$DEMO" \
 	>>"$DIR/app.log" 2>&1 &
 pids="$pids $!"
 wait_until 10 curl -sf "http://127.0.0.1:$APP/" || { echo "run-local: demo app did not start; see $DIR/app.log" >&2; exit 1; }
 
-"$BIN/sluice" http "$APP" --server "$AGENTS" --ca "$DIR/tls/ca.pem" --name demo --json >"$DIR/agent.events" \
-	2>>"$DIR/agent.log" &
+# The agent needs only the API: it creates its session and learns the relay
+# and its signed token from the control plane.
+SLUICE_API_KEY=$KEY "$BIN/sluice" http "$APP" --api "http://$CONTROL" --ca "$DIR/tls/ca.pem" \
+	--name demo --json >"$DIR/agent.events" 2>>"$DIR/agent.log" &
 pids="$pids $!"
-wait_until 10 grep -q '"event":"ready"' "$DIR/agent.events" || { echo "run-local: agent did not connect; see $DIR/agent.log" >&2; exit 1; }
+wait_until 10 grep -q '"event":"ready"' "$DIR/agent.events" || { echo "run-local: agent did not connect; see $DIR/agent.log" >&2; tail -n 5 "$DIR/agent.log" >&2; exit 1; }
 URL=$(sed -n 's/.*"event":"ready","url":"\([^"]*\)".*/\1/p' "$DIR/agent.events" | head -n 1)
 SID=$(sed -n 's/.*"session":"\([^"]*\)".*/\1/p' "$DIR/agent.events" | head -n 1)
+echo "$SID" >"$DIR/session.id"
 
 echo "run-local: redis          unix:$SOCK (data in $DIR)"
-echo "run-local: sluice-control http://$CONTROL/api/v1/health: $(curl -s "http://$CONTROL/api/v1/health")"
+echo "run-local: sluice-control http://$CONTROL/health: $(curl -s "http://$CONTROL/health")"
+echo "run-local: session        $SID, created through the API: $(curl -s -H "Authorization: Bearer $KEY" "http://$CONTROL/api/v1/tunnels/$SID")"
 echo "run-local: sluice-relay   public http://$HTTP and https://$HTTPS, agents $AGENTS (TLS), metrics http://$ADMIN/metrics"
 echo "run-local: demo app       http://127.0.0.1:$APP/ ($DEMO)"
 echo "run-local: tunnel         $URL  (also http://$HTTP/session/$SID/)"
 echo "run-local: try:           curl $URL"
 echo "run-local:                curl -H 'Host: demo.localhost' http://$HTTP/"
+echo "run-local: more tunnels:  sluice http PORT --api http://$CONTROL --api-key \$(cat $DIR/api.key) --ca $DIR/tls/ca.pem"
+echo "run-local:                npx localtunnel --port PORT --host http://$CONTROL   (the unmodified lt client)"
 HTTPS_URL="https://demo.localhost:${HTTPS##*:}/"
 echo "run-local:                curl --cacert $DIR/tls/ca.pem --resolve demo.localhost:${HTTPS##*:}:${HTTPS%:*} $HTTPS_URL"
 if ! curl -sf "$URL" | grep -q "Hello through sluice"; then

@@ -9,16 +9,27 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/wolfcrypt/hmac.h>
+#include <wolfssl/wolfcrypt/sha256.h>
 
 #define MAC_HEX 64
 
-/* HMAC-SHA256 of msg as 64 lowercase hex digits into hex (65 bytes). */
-static int mac_hex(const uint8_t *key, size_t key_len, const char *msg, size_t len, char *hex)
+static void to_hex(const uint8_t *d, size_t n, char *hex)
 {
 	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		hex[2 * i] = digits[d[i] >> 4];
+		hex[2 * i + 1] = digits[d[i] & 15];
+	}
+	hex[2 * n] = '\0';
+}
+
+int pr_hmac_hex(const uint8_t *key, size_t key_len, const char *msg, size_t len, char *hex)
+{
 	uint8_t mac[WC_SHA256_DIGEST_SIZE];
 	Hmac h;
 	int err;
@@ -30,11 +41,54 @@ static int mac_hex(const uint8_t *key, size_t key_len, const char *msg, size_t l
 	wc_HmacFree(&h);
 	if (err)
 		return -EINVAL;
-	for (size_t i = 0; i < sizeof(mac); i++) {
-		hex[2 * i] = digits[mac[i] >> 4];
-		hex[2 * i + 1] = digits[mac[i] & 15];
+	to_hex(mac, sizeof(mac), hex);
+	return 0;
+}
+
+int pr_url_auth_mac(const uint8_t *key, size_t key_len, const char *sid, const char *user,
+		    const char *secret, char *hex)
+{
+	char msg[512];
+	size_t ls = strlen(sid), lu = strlen(user), lp = strlen(secret), n;
+	int err;
+
+	n = 9 + ls + 1 + lu + 1 + lp;
+	if (n > sizeof(msg))
+		return -ENOSPC;
+	memcpy(msg, "url-auth", 9); /* with its NUL */
+	memcpy(msg + 9, sid, ls + 1);
+	memcpy(msg + 9 + ls + 1, user, lu + 1);
+	memcpy(msg + 9 + ls + 1 + lu + 1, secret, lp);
+	err = pr_hmac_hex(key, key_len, msg, n, hex);
+	memset(msg, 0, sizeof(msg));
+	return err;
+}
+
+int pr_sha256_hex(const char *msg, size_t len, char *hex)
+{
+	uint8_t d[WC_SHA256_DIGEST_SIZE];
+
+	if (wc_Sha256Hash((const byte *)msg, (word32)len, d) != 0)
+		return -EINVAL;
+	to_hex(d, sizeof(d), hex);
+	return 0;
+}
+
+int pr_random_alnum(char *out, size_t n)
+{
+	static const char set[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+	uint8_t rnd[64];
+
+	/* 252 = 7 * 36: bytes at or above it are drawn again, so every
+	 * character is equally likely. Bounded: a fresh batch per round. */
+	for (size_t i = 0; i < n;) {
+		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+			return -EIO;
+		for (size_t j = 0; j < sizeof(rnd) && i < n; j++)
+			if (rnd[j] < 252)
+				out[i++] = set[rnd[j] % 36];
 	}
-	hex[MAC_HEX] = '\0';
+	out[n] = '\0';
 	return 0;
 }
 
@@ -48,7 +102,7 @@ int pr_token_sign(const uint8_t *key, size_t key_len, const char *sid, uint64_t 
 		return -EINVAL;
 	n = snprintf(body, sizeof(body), "v1.%s.%llu.%llu", sid, (unsigned long long)epoch,
 		     (unsigned long long)expires);
-	if ((err = mac_hex(key, key_len, body, (size_t)n, hex)) < 0)
+	if ((err = pr_hmac_hex(key, key_len, body, (size_t)n, hex)) < 0)
 		return err;
 	if ((size_t)n + 1 + MAC_HEX + 1 > cap)
 		return -ENOSPC;
@@ -98,7 +152,7 @@ int pr_token_verify(const uint8_t *key, size_t key_len, const char *tok, size_t 
 	    parse_u64(part[2], plen[2], &out->epoch) < 0 ||
 	    parse_u64(part[3], plen[3], &out->expires) < 0 || plen[4] != MAC_HEX)
 		return -EBADMSG;
-	if (mac_hex(key, key_len, tok, (size_t)(part[4] - tok - 1), hex) < 0)
+	if (pr_hmac_hex(key, key_len, tok, (size_t)(part[4] - tok - 1), hex) < 0)
 		return -EINVAL;
 	for (size_t i = 0; i < MAC_HEX; i++)
 		diff |= (unsigned char)(hex[i] ^ part[4][i]);

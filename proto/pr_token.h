@@ -17,6 +17,10 @@
 #define PR_SIGNED_MAX	 160 /* bytes of a token at most, with its NUL */
 #define PR_TOKEN_KEY_MIN 32
 
+/* The session secret of development mode (--dev), known to everyone: the
+ * control plane and the relay refuse it outside development mode. */
+#define PR_DEV_SECRET "sluice-development-secret-not-for-production"
+
 struct pr_token {
 	char sid[33];
 	uint64_t epoch;
@@ -34,5 +38,25 @@ int pr_token_sign(const uint8_t *key, size_t key_len, const char *sid, uint64_t 
  * bytes differ. */
 int pr_token_verify(const uint8_t *key, size_t key_len, const char *tok, size_t len, uint64_t now,
 		    struct pr_token *out);
+
+/* HMAC-SHA256 of msg[0..len) as 64 lowercase hex digits into hex (65
+ * bytes). 0, or -EINVAL / -ENOMEM. */
+int pr_hmac_hex(const uint8_t *key, size_t key_len, const char *msg, size_t len, char *hex);
+
+/* The verifier of a protected URL's credentials: HMAC-SHA256 under the
+ * session secret of "url-auth\0<sid>\0<user>\0<secret>" (user is "" for a
+ * bearer token) as 64 hex digits into hex. The control plane stores it in
+ * the session's record; a relay recomputes it from what a browser sends, so
+ * the secret itself is never stored. 0, or -EINVAL / -ENOSPC. */
+int pr_url_auth_mac(const uint8_t *key, size_t key_len, const char *sid, const char *user,
+		    const char *secret, char *hex);
+
+/* SHA-256 of msg[0..len) as 64 hex digits into hex (65 bytes): how API keys
+ * are stored (they are random, so no salt or stretching is needed). */
+int pr_sha256_hex(const char *msg, size_t len, char *hex);
+
+/* n characters from [a-z0-9], uniformly, then a NUL (out holds n + 1).
+ * 0, or -EIO when the kernel's random source fails. */
+int pr_random_alnum(char *out, size_t n);
 
 #endif

@@ -91,7 +91,13 @@ def wrk(url, conns, seconds, host=None):
     argv = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "--timeout", "10s"]
     if host:
         argv += ["-H", "Host: " + host]
-    out = subprocess.run(argv + [url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    return wrk_argv_result(argv + [url], seconds)
+
+
+def wrk_argv_result(argv, seconds, env=None):
+    """Run wrk (argv with --latency) and read requests/s, p50, p99 and errors."""
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
+                         env=env).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def pct(p):

@@ -126,18 +126,23 @@ def stop_all():
 
 
 class Redis:
-    """A redis-server on a free loopback port, no persistence."""
+    """A redis-server on a free loopback port; no persistence unless
+    persistent (an append-only file synced on every write, so that even
+    SIGKILL loses nothing, as a production Redis would be set up)."""
 
-    def __init__(self, workdir, port=None, password=None):
+    def __init__(self, workdir, port=None, password=None, persistent=False):
         self.workdir = str(workdir)
         self.port = port or free_port()
         self.password = password
+        self.persistent = persistent
         self.proc = None
         self.start()
 
     def start(self):
         argv = ["redis-server", "--port", self.port, "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", self.workdir]
+                "--dir", self.workdir]
+        argv += (["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
+                 else ["--appendonly", "no"])
         if self.password:
             argv += ["--requirepass", self.password]
         self.proc = Proc("redis-%d" % self.port, argv, self.workdir)
@@ -305,7 +310,8 @@ class Relay:
                 "--agents", "127.0.0.1:%d" % self.agents_port,
                 "--admin", "127.0.0.1:%d" % self.admin_port, "--domain", "localhost",
                 "--log-format", "text", "--log-level", "debug"] + self.FAST + self.extra
-        self.proc = Proc("relay-%d" % self.http_port, argv, self.dir)
+        self.proc = Proc("relay-%d" % self.http_port, argv, self.dir,
+                         env=dict(os.environ, SESSION_SECRET_KEY=SECRET))
         wait_for(lambda: port_open(self.admin_port) or not self.proc.alive(), what="relay")
         if not self.proc.alive():
             raise RuntimeError("relay did not start:\n" + self.proc.log())
@@ -383,3 +389,67 @@ class Agent:
 
     def stop(self):
         return self.proc.stop()
+
+
+SECRET = "test-session-secret-0123456789abcdef"  # shared by control planes and relays in tests
+ADMIN_KEY = "test-admin-key-0123456789"
+
+
+class Control:
+    """sluice-control on a free port against redis_url, with a real session
+    secret (not --dev) and the bootstrap admin key ADMIN_KEY."""
+
+    def __init__(self, binary, workdir, redis_url, relay="127.0.0.1:7000",
+                 public_url="http://localhost:8080", extra=(), env=None):
+        self.port = free_port()
+        self.argv = [binary, "--listen", "127.0.0.1:%d" % self.port, "--redis", redis_url,
+                     "--relay", relay, "--public-url", public_url, "--log-format", "text",
+                     "--min-relays", "0"] + list(extra)
+        self.env = dict(os.environ, SESSION_SECRET_KEY=SECRET, SLUICE_ADMIN_KEY=ADMIN_KEY)
+        self.env.update(env or {})
+        self.dir = str(workdir)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = Proc("control-%d" % self.port, self.argv, self.dir, env=self.env)
+        wait_for(lambda: port_open(self.port) or not self.proc.alive(), what="sluice-control")
+        if not self.proc.alive():
+            raise RuntimeError("sluice-control did not start:\n" + self.proc.log())
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def api(self, method, path, body=None, key=ADMIN_KEY, headers=None, raw=None):
+        """(status, headers, parsed JSON or None)."""
+        import json
+        import urllib.error
+        import urllib.request
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        h = {"Content-Type": "application/json"}
+        if key:
+            h["Authorization"] = "Bearer " + key
+        h.update(headers or {})
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                status, hdrs, text = r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            status, hdrs, text = e.code, e.headers, e.read()
+        return status, hdrs, (json.loads(text) if text else None)
+
+    def new_key(self, scopes=("tunnels",), name="test"):
+        status, _, body = self.api("POST", "/api/v1/keys", {"name": name, "scopes": list(scopes)})
+        assert status == 201, body
+        return body
+
+    def stop(self):
+        return self.proc.stop()
+
+
+def session_relay(binary, workdir, redis_url, extra=()):
+    """A relay that follows the control plane's sessions in redis_url."""
+    r = Relay(binary, workdir, extra=["--redis", redis_url, "--relay-id", "relay-%d" % free_port()]
+              + list(extra))
+    return r

@@ -1,6 +1,7 @@
 """`make run`'s script starts the local service, which answers, and stops
 every process it started."""
 import os
+import random
 import subprocess
 
 import harness
@@ -11,17 +12,24 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 def test_run_local_once_starts_answers_and_stops(bin_dir, tmp_path):
     port = harness.free_port()
     http = harness.free_port()
+    lt = random.randrange(21100, 32000, 10)
     https = harness.free_port()
     env = dict(os.environ, SLUICE_RUN_CONTROL="127.0.0.1:%d" % port,
                SLUICE_RUN_HTTP="127.0.0.1:%d" % http,
                SLUICE_RUN_HTTPS="127.0.0.1:%d" % https,
                SLUICE_RUN_AGENTS="127.0.0.1:%d" % harness.free_port(),
                SLUICE_RUN_ADMIN="127.0.0.1:%d" % harness.free_port(),
-               SLUICE_RUN_APP=str(harness.free_port()))
-    r = subprocess.run(["sh", os.path.join(ROOT, "deploy", "run-local.sh"), "--bin", bin_dir,
-                        "--dir", str(tmp_path / "run"), "--once"],
-                       capture_output=True, text=True, timeout=60, env=env)
+               SLUICE_RUN_APP=str(harness.free_port()),
+               SLUICE_RUN_LT_PORTS="%d-%d" % (lt, lt + 9))
+    def run():
+        return subprocess.run(["sh", os.path.join(ROOT, "deploy", "run-local.sh"), "--bin",
+                               bin_dir, "--dir", str(tmp_path / "run"), "--once"],
+                              capture_output=True, text=True, timeout=60, env=env)
+    r = run()
     assert r.returncode == 0, r.stdout + r.stderr
+    # The control plane made the demo tunnel through its own API.
+    assert '"status":"active","name":"demo"' in r.stdout
+    assert "created through the API" in r.stdout
     assert '"status":"ok"' in r.stdout and '"redis":{"ok":true' in r.stdout
     assert "run-local: tunnel         http://demo.localhost:%d/" % http in r.stdout
     assert "run-local: the tunnel answers: <h1>Hello through sluice</h1>" in r.stdout
@@ -33,6 +41,14 @@ def test_run_local_once_starts_answers_and_stops(bin_dir, tmp_path):
     assert oct(os.stat(tmp_path / "run" / "tls" / "relay.key").st_mode & 0o777) == "0o600"
     assert not harness.port_open(port) and not harness.port_open(http)
     assert not os.path.exists(tmp_path / "run" / "redis.sock")
+    # A second run finds its key and takes the name "demo" back (the first
+    # run's session is deleted through the API, then a new one is made).
+    first_sid = open(tmp_path / "run" / "session.id").read().strip()
+    r2 = run()
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    assert "run-local: tunnel         http://demo.localhost:%d/" % http in r2.stdout
+    assert open(tmp_path / "run" / "session.id").read().strip() != first_sid
+    assert oct(os.stat(tmp_path / "run" / "api.key").st_mode & 0o777) == "0o600"
     # Nothing it started is left: no process still has the run dir open.
     left = subprocess.run(["pgrep", "-f", str(tmp_path / "run")], capture_output=True, text=True)
     assert left.stdout.strip() == "", left.stdout

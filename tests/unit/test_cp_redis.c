@@ -14,31 +14,31 @@
 
 static void tcp_forms_parse(void **state)
 {
-	struct cp_redis_target t;
+	struct sl_redis_target t;
 	char why[128];
 
 	(void)state;
-	assert_int_equal(cp_redis_url_parse("redis://127.0.0.1:6380", &t, why, sizeof(why)), 0);
+	assert_int_equal(sl_redis_url_parse("redis://127.0.0.1:6380", &t, why, sizeof(why)), 0);
 	assert_string_equal(t.host, "127.0.0.1");
 	assert_int_equal(t.port, 6380);
-	assert_int_equal(cp_redis_url_parse("redis://cache.internal", &t, why, sizeof(why)), 0);
+	assert_int_equal(sl_redis_url_parse("redis://cache.internal", &t, why, sizeof(why)), 0);
 	assert_int_equal(t.port, 6379);
-	assert_int_equal(cp_redis_url_parse("redis://:pw@h:1/3", &t, why, sizeof(why)), 0);
+	assert_int_equal(sl_redis_url_parse("redis://:pw@h:1/3", &t, why, sizeof(why)), 0);
 	assert_string_equal(t.password, "pw");
 	assert_string_equal(t.user, "");
 	assert_int_equal(t.db, 3);
-	assert_int_equal(cp_redis_url_parse("redis://u:p:w@h", &t, why, sizeof(why)), 0);
+	assert_int_equal(sl_redis_url_parse("redis://u:p:w@h", &t, why, sizeof(why)), 0);
 	assert_string_equal(t.user, "u");
 	assert_string_equal(t.password, "p:w");
 }
 
 static void unix_form_parses(void **state)
 {
-	struct cp_redis_target t;
+	struct sl_redis_target t;
 	char why[128];
 
 	(void)state;
-	assert_int_equal(cp_redis_url_parse("unix:/run/redis.sock", &t, why, sizeof(why)), 0);
+	assert_int_equal(sl_redis_url_parse("unix:/run/redis.sock", &t, why, sizeof(why)), 0);
 	assert_true(t.is_unix);
 	assert_string_equal(t.path, "/run/redis.sock");
 }
@@ -56,12 +56,12 @@ static void bad_forms_refused_with_reason(void **state)
 		{"redis://h/x", "database must be a number"},
 		{"unix:relative.sock", "expected unix:/absolute/path"},
 	};
-	struct cp_redis_target t;
+	struct sl_redis_target t;
 	char why[128];
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		assert_int_equal(cp_redis_url_parse(bad[i].url, &t, why, sizeof(why)), -EINVAL);
+		assert_int_equal(sl_redis_url_parse(bad[i].url, &t, why, sizeof(why)), -EINVAL);
 		if (strstr(why, bad[i].why) == NULL)
 			fail_msg("%s: got \"%s\"", bad[i].url, why);
 	}

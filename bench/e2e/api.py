@@ -1,0 +1,91 @@
+#!/usr/bin/python3
+"""Control-plane benchmark (issue 4): POST /api/v1/tunnels (session
+creation: key lookup, name claim, revision, MULTI with the record, the
+indexes and the stream event) and GET /api/v1/tunnels/{id} (key lookup,
+record, counters), under wrk against a real sluice-control and a real
+redis-server on loopback. Requests/s and p50/p99 for each, medians of
+--reps runs, every response checked (non-2xx responses fail the run).
+
+  bench/e2e/api.py --bin build/release/bin [--reps 5] [--seconds 10] [--conns 50]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+sys.path.insert(0, HERE)
+import harness  # noqa: E402
+from run import wrk_argv_result  # noqa: E402
+
+POST_LUA = """wrk.method = "POST"
+wrk.body = '{"port": 3000, "duration": 600}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("SLUICE_BENCH_KEY")
+"""
+
+GET_LUA = """wrk.headers["Authorization"] = "Bearer " .. os.getenv("SLUICE_BENCH_KEY")
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--conns", type=int, default=50)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--smoke", action="store_true")
+    a = ap.parse_args()
+    if a.smoke:
+        a.reps, a.seconds = 1, 1
+    work = tempfile.mkdtemp(prefix="sluice-bench-api-")
+    redis = harness.Redis(work)
+    control = harness.Control(os.path.join(a.bin, "sluice-control"), work, redis.url,
+                              extra=["--max-sessions", "10000000", "--log-level", "warn"])
+    try:
+        key = control.new_key(name="bench")["key"]
+        status, _, s = control.api("POST", "/api/v1/tunnels", {"port": 3000}, key=key)
+        assert status == 201, s
+        post_lua = os.path.join(work, "post.lua")
+        get_lua = os.path.join(work, "get.lua")
+        open(post_lua, "w").write(POST_LUA)
+        open(get_lua, "w").write(GET_LUA)
+        env = dict(os.environ, SLUICE_BENCH_KEY=key)
+        rows = {}
+        for name, script, path in (("create", post_lua, "/api/v1/tunnels"),
+                                   ("read", get_lua, "/api/v1/tunnels/" + s["sessionId"])):
+            runs = []
+            for _ in range(a.reps):
+                argv = ["wrk", "-t1", "-c%d" % a.conns, "-d%ds" % a.seconds, "--latency",
+                        "--timeout", "10s", "-s", script, control.url + path]
+                r = wrk_argv_result(argv, a.seconds, env=env)
+                if r["errors"]:
+                    raise SystemExit("%s: errors: %s" % (name, r["errors"]))
+                runs.append(r)
+            rows[name] = {k: statistics.median(x[k] for x in runs) for k in ("rps", "p50_ms",
+                                                                             "p99_ms")}
+            rows[name]["runs"] = [round(x["rps"]) for x in runs]
+            print("%-7s %8.0f req/s  p50 %.2f ms  p99 %.2f ms  (runs: %s)" % (
+                name, rows[name]["rps"], rows[name]["p50_ms"], rows[name]["p99_ms"],
+                rows[name]["runs"]), flush=True)
+        active = control.api("GET", "/health", key=None)[2]["checks"]["capacity"]["active"]
+        print("sessions created in Redis: %d" % active)
+        if a.out:
+            os.makedirs(a.out, exist_ok=True)
+            with open(os.path.join(a.out, "api.json"), "w") as f:
+                json.dump({"conns": a.conns, "seconds": a.seconds, "reps": a.reps,
+                           "rows": rows}, f, indent=1)
+    finally:
+        control.stop()
+        redis.stop()
+        subprocess.run(["rm", "-rf", work])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+/*
+ * cp_server.h: what the control plane's h2o translation units share: the
+ * server, one request in flight against Redis (struct cp_op), responses,
+ * and the counters /metrics shows. cp_http.c owns the server and the
+ * dispatch; cp_api.c the tunnel, key and domain routes.
+ */
+#ifndef CP_SERVER_H
+#define CP_SERVER_H
+
+#define H2O_USE_LIBUV 0
+#include <h2o.h>
+
+#include <jansson.h>
+
+#include "cp_http.h"
+#include "cp_keys.h"
+#include "cp_rdb.h"
+#include "cp_tunnel_req.h"
+
+#define CP_KEY_ID_LEN 12 /* public id of an API key */
+#define CP_KEY_LEN    40 /* the secret a client sends, "sk_" + 37 */
+
+/* Counters for /metrics; single-threaded (the h2o loop). */
+struct cp_metrics {
+	uint64_t requests, responses[6]; /* responses by status class 1xx..5xx */
+	uint64_t auth_failures, sessions_created, sessions_deleted, keys_created, keys_revoked,
+		stats_folded;
+};
+
+/* Ownership: created by cp_server_create(), freed by cp_server_free(). */
+struct cp_server {
+	h2o_globalconf_t globalconf;
+	h2o_context_t ctx;
+	h2o_accept_ctx_t accept_ctx;
+	h2o_socket_t *listener;
+	h2o_evloop_t *loop;
+	struct cp_server_config cfg;
+	struct cp_rdb *db;	 /* commands of requests */
+	struct cp_rdb *stats_db; /* the blocking XREAD of relays' counters */
+	char stats_last_id[64];	 /* where that XREAD goes on */
+	int stats_reading;
+	struct cp_policy policy;
+	struct cp_metrics m;
+	uint64_t inflight; /* requests waiting on Redis */
+	FILE *audit;	   /* audit log (JSON lines); NULL: through the log */
+	h2o_timeout_t stats_retry_timeout;
+	h2o_timeout_entry_t stats_retry; /* the counters' XREAD after a failure */
+	int stopping;
+	struct cp_client *clients; /* open client connections, to close at exit */
+	uint64_t nclients;
+};
+
+/* The caller of an API route, once authenticated. */
+struct cp_actor {
+	char key_id[CP_KEY_ID_LEN + 8]; /* "admin" for the bootstrap key */
+	unsigned scopes;
+};
+
+/*
+ * One API request waiting on Redis. Ownership: malloc'd by cp_op_new(),
+ * freed by cp_op_finish() once the response is sent. If the client goes
+ * away first, h2o frees the request's pool and the guard in it clears
+ * op->req, so a late reply answers nobody instead of touching freed memory.
+ */
+struct cp_op {
+	struct cp_server *s;
+	h2o_req_t *req;
+	struct cp_op_guard *guard;
+	struct cp_actor actor;
+	void (*next)(struct cp_op *op); /* what runs once auth succeeded */
+	unsigned need;			/* scopes the route requires */
+	char id[64];			/* the path's {id}, when any */
+	char name[CP_SUBDOMAIN_MAX + 1];
+	struct cp_tunnel_req treq;
+	struct cp_err deferred_error; /* a bad request, told only once authenticated */
+	int has_deferred_error;
+	uint64_t now, rev;
+	size_t step; /* replies received in a pipeline */
+	int step_failed, why_redis_down;
+	char why[200]; /* the first failure within a pipeline */
+	long limit, offset;
+	char **ids; /* key ids being listed, nids of them */
+	size_t nids;
+	json_t *acc; /* a response being gathered */
+	char *blob;  /* an encoded record, or a copy of one read */
+	size_t blob_len;
+	int blob_nil;	  /* the record read was missing */
+	void *blob_owner; /* a session being created (heap) */
+	int lt;		  /* a localtunnel client's request */
+};
+
+struct cp_op *cp_op_new(struct cp_server *s, h2o_req_t *req);
+/* Send status + body (a jansson value, stolen) and free op. */
+void cp_op_reply(struct cp_op *op, int status, json_t *body);
+void cp_op_error(struct cp_op *op, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* A Redis failure (err from cp_rdb, or an error reply): 503 / 500. */
+void cp_op_redis_error(struct cp_op *op, struct redisReply *r, const char *err);
+
+/* Responses outside an op (validation failures before Redis). */
+void cp_send_json(struct cp_server *s, h2o_req_t *req, int status, json_t *body);
+void cp_send_error(struct cp_server *s, h2o_req_t *req, int status, const char *code,
+		   const char *msg);
+
+/* Authenticate op's request and require scopes `need`, then run next. */
+void cp_auth(struct cp_op *op, unsigned need, void (*next)(struct cp_op *op));
+
+/* One line in the audit log: event, the actor and the request's address
+ * and user agent, plus detail (may be NULL). */
+void cp_audit(struct cp_server *s, h2o_req_t *req, const char *event, const char *actor,
+	      const char *detail);
+
+/* The routes of cp_api.c; each returns 0 (h2o's convention). */
+int cp_api_tunnels(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
+int cp_api_keys(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
+int cp_api_localtunnel(struct cp_server *s, h2o_req_t *req, const char *name, size_t len);
+/* The relays' counters: start the XREAD loop on s->stats_db. */
+void cp_api_follow_stats(struct cp_server *s);
+
+/* 1 when a and b are equal, in time independent of where they differ. */
+int cp_ct_equal(const char *a, size_t la, const char *b, size_t lb);
+
+#endif

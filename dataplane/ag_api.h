@@ -1,0 +1,43 @@
+/*
+ * ag_api.h: the agent's one call to the control plane: create a session
+ * (POST /api/v1/tunnels) and learn its relay and signed token, so that
+ * `sluice http 3000 --api URL --api-key KEY` needs nothing else.
+ */
+#ifndef AG_API_H
+#define AG_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ag_api_session {
+	char sid[40];
+	char url[300];
+	char relay[300]; /* host:port of the relays' agent port */
+	char token[200];
+	char expires[40]; /* ISO 8601 */
+};
+
+struct ag_api_request {
+	const char *api;    /* http://host[:port] */
+	const char *key;    /* API key */
+	int port;	    /* the local port exposed */
+	const char *proto;  /* "http" or "tcp" */
+	const char *name;   /* wanted subdomain, or NULL */
+	uint32_t duration;  /* seconds, 0: the control plane's default */
+	const char *basic;  /* "user:password" protecting the URL, or NULL */
+	const char *bearer; /* a bearer token protecting the URL, or NULL */
+	int timeout_ms;
+};
+
+/*
+ * Create the session. 0 with *out filled; otherwise the reason in err and
+ * -EINVAL (the request was refused: 4xx, fix and retry makes no sense),
+ * -EAGAIN (5xx or unreachable: worth retrying) or -EPROTO (not our API).
+ */
+int ag_api_create(const struct ag_api_request *q, struct ag_api_session *out, char *err,
+		  size_t cap);
+
+/* The pieces of an http:// URL (no path beyond "/"); 0 or -EINVAL. */
+int ag_api_parse_url(const char *url, char *hostport, size_t cap);
+
+#endif

@@ -1,0 +1,266 @@
+/*
+ * pr_state.c: encoder and decoder of the session-state and stats records
+ * (see pr_state.h and docs/protocol.md), on the msgpack helpers of pr_mp.h.
+ *
+ * Both records are flat maps of strings and unsigned integers, so each is
+ * described once by a table of fields (key, place in the struct, bound) that
+ * drives encoding, decoding and the range checks alike; what the table
+ * cannot say (required fields, valid ids) is one predicate per record, shared
+ * by the encoder (-EINVAL) and the decoder (-EPROTO) so that whatever one
+ * side accepts the other does too.
+ */
+#include "pr_state.h"
+#include "pr_mp.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+
+enum field_kind {
+	F_STR = 0, /* char array, NUL-terminated within it */
+	F_UINT,	   /* uint8_t, uint16_t, uint32_t or uint64_t */
+};
+
+struct field {
+	const char *key;
+	enum field_kind kind;
+	size_t off, size; /* where in the record, and its bytes (a string's NUL included) */
+	uint64_t max;	  /* F_UINT: the largest value allowed */
+};
+
+/* One line per initializer: clang-format would spread each over four. */
+/* clang-format off */
+#define FIELD_SIZE(T, m) sizeof(((T *)0)->m)
+#define F_S(T, m, k)     {k, F_STR, offsetof(T, m), FIELD_SIZE(T, m), 0}
+#define F_U(T, m, k, mx) {k, F_UINT, offsetof(T, m), FIELD_SIZE(T, m), mx}
+/* clang-format on */
+
+struct schema {
+	const struct field *fields;
+	size_t n;
+	int (*valid)(const void *rec); /* required fields present and well formed */
+};
+
+static int session_valid(const void *rec)
+{
+	const struct pr_session *s = rec;
+
+	return pr_session_id_valid(s->sid, strlen(s->sid)) && s->rev > 0 &&
+	       pr_label_valid(s->name, strlen(s->name));
+}
+
+static int stats_valid(const void *rec)
+{
+	const struct pr_stats *s = rec;
+
+	return pr_session_id_valid(s->sid, strlen(s->sid)) && s->relay[0] != '\0';
+}
+
+#define SESS(m, k)     F_S(struct pr_session, m, k)
+#define SESU(m, k, mx) F_U(struct pr_session, m, k, mx)
+static const struct field session_fields[] = {
+	SESS(sid, "sid"),
+	SESU(rev, "rev", UINT64_MAX),
+	SESU(epoch, "ep", UINT64_MAX),
+	SESU(status, "st", PR_SS_EXPIRED),
+	SESU(proto, "pr", PR_PROTO_TCP),
+	SESU(port, "port", UINT16_MAX),
+	SESS(name, "name"),
+	SESS(domain, "dom"),
+	SESU(created, "cr", UINT64_MAX),
+	SESU(expires, "ex", UINT64_MAX),
+	SESS(key_id, "key"),
+	SESU(auth, "au", PR_AUTH_BEARER),
+	SESS(auth_user, "au_u"),
+	SESS(auth_mac, "au_h"),
+	SESU(lt_port, "ltp", UINT16_MAX),
+};
+
+#define STS(m, k) F_S(struct pr_stats, m, k)
+#define STU(m, k) F_U(struct pr_stats, m, k, UINT64_MAX)
+/* clang-format off */
+static const struct field stats_fields[] = {
+	STS(sid, "sid"),
+	STS(relay, "relay"),
+	STU(at_ms, "at"),
+	STU(connections, "conn"),
+	STU(live, "live"),
+	STU(requests, "req"),
+	STU(bytes_in, "bin"),
+	STU(bytes_out, "bout"),
+};
+/* clang-format on */
+
+#define NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
+static const struct schema session_schema = {session_fields, NFIELDS(session_fields),
+					     session_valid};
+static const struct schema stats_schema = {stats_fields, NFIELDS(stats_fields), stats_valid};
+
+static const char *const status_names[] = {
+	[PR_SS_ACTIVE] = "active",
+	[PR_SS_DELETED] = "deleted",
+	[PR_SS_EXPIRED] = "expired",
+};
+
+const char *pr_sess_status_name(unsigned st)
+{
+	return st < NFIELDS(status_names) ? status_names[st] : "unknown";
+}
+
+/* ---- field access by size: the table knows only offsets and widths ---- */
+
+static uint64_t load_uint(const char *p, size_t size)
+{
+	switch (size) {
+	case 1: return *(const uint8_t *)p;
+	case 2: return *(const uint16_t *)p;
+	case 4: return *(const uint32_t *)p;
+	default: return *(const uint64_t *)p;
+	}
+}
+
+static void store_uint(char *p, size_t size, uint64_t v)
+{
+	switch (size) {
+	case 1: *(uint8_t *)p = (uint8_t)v; break;
+	case 2: *(uint16_t *)p = (uint16_t)v; break;
+	case 4: *(uint32_t *)p = (uint32_t)v; break;
+	default: *(uint64_t *)p = v; break;
+	}
+}
+
+/* ---- encoding ---- */
+
+/*
+ * Every string ends inside its array (a struct filled with strncpy or memcpy
+ * may not, and packing it would read past it) and every number is within its
+ * bound; then the record's own predicate.
+ */
+static int fields_ok(const struct schema *sc, const char *rec)
+{
+	for (size_t i = 0; i < sc->n; i++) {
+		const struct field *f = &sc->fields[i];
+
+		if (f->kind == F_STR && !memchr(rec + f->off, '\0', f->size))
+			return 0;
+		if (f->kind == F_UINT && load_uint(rec + f->off, f->size) > f->max)
+			return 0;
+	}
+	return sc->valid(rec);
+}
+
+/* Every field is written, empty or zero included: one fixed key set per
+ * version keeps records easy to compare and to read with redis-cli. */
+static int encode(const struct schema *sc, const void *rec, char *buf, size_t cap)
+{
+	struct pr_mp_out o = {buf, cap, 0, 0};
+	const char *r = rec;
+	msgpack_packer pk;
+
+	if (!fields_ok(sc, r))
+		return -EINVAL;
+	msgpack_packer_init(&pk, &o, pr_mp_out_write);
+	msgpack_pack_map(&pk, (uint32_t)(1 + sc->n));
+	pr_mp_put_uint(&pk, "v", PR_STATE_VERSION);
+	for (size_t i = 0; i < sc->n; i++) {
+		const struct field *f = &sc->fields[i];
+
+		if (f->kind == F_STR)
+			pr_mp_put_str(&pk, f->key, r + f->off);
+		else
+			pr_mp_put_uint(&pk, f->key, load_uint(r + f->off, f->size));
+	}
+	if (o.overflow || o.len > PR_STATE_MAX)
+		return -ENOSPC;
+	return (int)o.len;
+}
+
+int pr_session_encode(const struct pr_session *s, char *buf, size_t cap)
+{
+	return encode(&session_schema, s, buf, cap);
+}
+
+int pr_stats_encode(const struct pr_stats *s, char *buf, size_t cap)
+{
+	return encode(&stats_schema, s, buf, cap);
+}
+
+/* ---- decoding ---- */
+
+struct decoding {
+	const struct schema *sc;
+	char *rec;
+};
+
+/* A number of the right type (else -EBADMSG) within max (else -EPROTO: the
+ * bytes are well formed, the value is what this version does not allow). */
+static int get_bounded(const msgpack_object *v, uint64_t max, uint64_t *out)
+{
+	int err = pr_mp_get_uint(v, UINT64_MAX, out);
+
+	if (err == 0 && *out > max)
+		return -EPROTO;
+	return err;
+}
+
+static int apply_field(const struct field *f, const msgpack_object *v, char *rec)
+{
+	uint64_t u;
+	int err;
+
+	if (f->kind == F_STR) {
+		/* A repeated key must not leave the longer earlier value's tail
+		 * behind its NUL: decoded records compare equal with memcmp. */
+		memset(rec + f->off, 0, f->size);
+		return pr_mp_get_str(v, rec + f->off, f->size);
+	}
+	if ((err = get_bounded(v, f->max, &u)) < 0)
+		return err;
+	store_uint(rec + f->off, f->size, u);
+	return 0;
+}
+
+/* One map entry (a pr_mp_entry_fn on a struct decoding); unknown keys are
+ * ignored (forward compatibility), a repeated key's last value wins. */
+static int apply_entry(const msgpack_object *k, const msgpack_object *v, void *ctx)
+{
+	const struct decoding *d = ctx;
+	uint64_t version;
+	int err;
+
+	if (pr_mp_key_is(k, "v")) {
+		if ((err = pr_mp_get_uint(v, UINT64_MAX, &version)) < 0)
+			return err;
+		return version == PR_STATE_VERSION ? 0 : -EPROTO;
+	}
+	for (size_t i = 0; i < d->sc->n; i++)
+		if (pr_mp_key_is(k, d->sc->fields[i].key))
+			return apply_field(&d->sc->fields[i], v, d->rec);
+	return 0;
+}
+
+/* The checks pr_decode makes, in the same order: size bound before msgpack-c
+ * sees the bytes, then structure, then each field, then what is required. */
+static int decode(const struct schema *sc, const char *buf, size_t len, void *rec)
+{
+	struct decoding d = {sc, rec};
+	int err;
+
+	if (len > PR_STATE_MAX)
+		return -EMSGSIZE;
+	if ((err = pr_mp_decode_map(buf, len, apply_entry, &d)) < 0)
+		return err;
+	return sc->valid(rec) ? 0 : -EPROTO;
+}
+
+int pr_session_decode(const char *buf, size_t len, struct pr_session *s)
+{
+	memset(s, 0, sizeof(*s));
+	return decode(&session_schema, buf, len, s);
+}
+
+int pr_stats_decode(const char *buf, size_t len, struct pr_stats *s)
+{
+	memset(s, 0, sizeof(*s));
+	return decode(&stats_schema, buf, len, s);
+}
