@@ -83,19 +83,43 @@ static void public_url(const struct cp_server *s, const struct pr_session *ps, c
 		 ps->name, host);
 }
 
+/* "a,b,c" as a JSON array of strings. */
+static json_t *split_list(const char *s)
+{
+	json_t *a = json_array();
+
+	/* Bounded by the string's length. */
+	while (a && *s) {
+		const char *comma = strchr(s, ',');
+		size_t n = comma ? (size_t)(comma - s) : strlen(s);
+
+		json_array_append_new(a, json_stringn(s, n));
+		s += n + (comma ? 1 : 0);
+	}
+	return a;
+}
+
 static json_t *session_json(const struct cp_server *s, const struct pr_session *ps, uint64_t now)
 {
+	static const char *const auth_names[] = {"none", "basic", "bearer"};
+	json_t *o;
 	char url[400];
 	const char *status = ps->status == PR_SS_ACTIVE && now >= ps->expires
 				     ? "expired"
 				     : pr_sess_status_name(ps->status);
 
 	public_url(s, ps, url, sizeof(url));
-	return json_pack("{s:s,s:s,s:s,s:s,s:i,s:o,s:o,s:s}", "sessionId", ps->sid, "status",
-			 status, "name", ps->name, "protocol",
-			 ps->proto == PR_PROTO_TCP ? "tcp" : "http", "port", (int)ps->port,
-			 "createdAt", iso_time(ps->created), "expiresAt", iso_time(ps->expires),
-			 "url", url);
+	o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:o,s:o,s:s}", "sessionId", ps->sid, "status", status,
+		      "name", ps->name, "protocol", ps->proto == PR_PROTO_TCP ? "tcp" : "http",
+		      "port", (int)ps->port, "createdAt", iso_time(ps->created), "expiresAt",
+		      iso_time(ps->expires), "url", url);
+	if (o)
+		json_object_set_new(o, "access",
+				    json_pack("{s:s,s:o,s:o}", "auth",
+					      auth_names[ps->auth <= 2 ? ps->auth : 0], "allowIps",
+					      split_list(ps->allow_ips), "denyIps",
+					      split_list(ps->deny_ips)));
+	return o;
 }
 
 /* ---- writing a record: SET + ZADDs + XADD in one MULTI ---- */
@@ -104,7 +128,11 @@ static void on_exec_created(void *ud, redisReply *r, const char *err);
 
 /* Queue MULTI, SET record, the index updates, XADD, EXEC; the EXEC reply
  * goes to done. */
-static void write_record(struct cp_op *op, const struct pr_session *ps, int created, cp_rdb_cb done)
+enum { REC_DELETED = 0, REC_CREATED = 1, REC_UPDATED = 2 };
+
+/* how: REC_CREATED adds the session to the indexes, REC_DELETED takes it
+ * out of the active ones, REC_UPDATED leaves them. */
+static void write_record(struct cp_op *op, const struct pr_session *ps, int how, cp_rdb_cb done)
 {
 	struct cp_rdb *db = op->s->db;
 	uint64_t ttl = ps->expires + RETAIN_S - op->now;
@@ -112,12 +140,12 @@ static void write_record(struct cp_op *op, const struct pr_session *ps, int crea
 	cp_rdb_cmdf(db, NULL, NULL, "MULTI");
 	cp_rdb_cmdf(db, NULL, NULL, "SET sl:sess:%s %b EX %llu", ps->sid, op->blob, op->blob_len,
 		    (unsigned long long)ttl);
-	if (created) {
+	if (how == REC_CREATED) {
 		cp_rdb_cmdf(db, NULL, NULL, "ZADD sl:sessions %llu %s",
 			    (unsigned long long)ps->created, ps->sid);
 		cp_rdb_cmdf(db, NULL, NULL, "ZADD sl:active %llu %s",
 			    (unsigned long long)ps->expires, ps->sid);
-	} else
+	} else if (how == REC_DELETED)
 		cp_rdb_cmdf(db, NULL, NULL, "ZREM sl:active %s", ps->sid);
 	cp_rdb_cmdf(db, NULL, NULL, "XADD sl:events MAXLEN ~ " EVENTS_MAXLEN " * m %b", op->blob,
 		    op->blob_len);
@@ -246,7 +274,7 @@ static void finish_create(struct cp_op *op, struct creating *c)
 		cp_op_error(op, 500, "internal", "cannot encode the session");
 		return;
 	}
-	write_record(op, &c->ps, 1, on_exec_created);
+	write_record(op, &c->ps, REC_CREATED, on_exec_created);
 }
 
 static void claim_lt_port(struct cp_op *op);
@@ -401,6 +429,8 @@ static void create_start(struct cp_op *op)
 	snprintf(c->ps.key_id, sizeof(c->ps.key_id), "%s", op->actor.key_id);
 	op->blob_owner = c;
 	fill_auth(op, &c->ps);
+	snprintf(c->ps.allow_ips, sizeof(c->ps.allow_ips), "%s", op->treq.allow_ips);
+	snprintf(c->ps.deny_ips, sizeof(c->ps.deny_ips), "%s", op->treq.deny_ips);
 	memset(op->treq.secret, 0, sizeof(op->treq.secret));
 	create_claim(op);
 }
@@ -634,7 +664,7 @@ static void on_delete(void *ud, redisReply *r, const char *err)
 	}
 	if (ps.expires <= op->now)
 		ps.expires = op->now + 1; /* a positive TTL for the tombstone */
-	write_record(op, &ps, 0, on_exec_deleted);
+	write_record(op, &ps, REC_DELETED, on_exec_deleted);
 }
 
 static void delete_start(struct cp_op *op)
@@ -783,6 +813,273 @@ static void list_start(struct cp_op *op)
 		    op->offset + op->limit - 1);
 }
 
+/* ---- share links: /api/v1/tunnels/{id}/shares[/{shareId}] ---- */
+
+#define SHARE_TTL_DEFAULT 3600
+#define SHARE_TTL_MAX	  86400
+
+static int share_listed(const char *list, const char *id)
+{
+	size_t n = strlen(id);
+
+	/* Bounded by the list's length. */
+	for (const char *p = list; (p = strstr(p, id)) != NULL; p += n)
+		if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+			return 1;
+	return 0;
+}
+
+/* The record of op->id into *ps from the kept GET reply, or an error sent. */
+static int kept_record(struct cp_op *op, struct pr_session *ps)
+{
+	redisReply fake = {.type = REDIS_REPLY_STRING, .str = op->blob, .len = op->blob_len};
+
+	if (op->step_failed) {
+		cp_op_error(op, op->why_redis_down ? 503 : 500,
+			    op->why_redis_down ? "redis_unavailable" : "redis_error",
+			    "session store: %s", op->why);
+		return -1;
+	}
+	if (op->blob_nil) {
+		cp_op_error(op, 404, "not_found", "no session %s", op->id);
+		return -1;
+	}
+	return visible_record(op, &fake, ps);
+}
+
+static void on_share_saved(void *ud, redisReply *r, const char *err)
+{
+	struct cp_op *op = ud;
+	json_t *body = op->acc;
+
+	if (err || r->type == REDIS_REPLY_ERROR) {
+		cp_op_redis_error(op, r, err);
+		return;
+	}
+	op->acc = NULL;
+	if (op->req)
+		cp_audit(op->s, op->req, "share_created", op->actor.key_id,
+			 json_string_value(json_object_get(body, "shareId")));
+	cp_op_reply(op, 201, body);
+}
+
+/* Reply to GET sl:sess: sign a share link and remember it for the listing. */
+static void on_share_create(void *ud, redisReply *r, const char *err)
+{
+	struct cp_op *op = ud;
+	const char *secret = op->s->cfg.session_secret;
+	char share[13], token[PR_SIGNED_MAX], url[400], link[700];
+	struct pr_session ps;
+	uint64_t expires;
+
+	keep_record(op, r, err);
+	if (kept_record(op, &ps) < 0)
+		return;
+	if (ps.proto != PR_PROTO_HTTP) {
+		cp_op_error(op, 400, "invalid_combination", "share links are for http tunnels");
+		return;
+	}
+	expires = op->now + op->limit;
+	if (expires > ps.expires)
+		expires = ps.expires;
+	pr_random_alnum(share, 12);
+	if (pr_share_sign((const uint8_t *)secret, strlen(secret), ps.sid, share, expires, token,
+			  sizeof(token)) < 0) {
+		cp_op_error(op, 500, "internal", "cannot sign the share link");
+		return;
+	}
+	public_url(op->s, &ps, url, sizeof(url));
+	snprintf(link, sizeof(link), "%s?sluice_share=%s", url, token);
+	op->acc = json_pack("{s:s,s:s,s:s,s:o}", "shareId", share, "url", link, "token", token,
+			    "expiresAt", iso_time(expires));
+	cp_rdb_cmdf(op->s->db, NULL, NULL, "HSET sl:shares:%s %s %llu", ps.sid, share,
+		    (unsigned long long)expires);
+	cp_rdb_cmdf(op->s->db, on_share_saved, op, "EXPIRE sl:shares:%s %llu", ps.sid,
+		    (unsigned long long)(ps.expires + RETAIN_S - op->now));
+}
+
+static void share_create_start(struct cp_op *op)
+{
+	cp_rdb_cmdf(op->s->db, on_share_create, op, "GET sl:sess:%s", op->id);
+}
+
+/* Replies: GET sl:sess, HGETALL sl:shares. */
+static void on_share_list(void *ud, redisReply *r, const char *err)
+{
+	struct cp_op *op = ud;
+	struct pr_session ps;
+	json_t *items;
+
+	if (op->step++ == 0) {
+		keep_record(op, r, err);
+		return;
+	}
+	if (kept_record(op, &ps) < 0)
+		return;
+	if (err || r->type != REDIS_REPLY_ARRAY) {
+		cp_op_redis_error(op, r, err);
+		return;
+	}
+	items = json_array();
+	for (size_t i = 0; i + 1 < r->elements; i += 2) {
+		char id[40];
+
+		snprintf(id, sizeof(id), "%.*s", (int)r->element[i]->len, r->element[i]->str);
+		json_array_append_new(
+			items, json_pack("{s:s,s:o,s:b}", "shareId", id, "expiresAt",
+					 iso_time(strtoull(r->element[i + 1]->str, NULL, 10)),
+					 "revoked", share_listed(ps.revoked_shares, id)));
+	}
+	cp_op_reply(op, 200, json_pack("{s:o}", "shares", items));
+}
+
+static void share_list_start(struct cp_op *op)
+{
+	op->step = 0;
+	cp_rdb_cmdf(op->s->db, on_share_list, op, "GET sl:sess:%s", op->id);
+	cp_rdb_cmdf(op->s->db, on_share_list, op, "HGETALL sl:shares:%s", op->id);
+}
+
+static void on_share_revoked(void *ud, redisReply *r, const char *err)
+{
+	struct cp_op *op = ud;
+
+	if (err || r->type != REDIS_REPLY_ARRAY) {
+		cp_op_redis_error(op, r, err);
+		return;
+	}
+	if (op->req)
+		cp_audit(op->s, op->req, "share_revoked", op->actor.key_id, op->name);
+	cp_op_reply(op, 200, json_pack("{s:s,s:b}", "shareId", op->name, "revoked", 1));
+}
+
+/* Replies: GET sl:sess, HEXISTS sl:shares, INCR sl:rev: the share id joins
+ * the record's revoked list, which every relay then holds. */
+static void on_share_revoke(void *ud, redisReply *r, const char *err)
+{
+	struct cp_op *op = ud;
+	struct pr_session ps;
+	size_t len;
+	int step = (int)op->step++;
+
+	if (step == 0) {
+		keep_record(op, r, err);
+		return;
+	}
+	if (step == 1) {
+		op->rev = !err && r->type == REDIS_REPLY_INTEGER ? (uint64_t)r->integer : 0;
+		return;
+	}
+	if (kept_record(op, &ps) < 0)
+		return;
+	if (err || r->type != REDIS_REPLY_INTEGER) {
+		cp_op_redis_error(op, r, err);
+		return;
+	}
+	if (op->rev == 0) {
+		cp_op_error(op, 404, "not_found", "no share %s on session %s", op->name, op->id);
+		return;
+	}
+	if (!share_listed(ps.revoked_shares, op->name)) {
+		len = strlen(ps.revoked_shares);
+		if (len + strlen(op->name) + 2 > sizeof(ps.revoked_shares)) {
+			cp_op_error(op, 409, "too_many_revocations",
+				    "this session has revoked all the share links it can");
+			return;
+		}
+		snprintf(ps.revoked_shares + len, sizeof(ps.revoked_shares) - len, "%s%s",
+			 len ? "," : "", op->name);
+	}
+	ps.rev = (uint64_t)r->integer;
+	free(op->blob);
+	op->blob = NULL;
+	if (encode_into_op(op, &ps) < 0) {
+		cp_op_error(op, 500, "internal", "cannot encode the session");
+		return;
+	}
+	write_record(op, &ps, REC_UPDATED, on_share_revoked);
+}
+
+static void share_revoke_start(struct cp_op *op)
+{
+	op->step = 0;
+	cp_rdb_cmdf(op->s->db, on_share_revoke, op, "GET sl:sess:%s", op->id);
+	cp_rdb_cmdf(op->s->db, on_share_revoke, op, "HEXISTS sl:shares:%s %s", op->id, op->name);
+	cp_rdb_cmdf(op->s->db, on_share_revoke, op, "INCR sl:rev");
+}
+
+/* {"ttl": seconds} (optional, 60..86400). */
+static int share_body(h2o_req_t *req, long *ttl, struct cp_err *e)
+{
+	json_t *o, *v;
+	const char *k;
+
+	*ttl = SHARE_TTL_DEFAULT;
+	if (req->entity.base == NULL || req->entity.len == 0)
+		return 0;
+	o = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, NULL);
+	if (!json_is_object(o)) {
+		json_decref(o);
+		snprintf(e->message, sizeof(e->message), "the body must be a JSON object");
+		return -1;
+	}
+	json_object_foreach(o, k, v)
+	{
+		if (strcmp(k, "ttl") != 0 || !json_is_integer(v) || json_integer_value(v) < 60 ||
+		    json_integer_value(v) > SHARE_TTL_MAX) {
+			json_decref(o);
+			snprintf(e->message, sizeof(e->message),
+				 "only ttl, an integer of 60 to %d seconds, is accepted",
+				 SHARE_TTL_MAX);
+			return -1;
+		}
+		*ttl = (long)json_integer_value(v);
+	}
+	json_decref(o);
+	return 0;
+}
+
+/* id: "SID/shares" or "SID/shares/SHAREID". */
+static int shares_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
+{
+	const char *slash = memchr(id, '/', id_len), *rest;
+	size_t sid_len = (size_t)(slash - id), rest_len;
+	void (*next)(struct cp_op *) = NULL;
+	struct cp_op *op;
+	struct cp_err e = {.status = 400};
+
+	rest = slash + 1;
+	rest_len = id_len - sid_len - 1;
+	if (!pr_session_id_valid(id, sid_len) || rest_len < 6 || memcmp(rest, "shares", 6) != 0 ||
+	    (rest_len > 6 && (rest[6] != '/' || !pr_session_id_valid(rest + 7, rest_len - 7)))) {
+		cp_send_error(s, req, 404, "not_found", "no such endpoint");
+		return 0;
+	}
+	if (rest_len == 6 && is_method(req, "POST"))
+		next = share_create_start;
+	else if (rest_len == 6 && (is_method(req, "GET") || is_method(req, "HEAD")))
+		next = share_list_start;
+	else if (rest_len > 6 && is_method(req, "DELETE"))
+		next = share_revoke_start;
+	if (next == NULL) {
+		cp_send_error(s, req, 405, "method_not_allowed", "method not allowed on this path");
+		return 0;
+	}
+	if ((op = cp_op_new(s, req)) == NULL)
+		return -1;
+	memcpy(op->id, id, sid_len);
+	op->id[sid_len] = '\0';
+	if (rest_len > 6)
+		snprintf(op->name, sizeof(op->name), "%.*s", (int)(rest_len - 7), rest + 7);
+	if (next == share_create_start && share_body(req, &op->limit, &e) < 0) {
+		snprintf(e.code, sizeof(e.code), "invalid_value");
+		op->deferred_error = e;
+		op->has_deferred_error = 1;
+	}
+	cp_auth(op, CP_SCOPE_TUNNELS, next);
+	return 0;
+}
+
 /* ---- the collection ---- */
 
 int cp_api_tunnels(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
@@ -792,6 +1089,8 @@ int cp_api_tunnels(struct cp_server *s, h2o_req_t *req, const char *id, size_t i
 
 	if (id == NULL && is_method(req, "POST"))
 		return tunnels_create(s, req);
+	if (id && memchr(id, '/', id_len))
+		return shares_route(s, req, id, id_len);
 	if (id && !pr_session_id_valid(id, id_len)) {
 		cp_send_error(s, req, 400, "invalid_session_id",
 			      "session ids are 8 to 32 letters and digits");

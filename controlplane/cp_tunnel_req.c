@@ -4,7 +4,9 @@
 #include "cp_tunnel_req.h"
 #include "pr_msg.h"
 
+#include <arpa/inet.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -165,11 +167,66 @@ static int parse_auth(json_t *a, struct cp_tunnel_req *out, struct cp_err *err)
 	return fail(err, 400, "invalid_value", "auth.type must be \"basic\" or \"bearer\"");
 }
 
+/* One address or CIDR block, IPv4 or IPv6. */
+static int cidr_ok(const char *s)
+{
+	char addr[64];
+	const char *slash = strchr(s, '/');
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+	unsigned char buf[16];
+	int v6 = memchr(s, ':', n) != NULL;
+	char *end;
+	long bits;
+
+	if (n == 0 || n >= sizeof(addr))
+		return 0;
+	memcpy(addr, s, n);
+	addr[n] = '\0';
+	if (inet_pton(v6 ? AF_INET6 : AF_INET, addr, buf) != 1)
+		return 0;
+	if (slash == NULL)
+		return 1;
+	bits = strtol(slash + 1, &end, 10);
+	return slash[1] && *end == '\0' && bits >= 0 && bits <= (v6 ? 128 : 32);
+}
+
+/* allowIps / denyIps: an array of addresses or CIDR blocks, joined by ','. */
+static int get_ips(json_t *o, const char *name, char *out, size_t cap, struct cp_err *err)
+{
+	json_t *a = json_object_get(o, name), *v;
+	size_t i, len = 0;
+
+	if (a == NULL)
+		return 0;
+	if (!json_is_array(a) || json_array_size(a) > CP_IPS_MAX)
+		return fail(err, 400, "invalid_type", "%s must be an array of at most %d addresses",
+			    name, CP_IPS_MAX);
+	json_array_foreach(a, i, v)
+	{
+		const char *s = json_string_value(v);
+		size_t n = s ? strlen(s) : 0;
+
+		if (s == NULL || !cidr_ok(s))
+			return fail(err, 400, "invalid_value",
+				    "%s[%zu] must be an IP address or CIDR block (10.0.0.0/8, "
+				    "2001:db8::/32)",
+				    name, i);
+		if (len + n + 2 > cap)
+			return fail(err, 400, "invalid_length", "%s is too long", name);
+		if (len)
+			out[len++] = ',';
+		memcpy(out + len, s, n + 1);
+		len += n;
+	}
+	return 0;
+}
+
 static int parse_object(json_t *o, const struct cp_policy *pol, struct cp_tunnel_req *out,
 			struct cp_err *err)
 {
-	static const char *const fields[] = {"port",	 "duration", "subdomain", "customDomain",
-					     "protocol", "auth",     NULL};
+	static const char *const fields[] = {"port",	     "duration", "subdomain",
+					     "customDomain", "protocol", "auth",
+					     "allowIps",     "denyIps",	 NULL};
 	uint32_t v;
 	char proto[8];
 
@@ -215,6 +272,9 @@ static int parse_object(json_t *o, const struct cp_policy *pol, struct cp_tunnel
 		return -1;
 	if (out->proto == CP_TPROTO_TCP && out->auth != CP_AUTH_NONE)
 		return fail(err, 400, "invalid_combination", "auth protects http tunnels only");
+	if (get_ips(o, "allowIps", out->allow_ips, sizeof(out->allow_ips), err) < 0 ||
+	    get_ips(o, "denyIps", out->deny_ips, sizeof(out->deny_ips), err) < 0)
+		return -1;
 	return 0;
 }
 

@@ -6,7 +6,8 @@
  *   {"port": 3000, "duration": 3600, "subdomain": "demo",
  *    "customDomain": "app.example.com", "protocol": "http"|"tcp",
  *    "auth": {"type": "basic", "username": "u", "password": "p"}
- *          | {"type": "bearer", "token": "t"}}
+ *          | {"type": "bearer", "token": "t"},
+ *    "allowIps": ["10.0.0.0/8", "2001:db8::/32"], "denyIps": ["10.1.2.3"]}
  *
  * Only port is required. Unknown fields are refused (a typo must not pass
  * silently), and so are wrong types, values out of range, subdomains that
@@ -22,6 +23,7 @@
 #define CP_SUBDOMAIN_MAX 63    /* one DNS label */
 #define CP_DOMAIN_MAX	 253
 #define CP_SECRET_MAX	 128 /* basic password or bearer token */
+#define CP_IPS_MAX	 16  /* entries in allowIps or denyIps */
 
 enum cp_tproto { CP_TPROTO_HTTP = 0, CP_TPROTO_TCP = 1 };
 enum cp_auth { CP_AUTH_NONE = 0, CP_AUTH_BASIC, CP_AUTH_BEARER };
@@ -43,6 +45,8 @@ struct cp_tunnel_req {
 	enum cp_auth auth;
 	char username[CP_SECRET_MAX + 1];
 	char secret[CP_SECRET_MAX + 1]; /* password or token */
+	char allow_ips[400];		/* comma-joined addresses or CIDR blocks, "" for any */
+	char deny_ips[400];
 };
 
 /* An error for the client: HTTP status, a stable code, a message. */

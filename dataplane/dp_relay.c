@@ -87,8 +87,8 @@ enum {
 #define LINGER_MS 5000 /* after an error response, wait this long for the client to close */
 
 /* HTTP errors the relay answers itself, in /metrics order. */
-enum { E_400, E_404, E_408, E_431, E_501, E_502, E_503, E_401, E_COUNT };
-static const int err_status[E_COUNT] = {400, 404, 408, 431, 501, 502, 503, 401};
+enum { E_400, E_404, E_408, E_431, E_501, E_502, E_503, E_401, E_403, E_302, E_COUNT };
+static const int err_status[E_COUNT] = {400, 404, 408, 431, 501, 502, 503, 401, 403, 302};
 
 /*
  * State of a public connection. Ownership: allocated at accept, freed in
@@ -117,6 +117,7 @@ struct pub {
 	int timed;
 	char ip[INET6_ADDRSTRLEN];
 	uint8_t counted; /* in t->live (started on a data connection) */
+	uint8_t shared;	 /* this request came with a valid share link */
 };
 
 /* One port of --lt-ports: its listener and the tunnel it feeds, if any. */
@@ -293,8 +294,10 @@ static void tunnel_ref(struct dp_tunnel *t)
 
 static void tunnel_unref(struct dp_tunnel *t)
 {
-	if (--t->refs == 0 && !t->linked)
+	if (--t->refs == 0 && !t->linked) {
+		free(t->acl);
 		free(t);
+	}
 }
 
 /* ---- timed public connections (slowloris, waiting for a data connection) ---- */
@@ -602,6 +605,97 @@ static int url_auth_ok(struct relay *r, const struct dp_tunnel *t, const struct 
 	return ct_equal(mac, t->auth_mac);
 }
 
+#define SHARE_PARAM  "sluice_share="
+#define SHARE_COOKIE "sluice_share="
+
+/* The value of name=... in s[0..n) (a query or a Cookie header), or NULL. */
+static const char *find_param(const char *s, size_t n, const char *name, char sep, size_t *len)
+{
+	size_t nl = strlen(name);
+
+	for (size_t i = 0; i + nl <= n; i++) {
+		if ((i > 0 && s[i - 1] != sep && s[i - 1] != '?' && s[i - 1] != ' ') ||
+		    memcmp(s + i, name, nl) != 0)
+			continue;
+		*len = 0;
+		while (i + nl + *len < n && s[i + nl + *len] != sep && s[i + nl + *len] != ';' &&
+		       s[i + nl + *len] != '#')
+			(*len)++;
+		return s + i + nl;
+	}
+	return NULL;
+}
+
+/* A share link's token for t, not revoked: 1, else 0. */
+static int share_token_ok(struct relay *r, const struct dp_tunnel *t, const char *tok, size_t len)
+{
+	const char *key = r->cfg->session_secret;
+	char sid[33], share[33];
+	struct pr_session rec;
+	uint64_t expires;
+	size_t n;
+
+	if (key == NULL ||
+	    pr_share_verify((const uint8_t *)key, strlen(key), tok, len, (uint64_t)time(NULL), sid,
+			    share, &expires) != 0 ||
+	    strcmp(sid, t->sid) != 0 || dp_state_get(&r->sh->state, sid, &rec) < 0)
+		return 0;
+	/* The session's record lists the revoked share ids. */
+	n = strlen(share);
+	for (const char *s = rec.revoked_shares; (s = strstr(s, share)) != NULL; s += n)
+		if ((s == rec.revoked_shares || s[-1] == ',') && (s[n] == ',' || s[n] == '\0'))
+			return 0;
+	return 1;
+}
+
+/*
+ * Share links on a protected URL. A valid ?sluice_share=TOKEN answers 302
+ * to the same URL without it, with the token as a cookie; a valid cookie
+ * lets the request through (p->shared). Returns -1 when a response was
+ * queued, 0 to go on.
+ */
+static int share_check(struct relay *r, struct pub *p, const struct dp_tunnel *t,
+		       const struct dp_http_req *q)
+{
+	const char *qs = memchr(q->target, '?', q->target_len), *tok;
+	char extra[700], loc[512];
+	size_t len, before;
+
+	p->shared = 0;
+	tok = qs ? find_param(qs, q->target_len - (size_t)(qs - q->target), SHARE_PARAM, '&', &len)
+		 : NULL;
+	if (tok && share_token_ok(r, t, tok, len)) {
+		/* Location: the target without the parameter (and its '&'). */
+		before = (size_t)(tok - strlen(SHARE_PARAM) - q->target);
+		if (before > 0 && (q->target[before - 1] == '&' || q->target[before - 1] == '?'))
+			before--;
+		snprintf(loc, sizeof(loc), "%.*s", (int)before, q->target);
+		if (tok + len < q->target + q->target_len)
+			snprintf(loc + strlen(loc), sizeof(loc) - strlen(loc), "%s%.*s",
+				 strchr(loc, '?') ? "&" : "?",
+				 (int)(q->target + q->target_len - tok - len - 1), tok + len + 1);
+		if (loc[0] == '\0')
+			snprintf(loc, sizeof(loc), "/");
+		snprintf(extra, sizeof(extra),
+			 "Location: %s\r\nSet-Cookie: " SHARE_COOKIE "%.*s; Path=/; HttpOnly; "
+			 "SameSite=Lax\r\n",
+			 loc, (int)len, tok);
+		pub_error(r, p, E_302, extra, "shared: continue at %s\n", loc);
+		return -1;
+	}
+	for (size_t i = 0; i < q->nheaders; i++) {
+		const struct dp_http_hdr *h = &q->headers[i];
+
+		if (h->name_len == 6 && strncasecmp(h->name, "cookie", 6) == 0 &&
+		    (tok = find_param(h->value, h->value_len, SHARE_COOKIE, ';', &len)) != NULL &&
+		    share_token_ok(r, t, tok, len)) {
+			p->shared = 1;
+			return 0;
+		}
+	}
+	return 0;
+}
+
 static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *q)
 {
 	const char *name = NULL, *sid = NULL, *rest = q->target;
@@ -635,7 +729,13 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 				  r->cfg->domain);
 		return -1;
 	}
-	if (t->auth != PR_AUTH_NONE && !url_auth_ok(r, t, q)) {
+	if (!dp_acl_ok(t->acl, p->ip, p->ipv6)) {
+		pub_error(r, p, E_403, NULL, "your address may not use this tunnel\n");
+		return -1;
+	}
+	if (t->auth != PR_AUTH_NONE && share_check(r, p, t, q) != 0)
+		return -1; /* redirected, or refused */
+	if (t->auth != PR_AUTH_NONE && !p->shared && !url_auth_ok(r, t, q)) {
 		pub_error(r, p, E_401,
 			  t->auth == PR_AUTH_BASIC
 				  ? "WWW-Authenticate: Basic realm=\"sluice\"\r\n"
@@ -1065,6 +1165,8 @@ static struct dp_tunnel *new_tunnel(struct relay *r, const struct pr_msg *m,
 		goto fail;
 	}
 	t->linked = 1;
+	if (rec)
+		t->acl = dp_acl_parse(rec->allow_ips, rec->deny_ips);
 	return t;
 fail:
 	dp_owners_release(&r->sh->owners, t->name, t->sid, r->idx);
@@ -1652,7 +1754,7 @@ static void accept_public(struct relay *r, int fd, int tcp, int https, struct dp
 	p->t = t;
 	p->epoch = t->epoch;
 	tunnel_ref(t);
-	if (t->ctrl == DP_NIL) {
+	if (t->ctrl == DP_NIL || !dp_acl_ok(t->acl, p->ip, p->ipv6)) {
 		dp_conn_close(&r->io, c);
 		return;
 	}

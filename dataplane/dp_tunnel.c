@@ -5,6 +5,8 @@
  */
 #include "dp_tunnel.h"
 
+#include <arpa/inet.h>
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,4 +271,98 @@ void dp_owners_release(struct dp_owners *o, const char *name, const char *sid, i
 	owner_del(o, 0, name, w);
 	owner_del(o, 1, sid, w);
 	pthread_mutex_unlock(&o->mu);
+}
+
+/* ---- client address lists ---- */
+
+static int cidr_parse(const char *s, size_t n, struct dp_cidr *c)
+{
+	char addr[64];
+	const char *slash = memchr(s, '/', n);
+	size_t alen = slash ? (size_t)(slash - s) : n;
+	long bits;
+
+	if (alen == 0 || alen >= sizeof(addr))
+		return -1;
+	memcpy(addr, s, alen);
+	addr[alen] = '\0';
+	c->v6 = memchr(addr, ':', alen) != NULL;
+	if (inet_pton(c->v6 ? AF_INET6 : AF_INET, addr, c->addr) != 1)
+		return -1;
+	bits = c->v6 ? 128 : 32;
+	if (slash) {
+		char num[8];
+		size_t nl = n - alen - 1;
+
+		if (nl == 0 || nl >= sizeof(num))
+			return -1;
+		memcpy(num, slash + 1, nl);
+		num[nl] = '\0';
+		bits = strtol(num, NULL, 10);
+		if (bits < 0 || bits > (c->v6 ? 128 : 32))
+			return -1;
+	}
+	c->bits = (uint8_t)bits;
+	return 0;
+}
+
+static uint8_t parse_list(const char *s, struct dp_cidr *out)
+{
+	uint8_t n = 0;
+
+	/* Bounded by the string and DP_ACL_MAX. */
+	while (*s && n < DP_ACL_MAX) {
+		const char *comma = strchr(s, ',');
+		size_t len = comma ? (size_t)(comma - s) : strlen(s);
+
+		if (cidr_parse(s, len, &out[n]) == 0)
+			n++;
+		s += len + (comma ? 1 : 0);
+	}
+	return n;
+}
+
+struct dp_acl *dp_acl_parse(const char *allow, const char *deny)
+{
+	struct dp_acl *a;
+
+	if (!allow[0] && !deny[0])
+		return NULL;
+	a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		return NULL;
+	a->nallow = parse_list(allow, a->allow);
+	a->ndeny = parse_list(deny, a->deny);
+	return a;
+}
+
+static int cidr_match(const struct dp_cidr *c, const uint8_t *addr, int v6)
+{
+	uint8_t full = c->bits / 8, rest = c->bits % 8;
+
+	if (c->v6 != v6 || memcmp(c->addr, addr, full) != 0)
+		return 0;
+	return rest == 0 || ((c->addr[full] ^ addr[full]) & (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+int dp_acl_ok(const struct dp_acl *acl, const char *ip, int v6)
+{
+	uint8_t addr[16];
+	int allowed;
+
+	if (acl == NULL)
+		return 1;
+	/* A v4-mapped v6 client (::ffff:a.b.c.d) is matched as IPv4. */
+	if (v6 && strncmp(ip, "::ffff:", 7) == 0 && strchr(ip + 7, '.') &&
+	    inet_pton(AF_INET, ip + 7, addr) == 1)
+		v6 = 0;
+	else if (inet_pton(v6 ? AF_INET6 : AF_INET, ip, addr) != 1)
+		return 0;
+	for (uint8_t i = 0; i < acl->ndeny; i++)
+		if (cidr_match(&acl->deny[i], addr, v6))
+			return 0;
+	allowed = acl->nallow == 0;
+	for (uint8_t i = 0; i < acl->nallow && !allowed; i++)
+		allowed = cidr_match(&acl->allow[i], addr, v6);
+	return allowed;
 }

@@ -42,11 +42,31 @@ struct dp_tunnel {
 	uint64_t tok_epoch; /* the session epoch its token carries */
 	uint8_t auth;	    /* enum pr_sess_auth: a protected URL */
 	char auth_mac[65];  /* the session's credential verifier (pr_url_auth_mac) */
-	uint8_t lt;    /* a localtunnel client\'s session: raw sockets, no control connection */
-	uint32_t refs; /* sockets pointing here */
-	int linked;    /* still in the registry */
+	uint8_t lt; /* a localtunnel client\'s session: raw sockets, no control connection */
+	struct dp_acl *acl;	       /* allowed and refused client addresses, or NULL: anyone */
+	uint32_t refs;		       /* sockets pointing here */
+	int linked;		       /* still in the registry */
 	struct dp_tunnel *prev, *next; /* all tunnels */
 };
+
+/* Client addresses a session allows and refuses (CIDR blocks). Ownership:
+ * the tunnel's, freed with it. */
+#define DP_ACL_MAX 16
+struct dp_cidr {
+	uint8_t v6, bits;
+	uint8_t addr[16];
+};
+struct dp_acl {
+	uint8_t nallow, ndeny;
+	struct dp_cidr allow[DP_ACL_MAX], deny[DP_ACL_MAX];
+};
+
+/* Parse the record's comma-joined lists into a new acl; NULL when both are
+ * empty (or on ENOMEM, which the caller logs). */
+struct dp_acl *dp_acl_parse(const char *allow, const char *deny);
+/* 1 when the client address ip (text) may pass: not refused, and allowed
+ * when there is an allow list. */
+int dp_acl_ok(const struct dp_acl *acl, const char *ip, int v6);
 
 struct dp_tunnels {
 	struct dp_tunnel **by_name, **by_sid; /* open addressing, tombstones */

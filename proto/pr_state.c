@@ -74,6 +74,9 @@ static const struct field session_fields[] = {
 	SESS(auth_user, "au_u"),
 	SESS(auth_mac, "au_h"),
 	SESU(lt_port, "ltp", UINT16_MAX),
+	SESS(allow_ips, "ipa"),
+	SESS(deny_ips, "ipd"),
+	SESS(revoked_shares, "shr"),
 };
 
 #define STS(m, k) F_S(struct pr_stats, m, k)

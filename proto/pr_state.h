@@ -49,6 +49,9 @@ struct pr_session {
 				("" when auth is none) */
 	uint16_t lt_port;    /* "ltp", a localtunnel-compatible session: the relay port its
 				client's raw sockets connect to (0: an agent session) */
+	char allow_ips[400]; /* "ipa", comma-separated addresses or CIDR blocks allowed ("": any) */
+	char deny_ips[400];  /* "ipd", comma-separated addresses or CIDR blocks refused */
+	char revoked_shares[300]; /* "shr", comma-separated ids of revoked share links */
 };
 
 /*

@@ -92,21 +92,41 @@ int pr_random_alnum(char *out, size_t n)
 	return 0;
 }
 
-int pr_token_sign(const uint8_t *key, size_t key_len, const char *sid, uint64_t epoch,
-		  uint64_t expires, char *out, size_t cap)
+/* "<prefix>.<sid>.<middle>.<expires>" signed: the whole token into out. */
+static int sign_parts(const uint8_t *key, size_t key_len, const char *prefix, const char *sid,
+		      const char *middle, uint64_t expires, char *out, size_t cap)
 {
 	char body[PR_SIGNED_MAX], hex[MAC_HEX + 1];
 	int n, err;
 
 	if (key_len < PR_TOKEN_KEY_MIN || !pr_session_id_valid(sid, strlen(sid)))
 		return -EINVAL;
-	n = snprintf(body, sizeof(body), "v1.%s.%llu.%llu", sid, (unsigned long long)epoch,
+	n = snprintf(body, sizeof(body), "%s.%s.%s.%llu", prefix, sid, middle,
 		     (unsigned long long)expires);
+	if (n < 0 || (size_t)n >= sizeof(body))
+		return -ENOSPC;
 	if ((err = pr_hmac_hex(key, key_len, body, (size_t)n, hex)) < 0)
 		return err;
 	if ((size_t)n + 1 + MAC_HEX + 1 > cap)
 		return -ENOSPC;
 	return snprintf(out, cap, "%s.%s", body, hex);
+}
+
+int pr_token_sign(const uint8_t *key, size_t key_len, const char *sid, uint64_t epoch,
+		  uint64_t expires, char *out, size_t cap)
+{
+	char ep[24];
+
+	snprintf(ep, sizeof(ep), "%llu", (unsigned long long)epoch);
+	return sign_parts(key, key_len, "v1", sid, ep, expires, out, cap);
+}
+
+int pr_share_sign(const uint8_t *key, size_t key_len, const char *sid, const char *share,
+		  uint64_t expires, char *out, size_t cap)
+{
+	if (!pr_session_id_valid(share, strlen(share)))
+		return -EINVAL;
+	return sign_parts(key, key_len, "s1", sid, share, expires, out, cap);
 }
 
 /* A decimal u64 in s[0..n) without sign, spaces or leading zeros. */
@@ -125,11 +145,13 @@ static int parse_u64(const char *s, size_t n, uint64_t *v)
 	return 0;
 }
 
-int pr_token_verify(const uint8_t *key, size_t key_len, const char *tok, size_t len, uint64_t now,
-		    struct pr_token *out)
+/* Split tok into its five parts, check prefix, sid, expiry's syntax and the
+ * MAC (in constant time), then the expiry against now. */
+static int verify_parts(const uint8_t *key, size_t key_len, const char *prefix, const char *tok,
+			size_t len, uint64_t now, const char *part[5], size_t plen[5],
+			uint64_t *expires)
 {
-	const char *part[5];
-	size_t plen[5], np = 0, start = 0;
+	size_t np = 0, start = 0;
 	char hex[MAC_HEX + 1];
 	unsigned char diff = 0;
 
@@ -147,10 +169,9 @@ int pr_token_verify(const uint8_t *key, size_t key_len, const char *tok, size_t 
 		plen[np++] = i - start;
 		start = i + 1;
 	}
-	if (np != 5 || plen[0] != 2 || memcmp(part[0], "v1", 2) != 0 ||
-	    !pr_session_id_valid(part[1], plen[1]) ||
-	    parse_u64(part[2], plen[2], &out->epoch) < 0 ||
-	    parse_u64(part[3], plen[3], &out->expires) < 0 || plen[4] != MAC_HEX)
+	if (np != 5 || plen[0] != 2 || memcmp(part[0], prefix, 2) != 0 ||
+	    !pr_session_id_valid(part[1], plen[1]) || parse_u64(part[3], plen[3], expires) < 0 ||
+	    plen[4] != MAC_HEX)
 		return -EBADMSG;
 	if (pr_hmac_hex(key, key_len, tok, (size_t)(part[4] - tok - 1), hex) < 0)
 		return -EINVAL;
@@ -158,9 +179,47 @@ int pr_token_verify(const uint8_t *key, size_t key_len, const char *tok, size_t 
 		diff |= (unsigned char)(hex[i] ^ part[4][i]);
 	if (diff != 0)
 		return -EPERM;
-	if (out->expires <= now)
+	if (*expires <= now)
 		return -ETIME;
+	return 0;
+}
+
+int pr_token_verify(const uint8_t *key, size_t key_len, const char *tok, size_t len, uint64_t now,
+		    struct pr_token *out)
+{
+	const char *part[5];
+	size_t plen[5];
+	int e = verify_parts(key, key_len, "v1", tok, len, now, part, plen, &out->expires);
+
+	if (e == -EBADMSG || e == -EINVAL)
+		return e;
+	/* The epoch's syntax is part of the shape: a malformed one is not a
+	 * token at all, whatever the MAC says. */
+	if (parse_u64(part[2], plen[2], &out->epoch) < 0)
+		return -EBADMSG;
+	if (e < 0)
+		return e;
 	memcpy(out->sid, part[1], plen[1]);
 	out->sid[plen[1]] = '\0';
+	return 0;
+}
+
+int pr_share_verify(const uint8_t *key, size_t key_len, const char *tok, size_t len, uint64_t now,
+		    char *sid, char *share, uint64_t *expires)
+{
+	const char *part[5];
+	size_t plen[5];
+	int e = verify_parts(key, key_len, "s1", tok, len, now, part, plen, expires);
+
+	if (e == -EBADMSG || e == -EINVAL)
+		return e;
+	if (!pr_session_id_valid(part[2], plen[2]))
+		return -EBADMSG;
+	if (e < 0)
+		return e;
+	memcpy(sid, part[1], plen[1]);
+	sid[plen[1]] = '\0';
+	memcpy(share, part[2], plen[2]);
+	share[plen[2]] = '\0';
 	return 0;
 }

@@ -39,6 +39,18 @@ int pr_token_sign(const uint8_t *key, size_t key_len, const char *sid, uint64_t 
 int pr_token_verify(const uint8_t *key, size_t key_len, const char *tok, size_t len, uint64_t now,
 		    struct pr_token *out);
 
+/*
+ * Share links: "s1.<session id>.<share id>.<expires>.<mac>", the same shape
+ * and MAC as agent tokens, with a share id (8..32 letters and digits) in
+ * the epoch's place. A relay lets the holder past a protected URL until the
+ * expiry, unless the session's record lists the share id as revoked.
+ */
+int pr_share_sign(const uint8_t *key, size_t key_len, const char *sid, const char *share,
+		  uint64_t expires, char *out, size_t cap);
+/* 0 with sid (33 bytes) and share (33 bytes) filled; errors as pr_token_verify. */
+int pr_share_verify(const uint8_t *key, size_t key_len, const char *tok, size_t len, uint64_t now,
+		    char *sid, char *share, uint64_t *expires);
+
 /* HMAC-SHA256 of msg[0..len) as 64 lowercase hex digits into hex (65
  * bytes). 0, or -EINVAL / -ENOMEM. */
 int pr_hmac_hex(const uint8_t *key, size_t key_len, const char *msg, size_t len, char *hex);

@@ -15,9 +15,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const uint8_t key[] = "0123456789abcdef0123456789abcdef-fuzz";
-	char again[PR_SIGNED_MAX];
+	char again[PR_SIGNED_MAX], sid[33], share[33];
 	struct pr_token t;
-	int rc = pr_token_verify(key, sizeof(key) - 1, (const char *)data, size, 1000, &t);
+	uint64_t expires;
+	int rc = pr_share_verify(key, sizeof(key) - 1, (const char *)data, size, 1000, sid, share,
+				 &expires);
+
+	/* Share links: the same rule. */
+	if (rc != 0 && rc != -EBADMSG && rc != -EPERM && rc != -ETIME)
+		abort();
+	if (rc == 0 && (pr_share_sign(key, sizeof(key) - 1, sid, share, expires, again,
+				      sizeof(again)) != (int)size ||
+			memcmp(again, data, size) != 0))
+		abort();
+	rc = pr_token_verify(key, sizeof(key) - 1, (const char *)data, size, 1000, &t);
 
 	if (rc == -EBADMSG || rc == -EPERM || rc == -ETIME)
 		return 0;

@@ -84,6 +84,19 @@ def test_every_route_answers_as_documented(binary, tmp_path, spec):
         assert call("get", one, "/api/v1/tunnels/" + t["sessionId"], key=tk)[0] == 200
         assert call("get", one, "/api/v1/tunnels/bad!", key=tk)[0] == 400
         assert call("get", one, "/api/v1/tunnels/abcdefgh12345678", key=tk)[0] == 404
+        sh = "/api/v1/tunnels/{id}/shares"
+        shp = "/api/v1/tunnels/%s/shares" % t["sessionId"]
+        status, share = call("post", sh, shp, body={"ttl": 600}, key=tk)
+        assert status == 201
+        assert call("post", sh, shp, body={"ttl": 1}, key=tk)[0] == 400
+        assert call("post", sh, "/api/v1/tunnels/abcdefgh12345678/shares", body={},
+                    key=tk)[0] == 404
+        assert call("get", sh, shp, key=tk)[0] == 200
+        assert call("get", sh, shp, key=None)[0] == 401
+        one_sh = "/api/v1/tunnels/{id}/shares/{shareId}"
+        assert call("delete", one_sh, shp + "/" + share["shareId"], key=tk)[0] == 200
+        assert call("delete", one_sh, shp + "/abcdefghijkl", key=tk)[0] == 404
+        assert call("delete", one_sh, shp + "/abcdefghijkl", key=None)[0] == 401
         assert call("delete", one, "/api/v1/tunnels/" + t["sessionId"], key=tk)[0] == 200
         assert call("delete", one, "/api/v1/tunnels/" + t["sessionId"], key=tk)[0] == 404
 

@@ -534,3 +534,99 @@ def test_bearer_token_protects_the_public_url(binary, tmp_path, stack, app):
                                                "Authorization": "Bearer tok-123"})
     with urllib.request.urlopen(req, timeout=5) as r:
         assert r.status == 200
+
+
+# ---- address lists and share links ----
+
+def public(relay, name, path="/", headers=None):
+    """(status, headers, body) of GET path on tunnel name, redirects not followed."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", relay.http_port, timeout=5)
+    h = {"Host": "%s.localhost" % name}
+    h.update(headers or {})
+    c.request("GET", path, headers=h)
+    r = c.getresponse()
+    out = (r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read())
+    c.close()
+    return out
+
+
+def test_ip_allow_and_deny_lists(binary, tmp_path, stack, app):
+    control, relay = stack
+    k = control.new_key()["key"]
+
+    def session(name, body):
+        body = dict(body, port=app.port, subdomain=name)
+        status, _, s = control.api("POST", "/api/v1/tunnels", body, key=k)
+        assert status == 201, s
+        harness.Agent(binary("sluice"), tmp_path, app.port, relay.server,
+                      extra=["--token", s["agentToken"]])
+        return s
+    session("elsewhere", {"allowIps": ["10.0.0.0/8", "2001:db8::/32"]})
+    session("home", {"allowIps": ["127.0.0.0/8"]})
+    s = session("banned", {"denyIps": ["127.0.0.1"]})
+    status, _, body = public(relay, "elsewhere")
+    assert status == 403 and b"address" in body
+    assert public(relay, "home")[0] == 200
+    assert public(relay, "banned")[0] == 403
+    g = control.api("GET", "/api/v1/tunnels/" + s["sessionId"], key=k)[2]
+    assert g["access"] == {"auth": "none", "allowIps": [], "denyIps": ["127.0.0.1"]}
+    for bad in (["10.0.0.0/33"], ["999.1.1.1"], "10.0.0.1", [1], ["::1/129"]):
+        status, _, body = control.api("POST", "/api/v1/tunnels", {"port": 3000, "allowIps": bad},
+                                      key=k)
+        assert status == 400, (bad, body)
+
+
+def test_ip_deny_list_closes_tcp_clients(binary, tmp_path, stack):
+    control, relay = stack
+    echo = apps.TcpEcho()
+    try:
+        k = control.new_key()["key"]
+        s = control.api("POST", "/api/v1/tunnels", {"port": echo.port, "protocol": "tcp",
+                                                    "denyIps": ["127.0.0.0/8"]}, key=k)[2]
+        a = harness.Agent(binary("sluice"), tmp_path, echo.port, relay.server, proto="tcp",
+                          extra=["--token", s["agentToken"]])
+        port = int(a.url.rsplit(":", 1)[1])
+        c = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert harness.read_to_close(c) == b""  # no "hello from tcp": refused
+    finally:
+        echo.stop()
+
+
+def test_share_links_open_a_protected_url_until_revoked(binary, tmp_path, stack, app):
+    control, relay = stack
+    k = control.new_key()["key"]
+    agent = api_agent(binary, tmp_path, control, app.port, k,
+                      extra=["--name", "shared", "--basic-auth", "owner:pw"])
+    sid = agent.ready["session"]
+    assert public(relay, "shared")[0] == 401
+    status, _, sh = control.api("POST", "/api/v1/tunnels/%s/shares" % sid, {"ttl": 600}, key=k)
+    assert status == 201, sh
+    assert sh["url"].startswith("http://shared.localhost:%d/?sluice_share=s1." % relay.http_port)
+    path = "/docs?a=1&sluice_share=" + sh["token"] + "&b=2"
+    status, h, _ = public(relay, "shared", path)
+    assert status == 302 and h["location"] == "/docs?a=1&b=2"
+    assert h["set-cookie"].startswith("sluice_share=" + sh["token"] + ";")
+    cookie = {"Cookie": "theme=dark; sluice_share=" + sh["token"]}
+    status, _, body = public(relay, "shared", "/docs?a=1&b=2", cookie)
+    assert status == 200 and json.loads(body)["path"] == "/docs?a=1&b=2"
+    # A forged or foreign token does nothing.
+    bad = sh["token"][:-1] + ("0" if sh["token"][-1] != "0" else "1")
+    assert public(relay, "shared", "/", {"Cookie": "sluice_share=" + bad})[0] == 401
+    assert public(relay, "shared", "/?sluice_share=" + bad)[0] == 401
+    listed = control.api("GET", "/api/v1/tunnels/%s/shares" % sid, key=k)[2]["shares"]
+    assert [x["shareId"] for x in listed] == [sh["shareId"]] and not listed[0]["revoked"]
+    status, _, body = control.api("DELETE", "/api/v1/tunnels/%s/shares/%s" % (sid, sh["shareId"]),
+                                  key=k)
+    assert status == 200 and body["revoked"] is True
+    harness.wait_for(lambda: public(relay, "shared", "/", cookie)[0] == 401, timeout=2,
+                     what="revoked share refused")
+    assert control.api("GET", "/api/v1/tunnels/%s/shares" % sid, key=k)[2]["shares"][0]["revoked"]
+    # The owner's own credentials still work, and the session is untouched.
+    assert public(relay, "shared", "/", {"Authorization": basic("owner", "pw")})[0] == 200
+    assert control.api("DELETE", "/api/v1/tunnels/%s/shares/zzzzzzzzzzzz" % sid, key=k)[0] == 404
+    assert control.api("POST", "/api/v1/tunnels/%s/shares" % sid, {"ttl": 5}, key=k)[0] == 400
+    assert control.api("POST", "/api/v1/tunnels/%s/shares" % sid, {"x": 1}, key=k)[0] == 400
+    other = control.new_key()["key"]
+    assert control.api("POST", "/api/v1/tunnels/%s/shares" % sid, {}, key=other)[0] == 404
+    assert control.api("GET", "/api/v1/tunnels/%s/nope" % sid, key=k)[0] == 404

@@ -107,9 +107,62 @@ static void short_keys_and_bad_sessions_are_refused(void **state)
 	assert_int_equal(pr_token_verify(key, 16, "v1", 2, 1, &t), -EINVAL);
 }
 
+static void share_links_sign_verify_and_fail(void **state)
+{
+	char tok[PR_SIGNED_MAX], sid[33], share[33];
+	uint64_t exp = 0;
+	int n;
+
+	(void)state;
+	n = pr_share_sign(key, sizeof(key) - 1, "abcdefgh12345678", "share1234567", 5000, tok,
+			  sizeof(tok));
+	assert_true(n > 0);
+	assert_int_equal(strncmp(tok, "s1.abcdefgh12345678.share1234567.5000.", 38), 0);
+	assert_int_equal(
+		pr_share_verify(key, sizeof(key) - 1, tok, (size_t)n, 4999, sid, share, &exp), 0);
+	assert_string_equal(sid, "abcdefgh12345678");
+	assert_string_equal(share, "share1234567");
+	assert_int_equal(exp, 5000);
+	assert_int_equal(
+		pr_share_verify(key, sizeof(key) - 1, tok, (size_t)n, 5000, sid, share, &exp),
+		-ETIME);
+	assert_int_equal(
+		pr_share_verify(other, sizeof(other) - 1, tok, (size_t)n, 1, sid, share, &exp),
+		-EPERM);
+	/* An agent token is not a share link, nor the reverse. */
+	assert_int_equal(
+		pr_token_verify(key, sizeof(key) - 1, tok, (size_t)n, 1, &(struct pr_token){0}),
+		-EBADMSG);
+	assert_int_equal(pr_share_sign(key, sizeof(key) - 1, "abcdefgh12345678", "bad!", 1, tok,
+				       sizeof(tok)),
+			 -EINVAL);
+	n = pr_token_sign(key, sizeof(key) - 1, "abcdefgh12345678", 1, 5000, tok, sizeof(tok));
+	assert_int_equal(pr_share_verify(key, sizeof(key) - 1, tok, (size_t)n, 1, sid, share, &exp),
+			 -EBADMSG);
+}
+
+static void url_auth_macs_bind_session_user_and_secret(void **state)
+{
+	char a[65], b[65];
+
+	(void)state;
+	assert_int_equal(pr_url_auth_mac(key, sizeof(key) - 1, "abcdefgh12345678", "u", "p", a), 0);
+	assert_int_equal(strlen(a), 64);
+	assert_int_equal(pr_url_auth_mac(key, sizeof(key) - 1, "abcdefgh12345678", "u", "p", b), 0);
+	assert_string_equal(a, b);
+	pr_url_auth_mac(key, sizeof(key) - 1, "abcdefgh12345679", "u", "p", b);
+	assert_string_not_equal(a, b);
+	pr_url_auth_mac(key, sizeof(key) - 1, "abcdefgh12345678", "up", "", b);
+	assert_string_not_equal(a, b); /* "u"+"p" and "up"+"" differ: NUL separators */
+	pr_url_auth_mac(other, sizeof(other) - 1, "abcdefgh12345678", "u", "p", b);
+	assert_string_not_equal(a, b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(share_links_sign_verify_and_fail),
+		cmocka_unit_test(url_auth_macs_bind_session_user_and_secret),
 		cmocka_unit_test(signed_token_verifies),
 		cmocka_unit_test(altered_foreign_and_expired_tokens_fail),
 		cmocka_unit_test(malformed_tokens_fail),
