@@ -60,7 +60,7 @@ $(O)/config.mk: Makefile deploy/install-deps.sh
 	@{ echo "DP_CFLAGS := $$(pkg-config --cflags $(PKGS_DP))"; \
 	   echo "DP_LIBS := $$(pkg-config --libs $(PKGS_DP))"; \
 	   echo "CP_CFLAGS := $$(pkg-config --cflags $(PKGS_CP))"; \
-	   echo "CP_LIBS := $$(pkg-config --libs $(PKGS_CP) wolfssl) -lssl -lcrypto -lz"; \
+	   echo "CP_LIBS := $$(pkg-config --libs $(PKGS_CP) wolfssl) -lssl -lcrypto -lz -lresolv"; \
 	   echo "TEST_LIBS := $$(pkg-config --libs cmocka)"; \
 	   echo "BENCH_LIBS := $$(pkg-config --libs benchmark) -lpthread"; } > $@.tmp
 	@mv $@.tmp $@

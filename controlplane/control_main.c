@@ -119,6 +119,13 @@ static const struct sl_opt control_opts[] = {
 	 .type = SL_OPT_RANGE,
 	 .def = "21000-21999",
 	 .help = "relay ports for localtunnel clients' sockets (one per session)"},
+	{.name = "dns-server",
+	 .type = SL_OPT_ADDR,
+	 .help = "ask this DNS server (ip:port) for domains' TXT challenges (default: the "
+		 "system's)"},
+	{.name = "challenge-connect",
+	 .type = SL_OPT_ADDR,
+	 .help = "HTTP domain challenges connect here instead of to the domain (split DNS)"},
 	{.name = "min-relays",
 	 .type = SL_OPT_INT,
 	 .def = "1",
@@ -213,6 +220,8 @@ static int serve(const struct sl_config *cfg)
 	scfg.port_max = (int)sl_config_int(cfg, "port-max");
 	scfg.min_relays = (int)sl_config_int(cfg, "min-relays");
 	scfg.localtunnel = (int)sl_config_int(cfg, "localtunnel");
+	scfg.dns_server = sl_config_str(cfg, "dns-server");
+	scfg.challenge_connect = sl_config_str(cfg, "challenge-connect");
 	scfg.lt_lo = (int)(sl_config_int(cfg, "lt-ports") >> 16);
 	scfg.lt_hi = (int)(sl_config_int(cfg, "lt-ports") & 0xffff);
 	if (scfg.admin_key && strlen(scfg.admin_key) < 16) {

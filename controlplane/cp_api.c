@@ -41,7 +41,7 @@
 #define LT_PORT_TRIES 8
 #define LT_MAX_CONN   10 /* sockets a localtunnel client keeps open */
 
-static json_t *iso_time(uint64_t t)
+json_t *cp_iso_time(uint64_t t)
 {
 	char buf[32];
 	time_t tt = (time_t)t;
@@ -111,8 +111,18 @@ static json_t *session_json(const struct cp_server *s, const struct pr_session *
 	public_url(s, ps, url, sizeof(url));
 	o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:o,s:o,s:s}", "sessionId", ps->sid, "status", status,
 		      "name", ps->name, "protocol", ps->proto == PR_PROTO_TCP ? "tcp" : "http",
-		      "port", (int)ps->port, "createdAt", iso_time(ps->created), "expiresAt",
-		      iso_time(ps->expires), "url", url);
+		      "port", (int)ps->port, "createdAt", cp_iso_time(ps->created), "expiresAt",
+		      cp_iso_time(ps->expires), "url", url);
+	if (o && ps->domain[0]) {
+		const char *base = s->cfg.public_url, *sep = strstr(base, "://");
+		char curl[300];
+
+		snprintf(curl, sizeof(curl), "%.*s://%s/", (int)(sep ? sep - base : 4),
+			 sep ? base : "http", ps->domain);
+		json_object_set_new(o, "customDomain",
+				    json_pack("{s:s,s:s,s:b}", "domain", ps->domain, "url", curl,
+					      "verified", ps->domain_verified));
+	}
 	if (o)
 		json_object_set_new(o, "access",
 				    json_pack("{s:s,s:o,s:o}", "auth",
@@ -128,11 +138,9 @@ static void on_exec_created(void *ud, redisReply *r, const char *err);
 
 /* Queue MULTI, SET record, the index updates, XADD, EXEC; the EXEC reply
  * goes to done. */
-enum { REC_DELETED = 0, REC_CREATED = 1, REC_UPDATED = 2 };
-
-/* how: REC_CREATED adds the session to the indexes, REC_DELETED takes it
- * out of the active ones, REC_UPDATED leaves them. */
-static void write_record(struct cp_op *op, const struct pr_session *ps, int how, cp_rdb_cb done)
+/* how: CP_REC_CREATED adds the session to the indexes, CP_REC_DELETED takes
+ * it out of the active ones, CP_REC_UPDATED leaves them. */
+void cp_write_record(struct cp_op *op, const struct pr_session *ps, int how, cp_rdb_cb done)
 {
 	struct cp_rdb *db = op->s->db;
 	uint64_t ttl = ps->expires + RETAIN_S - op->now;
@@ -140,20 +148,23 @@ static void write_record(struct cp_op *op, const struct pr_session *ps, int how,
 	cp_rdb_cmdf(db, NULL, NULL, "MULTI");
 	cp_rdb_cmdf(db, NULL, NULL, "SET sl:sess:%s %b EX %llu", ps->sid, op->blob, op->blob_len,
 		    (unsigned long long)ttl);
-	if (how == REC_CREATED) {
+	if (how == CP_REC_CREATED) {
 		cp_rdb_cmdf(db, NULL, NULL, "ZADD sl:sessions %llu %s",
 			    (unsigned long long)ps->created, ps->sid);
 		cp_rdb_cmdf(db, NULL, NULL, "ZADD sl:active %llu %s",
 			    (unsigned long long)ps->expires, ps->sid);
-	} else if (how == REC_DELETED)
+		if (ps->domain[0])
+			cp_rdb_cmdf(db, NULL, NULL, "SADD sl:domsess:%s %s", ps->domain, ps->sid);
+	} else if (how == CP_REC_DELETED)
 		cp_rdb_cmdf(db, NULL, NULL, "ZREM sl:active %s", ps->sid);
 	cp_rdb_cmdf(db, NULL, NULL, "XADD sl:events MAXLEN ~ " EVENTS_MAXLEN " * m %b", op->blob,
 		    op->blob_len);
 	cp_rdb_cmdf(db, done, op, "EXEC");
 }
 
-static int encode_into_op(struct cp_op *op, const struct pr_session *ps)
+int cp_encode_record(struct cp_op *op, const struct pr_session *ps)
 {
+	free(op->blob);
 	op->blob = malloc(PR_STATE_MAX);
 	if (op->blob == NULL)
 		return -ENOMEM;
@@ -267,14 +278,14 @@ static void on_exec_created(void *ud, redisReply *r, const char *err)
 
 static void finish_create(struct cp_op *op, struct creating *c)
 {
-	if (encode_into_op(op, &c->ps) < 0) {
+	if (cp_encode_record(op, &c->ps) < 0) {
 		release_name(op, &c->ps);
 		op->blob_owner = NULL;
 		free(c);
 		cp_op_error(op, 500, "internal", "cannot encode the session");
 		return;
 	}
-	write_record(op, &c->ps, REC_CREATED, on_exec_created);
+	cp_write_record(op, &c->ps, CP_REC_CREATED, on_exec_created);
 }
 
 static void claim_lt_port(struct cp_op *op);
@@ -404,19 +415,38 @@ static void create_claim(struct cp_op *op)
 	cp_rdb_cmdf(db, on_claim, op, "ZCARD sl:active");
 }
 
+/* HMGET sl:domain:<d> key status: a domain of this key (verified, or
+ * pending: relays then route only its challenge path here). */
+static void on_custom_domain(void *ud, redisReply *r, const char *err)
+{
+	struct cp_op *op = ud;
+	struct creating *c = op->blob_owner;
+
+	if (err || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+		cp_op_redis_error(op, r, err);
+		return;
+	}
+	if (r->element[0]->type != REDIS_REPLY_STRING ||
+	    (strcmp(r->element[0]->str, op->actor.key_id) != 0 &&
+	     !(op->actor.scopes & CP_SCOPE_ADMIN))) {
+		cp_op_error(op, 409, "domain_not_registered",
+			    "customDomain \"%s\" is not a domain of this key: POST /api/v1/domains "
+			    "first",
+			    op->treq.custom_domain);
+		return;
+	}
+	snprintf(c->ps.domain, sizeof(c->ps.domain), "%s", op->treq.custom_domain);
+	c->ps.domain_verified = r->element[1]->type == REDIS_REPLY_STRING &&
+				strcmp(r->element[1]->str, "verified") == 0;
+	create_claim(op);
+}
+
 static void create_start(struct cp_op *op)
 {
 	struct creating *c = calloc(1, sizeof(*c));
 
 	if (c == NULL) {
 		cp_op_error(op, 500, "internal", "out of memory");
-		return;
-	}
-	if (op->treq.custom_domain[0]) {
-		free(c);
-		cp_op_error(op, 409, "domain_not_verified",
-			    "customDomain \"%s\" is not a verified domain of this key",
-			    op->treq.custom_domain);
 		return;
 	}
 	pr_random_alnum(c->ps.sid, 16);
@@ -432,6 +462,12 @@ static void create_start(struct cp_op *op)
 	snprintf(c->ps.allow_ips, sizeof(c->ps.allow_ips), "%s", op->treq.allow_ips);
 	snprintf(c->ps.deny_ips, sizeof(c->ps.deny_ips), "%s", op->treq.deny_ips);
 	memset(op->treq.secret, 0, sizeof(op->treq.secret));
+	if (op->treq.custom_domain[0]) {
+		/* The domain must be this key's: look it up before the claim. */
+		cp_rdb_cmdf(op->s->db, on_custom_domain, op, "HMGET sl:domain:%s key status",
+			    op->treq.custom_domain);
+		return;
+	}
 	create_claim(op);
 }
 
@@ -658,13 +694,13 @@ static void on_delete(void *ud, redisReply *r, const char *err)
 	ps.rev = (uint64_t)r->integer;
 	free(op->blob);
 	op->blob = NULL;
-	if (encode_into_op(op, &ps) < 0) {
+	if (cp_encode_record(op, &ps) < 0) {
 		cp_op_error(op, 500, "internal", "cannot encode the session");
 		return;
 	}
 	if (ps.expires <= op->now)
 		ps.expires = op->now + 1; /* a positive TTL for the tombstone */
-	write_record(op, &ps, REC_DELETED, on_exec_deleted);
+	cp_write_record(op, &ps, CP_REC_DELETED, on_exec_deleted);
 }
 
 static void delete_start(struct cp_op *op)
@@ -891,7 +927,7 @@ static void on_share_create(void *ud, redisReply *r, const char *err)
 	public_url(op->s, &ps, url, sizeof(url));
 	snprintf(link, sizeof(link), "%s?sluice_share=%s", url, token);
 	op->acc = json_pack("{s:s,s:s,s:s,s:o}", "shareId", share, "url", link, "token", token,
-			    "expiresAt", iso_time(expires));
+			    "expiresAt", cp_iso_time(expires));
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "HSET sl:shares:%s %s %llu", ps.sid, share,
 		    (unsigned long long)expires);
 	cp_rdb_cmdf(op->s->db, on_share_saved, op, "EXPIRE sl:shares:%s %llu", ps.sid,
@@ -927,7 +963,7 @@ static void on_share_list(void *ud, redisReply *r, const char *err)
 		snprintf(id, sizeof(id), "%.*s", (int)r->element[i]->len, r->element[i]->str);
 		json_array_append_new(
 			items, json_pack("{s:s,s:o,s:b}", "shareId", id, "expiresAt",
-					 iso_time(strtoull(r->element[i + 1]->str, NULL, 10)),
+					 cp_iso_time(strtoull(r->element[i + 1]->str, NULL, 10)),
 					 "revoked", share_listed(ps.revoked_shares, id)));
 	}
 	cp_op_reply(op, 200, json_pack("{s:o}", "shares", items));
@@ -993,11 +1029,11 @@ static void on_share_revoke(void *ud, redisReply *r, const char *err)
 	ps.rev = (uint64_t)r->integer;
 	free(op->blob);
 	op->blob = NULL;
-	if (encode_into_op(op, &ps) < 0) {
+	if (cp_encode_record(op, &ps) < 0) {
 		cp_op_error(op, 500, "internal", "cannot encode the session");
 		return;
 	}
-	write_record(op, &ps, REC_UPDATED, on_share_revoked);
+	cp_write_record(op, &ps, CP_REC_UPDATED, on_share_revoked);
 }
 
 static void share_revoke_start(struct cp_op *op)
@@ -1158,7 +1194,7 @@ static void keys_create(struct cp_op *op)
 		return;
 	}
 	op->acc = json_pack("{s:s,s:s,s:s,s:o,s:s}", "id", k.id, "key", k.key, "name", k.name,
-			    "createdAt", iso_time(k.created), "scopes", k.scopes);
+			    "createdAt", cp_iso_time(k.created), "scopes", k.scopes);
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "MULTI");
 	cp_rdb_cmdf(op->s->db, NULL, NULL, CP_KEY_HSET_FMT, CP_KEY_HSET_ARGS(&k));
 	cp_rdb_cmdf(op->s->db, NULL, NULL, CP_KEYMETA_HSET_FMT, CP_KEYMETA_HSET_ARGS(&k));
@@ -1184,9 +1220,9 @@ static void on_key_list(void *ud, redisReply *r, const char *err)
 				  r->element[0]->str, r->element[0]->len, "scopes",
 				  r->element[1]->str ? r->element[1]->str : "",
 				  r->element[1]->str ? r->element[1]->len : (size_t)0, "createdAt",
-				  iso_time(r->element[2]->str
-						   ? strtoull(r->element[2]->str, NULL, 10)
-						   : 0),
+				  cp_iso_time(r->element[2]->str
+						      ? strtoull(r->element[2]->str, NULL, 10)
+						      : 0),
 				  "revoked", r->element[3]->str && r->element[3]->str[0] == '1'));
 	}
 	if (op->step == 0 && !op->step_failed) {

@@ -529,6 +529,7 @@ struct cp_collection {
 static const struct cp_collection collections[] = {
 	{"/api/v1/tunnels", cp_api_tunnels},
 	{"/api/v1/keys", cp_api_keys},
+	{"/api/v1/domains", cp_api_domains},
 };
 
 static int preflight(struct cp_server *s, h2o_req_t *req)
@@ -767,6 +768,11 @@ void cp_server_free(struct cp_server *s)
 	/* Drain: answers for requests already waiting on Redis. */
 	until = h2o_now(s->loop) + (uint64_t)s->cfg.redis_timeout_ms + 200;
 	while (s->inflight > 0 && h2o_now(s->loop) < until)
+		h2o_evloop_run(s->loop, 50);
+	/* A domain check runs on a thread with its own bound (3 s): its pipe
+	 * is a socket of this loop, so the loop outlives it. */
+	until = h2o_now(s->loop) + 4000;
+	while (s->verifying > 0 && h2o_now(s->loop) < until)
 		h2o_evloop_run(s->loop, 50);
 	close_clients(s);
 	s->stopping = 1; /* the counters' reader does not start again */

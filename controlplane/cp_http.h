@@ -17,19 +17,21 @@ struct cp_server_config {
 	const char *listen; /* host:port */
 	const struct sl_redis_target *redis;
 	int redis_timeout_ms;
-	const char *admin_key;	    /* SLUICE_ADMIN_KEY: the bootstrap admin key, or NULL */
-	const char *session_secret; /* HMAC key of agent tokens, >= PR_TOKEN_KEY_MIN bytes */
-	const char *relay;	    /* the relays' agent address handed to agents */
-	const char *public_url;	    /* scheme://domain[:port] of public tunnel URLs */
-	const char *cors_origins;   /* comma-separated allow-list, "" for none, "*" for any */
-	const char *audit_path;	    /* JSON lines file, NULL or "" for the log */
-	long max_sessions;	    /* active sessions at most */
-	int port_min, port_max;	    /* the local ports agents may expose */
-	int min_relays;		    /* health fails with fewer relays heartbeating */
-	int duration_default;	    /* seconds of a session that asks for none */
-	int duration_min;	    /* shortest session a client may ask for */
-	int localtunnel;	    /* answer the localtunnel client (GET /?new, GET /<name>) */
-	int lt_lo, lt_hi;	    /* relay ports for localtunnel clients' sockets */
+	const char *admin_key;	       /* SLUICE_ADMIN_KEY: the bootstrap admin key, or NULL */
+	const char *session_secret;    /* HMAC key of agent tokens, >= PR_TOKEN_KEY_MIN bytes */
+	const char *relay;	       /* the relays' agent address handed to agents */
+	const char *public_url;	       /* scheme://domain[:port] of public tunnel URLs */
+	const char *cors_origins;      /* comma-separated allow-list, "" for none, "*" for any */
+	const char *audit_path;	       /* JSON lines file, NULL or "" for the log */
+	long max_sessions;	       /* active sessions at most */
+	int port_min, port_max;	       /* the local ports agents may expose */
+	int min_relays;		       /* health fails with fewer relays heartbeating */
+	int duration_default;	       /* seconds of a session that asks for none */
+	int duration_min;	       /* shortest session a client may ask for */
+	int localtunnel;	       /* answer the localtunnel client (GET /?new, GET /<name>) */
+	int lt_lo, lt_hi;	       /* relay ports for localtunnel clients' sockets */
+	const char *dns_server;	       /* DNS server for TXT challenges, NULL: the system's */
+	const char *challenge_connect; /* where HTTP challenges connect, NULL: the domain */
 };
 
 /* Create the server and bind its listener; returns 0 or a negative errno. */

@@ -48,6 +48,7 @@ struct cp_server {
 	int stopping;
 	struct cp_client *clients; /* open client connections, to close at exit */
 	uint64_t nclients;
+	int verifying; /* domain verifications on their threads */
 };
 
 /* The caller of an API route, once authenticated. */
@@ -84,9 +85,10 @@ struct cp_op {
 	json_t *acc; /* a response being gathered */
 	char *blob;  /* an encoded record, or a copy of one read */
 	size_t blob_len;
-	int blob_nil;	  /* the record read was missing */
-	void *blob_owner; /* a session being created (heap) */
-	int lt;		  /* a localtunnel client's request */
+	int blob_nil;	     /* the record read was missing */
+	void *blob_owner;    /* a session being created (heap) */
+	int lt;		     /* a localtunnel client's request; for domains: the http method */
+	char name_long[254]; /* a domain */
 };
 
 struct cp_op *cp_op_new(struct cp_server *s, h2o_req_t *req);
@@ -110,7 +112,16 @@ void cp_auth(struct cp_op *op, unsigned need, void (*next)(struct cp_op *op));
 void cp_audit(struct cp_server *s, h2o_req_t *req, const char *event, const char *actor,
 	      const char *detail);
 
-/* The routes of cp_api.c; each returns 0 (h2o's convention). */
+/* Session records (cp_api.c): encode ps into op->blob, then write it with
+ * its stream event in one MULTI; done gets the EXEC reply. */
+enum { CP_REC_DELETED = 0, CP_REC_CREATED = 1, CP_REC_UPDATED = 2 };
+struct pr_session;
+int cp_encode_record(struct cp_op *op, const struct pr_session *ps);
+void cp_write_record(struct cp_op *op, const struct pr_session *ps, int how, cp_rdb_cb done);
+json_t *cp_iso_time(uint64_t unix_s);
+
+/* The routes of cp_api.c and cp_domains.c; each returns 0 (h2o's convention). */
+int cp_api_domains(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
 int cp_api_tunnels(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
 int cp_api_keys(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
 int cp_api_localtunnel(struct cp_server *s, h2o_req_t *req, const char *name, size_t len);

@@ -360,6 +360,26 @@ int cp_key_req_parse(const char *body, size_t len, struct cp_key_req *out, struc
 	return rc;
 }
 
+int cp_domain_check(const char *domain, const char *public_url, struct cp_err *err)
+{
+	const char *host = public_url ? strstr(public_url, "://") : NULL;
+	size_t hl, dl = strlen(domain);
+
+	if (!domain_ok(domain))
+		return fail(err, 400, "invalid_domain",
+			    "a domain must be a lowercase host name of two or more DNS labels");
+	if (host == NULL)
+		return 0;
+	host += 3;
+	hl = strcspn(host, ":/");
+	if ((dl == hl && memcmp(domain, host, hl) == 0) ||
+	    (dl > hl && domain[dl - hl - 1] == '.' && memcmp(domain + dl - hl, host, hl) == 0))
+		return fail(err, 400, "invalid_domain",
+			    "%s is the service's own domain: names under it are subdomains",
+			    domain);
+	return 0;
+}
+
 int cp_err_json(const struct cp_err *e, char *out, size_t cap)
 {
 	json_t *o = json_pack("{s:s, s:s}", "error", e->message, "code", e->code);

@@ -76,6 +76,11 @@ struct cp_key_req {
 /* Parse and check body[0..len) (may be empty). 0, or -1 with *err filled. */
 int cp_key_req_parse(const char *body, size_t len, struct cp_key_req *out, struct cp_err *err);
 
+/* A custom domain: a lowercase host name of two or more DNS labels, not
+ * the service's own domain or under it (public_url's host). 0, or -1 with
+ * *err filled. */
+int cp_domain_check(const char *domain, const char *public_url, struct cp_err *err);
+
 /* {"error": message, "code": code} into out; its length, or -1 (too small). */
 int cp_err_json(const struct cp_err *e, char *out, size_t cap);
 

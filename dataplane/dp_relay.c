@@ -43,6 +43,7 @@
 #include <arpa/inet.h>
 #include <wolfssl/options.h>
 #include <wolfssl/wolfcrypt/coding.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -116,8 +117,9 @@ struct pub {
 	struct pub *tprev, *tnext; /* timed list */
 	int timed;
 	char ip[INET6_ADDRSTRLEN];
-	uint8_t counted; /* in t->live (started on a data connection) */
-	uint8_t shared;	 /* this request came with a valid share link */
+	uint8_t counted;  /* in t->live (started on a data connection) */
+	uint8_t shared;	  /* this request came with a valid share link */
+	uint8_t answered; /* response bytes came from the agent (sent or still queued) */
 };
 
 /* One port of --lt-ports: its listener and the tunnel it feeds, if any. */
@@ -605,6 +607,21 @@ static int url_auth_ok(struct relay *r, const struct dp_tunnel *t, const struct 
 	return ct_equal(mac, t->auth_mac);
 }
 
+#define CHALLENGE_PATH "/.well-known/sluice-challenge/"
+
+/* A custom domain in Host (a session's, from the state table): 1 with its
+ * record in *rec, else 0. */
+static int route_domain(struct relay *r, const struct dp_http_req *q, struct pr_session *rec)
+{
+	char host[254];
+
+	if (!r->sh->state_on || q->host == NULL || q->host_len == 0 || q->host_len >= sizeof(host))
+		return 0;
+	for (size_t i = 0; i < q->host_len; i++)
+		host[i] = (char)tolower((unsigned char)q->host[i]);
+	return dp_state_by_domain(&r->sh->state, host, q->host_len, rec) == 0;
+}
+
 #define SHARE_PARAM  "sluice_share="
 #define SHARE_COOKIE "sluice_share="
 
@@ -702,10 +719,16 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 	size_t name_len = 0, sid_len = 0, rest_len = q->target_len;
 	struct dp_http_client cl = {p->ip, p->ipv6, p->https};
 	struct dp_tunnel *t = route_host(r, q, &name, &name_len);
-	int n;
+	struct pr_session crec;
+	int n, custom = 0;
 	uint32_t seg;
 
-	if (t == NULL && name == NULL)
+	if (t == NULL && name == NULL && (custom = route_domain(r, q, &crec)) != 0) {
+		sid = crec.sid;
+		sid_len = strlen(crec.sid);
+		t = dp_tunnels_by_sid(&r->tunnels, sid, sid_len);
+	}
+	if (t == NULL && name == NULL && !custom)
 		t = route_path(r, q, &sid, &sid_len, &rest, &rest_len);
 	if (t == NULL && (name || sid)) {
 		int w = name ? dp_owners_find(&r->sh->owners, 0, name, name_len)
@@ -727,6 +750,13 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 			pub_error(r, p, E_404, NULL,
 				  "no tunnel here: use http://<name>.%s/ or /session/<id>/\n",
 				  r->cfg->domain);
+		return -1;
+	}
+	if (custom && !crec.domain_verified &&
+	    (q->target_len < sizeof(CHALLENGE_PATH) - 1 ||
+	     memcmp(q->target, CHALLENGE_PATH, sizeof(CHALLENGE_PATH) - 1) != 0)) {
+		pub_error(r, p, E_403, NULL,
+			  "this domain is not verified yet: only its challenge is served\n");
 		return -1;
 	}
 	if (!dp_acl_ok(t->acl, p->ip, p->ipv6)) {
@@ -1957,7 +1987,10 @@ static int on_peer_lost(struct dp_io *io, uint32_t c, int eof)
 	struct pub *p = s->owner;
 	uint32_t d = s->peer;
 
-	if (s->kind != K_PUBLIC || s->tx > 0 || p->phase == P_DONE || p->phase == P_RAW)
+	/* An answer may still sit in the send queue when its FIN arrives (one
+	 * send in flight): tx alone would call it unanswered. */
+	if (s->kind != K_PUBLIC || s->tx > 0 || p->answered || p->phase == P_DONE ||
+	    p->phase == P_RAW)
 		return 0;
 	s->peer = DP_NIL;
 	if (d != DP_NIL) {
@@ -1984,6 +2017,7 @@ static void on_forwarded(struct dp_io *io, uint32_t c, uint32_t len)
 	if (s->kind != K_DATA || s->peer == DP_NIL || dp_c(io, s->peer)->kind != K_PUBLIC)
 		return;
 	p = dp_c(io, s->peer)->owner;
+	p->answered = 1;
 	if (p->req_ns == 0)
 		return;
 	ms = (double)(sl_mono_ns() - p->req_ns) / 1e6;

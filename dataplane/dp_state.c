@@ -33,8 +33,10 @@
 
 struct dp_state_ent {
 	struct pr_session s;
-	uint64_t seen;	       /* the snapshot that last saw it */
-	uint64_t reported_sig; /* of the counters last reported (0: none) */
+	uint64_t seen;		    /* the snapshot that last saw it */
+	uint64_t reported_sig;	    /* of the counters last reported (0: none) */
+	struct dp_state_ent *dnext; /* in dbuckets, when in_dom */
+	int in_dom;
 	struct dp_state_ent *next;
 };
 
@@ -64,6 +66,43 @@ static uint64_t wall_ms(void)
 	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
 }
 
+static uint32_t hash_n(const char *s, size_t n)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (uint8_t)s[i]) * 16777619u;
+	return h;
+}
+
+/* The domain index follows the record: out of its chain, then into the
+ * chain of its (new) domain while it is active. Under the write lock. */
+static void domain_unlink(struct dp_state *st, struct dp_state_ent *e)
+{
+	struct dp_state_ent **pp;
+
+	if (!e->in_dom)
+		return;
+	pp = &st->dbuckets[hash_n(e->s.domain, strlen(e->s.domain)) % st->nbuckets];
+	while (*pp && *pp != e)
+		pp = &(*pp)->dnext;
+	if (*pp)
+		*pp = e->dnext;
+	e->in_dom = 0;
+}
+
+static void domain_link(struct dp_state *st, struct dp_state_ent *e)
+{
+	struct dp_state_ent **pp;
+
+	if (!e->s.domain[0] || e->s.status != PR_SS_ACTIVE)
+		return;
+	pp = &st->dbuckets[hash_n(e->s.domain, strlen(e->s.domain)) % st->nbuckets];
+	e->dnext = *pp;
+	*pp = e;
+	e->in_dom = 1;
+}
+
 /* Apply one record (newer revisions win); under the write lock. A session
  * that stops being usable raises `revoked`. */
 static void apply(struct dp_state *st, const struct pr_session *s, uint64_t gen)
@@ -91,7 +130,9 @@ static void apply(struct dp_state *st, const struct pr_session *s, uint64_t gen)
 		was_usable = e->s.status == PR_SS_ACTIVE;
 	if (was_usable && (s->status != PR_SS_ACTIVE || s->epoch != e->s.epoch))
 		atomic_fetch_add(&st->revoked, 1);
+	domain_unlink(st, e);
 	e->s = *s;
+	domain_link(st, e);
 	e->seen = gen;
 	pthread_rwlock_unlock(&st->lock);
 	atomic_fetch_add(&st->applied, 1);
@@ -117,6 +158,7 @@ static void forget_unseen(struct dp_state *st, uint64_t gen)
 			*pp = e->next;
 			st->count--;
 			dropped |= e->s.status == PR_SS_ACTIVE;
+			domain_unlink(st, e);
 			free(e);
 		}
 	}
@@ -398,10 +440,15 @@ int dp_state_start(struct dp_state *st, const struct dp_state_config *cfg,
 	st->collect_ud = ud;
 	st->nbuckets = NBUCKETS;
 	st->buckets = calloc(st->nbuckets, sizeof(st->buckets[0]));
-	if (st->buckets == NULL)
+	st->dbuckets = calloc(st->nbuckets, sizeof(st->dbuckets[0]));
+	if (st->buckets == NULL || st->dbuckets == NULL) {
+		free(st->buckets);
+		free(st->dbuckets);
 		return -ENOMEM;
+	}
 	pthread_rwlock_init(&st->lock, NULL);
 	if ((e = pthread_create(&st->thread, NULL, follower_thread, st)) != 0) {
+		free(st->dbuckets);
 		free(st->buckets);
 		st->buckets = NULL;
 		return -e;
@@ -425,6 +472,7 @@ void dp_state_stop(struct dp_state *st)
 		}
 	}
 	free(st->buckets);
+	free(st->dbuckets);
 	pthread_rwlock_destroy(&st->lock);
 	st->started = 0;
 }
@@ -452,6 +500,20 @@ size_t dp_state_foreach(struct dp_state *st, void (*fn)(void *ud, const struct p
 			fn(ud, &e->s);
 	pthread_rwlock_unlock(&st->lock);
 	return n;
+}
+
+int dp_state_by_domain(struct dp_state *st, const char *host, size_t len, struct pr_session *out)
+{
+	struct dp_state_ent *e;
+
+	pthread_rwlock_rdlock(&st->lock);
+	e = st->dbuckets[hash_n(host, len) % st->nbuckets];
+	while (e && (strlen(e->s.domain) != len || memcmp(e->s.domain, host, len) != 0))
+		e = e->dnext;
+	if (e)
+		*out = e->s;
+	pthread_rwlock_unlock(&st->lock);
+	return e ? 0 : -ENOENT;
 }
 
 int dp_state_usable(struct dp_state *st, const char *sid, uint64_t epoch, uint64_t now)

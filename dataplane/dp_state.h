@@ -43,6 +43,7 @@ struct dp_state {
 	struct dp_state_config cfg;
 	pthread_rwlock_t lock;
 	struct dp_state_ent **buckets;
+	struct dp_state_ent **dbuckets; /* active sessions by custom domain */
 	uint32_t nbuckets, count;
 	pthread_t thread;
 	int started;
@@ -73,6 +74,10 @@ int dp_state_get(struct dp_state *st, const char *sid, struct pr_session *out);
  * back into st); returns how many. */
 size_t dp_state_foreach(struct dp_state *st, void (*fn)(void *ud, const struct pr_session *s),
 			void *ud);
+
+/* The active session that named host (a custom domain, lowercase) into
+ * *out: 0, or -ENOENT. */
+int dp_state_by_domain(struct dp_state *st, const char *host, size_t len, struct pr_session *out);
 
 /* 1 when sid is active at epoch and unexpired at now (unix s). */
 int dp_state_usable(struct dp_state *st, const char *sid, uint64_t epoch, uint64_t now);

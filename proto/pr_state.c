@@ -77,6 +77,7 @@ static const struct field session_fields[] = {
 	SESS(allow_ips, "ipa"),
 	SESS(deny_ips, "ipd"),
 	SESS(revoked_shares, "shr"),
+	SESU(domain_verified, "domv", 1),
 };
 
 #define STS(m, k) F_S(struct pr_stats, m, k)

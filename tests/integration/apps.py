@@ -84,6 +84,12 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             return
+        if url.path.startswith("/.well-known/sluice-challenge/"):
+            # Domain challenges: the tokens this app was told to serve.
+            tok = url.path.rsplit("/", 1)[1]
+            if tok in getattr(self.server, "challenges", ()):
+                return self.reply(200, tok.encode(), "text/plain")
+            return self.reply(404, b"no such challenge", "text/plain")
         if url.path == "/slow":
             time.sleep(float(q.get("s", "1")))
         self.reply(200, json.dumps({"method": "GET", "path": self.path, "app": self.server.tag,
@@ -173,3 +179,60 @@ class WsEcho:
             await self.server.wait_closed()
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class DnsTxtServer:
+    """A real DNS server over UDP on loopback, answering TXT questions from
+    self.txt ({name: [strings]}) and NXDOMAIN otherwise: enough of RFC 1035
+    for the control plane's resolver (res_nquery) to ask it."""
+
+    def __init__(self):
+        import socket
+        self.txt = {}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @staticmethod
+    def _name(msg, off):
+        labels = []
+        while msg[off]:
+            n = msg[off]
+            labels.append(msg[off + 1:off + 1 + n].decode().lower())
+            off += 1 + n
+        return ".".join(labels), off + 1
+
+    def _answer(self, q):
+        import struct
+        qid, _, qd = struct.unpack(">HHH", q[:6])
+        name, end = self._name(q, 12)
+        qtype = struct.unpack(">H", q[end:end + 2])[0]
+        question = q[12:end + 4]
+        found = self.txt.get(name)
+        if found is None:
+            return struct.pack(">HHHHHH", qid, 0x8183, 1, 0, 0, 0) + question
+        answers = b""
+        n = 0
+        if qtype == 16:
+            for text in found:
+                data = text.encode()
+                rdata = bytes([len(data)]) + data
+                answers += struct.pack(">HHHIH", 0xC00C, 16, 1, 5, len(rdata)) + rdata
+                n += 1
+        return struct.pack(">HHHHHH", qid, 0x8180, 1, n, 0, 0) + question + answers
+
+    def _serve(self):
+        while self.running:
+            try:
+                q, addr = self.sock.recvfrom(4096)
+                self.sock.sendto(self._answer(q), addr)
+            except OSError:
+                return
+            except Exception:
+                continue
+
+    def stop(self):
+        self.running = False
+        self.sock.close()

@@ -46,7 +46,9 @@ def raw_get(control, path):
 
 def test_every_route_answers_as_documented(binary, tmp_path, spec):
     redis = harness.Redis(tmp_path)
-    control = harness.Control(binary("sluice-control"), tmp_path, redis.url)
+    # Domain challenges go to a DNS server that is not there: a quick 422.
+    control = harness.Control(binary("sluice-control"), tmp_path, redis.url,
+                              extra=["--dns-server", "127.0.0.1:%d" % harness.free_port()])
     seen = set()
     try:
         def call(method, path_tmpl, path=None, **kw):
@@ -100,6 +102,30 @@ def test_every_route_answers_as_documented(binary, tmp_path, spec):
         assert call("delete", one, "/api/v1/tunnels/" + t["sessionId"], key=tk)[0] == 200
         assert call("delete", one, "/api/v1/tunnels/" + t["sessionId"], key=tk)[0] == 404
 
+        dom = "/api/v1/domains"
+        assert call("post", dom, body={"domain": "oa.example.com"}, key=tk)[0] == 201
+        assert call("post", dom, body={"domain": "oa.example.com"}, key=tk)[0] == 200
+        assert call("post", dom, body={"domain": "oa.example.com"})[0] == 409  # admin's key
+        assert call("post", dom, body={"domain": "bad..name"}, key=tk)[0] == 400
+        assert call("post", dom, body={"domain": "x.example.com"}, key=None)[0] == 401
+        assert call("get", dom, key=tk)[0] == 200
+        assert call("get", dom, key=None)[0] == 401
+        done = "/api/v1/domains/{domain}"
+        assert call("get", done, dom + "/oa.example.com", key=tk)[0] == 200
+        assert call("get", done, dom + "/no.example.com", key=tk)[0] == 404
+        assert call("get", done, dom + "/oa.example.com", key=None)[0] == 401
+        ver = "/api/v1/domains/{domain}/verify"
+        assert call("post", ver, dom + "/oa.example.com/verify", body={"method": "dns"},
+                    key=tk)[0] == 422
+        assert call("post", ver, dom + "/oa.example.com/verify", body={"method": "x"},
+                    key=tk)[0] == 400
+        assert call("post", ver, dom + "/no.example.com/verify", body={"method": "dns"},
+                    key=tk)[0] == 404
+        assert call("post", ver, dom + "/oa.example.com/verify", body={"method": "dns"},
+                    key=None)[0] == 401
+        assert call("delete", done, dom + "/oa.example.com", key=tk)[0] == 200
+        assert call("delete", done, dom + "/oa.example.com", key=tk)[0] == 404
+        assert call("delete", done, dom + "/oa.example.com", key=None)[0] == 401
         kone = "/api/v1/keys/{id}"
         assert call("delete", kone, "/api/v1/keys/" + k["id"])[0] == 200
         assert call("delete", kone, "/api/v1/keys/kaaaaaaaaaaa")[0] == 404

@@ -93,6 +93,19 @@ def test_keep_alive_requests_share_a_connection(relay, app, start_agent):
             assert json.loads(f.read(length))["path"] == "/echo/%d" % i
 
 
+def test_connection_close_gets_exactly_one_response(relay, app, start_agent):
+    """The app answers and closes at once: its FIN may reach the relay while
+    the answer still waits in the send queue; that is an answer, not "closed
+    before answering" (a 502 used to follow the 200)."""
+    a = start_agent(app.port, relay.server)
+    for i in range(20):
+        with socket.create_connection(("127.0.0.1", relay.http_port), timeout=5) as s:
+            s.sendall(b"GET /c/%d HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                      % (i, host_of(a).encode()))
+            out = harness.read_to_close(s)
+        assert out.startswith(b"HTTP/1.1 200") and out.count(b"HTTP/1.") == 1, out
+
+
 def test_unknown_tunnel_is_404_naming_it(relay):
     status, _, body = fetch(relay, "/", host="nobody.localhost")
     assert status == 404 and b'no tunnel named "nobody"' in body
