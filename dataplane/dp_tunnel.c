@@ -44,6 +44,7 @@ void dp_tunnels_free(struct dp_tunnels *ts)
 		struct dp_tunnel *t = ts->all;
 
 		dp_tunnels_remove(ts, t);
+		free(t->acl);
 		free(t);
 	}
 	free(ts->by_name);
