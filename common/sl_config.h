@@ -88,7 +88,8 @@ struct sl_config {
 	 .type = SL_OPT_ENUM,                                                                      \
 	 .def = "info",                                                                            \
 	 .choices = "error|warn|info|debug",                                                       \
-	 .help = "log verbosity"},                                                                 \
+	 .help = "log verbosity",                                                                  \
+	 .env_alias = "LOG_LEVEL"},                                                                \
 	{.name = "log-format",                                                                     \
 	 .type = SL_OPT_ENUM,                                                                      \
 	 .def = "auto",                                                                            \

@@ -25,7 +25,7 @@ def run(argv, env=None, **kw):
 def test_each_binary_answers_help_and_version(binary, name):
     h = run([binary(name), "--help"])
     assert h.returncode == 0 and h.stdout.startswith(name + " 0."), h.stdout
-    assert "--log-level" in h.stdout and "[env: SLUICE_LOG_LEVEL]" in h.stdout
+    assert "--log-level" in h.stdout and "[env: SLUICE_LOG_LEVEL or LOG_LEVEL]" in h.stdout
     v = run([binary(name), "--version"])
     assert v.returncode == 0
     assert re.match(r"^%s \d+\.\d+\.\d+ \(git [0-9a-z-]+\)\n" % re.escape(name), v.stdout), v.stdout
@@ -55,6 +55,28 @@ def test_precedence_flag_over_env_over_file_over_default(binary, tmp_path):
     assert lines["domain"] == "env.example  # env"
     assert lines["engine"] == "epoll  # file"
     assert lines["http"] == "127.0.0.1:8080  # default"
+
+
+def test_conventional_environment_names(binary):
+    """REDIS_URL, PORT, HOST, MAX_SESSIONS, SESSION_TIMEOUT, CORS_ORIGINS and
+    LOG_LEVEL are read when the SLUICE_ variable is not set; it wins when it is."""
+    env = {"REDIS_URL": "redis://10.1.2.3:6400", "PORT": "8123", "HOST": "127.0.0.2",
+           "MAX_SESSIONS": "77", "SESSION_TIMEOUT": "120", "CORS_ORIGINS": "https://a.example",
+           "LOG_LEVEL": "warn", "SESSION_SECRET_KEY": "x" * 40}
+    r = run([binary("sluice-control"), "--print-config"], env=env)
+    assert r.returncode == 0, r.stderr
+    lines = dict(l.split(" = ", 1) for l in r.stdout.splitlines() if " = " in l)
+    assert lines["redis"] == "redis://10.1.2.3:6400  # env"
+    assert lines["port"] == "8123  # env" and lines["host"] == "127.0.0.2  # env"
+    assert lines["max-sessions"] == "77  # env" and lines["session-timeout"] == "120  # env"
+    assert lines["cors-origins"] == "https://a.example  # env"
+    assert lines["log-level"] == "warn  # env"
+    assert lines["session-secret"].startswith('"<redacted>"')
+    r = run([binary("sluice-control"), "--print-config"],
+            env=dict(env, SLUICE_REDIS="redis://10.9.9.9:1"))
+    assert "redis = redis://10.9.9.9:1  # env" in r.stdout
+    r = run([binary("sluice-control"), "--print-config"], env=dict(env, PORT="99999"))
+    assert r.returncode == 2 and "PORT" in r.stderr
 
 
 def test_config_file_from_environment_variable(binary, tmp_path):

@@ -105,3 +105,12 @@ def test_port_in_use_is_reported(binary, procs, redis_server):
                                  "--redis", redis_server.url, "--dev"])
     assert p.popen.wait(10) == 1
     assert "cannot listen on 127.0.0.1:%d: Address already in use" % port in p.log()
+
+
+def test_host_and_port_from_the_environment(binary, procs, redis_server):
+    port = harness.free_port()
+    p = procs.start("control-env", [binary("sluice-control"), "--dev", "--min-relays", "0"],
+                    env={"HOST": "127.0.0.1", "PORT": str(port), "REDIS_URL": redis_server.url})
+    harness.wait_for(lambda: harness.port_open(port) or not p.alive(), what="sluice-control")
+    assert get(port, "/health")[0] == 200
+    assert "listening on http://127.0.0.1:%d" % port in p.log()
