@@ -544,7 +544,7 @@ static int record_of(redisReply *r, struct pr_session *ps)
 }
 
 /* The record in op->blob_owner (a heap pr_session), or an error sent. */
-static int visible_record(struct cp_op *op, redisReply *r, struct pr_session *ps)
+static int visible_record(struct cp_op *op, redisReply *r, struct pr_session *ps, int expired_ok)
 {
 	int e = record_of(r, ps);
 
@@ -557,7 +557,7 @@ static int visible_record(struct cp_op *op, redisReply *r, struct pr_session *ps
 		cp_op_error(op, 404, "not_found", "no session %s", op->id);
 		return -1;
 	}
-	if (ps->status == PR_SS_EXPIRED || op->now >= ps->expires) {
+	if (!expired_ok && (ps->status == PR_SS_EXPIRED || op->now >= ps->expires)) {
 		cp_op_error(op, 410, "session_expired", "session %s expired", op->id);
 		return -1;
 	}
@@ -585,6 +585,25 @@ static void keep_record(struct cp_op *op, redisReply *r, const char *err)
 	memcpy(op->blob, r->str ? r->str : "", op->blob_len);
 }
 
+/* The record of op->id into *ps from the kept GET reply, or an error sent
+ * (404 for none or another key's, 410 for an expired one unless expired_ok). */
+static int kept_record(struct cp_op *op, struct pr_session *ps, int expired_ok)
+{
+	redisReply fake = {.type = REDIS_REPLY_STRING, .str = op->blob, .len = op->blob_len};
+
+	if (op->step_failed) {
+		cp_op_error(op, op->why_redis_down ? 503 : 500,
+			    op->why_redis_down ? "redis_unavailable" : "redis_error",
+			    "session store: %s", op->why);
+		return -1;
+	}
+	if (op->blob_nil) {
+		cp_op_error(op, 404, "not_found", "no session %s", op->id);
+		return -1;
+	}
+	return visible_record(op, &fake, ps, expired_ok);
+}
+
 /* Replies: GET sl:sess, HGETALL sl:stat. */
 static void on_get(void *ud, redisReply *r, const char *err)
 {
@@ -596,23 +615,8 @@ static void on_get(void *ud, redisReply *r, const char *err)
 		keep_record(op, r, err);
 		return;
 	}
-	if (op->step_failed) {
-		cp_op_error(op, op->why_redis_down ? 503 : 500,
-			    op->why_redis_down ? "redis_unavailable" : "redis_error",
-			    "session store: %s", op->why);
+	if (kept_record(op, &ps, 0) < 0)
 		return;
-	}
-	if (op->blob_nil) {
-		cp_op_error(op, 404, "not_found", "no session %s", op->id);
-		return;
-	}
-	{
-		redisReply fake = {
-			.type = REDIS_REPLY_STRING, .str = op->blob, .len = op->blob_len};
-
-		if (visible_record(op, &fake, &ps) < 0)
-			return;
-	}
 	body = session_json(op->s, &ps, op->now);
 	r = err ? NULL : r;
 	json_object_set_new(body, "connections", json_integer((json_int_t)sum_field(r, ".conn")));
@@ -664,28 +668,8 @@ static void on_delete(void *ud, redisReply *r, const char *err)
 		cp_op_redis_error(op, r, err);
 		return;
 	}
-	if (op->step_failed) {
-		cp_op_error(op, op->why_redis_down ? 503 : 500,
-			    op->why_redis_down ? "redis_unavailable" : "redis_error",
-			    "session store: %s", op->why);
+	if (kept_record(op, &ps, 1) < 0)
 		return;
-	}
-	if (op->blob_nil) {
-		cp_op_error(op, 404, "not_found", "no session %s", op->id);
-		return;
-	}
-	{
-		redisReply fake = {
-			.type = REDIS_REPLY_STRING, .str = op->blob, .len = op->blob_len};
-		int e = record_of(&fake, &ps);
-
-		if (e < 0 || !can_see(op, &ps) || ps.status == PR_SS_DELETED) {
-			cp_op_error(op, e == -EBADMSG ? 500 : 404,
-				    e == -EBADMSG ? "corrupt_record" : "not_found", "no session %s",
-				    op->id);
-			return;
-		}
-	}
 	/* The name is released only while the session still holds it: after
 	 * expiry another session may own it. */
 	if (op->now < ps.expires)
@@ -865,24 +849,6 @@ static int share_listed(const char *list, const char *id)
 	return 0;
 }
 
-/* The record of op->id into *ps from the kept GET reply, or an error sent. */
-static int kept_record(struct cp_op *op, struct pr_session *ps)
-{
-	redisReply fake = {.type = REDIS_REPLY_STRING, .str = op->blob, .len = op->blob_len};
-
-	if (op->step_failed) {
-		cp_op_error(op, op->why_redis_down ? 503 : 500,
-			    op->why_redis_down ? "redis_unavailable" : "redis_error",
-			    "session store: %s", op->why);
-		return -1;
-	}
-	if (op->blob_nil) {
-		cp_op_error(op, 404, "not_found", "no session %s", op->id);
-		return -1;
-	}
-	return visible_record(op, &fake, ps);
-}
-
 static void on_share_saved(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
@@ -909,7 +875,7 @@ static void on_share_create(void *ud, redisReply *r, const char *err)
 	uint64_t expires;
 
 	keep_record(op, r, err);
-	if (kept_record(op, &ps) < 0)
+	if (kept_record(op, &ps, 0) < 0)
 		return;
 	if (ps.proto != PR_PROTO_HTTP) {
 		cp_op_error(op, 400, "invalid_combination", "share links are for http tunnels");
@@ -950,7 +916,7 @@ static void on_share_list(void *ud, redisReply *r, const char *err)
 		keep_record(op, r, err);
 		return;
 	}
-	if (kept_record(op, &ps) < 0)
+	if (kept_record(op, &ps, 0) < 0)
 		return;
 	if (err || r->type != REDIS_REPLY_ARRAY) {
 		cp_op_redis_error(op, r, err);
@@ -1006,7 +972,7 @@ static void on_share_revoke(void *ud, redisReply *r, const char *err)
 		op->rev = !err && r->type == REDIS_REPLY_INTEGER ? (uint64_t)r->integer : 0;
 		return;
 	}
-	if (kept_record(op, &ps) < 0)
+	if (kept_record(op, &ps, 0) < 0)
 		return;
 	if (err || r->type != REDIS_REPLY_INTEGER) {
 		cp_op_redis_error(op, r, err);

@@ -278,25 +278,36 @@ static int parse_object(json_t *o, const struct cp_policy *pol, struct cp_tunnel
 	return 0;
 }
 
+/* A request body that must be one JSON object, at most CP_BODY_MAX bytes:
+ * 0 with *root (the caller's to release), or -1 with *err filled. */
+static int load_object(const char *body, size_t len, json_t **root, struct cp_err *err)
+{
+	json_error_t je;
+
+	if (len > CP_BODY_MAX)
+		return fail(err, 413, "body_too_large", "request body over %d bytes", CP_BODY_MAX);
+	/* REJECT_DUPLICATES: {"port": 1, "port": 2} is ambiguous, not last-wins. */
+	*root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+	if (*root == NULL)
+		return fail(err, 400, "malformed_json", "malformed JSON at line %d, column %d: %s",
+			    je.line, je.column, je.text);
+	if (!json_is_object(*root)) {
+		json_decref(*root);
+		return fail(err, 400, "invalid_type", "the request must be a JSON object");
+	}
+	return 0;
+}
+
 int cp_tunnel_req_parse(const char *body, size_t len, const struct cp_policy *pol,
 			struct cp_tunnel_req *out, struct cp_err *err)
 {
-	json_error_t je;
 	json_t *root;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	if (len > CP_BODY_MAX)
-		return fail(err, 413, "body_too_large", "request body over %d bytes", CP_BODY_MAX);
-	/* REJECT_DUPLICATES: {"port": 1, "port": 2} is ambiguous, not last-wins. */
-	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
-	if (root == NULL)
-		return fail(err, 400, "malformed_json", "malformed JSON at line %d, column %d: %s",
-			    je.line, je.column, je.text);
-	if (!json_is_object(root))
-		rc = fail(err, 400, "invalid_type", "the request must be a JSON object");
-	else
-		rc = parse_object(root, pol, out, err);
+	if (load_object(body, len, &root, err) < 0)
+		return -1;
+	rc = parse_object(root, pol, out, err);
 	json_decref(root);
 	if (rc < 0)
 		memset(out->secret, 0, sizeof(out->secret));
@@ -337,7 +348,6 @@ static int parse_key_object(json_t *o, struct cp_key_req *out, struct cp_err *er
 
 int cp_key_req_parse(const char *body, size_t len, struct cp_key_req *out, struct cp_err *err)
 {
-	json_error_t je;
 	json_t *root;
 	int rc;
 
@@ -346,16 +356,9 @@ int cp_key_req_parse(const char *body, size_t len, struct cp_key_req *out, struc
 		out->tunnels = 1;
 		return 0;
 	}
-	if (len > CP_BODY_MAX)
-		return fail(err, 413, "body_too_large", "request body over %d bytes", CP_BODY_MAX);
-	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
-	if (root == NULL)
-		return fail(err, 400, "malformed_json", "malformed JSON at line %d, column %d: %s",
-			    je.line, je.column, je.text);
-	if (!json_is_object(root))
-		rc = fail(err, 400, "invalid_type", "the request must be a JSON object");
-	else
-		rc = parse_key_object(root, out, err);
+	if (load_object(body, len, &root, err) < 0)
+		return -1;
+	rc = parse_key_object(root, out, err);
 	json_decref(root);
 	return rc;
 }
