@@ -22,6 +22,18 @@ def binary(bin_dir):
     return lambda name: os.path.join(bin_dir, name)
 
 
+@pytest.fixture(autouse=True)
+def stop_test_agents():
+    """Agents (and localtunnel clients) a test started without a fixture stop
+    with the test, not with the session: left running they would retry
+    against relays that are gone."""
+    before = {id(p) for p in harness._live}
+    yield
+    for p in list(harness._live):
+        if id(p) not in before and p.name.startswith(("agent-", "lt-")):
+            p.stop()
+
+
 @pytest.fixture
 def procs(tmp_path):
     """Start helper: procs.start(name, argv, env=None) -> harness.Proc, stopped at teardown."""
