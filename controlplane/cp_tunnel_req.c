@@ -40,6 +40,12 @@ static int fail(struct cp_err *err, int status, const char *code, const char *fm
 	va_start(ap, fmt);
 	vsnprintf(err->message, sizeof(err->message), fmt, ap);
 	va_end(ap);
+	/* The message quotes the client (jansson's error text shows the bytes
+	 * it stopped at): only printable ASCII goes back, so the JSON error is
+	 * always valid UTF-8. */
+	for (char *c = err->message; *c; c++)
+		if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+			*c = '?';
 	return -1;
 }
 

@@ -5,21 +5,27 @@ indexes and the stream event) and GET /api/v1/tunnels/{id} (key lookup,
 record, counters), under wrk against a real sluice-control and a real
 redis-server on loopback. Requests/s and p50/p99 for each, medians of
 --reps runs, every response checked (non-2xx responses fail the run).
+Then the revocation time: a live streaming connection through a real relay
+and agent, DELETE /api/v1/tunnels/{id}, and the time until the client sees
+its connection end (--revokes times; median and worst).
 
   bench/e2e/api.py --bin build/release/bin [--reps 5] [--seconds 10] [--conns 50]
 """
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 sys.path.insert(0, HERE)
+import apps  # noqa: E402
 import harness  # noqa: E402
 from run import wrk_argv_result  # noqa: E402
 
@@ -40,10 +46,11 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--revokes", type=int, default=10)
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args()
     if a.smoke:
-        a.reps, a.seconds = 1, 1
+        a.reps, a.seconds, a.revokes = 1, 1, 1
     work = tempfile.mkdtemp(prefix="sluice-bench-api-")
     redis = harness.Redis(work)
     control = harness.Control(os.path.join(a.bin, "sluice-control"), work, redis.url,
@@ -76,6 +83,7 @@ def main():
                 rows[name]["runs"]), flush=True)
         active = control.api("GET", "/health", key=None)[2]["checks"]["capacity"]["active"]
         print("sessions created in Redis: %d" % active)
+        rows["revoke_ms"] = revocations(a, work, redis)
         if a.out:
             os.makedirs(a.out, exist_ok=True)
             with open(os.path.join(a.out, "api.json"), "w") as f:
@@ -85,6 +93,43 @@ def main():
         control.stop()
         redis.stop()
         subprocess.run(["rm", "-rf", work])
+
+
+def revocations(a, work, redis):
+    """Milliseconds from DELETE sent to the live connection's end, each time."""
+    relay = harness.session_relay(os.path.join(a.bin, "sluice-relay"), work, redis.url)
+    control = harness.Control(os.path.join(a.bin, "sluice-control"), work, redis.url,
+                              relay=relay.server,
+                              public_url="http://localhost:%d" % relay.http_port)
+    app = apps.HttpApp()
+    times = []
+    try:
+        key = control.new_key(name="revoke")["key"]
+        for i in range(a.revokes):
+            s = control.api("POST", "/api/v1/tunnels", {"port": app.port}, key=key)[2]
+            agent = harness.Agent(os.path.join(a.bin, "sluice"), work, app.port, relay.server,
+                                  extra=["--token", s["agentToken"]])
+            c = socket.create_connection(("127.0.0.1", relay.http_port), timeout=10)
+            c.sendall(b"GET /sse?gap=60 HTTP/1.1\r\nHost: %s.localhost\r\n\r\n"
+                      % s["name"].encode())
+            assert c.recv(65536).startswith(b"HTTP/1.1 200")
+            t0 = time.monotonic()
+            assert control.api("DELETE", "/api/v1/tunnels/" + s["sessionId"], key=key)[0] == 200
+            try:
+                while c.recv(65536):
+                    pass
+            except ConnectionResetError:
+                pass
+            times.append((time.monotonic() - t0) * 1000)
+            c.close()
+            agent.stop()
+    finally:
+        app.stop()
+        control.stop()
+        relay.stop()
+    print("revoke  median %.1f ms, worst %.1f ms over %d deletions (DELETE sent to the live "
+          "connection's end)" % (statistics.median(times), max(times), len(times)), flush=True)
+    return {"median": statistics.median(times), "max": max(times), "n": len(times)}
 
 
 if __name__ == "__main__":
