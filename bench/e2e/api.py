@@ -100,13 +100,15 @@ def revocations(a, work, redis):
     relay = harness.session_relay(os.path.join(a.bin, "sluice-relay"), work, redis.url)
     control = harness.Control(os.path.join(a.bin, "sluice-control"), work, redis.url,
                               relay=relay.server,
-                              public_url="http://localhost:%d" % relay.http_port)
+                              public_url="http://localhost:%d" % relay.http_port,
+                              extra=["--max-sessions", "10000000", "--log-level", "warn"])
     app = apps.HttpApp()
     times = []
     try:
         key = control.new_key(name="revoke")["key"]
         for i in range(a.revokes):
-            s = control.api("POST", "/api/v1/tunnels", {"port": app.port}, key=key)[2]
+            status, _, s = control.api("POST", "/api/v1/tunnels", {"port": app.port}, key=key)
+            assert status == 201, s
             agent = harness.Agent(os.path.join(a.bin, "sluice"), work, app.port, relay.server,
                                   extra=["--token", s["agentToken"]])
             c = socket.create_connection(("127.0.0.1", relay.http_port), timeout=10)
