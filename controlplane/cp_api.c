@@ -137,8 +137,8 @@ static json_t *session_json(const struct cp_server *s, const struct pr_session *
 static void on_exec_created(void *ud, redisReply *r, const char *err);
 
 /* Queue MULTI, SET record, the index updates, XADD, EXEC; the EXEC reply
- * goes to done. */
-/* how: CP_REC_CREATED adds the session to the indexes, CP_REC_DELETED takes
+ * goes to done. Changes to existing records go through cp_update_record.
+ * how: CP_REC_CREATED adds the session to the indexes, CP_REC_DELETED takes
  * it out of the active ones, CP_REC_UPDATED leaves them. */
 void cp_write_record(struct cp_op *op, const struct pr_session *ps, int how, cp_rdb_cb done)
 {
@@ -155,11 +155,81 @@ void cp_write_record(struct cp_op *op, const struct pr_session *ps, int how, cp_
 			    (unsigned long long)ps->expires, ps->sid);
 		if (ps->domain[0])
 			cp_rdb_cmdf(db, NULL, NULL, "SADD sl:domsess:%s %s", ps->domain, ps->sid);
-	} else if (how == CP_REC_DELETED)
+	} else if (how == CP_REC_DELETED) {
 		cp_rdb_cmdf(db, NULL, NULL, "ZREM sl:active %s", ps->sid);
+		if (ps->domain[0])
+			cp_rdb_cmdf(db, NULL, NULL, "SREM sl:domsess:%s %s", ps->domain, ps->sid);
+	}
 	cp_rdb_cmdf(db, NULL, NULL, "XADD sl:events MAXLEN ~ " EVENTS_MAXLEN " * m %b", op->blob,
 		    op->blob_len);
 	cp_rdb_cmdf(db, done, op, "EXEC");
+}
+
+/*
+ * A change to an existing record, atomic in Redis: written only if the
+ * stored record is still the revision the caller read and is not deleted
+ * (two requests changing one session cannot undo each other, and nothing
+ * brings a deleted session back). A delete also leaves the indexes and
+ * frees the name if this session still holds it. Returns 1, or -1 (gone),
+ * -2 (deleted), -3 (changed since it was read).
+ */
+static const char update_lua[] =
+	"local cur = redis.call('GET', KEYS[1])\n"
+	"if not cur then return -1 end\n"
+	"local t = cmsgpack.unpack(cur)\n"
+	"if t['st'] == 1 then return -2 end\n"
+	"if tostring(t['rev']) ~= ARGV[1] then return -3 end\n"
+	"redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])\n"
+	"if ARGV[5] == '0' then\n"
+	"  redis.call('ZREM', KEYS[3], ARGV[4])\n"
+	"  redis.call('SREM', KEYS[5], ARGV[4])\n"
+	"  if ARGV[6] == '1' and redis.call('GET', KEYS[4]) == ARGV[4] then\n"
+	"    redis.call('DEL', KEYS[4])\n"
+	"  end\n"
+	"end\n"
+	"redis.call('XADD', KEYS[2], 'MAXLEN', '~', '" EVENTS_MAXLEN "', '*', 'm', ARGV[2])\n"
+	"return 1\n";
+
+void cp_update_record(struct cp_op *op, const struct pr_session *ps, uint64_t read_rev,
+		      int deleting, int free_name, cp_rdb_cb done)
+{
+	uint64_t ttl = ps->expires > op->now ? ps->expires + RETAIN_S - op->now : RETAIN_S;
+
+	cp_rdb_cmdf(
+		op->s->db, done, op,
+		"EVAL %s 5 sl:sess:%s sl:events sl:active sl:name:%s sl:domsess:%s %llu %b %llu "
+		"%s %d %d",
+		update_lua, ps->sid, ps->name, ps->domain[0] ? ps->domain : "-",
+		(unsigned long long)read_rev, op->blob, op->blob_len, (unsigned long long)ttl,
+		ps->sid, deleting ? 0 : 2, free_name);
+}
+
+int cp_exec_ok(const redisReply *r)
+{
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+		return 0;
+	for (size_t i = 0; i < r->elements; i++)
+		if (r->element[i]->type == REDIS_REPLY_ERROR)
+			return 0;
+	return 1;
+}
+
+/* The reply of cp_update_record: 0 when written, else an answer sent. */
+int cp_update_result(struct cp_op *op, redisReply *r, const char *err)
+{
+	if (err || r->type != REDIS_REPLY_INTEGER) {
+		cp_op_redis_error(op, r, err);
+		return -1;
+	}
+	if (r->integer == -1 || r->integer == -2) {
+		cp_op_error(op, 404, "not_found", "no session %s", op->id);
+		return -1;
+	}
+	if (r->integer == -3) {
+		cp_op_error(op, 409, "conflict", "session %s changed meanwhile; retry", op->id);
+		return -1;
+	}
+	return 0;
 }
 
 int cp_encode_record(struct cp_op *op, const struct pr_session *ps)
@@ -266,10 +336,16 @@ static void on_exec_created(void *ud, redisReply *r, const char *err)
 	struct cp_op *op = ud;
 	struct creating *c = (struct creating *)(void *)op->blob_owner;
 
-	if (err || r->type != REDIS_REPLY_ARRAY) {
+	if (err || !cp_exec_ok(r)) {
+		/* Nothing was written: the name and port claimed go back. */
+		release_name(op, &c->ps);
+		if (c->ps.lt_port)
+			cp_rdb_cmdf(op->s->db, NULL, NULL, "DEL sl:ltport:%u",
+				    (unsigned)c->ps.lt_port);
 		op->blob_owner = NULL;
 		free(c);
-		cp_op_redis_error(op, r, err);
+		cp_op_redis_error(op, r && r->type == REDIS_REPLY_ERROR ? r : NULL,
+				  err ? err : "a command of the transaction failed");
 		return;
 	}
 	op->blob_owner = NULL;
@@ -410,6 +486,9 @@ static void create_claim(struct cp_op *op)
 	cp_rdb_cmdf(db, on_claim, op, "SET sl:name:%s %s NX EX %llu", c->ps.name, c->ps.sid,
 		    (unsigned long long)(c->ps.expires - op->now + 60));
 	cp_rdb_cmdf(db, on_claim, op, "INCR sl:rev");
+	/* Listing's index forgets sessions whose records are gone. */
+	cp_rdb_cmdf(db, NULL, NULL, "ZREMRANGEBYSCORE sl:sessions -inf %llu",
+		    (unsigned long long)(op->now - RETAIN_S - 86400));
 	cp_rdb_cmdf(db, on_claim, op, "ZREMRANGEBYSCORE sl:active -inf %llu",
 		    (unsigned long long)op->now);
 	cp_rdb_cmdf(db, on_claim, op, "ZCARD sl:active");
@@ -643,10 +722,8 @@ static void on_exec_deleted(void *ud, redisReply *r, const char *err)
 	struct cp_op *op = ud;
 	char detail[80];
 
-	if (err || r->type != REDIS_REPLY_ARRAY) {
-		cp_op_redis_error(op, r, err);
+	if (cp_update_result(op, r, err) < 0)
 		return;
-	}
 	op->s->m.sessions_deleted++;
 	snprintf(detail, sizeof(detail), "session %s", op->id);
 	if (op->req)
@@ -668,12 +745,18 @@ static void on_delete(void *ud, redisReply *r, const char *err)
 		cp_op_redis_error(op, r, err);
 		return;
 	}
+	uint64_t read_rev;
+	int live;
+
 	if (kept_record(op, &ps, 1) < 0)
 		return;
-	/* The name is released only while the session still holds it: after
-	 * expiry another session may own it. */
-	if (op->now < ps.expires)
-		release_name(op, &ps);
+	/* The name (compared with this sid, in the update) and the lt port are
+	 * released only while the session still holds them: after expiry
+	 * another session may own them. */
+	live = op->now < ps.expires;
+	if (live && ps.lt_port)
+		cp_rdb_cmdf(op->s->db, NULL, NULL, "DEL sl:ltport:%u", (unsigned)ps.lt_port);
+	read_rev = ps.rev;
 	ps.status = PR_SS_DELETED;
 	ps.rev = (uint64_t)r->integer;
 	free(op->blob);
@@ -682,9 +765,7 @@ static void on_delete(void *ud, redisReply *r, const char *err)
 		cp_op_error(op, 500, "internal", "cannot encode the session");
 		return;
 	}
-	if (ps.expires <= op->now)
-		ps.expires = op->now + 1; /* a positive TTL for the tombstone */
-	cp_write_record(op, &ps, CP_REC_DELETED, on_exec_deleted);
+	cp_update_record(op, &ps, read_rev, 1, live, on_exec_deleted);
 }
 
 static void delete_start(struct cp_op *op)
@@ -946,10 +1027,8 @@ static void on_share_revoked(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
 
-	if (err || r->type != REDIS_REPLY_ARRAY) {
-		cp_op_redis_error(op, r, err);
+	if (cp_update_result(op, r, err) < 0)
 		return;
-	}
 	if (op->req)
 		cp_audit(op->s, op->req, "share_revoked", op->actor.key_id, op->name);
 	cp_op_reply(op, 200, json_pack("{s:s,s:b}", "shareId", op->name, "revoked", 1));
@@ -961,6 +1040,7 @@ static void on_share_revoke(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
 	struct pr_session ps;
+	uint64_t read_rev;
 	size_t len;
 	int step = (int)op->step++;
 
@@ -970,6 +1050,11 @@ static void on_share_revoke(void *ud, redisReply *r, const char *err)
 	}
 	if (step == 1) {
 		op->rev = !err && r->type == REDIS_REPLY_INTEGER ? (uint64_t)r->integer : 0;
+		if (!op->step_failed && (err || r->type != REDIS_REPLY_INTEGER)) {
+			op->step_failed = 1;
+			op->why_redis_down = err != NULL;
+			snprintf(op->why, sizeof(op->why), "%s", err ? err : "HEXISTS failed");
+		}
 		return;
 	}
 	if (kept_record(op, &ps, 0) < 0)
@@ -992,6 +1077,7 @@ static void on_share_revoke(void *ud, redisReply *r, const char *err)
 		snprintf(ps.revoked_shares + len, sizeof(ps.revoked_shares) - len, "%s%s",
 			 len ? "," : "", op->name);
 	}
+	read_rev = ps.rev;
 	ps.rev = (uint64_t)r->integer;
 	free(op->blob);
 	op->blob = NULL;
@@ -999,7 +1085,7 @@ static void on_share_revoke(void *ud, redisReply *r, const char *err)
 		cp_op_error(op, 500, "internal", "cannot encode the session");
 		return;
 	}
-	cp_write_record(op, &ps, CP_REC_UPDATED, on_share_revoked);
+	cp_update_record(op, &ps, read_rev, 0, 0, on_share_revoked);
 }
 
 static void share_revoke_start(struct cp_op *op)
@@ -1130,8 +1216,8 @@ static void on_key_created(void *ud, redisReply *r, const char *err)
 	struct cp_op *op = ud;
 	json_t *body = op->acc;
 
-	if (err || r->type != REDIS_REPLY_ARRAY) {
-		cp_op_redis_error(op, r, err);
+	if (err || !cp_exec_ok(r)) {
+		cp_op_redis_error(op, NULL, err ? err : "a command of the transaction failed");
 		return;
 	}
 	op->acc = NULL;
@@ -1144,16 +1230,9 @@ static void on_key_created(void *ud, redisReply *r, const char *err)
 
 static void keys_create(struct cp_op *op)
 {
-	struct cp_key_req kr;
+	const struct cp_key_req kr = op->kreq; /* parsed before auth: the body may be gone now */
 	struct cp_key k;
-	struct cp_err e;
-	h2o_req_t *req = op->req;
 
-	if (cp_key_req_parse(req->entity.base ? req->entity.base : "", req->entity.len, &kr, &e) <
-	    0) {
-		cp_op_error(op, e.status, e.code, "%s", e.message);
-		return;
-	}
 	if (cp_key_new(&k, kr.name,
 		       (kr.admin ? CP_SCOPE_ADMIN : 0) | (kr.tunnels ? CP_SCOPE_TUNNELS : 0)) < 0) {
 		cp_op_error(op, 500, "internal", "no randomness for a key");
@@ -1288,6 +1367,10 @@ int cp_api_keys(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_l
 		memcpy(op->id, id, id_len);
 		op->id[id_len] = '\0';
 	}
+	if (next == keys_create &&
+	    cp_key_req_parse(req->entity.base ? req->entity.base : "", req->entity.len, &op->kreq,
+			     &op->deferred_error) < 0)
+		op->has_deferred_error = 1;
 	cp_auth(op, CP_SCOPE_ADMIN, next);
 	return 0;
 }

@@ -80,13 +80,36 @@ static int own_domain(struct cp_op *op, redisReply *r, const char *err)
 
 static void rewrite_next(struct cp_op *op);
 
+/* The answer kept in op->acc, with the status rewrite_sessions was given. */
+static void rewrite_done(struct cp_op *op)
+{
+	json_t *body = op->acc;
+
+	op->acc = NULL;
+	cp_op_reply(op, op->limit ? (int)op->limit : 200, body);
+}
+
+/* Redis failed during the rewrite: stop here rather than fail every
+ * remaining session one by one (a failure can come back at once, and
+ * going on would recurse once per session). The next verify or delete
+ * rewrites them again. */
+static void rewrite_abort(struct cp_op *op, const char *err)
+{
+	sl_warn("domain %s: session records not rewritten: %s", op->name_long, err);
+	rewrite_done(op);
+}
+
 static void on_rewritten(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
 
-	if (err || r->type != REDIS_REPLY_ARRAY)
-		sl_warn("domain %s: a session record was not rewritten: %s", op->name_long,
-			err ? err : "redis error");
+	(void)r;
+	if (err) {
+		rewrite_abort(op, err);
+		return;
+	}
+	/* A session changed or deleted meanwhile is left as it is: the change
+	 * that won has the newer record. */
 	rewrite_next(op);
 }
 
@@ -95,11 +118,13 @@ static void on_rewrite_read(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
 	struct pr_session ps;
+	uint64_t read_rev;
 
 	if (op->step++ == 0) {
 		free(op->blob);
 		op->blob = NULL;
 		op->blob_nil = 1;
+		op->step_failed = err != NULL;
 		if (!err && r->type == REDIS_REPLY_STRING && (op->blob = malloc(r->len)) != NULL) {
 			memcpy(op->blob, r->str, r->len);
 			op->blob_len = r->len;
@@ -107,7 +132,11 @@ static void on_rewrite_read(void *ud, redisReply *r, const char *err)
 		}
 		return;
 	}
-	if (err || r->type != REDIS_REPLY_INTEGER || op->blob_nil ||
+	if (op->step_failed || err) {
+		rewrite_abort(op, err ? err : "redis unavailable");
+		return;
+	}
+	if (r->type != REDIS_REPLY_INTEGER || op->blob_nil ||
 	    pr_session_decode(op->blob, op->blob_len, &ps) < 0 ||
 	    strcmp(ps.domain, op->name_long) != 0 || ps.status != PR_SS_ACTIVE ||
 	    op->now >= ps.expires) {
@@ -117,19 +146,18 @@ static void on_rewrite_read(void *ud, redisReply *r, const char *err)
 	if (op->has_deferred_error) /* the domain was deleted: sessions lose it */
 		ps.domain[0] = '\0';
 	ps.domain_verified = !op->has_deferred_error;
+	read_rev = ps.rev;
 	ps.rev = (uint64_t)r->integer;
 	if (cp_encode_record(op, &ps) < 0) {
 		rewrite_next(op);
 		return;
 	}
-	cp_write_record(op, &ps, CP_REC_UPDATED, on_rewritten);
+	cp_update_record(op, &ps, read_rev, 0, 0, on_rewritten);
 }
 
 /* One session after another (op->ids); then the answer kept in op->acc. */
 static void rewrite_next(struct cp_op *op)
 {
-	json_t *body;
-
 	if (op->offset < (long)op->nids) {
 		const char *sid = op->ids[op->offset++];
 
@@ -138,9 +166,7 @@ static void rewrite_next(struct cp_op *op)
 		cp_rdb_cmdf(op->s->db, on_rewrite_read, op, "INCR sl:rev");
 		return;
 	}
-	body = op->acc;
-	op->acc = NULL;
-	cp_op_reply(op, op->limit ? (int)op->limit : 200, body);
+	rewrite_done(op);
 }
 
 static void on_domain_sessions(void *ud, redisReply *r, const char *err)
@@ -226,7 +252,14 @@ static void on_vdone(h2o_socket_t *sock, const char *err)
 	h2o_socket_read_stop(sock);
 	h2o_socket_close(sock); /* closes the read end */
 	op->s->verifying--;
-	if (!j->res.ok) {
+	if (op->s->stopping) {
+		cp_op_error(op, 503, "shutting_down", "the control plane is stopping; retry");
+	} else if (!j->res.ok) {
+		/* It quotes what the domain's servers sent: printable ASCII only,
+		 * so the JSON answer stays valid UTF-8. */
+		for (char *c = j->res.why; *c; c++)
+			if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+				*c = '?';
 		cp_op_error(op, 422, "verification_failed", "%s", j->res.why);
 	} else {
 		op->now = (uint64_t)time(NULL);
@@ -468,7 +501,7 @@ int cp_api_domains(struct cp_server *s, h2o_req_t *req, const char *id, size_t i
 	int post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
 	int get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
 	int del = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE"));
-	char method[8];
+	char method[8] = "";
 
 	if (slash && !(id_len - dlen == 7 && memcmp(slash, "/verify", 7) == 0)) {
 		cp_send_error(s, req, 404, "not_found", "no such endpoint");

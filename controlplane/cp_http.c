@@ -572,11 +572,13 @@ static int localtunnel_request(struct cp_server *s, h2o_req_t *req)
 	if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) || p->len < 1)
 		return 0;
 	if (p->len == 1 && q && req->path.len - req->query_at >= 4 && memcmp(q, "?new", 4) == 0) {
-		cp_api_localtunnel(s, req, NULL, 0);
+		if (cp_api_localtunnel(s, req, NULL, 0) < 0)
+			cp_send_error(s, req, 503, "internal", "out of memory");
 		return 1;
 	}
 	if (p->len > 1 && memchr(p->base + 1, '/', p->len - 1) == NULL) {
-		cp_api_localtunnel(s, req, p->base + 1, p->len - 1);
+		if (cp_api_localtunnel(s, req, p->base + 1, p->len - 1) < 0)
+			cp_send_error(s, req, 503, "internal", "out of memory");
 		return 1;
 	}
 	return 0;

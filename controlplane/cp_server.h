@@ -73,6 +73,7 @@ struct cp_op {
 	char id[64];			/* the path's {id}, when any */
 	char name[CP_SUBDOMAIN_MAX + 1];
 	struct cp_tunnel_req treq;
+	struct cp_key_req kreq;
 	struct cp_err deferred_error; /* a bad request, told only once authenticated */
 	int has_deferred_error;
 	uint64_t now, rev;
@@ -118,6 +119,14 @@ enum { CP_REC_DELETED = 0, CP_REC_CREATED = 1, CP_REC_UPDATED = 2 };
 struct pr_session;
 int cp_encode_record(struct cp_op *op, const struct pr_session *ps);
 void cp_write_record(struct cp_op *op, const struct pr_session *ps, int how, cp_rdb_cb done);
+/* An existing record changed (deleting: a tombstone), written only if it is
+ * still at read_rev and not deleted; free_name: release the session's name
+ * if it still holds it. Check the reply with cp_update_result. */
+void cp_update_record(struct cp_op *op, const struct pr_session *ps, uint64_t read_rev,
+		      int deleting, int free_name, cp_rdb_cb done);
+int cp_update_result(struct cp_op *op, struct redisReply *r, const char *err);
+/* 1 when an EXEC reply ran every command (none answered an error). */
+int cp_exec_ok(const struct redisReply *r);
 json_t *cp_iso_time(uint64_t unix_s);
 
 /* The routes of cp_api.c and cp_domains.c; each returns 0 (h2o's convention). */

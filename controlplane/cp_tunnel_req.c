@@ -377,6 +377,10 @@ int cp_domain_check(const char *domain, const char *public_url, struct cp_err *e
 	if (!domain_ok(domain))
 		return fail(err, 400, "invalid_domain",
 			    "a domain must be a lowercase host name of two or more DNS labels");
+	/* No top-level domain is all digits: this is an IP address. */
+	if (strspn(strrchr(domain, '.') + 1, "0123456789") == strlen(strrchr(domain, '.') + 1))
+		return fail(err, 400, "invalid_domain",
+			    "a domain must be a host name, not an IP address");
 	if (host == NULL)
 		return 0;
 	host += 3;

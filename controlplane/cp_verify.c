@@ -19,9 +19,18 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HTTP_MAX 16384
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 /* The TXT strings of one record, concatenated, into out. */
 static void txt_of(const ns_rr *rr, char *out, size_t cap)
@@ -97,8 +106,33 @@ static void verify_dns(const struct cp_verify_req *q, struct cp_verify_result *o
 		 name, seen[0] ? " (found \"" : "", seen, seen[0] ? "\")" : "");
 }
 
-/* A connected socket to addr ("host:port") within timeout_ms, or -1. */
-static int dial(const char *addr, int timeout_ms, char *why, size_t cap)
+/* Loopback, private, link-local, shared, multicast or unspecified: where a
+ * challenge must not send the control plane (it would probe the operator's
+ * own network for whoever registers a domain pointing there). */
+static int internal_address(const struct sockaddr_storage *ss)
+{
+	const uint8_t *a;
+
+	if (ss->ss_family == AF_INET6) {
+		a = ((const struct sockaddr_in6 *)ss)->sin6_addr.s6_addr;
+		static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+		if (memcmp(a, mapped, 12) != 0)
+			return IN6_IS_ADDR_LOOPBACK((const struct in6_addr *)a) ||
+			       IN6_IS_ADDR_UNSPECIFIED((const struct in6_addr *)a) ||
+			       (a[0] & 0xfe) == 0xfc || (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) ||
+			       a[0] == 0xff;
+		a += 12;
+	} else
+		a = (const uint8_t *)&((const struct sockaddr_in *)ss)->sin_addr;
+	return a[0] == 0 || a[0] == 10 || a[0] == 127 || (a[0] == 169 && a[1] == 254) ||
+	       (a[0] == 172 && (a[1] & 0xf0) == 16) || (a[0] == 192 && a[1] == 168) ||
+	       (a[0] == 100 && (a[1] & 0xc0) == 64) || a[0] >= 224;
+}
+
+/* A connected socket to addr ("host:port") within timeout_ms, or -1;
+ * public: refuse internal addresses. */
+static int dial(const char *addr, int timeout_ms, int public, char *why, size_t cap)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -108,6 +142,10 @@ static int dial(const char *addr, int timeout_ms, char *why, size_t cap)
 
 	if (sl_addr_parse(addr, &ss, &len) < 0) {
 		snprintf(why, cap, "cannot resolve %s", addr);
+		return -1;
+	}
+	if (public && internal_address(&ss)) {
+		snprintf(why, cap, "%s resolves to an internal address: refused", addr);
 		return -1;
 	}
 	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -133,6 +171,7 @@ static void verify_http(const struct cp_verify_req *q, struct cp_verify_result *
 {
 	struct timeval tv = {q->timeout_ms / 1000, (q->timeout_ms % 1000) * 1000};
 	char addr[300], req[600], *resp = malloc(HTTP_MAX), *body;
+	uint64_t deadline;
 	size_t got = 0;
 	int fd, n, status = 0;
 
@@ -142,8 +181,9 @@ static void verify_http(const struct cp_verify_req *q, struct cp_verify_result *
 		snprintf(addr, sizeof(addr), "%s", q->connect);
 	else
 		snprintf(addr, sizeof(addr), "%s:80", q->domain);
-	if ((fd = dial(addr, q->timeout_ms, out->why, sizeof(out->why))) < 0)
+	if ((fd = dial(addr, q->timeout_ms, q->connect[0] == '\0', out->why, sizeof(out->why))) < 0)
 		goto out;
+	deadline = now_ms() + (uint64_t)q->timeout_ms;
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	n = snprintf(req, sizeof(req),
@@ -155,9 +195,17 @@ static void verify_http(const struct cp_verify_req *q, struct cp_verify_result *
 			 addr);
 		goto close;
 	}
-	/* Bounded by HTTP_MAX and the read timeout. */
-	while (got + 1 < HTTP_MAX && (n = (int)recv(fd, resp + got, HTTP_MAX - 1 - got, 0)) > 0)
+	/* Bounded by HTTP_MAX and one deadline for the whole answer: a server
+	 * dribbling a byte at a time must not hold the thread. */
+	while (got + 1 < HTTP_MAX) {
+		uint64_t now = now_ms();
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+		if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) != 1 ||
+		    (n = (int)recv(fd, resp + got, HTTP_MAX - 1 - got, MSG_DONTWAIT)) <= 0)
+			break;
 		got += (size_t)n;
+	}
 	resp[got] = '\0';
 	if (sscanf(resp, "HTTP/1.%*c %d", &status) != 1 || status != 200 ||
 	    (body = strstr(resp, "\r\n\r\n")) == NULL) {

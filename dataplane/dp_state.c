@@ -216,29 +216,32 @@ static int note_last_id(struct follower *f)
 	return 0;
 }
 
-/* MGET the keys of one SCAN page and apply them. */
+/* MGET the keys of one SCAN page and apply them, SCAN_COUNT at a time
+ * (COUNT is only a hint: a page may hold more, and every key counts, or
+ * the snapshot would forget live sessions). */
 static int load_page(struct follower *f, redisReply *keys)
 {
-	const char *argv[SCAN_COUNT * 2 + 1];
-	size_t lens[SCAN_COUNT * 2 + 1];
-	size_t n = keys->elements < SCAN_COUNT * 2 ? keys->elements : SCAN_COUNT * 2;
+	const char *argv[SCAN_COUNT + 1];
+	size_t lens[SCAN_COUNT + 1];
 	redisReply *r;
 
-	if (n == 0)
-		return 0;
-	argv[0] = "MGET";
-	lens[0] = 4;
-	for (size_t i = 0; i < n; i++) {
-		argv[i + 1] = keys->element[i]->str;
-		lens[i + 1] = keys->element[i]->len;
+	for (size_t at = 0; at < keys->elements; at += SCAN_COUNT) {
+		size_t n = keys->elements - at < SCAN_COUNT ? keys->elements - at : SCAN_COUNT;
+
+		argv[0] = "MGET";
+		lens[0] = 4;
+		for (size_t i = 0; i < n; i++) {
+			argv[i + 1] = keys->element[at + i]->str;
+			lens[i + 1] = keys->element[at + i]->len;
+		}
+		r = redisCommandArgv(f->rc, (int)n + 1, argv, lens);
+		if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+			return fail_reply(f, r, "MGET");
+		for (size_t i = 0; i < r->elements; i++)
+			if (r->element[i]->type == REDIS_REPLY_STRING)
+				apply_blob(f->st, r->element[i]->str, r->element[i]->len, f->gen);
+		freeReplyObject(r);
 	}
-	r = redisCommandArgv(f->rc, (int)n + 1, argv, lens);
-	if (r == NULL || r->type != REDIS_REPLY_ARRAY)
-		return fail_reply(f, r, "MGET");
-	for (size_t i = 0; i < r->elements; i++)
-		if (r->element[i]->type == REDIS_REPLY_STRING)
-			apply_blob(f->st, r->element[i]->str, r->element[i]->len, f->gen);
-	freeReplyObject(r);
 	return 0;
 }
 
