@@ -2478,10 +2478,13 @@ static size_t collect_counts(void *ud, struct dp_state_counts *out, size_t cap)
  * (worker 0), parked localtunnel sockets find their session or give up. */
 static void state_work(struct relay *r)
 {
-	uint64_t changed = atomic_load(&r->sh->state.changed);
+	uint64_t changed = atomic_load(&r->sh->state.lt_changed);
 
 	check_sessions(r);
-	if (r->idx == 0 && changed != r->changed_seen) {
+	/* Only localtunnel records matter here: a scan of the whole table per
+	 * change would hold its read lock through a large snapshot and starve
+	 * the follower's writes. */
+	if (r->idx == 0 && r->lt_ports && changed != r->changed_seen) {
 		r->changed_seen = changed;
 		open_lt_sessions(r);
 	}

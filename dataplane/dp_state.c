@@ -130,6 +130,8 @@ static void apply(struct dp_state *st, const struct pr_session *s, uint64_t gen)
 		was_usable = e->s.status == PR_SS_ACTIVE;
 	if (was_usable && (s->status != PR_SS_ACTIVE || s->epoch != e->s.epoch))
 		atomic_fetch_add(&st->revoked, 1);
+	if (s->lt_port || e->s.lt_port)
+		atomic_fetch_add(&st->lt_changed, 1);
 	domain_unlink(st, e);
 	e->s = *s;
 	domain_link(st, e);

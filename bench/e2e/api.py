@@ -83,7 +83,8 @@ def main():
                 rows[name]["runs"]), flush=True)
         active = control.api("GET", "/health", key=None)[2]["checks"]["capacity"]["active"]
         print("sessions created in Redis: %d" % active)
-        rows["revoke_ms"] = revocations(a, work, redis)
+        rows["snapshot"] = snapshot_load(a, work, redis, active)
+        rows["revoke_ms"] = revocations(a, work)
         if a.out:
             os.makedirs(a.out, exist_ok=True)
             with open(os.path.join(a.out, "api.json"), "w") as f:
@@ -95,8 +96,31 @@ def main():
         subprocess.run(["rm", "-rf", work])
 
 
-def revocations(a, work, redis):
-    """Milliseconds from DELETE sent to the live connection's end, each time."""
+def snapshot_load(a, work, redis, active):
+    """A relay started on the benchmark's Redis: seconds until its table
+    holds every session (snapshot: SCAN + MGET + decode)."""
+    t0 = time.monotonic()
+    relay = harness.session_relay(os.path.join(a.bin, "sluice-relay"), work, redis.url,
+                                  extra=["--log-level", "info"])
+    try:
+        m = harness.wait_metrics(relay, lambda m: m.get("sluice_state_snapshots", 0) >= 0 and
+                                 m.get("sluice_state_events_total{event=\"snapshot\"}", 0) >= 1,
+                                 "snapshot", timeout=600)
+        secs = time.monotonic() - t0
+        rss = harness.rss_kb(relay.proc.pid) if hasattr(harness, "rss_kb") else None
+    finally:
+        relay.stop()
+    n = int(m.get("sluice_state_sessions", 0))
+    print("snapshot %d sessions (of %d active) loaded by a starting relay in %.1f s" % (
+        n, active, secs), flush=True)
+    return {"sessions": n, "seconds": secs, "rss_kb": rss}
+
+
+def revocations(a, work):
+    """Milliseconds from DELETE sent to the live connection's end, each time
+    (on a Redis of its own: the benchmark's holds hundreds of thousands of
+    sessions, whose snapshot a new relay would load first)."""
+    redis = harness.Redis(work)
     relay = harness.session_relay(os.path.join(a.bin, "sluice-relay"), work, redis.url)
     control = harness.Control(os.path.join(a.bin, "sluice-control"), work, redis.url,
                               relay=relay.server,
@@ -129,6 +153,7 @@ def revocations(a, work, redis):
         app.stop()
         control.stop()
         relay.stop()
+        redis.stop()
     print("revoke  median %.1f ms, worst %.1f ms over %d deletions (DELETE sent to the live "
           "connection's end)" % (statistics.median(times), max(times), len(times)), flush=True)
     return {"median": statistics.median(times), "max": max(times), "n": len(times)}
