@@ -18,10 +18,9 @@ import harness
 
 
 @pytest.fixture
-def redis(tmp_path):
-    r = harness.Redis(tmp_path)
-    yield r
-    r.stop()
+def redis(redis_server):
+    """conftest's Redis, under the short name these tests use."""
+    return redis_server
 
 
 @pytest.fixture
