@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 int sl_addr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len)
@@ -78,4 +80,32 @@ int sl_addr_ip(const struct sockaddr *sa, char *ip)
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip,
 			  INET6_ADDRSTRLEN);
 	return 0;
+}
+
+int sl_connect_tcp(const struct sockaddr_storage *ss, socklen_t len, int timeout_ms)
+{
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	struct pollfd pfd;
+	int fd, err = 0;
+	socklen_t el = sizeof(err);
+
+	fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)ss, len) < 0 && errno != EINPROGRESS)
+		goto fail;
+	pfd = (struct pollfd){.fd = fd, .events = POLLOUT};
+	if (poll(&pfd, 1, timeout_ms) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 ||
+	    err != 0) {
+		errno = err ? err : ETIMEDOUT;
+		goto fail;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	return fd;
+fail:
+	err = errno;
+	close(fd);
+	return -err;
 }

@@ -23,6 +23,12 @@ int sl_addr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 /* Bind and listen on addr; returns the fd or a negative errno. */
 int sl_listen_tcp(const char *addr, int backlog, unsigned flags);
 
+/* A blocking TCP socket connected to *ss within timeout_ms, with reads
+ * and writes bounded by the same timeout; the fd, or a negative errno
+ * (-ETIMEDOUT when the connect took too long). For the few blocking
+ * clients (the agent's API call, the control plane's domain checks). */
+int sl_connect_tcp(const struct sockaddr_storage *ss, socklen_t len, int timeout_ms);
+
 /* The IP address of sa as text into ip (INET6_ADDRSTRLEN bytes; "unknown"
  * for other families); 1 for IPv6, else 0. */
 int sl_addr_ip(const struct sockaddr *sa, char *ip);

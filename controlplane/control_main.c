@@ -5,7 +5,7 @@
  */
 #include "cp_http.h"
 #include "cp_keys.h"
-#include "cp_redis.h"
+#include "sl_redis.h"
 #include "pr_token.h"
 #include "sl_cli.h"
 #include "sl_log.h"
@@ -287,7 +287,7 @@ static int keys_create(int argc, char **argv)
 		rc = SL_EXIT_FAIL;
 		goto out;
 	}
-	err = cp_redis_store_key(&t, 2000, &k, why, sizeof(why));
+	err = cp_key_store(&t, 2000, &k, why, sizeof(why));
 	if (err < 0) {
 		sl_error("cannot store the key: %s", why);
 		rc = SL_EXIT_FAIL;

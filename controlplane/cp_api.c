@@ -136,11 +136,9 @@ static json_t *session_json(const struct cp_server *s, const struct pr_session *
 
 static void on_exec_created(void *ud, redisReply *r, const char *err);
 
-/* Queue MULTI, SET record, the index updates, XADD, EXEC; the EXEC reply
- * goes to done. Changes to existing records go through cp_update_record.
- * how: CP_REC_CREATED adds the session to the indexes, CP_REC_DELETED takes
- * it out of the active ones, CP_REC_UPDATED leaves them. */
-void cp_write_record(struct cp_op *op, const struct pr_session *ps, int how, cp_rdb_cb done)
+/* A new session: MULTI, SET record, the indexes, XADD, EXEC; the EXEC reply
+ * goes to done. Changes to existing records go through cp_update_record. */
+static void write_created(struct cp_op *op, const struct pr_session *ps, cp_rdb_cb done)
 {
 	struct cp_rdb *db = op->s->db;
 	uint64_t ttl = ps->expires + RETAIN_S - op->now;
@@ -148,18 +146,12 @@ void cp_write_record(struct cp_op *op, const struct pr_session *ps, int how, cp_
 	cp_rdb_cmdf(db, NULL, NULL, "MULTI");
 	cp_rdb_cmdf(db, NULL, NULL, "SET sl:sess:%s %b EX %llu", ps->sid, op->blob, op->blob_len,
 		    (unsigned long long)ttl);
-	if (how == CP_REC_CREATED) {
-		cp_rdb_cmdf(db, NULL, NULL, "ZADD sl:sessions %llu %s",
-			    (unsigned long long)ps->created, ps->sid);
-		cp_rdb_cmdf(db, NULL, NULL, "ZADD sl:active %llu %s",
-			    (unsigned long long)ps->expires, ps->sid);
-		if (ps->domain[0])
-			cp_rdb_cmdf(db, NULL, NULL, "SADD sl:domsess:%s %s", ps->domain, ps->sid);
-	} else if (how == CP_REC_DELETED) {
-		cp_rdb_cmdf(db, NULL, NULL, "ZREM sl:active %s", ps->sid);
-		if (ps->domain[0])
-			cp_rdb_cmdf(db, NULL, NULL, "SREM sl:domsess:%s %s", ps->domain, ps->sid);
-	}
+	cp_rdb_cmdf(db, NULL, NULL, "ZADD sl:sessions %llu %s", (unsigned long long)ps->created,
+		    ps->sid);
+	cp_rdb_cmdf(db, NULL, NULL, "ZADD sl:active %llu %s", (unsigned long long)ps->expires,
+		    ps->sid);
+	if (ps->domain[0])
+		cp_rdb_cmdf(db, NULL, NULL, "SADD sl:domsess:%s %s", ps->domain, ps->sid);
 	cp_rdb_cmdf(db, NULL, NULL, "XADD sl:events MAXLEN ~ " EVENTS_MAXLEN " * m %b", op->blob,
 		    op->blob_len);
 	cp_rdb_cmdf(db, done, op, "EXEC");
@@ -361,7 +353,7 @@ static void finish_create(struct cp_op *op, struct creating *c)
 		cp_op_error(op, 500, "internal", "cannot encode the session");
 		return;
 	}
-	cp_write_record(op, &c->ps, CP_REC_CREATED, on_exec_created);
+	write_created(op, &c->ps, on_exec_created);
 }
 
 static void claim_lt_port(struct cp_op *op);
@@ -919,17 +911,6 @@ static void list_start(struct cp_op *op)
 #define SHARE_TTL_DEFAULT 3600
 #define SHARE_TTL_MAX	  86400
 
-static int share_listed(const char *list, const char *id)
-{
-	size_t n = strlen(id);
-
-	/* Bounded by the list's length. */
-	for (const char *p = list; (p = strstr(p, id)) != NULL; p += n)
-		if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
-			return 1;
-	return 0;
-}
-
 static void on_share_saved(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
@@ -962,7 +943,7 @@ static void on_share_create(void *ud, redisReply *r, const char *err)
 		cp_op_error(op, 400, "invalid_combination", "share links are for http tunnels");
 		return;
 	}
-	expires = op->now + op->limit;
+	expires = op->now + (uint64_t)op->ttl;
 	if (expires > ps.expires)
 		expires = ps.expires;
 	pr_random_alnum(share, 12);
@@ -1011,7 +992,7 @@ static void on_share_list(void *ud, redisReply *r, const char *err)
 		json_array_append_new(
 			items, json_pack("{s:s,s:o,s:b}", "shareId", id, "expiresAt",
 					 cp_iso_time(strtoull(r->element[i + 1]->str, NULL, 10)),
-					 "revoked", share_listed(ps.revoked_shares, id)));
+					 "revoked", pr_list_has(ps.revoked_shares, id)));
 	}
 	cp_op_reply(op, 200, json_pack("{s:o}", "shares", items));
 }
@@ -1049,7 +1030,7 @@ static void on_share_revoke(void *ud, redisReply *r, const char *err)
 		return;
 	}
 	if (step == 1) {
-		op->rev = !err && r->type == REDIS_REPLY_INTEGER ? (uint64_t)r->integer : 0;
+		op->found = !err && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
 		if (!op->step_failed && (err || r->type != REDIS_REPLY_INTEGER)) {
 			op->step_failed = 1;
 			op->why_redis_down = err != NULL;
@@ -1063,11 +1044,11 @@ static void on_share_revoke(void *ud, redisReply *r, const char *err)
 		cp_op_redis_error(op, r, err);
 		return;
 	}
-	if (op->rev == 0) {
+	if (!op->found) {
 		cp_op_error(op, 404, "not_found", "no share %s on session %s", op->name, op->id);
 		return;
 	}
-	if (!share_listed(ps.revoked_shares, op->name)) {
+	if (!pr_list_has(ps.revoked_shares, op->name)) {
 		len = strlen(ps.revoked_shares);
 		if (len + strlen(op->name) + 2 > sizeof(ps.revoked_shares)) {
 			cp_op_error(op, 409, "too_many_revocations",
@@ -1159,7 +1140,7 @@ static int shares_route(struct cp_server *s, h2o_req_t *req, const char *id, siz
 	op->id[sid_len] = '\0';
 	if (rest_len > 6)
 		snprintf(op->name, sizeof(op->name), "%.*s", (int)(rest_len - 7), rest + 7);
-	if (next == share_create_start && share_body(req, &op->limit, &e) < 0) {
+	if (next == share_create_start && share_body(req, &op->ttl, &e) < 0) {
 		snprintf(e.code, sizeof(e.code), "invalid_value");
 		op->deferred_error = e;
 		op->has_deferred_error = 1;

@@ -86,7 +86,7 @@ static void rewrite_done(struct cp_op *op)
 	json_t *body = op->acc;
 
 	op->acc = NULL;
-	cp_op_reply(op, op->limit ? (int)op->limit : 200, body);
+	cp_op_reply(op, op->reply_status ? op->reply_status : 200, body);
 }
 
 /* Redis failed during the rewrite: stop here rather than fail every
@@ -143,9 +143,9 @@ static void on_rewrite_read(void *ud, redisReply *r, const char *err)
 		rewrite_next(op);
 		return;
 	}
-	if (op->has_deferred_error) /* the domain was deleted: sessions lose it */
+	if (op->domain_deleted) /* sessions lose the domain */
 		ps.domain[0] = '\0';
-	ps.domain_verified = !op->has_deferred_error;
+	ps.domain_verified = !op->domain_deleted;
 	read_rev = ps.rev;
 	ps.rev = (uint64_t)r->integer;
 	if (cp_encode_record(op, &ps) < 0) {
@@ -158,8 +158,8 @@ static void on_rewrite_read(void *ud, redisReply *r, const char *err)
 /* One session after another (op->ids); then the answer kept in op->acc. */
 static void rewrite_next(struct cp_op *op)
 {
-	if (op->offset < (long)op->nids) {
-		const char *sid = op->ids[op->offset++];
+	if (op->next_id < op->nids) {
+		const char *sid = op->ids[op->next_id++];
 
 		op->step = 0;
 		cp_rdb_cmdf(op->s->db, on_rewrite_read, op, "GET sl:sess:%s", sid);
@@ -181,15 +181,15 @@ static void on_domain_sessions(void *ud, redisReply *r, const char *err)
 			if ((op->ids[op->nids] = strndup(r->element[i]->str, r->element[i]->len)))
 				op->nids++;
 	}
-	op->offset = 0;
+	op->next_id = 0;
 	rewrite_next(op);
 }
 
 /* Rewrite the sessions naming op->name_long (verified, or, with
- * has_deferred_error set, deleted), then answer status with op->acc. */
+ * domain_deleted set, deleted), then answer status with op->acc. */
 static void rewrite_sessions(struct cp_op *op, int status)
 {
-	op->limit = status;
+	op->reply_status = status;
 	cp_rdb_cmdf(op->s->db, on_domain_sessions, op, "SMEMBERS sl:domsess:%s", op->name_long);
 }
 
@@ -287,7 +287,7 @@ static void start_verify(struct cp_op *op, redisReply *r)
 	}
 	atomic_init(&j->refs, 2);
 	j->op = op;
-	j->q.method = op->lt ? CP_VERIFY_HTTP : CP_VERIFY_DNS;
+	j->q.method = op->http_check ? CP_VERIFY_HTTP : CP_VERIFY_DNS;
 	j->q.timeout_ms = VERIFY_TIMEOUT_MS;
 	snprintf(j->q.domain, sizeof(j->q.domain), "%s", op->name_long);
 	snprintf(j->q.token, sizeof(j->q.token), "%s", field(r, F_TOKEN));
@@ -352,7 +352,7 @@ static void on_registered(void *ud, redisReply *r, const char *err)
 	if (op->req && op->step_failed == 0)
 		cp_audit(op->s, op->req, "domain_registered", op->actor.key_id, op->name_long);
 	/* HSETNX answered 0 for a domain this key had already: 200, as is. */
-	cp_op_reply(op, op->rev ? 201 : 200, body);
+	cp_op_reply(op, op->found ? 201 : 200, body);
 }
 
 static void on_claimed(void *ud, redisReply *r, const char *err)
@@ -363,8 +363,8 @@ static void on_claimed(void *ud, redisReply *r, const char *err)
 		cp_op_redis_error(op, r, err);
 		return;
 	}
-	op->rev = (uint64_t)r->integer; /* 1: ours now */
-	if (op->rev) {
+	op->found = r->integer == 1; /* HSETNX: ours now */
+	if (op->found) {
 		char token[33];
 
 		pr_random_alnum(token, 32);
@@ -462,7 +462,7 @@ static void on_delete_lookup(void *ud, redisReply *r, const char *err)
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "EXEC");
 	if (op->req)
 		cp_audit(op->s, op->req, "domain_deleted", op->actor.key_id, op->name_long);
-	op->has_deferred_error = 1; /* rewrite_next: sessions lose the domain */
+	op->domain_deleted = 1;
 	op->acc = json_pack("{s:s,s:s}", "domain", op->name_long, "status", "deleted");
 	rewrite_sessions(op, 200);
 }
@@ -535,7 +535,7 @@ int cp_api_domains(struct cp_server *s, h2o_req_t *req, const char *id, size_t i
 				"the body must be {\"method\": \"dns\"} or {\"method\": \"http\"}");
 			op->has_deferred_error = 1;
 		}
-		op->lt = strcmp(method, "http") == 0; /* reused: the http method */
+		op->http_check = strcmp(method, "http") == 0;
 	}
 	if (op->has_deferred_error) {
 		if (!e.code[0])

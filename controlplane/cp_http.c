@@ -7,6 +7,7 @@
  */
 #include "cp_server.h"
 #include "pr_token.h"
+#include "sl_bytes.h"
 #include "sl_cli.h"
 #include "sl_log.h"
 #include "sl_net.h"
@@ -36,15 +37,6 @@ struct cp_handler {
 struct cp_op_guard {
 	struct cp_op *op;
 };
-
-int cp_ct_equal(const char *a, size_t la, const char *b, size_t lb)
-{
-	unsigned char d = (unsigned char)(la != lb);
-
-	for (size_t i = 0; i < la && i < lb; i++)
-		d |= (unsigned char)(a[i] ^ b[i]);
-	return d == 0;
-}
 
 /* ---- responses ---- */
 
@@ -365,7 +357,7 @@ void cp_auth(struct cp_op *op, unsigned need, void (*next)(struct cp_op *op))
 			    "an API key is required: Authorization: Bearer KEY");
 		return;
 	}
-	if (admin && admin[0] && cp_ct_equal(key, len, admin, strlen(admin))) {
+	if (admin && admin[0] && sl_ct_equal(key, len, admin, strlen(admin))) {
 		snprintf(op->actor.key_id, sizeof(op->actor.key_id), "admin");
 		op->actor.scopes = CP_SCOPE_ADMIN | CP_SCOPE_TUNNELS;
 		auth_granted(op);
@@ -393,7 +385,7 @@ static void on_health(void *ud, redisReply *r, const char *err)
 	int step = op->step++;
 
 	if (step == 0) {
-		double ms = (double)(h2o_now(op->s->loop) - op->rev);
+		double ms = (double)(h2o_now(op->s->loop) - op->started_ms);
 
 		json_object_set_new(
 			checks, "redis",
@@ -438,7 +430,7 @@ static int route_health(struct cp_server *s, h2o_req_t *req)
 	if (op == NULL)
 		return -1;
 	op->acc = json_object();
-	op->rev = h2o_now(s->loop); /* the PING's start */
+	op->started_ms = h2o_now(s->loop);
 	snprintf(now, sizeof(now), "%llu", (unsigned long long)time(NULL));
 	snprintf(since, sizeof(since), "%llu",
 		 (unsigned long long)(h2o_now(s->loop) - RELAY_LIVE_MS));

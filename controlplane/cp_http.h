@@ -8,7 +8,7 @@
 
 #include <signal.h>
 
-#include "cp_redis.h"
+#include "sl_redis.h"
 
 struct cp_server;
 

@@ -3,11 +3,14 @@
  */
 #include "cp_keys.h"
 #include "pr_token.h"
+#include "sl_redis.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+
+#include <hiredis.h>
 
 int cp_key_new(struct cp_key *k, const char *name, unsigned scopes)
 {
@@ -34,4 +37,26 @@ int cp_key_id_valid(const char *s, size_t len)
 		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')))
 			return 0;
 	return 1;
+}
+
+int cp_key_store(const struct sl_redis_target *t, int timeout_ms, const struct cp_key *k, char *err,
+		 size_t cap)
+{
+	redisContext *rc = sl_redis_connect(t, timeout_ms, err, cap);
+	int e;
+
+	if (rc == NULL)
+		return -ECONNREFUSED;
+	e = sl_redis_run(rc, err, cap, "MULTI");
+	if (e == 0)
+		e = sl_redis_run(rc, err, cap, CP_KEY_HSET_FMT, CP_KEY_HSET_ARGS(k));
+	if (e == 0)
+		e = sl_redis_run(rc, err, cap, CP_KEYMETA_HSET_FMT, CP_KEYMETA_HSET_ARGS(k));
+	if (e == 0)
+		e = sl_redis_run(rc, err, cap, "ZADD sl:keys %llu %s",
+				 (unsigned long long)k->created, k->id);
+	if (e == 0)
+		e = sl_redis_run(rc, err, cap, "EXEC");
+	redisFree(rc);
+	return e;
 }

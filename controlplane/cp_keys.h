@@ -29,6 +29,15 @@ int cp_key_new(struct cp_key *k, const char *name, unsigned scopes);
 /* 1 when s[0..len) has the shape of a key id. */
 int cp_key_id_valid(const char *s, size_t len);
 
+struct sl_redis_target;
+
+/* Store a new key (both of its hashes and its place in the listing) with a
+ * blocking connection bounded by timeout_ms: `sluice-control keys create`
+ * (the API writes the same commands on its asynchronous connection).
+ * 0, or a negative errno with the reason in err. */
+int cp_key_store(const struct sl_redis_target *t, int timeout_ms, const struct cp_key *k, char *err,
+		 size_t cap);
+
 /* The two hashes a key is stored as; pass the formats to a hiredis printf. */
 #define CP_KEY_HSET_FMT	    "HSET sl:key:%s id %s scopes %s revoked 0"
 #define CP_KEY_HSET_ARGS(k) (k)->hash, (k)->id, (k)->scopes

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cp_redis.h"
+#include "sl_redis.h"
 
 struct cp_rdb;
 struct redisReply;

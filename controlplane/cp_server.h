@@ -76,19 +76,25 @@ struct cp_op {
 	struct cp_key_req kreq;
 	struct cp_err deferred_error; /* a bad request, told only once authenticated */
 	int has_deferred_error;
-	uint64_t now, rev;
-	size_t step; /* replies received in a pipeline */
+	uint64_t now;	     /* unix seconds when the request came */
+	uint64_t started_ms; /* health: when the PING went out */
+	size_t step;	     /* replies received in a pipeline */
+	int found;	     /* a share exists (revoke); the domain became ours (register) */
+	int reply_status;    /* domains: the answer's status once sessions are rewritten */
+	unsigned domain_deleted : 1, http_check : 1; /* domains: the rewrite's kind; the method */
 	int step_failed, why_redis_down;
-	char why[200]; /* the first failure within a pipeline */
-	long limit, offset;
-	char **ids; /* key ids being listed, nids of them */
+	char why[200];	    /* the first failure within a pipeline */
+	long limit, offset; /* listing's page */
+	long ttl;	    /* a share link's lifetime, seconds */
+	size_t next_id;	    /* domains: the next of ids to rewrite */
+	char **ids;	    /* key ids being listed, nids of them */
 	size_t nids;
 	json_t *acc; /* a response being gathered */
 	char *blob;  /* an encoded record, or a copy of one read */
 	size_t blob_len;
 	int blob_nil;	     /* the record read was missing */
 	void *blob_owner;    /* a session being created (heap) */
-	int lt;		     /* a localtunnel client's request; for domains: the http method */
+	int lt;		     /* a localtunnel client's request */
 	char name_long[254]; /* a domain */
 };
 
@@ -113,12 +119,10 @@ void cp_auth(struct cp_op *op, unsigned need, void (*next)(struct cp_op *op));
 void cp_audit(struct cp_server *s, h2o_req_t *req, const char *event, const char *actor,
 	      const char *detail);
 
-/* Session records (cp_api.c): encode ps into op->blob, then write it with
- * its stream event in one MULTI; done gets the EXEC reply. */
-enum { CP_REC_DELETED = 0, CP_REC_CREATED = 1, CP_REC_UPDATED = 2 };
+/* Session records (cp_api.c): encode ps into op->blob, then change the
+ * stored record with its stream event. */
 struct pr_session;
 int cp_encode_record(struct cp_op *op, const struct pr_session *ps);
-void cp_write_record(struct cp_op *op, const struct pr_session *ps, int how, cp_rdb_cb done);
 /* An existing record changed (deleting: a tombstone), written only if it is
  * still at read_rev and not deleted; free_name: release the session's name
  * if it still holds it. Check the reply with cp_update_result. */
@@ -136,8 +140,5 @@ int cp_api_keys(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_l
 int cp_api_localtunnel(struct cp_server *s, h2o_req_t *req, const char *name, size_t len);
 /* The relays' counters: start the XREAD loop on s->stats_db. */
 void cp_api_follow_stats(struct cp_server *s);
-
-/* 1 when a and b are equal, in time independent of where they differ. */
-int cp_ct_equal(const char *a, size_t la, const char *b, size_t lb);
 
 #endif

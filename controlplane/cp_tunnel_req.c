@@ -3,8 +3,8 @@
  */
 #include "cp_tunnel_req.h"
 #include "pr_msg.h"
+#include "pr_state.h"
 
-#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -173,29 +173,6 @@ static int parse_auth(json_t *a, struct cp_tunnel_req *out, struct cp_err *err)
 	return fail(err, 400, "invalid_value", "auth.type must be \"basic\" or \"bearer\"");
 }
 
-/* One address or CIDR block, IPv4 or IPv6. */
-static int cidr_ok(const char *s)
-{
-	char addr[64];
-	const char *slash = strchr(s, '/');
-	size_t n = slash ? (size_t)(slash - s) : strlen(s);
-	unsigned char buf[16];
-	int v6 = memchr(s, ':', n) != NULL;
-	char *end;
-	long bits;
-
-	if (n == 0 || n >= sizeof(addr))
-		return 0;
-	memcpy(addr, s, n);
-	addr[n] = '\0';
-	if (inet_pton(v6 ? AF_INET6 : AF_INET, addr, buf) != 1)
-		return 0;
-	if (slash == NULL)
-		return 1;
-	bits = strtol(slash + 1, &end, 10);
-	return slash[1] && *end == '\0' && bits >= 0 && bits <= (v6 ? 128 : 32);
-}
-
 /* allowIps / denyIps: an array of addresses or CIDR blocks, joined by ','. */
 static int get_ips(json_t *o, const char *name, char *out, size_t cap, struct cp_err *err)
 {
@@ -212,7 +189,7 @@ static int get_ips(json_t *o, const char *name, char *out, size_t cap, struct cp
 		const char *s = json_string_value(v);
 		size_t n = s ? strlen(s) : 0;
 
-		if (s == NULL || !cidr_ok(s))
+		if (s == NULL || pr_cidr_parse(s, n, &(struct pr_cidr){0}) < 0)
 			return fail(err, 400, "invalid_value",
 				    "%s[%zu] must be an IP address or CIDR block (10.0.0.0/8, "
 				    "2001:db8::/32)",
@@ -402,5 +379,8 @@ int cp_err_json(const struct cp_err *e, char *out, size_t cap)
 		return -1;
 	n = json_dumpb(o, out, cap, JSON_COMPACT);
 	json_decref(o);
-	return n == 0 || n >= cap ? -1 : (int)n;
+	if (n == 0 || n >= cap)
+		return -1;
+	out[n] = '\0'; /* json_dumpb writes no terminator */
+	return (int)n;
 }

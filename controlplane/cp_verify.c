@@ -6,10 +6,10 @@
  */
 #include "cp_verify.h"
 #include "sl_net.h"
+#include "sl_time.h"
 
 #include <arpa/nameser.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -18,19 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
 #define HTTP_MAX 16384
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* The TXT strings of one record, concatenated, into out. */
 static void txt_of(const ns_rr *rr, char *out, size_t cap)
@@ -136,9 +126,7 @@ static int dial(const char *addr, int timeout_ms, int public, char *why, size_t 
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
-	struct pollfd pfd;
-	int fd, err = 0;
-	socklen_t el = sizeof(err);
+	int fd;
 
 	if (sl_addr_parse(addr, &ss, &len) < 0) {
 		snprintf(why, cap, "cannot resolve %s", addr);
@@ -148,28 +136,16 @@ static int dial(const char *addr, int timeout_ms, int public, char *why, size_t 
 		snprintf(why, cap, "%s resolves to an internal address: refused", addr);
 		return -1;
 	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
+	fd = sl_connect_tcp(&ss, len, timeout_ms);
+	if (fd < 0) {
+		snprintf(why, cap, "cannot connect to %s: %s", addr, strerror(-fd));
 		return -1;
-	if (connect(fd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS)
-		goto fail;
-	pfd = (struct pollfd){.fd = fd, .events = POLLOUT};
-	if (poll(&pfd, 1, timeout_ms) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 ||
-	    err != 0) {
-		errno = err ? err : ETIMEDOUT;
-		goto fail;
 	}
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	return fd;
-fail:
-	snprintf(why, cap, "cannot connect to %s: %s", addr, strerror(errno));
-	close(fd);
-	return -1;
 }
 
 static void verify_http(const struct cp_verify_req *q, struct cp_verify_result *out)
 {
-	struct timeval tv = {q->timeout_ms / 1000, (q->timeout_ms % 1000) * 1000};
 	char addr[300], req[600], *resp = malloc(HTTP_MAX), *body;
 	uint64_t deadline;
 	size_t got = 0;
@@ -183,9 +159,7 @@ static void verify_http(const struct cp_verify_req *q, struct cp_verify_result *
 		snprintf(addr, sizeof(addr), "%s:80", q->domain);
 	if ((fd = dial(addr, q->timeout_ms, q->connect[0] == '\0', out->why, sizeof(out->why))) < 0)
 		goto out;
-	deadline = now_ms() + (uint64_t)q->timeout_ms;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	deadline = sl_mono_ms() + (uint64_t)q->timeout_ms;
 	n = snprintf(req, sizeof(req),
 		     "GET " CP_CHALLENGE_PATH "%s HTTP/1.1\r\nHost: %s\r\n"
 		     "User-Agent: sluice-control (domain check)\r\nConnection: close\r\n\r\n",
@@ -198,7 +172,7 @@ static void verify_http(const struct cp_verify_req *q, struct cp_verify_result *
 	/* Bounded by HTTP_MAX and one deadline for the whole answer: a server
 	 * dribbling a byte at a time must not hold the thread. */
 	while (got + 1 < HTTP_MAX) {
-		uint64_t now = now_ms();
+		uint64_t now = sl_mono_ms();
 		struct pollfd pfd = {.fd = fd, .events = POLLIN};
 
 		if (now >= deadline || poll(&pfd, 1, (int)(deadline - now)) != 1 ||

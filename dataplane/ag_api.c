@@ -41,21 +41,15 @@ static int dial(const char *hostport, int timeout_ms, char *err, size_t cap)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
-	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
 	int fd;
 
 	if (sl_addr_parse(hostport, &ss, &len) < 0) {
 		snprintf(err, cap, "cannot resolve the API host %s", hostport);
 		return -EINVAL;
 	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&ss, len) < 0) {
-		snprintf(err, cap, "cannot reach the API at %s: %s", hostport, strerror(errno));
-		close(fd);
+	fd = sl_connect_tcp(&ss, len, timeout_ms);
+	if (fd < 0) {
+		snprintf(err, cap, "cannot reach the API at %s: %s", hostport, strerror(-fd));
 		return -EAGAIN;
 	}
 	return fd;

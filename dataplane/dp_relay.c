@@ -35,6 +35,7 @@
 #include "dp_tunnel.h"
 #include "pr_msg.h"
 #include "pr_token.h"
+#include "sl_bytes.h"
 #include "sl_cli.h"
 #include "sl_log.h"
 #include "sl_net.h"
@@ -279,12 +280,7 @@ static void random_alnum(char *out, size_t n)
 
 static int ct_equal(const char *a, const char *b)
 {
-	size_t la = strlen(a), lb = strlen(b);
-	unsigned char d = (unsigned char)(la != lb);
-
-	for (size_t i = 0; i < la && i < lb; i++)
-		d |= (unsigned char)(a[i] ^ b[i]);
-	return d == 0;
+	return sl_ct_equal(a, strlen(a), b, strlen(b));
 }
 
 /* ---- tunnel references ---- */
@@ -650,7 +646,6 @@ static int share_token_ok(struct relay *r, const struct dp_tunnel *t, const char
 	char sid[33], share[33];
 	struct pr_session rec;
 	uint64_t expires;
-	size_t n;
 
 	if (key == NULL ||
 	    pr_share_verify((const uint8_t *)key, strlen(key), tok, len, (uint64_t)time(NULL), sid,
@@ -658,11 +653,7 @@ static int share_token_ok(struct relay *r, const struct dp_tunnel *t, const char
 	    strcmp(sid, t->sid) != 0 || dp_state_get(&r->sh->state, sid, &rec) < 0)
 		return 0;
 	/* The session's record lists the revoked share ids. */
-	n = strlen(share);
-	for (const char *s = rec.revoked_shares; (s = strstr(s, share)) != NULL; s += n)
-		if ((s == rec.revoked_shares || s[-1] == ',') && (s[n] == ',' || s[n] == '\0'))
-			return 0;
-	return 1;
+	return !pr_list_has(rec.revoked_shares, share);
 }
 
 /*
@@ -2262,13 +2253,21 @@ static void expire_timed(struct relay *r)
 	}
 }
 
+static void kill_tunnel(struct relay *r, struct dp_tunnel *t, const char *why);
+
 static void sweep_tunnels(struct relay *r)
 {
 	struct dp_tunnel *t, *next;
 	struct pr_msg ping = {.type = PR_PING};
+	uint64_t now_s = (uint64_t)time(NULL);
 
 	for (t = r->tunnels.all; t; t = next) {
 		next = t->next;
+		/* A control-plane session ends at its expiry second. */
+		if (t->managed && now_s >= t->expires) {
+			kill_tunnel(r, t, "expired");
+			continue;
+		}
 		if (t->ctrl != DP_NIL) {
 			if (r->now_ms - t->last_rx_ms > r->cfg->dead_ms) {
 				sl_warn("tunnel %s: agent missed its heartbeats; closing", t->name);
@@ -2405,22 +2404,19 @@ static void open_lt_sessions(struct relay *r)
 	free(sc.v);
 }
 
-/* Tunnels of control-plane sessions: closed at expiry, and when the table
- * says a session stopped being usable (checked only when it changed). */
+/* Tunnels of control-plane sessions the table says stopped being usable
+ * (checked only when it changed; expiry is the sweep's). */
 static void check_sessions(struct relay *r)
 {
 	uint64_t now = (uint64_t)time(NULL), gen = atomic_load(&r->sh->state.revoked);
-	int recheck = gen != r->revoked_seen;
 	struct dp_tunnel *t, *next;
 
+	if (gen == r->revoked_seen)
+		return;
 	r->revoked_seen = gen;
 	for (t = r->tunnels.all; t; t = next) {
 		next = t->next;
-		if (!t->managed)
-			continue;
-		if (now >= t->expires)
-			kill_tunnel(r, t, "expired");
-		else if (recheck && !dp_state_usable(&r->sh->state, t->sid, t->tok_epoch, now))
+		if (t->managed && !dp_state_usable(&r->sh->state, t->sid, t->tok_epoch, now))
 			kill_tunnel(r, t, "revoked");
 	}
 }

@@ -10,6 +10,7 @@
  * (their retention ran out) vanish from the table at the next snapshot.
  */
 #include "dp_state.h"
+#include "sl_bytes.h"
 #include "sl_log.h"
 #include "sl_redis.h"
 
@@ -40,18 +41,9 @@ struct dp_state_ent {
 	struct dp_state_ent *next;
 };
 
-static uint32_t hash_sid(const char *s)
-{
-	uint32_t h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (uint8_t)*s) * 16777619u;
-	return h;
-}
-
 static struct dp_state_ent **slot_of(struct dp_state *st, const char *sid)
 {
-	struct dp_state_ent **pp = &st->buckets[hash_sid(sid) % st->nbuckets];
+	struct dp_state_ent **pp = &st->buckets[sl_fnv1a(sid, strlen(sid)) % st->nbuckets];
 
 	while (*pp && strcmp((*pp)->s.sid, sid) != 0)
 		pp = &(*pp)->next;
@@ -66,15 +58,6 @@ static uint64_t wall_ms(void)
 	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
 }
 
-static uint32_t hash_n(const char *s, size_t n)
-{
-	uint32_t h = 2166136261u;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (uint8_t)s[i]) * 16777619u;
-	return h;
-}
-
 /* The domain index follows the record: out of its chain, then into the
  * chain of its (new) domain while it is active. Under the write lock. */
 static void domain_unlink(struct dp_state *st, struct dp_state_ent *e)
@@ -83,7 +66,7 @@ static void domain_unlink(struct dp_state *st, struct dp_state_ent *e)
 
 	if (!e->in_dom)
 		return;
-	pp = &st->dbuckets[hash_n(e->s.domain, strlen(e->s.domain)) % st->nbuckets];
+	pp = &st->dbuckets[sl_fnv1a(e->s.domain, strlen(e->s.domain)) % st->nbuckets];
 	while (*pp && *pp != e)
 		pp = &(*pp)->dnext;
 	if (*pp)
@@ -97,7 +80,7 @@ static void domain_link(struct dp_state *st, struct dp_state_ent *e)
 
 	if (!e->s.domain[0] || e->s.status != PR_SS_ACTIVE)
 		return;
-	pp = &st->dbuckets[hash_n(e->s.domain, strlen(e->s.domain)) % st->nbuckets];
+	pp = &st->dbuckets[sl_fnv1a(e->s.domain, strlen(e->s.domain)) % st->nbuckets];
 	e->dnext = *pp;
 	*pp = e;
 	e->in_dom = 1;
@@ -512,7 +495,7 @@ int dp_state_by_domain(struct dp_state *st, const char *host, size_t len, struct
 	struct dp_state_ent *e;
 
 	pthread_rwlock_rdlock(&st->lock);
-	e = st->dbuckets[hash_n(host, len) % st->nbuckets];
+	e = st->dbuckets[sl_fnv1a(host, len) % st->nbuckets];
 	while (e && (strlen(e->s.domain) != len || memcmp(e->s.domain, host, len) != 0))
 		e = e->dnext;
 	if (e)

@@ -4,6 +4,7 @@
  * DNS labels, so a simple hash is enough), plus a list for periodic sweeps.
  */
 #include "dp_tunnel.h"
+#include "sl_bytes.h"
 
 #include <arpa/inet.h>
 
@@ -12,15 +13,6 @@
 #include <string.h>
 
 #define TOMB ((struct dp_tunnel *)1)
-
-static uint32_t hash(const char *s, size_t n)
-{
-	uint32_t h = 2166136261u;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)s[i]) * 16777619u;
-	return h;
-}
 
 int dp_tunnels_init(struct dp_tunnels *ts, uint32_t cap)
 {
@@ -67,7 +59,7 @@ static const char *sid_of(const struct dp_tunnel *t)
 static struct dp_tunnel **lookup(struct dp_tunnel **tab, uint32_t cap, key_fn key, const char *k,
 				 size_t n)
 {
-	uint32_t mask = cap - 1, i = hash(k, n) & mask;
+	uint32_t mask = cap - 1, i = sl_fnv1a(k, n) & mask;
 
 	for (uint32_t probe = 0; probe < cap; probe++, i = (i + 1) & mask) {
 		struct dp_tunnel *t = tab[i];
@@ -82,7 +74,7 @@ static struct dp_tunnel **lookup(struct dp_tunnel **tab, uint32_t cap, key_fn ke
 
 static void insert(struct dp_tunnel **tab, uint32_t cap, key_fn key, struct dp_tunnel *t)
 {
-	uint32_t mask = cap - 1, i = hash(key(t), strlen(key(t))) & mask;
+	uint32_t mask = cap - 1, i = sl_fnv1a(key(t), strlen(key(t))) & mask;
 
 	while (tab[i] != NULL && tab[i] != TOMB)
 		i = (i + 1) & mask;
@@ -199,7 +191,7 @@ void dp_owners_free(struct dp_owners *o)
 static struct dp_owner_ent **owner_slot(struct dp_owners *o, int is_sid, const char *key,
 					size_t len)
 {
-	struct dp_owner_ent **pp = &o->buckets[hash(key, len) % o->nbuckets];
+	struct dp_owner_ent **pp = &o->buckets[sl_fnv1a(key, len) % o->nbuckets];
 
 	/* Bounded by the bucket's length: every entry is visited once. */
 	for (; *pp; pp = &(*pp)->next)
@@ -276,38 +268,7 @@ void dp_owners_release(struct dp_owners *o, const char *name, const char *sid, i
 
 /* ---- client address lists ---- */
 
-static int cidr_parse(const char *s, size_t n, struct dp_cidr *c)
-{
-	char addr[64];
-	const char *slash = memchr(s, '/', n);
-	size_t alen = slash ? (size_t)(slash - s) : n;
-	long bits;
-
-	if (alen == 0 || alen >= sizeof(addr))
-		return -1;
-	memcpy(addr, s, alen);
-	addr[alen] = '\0';
-	c->v6 = memchr(addr, ':', alen) != NULL;
-	if (inet_pton(c->v6 ? AF_INET6 : AF_INET, addr, c->addr) != 1)
-		return -1;
-	bits = c->v6 ? 128 : 32;
-	if (slash) {
-		char num[8];
-		size_t nl = n - alen - 1;
-
-		if (nl == 0 || nl >= sizeof(num))
-			return -1;
-		memcpy(num, slash + 1, nl);
-		num[nl] = '\0';
-		bits = strtol(num, NULL, 10);
-		if (bits < 0 || bits > (c->v6 ? 128 : 32))
-			return -1;
-	}
-	c->bits = (uint8_t)bits;
-	return 0;
-}
-
-static uint8_t parse_list(const char *s, struct dp_cidr *out)
+static uint8_t parse_list(const char *s, struct pr_cidr *out)
 {
 	uint8_t n = 0;
 
@@ -316,7 +277,7 @@ static uint8_t parse_list(const char *s, struct dp_cidr *out)
 		const char *comma = strchr(s, ',');
 		size_t len = comma ? (size_t)(comma - s) : strlen(s);
 
-		if (cidr_parse(s, len, &out[n]) == 0)
+		if (pr_cidr_parse(s, len, &out[n]) == 0)
 			n++;
 		s += len + (comma ? 1 : 0);
 	}
@@ -337,7 +298,7 @@ struct dp_acl *dp_acl_parse(const char *allow, const char *deny)
 	return a;
 }
 
-static int cidr_match(const struct dp_cidr *c, const uint8_t *addr, int v6)
+static int cidr_match(const struct pr_cidr *c, const uint8_t *addr, int v6)
 {
 	uint8_t full = c->bits / 8, rest = c->bits % 8;
 

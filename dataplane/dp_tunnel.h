@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "pr_msg.h"
+#include "pr_state.h"
 
 /*
  * Ownership: the relay allocates a tunnel and adds it here; removal only
@@ -52,13 +53,9 @@ struct dp_tunnel {
 /* Client addresses a session allows and refuses (CIDR blocks). Ownership:
  * the tunnel's, freed with it. */
 #define DP_ACL_MAX 16
-struct dp_cidr {
-	uint8_t v6, bits;
-	uint8_t addr[16];
-};
 struct dp_acl {
 	uint8_t nallow, ndeny;
-	struct dp_cidr allow[DP_ACL_MAX], deny[DP_ACL_MAX];
+	struct pr_cidr allow[DP_ACL_MAX], deny[DP_ACL_MAX];
 };
 
 /* Parse the record's comma-joined lists into a new acl; NULL when both are

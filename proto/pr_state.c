@@ -12,7 +12,9 @@
 #include "pr_state.h"
 #include "pr_mp.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -267,4 +269,44 @@ int pr_stats_decode(const char *buf, size_t len, struct pr_stats *s)
 {
 	memset(s, 0, sizeof(*s));
 	return decode(&stats_schema, buf, len, s);
+}
+
+int pr_list_has(const char *list, const char *id)
+{
+	size_t n = strlen(id);
+
+	/* Bounded by the list's length. */
+	for (const char *p = list; n && (p = strstr(p, id)) != NULL; p += n)
+		if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+			return 1;
+	return 0;
+}
+
+int pr_cidr_parse(const char *s, size_t n, struct pr_cidr *c)
+{
+	char buf[72], *end;
+	const char *slash;
+	size_t alen;
+	long bits;
+
+	if (n == 0 || n >= sizeof(buf))
+		return -1;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	slash = strchr(buf, '/');
+	alen = slash ? (size_t)(slash - buf) : n;
+	if (alen == 0 || alen >= 64)
+		return -1;
+	buf[alen] = '\0';
+	c->v6 = memchr(buf, ':', alen) != NULL;
+	if (inet_pton(c->v6 ? AF_INET6 : AF_INET, buf, c->addr) != 1)
+		return -1;
+	bits = c->v6 ? 128 : 32;
+	if (slash) {
+		bits = strtol(slash + 1, &end, 10);
+		if (slash[1] == '\0' || *end != '\0' || bits < 0 || bits > (c->v6 ? 128 : 32))
+			return -1;
+	}
+	c->bits = (uint8_t)bits;
+	return 0;
 }

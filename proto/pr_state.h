@@ -91,7 +91,23 @@ int pr_stats_encode(const struct pr_stats *s, char *buf, size_t cap);
 /* As pr_session_decode; -EPROTO for a missing or invalid sid, or a missing or empty relay. */
 int pr_stats_decode(const char *buf, size_t len, struct pr_stats *s);
 
-const char *pr_sess_status_name(unsigned st); /* "active", "deleted", "expired", "unknown" */
+const char *pr_sess_status_name(unsigned st);
+
+/* The comma-separated lists of a record ("shr", "ipa", "ipd"), read the same
+ * way by the control plane that writes them and the relays that obey them. */
+/* 1 when id is one of the elements of list. */
+int pr_list_has(const char *list, const char *id);
+
+/* One address or CIDR block of "ipa"/"ipd": "10.0.0.0/8", "2001:db8::/32",
+ * "127.0.0.1" (a whole address). */
+struct pr_cidr {
+	uint8_t v6, bits;
+	uint8_t addr[16];
+};
+/* Parse s[0..n) into *c: 0, or -1 when it is not an IPv4 or IPv6 address
+ * with an optional /bits within the family's width. */
+int pr_cidr_parse(const char *s, size_t n,
+		  struct pr_cidr *c); /* "active", "deleted", "expired", "unknown" */
 
 #ifdef __cplusplus
 }

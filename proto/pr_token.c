@@ -5,6 +5,7 @@
  */
 #include "pr_token.h"
 #include "pr_msg.h"
+#include "sl_bytes.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -153,7 +154,6 @@ static int verify_parts(const uint8_t *key, size_t key_len, const char *prefix, 
 {
 	size_t np = 0, start = 0;
 	char hex[MAC_HEX + 1];
-	unsigned char diff = 0;
 
 	if (key_len < PR_TOKEN_KEY_MIN)
 		return -EINVAL;
@@ -175,9 +175,7 @@ static int verify_parts(const uint8_t *key, size_t key_len, const char *prefix, 
 		return -EBADMSG;
 	if (pr_hmac_hex(key, key_len, tok, (size_t)(part[4] - tok - 1), hex) < 0)
 		return -EINVAL;
-	for (size_t i = 0; i < MAC_HEX; i++)
-		diff |= (unsigned char)(hex[i] ^ part[4][i]);
-	if (diff != 0)
+	if (!sl_ct_equal(hex, MAC_HEX, part[4], MAC_HEX))
 		return -EPERM;
 	if (*expires <= now)
 		return -ETIME;

@@ -1,5 +1,5 @@
 /*
- * test_cp_redis.c: the control plane's Redis address parser accepts the
+ * test_sl_redis.c: the Redis address parser (control plane and relay) accepts the
  * forms managed Redis services hand out and refuses the rest with a reason.
  */
 #include <setjmp.h>
@@ -10,7 +10,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "cp_redis.h"
+#include "sl_redis.h"
 
 static void tcp_forms_parse(void **state)
 {
@@ -74,5 +74,5 @@ int main(void)
 		cmocka_unit_test(unix_form_parses),
 		cmocka_unit_test(bad_forms_refused_with_reason),
 	};
-	return cmocka_run_group_tests_name("cp_redis", tests, NULL, NULL);
+	return cmocka_run_group_tests_name("sl_redis", tests, NULL, NULL);
 }
