@@ -84,6 +84,31 @@ static const struct sl_opt control_opts[] = {
 	 .max = 86400,
 	 .help = "duration of a session that asks for none, seconds",
 	 .env_alias = "SESSION_TIMEOUT"},
+	{.name = "limit-sessions",
+	 .type = SL_OPT_STR,
+	 .def = "10/1h",
+	 .help = "sessions a key may create, COUNT/WINDOW or off (a key's own limits override)",
+	 .check = pr_limit_check},
+	{.name = "limit-requests",
+	 .type = SL_OPT_STR,
+	 .def = "1000/1m",
+	 .help = "HTTP requests per tunnel",
+	 .check = pr_limit_check},
+	{.name = "limit-bandwidth",
+	 .type = SL_OPT_STR,
+	 .def = "1Gi/1h",
+	 .help = "bytes per tunnel, both directions together (over it, transfers slow down)",
+	 .check = pr_limit_check},
+	{.name = "limit-tcp",
+	 .type = SL_OPT_STR,
+	 .def = "600/1m",
+	 .help = "new connections per TCP tunnel",
+	 .check = pr_limit_check},
+	{.name = "limit-key-requests",
+	 .type = SL_OPT_STR,
+	 .def = "off",
+	 .help = "HTTP requests of all of a key's tunnels together, on every relay",
+	 .check = pr_limit_check},
 	{.name = "duration-min",
 	 .type = SL_OPT_INT,
 	 .def = "60",
@@ -216,6 +241,13 @@ static int serve(const struct sl_config *cfg)
 	scfg.max_sessions = sl_config_int(cfg, "max-sessions");
 	scfg.duration_default = (int)sl_config_int(cfg, "session-timeout");
 	scfg.duration_min = (int)sl_config_int(cfg, "duration-min");
+	for (int i = 0; i < CP_LIM_N; i++) {
+		static const char *const opt[CP_LIM_N] = {"limit-sessions", "limit-requests",
+							  "limit-bandwidth", "limit-tcp",
+							  "limit-key-requests"};
+
+		pr_limit_parse(sl_config_str(cfg, opt[i]), &scfg.limits[i], NULL, 0);
+	}
 	scfg.port_min = (int)sl_config_int(cfg, "port-min");
 	scfg.port_max = (int)sl_config_int(cfg, "port-max");
 	scfg.min_relays = (int)sl_config_int(cfg, "min-relays");

@@ -18,6 +18,7 @@
  * relay never sees one without the other.
  */
 #include "cp_keys.h"
+#include "cp_limits.h"
 #include "cp_server.h"
 #include "pr_msg.h"
 #include "pr_state.h"
@@ -123,6 +124,8 @@ static json_t *session_json(const struct cp_server *s, const struct pr_session *
 				    json_pack("{s:s,s:s,s:b}", "domain", ps->domain, "url", curl,
 					      "verified", ps->domain_verified));
 	}
+	if (o)
+		json_object_set_new(o, "limits", cp_limits_session_json(ps));
 	if (o)
 		json_object_set_new(o, "access",
 				    json_pack("{s:s,s:o,s:o}", "auth",
@@ -512,6 +515,8 @@ static void on_custom_domain(void *ud, redisReply *r, const char *err)
 	create_claim(op);
 }
 
+static void create_checked(struct cp_op *op);
+
 static void create_start(struct cp_op *op)
 {
 	struct creating *c = calloc(1, sizeof(*c));
@@ -533,6 +538,12 @@ static void create_start(struct cp_op *op)
 	snprintf(c->ps.allow_ips, sizeof(c->ps.allow_ips), "%s", op->treq.allow_ips);
 	snprintf(c->ps.deny_ips, sizeof(c->ps.deny_ips), "%s", op->treq.deny_ips);
 	memset(op->treq.secret, 0, sizeof(op->treq.secret));
+	cp_limits_begin(op, &c->ps, create_checked);
+}
+
+/* Limits are set and the key may create one more session. */
+static void create_checked(struct cp_op *op)
+{
 	if (op->treq.custom_domain[0]) {
 		/* The domain must be this key's: look it up before the claim. */
 		cp_rdb_cmdf(op->s->db, on_custom_domain, op, "HMGET sl:domain:%s key status",
@@ -1158,6 +1169,9 @@ int cp_api_tunnels(struct cp_server *s, h2o_req_t *req, const char *id, size_t i
 
 	if (id == NULL && is_method(req, "POST"))
 		return tunnels_create(s, req);
+	if (id && id_len > 7 && memcmp(id + id_len - 7, "/limits", 7) == 0 &&
+	    pr_session_id_valid(id, id_len - 7))
+		return cp_limits_route(s, req, id, id_len - 7, 0);
 	if (id && memchr(id, '/', id_len))
 		return shares_route(s, req, id, id_len);
 	if (id && !pr_session_id_valid(id, id_len)) {
@@ -1224,6 +1238,17 @@ static void keys_create(struct cp_op *op)
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "MULTI");
 	cp_rdb_cmdf(op->s->db, NULL, NULL, CP_KEY_HSET_FMT, CP_KEY_HSET_ARGS(&k));
 	cp_rdb_cmdf(op->s->db, NULL, NULL, CP_KEYMETA_HSET_FMT, CP_KEYMETA_HSET_ARGS(&k));
+	if (kr.limits.set) {
+		/* Only the limits set on the key: the rest follow the server's defaults. */
+		json_t *lj = cp_limits_json(kr.limits.v, kr.limits.set);
+		char *text = lj ? json_dumps(lj, JSON_COMPACT) : NULL;
+
+		if (text)
+			cp_rdb_cmdf(op->s->db, NULL, NULL, "HSET sl:keymeta:%s limits %s", k.id,
+				    text);
+		json_object_set_new(op->acc, "limits", lj);
+		free(text);
+	}
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "ZADD sl:keys %llu %s", (unsigned long long)k.created,
 		    k.id);
 	cp_rdb_cmdf(op->s->db, on_key_created, op, "EXEC");
@@ -1327,6 +1352,9 @@ int cp_api_keys(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_l
 	struct cp_op *op;
 	void (*next)(struct cp_op *) = NULL;
 
+	if (id && id_len > 7 && memcmp(id + id_len - 7, "/limits", 7) == 0 &&
+	    cp_key_id_valid(id, id_len - 7))
+		return cp_limits_route(s, req, id, id_len - 7, 1);
 	if (id == NULL && is_method(req, "POST"))
 		next = keys_create;
 	else if (id == NULL && (is_method(req, "GET") || is_method(req, "HEAD")))

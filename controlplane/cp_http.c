@@ -198,6 +198,8 @@ static void op_free(struct cp_op *op)
 		free(op->ids[i]);
 	free(op->ids);
 	free(op->blob_owner);
+	if (op->lim_owned)
+		free(op->lim_ps);
 	json_decref(op->acc);
 	free(op->blob);
 	free(op);
@@ -474,6 +476,8 @@ static int route_metrics(struct cp_server *s, h2o_req_t *req)
 		"sluice_control_keys_total{event=\"revoked\"} %llu\n"
 		"# TYPE sluice_control_stats_folded_total counter\n"
 		"sluice_control_stats_folded_total %llu\n"
+		"# TYPE sluice_control_rate_limited_total counter\n"
+		"sluice_control_rate_limited_total %llu\n"
 		"# TYPE sluice_control_inflight gauge\n"
 		"sluice_control_inflight %llu\n"
 		"# TYPE sluice_control_redis_up gauge\n"
@@ -488,9 +492,9 @@ static int route_metrics(struct cp_server *s, h2o_req_t *req)
 		(unsigned long long)s->m.auth_failures, (unsigned long long)s->m.sessions_created,
 		(unsigned long long)s->m.sessions_deleted, (unsigned long long)s->m.keys_created,
 		(unsigned long long)s->m.keys_revoked, (unsigned long long)s->m.stats_folded,
-		(unsigned long long)s->inflight, cp_rdb_up(s->db), (unsigned long long)rs.commands,
-		(unsigned long long)rs.failures, (unsigned long long)rs.timeouts,
-		(unsigned long long)rs.connects);
+		(unsigned long long)s->m.rate_limited, (unsigned long long)s->inflight,
+		cp_rdb_up(s->db), (unsigned long long)rs.commands, (unsigned long long)rs.failures,
+		(unsigned long long)rs.timeouts, (unsigned long long)rs.connects);
 	send_body(s, req, 200, "text/plain; version=0.0.4", body, (size_t)n);
 	return 0;
 }

@@ -8,6 +8,7 @@
 
 #include <signal.h>
 
+#include "cp_tunnel_req.h"
 #include "sl_redis.h"
 
 struct cp_server;
@@ -32,6 +33,7 @@ struct cp_server_config {
 	int lt_lo, lt_hi;	       /* relay ports for localtunnel clients' sockets */
 	const char *dns_server;	       /* DNS server for TXT challenges, NULL: the system's */
 	const char *challenge_connect; /* where HTTP challenges connect, NULL: the domain */
+	struct pr_limit limits[CP_LIM_N]; /* defaults of sessions and keys (--limit-*) */
 };
 
 /* Create the server and bind its listener; returns 0 or a negative errno. */

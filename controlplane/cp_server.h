@@ -24,7 +24,7 @@
 struct cp_metrics {
 	uint64_t requests, responses[6]; /* responses by status class 1xx..5xx */
 	uint64_t auth_failures, sessions_created, sessions_deleted, keys_created, keys_revoked,
-		stats_folded;
+		stats_folded, rate_limited;
 };
 
 /* Ownership: created by cp_server_create(), freed by cp_server_free(). */
@@ -92,9 +92,15 @@ struct cp_op {
 	json_t *acc; /* a response being gathered */
 	char *blob;  /* an encoded record, or a copy of one read */
 	size_t blob_len;
-	int blob_nil;	     /* the record read was missing */
-	void *blob_owner;    /* a session being created (heap) */
-	int lt;		     /* a localtunnel client's request */
+	int blob_nil;	  /* the record read was missing */
+	void *blob_owner; /* a session being created (heap) */
+	int lt;		  /* a localtunnel client's request */
+	/* Limits (cp_limits.c): the session they are for (owned when
+	 * lim_owned), the key's effective ones, and what runs after. */
+	struct pr_session *lim_ps;
+	int lim_owned;
+	struct cp_limits lim_eff;
+	void (*lim_next)(struct cp_op *op);
 	char name_long[254]; /* a domain */
 };
 

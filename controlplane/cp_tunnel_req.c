@@ -204,12 +204,103 @@ static int get_ips(json_t *o, const char *name, char *out, size_t cap, struct cp
 	return 0;
 }
 
+static int load_object(const char *body, size_t len, json_t **root, struct cp_err *err);
+
+const char *const cp_limit_names[CP_LIM_N] = {"sessions", "requests", "bandwidth", "tcpConnections",
+					      "keyRequests"};
+
+/* One limit: null (none) or {"limit": N >= 0, "window": 1..7 d}; a limit
+ * of 0 is none too. */
+static int parse_limit(json_t *v, const char *name, struct pr_limit *out, struct cp_err *err)
+{
+	static const char *const fields[] = {"limit", "window", NULL};
+	json_t *l, *w;
+
+	*out = (struct pr_limit){0, 0};
+	if (json_is_null(v))
+		return 0;
+	if (!json_is_object(v))
+		return fail(err, 400, "invalid_type",
+			    "limits.%s must be {\"limit\": N, \"window\": seconds} or null", name);
+	if (known_keys(v, fields, "a limit", err) < 0)
+		return -1;
+	l = json_object_get(v, "limit");
+	w = json_object_get(v, "window");
+	if (!json_is_integer(l) || json_integer_value(l) < 0)
+		return fail(err, 400, "invalid_value",
+			    "limits.%s.limit must be an integer of 0 (none) or more", name);
+	out->limit = (uint64_t)json_integer_value(l);
+	if (out->limit == 0)
+		return 0;
+	if (!json_is_integer(w) || json_integer_value(w) < 1 ||
+	    json_integer_value(w) > PR_LIMIT_WINDOW_MAX)
+		return fail(err, 400, "invalid_value",
+			    "limits.%s.window must be an integer of 1 to %u seconds", name,
+			    PR_LIMIT_WINDOW_MAX);
+	out->window = (uint32_t)json_integer_value(w);
+	return 0;
+}
+
+static int parse_limits(json_t *o, unsigned mask, struct cp_limits *out, struct cp_err *err)
+{
+	const char *key;
+	json_t *v;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(o))
+		return fail(err, 400, "invalid_type", "limits must be an object");
+	json_object_foreach(o, key, v)
+	{
+		int i = 0;
+
+		while (i < CP_LIM_N && !((mask >> i) & 1 && strcmp(cp_limit_names[i], key) == 0))
+			i++;
+		if (i == CP_LIM_N)
+			return fail(err, 400, "unknown_field", "unknown limit \"%.64s\"", key);
+		if (parse_limit(v, key, &out->v[i], err) < 0)
+			return -1;
+		out->set |= 1u << i;
+	}
+	return 0;
+}
+
+int cp_limits_parse(const char *body, size_t len, unsigned mask, struct cp_limits *out,
+		    struct cp_err *err)
+{
+	json_t *root;
+	int rc;
+
+	if (load_object(body, len, &root, err) < 0)
+		return -1;
+	rc = parse_limits(root, mask, out, err);
+	json_decref(root);
+	return rc;
+}
+
+json_t *cp_limits_json(const struct pr_limit *v, unsigned mask)
+{
+	json_t *o = json_object();
+
+	for (int i = 0; o && i < CP_LIM_N; i++) {
+		if (!((mask >> i) & 1))
+			continue;
+		json_object_set_new(o, cp_limit_names[i],
+				    v[i].limit ? json_pack("{s:I,s:i}", "limit",
+							   (json_int_t)v[i].limit, "window",
+							   (int)v[i].window)
+					       : json_null());
+	}
+	return o;
+}
+
+#define SESSION_LIMITS ((1u << CP_LIM_REQUESTS) | (1u << CP_LIM_BANDWIDTH) | (1u << CP_LIM_TCP))
+
 static int parse_object(json_t *o, const struct cp_policy *pol, struct cp_tunnel_req *out,
 			struct cp_err *err)
 {
-	static const char *const fields[] = {"port",	     "duration", "subdomain",
-					     "customDomain", "protocol", "auth",
-					     "allowIps",     "denyIps",	 NULL};
+	static const char *const fields[] = {"port",	 "duration", "subdomain", "customDomain",
+					     "protocol", "auth",     "allowIps",  "denyIps",
+					     "limits",	 NULL};
 	uint32_t v;
 	char proto[8];
 
@@ -258,6 +349,9 @@ static int parse_object(json_t *o, const struct cp_policy *pol, struct cp_tunnel
 	if (get_ips(o, "allowIps", out->allow_ips, sizeof(out->allow_ips), err) < 0 ||
 	    get_ips(o, "denyIps", out->deny_ips, sizeof(out->deny_ips), err) < 0)
 		return -1;
+	if (json_object_get(o, "limits") &&
+	    parse_limits(json_object_get(o, "limits"), SESSION_LIMITS, &out->limits, err) < 0)
+		return -1;
 	return 0;
 }
 
@@ -299,11 +393,14 @@ int cp_tunnel_req_parse(const char *body, size_t len, const struct cp_policy *po
 
 static int parse_key_object(json_t *o, struct cp_key_req *out, struct cp_err *err)
 {
-	static const char *const fields[] = {"name", "scopes", NULL};
+	static const char *const fields[] = {"name", "scopes", "limits", NULL};
 	json_t *sc = json_object_get(o, "scopes"), *v;
 	size_t i;
 
 	if (known_keys(o, fields, "the request", err) < 0)
+		return -1;
+	if (json_object_get(o, "limits") &&
+	    parse_limits(json_object_get(o, "limits"), (1u << CP_LIM_N) - 1, &out->limits, err) < 0)
 		return -1;
 	if (json_object_get(o, "name") && get_str(o, "name", out->name, sizeof(out->name), err) < 0)
 		return -1;

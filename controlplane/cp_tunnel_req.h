@@ -19,6 +19,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
+#include "pr_state.h"
+
 #define CP_BODY_MAX	 16384 /* bytes of a request body at most */
 #define CP_SUBDOMAIN_MAX 63    /* one DNS label */
 #define CP_DOMAIN_MAX	 253
@@ -26,6 +30,32 @@
 #define CP_IPS_MAX	 16  /* entries in allowIps or denyIps */
 
 enum cp_tproto { CP_TPROTO_HTTP = 0, CP_TPROTO_TCP = 1 };
+
+/*
+ * Rate limits as the API names them (docs/limits.md), each
+ * {"limit": N, "window": SECONDS} or null (none):
+ *   sessions       session creations of a key            (keys only)
+ *   requests       HTTP requests of one tunnel
+ *   bandwidth      bytes of one tunnel, both directions
+ *   tcpConnections new connections of one TCP tunnel
+ *   keyRequests    HTTP requests of all of a key's tunnels, on every relay
+ *                  (keys only)
+ * A key's requests/bandwidth/tcpConnections are its sessions' defaults and
+ * ceilings. set has a bit per limit given (CP_LIM_*).
+ */
+enum {
+	CP_LIM_SESSIONS,
+	CP_LIM_REQUESTS,
+	CP_LIM_BANDWIDTH,
+	CP_LIM_TCP,
+	CP_LIM_KEY_REQUESTS,
+	CP_LIM_N
+};
+struct cp_limits {
+	struct pr_limit v[CP_LIM_N];
+	unsigned set; /* 1 << CP_LIM_* */
+};
+extern const char *const cp_limit_names[CP_LIM_N];
 enum cp_auth { CP_AUTH_NONE = 0, CP_AUTH_BASIC, CP_AUTH_BEARER };
 
 /* What the operator allows (configurable; cp_policy_default() fills the
@@ -47,6 +77,7 @@ struct cp_tunnel_req {
 	char secret[CP_SECRET_MAX + 1]; /* password or token */
 	char allow_ips[400];		/* comma-joined addresses or CIDR blocks, "" for any */
 	char deny_ips[400];
+	struct cp_limits limits; /* "limits": requests, bandwidth, tcpConnections */
 };
 
 /* An error for the client: HTTP status, a stable code, a message. */
@@ -71,7 +102,15 @@ int cp_subdomain_check(const char *s, const struct cp_policy *pol, struct cp_err
 struct cp_key_req {
 	char name[65];
 	unsigned admin : 1, tunnels : 1;
+	struct cp_limits limits; /* "limits": any of cp_limit_names */
 };
+
+/* {"requests": {...}, ...} with only the limits of mask (1 << CP_LIM_*)
+ * into *out, its set bits marking those present: 0, or -1 with *err. */
+int cp_limits_parse(const char *body, size_t len, unsigned mask, struct cp_limits *out,
+		    struct cp_err *err);
+/* The limits of l (all of mask) as JSON: {"requests": {"limit", "window"} | null, ...}. */
+json_t *cp_limits_json(const struct pr_limit *v, unsigned mask);
 
 /* Parse and check body[0..len) (may be empty). 0, or -1 with *err filled. */
 int cp_key_req_parse(const char *body, size_t len, struct cp_key_req *out, struct cp_err *err);

@@ -223,6 +223,8 @@ void dp_conn_recv(struct dp_io *io, uint32_t c)
 	struct dp_conn *s = &io->conns[c];
 	struct io_uring_sqe *sqe;
 
+	if (s->flags & DP_C_THROTTLE)
+		return; /* dp_conn_throttle(0) resumes it */
 	s->flags &= (uint16_t)~DP_C_PAUSED;
 	if (s->tls && !(s->flags & DP_C_CLOSING))
 		dp_tls_resume(io, c); /* records decrypted or buffered before a pause */
@@ -296,6 +298,25 @@ static void pause_recv(struct dp_io *io, uint32_t c)
 void dp_conn_pause(struct dp_io *io, uint32_t c)
 {
 	pause_recv(io, c);
+}
+
+void dp_conn_throttle(struct dp_io *io, uint32_t c, int on)
+{
+	struct dp_conn *s = &io->conns[c];
+	uint32_t p = s->peer;
+
+	if (on) {
+		pause_recv(io, c);
+		s->flags |= DP_C_THROTTLE;
+		return;
+	}
+	if (!(s->flags & DP_C_THROTTLE))
+		return;
+	s->flags &= (uint16_t)~DP_C_THROTTLE;
+	/* Paused for the partner's full queue too? Then that queue resumes it. */
+	if ((s->flags & DP_C_PAUSED) &&
+	    (p == DP_NIL || io->conns[p].out_bytes <= io->pause_bytes / 2))
+		dp_conn_recv(io, c);
 }
 
 static void kick_send(struct dp_io *io, uint32_t c)

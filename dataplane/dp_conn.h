@@ -39,6 +39,7 @@
 #define DP_C_CONNECTING 0x0800 /* epoll: a connect is in progress */
 #define DP_C_QUEUED_R	0x1000 /* epoll: in the read queue */
 #define DP_C_QUEUED_W	0x2000 /* epoll: in the write queue */
+#define DP_C_THROTTLE	0x8000 /* receiving stopped by the owner (a rate limit) until unthrottled */
 #define DP_C_NETEOF                                                                                \
 	0x4000 /* the network sent FIN (TLS: plaintext may still be pending, so                    \
 		* DP_C_EOF waits until it is delivered) */
@@ -157,8 +158,12 @@ uint32_t dp_conn_new(struct dp_io *io, int fd, uint8_t kind, void *owner);
 void dp_conn_accept(struct dp_io *io, uint32_t c);
 /* Stop receiving on c until dp_conn_recv(). */
 void dp_conn_pause(struct dp_io *io, uint32_t c);
-/* Start (or resume) receiving on c. */
+/* Start (or resume) receiving on c; nothing while c is throttled. */
 void dp_conn_recv(struct dp_io *io, uint32_t c);
+/* Stop (on 1) or allow again (on 0) receiving on c for the owner's own
+ * reasons, whatever the flow control between partners says meanwhile:
+ * receiving resumes at 0 unless the partner's queue is still full. */
+void dp_conn_throttle(struct dp_io *io, uint32_t c, int on);
 /* Connect c's socket to addr; on_connect gets the result. */
 void dp_conn_connect(struct dp_io *io, uint32_t c, const struct sockaddr *addr, socklen_t len);
 

@@ -30,6 +30,7 @@
 #include "dp_relay.h"
 #include "dp_conn.h"
 #include "dp_http.h"
+#include "dp_lease.h"
 #include "dp_state.h"
 #include "dp_tls.h"
 #include "dp_tunnel.h"
@@ -82,6 +83,7 @@ enum {
 	P_RAW,	    /* after an upgrade, or a TCP tunnel: bytes pass untouched */
 	P_DONE,	    /* an error response was queued; the connection closes after it */
 	P_MOVING,   /* leaving for the worker that owns its tunnel */
+	P_LEASE,    /* its head waits (in acc) for a token of its key's shared limit */
 };
 
 #define MAX_HOPS 2 /* a socket handed over more often than this is refused (502) */
@@ -89,8 +91,8 @@ enum {
 #define LINGER_MS 5000 /* after an error response, wait this long for the client to close */
 
 /* HTTP errors the relay answers itself, in /metrics order. */
-enum { E_400, E_404, E_408, E_431, E_501, E_502, E_503, E_401, E_403, E_302, E_COUNT };
-static const int err_status[E_COUNT] = {400, 404, 408, 431, 501, 502, 503, 401, 403, 302};
+enum { E_400, E_404, E_408, E_431, E_501, E_502, E_503, E_401, E_403, E_302, E_429, E_COUNT };
+static const int err_status[E_COUNT] = {400, 404, 408, 431, 501, 502, 503, 401, 403, 302, 429};
 
 /*
  * State of a public connection. Ownership: allocated at accept, freed in
@@ -118,9 +120,10 @@ struct pub {
 	struct pub *tprev, *tnext; /* timed list */
 	int timed;
 	char ip[INET6_ADDRSTRLEN];
-	uint8_t counted;  /* in t->live (started on a data connection) */
-	uint8_t shared;	  /* this request came with a valid share link */
-	uint8_t answered; /* response bytes came from the agent (sent or still queued) */
+	uint8_t counted;    /* in t->live (started on a data connection) */
+	uint8_t shared;	    /* this request came with a valid share link */
+	uint8_t answered;   /* response bytes came from the agent (sent or still queued) */
+	uint64_t parked_ms; /* P_LEASE since (monotonic ms); 0: not parked */
 };
 
 /* One port of --lt-ports: its listener and the tunnel it feeds, if any. */
@@ -177,6 +180,7 @@ struct metrics {
 	uint64_t handoffs_out, handoffs_in, handoffs_failed;
 	uint64_t bytes_in, bytes_out; /* public side, closed connections */
 	uint64_t sessions_closed;     /* tunnels closed: session revoked or expired */
+	uint64_t limited_req, limited_key, limited_tcp, throttles; /* rate limits */
 };
 
 /*
@@ -223,6 +227,8 @@ struct shared {
 	int nready, expected;
 	struct dp_state state; /* sessions followed from Redis, when cfg->redis */
 	int state_on;
+	struct dp_leases leases; /* API keys' shared limits, when cfg->redis */
+	int leases_on;
 };
 
 struct relay {
@@ -232,8 +238,11 @@ struct relay {
 	int idx;	  /* worker index */
 	uint32_t nagents; /* tunnels with a control connection */
 	pthread_t thread;
-	int err;		/* the worker loop's result */
-	struct dp_queue moving; /* sockets waiting to be exported (slot, generation) */
+	int err;		   /* the worker loop's result */
+	struct dp_queue moving;	   /* sockets waiting to be exported (slot, generation) */
+	struct dp_queue throttled; /* sockets paused by a bandwidth limit (slot, generation) */
+	struct dp_queue parked;	   /* P_LEASE public connections (slot, generation) */
+	uint64_t lease_gen_seen, limits_seen, next_park_ms;
 	/* The inbox: handoffs from other workers, under inbox_mu; closed once
 	 * this worker stops taking them. */
 	pthread_mutex_t inbox_mu;
@@ -364,6 +373,174 @@ static void pub_error(struct relay *r, struct pub *p, int e, const char *extra, 
 	 * response is not lost to a reset), for at most LINGER_MS. */
 	set_deadline(r, p, LINGER_MS, E_COUNT);
 	dp_conn_recv(&r->io, p->slot);
+}
+
+/* ---- rate limits (docs/limits.md) ---- */
+
+/* 429 for a request over limit l, with the IETF RateLimit headers: reset_ms
+ * is when the window makes room again. */
+static void pub_429(struct relay *r, struct pub *p, const struct pr_limit *l, uint64_t reset_ms,
+		    uint64_t remaining, const char *what)
+{
+	unsigned long long reset = (reset_ms + 999) / 1000;
+	char extra[400];
+
+	if (reset == 0)
+		reset = 1;
+	snprintf(extra, sizeof(extra),
+		 "Retry-After: %llu\r\nRateLimit-Limit: %llu\r\nRateLimit-Remaining: %llu\r\n"
+		 "RateLimit-Reset: %llu\r\nRateLimit-Policy: %llu;w=%u\r\n",
+		 reset, (unsigned long long)l->limit, (unsigned long long)remaining, reset,
+		 (unsigned long long)l->limit, l->window);
+	pub_error(r, p, E_429, extra,
+		  "rate limit: %s allows %llu requests per %u s; retry in %llu s\n", what,
+		  (unsigned long long)l->limit, l->window, reset);
+}
+
+/*
+ * The request limits of t for one request: the tunnel's own, exact here,
+ * then its key's, shared by relays through leases. 0 to go on, -1 after a
+ * 429, 1 when the request must wait for a lease (parked).
+ */
+static int request_limits(struct relay *r, struct pub *p, struct dp_tunnel *t, int waited)
+{
+	uint64_t now = sl_mono_ms(), reset, left;
+	uint32_t win = t->lim_req.window * 1000;
+
+	if (t->key_req.limit && r->sh->leases_on && t->key_id[0]) {
+		switch (dp_lease_take(&r->sh->leases, t->key_id, &t->key_req, waited, &reset,
+				      &left)) {
+		case DP_LEASE_WAIT: return 1;
+		case DP_LEASE_OVER:
+			r->m.limited_key++;
+			pub_429(r, p, &t->key_req, reset, 0, "this API key");
+			return -1;
+		default: break;
+		}
+	}
+	if (t->lim_req.limit && !dp_window_take(&t->req_w, t->lim_req.limit, win, now, 1)) {
+		r->m.limited_req++;
+		t->limited_req++;
+		pub_429(r, p, &t->lim_req, dp_window_reset_ms(&t->req_w, win, now), 0,
+			"this tunnel");
+		return -1;
+	}
+	return 0;
+}
+
+/* A new TCP client of t: 1 when its connection limit lets it in. */
+static int tcp_limit_ok(struct relay *r, struct dp_tunnel *t)
+{
+	if (t->lim_tcp.limit == 0 ||
+	    dp_window_take(&t->tcp_w, t->lim_tcp.limit, t->lim_tcp.window * 1000, sl_mono_ms(), 1))
+		return 1;
+	r->m.limited_tcp++;
+	t->limited_tcp++;
+	return 0;
+}
+
+static struct dp_tunnel *conn_tunnel(const struct dp_conn *s)
+{
+	if (s->owner == NULL)
+		return NULL;
+	if (s->kind == K_PUBLIC || s->kind == K_PUBLIC_TCP)
+		return ((struct pub *)s->owner)->t;
+	if (s->kind == K_DATA)
+		return ((struct agent *)s->owner)->t;
+	return NULL;
+}
+
+/* len bytes of t's traffic came in on c: over the bandwidth limit, c stops
+ * reading until the bucket allows more (slowed, never cut). */
+static void meter(struct relay *r, uint32_t c, uint32_t len)
+{
+	struct dp_conn *s = dp_c(&r->io, c);
+	struct dp_tunnel *t = conn_tunnel(s);
+
+	if (t == NULL || t->lim_bw.limit == 0 ||
+	    dp_bucket_spend(&t->bw, t->lim_bw.limit, t->lim_bw.window * 1000, sl_mono_ms(), len) ==
+		    0 ||
+	    (s->flags & DP_C_THROTTLE))
+		return;
+	r->m.throttles++;
+	t->throttled++;
+	dp_conn_throttle(&r->io, c, 1);
+	dp_queue_push(&r->throttled, dp_ud(c, s->gen, DP_OP_NONE));
+}
+
+/* Sockets whose tunnel's bucket allows more read again. */
+static void unthrottle(struct relay *r)
+{
+	uint64_t now = sl_mono_ms();
+	uint32_t keep = 0;
+
+	for (uint32_t i = 0; i < r->throttled.len; i++) {
+		uint64_t ud = r->throttled.v[i];
+		uint32_t c = dp_ud_slot(ud);
+		struct dp_conn *s = dp_c(&r->io, c);
+		struct dp_tunnel *t;
+
+		if (s->gen != dp_ud_gen(ud) || s->fd < 0 || !(s->flags & DP_C_THROTTLE))
+			continue;
+		t = conn_tunnel(s);
+		if (t && t->lim_bw.limit &&
+		    dp_bucket_wait_ms(&t->bw, t->lim_bw.limit, t->lim_bw.window * 1000, now) > 0) {
+			r->throttled.v[keep++] = ud;
+			continue;
+		}
+		dp_conn_throttle(&r->io, c, 0);
+	}
+	r->throttled.len = keep;
+}
+
+static void pub_data(struct relay *r, struct pub *p, uint32_t seg);
+
+/* A parked request: its head again, now that a lease came (or it waited
+ * long enough to be decided locally). */
+static void unpark(struct relay *r, struct pub *p)
+{
+	uint32_t seg = dp_seg_copy(&r->io.r, p->acc, p->acc_len);
+
+	p->phase = P_HEAD;
+	p->acc_len = 0;
+	if (seg == DP_NIL) {
+		pub_error(r, p, E_503, NULL, "relay out of memory\n");
+		return;
+	}
+	pub_data(r, p, seg);
+	if ((p->phase == P_HEAD || p->phase == P_BODY_CL || p->phase == P_BODY_CH ||
+	     p->phase == P_RAW) &&
+	    !p->waiting)
+		dp_conn_recv(&r->io, p->slot);
+}
+
+#define PARK_MAX_MS 300 /* a request waits this long for a lease, then is decided locally */
+
+static void run_parked(struct relay *r)
+{
+	uint64_t gen = r->sh->leases_on ? atomic_load(&r->sh->leases.gen) : 0;
+	uint32_t n = r->parked.len;
+	uint64_t *v;
+
+	if (n == 0 || (gen == r->lease_gen_seen && r->now_ms < r->next_park_ms))
+		return;
+	r->lease_gen_seen = gen;
+	r->next_park_ms = r->now_ms + 20;
+	/* unpark() may park again: work on a copy. */
+	if ((v = malloc(n * sizeof(*v))) == NULL)
+		return;
+	memcpy(v, r->parked.v, n * sizeof(*v));
+	r->parked.len = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		struct dp_conn *s = dp_c(&r->io, dp_ud_slot(v[i]));
+		struct pub *p = s->owner;
+
+		if (s->gen != dp_ud_gen(v[i]) || s->fd < 0 || s->kind != K_PUBLIC || p == NULL ||
+		    p->phase != P_LEASE)
+			continue;
+		unpark(r, p);
+	}
+	free(v);
 }
 
 /* ---- data connections ---- */
@@ -562,7 +739,8 @@ static void move_public(struct relay *r, struct pub *p, int w)
 }
 
 /* Route and forward one parsed request head; returns 0, 1 when p moves to
- * another worker (the head goes along), or -1 after an error response. */
+ * another worker (the head goes along), 2 when it waits for a lease (the
+ * head is kept), or -1 after an error response. */
 /* The credentials of a protected URL: the request's Authorization, hashed
  * as the control plane hashed the session's (pr_url_auth_mac), compared in
  * constant time. The secret itself is never stored anywhere. */
@@ -769,6 +947,20 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 			  "the agent for this tunnel is offline; retry shortly\n");
 		return -1;
 	}
+	switch (request_limits(r, p, t,
+			       p->parked_ms && sl_mono_ms() - p->parked_ms >= PARK_MAX_MS)) {
+	case 1:
+		/* Held, reads paused, until a lease of its key's limit arrives. */
+		if (p->parked_ms == 0)
+			p->parked_ms = sl_mono_ms();
+		p->phase = P_LEASE;
+		untime(r, p);
+		dp_conn_pause(&r->io, p->slot);
+		dp_queue_push(&r->parked, dp_ud(p->slot, dp_c(&r->io, p->slot)->gen, DP_OP_NONE));
+		return 2;
+	case -1: return -1;
+	default: p->parked_ms = 0; break;
+	}
 	if (p->t != NULL && (p->t != t || p->epoch != t->epoch))
 		detach(r, p);
 	if (rest_len == 0 || rest[0] != '/') {
@@ -811,7 +1003,8 @@ static int head_error(int err)
 }
 
 /* Parse a head from buf; returns its length, 0 when incomplete, -1 after an
- * error, -2 when the connection moves to another worker. */
+ * error, -2 when the connection moves to another worker or waits for a
+ * lease (nothing of the head consumed). */
 static int try_head(struct relay *r, struct pub *p, const char *buf, size_t len)
 {
 	static _Thread_local struct dp_http_req q; /* large: one per worker thread */
@@ -837,7 +1030,8 @@ static int try_head(struct relay *r, struct pub *p, const char *buf, size_t len)
 		untime(r, p);
 	switch (on_request(r, p, &q)) {
 	case 0: return n;
-	case 1: return -2; /* moving: nothing of the head was consumed */
+	case 1:
+	case 2: return -2; /* moving or parked: nothing of the head was consumed */
 	default: return -1;
 	}
 }
@@ -924,12 +1118,12 @@ static void pub_data(struct relay *r, struct pub *p, uint32_t seg)
 	size_t n = g->len, used;
 	int h;
 
-	if (p->phase == P_MOVING) {
+	if (p->phase == P_MOVING || p->phase == P_LEASE) {
 		stash(r, p, ptr, n); /* bytes that came before the receive stopped */
 		dp_seg_release(&r->io.r, seg);
 		return;
 	}
-	while (n > 0 && p->phase != P_DONE && p->phase != P_MOVING) {
+	while (n > 0 && p->phase != P_DONE && p->phase != P_MOVING && p->phase != P_LEASE) {
 		if (p->phase != P_HEAD) {
 			used = body_take(r, p, ptr, n);
 			if (p->phase == P_DONE)
@@ -1140,6 +1334,16 @@ static void bound_url(struct relay *r, struct dp_tunnel *t, char *url, size_t ca
 		snprintf(url, cap, "http://%s.%s:%d/", t->name, r->cfg->domain, r->http_port);
 }
 
+/* A session's limits onto its tunnel; counts so far are kept. */
+static void set_limits(struct dp_tunnel *t, const struct pr_session *rec)
+{
+	t->lim_req = rec->lim_req;
+	t->lim_bw = rec->lim_bw;
+	t->lim_tcp = rec->lim_tcp;
+	t->key_req = rec->key_req;
+	snprintf(t->key_id, sizeof(t->key_id), "%s", rec->key_id);
+}
+
 /* A new tunnel on this worker, its name claimed across workers. NULL with
  * *code set, or with *elsewhere set when another worker holds the name. */
 static struct dp_tunnel *new_tunnel(struct relay *r, const struct pr_msg *m,
@@ -1163,8 +1367,13 @@ static struct dp_tunnel *new_tunnel(struct relay *r, const struct pr_msg *m,
 		t->tok_epoch = rec->epoch;
 		t->auth = rec->auth;
 		snprintf(t->auth_mac, sizeof(t->auth_mac), "%s", rec->auth_mac);
-	} else
+		set_limits(t, rec);
+	} else {
 		random_alnum(t->sid, 16);
+		t->lim_req = r->cfg->lim_req;
+		t->lim_bw = r->cfg->lim_bw;
+		t->lim_tcp = r->cfg->lim_tcp;
+	}
 	random_alnum(t->key, 32);
 	snprintf(t->token, sizeof(t->token), "%s", m->token);
 	t->proto = m->proto;
@@ -1588,6 +1797,26 @@ static int metrics_text(struct relay *r, char *out, size_t cap)
 	  U(x.m.bytes_in), U(x.m.bytes_out));
 	M("# TYPE sluice_agents_refused_total counter\nsluice_agents_refused_total %llu\n",
 	  U(x.m.agents_refused));
+	M("# TYPE sluice_ratelimited_total counter\n"
+	  "sluice_ratelimited_total{limit=\"tunnel_requests\"} %llu\n"
+	  "sluice_ratelimited_total{limit=\"key_requests\"} %llu\n"
+	  "sluice_ratelimited_total{limit=\"tcp_connections\"} %llu\n"
+	  "sluice_ratelimited_total{limit=\"bandwidth_pauses\"} %llu\n",
+	  U(x.m.limited_req), U(x.m.limited_key), U(x.m.limited_tcp), U(x.m.throttles));
+	if (r->sh->leases_on) {
+		struct dp_leases *l = &r->sh->leases;
+
+		M("# TYPE sluice_ratelimit_global gauge\nsluice_ratelimit_global %d\n"
+		  "# TYPE sluice_ratelimit_relays gauge\nsluice_ratelimit_relays %u\n"
+		  "# TYPE sluice_ratelimit_events_total counter\n"
+		  "sluice_ratelimit_events_total{event=\"lease\"} %llu\n"
+		  "sluice_ratelimit_events_total{event=\"lease_failure\"} %llu\n"
+		  "sluice_ratelimit_events_total{event=\"local_decision\"} %llu\n"
+		  "sluice_ratelimit_events_total{event=\"mode_change\"} %llu\n",
+		  atomic_load(&l->up), l->nrelays, U(atomic_load(&l->leases)),
+		  U(atomic_load(&l->lease_failures)), U(atomic_load(&l->local_decisions)),
+		  U(atomic_load(&l->mode_changes)));
+	}
 	if (r->sh->state_on) {
 		struct dp_state *st = &r->sh->state;
 
@@ -1690,11 +1919,11 @@ static void on_data(struct dp_io *io, uint32_t c, uint32_t seg, uint32_t len)
 	struct relay *r = io->owner;
 	struct dp_conn *s = dp_c(io, c);
 
-	(void)len;
 	switch (s->kind) {
 	case K_PUBLIC: {
 		struct pub *p = s->owner;
 
+		meter(r, c, len); /* request heads and bodies count as they come in */
 		if (p->phase == P_DONE)
 			dp_seg_release(&io->r, seg);
 		else
@@ -1775,7 +2004,7 @@ static void accept_public(struct relay *r, int fd, int tcp, int https, struct dp
 	p->t = t;
 	p->epoch = t->epoch;
 	tunnel_ref(t);
-	if (t->ctrl == DP_NIL || !dp_acl_ok(t->acl, p->ip, p->ipv6)) {
+	if (t->ctrl == DP_NIL || !dp_acl_ok(t->acl, p->ip, p->ipv6) || !tcp_limit_ok(r, t)) {
 		dp_conn_close(&r->io, c);
 		return;
 	}
@@ -2004,7 +2233,7 @@ static void on_forwarded(struct dp_io *io, uint32_t c, uint32_t len)
 	double ms;
 	size_t b;
 
-	(void)len;
+	meter(r, c, len);
 	if (s->kind != K_DATA || s->peer == DP_NIL || dp_c(io, s->peer)->kind != K_PUBLIC)
 		return;
 	p = dp_c(io, s->peer)->owner;
@@ -2421,6 +2650,20 @@ static void check_sessions(struct relay *r)
 	}
 }
 
+/* Sessions whose limits changed (PUT .../limits): their tunnels take them. */
+static void refresh_limits(struct relay *r)
+{
+	uint64_t gen = atomic_load(&r->sh->state.limits_changed);
+	struct pr_session rec;
+
+	if (gen == r->limits_seen)
+		return;
+	r->limits_seen = gen;
+	for (struct dp_tunnel *t = r->tunnels.all; t; t = t->next)
+		if (t->managed && dp_state_get(&r->sh->state, t->sid, &rec) == 0)
+			set_limits(t, &rec);
+}
+
 /* Every second: this worker's session counters, for the state follower. */
 static void publish_counts(struct relay *r)
 {
@@ -2477,6 +2720,7 @@ static void state_work(struct relay *r)
 	uint64_t changed = atomic_load(&r->sh->state.lt_changed);
 
 	check_sessions(r);
+	refresh_limits(r);
 	/* Only localtunnel records matter here: a scan of the whole table per
 	 * change would hold its read lock through a large snapshot and starve
 	 * the follower's writes. */
@@ -2509,6 +2753,10 @@ static void tick(struct relay *r)
 	r->now_ms = sl_mono_ms();
 	if (r->moving.len)
 		run_moves(r);
+	if (r->throttled.len)
+		unthrottle(r);
+	if (r->parked.len)
+		run_parked(r);
 	publish(r);
 	if (r->now_ms < r->next_sweep_ms)
 		return;
@@ -2670,7 +2918,9 @@ static int worker_loop(struct relay *r)
 	int err = 0;
 
 	while (!(r->draining && (public_conns(r) == 0 || r->now_ms >= drain_end))) {
-		if ((err = dp_io_run_once(&r->io, 100)) < 0)
+		/* Throttled or parked sockets are looked at more often. */
+		if ((err = dp_io_run_once(&r->io, r->throttled.len || r->parked.len ? 10 : 100)) <
+		    0)
 			break;
 		tick(r);
 		if (r->idx == 0 && *r->sh->reload) {
@@ -2687,6 +2937,8 @@ static int worker_loop(struct relay *r)
 	close_inbox(r);
 	dp_io_close_all(&r->io, 2000);
 	free(r->moving.v);
+	free(r->throttled.v);
+	free(r->parked.v);
 	dp_io_free(&r->io);
 	dp_tunnels_free(&r->tunnels);
 	return err;
@@ -2799,6 +3051,9 @@ int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop,
 		sh.state.on_change = wake_workers;
 		if ((err = dp_state_start(&sh.state, &sc, collect_counts, &sh)) == 0)
 			sh.state_on = 1;
+		if (err == 0 && (err = dp_leases_start(&sh.leases, cfg->redis, cfg->relay_id,
+						       wake_workers, &sh)) == 0)
+			sh.leases_on = 1;
 	}
 	/* Worker 0 first, alone: a bad option or a taken port fails once, with
 	 * one message, before any thread starts. */
@@ -2831,6 +3086,7 @@ int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop,
 	for (int i = 1; i < started; i++)
 		pthread_join(sh.w[i]->thread, NULL);
 	dp_state_stop(&sh.state); /* its reports read the workers' counters */
+	dp_leases_stop(&sh.leases);
 	for (int i = 0; i < sh.nworkers; i++) {
 		if (sh.w[i] && sh.w[i]->err < 0 && sh.w[i]->err != -ECANCELED && err == 0)
 			err = sh.w[i]->err;

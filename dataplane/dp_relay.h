@@ -8,6 +8,8 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "pr_state.h"
+
 struct dp_relay_config {
 	const char *http;	/* public HTTP listener, host:port */
 	const char *https;	/* public HTTPS listener, or NULL */
@@ -32,6 +34,8 @@ struct dp_relay_config {
 	uint32_t send_zc;		    /* SEND_ZC from this many bytes (io_uring), 0: off */
 	int splice;			    /* splice(2) for bulk transfers */
 	int engine;			    /* enum dp_engine */
+	/* Limits of static-token tunnels (a session's come from its record). */
+	struct pr_limit lim_req, lim_bw, lim_tcp;
 };
 
 /* Load a tokens file: one token per line, '#' comments. Returns 0 or -errno. */

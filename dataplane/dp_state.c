@@ -115,6 +115,11 @@ static void apply(struct dp_state *st, const struct pr_session *s, uint64_t gen)
 		atomic_fetch_add(&st->revoked, 1);
 	if (s->lt_port || e->s.lt_port)
 		atomic_fetch_add(&st->lt_changed, 1);
+	if (was_usable && (memcmp(&s->lim_req, &e->s.lim_req, sizeof(s->lim_req)) ||
+			   memcmp(&s->lim_bw, &e->s.lim_bw, sizeof(s->lim_bw)) ||
+			   memcmp(&s->lim_tcp, &e->s.lim_tcp, sizeof(s->lim_tcp)) ||
+			   memcmp(&s->key_req, &e->s.key_req, sizeof(s->key_req))))
+		atomic_fetch_add(&st->limits_changed, 1);
 	domain_unlink(st, e);
 	e->s = *s;
 	domain_link(st, e);

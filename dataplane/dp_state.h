@@ -48,11 +48,12 @@ struct dp_state {
 	pthread_t thread;
 	int started;
 	atomic_int stop;
-	atomic_uint_fast64_t revoked;	 /* rises when a session stops being usable */
-	atomic_uint_fast64_t changed;	 /* rises with every record applied */
-	atomic_uint_fast64_t lt_changed; /* rises when a localtunnel session's record changes */
-	atomic_int ready;		 /* a snapshot was loaded at least once */
-	atomic_int up;			 /* connected to Redis now */
+	atomic_uint_fast64_t revoked;	     /* rises when a session stops being usable */
+	atomic_uint_fast64_t changed;	     /* rises with every record applied */
+	atomic_uint_fast64_t lt_changed;     /* rises when a localtunnel session's record changes */
+	atomic_uint_fast64_t limits_changed; /* rises when an active session's limits change */
+	atomic_int ready;		     /* a snapshot was loaded at least once */
+	atomic_int up;			     /* connected to Redis now */
 	atomic_uint_fast64_t applied, snapshots, failures, reports;
 	dp_state_collect_fn collect;
 	void *collect_ud;

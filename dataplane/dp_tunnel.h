@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dp_rate.h"
 #include "pr_msg.h"
 #include "pr_state.h"
 
@@ -44,10 +45,19 @@ struct dp_tunnel {
 	uint8_t auth;	    /* enum pr_sess_auth: a protected URL */
 	char auth_mac[65];  /* the session's credential verifier (pr_url_auth_mac) */
 	uint8_t lt; /* a localtunnel client\'s session: raw sockets, no control connection */
-	struct dp_acl *acl;	       /* allowed and refused client addresses, or NULL: anyone */
-	uint32_t refs;		       /* sockets pointing here */
-	int linked;		       /* still in the registry */
-	struct dp_tunnel *prev, *next; /* all tunnels */
+	struct dp_acl *acl; /* allowed and refused client addresses, or NULL: anyone */
+	/* Rate limits (docs/limits.md): the session's, or the relay's defaults
+	 * for a static-token tunnel; enforced here, where all of the tunnel's
+	 * traffic converges. key_id names the key whose shared request limit
+	 * (key_req) is leased from Redis. */
+	struct pr_limit lim_req, lim_bw, lim_tcp, key_req;
+	char key_id[33];
+	struct dp_window req_w, tcp_w;
+	struct dp_bucket bw;
+	uint64_t limited_req, limited_tcp, throttled; /* refusals and pauses */
+	uint32_t refs;				      /* sockets pointing here */
+	int linked;				      /* still in the registry */
+	struct dp_tunnel *prev, *next;		      /* all tunnels */
 };
 
 /* Client addresses a session allows and refuses (CIDR blocks). Ownership:

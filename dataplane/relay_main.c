@@ -5,6 +5,7 @@
 #include "dp_conn.h"
 #include "dp_relay.h"
 #include "dp_tls.h"
+#include "pr_state.h"
 #include "pr_token.h"
 #include "sl_cli.h"
 #include "sl_redis.h"
@@ -79,6 +80,22 @@ static const struct sl_opt relay_opts[] = {
 	{.name = "relay-id",
 	 .type = SL_OPT_STR,
 	 .help = "this relay's name in Redis (default: host name and agent port)"},
+	{.name = "limit-requests",
+	 .type = SL_OPT_STR,
+	 .def = "off",
+	 .help = "requests per tunnel, COUNT/WINDOW (\"1000/1m\"), for static-token tunnels "
+		 "(a session's limits come from the control plane)",
+	 .check = pr_limit_check},
+	{.name = "limit-bandwidth",
+	 .type = SL_OPT_STR,
+	 .def = "off",
+	 .help = "bytes per tunnel, both directions (\"1Gi/1h\"): over it, transfers slow down",
+	 .check = pr_limit_check},
+	{.name = "limit-tcp",
+	 .type = SL_OPT_STR,
+	 .def = "off",
+	 .help = "new connections per TCP tunnel (\"600/1m\")",
+	 .check = pr_limit_check},
 	{.name = "workers",
 	 .type = SL_OPT_INT,
 	 .def = "0",
@@ -280,6 +297,9 @@ static int run(const struct sl_config *cfg)
 
 		rc.workers = cores > 0 ? (uint32_t)(cores < 64 ? cores : 64) : 1;
 	}
+	pr_limit_parse(sl_config_str(cfg, "limit-requests"), &rc.lim_req, NULL, 0);
+	pr_limit_parse(sl_config_str(cfg, "limit-bandwidth"), &rc.lim_bw, NULL, 0);
+	pr_limit_parse(sl_config_str(cfg, "limit-tcp"), &rc.lim_tcp, NULL, 0);
 	rc.engine = strcmp(sl_config_str(cfg, "engine"), "epoll") == 0 ? DP_ENGINE_EPOLL
 								       : DP_ENGINE_URING;
 	if ((err = sessions_config(cfg, &rc, relay_id, sizeof(relay_id))) < 0)

@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <stddef.h>
 #include <string.h>
@@ -43,12 +44,85 @@ struct schema {
 	int (*valid)(const void *rec); /* required fields present and well formed */
 };
 
+int pr_limit_valid(const struct pr_limit *l)
+{
+	return l->limit == 0 || (l->window >= 1 && l->window <= PR_LIMIT_WINDOW_MAX);
+}
+
+/* A whole number with an optional multiplier suffix out of units[]; the
+ * rest of the string must be empty. 0 or -EINVAL. */
+struct unit {
+	const char *suffix;
+	uint64_t mul;
+};
+
+static int parse_scaled(const char *s, size_t n, const struct unit *units, uint64_t *out)
+{
+	uint64_t v = 0;
+	size_t i = 0;
+
+	for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return -EINVAL;
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	}
+	if (i == 0)
+		return -EINVAL;
+	if (i == n) {
+		*out = v;
+		return 0;
+	}
+	for (const struct unit *u = units; u->suffix; u++)
+		if (strlen(u->suffix) == n - i && memcmp(u->suffix, s + i, n - i) == 0) {
+			if (u->mul && v > UINT64_MAX / u->mul)
+				return -EINVAL;
+			*out = v * u->mul;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+int pr_limit_parse(const char *s, struct pr_limit *out, char *why, size_t cap)
+{
+	static const struct unit counts[] = {{"k", 1000},     {"M", 1000000},  {"G", 1000000000},
+					     {"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30},
+					     {NULL, 0}};
+	static const struct unit secs[] = {
+		{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}, {NULL, 0}};
+	const char *slash = s ? strchr(s, '/') : NULL;
+	uint64_t n, w;
+
+	if (s && (strcmp(s, "off") == 0 || strcmp(s, "0") == 0)) {
+		*out = (struct pr_limit){0, 0};
+		return 0;
+	}
+	if (slash == NULL || parse_scaled(s, (size_t)(slash - s), counts, &n) < 0 ||
+	    parse_scaled(slash + 1, strlen(slash + 1), secs, &w) < 0 || w == 0 ||
+	    w > PR_LIMIT_WINDOW_MAX) {
+		snprintf(why, cap,
+			 "a limit is COUNT/WINDOW (\"1000/1m\", \"1Gi/1h\"), the window 1 s to "
+			 "7 d, or \"off\"");
+		return -EINVAL;
+	}
+	*out = (struct pr_limit){n, (uint32_t)w};
+	return 0;
+}
+
+int pr_limit_check(const char *s, char *why, size_t cap)
+{
+	struct pr_limit l;
+
+	return pr_limit_parse(s, &l, why, cap);
+}
+
 static int session_valid(const void *rec)
 {
 	const struct pr_session *s = rec;
 
 	return pr_session_id_valid(s->sid, strlen(s->sid)) && s->rev > 0 &&
-	       pr_label_valid(s->name, strlen(s->name));
+	       pr_label_valid(s->name, strlen(s->name)) && pr_limit_valid(&s->lim_req) &&
+	       pr_limit_valid(&s->lim_bw) && pr_limit_valid(&s->lim_tcp) &&
+	       pr_limit_valid(&s->key_req);
 }
 
 static int stats_valid(const void *rec)
@@ -80,6 +154,14 @@ static const struct field session_fields[] = {
 	SESS(deny_ips, "ipd"),
 	SESS(revoked_shares, "shr"),
 	SESU(domain_verified, "domv", 1),
+	SESU(lim_req.limit, "lrq", UINT64_MAX),
+	SESU(lim_req.window, "lrqw", PR_LIMIT_WINDOW_MAX),
+	SESU(lim_bw.limit, "lbw", UINT64_MAX),
+	SESU(lim_bw.window, "lbww", PR_LIMIT_WINDOW_MAX),
+	SESU(lim_tcp.limit, "ltc", UINT64_MAX),
+	SESU(lim_tcp.window, "ltcw", PR_LIMIT_WINDOW_MAX),
+	SESU(key_req.limit, "krq", UINT64_MAX),
+	SESU(key_req.window, "krqw", PR_LIMIT_WINDOW_MAX),
 };
 
 #define STS(m, k) F_S(struct pr_stats, m, k)

@@ -25,6 +25,13 @@ extern "C" {
 enum pr_sess_status { PR_SS_ACTIVE = 0, PR_SS_DELETED = 1, PR_SS_EXPIRED = 2 };
 enum pr_sess_auth { PR_AUTH_NONE = 0, PR_AUTH_BASIC = 1, PR_AUTH_BEARER = 2 };
 
+/* A rate: at most limit events (or bytes) per window seconds; limit 0: none. */
+struct pr_limit {
+	uint64_t limit;
+	uint32_t window; /* seconds, 1..PR_LIMIT_WINDOW_MAX when limit > 0 */
+};
+#define PR_LIMIT_WINDOW_MAX (7u * 86400u)
+
 /*
  * One session as the control plane knows it. Each field's comment gives its
  * msgpack key. Strings are NUL-terminated; a decoder leaves every absent
@@ -54,6 +61,14 @@ struct pr_session {
 	char revoked_shares[300]; /* "shr", comma-separated ids of revoked share links */
 	uint8_t domain_verified;  /* "domv", 1 once the custom domain passed its challenge: before,
 				     relays route only the challenge path to the session */
+	/* Rate limits (docs/limits.md): at most `limit` per `window` seconds;
+	 * limit 0 is no limit. The relay serving the tunnel enforces the
+	 * per-tunnel ones exactly; key_req spans every tunnel of the session's
+	 * key on every relay (tokens leased from Redis). */
+	struct pr_limit lim_req; /* "lrq", "lrqw": HTTP requests */
+	struct pr_limit lim_bw;	 /* "lbw", "lbww": bytes, both directions together */
+	struct pr_limit lim_tcp; /* "ltc", "ltcw": new TCP connections */
+	struct pr_limit key_req; /* "krq", "krqw": HTTP requests of all the key's tunnels */
 };
 
 /*
@@ -92,6 +107,18 @@ int pr_stats_encode(const struct pr_stats *s, char *buf, size_t cap);
 int pr_stats_decode(const char *buf, size_t len, struct pr_stats *s);
 
 const char *pr_sess_status_name(unsigned st);
+
+/* 1 when l is no limit, or a limit with a window of 1..PR_LIMIT_WINDOW_MAX s. */
+int pr_limit_valid(const struct pr_limit *l);
+
+/* Parse "COUNT/WINDOW" as operators write limits: COUNT a whole number with
+ * an optional k, M, G (x1000) or Ki, Mi, Gi (x1024) suffix, WINDOW a whole
+ * number of seconds with an optional s, m, h or d unit; "off" or "0" is no
+ * limit. Examples: "1000/1m", "1Gi/1h", "10/3600". 0, or -EINVAL with a
+ * reason in why. */
+int pr_limit_parse(const char *s, struct pr_limit *out, char *why, size_t cap);
+/* As a --limit-* option's check (sl_config). */
+int pr_limit_check(const char *s, char *why, size_t cap);
 
 /* The comma-separated lists of a record ("shr", "ipa", "ipd"), read the same
  * way by the control plane that writes them and the relays that obey them. */

@@ -38,6 +38,15 @@ static void full_session(struct pr_session *s)
 	s->auth = PR_AUTH_BEARER;
 	memset(s->auth_user, 'u', sizeof(s->auth_user) - 1);
 	memset(s->auth_mac, 'f', sizeof(s->auth_mac) - 1);
+	s->lt_port = UINT16_MAX;
+	memset(s->allow_ips, '1', sizeof(s->allow_ips) - 1);
+	memset(s->deny_ips, '2', sizeof(s->deny_ips) - 1);
+	memset(s->revoked_shares, 's', sizeof(s->revoked_shares) - 1);
+	s->domain_verified = 1;
+	s->lim_req = (struct pr_limit){UINT64_MAX, PR_LIMIT_WINDOW_MAX};
+	s->lim_bw = (struct pr_limit){UINT64_MAX - 1, PR_LIMIT_WINDOW_MAX};
+	s->lim_tcp = (struct pr_limit){UINT64_MAX - 2, PR_LIMIT_WINDOW_MAX};
+	s->key_req = (struct pr_limit){UINT64_MAX - 3, PR_LIMIT_WINDOW_MAX};
 }
 
 /* Only what is required: sid, rev and name. */
@@ -139,7 +148,7 @@ static void largest_records_fit_the_bound(void **state)
 	(void)state;
 	full_session(&s);
 	full_stats(&st);
-	assert_in_range(pr_session_encode(&s, buf, sizeof(buf)), 1, PR_STATE_MAX / 2);
+	assert_in_range(pr_session_encode(&s, buf, sizeof(buf)), 1, PR_STATE_MAX);
 	assert_in_range(pr_stats_encode(&st, buf, sizeof(buf)), 1, PR_STATE_MAX / 2);
 }
 
@@ -174,7 +183,7 @@ static void encode_refuses_invalid_sessions(void **state)
 
 	(void)state;
 	/* Each case breaks one thing in an otherwise valid record. */
-	for (int c = 0; c < 10; c++) {
+	for (int c = 0; c < 13; c++) {
 		minimal_session(&s);
 		switch (c) {
 		case 0: strcpy(s.sid, "short"); break;
@@ -187,6 +196,9 @@ static void encode_refuses_invalid_sessions(void **state)
 		case 7: s.auth = PR_AUTH_BEARER + 1; break;
 		case 8: memset(s.domain, 'd', sizeof(s.domain)); break; /* no NUL */
 		case 9: memset(s.auth_mac, 'f', sizeof(s.auth_mac)); break;
+		case 10: s.lim_req = (struct pr_limit){5, 0}; break; /* a limit needs a window */
+		case 11: s.lim_bw = (struct pr_limit){5, PR_LIMIT_WINDOW_MAX + 1}; break;
+		case 12: s.key_req = (struct pr_limit){1, 0}; break;
 		}
 		if (pr_session_encode(&s, buf, sizeof(buf)) != -EINVAL)
 			fail_msg("invalid session %d encoded", c);
@@ -463,6 +475,8 @@ static void invalid_values_are_protocol_errors(void **state)
 		U("v", 0),
 		U("v", 2),
 		U("v", UINT64_MAX),
+		U("lrq", 5), /* a limit without its window */
+		U("ltcw", PR_LIMIT_WINDOW_MAX + 1),
 	};
 	static const struct kv bad_stats[] = {
 		S("sid", "abc"),
@@ -689,6 +703,37 @@ static void records_beyond_the_size_bound_are_refused(void **state)
 	assert_int_equal(pr_stats_decode(buf, n, &st), -EMSGSIZE);
 }
 
+static void limits_parse_as_operators_write_them(void **state)
+{
+	static const struct {
+		const char *s;
+		uint64_t limit;
+		uint32_t window;
+	} ok[] = {
+		{"1000/1m", 1000, 60}, {"1Gi/1h", 1ULL << 30, 3600}, {"10/3600", 10, 3600},
+		{"5k/10s", 5000, 10},  {"2M/1d", 2000000, 86400},    {"off", 0, 0},
+		{"0", 0, 0},	       {"7/604800", 7, 604800},
+	};
+	static const char *const bad[] = {"",	   "1000",   "/60",   "10/0",
+					  "10/1w", "10/8d",  "x/1m",  "10/1m ",
+					  "-1/1m", "1Ti/1h", "10//1", "99999999999999999999/1s"};
+	struct pr_limit l;
+	char why[200];
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_LEN(ok); i++) {
+		assert_int_equal(pr_limit_parse(ok[i].s, &l, why, sizeof(why)), 0);
+		assert_true(l.limit == ok[i].limit && l.window == ok[i].window);
+		assert_true(pr_limit_valid(&l));
+	}
+	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+		why[0] = '\0';
+		if (pr_limit_parse(bad[i], &l, why, sizeof(why)) != -EINVAL)
+			fail_msg("limit \"%s\" accepted", bad[i]);
+		assert_non_null(strstr(why, "COUNT/WINDOW"));
+	}
+}
+
 static void status_names(void **state)
 {
 	(void)state;
@@ -724,6 +769,7 @@ int main(void)
 		cmocka_unit_test(nesting_deeper_than_8_is_refused),
 		cmocka_unit_test(records_beyond_the_size_bound_are_refused),
 		cmocka_unit_test(status_names),
+		cmocka_unit_test(limits_parse_as_operators_write_them),
 	};
 	return cmocka_run_group_tests_name("pr_state", tests, NULL, NULL);
 }

@@ -1,0 +1,369 @@
+/*
+ * dp_lease.c: leased tokens of limits shared by relays (see dp_lease.h).
+ */
+#include "dp_lease.h"
+#include "pr_window.h"
+#include "sl_log.h"
+#include "sl_redis.h"
+#include "sl_time.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis.h>
+
+#define LEASE_TURN_MS  50   /* the thread wakes at least this often */
+#define RELAYS_MS      1000 /* how often the live relays are counted */
+#define RELAY_DEAD_MS  5000 /* a relay whose heartbeat is older is not counted */
+#define RETRY_MS       500  /* reconnect interval while Redis is down */
+#define REDIS_TIMEOUT  500
+#define IDLE_DROP_MS   120000 /* an entry unused this long is forgotten */
+#define BATCH_FRACTION 50     /* a batch is at most limit / (this x relays) */
+
+/* One key's lease. Ownership: the table's, under mu. */
+struct dp_lease_ent {
+	struct dp_lease_ent *next;
+	char key_id[33];
+	struct pr_limit lim;
+	uint64_t tokens;	/* leased and not spent */
+	uint64_t expires_ms;	/* monotonic: the tokens' slot ends */
+	uint64_t over_until_ms; /* Redis said no room until then */
+	uint64_t remaining;	/* of the limit, as Redis last said */
+	uint64_t spent;		/* tokens taken since the last lease: the next batch's size */
+	uint64_t last_ms;	/* last take */
+	int wanted;		/* a lease is asked for */
+	struct dp_window local; /* the fail-open share while Redis is down */
+};
+
+static struct dp_lease_ent *find(struct dp_leases *l, const char *key_id)
+{
+	struct dp_lease_ent *e;
+
+	for (e = l->ents; e; e = e->next)
+		if (strcmp(e->key_id, key_id) == 0)
+			return e;
+	if ((e = calloc(1, sizeof(*e))) == NULL)
+		return NULL;
+	snprintf(e->key_id, sizeof(e->key_id), "%s", key_id);
+	e->next = l->ents;
+	l->ents = e;
+	l->nents++;
+	return e;
+}
+
+/* The fail-open decision: this relay's share of the limit, counted here. */
+static enum dp_lease_verdict take_local(struct dp_leases *l, struct dp_lease_ent *e, uint64_t now,
+					uint64_t *reset_ms, uint64_t *remaining)
+{
+	uint64_t share = e->lim.limit / (l->nrelays ? l->nrelays : 1);
+	uint32_t win = e->lim.window * 1000;
+
+	if (share == 0)
+		share = 1;
+	atomic_fetch_add(&l->local_decisions, 1);
+	if (dp_window_take(&e->local, share, win, now, 1)) {
+		*remaining = share - dp_window_used(&e->local, win, now);
+		return DP_LEASE_OK;
+	}
+	*reset_ms = dp_window_reset_ms(&e->local, win, now);
+	*remaining = 0;
+	atomic_fetch_add(&l->refused, 1);
+	return DP_LEASE_OVER;
+}
+
+enum dp_lease_verdict dp_lease_take(struct dp_leases *l, const char *key_id,
+				    const struct pr_limit *lim, int local, uint64_t *reset_ms,
+				    uint64_t *remaining)
+{
+	uint64_t now = sl_mono_ms();
+	enum dp_lease_verdict v = DP_LEASE_WAIT;
+	struct dp_lease_ent *e;
+
+	*reset_ms = 0;
+	*remaining = 0;
+	pthread_mutex_lock(&l->mu);
+	if ((e = find(l, key_id)) == NULL) {
+		pthread_mutex_unlock(&l->mu);
+		return DP_LEASE_OK; /* out of memory: fail open */
+	}
+	e->lim = *lim;
+	e->last_ms = now;
+	if (!atomic_load(&l->up)) {
+		v = take_local(l, e, now, reset_ms, remaining);
+		goto out;
+	}
+	if (e->tokens && now >= e->expires_ms)
+		e->tokens = 0; /* their slot is over: never carried into the next */
+	if (e->tokens) {
+		e->tokens--;
+		e->spent++;
+		*remaining = e->remaining + e->tokens;
+		v = DP_LEASE_OK;
+	} else if (now < e->over_until_ms) {
+		*reset_ms = e->over_until_ms - now;
+		atomic_fetch_add(&l->refused, 1);
+		v = DP_LEASE_OVER;
+	} else if (local) {
+		v = take_local(l, e, now, reset_ms, remaining);
+	}
+	/* Top up before the tokens run out: half a batch left. */
+	if (!e->wanted && now >= e->over_until_ms && e->tokens * 2 <= e->spent + 1) {
+		e->wanted = 1;
+		pthread_cond_signal(&l->cv);
+	}
+out:
+	pthread_mutex_unlock(&l->mu);
+	return v;
+}
+
+/* ---- the lease thread ---- */
+
+struct want {
+	char key_id[33];
+	struct pr_limit lim;
+	uint64_t n;
+};
+
+/* EVAL the window script for one key; 0 with the reply's four numbers, or
+ * -EIO (connection lost) / -EPROTO. */
+static int lease_once(redisContext *rc, const struct want *w, long long out[4])
+{
+	redisReply *r =
+		redisCommand(rc, "EVAL %s 1 sl:rl:kreq:%s %llu %llu %llu", PR_WINDOW_LUA, w->key_id,
+			     (unsigned long long)w->lim.limit,
+			     (unsigned long long)w->lim.window * 1000, (unsigned long long)w->n);
+	int err = 0;
+
+	if (r == NULL)
+		return -EIO;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 4)
+		err = -EPROTO;
+	for (size_t i = 0; err == 0 && i < 4; i++) {
+		if (r->element[i]->type != REDIS_REPLY_INTEGER)
+			err = -EPROTO;
+		else
+			out[i] = r->element[i]->integer;
+	}
+	if (err)
+		sl_warn("ratelimit: lease script: %s",
+			r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+	freeReplyObject(r);
+	return err;
+}
+
+/* The keys that want tokens now, with how many (under mu). */
+static size_t collect(struct dp_leases *l, struct want *w, size_t cap, uint64_t now)
+{
+	struct dp_lease_ent **pp = &l->ents, *e;
+	size_t n = 0;
+
+	while ((e = *pp) != NULL) {
+		if (now - e->last_ms > IDLE_DROP_MS) {
+			*pp = e->next;
+			l->nents--;
+			free(e);
+			continue;
+		}
+		if (e->wanted && n < cap) {
+			uint64_t most = e->lim.limit / ((uint64_t)BATCH_FRACTION * l->nrelays);
+
+			snprintf(w[n].key_id, sizeof(w[n].key_id), "%s", e->key_id);
+			w[n].lim = e->lim;
+			w[n].n = e->spent < 1 ? 1 : e->spent;
+			if (w[n].n > most)
+				w[n].n = most ? most : 1;
+			n++;
+		}
+		pp = &e->next;
+	}
+	return n;
+}
+
+/* A lease's answer into its entry (under mu). */
+static void apply(struct dp_leases *l, const struct want *w, const long long v[4], uint64_t now)
+{
+	struct dp_lease_ent *e = find(l, w->key_id);
+
+	if (e == NULL)
+		return;
+	e->wanted = 0;
+	e->spent = 0;
+	if (now >= e->expires_ms)
+		e->tokens = 0;
+	e->tokens += v[0] > 0 ? (uint64_t)v[0] : 0;
+	e->remaining = v[1] > 0 ? (uint64_t)v[1] : 0;
+	e->expires_ms = now + (v[2] > 0 ? (uint64_t)v[2] : 0);
+	e->over_until_ms =
+		v[0] < (long long)w->n && v[1] <= 0 ? now + (uint64_t)(v[3] > 0 ? v[3] : 1) : 0;
+}
+
+/* Live relays: those that heartbeat lately. -EIO when the connection failed. */
+static int count_relays(struct dp_leases *l, redisContext *rc)
+{
+	struct timespec ts;
+	unsigned long long now;
+	redisReply *r;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (unsigned long long)ts.tv_sec * 1000 + (unsigned long long)ts.tv_nsec / 1000000;
+	r = redisCommand(rc, "ZCOUNT sl:relays %llu +inf", now - RELAY_DEAD_MS);
+	if (r && r->type == REDIS_REPLY_INTEGER) {
+		pthread_mutex_lock(&l->mu);
+		l->nrelays = r->integer > 0 ? (uint32_t)r->integer : 1;
+		pthread_mutex_unlock(&l->mu);
+	}
+	if (r == NULL)
+		return -EIO;
+	freeReplyObject(r);
+	return 0;
+}
+
+static void set_up(struct dp_leases *l, int up, const char *why)
+{
+	if (atomic_exchange(&l->up, up) == up)
+		return;
+	atomic_fetch_add(&l->mode_changes, 1);
+	atomic_fetch_add(&l->gen, 1);
+	if (up)
+		sl_info("audit: ratelimit_global relay=%s: leasing shared limits from Redis again",
+			l->relay_id);
+	else
+		sl_warn("audit: ratelimit_local relay=%s: Redis unreachable (%s): shared limits "
+			"fall back to this relay's share (limit / %u relays)",
+			l->relay_id, why, l->nrelays);
+}
+
+/* One connected session of the thread: lease what is wanted, count relays;
+ * returns when the connection fails or stop is set. */
+static void serve(struct dp_leases *l, redisContext *rc)
+{
+	struct want w[64];
+	uint64_t next_count = 0;
+
+	while (!atomic_load(&l->stop)) {
+		uint64_t now = sl_mono_ms();
+		size_t n;
+		int got = 0;
+
+		if (now >= next_count) {
+			if (count_relays(l, rc) < 0)
+				return;
+			next_count = now + RELAYS_MS;
+		}
+		pthread_mutex_lock(&l->mu);
+		n = collect(l, w, sizeof(w) / sizeof(w[0]), now);
+		if (n == 0) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += LEASE_TURN_MS * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&l->cv, &l->mu, &ts);
+			pthread_mutex_unlock(&l->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&l->mu);
+		for (size_t i = 0; i < n; i++) {
+			long long v[4];
+			int e = lease_once(rc, &w[i], v);
+
+			if (e == -EIO)
+				return;
+			atomic_fetch_add(e ? &l->lease_failures : &l->leases, 1);
+			pthread_mutex_lock(&l->mu);
+			if (e == 0)
+				apply(l, &w[i], v, sl_mono_ms());
+			else {
+				struct dp_lease_ent *en = find(l, w[i].key_id);
+
+				if (en)
+					en->wanted = 0;
+			}
+			pthread_mutex_unlock(&l->mu);
+			got = 1;
+		}
+		if (got) {
+			atomic_fetch_add(&l->gen, 1);
+			if (l->on_lease)
+				l->on_lease(l->ud);
+		}
+	}
+}
+
+static void *lease_thread(void *arg)
+{
+	struct dp_leases *l = arg;
+	struct sl_redis_target t;
+	char why[200];
+
+	sl_redis_url_parse(l->redis, &t, why, sizeof(why));
+	while (!atomic_load(&l->stop)) {
+		redisContext *rc = sl_redis_connect(&t, REDIS_TIMEOUT, why, sizeof(why));
+
+		if (rc) {
+			set_up(l, 1, NULL);
+			serve(l, rc);
+			snprintf(why, sizeof(why), "%s", rc->err ? rc->errstr : "connection lost");
+			redisFree(rc);
+		}
+		if (atomic_load(&l->stop))
+			break;
+		atomic_fetch_add(&l->lease_failures, 1);
+		set_up(l, 0, why);
+		if (l->on_lease)
+			l->on_lease(l->ud); /* parked requests decide locally now */
+		usleep(RETRY_MS * 1000);
+	}
+	memset(t.password, 0, sizeof(t.password));
+	return NULL;
+}
+
+int dp_leases_start(struct dp_leases *l, const char *redis_url, const char *relay_id,
+		    void (*on_lease)(void *ud), void *ud)
+{
+	int e;
+
+	memset(l, 0, sizeof(*l));
+	snprintf(l->redis, sizeof(l->redis), "%s", redis_url);
+	snprintf(l->relay_id, sizeof(l->relay_id), "%s", relay_id);
+	l->nrelays = 1;
+	l->on_lease = on_lease;
+	l->ud = ud;
+	pthread_mutex_init(&l->mu, NULL);
+	pthread_cond_init(&l->cv, NULL);
+	if ((e = pthread_create(&l->thread, NULL, lease_thread, l)) != 0) {
+		pthread_mutex_destroy(&l->mu);
+		pthread_cond_destroy(&l->cv);
+		return -e;
+	}
+	l->started = 1;
+	return 0;
+}
+
+void dp_leases_stop(struct dp_leases *l)
+{
+	struct dp_lease_ent *e, *next;
+
+	if (!l->started)
+		return;
+	atomic_store(&l->stop, 1);
+	pthread_mutex_lock(&l->mu);
+	pthread_cond_signal(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+	pthread_join(l->thread, NULL);
+	for (e = l->ents; e; e = next) {
+		next = e->next;
+		free(e);
+	}
+	l->ents = NULL;
+	pthread_mutex_destroy(&l->mu);
+	pthread_cond_destroy(&l->cv);
+	l->started = 0;
+}
