@@ -526,6 +526,7 @@ static const struct cp_collection collections[] = {
 	{"/api/v1/tunnels", cp_api_tunnels},
 	{"/api/v1/keys", cp_api_keys},
 	{"/api/v1/domains", cp_api_domains},
+	{"/api/v1/relays", cp_api_relays},
 };
 
 static int preflight(struct cp_server *s, h2o_req_t *req)

@@ -144,6 +144,7 @@ int cp_api_domains(struct cp_server *s, h2o_req_t *req, const char *id, size_t i
 int cp_api_tunnels(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
 int cp_api_keys(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
 int cp_api_localtunnel(struct cp_server *s, h2o_req_t *req, const char *name, size_t len);
+int cp_api_relays(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
 /* The relays' counters: start the XREAD loop on s->stats_db. */
 void cp_api_follow_stats(struct cp_server *s);
 

@@ -32,6 +32,8 @@ enum { S_DOWN = 0, S_CONNECTING, S_HELLO, S_BOUND };
 
 #define DCONN_START_MAX 512 /* a longer START is refused (it would be a new protocol version) */
 
+#define SRV(a) (&(a)->cfg->servers[(a)->cur])
+
 /* Data connection states. */
 enum { D_CONNECTING = 0, D_IDLE, D_LOCAL, D_ACTIVE };
 
@@ -56,6 +58,7 @@ struct agent {
 	uint64_t now_ms, last_rx_ms, last_ping_ms, reconnect_at_ms, next_status_ms;
 	uint64_t next_shed_ms; /* shed_memory() */
 	uint32_t backoff_ms;
+	uint32_t cur; /* the relay in use: cfg->servers[cur] */
 	int ever_bound, fatal;
 	uint32_t clen;
 	char cbuf[PR_FRAME_HDR + PR_FRAME_MAX];
@@ -139,7 +142,7 @@ static void open_data(struct agent *a)
 
 	if (a->state != S_BOUND || a->ndata >= a->cfg->max_data)
 		return;
-	if ((fd = new_socket(a, a->cfg->server.ss_family)) < 0)
+	if ((fd = new_socket(a, SRV(a)->addr.ss_family)) < 0)
 		return;
 	if ((d = calloc(1, sizeof(*d))) == NULL) {
 		close(fd);
@@ -154,7 +157,7 @@ static void open_data(struct agent *a)
 	}
 	a->ndata++;
 	a->nidle++;
-	dp_conn_connect(&a->io, c, (struct sockaddr *)&a->cfg->server, a->cfg->server_len);
+	dp_conn_connect(&a->io, c, (struct sockaddr *)&SRV(a)->addr, SRV(a)->len);
 }
 
 static void refill_pool(struct agent *a)
@@ -295,7 +298,8 @@ static void data_connected(struct agent *a, uint32_t c, int res)
 	}
 	((struct dconn *)dp_c(&a->io, c)->owner)->state = D_IDLE;
 	if (a->cfg->tls &&
-	    dp_tls_connect(&a->io, c, a->cfg->tls, a->cfg->server_name, a->tls_session) < 0) {
+	    dp_tls_connect(&a->io, c, a->cfg->tls, (a->cfg->verify_name ? SRV(a)->tls_name : NULL),
+			   a->tls_session) < 0) {
 		dp_conn_close(&a->io, c);
 		return;
 	}
@@ -341,13 +345,20 @@ static void ctrl_lost(struct agent *a, const char *why)
 	a->ctrl = DP_NIL;
 	a->clen = 0;
 	close_idle_data(a);
+	if (a->cfg->nservers > 1) {
+		/* The next relay resumes the session: any relay serves any tunnel. */
+		a->cur = (a->cur + 1) % a->cfg->nservers;
+		dp_tls_session_free(a->tls_session); /* another relay's: no resumption */
+		a->tls_session = NULL;
+		sl_info("next relay: %s", SRV(a)->text);
+	}
 	if (!a->fatal)
 		schedule_reconnect(a, why);
 }
 
 static void connect_ctrl(struct agent *a)
 {
-	int fd = new_socket(a, a->cfg->server.ss_family);
+	int fd = new_socket(a, SRV(a)->addr.ss_family);
 
 	a->reconnect_at_ms = 0;
 	if (fd < 0 || (a->ctrl = dp_conn_new(&a->io, fd, K_CTRL, NULL)) == DP_NIL) {
@@ -356,7 +367,7 @@ static void connect_ctrl(struct agent *a)
 		return;
 	}
 	a->state = S_CONNECTING;
-	dp_conn_connect(&a->io, a->ctrl, (struct sockaddr *)&a->cfg->server, a->cfg->server_len);
+	dp_conn_connect(&a->io, a->ctrl, (struct sockaddr *)&SRV(a)->addr, SRV(a)->len);
 }
 
 static void ctrl_connected(struct agent *a, uint32_t c, int res)
@@ -364,13 +375,14 @@ static void ctrl_connected(struct agent *a, uint32_t c, int res)
 	struct pr_msg m = {.type = PR_HELLO, .version = PR_VERSION};
 
 	if (res < 0) {
-		set_error(a, "relay %s: %s", a->cfg->server_text, strerror(-res));
+		set_error(a, "relay %s: %s", SRV(a)->text, strerror(-res));
 		dp_conn_close(&a->io, c);
 		return;
 	}
 	if (a->cfg->tls &&
-	    dp_tls_connect(&a->io, c, a->cfg->tls, a->cfg->server_name, a->tls_session) < 0) {
-		set_error(a, "relay %s: TLS set-up failed", a->cfg->server_text);
+	    dp_tls_connect(&a->io, c, a->cfg->tls, (a->cfg->verify_name ? SRV(a)->tls_name : NULL),
+			   a->tls_session) < 0) {
+		set_error(a, "relay %s: TLS set-up failed", SRV(a)->text);
 		dp_conn_close(&a->io, c);
 		return;
 	}
@@ -547,13 +559,13 @@ static void on_close(struct dp_io *io, uint32_t c)
 		const char *tls_err = dp_tls_conn_error(io, c);
 
 		if (tls_err && !a->last_error[0])
-			set_error(a, "relay %s: TLS: %s%s", a->cfg->server_text, tls_err,
+			set_error(a, "relay %s: TLS: %s%s", SRV(a)->text, tls_err,
 				  tls_hint(tls_err));
 		else if (!a->cfg->tls && a->state == S_HELLO && !a->last_error[0])
 			set_error(a,
 				  "relay %s closed the connection without answering (a relay "
 				  "with --cert expects TLS: drop --transport tcp)",
-				  a->cfg->server_text);
+				  SRV(a)->text);
 		ctrl_lost(a, a->last_error[0] ? a->last_error : "connection to the relay closed");
 	} else if (s->kind == K_DATA) {
 		struct dconn *d = s->owner;

@@ -11,13 +11,26 @@
 
 #include "pr_msg.h"
 
+#define AG_SERVERS_MAX 8
+
+/* A relay the agent may use; with several, a lost or draining relay makes
+ * the agent resume its session on the next one (same URL). */
+struct ag_server {
+	struct sockaddr_storage addr;
+	socklen_t len;
+	char text[256];
+	char tls_name[256]; /* the name its certificate must carry */
+};
+
 struct ag_config {
-	struct sockaddr_storage server, local;
-	socklen_t server_len, local_len;
-	const char *server_text, *local_text;
+	struct ag_server servers[AG_SERVERS_MAX];
+	uint32_t nservers;
+	struct sockaddr_storage local;
+	socklen_t local_len;
+	const char *local_text;
 	const char *token;
-	void *tls;		 /* WOLFSSL_CTX for the relay link, NULL: plaintext */
-	const char *server_name; /* name the relay's certificate must carry */
+	void *tls;	 /* WOLFSSL_CTX for the relay link, NULL: plaintext */
+	int verify_name; /* check servers[].tls_name (0: --insecure) */
 	const char *name;
 	enum pr_proto proto;
 	uint32_t pool;	   /* idle data connections kept ready */

@@ -25,9 +25,10 @@
 static const struct sl_opt agent_opts[] = {
 	SL_CONFIG_COMMON_OPTS,
 	{.name = "server",
-	 .type = SL_OPT_ADDR,
+	 .type = SL_OPT_STR,
 	 .def = "127.0.0.1:7000",
-	 .help = "relay address for agents"},
+	 .help = "relay address for agents; several, comma-separated: the next one takes over "
+		 "the session when a relay goes away (same URL)"},
 	{.name = "token", .type = SL_OPT_STR, .flags = SL_OPT_F_SECRET, .help = "agent token"},
 	{.name = "name", .type = SL_OPT_STR, .help = "requested name (subdomain)"},
 	{.name = "api",
@@ -163,7 +164,7 @@ static void host_of(const char *addr, char *out, size_t cap)
 }
 
 /* TLS for the relay link, unless --transport tcp; -EINVAL after saying why. */
-static int build_tls(const struct sl_config *cfg, struct ag_config *ac, char *name, size_t cap)
+static int build_tls(const struct sl_config *cfg, struct ag_config *ac)
 {
 	int insecure = (int)sl_config_int(cfg, "insecure");
 
@@ -172,10 +173,15 @@ static int build_tls(const struct sl_config *cfg, struct ag_config *ac, char *na
 			"only)");
 		return 0;
 	}
-	host_of(ac->server_text, name, cap);
-	if (sl_config_str(cfg, "server-name"))
-		snprintf(name, cap, "%s", sl_config_str(cfg, "server-name"));
-	ac->server_name = insecure ? NULL : name;
+	for (uint32_t i = 0; i < ac->nservers; i++) {
+		struct ag_server *sv = &ac->servers[i];
+
+		host_of(sv->text, sv->tls_name, sizeof(sv->tls_name));
+		if (sl_config_str(cfg, "server-name"))
+			snprintf(sv->tls_name, sizeof(sv->tls_name), "%s",
+				 sl_config_str(cfg, "server-name"));
+	}
+	ac->verify_name = !insecure;
 	if (insecure)
 		sl_warn("--insecure: the relay's certificate is not verified (development only)");
 	dp_tls_global_init();
@@ -215,6 +221,39 @@ static const char *api_session(const struct sl_config *cfg, int port)
 	return api_sess.relay;
 }
 
+/* "host:port[,host:port...]" into ac->servers; -EINVAL after saying why. */
+static int parse_servers(const char *list, struct ag_config *ac)
+{
+	const char *p = list;
+
+	ac->nservers = 0;
+	while (*p) {
+		size_t n = strcspn(p, ",");
+		struct ag_server *sv;
+
+		if (ac->nservers == AG_SERVERS_MAX || n == 0 || n >= sizeof(sv->text)) {
+			fprintf(stderr,
+				"sluice: --server takes 1 to %d host:port, comma-separated\n",
+				AG_SERVERS_MAX);
+			return -EINVAL;
+		}
+		sv = &ac->servers[ac->nservers++];
+		snprintf(sv->text, sizeof(sv->text), "%.*s", (int)n, p);
+		if (sl_addr_parse(sv->text, &sv->addr, &sv->len) < 0) {
+			fprintf(stderr, "sluice: cannot resolve --server %s\n", sv->text);
+			return -EINVAL;
+		}
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	if (ac->nservers == 0) {
+		fprintf(stderr, "sluice: --server needs a relay address\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* Fill ac from the configuration; returns 0 or -EINVAL after saying why. */
 static int build_config(const struct sl_config *cfg, int port, struct ag_config *ac, char *local,
 			size_t local_cap)
@@ -223,8 +262,13 @@ static int build_config(const struct sl_config *cfg, int port, struct ag_config 
 	const char *lhost = sl_config_str(cfg, "local-host");
 
 	if (sl_config_str(cfg, "api") != NULL) {
-		if ((server = api_session(cfg, port)) == NULL)
+		const char *relay = api_session(cfg, port);
+
+		if (relay == NULL)
 			return -EINVAL;
+		/* An explicit --server list wins over the relay the API names. */
+		if (sl_config_get(cfg, "server")->src == SL_SRC_DEFAULT)
+			server = relay;
 		ac->token = api_sess.token;
 		ac->name = NULL; /* the session has its name */
 	} else {
@@ -232,15 +276,12 @@ static int build_config(const struct sl_config *cfg, int port, struct ag_config 
 		ac->name = sl_config_str(cfg, "name");
 	}
 	snprintf(local, local_cap, strchr(lhost, ':') ? "[%s]:%d" : "%s:%d", lhost, port);
-	if (sl_addr_parse(server, &ac->server, &ac->server_len) < 0) {
-		fprintf(stderr, "sluice: cannot resolve --server %s\n", server);
+	if (parse_servers(server, ac) < 0)
 		return -EINVAL;
-	}
 	if (sl_addr_parse(local, &ac->local, &ac->local_len) < 0) {
 		fprintf(stderr, "sluice: cannot resolve the local service %s\n", local);
 		return -EINVAL;
 	}
-	ac->server_text = server;
 	ac->local_text = local;
 	ac->proto = strcmp(cfg->args[0], "tcp") == 0 ? PR_PROTO_TCP : PR_PROTO_HTTP;
 	ac->pool = (uint32_t)sl_config_int(cfg, "pool");
@@ -260,8 +301,6 @@ static int build_config(const struct sl_config *cfg, int port, struct ag_config 
 	return 0;
 }
 
-static char server_name[256];
-
 int main(int argc, char **argv)
 {
 	struct sl_config cfg;
@@ -275,7 +314,7 @@ int main(int argc, char **argv)
 	}
 	port = agent_parse_command(&cfg);
 	if (port < 0 || build_config(&cfg, port, &ac, local, sizeof(local)) < 0 ||
-	    build_tls(&cfg, &ac, server_name, sizeof(server_name)) < 0) {
+	    build_tls(&cfg, &ac) < 0) {
 		sl_config_free(&cfg);
 		return SL_EXIT_USAGE;
 	}

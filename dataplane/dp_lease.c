@@ -201,7 +201,8 @@ static void apply(struct dp_leases *l, const struct want *w, const long long v[4
 		v[0] < (long long)w->n && v[1] <= 0 ? now + (uint64_t)(v[3] > 0 ? v[3] : 1) : 0;
 }
 
-/* Live relays: those that heartbeat lately. -EIO when the connection failed. */
+/* Live relays: those that heartbeat lately; and a drain request for this
+ * relay. -EIO when the connection failed. */
 static int count_relays(struct dp_leases *l, redisContext *rc)
 {
 	struct timespec ts;
@@ -218,6 +219,12 @@ static int count_relays(struct dp_leases *l, redisContext *rc)
 	}
 	if (r == NULL)
 		return -EIO;
+	freeReplyObject(r);
+	/* POST /api/v1/relays/{id}/drain leaves its request here. */
+	if ((r = redisCommand(rc, "GETDEL sl:drain:%s", l->relay_id)) == NULL)
+		return -EIO;
+	if (r->type == REDIS_REPLY_STRING)
+		atomic_store(&l->drain_asked, 1);
 	freeReplyObject(r);
 	return 0;
 }

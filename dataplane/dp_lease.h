@@ -48,6 +48,7 @@ struct dp_leases {
 	int started;
 	atomic_int stop;
 	atomic_int up;		  /* leasing from Redis now; 0: local limits */
+	atomic_int drain_asked;	  /* the control plane asked this relay to drain (sl:drain:<id>) */
 	atomic_uint_fast64_t gen; /* rises whenever leases arrive or the mode changes */
 	atomic_uint_fast64_t leases, lease_failures, local_decisions, refused, mode_changes;
 	void (*on_lease)(void *ud); /* leases arrived (the lease thread): wake the workers */

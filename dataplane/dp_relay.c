@@ -29,6 +29,7 @@
  */
 #include "dp_relay.h"
 #include "dp_conn.h"
+#include "dp_cluster.h"
 #include "dp_http.h"
 #include "dp_lease.h"
 #include "dp_state.h"
@@ -66,13 +67,15 @@ enum {
 	K_LISTEN_AGENTS,
 	K_LISTEN_ADMIN,
 	K_LISTEN_TCP,
-	K_LISTEN_LT, /* a localtunnel session's port: its client's raw sockets */
+	K_LISTEN_LT,   /* a localtunnel session's port: its client's raw sockets */
+	K_LISTEN_LINK, /* other relays' forwarded public connections */
 	K_PUBLIC,
 	K_PUBLIC_TCP,
 	K_AGENT_NEW,
 	K_CTRL,
 	K_DATA,
 	K_ADMIN,
+	K_LINK, /* to another relay: a public connection forwarded to its tunnel's relay */
 };
 
 /* Phases of a public connection's request side. */
@@ -83,7 +86,7 @@ enum {
 	P_RAW,	    /* after an upgrade, or a TCP tunnel: bytes pass untouched */
 	P_DONE,	    /* an error response was queued; the connection closes after it */
 	P_MOVING,   /* leaving for the worker that owns its tunnel */
-	P_LEASE,    /* its head waits (in acc) for a token of its key's shared limit */
+	P_PARKED,   /* its head waits (in acc) for a lease, or for where its tunnel is */
 };
 
 #define MAX_HOPS 2 /* a socket handed over more often than this is refused (502) */
@@ -120,10 +123,14 @@ struct pub {
 	struct pub *tprev, *tnext; /* timed list */
 	int timed;
 	char ip[INET6_ADDRSTRLEN];
-	uint8_t counted;    /* in t->live (started on a data connection) */
-	uint8_t shared;	    /* this request came with a valid share link */
-	uint8_t answered;   /* response bytes came from the agent (sent or still queued) */
-	uint64_t parked_ms; /* P_LEASE since (monotonic ms); 0: not parked */
+	uint8_t counted;      /* in t->live (started on a data connection) */
+	uint8_t shared;	      /* this request came with a valid share link */
+	uint8_t answered;     /* response bytes came from the agent (sent or still queued) */
+	uint64_t parked_ms;   /* P_PARKED since (monotonic ms); 0: not parked */
+	uint32_t link;	      /* K_LINK slot this connection is forwarded on, or DP_NIL */
+	uint8_t link_pending; /* came from another relay: its PR_LINK frame comes first */
+	uint8_t link_hops;    /* relays it went through */
+	char link_sid[33];    /* the session it was forwarded for */
 };
 
 /* One port of --lt-ports: its listener and the tunnel it feeds, if any. */
@@ -181,6 +188,7 @@ struct metrics {
 	uint64_t bytes_in, bytes_out; /* public side, closed connections */
 	uint64_t sessions_closed;     /* tunnels closed: session revoked or expired */
 	uint64_t limited_req, limited_key, limited_tcp, throttles; /* rate limits */
+	uint64_t links_out, links_in, links_refused, link_failures, parked_cluster;
 };
 
 /*
@@ -229,6 +237,8 @@ struct shared {
 	int state_on;
 	struct dp_leases leases; /* API keys' shared limits, when cfg->redis */
 	int leases_on;
+	struct dp_cluster cluster; /* registry and tunnel ownership, when cfg->link too */
+	int cluster_on;
 };
 
 struct relay {
@@ -241,8 +251,8 @@ struct relay {
 	int err;		   /* the worker loop's result */
 	struct dp_queue moving;	   /* sockets waiting to be exported (slot, generation) */
 	struct dp_queue throttled; /* sockets paused by a bandwidth limit (slot, generation) */
-	struct dp_queue parked;	   /* P_LEASE public connections (slot, generation) */
-	uint64_t lease_gen_seen, limits_seen, next_park_ms;
+	struct dp_queue parked;	   /* P_PARKED public connections (slot, generation) */
+	uint64_t lease_gen_seen, cluster_gen_seen, limits_seen, next_park_ms;
 	/* The inbox: handoffs from other workers, under inbox_mu; closed once
 	 * this worker stops taking them. */
 	pthread_mutex_t inbox_mu;
@@ -264,7 +274,7 @@ struct relay {
 	struct lt_orphan *lt_orphans;
 	uint32_t nlt_orphans;
 	struct dp_tunnels tunnels;
-	uint32_t l_http, l_https, l_agents, l_admin;
+	uint32_t l_http, l_https, l_agents, l_admin, l_link;
 	struct dp_tls_server tls;      /* when cfg->cert is set */
 	struct dp_tls_stats tls_quiet; /* reload counts of workers other than 0 */
 	int tls_on;
@@ -519,12 +529,15 @@ static void unpark(struct relay *r, struct pub *p)
 static void run_parked(struct relay *r)
 {
 	uint64_t gen = r->sh->leases_on ? atomic_load(&r->sh->leases.gen) : 0;
+	uint64_t cgen = r->sh->cluster_on ? atomic_load(&r->sh->cluster.gen) : 0;
 	uint32_t n = r->parked.len;
 	uint64_t *v;
 
-	if (n == 0 || (gen == r->lease_gen_seen && r->now_ms < r->next_park_ms))
+	if (n == 0 || (gen == r->lease_gen_seen && cgen == r->cluster_gen_seen &&
+		       r->now_ms < r->next_park_ms))
 		return;
 	r->lease_gen_seen = gen;
+	r->cluster_gen_seen = cgen;
 	r->next_park_ms = r->now_ms + 20;
 	/* unpark() may park again: work on a copy. */
 	if ((v = malloc(n * sizeof(*v))) == NULL)
@@ -536,7 +549,7 @@ static void run_parked(struct relay *r)
 		struct pub *p = s->owner;
 
 		if (s->gen != dp_ud_gen(v[i]) || s->fd < 0 || s->kind != K_PUBLIC || p == NULL ||
-		    p->phase != P_LEASE)
+		    p->phase != P_PARKED)
 			continue;
 		unpark(r, p);
 	}
@@ -739,8 +752,9 @@ static void move_public(struct relay *r, struct pub *p, int w)
 }
 
 /* Route and forward one parsed request head; returns 0, 1 when p moves to
- * another worker (the head goes along), 2 when it waits for a lease (the
- * head is kept), or -1 after an error response. */
+ * another worker (the head goes along), 2 when it waits for a lease or for
+ * where its tunnel is (the head is kept), 3 when it goes to another relay
+ * (the caller queues the head as it came), or -1 after an error response. */
 /* The credentials of a protected URL: the request's Authorization, hashed
  * as the control plane hashed the session's (pr_url_auth_mac), compared in
  * constant time. The secret itself is never stored anywhere. */
@@ -882,6 +896,225 @@ static int share_check(struct relay *r, struct pub *p, const struct dp_tunnel *t
 	return 0;
 }
 
+/* ---- other relays: the cluster (docs/cluster.md) ---- */
+
+static int acc_put(struct pub *p, const char *ptr, size_t n);
+
+#define LINK_HOPS_MAX	 2 /* relays a request may be forwarded through */
+#define DRAIN_CLUSTER_MS (DP_CLUSTER_CACHE_MS + 1500)
+
+/* Hold p, reads paused and its head kept, until a lease or an answer about
+ * its tunnel arrives (run_parked); returns 2, on_request's "parked". */
+static int park(struct relay *r, struct pub *p)
+{
+	if (p->parked_ms == 0)
+		p->parked_ms = sl_mono_ms();
+	p->phase = P_PARKED;
+	untime(r, p);
+	dp_conn_pause(&r->io, p->slot);
+	dp_queue_push(&r->parked, dp_ud(p->slot, dp_c(&r->io, p->slot)->gen, DP_OP_NONE));
+	return 2;
+}
+
+/* p goes to the relay at addr on a link connection of its own: raw bytes
+ * both ways once connected (on_link_connected), the head first, as it came.
+ * Returns 3, or -1 after an error response. */
+static int forward_to_peer(struct relay *r, struct pub *p, const struct sockaddr_storage *addr,
+			   socklen_t len, const char *sid)
+{
+	int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+	uint32_t c;
+
+	if (fd < 0 || (c = dp_conn_new(&r->io, fd, K_LINK, p)) == DP_NIL) {
+		pub_error(r, p, E_503, NULL, "relay out of sockets\n");
+		return -1;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (p->t != NULL)
+		detach(r, p); /* a keep-alive request for a tunnel held elsewhere */
+	p->link = c;
+	snprintf(p->link_sid, sizeof(p->link_sid), "%s", sid);
+	p->phase = P_RAW; /* the other relay parses it: bytes pass as they are */
+	dp_conn_pause(&r->io, p->slot);
+	set_deadline(r, p, r->cfg->open_timeout_ms, E_502);
+	dp_conn_connect(&r->io, c, (const struct sockaddr *)addr, len);
+	r->m.links_out++;
+	return 3;
+}
+
+/* A forwarded request whose link failed before a byte went out: its bytes
+ * back into acc, and parked to be routed again. -1 when it may not. */
+static int reroute(struct relay *r, struct pub *p)
+{
+	uint32_t seg;
+
+	if (p->parked_ms == 0)
+		p->parked_ms = sl_mono_ms();
+	if (sl_mono_ms() - p->parked_ms >= r->cfg->open_timeout_ms)
+		return -1;
+	p->acc_len = 0;
+	while ((seg = dp_chain_pop(&r->io.r, &p->held)) != DP_NIL) {
+		struct dp_seg *g = &r->io.r.segs[seg];
+		int e = acc_put(p, g->ptr, g->len);
+
+		dp_seg_release(&r->io.r, seg);
+		if (e < 0)
+			return -1;
+	}
+	untime(r, p);
+	park(r, p);
+	return 0;
+}
+
+/* The link connection c of p is up (or failed): LINK, then p's bytes. */
+static void on_link_connected(struct relay *r, uint32_t c, int res)
+{
+	struct pub *p = dp_c(&r->io, c)->owner;
+	const char *key = r->cfg->session_secret;
+	struct pr_msg m = {.type = PR_LINK, .version = PR_VERSION};
+	uint32_t seg;
+
+	if (p == NULL) {
+		dp_conn_close(&r->io, c);
+		return;
+	}
+	m.epoch = (uint64_t)time(NULL);
+	m.code = (uint32_t)(p->https | (p->link_hops << 1));
+	snprintf(m.text, sizeof(m.text), "%s", p->ip);
+	if (res < 0 || pr_link_sign((const uint8_t *)key, strlen(key), m.epoch, m.text, (int)m.code,
+				    m.token) < 0) {
+		r->m.link_failures++;
+		sl_warn("link to the relay holding session %s failed: %s", p->link_sid,
+			strerror(res < 0 ? -res : EINVAL));
+		dp_cluster_forget(&r->sh->cluster, p->link_sid);
+		dp_c(&r->io, c)->owner = NULL;
+		p->link = DP_NIL;
+		dp_conn_close(&r->io, c);
+		/* Nothing went out yet: route the request again (the tunnel is
+		 * moving, say), within the open timeout. */
+		if (reroute(r, p) < 0)
+			pub_error(r, p, E_502, "Retry-After: 1\r\n",
+				  "the relay holding this tunnel did not answer; retry\n");
+		return;
+	}
+	dp_conn_send_msg(&r->io, c, &m);
+	dp_conn_pair(&r->io, p->slot, c);
+	while ((seg = dp_chain_pop(&r->io.r, &p->held)) != DP_NIL)
+		dp_conn_send_seg(&r->io, c, seg);
+	untime(r, p);
+	/* From here on bytes go straight through, both ways. */
+	dp_c(&r->io, p->slot)->flags &= (uint16_t)~DP_C_INTERCEPT;
+	if (dp_c(&r->io, p->slot)->flags & DP_C_EOF)
+		dp_conn_shutdown(&r->io, c);
+	else
+		dp_conn_recv(&r->io, p->slot);
+	dp_conn_recv(&r->io, c);
+}
+
+/*
+ * A request whose tunnel is not served here, or is but its agent is away:
+ * which relay holds session sid. Returns 3 (forwarded there), 2 (parked:
+ * the answer is on its way, or the agent is between relays, for at most the
+ * open timeout), 0 (nobody: the caller answers) or -1.
+ */
+static int route_cluster(struct relay *r, struct pub *p, const char *sid, int offline)
+{
+	struct sockaddr_storage addr;
+	socklen_t len = 0;
+	uint64_t waited = p->parked_ms ? sl_mono_ms() - p->parked_ms : 0;
+	enum dp_owner_verdict v;
+
+	(void)offline;
+	if (!r->sh->cluster_on)
+		return 0;
+	v = dp_cluster_owner(&r->sh->cluster, sid, p->parked_ms != 0, &addr, &len);
+	if (v == DP_OWN_PEER && p->link_hops < LINK_HOPS_MAX)
+		return forward_to_peer(r, p, &addr, len, sid);
+	if (waited < r->cfg->open_timeout_ms) {
+		if (p->parked_ms == 0)
+			r->m.parked_cluster++;
+		return park(r, p);
+	}
+	p->parked_ms = 0;
+	return 0;
+}
+
+/* A name or session id no worker here holds: a session of the table, held
+ * by another relay? *known says the session exists. */
+static int route_elsewhere(struct relay *r, struct pub *p, const char *name, size_t name_len,
+			   const char *sid, size_t sid_len, int *known)
+{
+	struct pr_session rec;
+	char key[64];
+
+	if (name && name_len < sizeof(key)) {
+		for (size_t i = 0; i < name_len; i++)
+			key[i] = (char)tolower((unsigned char)name[i]);
+		if (dp_state_by_name(&r->sh->state, key, name_len, &rec) < 0)
+			return 0;
+	} else if (sid && sid_len < sizeof(rec.sid)) {
+		memcpy(key, sid, sid_len);
+		key[sid_len] = '\0';
+		if (dp_state_get(&r->sh->state, key, &rec) < 0 || rec.status != PR_SS_ACTIVE)
+			return 0;
+	} else
+		return 0;
+	*known = 1;
+	return route_cluster(r, p, rec.sid, 0);
+}
+
+/*
+ * The first bytes of a connection from another relay: its PR_LINK frame,
+ * proven with the shared secret, says who the client is; what follows is
+ * the client's, parsed as any public connection's. Takes seg.
+ */
+static void link_hello(struct relay *r, struct pub *p, uint32_t seg)
+{
+	struct dp_seg *g = &r->io.r.segs[seg];
+	const char *key = r->cfg->session_secret;
+	unsigned char ip[16];
+	struct pr_msg m;
+	uint32_t rest;
+	int n, bad;
+
+	n = acc_put(p, g->ptr, g->len);
+	dp_seg_release(&r->io.r, seg);
+	if (n < 0 || p->acc_len > DP_HTTP_HEAD_MAX) {
+		dp_conn_close(&r->io, p->slot);
+		return;
+	}
+	if ((n = pr_frame_len(p->acc, p->acc_len)) == 0)
+		return; /* the rest of the frame is on its way */
+	bad = n < 0 || pr_decode(p->acc + PR_FRAME_HDR, (size_t)n - PR_FRAME_HDR, &m) < 0 ||
+	      m.type != PR_LINK || m.version != PR_VERSION || key == NULL ||
+	      strlen(m.text) >= sizeof(p->ip) ||
+	      (inet_pton(AF_INET, m.text, ip) != 1 && inet_pton(AF_INET6, m.text, ip) != 1) ||
+	      pr_link_verify((const uint8_t *)key, strlen(key), m.epoch, m.text, (int)m.code,
+			     m.token, (uint64_t)time(NULL)) < 0;
+	if (bad) {
+		r->m.links_refused++;
+		sl_warn("link connection from %s refused: not another relay of this cluster",
+			p->ip);
+		dp_conn_close(&r->io, p->slot);
+		return;
+	}
+	r->m.links_in++;
+	p->link_pending = 0;
+	snprintf(p->ip, sizeof(p->ip), "%.45s", m.text);
+	p->ipv6 = strchr(p->ip, ':') != NULL;
+	p->https = m.code & 1;
+	p->link_hops = (uint8_t)((m.code >> 1) + 1);
+	rest = p->acc_len - (uint32_t)n;
+	p->acc_len = 0;
+	if (rest == 0)
+		return;
+	if ((seg = dp_seg_copy(&r->io.r, p->acc + n, rest)) == DP_NIL) {
+		pub_error(r, p, E_503, NULL, "relay out of memory\n");
+		return;
+	}
+	pub_data(r, p, seg);
+}
+
 static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *q)
 {
 	const char *name = NULL, *sid = NULL, *rest = q->target;
@@ -889,7 +1122,7 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 	struct dp_http_client cl = {p->ip, p->ipv6, p->https};
 	struct dp_tunnel *t = route_host(r, q, &name, &name_len);
 	struct pr_session crec;
-	int n, custom = 0;
+	int n, custom = 0, known = 0;
 	uint32_t seg;
 
 	if (t == NULL && name == NULL && (custom = route_domain(r, q, &crec)) != 0) {
@@ -907,6 +1140,17 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 			move_public(r, p, w);
 			return 1;
 		}
+	}
+	if (t == NULL && (name || sid) && r->sh->cluster_on) {
+		int rc = route_elsewhere(r, p, name, name_len, sid, sid_len, &known);
+
+		if (rc != 0)
+			return rc;
+	}
+	if (t == NULL && known) {
+		pub_error(r, p, E_502, "Retry-After: 5\r\n",
+			  "the agent for this tunnel is offline; retry shortly\n");
+		return -1;
 	}
 	if (t == NULL) {
 		if (name)
@@ -943,21 +1187,18 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 		return -1;
 	}
 	if (t->ctrl == DP_NIL && !t->lt) {
+		/* Its agent may be moving to another relay (drain, failover). */
+		int rc = t->managed ? route_cluster(r, p, t->sid, 1) : 0;
+
+		if (rc != 0)
+			return rc;
 		pub_error(r, p, E_502, "Retry-After: 5\r\n",
 			  "the agent for this tunnel is offline; retry shortly\n");
 		return -1;
 	}
 	switch (request_limits(r, p, t,
 			       p->parked_ms && sl_mono_ms() - p->parked_ms >= PARK_MAX_MS)) {
-	case 1:
-		/* Held, reads paused, until a lease of its key's limit arrives. */
-		if (p->parked_ms == 0)
-			p->parked_ms = sl_mono_ms();
-		p->phase = P_LEASE;
-		untime(r, p);
-		dp_conn_pause(&r->io, p->slot);
-		dp_queue_push(&r->parked, dp_ud(p->slot, dp_c(&r->io, p->slot)->gen, DP_OP_NONE));
-		return 2;
+	case 1: return park(r, p); /* until a lease of its key's limit arrives */
 	case -1: return -1;
 	default: p->parked_ms = 0; break;
 	}
@@ -1032,6 +1273,17 @@ static int try_head(struct relay *r, struct pub *p, const char *buf, size_t len)
 	case 0: return n;
 	case 1:
 	case 2: return -2; /* moving or parked: nothing of the head was consumed */
+	case 3: {
+		/* Forwarded to another relay: the head as it came, first. */
+		uint32_t seg = dp_seg_copy(&r->io.r, buf, (uint32_t)n);
+
+		if (seg == DP_NIL) {
+			pub_error(r, p, E_503, NULL, "relay out of memory\n");
+			return -1;
+		}
+		dp_chain_push(&r->io.r, &p->held, seg);
+		return n;
+	}
 	default: return -1;
 	}
 }
@@ -1118,12 +1370,16 @@ static void pub_data(struct relay *r, struct pub *p, uint32_t seg)
 	size_t n = g->len, used;
 	int h;
 
-	if (p->phase == P_MOVING || p->phase == P_LEASE) {
+	if (p->link_pending) {
+		link_hello(r, p, seg);
+		return;
+	}
+	if (p->phase == P_MOVING || p->phase == P_PARKED) {
 		stash(r, p, ptr, n); /* bytes that came before the receive stopped */
 		dp_seg_release(&r->io.r, seg);
 		return;
 	}
-	while (n > 0 && p->phase != P_DONE && p->phase != P_MOVING && p->phase != P_LEASE) {
+	while (n > 0 && p->phase != P_DONE && p->phase != P_MOVING && p->phase != P_PARKED) {
 		if (p->phase != P_HEAD) {
 			used = body_take(r, p, ptr, n);
 			if (p->phase == P_DONE)
@@ -1570,6 +1826,10 @@ static int on_hello(struct relay *r, uint32_t c, const struct pr_msg *hello)
 			why = (struct refusal){(enum pr_code)code, code == PR_E_NO_PORT
 									   ? "no TCP port left"
 									   : "internal error"};
+		/* A session resumed from another relay keeps counting its binds
+		 * from where they were: the epoch fences its claim in Redis. */
+		if (t && recp && strcmp(hello->session, recp->sid) == 0 && hello->epoch > t->epoch)
+			t->epoch = hello->epoch;
 		if (w >= 0 && ((struct agent *)dp_c(&r->io, c)->owner)->hops < MAX_HOPS)
 			return move_agent(r, c, w);
 		if (w >= 0)
@@ -1582,6 +1842,8 @@ static int on_hello(struct relay *r, uint32_t c, const struct pr_msg *hello)
 	bind_ctrl(r, c, t);
 	send_bound(r, c, t);
 	ask_for_data(r, t);
+	if (r->sh->cluster_on && t->managed)
+		dp_cluster_claim(&r->sh->cluster, t->sid, t->epoch);
 	return 0;
 }
 
@@ -1803,6 +2065,27 @@ static int metrics_text(struct relay *r, char *out, size_t cap)
 	  "sluice_ratelimited_total{limit=\"tcp_connections\"} %llu\n"
 	  "sluice_ratelimited_total{limit=\"bandwidth_pauses\"} %llu\n",
 	  U(x.m.limited_req), U(x.m.limited_key), U(x.m.limited_tcp), U(x.m.throttles));
+	if (r->sh->cluster_on) {
+		struct dp_cluster *cl = &r->sh->cluster;
+
+		M("# TYPE sluice_cluster_up gauge\nsluice_cluster_up %d\n"
+		  "# TYPE sluice_cluster_relays gauge\nsluice_cluster_relays %u\n"
+		  "# TYPE sluice_cluster_events_total counter\n"
+		  "sluice_cluster_events_total{event=\"claim\"} %llu\n"
+		  "sluice_cluster_events_total{event=\"claim_refused\"} %llu\n"
+		  "sluice_cluster_events_total{event=\"lookup\"} %llu\n"
+		  "sluice_cluster_events_total{event=\"redis_failure\"} %llu\n"
+		  "sluice_cluster_events_total{event=\"parked\"} %llu\n"
+		  "# TYPE sluice_links_total counter\n"
+		  "sluice_links_total{event=\"out\"} %llu\n"
+		  "sluice_links_total{event=\"in\"} %llu\n"
+		  "sluice_links_total{event=\"refused\"} %llu\n"
+		  "sluice_links_total{event=\"failed\"} %llu\n",
+		  atomic_load(&cl->up), cl->npeers, U(atomic_load(&cl->claims_made)),
+		  U(atomic_load(&cl->claims_refused)), U(atomic_load(&cl->lookups)),
+		  U(atomic_load(&cl->failures)), U(x.m.parked_cluster), U(x.m.links_out),
+		  U(x.m.links_in), U(x.m.links_refused), U(x.m.link_failures));
+	}
 	if (r->sh->leases_on) {
 		struct dp_leases *l = &r->sh->leases;
 
@@ -1901,6 +2184,11 @@ static void admin_data(struct relay *r, uint32_t c, uint32_t seg)
 		status = r->draining ? 503 : 200;
 	} else if (q.target_len == 8 && memcmp(q.target, "/metrics", 8) == 0) {
 		metrics_text(r, body, sizeof(body));
+	} else if (q.target_len == 6 && memcmp(q.target, "/drain", 6) == 0 && q.method_len == 4 &&
+		   memcmp(q.method, "POST", 4) == 0) {
+		/* As SIGTERM: agents are told to move on, then the relay exits. */
+		*r->sh->stop = 1;
+		snprintf(body, sizeof(body), "draining\n");
 	} else {
 		status = 404;
 		snprintf(body, sizeof(body), "try /health or /metrics\n");
@@ -1968,7 +2256,10 @@ static int peer_ip(int fd, char *ip)
 	return sl_addr_ip((struct sockaddr *)&ss, ip);
 }
 
-static void accept_public(struct relay *r, int fd, int tcp, int https, struct dp_tunnel *t)
+/* A public connection: HTTP (tcp 0) or a TCP tunnel's client (t), or one
+ * another relay forwards (link). */
+static void accept_public(struct relay *r, int fd, int tcp, int https, struct dp_tunnel *t,
+			  int link)
 {
 	struct pub *p = calloc(1, sizeof(*p));
 	uint32_t c;
@@ -1978,6 +2269,8 @@ static void accept_public(struct relay *r, int fd, int tcp, int https, struct dp
 		close(fd);
 		return;
 	}
+	p->link = DP_NIL;
+	p->link_pending = (uint8_t)link;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	p->ipv6 = (uint8_t)peer_ip(fd, p->ip);
 	p->held = DP_CHAIN_EMPTY;
@@ -2116,9 +2409,10 @@ static void on_accept(struct dp_io *io, uint32_t l, int fd)
 	struct dp_conn *s = dp_c(io, l);
 
 	switch (s->kind) {
-	case K_LISTEN_HTTP: accept_public(r, fd, 0, 0, NULL); break;
-	case K_LISTEN_HTTPS: accept_public(r, fd, 0, 1, NULL); break;
-	case K_LISTEN_TCP: accept_public(r, fd, 1, 0, s->owner); break;
+	case K_LISTEN_HTTP: accept_public(r, fd, 0, 0, NULL, 0); break;
+	case K_LISTEN_HTTPS: accept_public(r, fd, 0, 1, NULL, 0); break;
+	case K_LISTEN_TCP: accept_public(r, fd, 1, 0, s->owner, 0); break;
+	case K_LISTEN_LINK: accept_public(r, fd, 0, 0, NULL, 1); break;
 	case K_LISTEN_LT: lt_accepted(r, fd, s->owner); break;
 	case K_LISTEN_AGENTS: accept_agent(r, fd, K_AGENT_NEW); break;
 	case K_LISTEN_ADMIN: accept_agent(r, fd, K_ADMIN); break;
@@ -2135,6 +2429,13 @@ static void pub_closed(struct relay *r, struct dp_conn *s)
 	untime(r, p);
 	if (p->waiting)
 		unlink_waiter(r, p);
+	if (p->link != DP_NIL) {
+		/* Not connected yet: the link has nothing to carry. Paired: the
+		 * pump passes the close on. */
+		dp_c(&r->io, p->link)->owner = NULL;
+		if (dp_c(&r->io, p->link)->peer == DP_NIL)
+			dp_conn_close(&r->io, p->link);
+	}
 	dp_chain_release(&r->io.r, &p->held);
 	if (p->t && p->counted) {
 		p->t->live--;
@@ -2189,6 +2490,10 @@ static void on_close(struct dp_io *io, uint32_t c)
 	case K_DATA:
 	case K_ADMIN: agent_closed(r, c, s); break;
 	case K_LISTEN_TCP: tunnel_unref(s->owner); break;
+	case K_LINK:
+		if (s->owner)
+			((struct pub *)s->owner)->link = DP_NIL;
+		break;
 	default: break;
 	}
 	s->owner = NULL;
@@ -2250,7 +2555,16 @@ static void on_forwarded(struct dp_io *io, uint32_t c, uint32_t len)
 
 static void on_wake(struct dp_io *io);
 
+static void on_connect(struct dp_io *io, uint32_t c, int res)
+{
+	if (dp_c(io, c)->kind == K_LINK)
+		on_link_connected(io->owner, c, res);
+	else
+		dp_conn_close(io, c);
+}
+
 static const struct dp_io_ops relay_ops = {
+	.on_connect = on_connect,
 	.on_forwarded = on_forwarded,
 	.on_peer_lost = on_peer_lost,
 	.on_data = on_data,
@@ -2362,6 +2676,7 @@ static void adopt_public(struct relay *r, struct handoff *h)
 		return;
 	}
 	p->held = DP_CHAIN_EMPTY;
+	p->link = DP_NIL;
 	p->https = h->https;
 	p->ipv6 = h->ipv6;
 	p->hops = h->hops;
@@ -2515,6 +2830,8 @@ static void sweep_tunnels(struct relay *r)
 		if (r->now_ms - t->offline_since_ms < r->cfg->grace_ms && !r->draining)
 			continue;
 		sl_info("tunnel %s: released after the grace period", t->name);
+		if (r->sh->cluster_on && t->managed)
+			dp_cluster_release(&r->sh->cluster, t->sid);
 		dp_tunnels_remove(&r->tunnels, t);
 		dp_owners_release(&r->sh->owners, t->name, t->sid, r->idx);
 		t->linked = 0;
@@ -2560,6 +2877,8 @@ static void kill_tunnel(struct relay *r, struct dp_tunnel *t, const char *why)
 	for (uint32_t i = 0; i < r->nlt_ports; i++)
 		if (r->lt_ports[i].t == t)
 			r->lt_ports[i].t = NULL;
+	if (r->sh->cluster_on && t->managed)
+		dp_cluster_release(&r->sh->cluster, t->sid);
 	dp_tunnels_remove(&r->tunnels, t);
 	dp_owners_release(&r->sh->owners, t->name, t->sid, r->idx);
 	t->linked = 0;
@@ -2795,6 +3114,10 @@ static void start_drain(struct relay *r)
 	struct pr_msg g = {.type = PR_GOAWAY, .code = PR_E_DRAIN};
 
 	r->draining = 1;
+	if (r->sh->cluster_on && r->idx == 0)
+		dp_cluster_set_draining(&r->sh->cluster);
+	/* The link listener stays: requests other relays forward here while
+	 * the agents move on still find their tunnels (or their new relay). */
 	snprintf(g.text, sizeof(g.text), "relay shutting down");
 	dp_conn_close(&r->io, r->l_http);
 	if (r->l_https != DP_NIL)
@@ -2874,13 +3197,14 @@ static int relay_init(struct relay *r)
 	pthread_mutex_unlock(&r->inbox_mu);
 	if ((err = dp_tunnels_init(&r->tunnels, 1024)) < 0)
 		goto fail_io;
-	r->l_https = r->l_admin = DP_NIL;
+	r->l_https = r->l_admin = r->l_link = DP_NIL;
 	/* Every worker listens on the public and agent ports (SO_REUSEPORT
 	 * spreads connections); /health and /metrics are worker 0's. */
 	if ((cfg->https && (err = listen_on(r, cfg->https, K_LISTEN_HTTPS, &r->l_https)) < 0) ||
 	    (err = listen_on(r, cfg->http, K_LISTEN_HTTP, &r->l_http)) < 0 ||
 	    (err = listen_on(r, cfg->agents, K_LISTEN_AGENTS, &r->l_agents)) < 0 ||
 	    (r->idx == 0 && (err = listen_on(r, cfg->admin, K_LISTEN_ADMIN, &r->l_admin)) < 0) ||
+	    (r->sh->cluster_on && (err = listen_on(r, cfg->link, K_LISTEN_LINK, &r->l_link)) < 0) ||
 	    (r->idx == 0 && cfg->lt_lo && (err = listen_lt_ports(r)) < 0))
 		goto fail_tunnels;
 	return 0;
@@ -2914,15 +3238,21 @@ static int stopping(struct relay *r)
 /* A worker's loop: serve until told to stop, drain, then release everything. */
 static int worker_loop(struct relay *r)
 {
-	uint64_t drain_end = 0;
+	uint64_t drain_end = 0, drain_min = 0;
 	int err = 0;
 
-	while (!(r->draining && (public_conns(r) == 0 || r->now_ms >= drain_end))) {
+	while (!(r->draining && r->now_ms >= drain_min &&
+		 (public_conns(r) == 0 || r->now_ms >= drain_end))) {
 		/* Throttled or parked sockets are looked at more often. */
 		if ((err = dp_io_run_once(&r->io, r->throttled.len || r->parked.len ? 10 : 100)) <
 		    0)
 			break;
 		tick(r);
+		if (r->idx == 0 && r->sh->leases_on && atomic_load(&r->sh->leases.drain_asked) &&
+		    !*r->sh->stop) {
+			sl_info("the control plane asks this relay to drain");
+			*r->sh->stop = 1;
+		}
 		if (r->idx == 0 && *r->sh->reload) {
 			*r->sh->reload = 0;
 			reload_certs(r);
@@ -2930,6 +3260,13 @@ static int worker_loop(struct relay *r)
 		if (stopping(r) && !r->draining) {
 			start_drain(r);
 			drain_end = r->now_ms + r->cfg->drain_timeout_ms;
+			/* One more turn at least, so queued answers (/drain's) go out;
+			 * in a cluster, long enough for the agents to bind elsewhere
+			 * and other relays' cached owners to expire: what they still
+			 * forward here meanwhile is passed on, not refused. */
+			drain_min = r->now_ms + (r->sh->cluster_on ? DRAIN_CLUSTER_MS : 50);
+			if (drain_min > drain_end)
+				drain_min = drain_end;
 		}
 	}
 	if (r->idx == 0 || public_conns(r))
@@ -3054,6 +3391,10 @@ int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop,
 		if (err == 0 && (err = dp_leases_start(&sh.leases, cfg->redis, cfg->relay_id,
 						       wake_workers, &sh)) == 0)
 			sh.leases_on = 1;
+		if (err == 0 && cfg->link &&
+		    (err = dp_cluster_start(&sh.cluster, cfg->redis, cfg->relay_id, cfg->link,
+					    wake_workers, &sh)) == 0)
+			sh.cluster_on = 1;
 	}
 	/* Worker 0 first, alone: a bad option or a taken port fails once, with
 	 * one message, before any thread starts. */
@@ -3087,6 +3428,7 @@ int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop,
 		pthread_join(sh.w[i]->thread, NULL);
 	dp_state_stop(&sh.state); /* its reports read the workers' counters */
 	dp_leases_stop(&sh.leases);
+	dp_cluster_stop(&sh.cluster);
 	for (int i = 0; i < sh.nworkers; i++) {
 		if (sh.w[i] && sh.w[i]->err < 0 && sh.w[i]->err != -ECANCELED && err == 0)
 			err = sh.w[i]->err;

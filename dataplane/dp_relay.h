@@ -27,6 +27,8 @@ struct dp_relay_config {
 	const char *redis;	    /* NULL: off */
 	const char *session_secret; /* >= PR_TOKEN_KEY_MIN bytes when redis is set */
 	const char *relay_id;	    /* this relay's name in Redis */
+	const char *link;	    /* listener for other relays' forwarded connections (with redis:
+				       the relay joins the cluster), NULL: off */
 	uint32_t heartbeat_ms, dead_ms, grace_ms;
 	uint32_t head_timeout_ms, open_timeout_ms, drain_timeout_ms;
 	uint32_t max_conns, nbufs, bufsize; /* per worker */

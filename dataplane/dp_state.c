@@ -34,10 +34,10 @@
 
 struct dp_state_ent {
 	struct pr_session s;
-	uint64_t seen;		    /* the snapshot that last saw it */
-	uint64_t reported_sig;	    /* of the counters last reported (0: none) */
-	struct dp_state_ent *dnext; /* in dbuckets, when in_dom */
-	int in_dom;
+	uint64_t seen;				   /* the snapshot that last saw it */
+	uint64_t reported_sig;			   /* of the counters last reported (0: none) */
+	struct dp_state_ent *inext[DP_STATE_NIDX]; /* in the index chains, when in_idx */
+	uint8_t in_idx[DP_STATE_NIDX];
 	struct dp_state_ent *next;
 };
 
@@ -58,32 +58,46 @@ static uint64_t wall_ms(void)
 	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
 }
 
-/* The domain index follows the record: out of its chain, then into the
- * chain of its (new) domain while it is active. Under the write lock. */
-static void domain_unlink(struct dp_state *st, struct dp_state_ent *e)
+/* What index i is keyed by: the custom domain, or the name. */
+static const char *index_key(const struct pr_session *s, int i)
 {
-	struct dp_state_ent **pp;
-
-	if (!e->in_dom)
-		return;
-	pp = &st->dbuckets[sl_fnv1a(e->s.domain, strlen(e->s.domain)) % st->nbuckets];
-	while (*pp && *pp != e)
-		pp = &(*pp)->dnext;
-	if (*pp)
-		*pp = e->dnext;
-	e->in_dom = 0;
+	return i == DP_STATE_BY_DOMAIN ? s->domain : s->name;
 }
 
-static void domain_link(struct dp_state *st, struct dp_state_ent *e)
+/* The indexes follow the record: out of their chains, then into the chains
+ * of its (new) domain and name while it is active. Under the write lock. */
+static void index_unlink(struct dp_state *st, struct dp_state_ent *e)
 {
-	struct dp_state_ent **pp;
+	for (int i = 0; i < DP_STATE_NIDX; i++) {
+		const char *k = index_key(&e->s, i);
+		struct dp_state_ent **pp;
 
-	if (!e->s.domain[0] || e->s.status != PR_SS_ACTIVE)
+		if (!e->in_idx[i])
+			continue;
+		pp = &st->ibuckets[i][sl_fnv1a(k, strlen(k)) % st->nbuckets];
+		while (*pp && *pp != e)
+			pp = &(*pp)->inext[i];
+		if (*pp)
+			*pp = e->inext[i];
+		e->in_idx[i] = 0;
+	}
+}
+
+static void index_link(struct dp_state *st, struct dp_state_ent *e)
+{
+	if (e->s.status != PR_SS_ACTIVE)
 		return;
-	pp = &st->dbuckets[sl_fnv1a(e->s.domain, strlen(e->s.domain)) % st->nbuckets];
-	e->dnext = *pp;
-	*pp = e;
-	e->in_dom = 1;
+	for (int i = 0; i < DP_STATE_NIDX; i++) {
+		const char *k = index_key(&e->s, i);
+		struct dp_state_ent **pp;
+
+		if (!k[0])
+			continue;
+		pp = &st->ibuckets[i][sl_fnv1a(k, strlen(k)) % st->nbuckets];
+		e->inext[i] = *pp;
+		*pp = e;
+		e->in_idx[i] = 1;
+	}
 }
 
 /* Apply one record (newer revisions win); under the write lock. A session
@@ -120,9 +134,9 @@ static void apply(struct dp_state *st, const struct pr_session *s, uint64_t gen)
 			   memcmp(&s->lim_tcp, &e->s.lim_tcp, sizeof(s->lim_tcp)) ||
 			   memcmp(&s->key_req, &e->s.key_req, sizeof(s->key_req))))
 		atomic_fetch_add(&st->limits_changed, 1);
-	domain_unlink(st, e);
+	index_unlink(st, e);
 	e->s = *s;
-	domain_link(st, e);
+	index_link(st, e);
 	e->seen = gen;
 	pthread_rwlock_unlock(&st->lock);
 	atomic_fetch_add(&st->applied, 1);
@@ -148,7 +162,7 @@ static void forget_unseen(struct dp_state *st, uint64_t gen)
 			*pp = e->next;
 			st->count--;
 			dropped |= e->s.status == PR_SS_ACTIVE;
-			domain_unlink(st, e);
+			index_unlink(st, e);
 			free(e);
 		}
 	}
@@ -416,6 +430,16 @@ static void *follower_thread(void *arg)
 	return NULL;
 }
 
+static void free_tables(struct dp_state *st)
+{
+	free(st->buckets);
+	st->buckets = NULL;
+	for (int i = 0; i < DP_STATE_NIDX; i++) {
+		free(st->ibuckets[i]);
+		st->ibuckets[i] = NULL;
+	}
+}
+
 int dp_state_start(struct dp_state *st, const struct dp_state_config *cfg,
 		   dp_state_collect_fn collect, void *ud)
 {
@@ -433,17 +457,15 @@ int dp_state_start(struct dp_state *st, const struct dp_state_config *cfg,
 	st->collect_ud = ud;
 	st->nbuckets = NBUCKETS;
 	st->buckets = calloc(st->nbuckets, sizeof(st->buckets[0]));
-	st->dbuckets = calloc(st->nbuckets, sizeof(st->dbuckets[0]));
-	if (st->buckets == NULL || st->dbuckets == NULL) {
-		free(st->buckets);
-		free(st->dbuckets);
+	for (int i = 0; i < DP_STATE_NIDX; i++)
+		st->ibuckets[i] = calloc(st->nbuckets, sizeof(st->ibuckets[i][0]));
+	if (st->buckets == NULL || st->ibuckets[0] == NULL || st->ibuckets[1] == NULL) {
+		free_tables(st);
 		return -ENOMEM;
 	}
 	pthread_rwlock_init(&st->lock, NULL);
 	if ((e = pthread_create(&st->thread, NULL, follower_thread, st)) != 0) {
-		free(st->dbuckets);
-		free(st->buckets);
-		st->buckets = NULL;
+		free_tables(st);
 		return -e;
 	}
 	st->started = 1;
@@ -464,8 +486,7 @@ void dp_state_stop(struct dp_state *st)
 			free(e);
 		}
 	}
-	free(st->buckets);
-	free(st->dbuckets);
+	free_tables(st);
 	pthread_rwlock_destroy(&st->lock);
 	st->started = 0;
 }
@@ -495,18 +516,29 @@ size_t dp_state_foreach(struct dp_state *st, void (*fn)(void *ud, const struct p
 	return n;
 }
 
-int dp_state_by_domain(struct dp_state *st, const char *host, size_t len, struct pr_session *out)
+static int by_index(struct dp_state *st, int i, const char *key, size_t len, struct pr_session *out)
 {
 	struct dp_state_ent *e;
 
 	pthread_rwlock_rdlock(&st->lock);
-	e = st->dbuckets[sl_fnv1a(host, len) % st->nbuckets];
-	while (e && (strlen(e->s.domain) != len || memcmp(e->s.domain, host, len) != 0))
-		e = e->dnext;
+	e = st->ibuckets[i][sl_fnv1a(key, len) % st->nbuckets];
+	while (e &&
+	       (strlen(index_key(&e->s, i)) != len || memcmp(index_key(&e->s, i), key, len) != 0))
+		e = e->inext[i];
 	if (e)
 		*out = e->s;
 	pthread_rwlock_unlock(&st->lock);
 	return e ? 0 : -ENOENT;
+}
+
+int dp_state_by_domain(struct dp_state *st, const char *host, size_t len, struct pr_session *out)
+{
+	return by_index(st, DP_STATE_BY_DOMAIN, host, len, out);
+}
+
+int dp_state_by_name(struct dp_state *st, const char *name, size_t len, struct pr_session *out)
+{
+	return by_index(st, DP_STATE_BY_NAME, name, len, out);
 }
 
 int dp_state_usable(struct dp_state *st, const char *sid, uint64_t epoch, uint64_t now)

@@ -37,13 +37,15 @@ typedef size_t (*dp_state_collect_fn)(void *ud, struct dp_state_counts *out, siz
 
 struct dp_state_ent;
 
+enum { DP_STATE_BY_DOMAIN = 0, DP_STATE_BY_NAME = 1, DP_STATE_NIDX = 2 };
+
 /* Ownership: embedded in the relay's shared state; dp_state_start() and
  * dp_state_stop() bracket the thread; entries belong to the table. */
 struct dp_state {
 	struct dp_state_config cfg;
 	pthread_rwlock_t lock;
 	struct dp_state_ent **buckets;
-	struct dp_state_ent **dbuckets; /* active sessions by custom domain */
+	struct dp_state_ent **ibuckets[DP_STATE_NIDX]; /* active sessions by domain, by name */
 	uint32_t nbuckets, count;
 	pthread_t thread;
 	int started;
@@ -80,6 +82,10 @@ size_t dp_state_foreach(struct dp_state *st, void (*fn)(void *ud, const struct p
 /* The active session that named host (a custom domain, lowercase) into
  * *out: 0, or -ENOENT. */
 int dp_state_by_domain(struct dp_state *st, const char *host, size_t len, struct pr_session *out);
+
+/* The active session named name (a tunnel name, lowercase) into *out: 0,
+ * or -ENOENT. */
+int dp_state_by_name(struct dp_state *st, const char *name, size_t len, struct pr_session *out);
 
 /* 1 when sid is active at epoch and unexpired at now (unix s). */
 int dp_state_usable(struct dp_state *st, const char *sid, uint64_t epoch, uint64_t now);

@@ -80,6 +80,10 @@ static const struct sl_opt relay_opts[] = {
 	{.name = "relay-id",
 	 .type = SL_OPT_STR,
 	 .help = "this relay's name in Redis (default: host name and agent port)"},
+	{.name = "link",
+	 .type = SL_OPT_ADDR,
+	 .help = "with --redis: join the cluster; other relays forward public connections for "
+		 "this relay's tunnels to this address (keep it on a private network)"},
 	{.name = "limit-requests",
 	 .type = SL_OPT_STR,
 	 .def = "off",
@@ -271,6 +275,7 @@ static int run(const struct sl_config *cfg)
 	rc.cert_dir = sl_config_str(cfg, "cert-dir");
 	rc.agents = sl_config_str(cfg, "agents");
 	rc.admin = sl_config_str(cfg, "admin");
+	rc.link = sl_config_str(cfg, "link");
 	rc.domain = sl_config_str(cfg, "domain");
 	rc.tcp_lo = (uint16_t)(range >> 16);
 	rc.tcp_hi = (uint16_t)(range & 0xffff);

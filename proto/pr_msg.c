@@ -16,7 +16,7 @@ static const char *const type_names[PR_TYPE_MAX] = {
 	[PR_ERROR] = "error",	[PR_OPEN] = "open",
 	[PR_PING] = "ping",	[PR_PONG] = "pong",
 	[PR_GOAWAY] = "goaway", [PR_DATA_HELLO] = "data_hello",
-	[PR_START] = "start",
+	[PR_START] = "start",	[PR_LINK] = "link",
 };
 
 const char *pr_type_name(enum pr_type t)
@@ -70,6 +70,15 @@ static int pack_fields(msgpack_packer *pk, const struct pr_msg *m)
 		msgpack_pack_map(pk, 2);
 		pr_mp_put_uint(pk, "t", m->type);
 		pr_mp_put_uint(pk, "nonce", m->nonce);
+		return 0;
+	case PR_LINK:
+		msgpack_pack_map(pk, 6);
+		pr_mp_put_uint(pk, "t", m->type);
+		pr_mp_put_uint(pk, "v", m->version);
+		pr_mp_put_str(pk, "token", m->token);
+		pr_mp_put_uint(pk, "epoch", m->epoch);
+		pr_mp_put_uint(pk, "code", m->code);
+		pr_mp_put_str(pk, "text", m->text);
 		return 0;
 	case PR_DATA_HELLO:
 		msgpack_pack_map(pk, 5);

@@ -36,6 +36,8 @@ enum pr_type {
 	PR_GOAWAY,     /* relay -> agent: reconnect elsewhere or later (drain) */
 	PR_DATA_HELLO, /* agent -> relay, first on a data connection */
 	PR_START,      /* relay -> agent on a data connection: a stream begins, raw bytes follow */
+	PR_LINK,       /* relay -> relay, first on a link connection: a public connection
+			  forwarded to the relay holding its tunnel; its raw bytes follow */
 	PR_TYPE_MAX,
 };
 

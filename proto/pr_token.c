@@ -221,3 +221,28 @@ int pr_share_verify(const uint8_t *key, size_t key_len, const char *tok, size_t 
 	share[plen[2]] = '\0';
 	return 0;
 }
+
+int pr_link_sign(const uint8_t *key, size_t key_len, uint64_t at, const char *client, int https,
+		 char *hex)
+{
+	char msg[400];
+	int n = snprintf(msg, sizeof(msg), "link\n%llu\n%s\n%d", (unsigned long long)at, client,
+			 https ? 1 : 0);
+
+	if (n < 0 || (size_t)n >= sizeof(msg))
+		return -EINVAL;
+	return pr_hmac_hex(key, key_len, msg, (size_t)n, hex);
+}
+
+int pr_link_verify(const uint8_t *key, size_t key_len, uint64_t at, const char *client, int https,
+		   const char *hex, uint64_t now)
+{
+	char want[65];
+
+	if (at + PR_LINK_SKEW < now || now + PR_LINK_SKEW < at)
+		return -ETIME;
+	if (pr_link_sign(key, key_len, at, client, https, want) < 0 || strlen(hex) != 64 ||
+	    !sl_ct_equal(want, 64, hex, 64))
+		return -EACCES;
+	return 0;
+}

@@ -55,6 +55,17 @@ int pr_share_verify(const uint8_t *key, size_t key_len, const char *tok, size_t 
  * bytes). 0, or -EINVAL / -ENOMEM. */
 int pr_hmac_hex(const uint8_t *key, size_t key_len, const char *msg, size_t len, char *hex);
 
+/* A relay-to-relay link's proof (PR_LINK's token): the HMAC-SHA256 of the
+ * session secret every relay shares over "link", the time (unix s, PR_LINK's
+ * epoch), the client address and the https flag, as 64 hex characters.
+ * pr_link_sign writes hex[65]; pr_link_verify returns 0, -ETIME (more than
+ * PR_LINK_SKEW s away from now) or -EACCES. */
+#define PR_LINK_SKEW 60
+int pr_link_sign(const uint8_t *key, size_t key_len, uint64_t at, const char *client, int https,
+		 char *hex);
+int pr_link_verify(const uint8_t *key, size_t key_len, uint64_t at, const char *client, int https,
+		   const char *hex, uint64_t now);
+
 /* The verifier of a protected URL's credentials: HMAC-SHA256 under the
  * session secret of "url-auth\0<sid>\0<user>\0<secret>" (user is "" for a
  * bearer token) as 64 hex digits into hex. The control plane stores it in

@@ -358,8 +358,9 @@ class Agent:
 
     def __init__(self, binary, workdir, port, server, proto="http", extra=(), wait=True, tls=True):
         link = {True: ["--ca", pki()["ca"]], False: ["--transport", "tcp"], None: []}[tls]
-        self.argv = [binary, proto, str(port), "--server", server, "--json", "--log-format",
-                     "text"] + link + list(extra)
+        where = ["--server", server] if server else []  # None: the relay --api names
+        self.argv = [binary, proto, str(port)] + where + ["--json", "--log-format",
+                                                          "text"] + link + list(extra)
         self.dir = str(workdir)
         self.proc = Proc("agent-%d-%d" % (port, free_port()), self.argv, self.dir)
         self.ready = None

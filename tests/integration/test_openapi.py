@@ -4,6 +4,7 @@ what the document says for that route, validated with jsonschema against the
 document's own schemas. Each operation is driven to its success status and
 to documented errors."""
 import os
+import time
 
 import jsonschema
 import pytest
@@ -101,6 +102,8 @@ def test_every_route_answers_as_documented(binary, tmp_path, spec):
         assert call("delete", one_sh, shp + "/abcdefghijkl", key=None)[0] == 401
         assert call("delete", one, "/api/v1/tunnels/" + t["sessionId"], key=tk)[0] == 200
         assert call("delete", one, "/api/v1/tunnels/" + t["sessionId"], key=tk)[0] == 404
+        status, t2 = call("post", "/api/v1/tunnels", body={"port": 3000}, key=tk)
+        assert status == 201
 
         dom = "/api/v1/domains"
         assert call("post", dom, body={"domain": "oa.example.com"}, key=tk)[0] == 201
@@ -126,6 +129,47 @@ def test_every_route_answers_as_documented(binary, tmp_path, spec):
         assert call("delete", done, dom + "/oa.example.com", key=tk)[0] == 200
         assert call("delete", done, dom + "/oa.example.com", key=tk)[0] == 404
         assert call("delete", done, dom + "/oa.example.com", key=None)[0] == 401
+        lim = "/api/v1/tunnels/{id}/limits"
+        limp = "/api/v1/tunnels/%s/limits" % t2["sessionId"]
+        assert call("get", lim, limp, key=tk)[0] == 200
+        assert call("put", lim, limp, body={"requests": {"limit": 10, "window": 60}},
+                    key=tk)[0] == 200
+        assert call("put", lim, limp, body={"requests": {"limit": 5000, "window": 60}},
+                    key=tk)[0] == 403  # above the key's ceiling
+        assert call("put", lim, limp, body={"requests": "10/1m"}, key=tk)[0] == 400
+        assert call("get", lim, limp, key=None)[0] == 401
+        assert call("put", lim, limp, body={}, key=None)[0] == 401
+        assert call("get", lim, "/api/v1/tunnels/abcdefgh12345678/limits", key=tk)[0] == 404
+        assert call("put", lim, "/api/v1/tunnels/abcdefgh12345678/limits", body={},
+                    key=tk)[0] == 404
+        klim = "/api/v1/keys/{id}/limits"
+        klimp = "/api/v1/keys/%s/limits" % k["id"]
+        assert call("get", klim, klimp)[0] == 200
+        assert call("put", klim, klimp, body={"sessions": {"limit": 1, "window": 3600}})[0] == 200
+        assert call("put", klim, klimp, body={"sessions": 1})[0] == 400
+        assert call("get", klim, klimp, key=tk)[0] == 403
+        assert call("put", klim, klimp, body={}, key=tk)[0] == 403
+        assert call("get", klim, klimp, key=None)[0] == 401
+        assert call("put", klim, klimp, body={}, key=None)[0] == 401
+        assert call("get", klim, "/api/v1/keys/kaaaaaaaaaaa/limits")[0] == 404
+        assert call("put", klim, "/api/v1/keys/kaaaaaaaaaaa/limits", body={})[0] == 404
+        # The key has created more sessions than its new limit allows.
+        status, body = call("post", "/api/v1/tunnels", body={"port": 3000}, key=tk)
+        assert status == 429 and body["code"] == "rate_limited"
+        rel = "/api/v1/relays"
+        assert call("get", rel)[0] == 200
+        assert call("get", rel, key=tk)[0] == 403
+        assert call("get", rel, key=None)[0] == 401
+        drain = "/api/v1/relays/{id}/drain"
+        assert call("post", drain, rel + "/nosuchrelay/drain")[0] == 404
+        assert call("post", drain, rel + "/nosuchrelay/drain", key=tk)[0] == 403
+        assert call("post", drain, rel + "/nosuchrelay/drain", key=None)[0] == 401
+        redis.cli("ZADD", "sl:relays", str(int(time.time() * 1000)), "oa-relay")
+        status, body = call("post", drain, rel + "/oa-relay/drain")
+        assert status == 202 and body == {"id": "oa-relay", "draining": True}
+        assert redis.cli("GET", "sl:drain:oa-relay") == "1"
+        status, body = call("get", rel)
+        assert [x["id"] for x in body["relays"]] == ["oa-relay"]
         kone = "/api/v1/keys/{id}"
         assert call("delete", kone, "/api/v1/keys/" + k["id"])[0] == 200
         assert call("delete", kone, "/api/v1/keys/kaaaaaaaaaaa")[0] == 404

@@ -43,7 +43,7 @@ def stack(binary, tmp_path, redis):
 
 
 def api_agent(binary, tmp_path, control, port, key, extra=(), wait=True):
-    return harness.Agent(binary("sluice"), tmp_path, port, "127.0.0.1:1",
+    return harness.Agent(binary("sluice"), tmp_path, port, None,
                          extra=["--api", control.url, "--api-key", key] + list(extra), wait=wait)
 
 

@@ -61,6 +61,19 @@ static void every_type_round_trips(void **state)
 	assert_int_equal(out.heartbeat_ms, 5000);
 	assert_int_equal(out.epoch, 7);
 
+	memset(&in, 0, sizeof(in));
+	in.type = PR_LINK;
+	in.version = PR_VERSION;
+	in.epoch = 1700000000;
+	in.code = 1;
+	strcpy(in.token, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+	strcpy(in.text, "2001:db8::1");
+	round_trip(&in, &out);
+	assert_string_equal(out.token, in.token);
+	assert_string_equal(out.text, "2001:db8::1");
+	assert_true(out.epoch == 1700000000 && out.code == 1 && out.version == PR_VERSION);
+	assert_string_equal(pr_type_name(PR_LINK), "link");
+
 	for (enum pr_type t = PR_ERROR; t < PR_TYPE_MAX; t++) {
 		memset(&in, 0, sizeof(in));
 		in.type = t;

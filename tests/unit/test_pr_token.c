@@ -158,9 +158,36 @@ static void url_auth_macs_bind_session_user_and_secret(void **state)
 	assert_string_not_equal(a, b);
 }
 
+static void link_proofs_bind_time_client_and_scheme(void **state)
+{
+	const uint8_t *lk = (const uint8_t *)"0123456789abcdef0123456789abcdef";
+	char hex[65];
+
+	(void)state;
+	assert_int_equal(pr_link_sign(lk, 32, 1000, "10.0.0.1", 1, hex), 0);
+	assert_int_equal(strlen(hex), 64);
+	assert_int_equal(pr_link_verify(lk, 32, 1000, "10.0.0.1", 1, hex, 1030), 0);
+	/* Another client, scheme, time or secret does not pass. */
+	assert_int_equal(pr_link_verify(lk, 32, 1000, "10.0.0.2", 1, hex, 1000), -EACCES);
+	assert_int_equal(pr_link_verify(lk, 32, 1000, "10.0.0.1", 0, hex, 1000), -EACCES);
+	assert_int_equal(pr_link_verify(lk, 32, 1001, "10.0.0.1", 1, hex, 1000), -EACCES);
+	assert_int_equal(pr_link_verify((const uint8_t *)"another-secret-of-32-bytes-long!", 32,
+					1000, "10.0.0.1", 1, hex, 1000),
+			 -EACCES);
+	/* Stale or from the future: refused before the MAC is looked at. */
+	assert_int_equal(pr_link_verify(lk, 32, 1000, "10.0.0.1", 1, hex, 1000 + PR_LINK_SKEW + 1),
+			 -ETIME);
+	assert_int_equal(pr_link_verify(lk, 32, 1000, "10.0.0.1", 1, hex, 1000 - PR_LINK_SKEW - 1),
+			 -ETIME);
+	hex[10] = hex[10] == 'a' ? 'b' : 'a';
+	assert_int_equal(pr_link_verify(lk, 32, 1000, "10.0.0.1", 1, hex, 1000), -EACCES);
+	assert_int_equal(pr_link_verify(lk, 32, 1000, "10.0.0.1", 1, "short", 1000), -EACCES);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(link_proofs_bind_time_client_and_scheme),
 		cmocka_unit_test(share_links_sign_verify_and_fail),
 		cmocka_unit_test(url_auth_macs_bind_session_user_and_secret),
 		cmocka_unit_test(signed_token_verifies),
