@@ -201,8 +201,9 @@ fresh-test:
 	sh tests/fresh/run.sh test
 
 # --- run --------------------------------------------------------------------
+RELAYS ?= 1
 run: $(BINS)
-	sh deploy/run-local.sh --bin $(BIN) $(RUN_ARGS)
+	SLUICE_RUN_RELAYS=$(RELAYS) sh deploy/run-local.sh --bin $(BIN) $(RUN_ARGS)
 
 # --- bench ------------------------------------------------------------------
 bench:
@@ -211,10 +212,12 @@ bench-run: $(BENCH_BINS) $(BINS)
 	$(PYTHON) bench/tools/run_micro.py --bin $(BIN)/bench --out bench/results
 	$(PYTHON) bench/e2e/run.py --bin $(BIN) --out bench/results $(E2E_ARGS)
 	$(PYTHON) bench/e2e/api.py --bin $(BIN) --out bench/results $(API_ARGS)
+	$(PYTHON) bench/e2e/cluster.py --bin $(BIN) --out bench/results $(CLUSTER_ARGS)
 bench-smoke: $(BENCH_BINS) $(BINS)
 	$(PYTHON) bench/tools/run_micro.py --bin $(BIN)/bench --smoke
 	$(PYTHON) bench/e2e/run.py --bin $(BIN) --out build/bench-smoke --smoke
 	$(PYTHON) bench/e2e/api.py --bin $(BIN) --out build/bench-smoke --smoke
+	$(PYTHON) bench/e2e/cluster.py --bin $(BIN) --out build/bench-smoke --smoke
 
 # --- fuzz -------------------------------------------------------------------
 FUZZ_SECONDS ?= 30

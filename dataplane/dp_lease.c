@@ -33,7 +33,9 @@ struct dp_lease_ent {
 	uint64_t expires_ms;	/* monotonic: the tokens' slot ends */
 	uint64_t over_until_ms; /* Redis said no room until then */
 	uint64_t remaining;	/* of the limit, as Redis last said */
-	uint64_t spent;		/* tokens taken since the last lease: the next batch's size */
+	uint64_t demand;	/* requests since the last lease (served or not) */
+	uint64_t last_n;	/* the last batch asked for */
+	int dry;		/* a request found no token since the last lease */
 	uint64_t last_ms;	/* last take */
 	int wanted;		/* a lease is asked for */
 	struct dp_window local; /* the fail-open share while Redis is down */
@@ -92,6 +94,7 @@ enum dp_lease_verdict dp_lease_take(struct dp_leases *l, const char *key_id,
 	}
 	e->lim = *lim;
 	e->last_ms = now;
+	e->demand++;
 	if (!atomic_load(&l->up)) {
 		v = take_local(l, e, now, reset_ms, remaining);
 		goto out;
@@ -100,18 +103,19 @@ enum dp_lease_verdict dp_lease_take(struct dp_leases *l, const char *key_id,
 		e->tokens = 0; /* their slot is over: never carried into the next */
 	if (e->tokens) {
 		e->tokens--;
-		e->spent++;
 		*remaining = e->remaining + e->tokens;
 		v = DP_LEASE_OK;
 	} else if (now < e->over_until_ms) {
 		*reset_ms = e->over_until_ms - now;
 		atomic_fetch_add(&l->refused, 1);
 		v = DP_LEASE_OVER;
-	} else if (local) {
-		v = take_local(l, e, now, reset_ms, remaining);
+	} else {
+		e->dry = 1;
+		if (local)
+			v = take_local(l, e, now, reset_ms, remaining);
 	}
-	/* Top up before the tokens run out: half a batch left. */
-	if (!e->wanted && now >= e->over_until_ms && e->tokens * 2 <= e->spent + 1) {
+	/* Top up before the tokens run out: half the last batch left. */
+	if (!e->wanted && now >= e->over_until_ms && e->tokens * 2 <= e->last_n) {
 		e->wanted = 1;
 		pthread_cond_signal(&l->cv);
 	}
@@ -173,9 +177,16 @@ static size_t collect(struct dp_leases *l, struct want *w, size_t cap, uint64_t 
 
 			snprintf(w[n].key_id, sizeof(w[n].key_id), "%s", e->key_id);
 			w[n].lim = e->lim;
-			w[n].n = e->spent < 1 ? 1 : e->spent;
+			/* Twice the demand since the last lease; twice the last batch
+			 * when that ran dry before this one was asked for. */
+			w[n].n = 2 * e->demand;
+			if (e->dry && w[n].n < 2 * e->last_n)
+				w[n].n = 2 * e->last_n;
 			if (w[n].n > most)
-				w[n].n = most ? most : 1;
+				w[n].n = most;
+			if (w[n].n == 0)
+				w[n].n = 1;
+			e->last_n = w[n].n;
 			n++;
 		}
 		pp = &e->next;
@@ -191,7 +202,8 @@ static void apply(struct dp_leases *l, const struct want *w, const long long v[4
 	if (e == NULL)
 		return;
 	e->wanted = 0;
-	e->spent = 0;
+	e->demand = 0;
+	e->dry = 0;
 	if (now >= e->expires_ms)
 		e->tokens = 0;
 	e->tokens += v[0] > 0 ? (uint64_t)v[0] : 0;

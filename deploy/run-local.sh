@@ -17,6 +17,10 @@
 # demo.localhost, 127.0.0.1) are made once under run/tls/ with openssl; the
 # agent verifies the relay against that CA, and so can curl (--cacert).
 #   SLUICE_RUN_APP=3000                 the demo app's port
+#   SLUICE_RUN_RELAYS=1                 relays (RELAYS=3 make run): relay i (from 1) listens
+#                                       on the ports above + i - 1; any of them serves the
+#                                       tunnel (docs/cluster.md)
+#   SLUICE_RUN_LINK=127.0.0.1:7100      first relay's link address (+ i - 1 for relay i)
 #   SLUICE_RUN_LT_PORTS=21000-21099     relay ports for localtunnel clients
 #                                       (lt --port N --host http://CONTROL)
 set -eu
@@ -39,6 +43,12 @@ ADMIN=${SLUICE_RUN_ADMIN:-127.0.0.1:9090}
 HTTPS=${SLUICE_RUN_HTTPS:-127.0.0.1:8443}
 APP=${SLUICE_RUN_APP:-3000}
 LT_PORTS=${SLUICE_RUN_LT_PORTS:-21000-21099}
+RELAYS=${SLUICE_RUN_RELAYS:-1}
+LINK=${SLUICE_RUN_LINK:-127.0.0.1:7100}
+case "$RELAYS" in
+[1-9]) ;;
+*) echo "run-local: SLUICE_RUN_RELAYS (RELAYS) must be 1 to 9, not $RELAYS" >&2; exit 2 ;;
+esac
 DEMO=$(cd "$(dirname "$0")/demo" && pwd)
 
 mkdir -p "$DIR"
@@ -96,14 +106,35 @@ redis-server --port 0 --unixsocket "$SOCK" --unixsocketperm 700 --dir "$DIR" \
 pids="$pids $!"
 wait_until 10 redis-cli -s "$SOCK" ping || { echo "run-local: redis did not start, see $DIR/redis.log" >&2; exit 1; }
 
-# The relay follows the control plane's sessions in Redis; both sign and
-# check agent tokens with the development secret (--dev).
-"$BIN/sluice-relay" --http "$HTTP" --https "$HTTPS" --agents "$AGENTS" --admin "$ADMIN" \
-	--domain localhost --cert "$DIR/tls/relay.pem" --key "$DIR/tls/relay.key" \
-	--redis "unix:$SOCK" --dev --relay-id local --lt-ports "$LT_PORTS" \
-	--log-format text 2>>"$DIR/relay.log" &
-pids="$pids $!"
-wait_until 10 curl -sf "http://$ADMIN/health" || { echo "run-local: relay did not start; see $DIR/relay.log" >&2; tail -n 5 "$DIR/relay.log" >&2; exit 1; }
+# port_plus HOST:PORT N: the same host, the port + N
+port_plus() { echo "${1%:*}:$((${1##*:} + $2))"; }
+
+# The relays follow the control plane's sessions in Redis; all sign and check
+# agent tokens with the development secret (--dev). With more than one, each
+# joins the cluster (--link) and serves every tunnel.
+SERVERS=""
+i=1
+while [ "$i" -le "$RELAYS" ]; do
+	o=$((i - 1))
+	id=local
+	extra="--lt-ports $LT_PORTS"
+	[ "$i" -gt 1 ] && id=local-$i && extra=""
+	[ "$RELAYS" -gt 1 ] && extra="$extra --link $(port_plus "$LINK" $o)"
+	# shellcheck disable=SC2086 # extra is a list of words
+	"$BIN/sluice-relay" --http "$(port_plus "$HTTP" $o)" --https "$(port_plus "$HTTPS" $o)" \
+		--agents "$(port_plus "$AGENTS" $o)" --admin "$(port_plus "$ADMIN" $o)" \
+		--domain localhost --cert "$DIR/tls/relay.pem" --key "$DIR/tls/relay.key" \
+		--redis "unix:$SOCK" --dev --relay-id "$id" $extra \
+		--log-format text 2>>"$DIR/relay-$i.log" &
+	pids="$pids $!"
+	wait_until 10 curl -sf "http://$(port_plus "$ADMIN" $o)/health" || {
+		echo "run-local: relay $i did not start; see $DIR/relay-$i.log" >&2
+		tail -n 5 "$DIR/relay-$i.log" >&2
+		exit 1
+	}
+	SERVERS="$SERVERS${SERVERS:+,}$(port_plus "$AGENTS" $o)"
+	i=$((i + 1))
+done
 
 "$BIN/sluice-control" --listen "$CONTROL" --redis "unix:$SOCK" --dev --relay "$AGENTS" \
 	--public-url "http://localhost:${HTTP##*:}" --audit-log "$DIR/audit.jsonl" \
@@ -144,8 +175,10 @@ wait_until 10 curl -sf "http://127.0.0.1:$APP/" || { echo "run-local: demo app d
 
 # The agent needs only the API: it creates its session and learns the relay
 # and its signed token from the control plane.
+# With several relays it is given all of them: the next one takes over its
+# session if its relay goes away.
 SLUICE_API_KEY=$KEY "$BIN/sluice" http "$APP" --api "http://$CONTROL" --ca "$DIR/tls/ca.pem" \
-	--name demo --json >"$DIR/agent.events" 2>>"$DIR/agent.log" &
+	--server "$SERVERS" --name demo --json >"$DIR/agent.events" 2>>"$DIR/agent.log" &
 pids="$pids $!"
 wait_until 10 grep -q '"event":"ready"' "$DIR/agent.events" || { echo "run-local: agent did not connect; see $DIR/agent.log" >&2; tail -n 5 "$DIR/agent.log" >&2; exit 1; }
 URL=$(sed -n 's/.*"event":"ready","url":"\([^"]*\)".*/\1/p' "$DIR/agent.events" | head -n 1)
@@ -156,6 +189,9 @@ echo "run-local: redis          unix:$SOCK (data in $DIR)"
 echo "run-local: sluice-control http://$CONTROL/health: $(curl -s "http://$CONTROL/health")"
 echo "run-local: session        $SID, created through the API: $(curl -s -H "Authorization: Bearer $KEY" "http://$CONTROL/api/v1/tunnels/$SID")"
 echo "run-local: sluice-relay   public http://$HTTP and https://$HTTPS, agents $AGENTS (TLS), metrics http://$ADMIN/metrics"
+if [ "$RELAYS" -gt 1 ]; then
+	echo "run-local: $RELAYS relays     on one Redis: $(redis-cli -s "$SOCK" zrange sl:relays 0 -1 | tr '\n' ' ')"
+fi
 echo "run-local: demo app       http://127.0.0.1:$APP/ ($DEMO)"
 echo "run-local: tunnel         $URL  (also http://$HTTP/session/$SID/)"
 echo "run-local: try:           curl $URL"
@@ -169,6 +205,16 @@ if ! curl -sf "$URL" | grep -q "Hello through sluice"; then
 	exit 1
 fi
 echo "run-local: the tunnel answers: $(curl -s "$URL" | grep -o '<h1>.*</h1>')"
+i=2
+while [ "$i" -le "$RELAYS" ]; do
+	h=$(port_plus "$HTTP" $((i - 1)))
+	if ! curl -sf -H 'Host: demo.localhost' "http://$h/" | grep -q "Hello through sluice"; then
+		echo "run-local: relay $i (http://$h/) did not serve the tunnel" >&2
+		exit 1
+	fi
+	echo "run-local: and through relay $i: curl -H 'Host: demo.localhost' http://$h/"
+	i=$((i + 1))
+done
 if ! curl -sf --cacert "$DIR/tls/ca.pem" --resolve "demo.localhost:${HTTPS##*:}:${HTTPS%:*}" \
 	"$HTTPS_URL" | grep -q "Hello through sluice"; then
 	echo "run-local: the tunnel did not answer over HTTPS" >&2

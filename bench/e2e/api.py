@@ -54,7 +54,8 @@ def main():
     work = tempfile.mkdtemp(prefix="sluice-bench-api-")
     redis = harness.Redis(work)
     control = harness.Control(os.path.join(a.bin, "sluice-control"), work, redis.url,
-                              extra=["--max-sessions", "10000000", "--log-level", "warn"])
+                              extra=["--max-sessions", "10000000", "--log-level", "warn",
+                                     "--limit-sessions", "off"])
     try:
         key = control.new_key(name="bench")["key"]
         status, _, s = control.api("POST", "/api/v1/tunnels", {"port": 3000}, key=key)
@@ -124,7 +125,8 @@ def revocations(a, work):
     control = harness.Control(os.path.join(a.bin, "sluice-control"), work, redis.url,
                               relay=relay.server,
                               public_url="http://localhost:%d" % relay.http_port,
-                              extra=["--max-sessions", "10000000", "--log-level", "warn"])
+                              extra=["--max-sessions", "10000000", "--log-level", "warn",
+                                     "--limit-sessions", "off"])
     app = apps.HttpApp()
     times = []
     try:

@@ -107,9 +107,9 @@ def test_any_relay_serves_a_tunnel_attached_to_one(binary, tmp_path, cluster, ap
     r = c.getresponse()
     assert r.status == 200 and len(r.read()) == 4 << 20
     c.close()
-    m1, m0 = harness.metrics(relays[1]), harness.metrics(relays[0])
-    assert m1['sluice_links_total{event="out"}'] >= 2
-    assert m0['sluice_links_total{event="in"}'] >= 4
+    # Workers publish their counters at every turn of their loops.
+    harness.wait_metrics(relays[1], lambda m: m['sluice_links_total{event="out"}'] >= 2, "out")
+    harness.wait_metrics(relays[0], lambda m: m['sluice_links_total{event="in"}'] >= 4, "in")
     # A name no session has is still a 404 everywhere.
     assert get(relays[2], "nosuchname")[0] == 404
 
@@ -126,8 +126,8 @@ def test_the_link_port_refuses_what_is_not_a_relay(binary, tmp_path, cluster, ap
         with socket.create_connection(("127.0.0.1", relays[0].link_port), timeout=5) as c:
             c.sendall(attempt)
             assert harness.read_to_close(c) == b""
-    m = harness.metrics(relays[0])
-    assert m['sluice_links_total{event="refused"}'] >= 2
+    m = harness.wait_metrics(relays[0], lambda m: m['sluice_links_total{event="refused"}'] >= 2,
+                             "refusals counted")
     assert m['sluice_links_total{event="in"}'] == 0
 
 

@@ -159,8 +159,8 @@ def test_requests_over_a_tunnels_limit_get_429_with_headers(binary, tmp_path, st
     assert status == 429
     assert hdrs["RateLimit-Limit"] == "5" and hdrs["RateLimit-Remaining"] == "0"
     assert 1 <= int(hdrs["Retry-After"]) <= 60 and hdrs["RateLimit-Policy"] == "5;w=60"
-    m = harness.metrics(relay)
-    assert m['sluice_ratelimited_total{limit="tunnel_requests"}'] >= 1
+    harness.wait_metrics(
+        relay, lambda m: m['sluice_ratelimited_total{limit="tunnel_requests"}'] >= 1, "count")
     # A new limit reaches the relay without the agent reconnecting.
     path = "/api/v1/tunnels/%s/limits" % s["sessionId"]
     assert control.api("PUT", path, {"requests": lim(8, 60)})[0] == 200
@@ -197,7 +197,8 @@ def test_a_tcp_tunnel_over_its_bandwidth_is_slowed_not_cut(binary, tmp_path, sta
         # A floor, not a speed: 2 MiB at 256 KiB/s after one window's allowance
         # cannot take less than (2 MiB - 256 KiB) / 256 KiB/s = 7 s.
         assert elapsed >= 6.5, elapsed
-        assert harness.metrics(relay)['sluice_ratelimited_total{limit="bandwidth_pauses"}'] > 0
+        harness.wait_metrics(
+            relay, lambda m: m['sluice_ratelimited_total{limit="bandwidth_pauses"}'] > 0, "pauses")
     finally:
         echo.stop()
 
@@ -217,7 +218,9 @@ def test_new_tcp_connections_over_the_limit_are_closed(binary, tmp_path, stack):
             greetings.append(harness.read_to_close(c))
             c.close()
         assert greetings[:3] == [b"hello from tcp\n"] * 3 and greetings[3] == b""
-        assert harness.metrics(relay)['sluice_ratelimited_total{limit="tcp_connections"}'] == 1
+        m = harness.wait_metrics(  # workers publish their counters at every turn
+            relay, lambda m: m['sluice_ratelimited_total{limit="tcp_connections"}'] > 0, "count")
+        assert m['sluice_ratelimited_total{limit="tcp_connections"}'] == 1
     finally:
         echo.stop()
 

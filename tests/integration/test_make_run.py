@@ -52,3 +52,30 @@ def test_run_local_once_starts_answers_and_stops(bin_dir, tmp_path):
     # Nothing it started is left: no process still has the run dir open.
     left = subprocess.run(["pgrep", "-f", str(tmp_path / "run")], capture_output=True, text=True)
     assert left.stdout.strip() == "", left.stdout
+
+
+def test_run_local_with_three_relays_serves_the_tunnel_through_each(bin_dir, tmp_path):
+    # Runs of consecutive ports, below the ephemeral range (32768 on): no
+    # outgoing connection holds one.
+    base = random.randrange(29100, 32700, 20)
+    lt = random.randrange(21100, 28900, 10)
+    env = dict(os.environ, SLUICE_RUN_RELAYS="3",
+               SLUICE_RUN_CONTROL="127.0.0.1:%d" % harness.free_port(),
+               SLUICE_RUN_HTTP="127.0.0.1:%d" % base,
+               SLUICE_RUN_HTTPS="127.0.0.1:%d" % (base + 3),
+               SLUICE_RUN_AGENTS="127.0.0.1:%d" % (base + 6),
+               SLUICE_RUN_ADMIN="127.0.0.1:%d" % (base + 10),
+               SLUICE_RUN_LINK="127.0.0.1:%d" % (base + 13),
+               SLUICE_RUN_APP=str(harness.free_port()),
+               SLUICE_RUN_LT_PORTS="%d-%d" % (lt, lt + 9))
+    r = subprocess.run(["sh", os.path.join(ROOT, "deploy", "run-local.sh"), "--bin", bin_dir,
+                        "--dir", str(tmp_path / "run"), "--once"],
+                       capture_output=True, text=True, timeout=90, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "run-local: 3 relays     on one Redis: " in r.stdout
+    for i in (2, 3):
+        assert ("run-local: and through relay %d: curl -H 'Host: demo.localhost' "
+                "http://127.0.0.1:%d/" % (i, base + i - 1)) in r.stdout
+    assert "run-local: stopped" in r.stdout
+    for p in range(base, base + 16):
+        assert not harness.port_open(p), p
