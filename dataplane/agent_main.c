@@ -10,6 +10,7 @@
 #include "sl_log.h"
 #include "sl_net.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -70,6 +71,13 @@ static const struct sl_opt agent_opts[] = {
 	 .type = SL_OPT_BOOL,
 	 .def = "false",
 	 .help = "skip relay certificate verification (development only)"},
+	{.name = "ha",
+	 .type = SL_OPT_BOOL,
+	 .def = "false",
+	 .help = "high availability: hold the session at two relays at once (needs two or more "
+		 "--server: the 1st, 3rd... and the 2nd, 4th... take turns); any relay serves it "
+		 "while "
+		 "either is up"},
 	{.name = "pool",
 	 .type = SL_OPT_INT,
 	 .def = "8",
@@ -301,6 +309,48 @@ static int build_config(const struct sl_config *cfg, int port, struct ag_config 
 	return 0;
 }
 
+/* The second of two agents of one session (--ha), on its own thread. */
+static void *ha_thread(void *arg)
+{
+	struct ag_config *c = arg;
+
+	c->ha_rc = ag_run(c, &stop_requested);
+	return NULL;
+}
+
+/*
+ * --ha: two engines bind the same session at two relays, one on the odd
+ * entries of --server, the other on the even ones (never both on one relay,
+ * where each bind would fence the other). Relays let the later bind own the
+ * session and the other take it over if that relay dies (docs/cluster.md).
+ */
+static int run_ha(const struct ag_config *ac)
+{
+	static struct ag_config halves[2];
+	pthread_t th;
+	int rc;
+
+	if (ac->nservers < 2) {
+		fprintf(stderr, "sluice: --ha needs two or more relays in --server\n");
+		return -EINVAL;
+	}
+	for (int h = 0; h < 2; h++) {
+		halves[h] = *ac;
+		halves[h].nservers = 0;
+		for (uint32_t i = (uint32_t)h; i < ac->nservers; i += 2)
+			halves[h].servers[halves[h].nservers++] = ac->servers[i];
+	}
+	halves[1].status_line = 0; /* one status line on a terminal: the first agent's */
+	if ((rc = pthread_create(&th, NULL, ha_thread, &halves[1])) != 0) {
+		fprintf(stderr, "sluice: cannot start the second agent: %s\n", strerror(rc));
+		return -rc;
+	}
+	rc = ag_run(&halves[0], &stop_requested);
+	stop_requested = 1; /* one fatal refusal ends both */
+	pthread_join(th, NULL);
+	return rc < 0 ? rc : halves[1].ha_rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct sl_config cfg;
@@ -319,7 +369,10 @@ int main(int argc, char **argv)
 		return SL_EXIT_USAGE;
 	}
 	sl_cli_stop_on_signals(&stop_requested);
-	rc = ag_run(&ac, &stop_requested);
+	if (sl_config_int(&cfg, "ha"))
+		rc = run_ha(&ac);
+	else
+		rc = ag_run(&ac, &stop_requested);
 	dp_tls_ctx_free(ac.tls);
 	sl_config_free(&cfg);
 	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;

@@ -40,6 +40,20 @@ static const char claim_lua[] =
 	"redis.call('PEXPIRE', KEYS[1], " OWN_TTL_MS ")\n"
 	"return {1, f}\n";
 
+/* Keep a session whose agent is bound here: still ours (1), another live
+ * relay's (0), or, its owner gone from the registry (or none), ours now with
+ * a new fence. An agent may be bound at two relays at once (sluice --ha):
+ * the later bind owns it, and when that relay dies the other takes over
+ * here, within a registration TTL. {ours, fence}. */
+static const char keep_lua[] =
+	"local cur = redis.call('HMGET', KEYS[1], 'relay', 'bepoch', 'fence')\n"
+	"if cur[1] == ARGV[1] then return {1, tonumber(cur[3]) or 0} end\n"
+	"if cur[1] and redis.call('EXISTS', 'sl:relay:' .. cur[1]) == 1 then return {0, 0} end\n"
+	"local f = redis.call('HINCRBY', KEYS[1], 'fence', 1)\n"
+	"redis.call('HSET', KEYS[1], 'relay', ARGV[1], 'bepoch', ARGV[2])\n"
+	"redis.call('PEXPIRE', KEYS[1], " OWN_TTL_MS ")\n"
+	"return {1, f}\n";
+
 /* Delete the claim only if its fence is still ours. */
 static const char release_lua[] = "if redis.call('HGET', KEYS[1], 'fence') == ARGV[1] then\n"
 				  "  redis.call('DEL', KEYS[1])\n"
@@ -106,10 +120,21 @@ void dp_cluster_claim(struct dp_cluster *cl, const char *sid, uint64_t bepoch)
 	}
 	if (c) {
 		c->bepoch = bepoch;
+		c->bound = 1;
 		c->held = 0;
 		c->retry_ms = 0;
 		push_job(cl, CL_CLAIM, sid, bepoch);
 	}
+	pthread_mutex_unlock(&cl->mu);
+}
+
+void dp_cluster_unbound(struct dp_cluster *cl, const char *sid)
+{
+	struct dp_claim *c;
+
+	pthread_mutex_lock(&cl->mu);
+	if ((c = find_claim(cl, sid)) != NULL)
+		c->bound = 0;
 	pthread_mutex_unlock(&cl->mu);
 }
 
@@ -274,7 +299,8 @@ static int run_job(struct dp_cluster *cl, redisContext *rc, const struct dp_cl_j
 		freeReplyObject(r);
 		return 0;
 	}
-	r = redisCommand(rc, "EVAL %s 1 sl:own:%s %s %llu", claim_lua, j->sid, cl->relay_id,
+	r = redisCommand(rc, "EVAL %s 1 sl:own:%s %s %llu",
+			 j->kind == CL_KEEP ? keep_lua : claim_lua, j->sid, cl->relay_id,
 			 (unsigned long long)j->bepoch);
 	if (r == NULL)
 		return -EIO;
@@ -282,28 +308,43 @@ static int run_job(struct dp_cluster *cl, redisContext *rc, const struct dp_cl_j
 	if ((c = find_claim(cl, j->sid)) != NULL && c->bepoch == j->bepoch) {
 		int ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
 			 r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1;
+		uint64_t nf = ok ? (uint64_t)r->element[1]->integer : 0;
 
+		if (j->kind == CL_KEEP) {
+			if (ok && nf != c->fence) {
+				sl_info("cluster: session %s: its owner is gone; this relay, where "
+					"its agent is bound too, takes it over",
+					j->sid);
+				atomic_fetch_add(&cl->claims_made, 1);
+			}
+		} else {
+			c->retry_ms = ok ? 0 : sl_mono_ms() + CLAIM_RETRY;
+			atomic_fetch_add(ok ? &cl->claims_made : &cl->claims_refused, 1);
+			if (!ok)
+				sl_warn("cluster: session %s: a live relay holds a newer bind; "
+					"retrying",
+					j->sid);
+		}
 		c->held = ok;
-		c->fence = ok ? (uint64_t)r->element[1]->integer : 0;
-		c->retry_ms = ok ? 0 : sl_mono_ms() + CLAIM_RETRY;
-		atomic_fetch_add(ok ? &cl->claims_made : &cl->claims_refused, 1);
-		if (!ok)
-			sl_warn("cluster: session %s: a live relay holds a newer bind; retrying",
-				j->sid);
+		c->fence = nf;
 	}
 	pthread_mutex_unlock(&cl->mu);
 	freeReplyObject(r);
 	return 0;
 }
 
-/* Claims refused earlier, due again (their owner may have died). */
-static void due_claims(struct dp_cluster *cl, uint64_t now)
+/* Claims refused earlier, due again (their owner may have died); and,
+ * once a beat, every session whose agent is bound here is kept. */
+static void due_claims(struct dp_cluster *cl, uint64_t now, int keep)
 {
-	for (struct dp_claim *c = cl->claims; c; c = c->next)
+	for (struct dp_claim *c = cl->claims; c; c = c->next) {
 		if (!c->held && c->retry_ms && now >= c->retry_ms) {
 			c->retry_ms = 0;
 			push_job(cl, CL_CLAIM, c->sid, c->bepoch);
+		} else if (keep && c->bound && !c->retry_ms && cl->njobs < DP_CLUSTER_QUEUE / 2) {
+			push_job(cl, CL_KEEP, c->sid, c->bepoch);
 		}
+	}
 }
 
 /* A clean exit: the claims still ours and the registration go at once,
@@ -338,14 +379,17 @@ static void serve(struct dp_cluster *cl, redisContext *rc)
 		uint64_t now = sl_mono_ms();
 		uint32_t n;
 
+		int keep = 0;
+
 		if (now >= next_beat) {
 			if (beat(cl, rc) < 0)
 				break;
 			atomic_store(&cl->up, 1);
 			next_beat = now + DP_CLUSTER_BEAT_MS;
+			keep = 1;
 		}
 		pthread_mutex_lock(&cl->mu);
-		due_claims(cl, now);
+		due_claims(cl, now, keep);
 		if (cl->njobs == 0) {
 			struct timespec ts;
 

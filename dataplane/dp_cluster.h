@@ -26,7 +26,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define DP_CLUSTER_TTL_MS   3000 /* a relay's registration outlives its last beat by this */
+#define DP_CLUSTER_TTL_MS   2000 /* a relay's registration outlives its last beat by this */
 #define DP_CLUSTER_BEAT_MS  1000
 #define DP_CLUSTER_CACHE_MS 1000
 #define DP_CLUSTER_CACHE    4096 /* owner answers kept (direct-mapped by session id) */
@@ -54,7 +54,7 @@ struct dp_own_ent {
 	uint64_t expires_ms;
 };
 
-enum { CL_CLAIM = 1, CL_RELEASE, CL_QUERY };
+enum { CL_CLAIM = 1, CL_RELEASE, CL_QUERY, CL_KEEP };
 struct dp_cl_job {
 	uint8_t kind;
 	char sid[33];
@@ -67,6 +67,7 @@ struct dp_claim {
 	char sid[33];
 	uint64_t bepoch, fence;
 	int held;
+	int bound;	   /* its agent is bound here now (kept: see CL_KEEP in dp_cluster.c) */
 	uint64_t retry_ms; /* refused: try again then (a live owner may die) */
 };
 
@@ -99,6 +100,8 @@ void dp_cluster_stop(struct dp_cluster *cl);
 
 /* This relay binds sid's agent at bind epoch bepoch: claim it. */
 void dp_cluster_claim(struct dp_cluster *cl, const char *sid, uint64_t bepoch);
+/* sid's agent left this relay (it may come back, or be bound elsewhere too). */
+void dp_cluster_unbound(struct dp_cluster *cl, const char *sid);
 /* This relay lets sid go (its agent left for good, or the session ended). */
 void dp_cluster_release(struct dp_cluster *cl, const char *sid);
 /* Which relay holds sid; with fresh set the cached answer is not used. For

@@ -200,7 +200,7 @@ struct handoff {
 	struct handoff *next;
 	struct dp_export ex;
 	uint8_t kind; /* K_PUBLIC or K_AGENT_NEW */
-	uint8_t https, ipv6, hops;
+	uint8_t https, ipv6, hops, link_hops;
 	char ip[INET6_ADDRSTRLEN];
 	uint32_t len;
 	char bytes[]; /* read and not consumed: a request head onward, or agent frames */
@@ -1664,6 +1664,8 @@ fail:
 /* The control connection of t goes (closed or dead): the tunnel waits for a resume. */
 static void tunnel_offline(struct relay *r, struct dp_tunnel *t)
 {
+	if (r->sh->cluster_on && t->managed)
+		dp_cluster_unbound(&r->sh->cluster, t->sid);
 	t->ctrl = DP_NIL;
 	r->nagents--;
 	t->offline_since_ms = r->now_ms;
@@ -2630,6 +2632,7 @@ static int try_move(struct relay *r, uint32_t c)
 	h->https = p ? p->https : 0;
 	h->ipv6 = p ? p->ipv6 : 0;
 	h->hops = (uint8_t)((p ? p->hops : a->hops) + 1);
+	h->link_hops = p ? p->link_hops : 0;
 	to = p ? p->moving_to : a->moving_to;
 	if (dp_conn_export(&r->io, c, &h->ex) < 0) { /* frees p or a, or closes c */
 		r->m.handoffs_failed++;
@@ -2680,6 +2683,7 @@ static void adopt_public(struct relay *r, struct handoff *h)
 	p->https = h->https;
 	p->ipv6 = h->ipv6;
 	p->hops = h->hops;
+	p->link_hops = h->link_hops;
 	memcpy(p->ip, h->ip, sizeof(p->ip));
 	if ((c = dp_conn_adopt(&r->io, &h->ex, K_PUBLIC, p)) == DP_NIL) {
 		free(p);

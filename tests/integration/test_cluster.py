@@ -226,3 +226,33 @@ def test_relays_are_listed_and_drain_from_their_admin_port(binary, tmp_path, clu
     harness.wait_for(lambda: state() in ("draining", None), timeout=5, what="draining shown")
     harness.wait_for(lambda: not relays[2].proc.alive(), timeout=10, what="exit")
     assert relays[2].stop() == 0
+
+
+def test_an_agent_held_at_two_relays_survives_the_owner(binary, tmp_path, cluster, app):
+    redis, relays, control = cluster
+    s = new_session(control)
+    a = harness.Agent(binary("sluice"), tmp_path, app.port,
+                      "%s,%s" % (relays[0].server, relays[1].server),
+                      extra=["--token", s["agentToken"], "--ha"])
+    a.wait_event("ready", after=1)  # bound at both relays
+    for r in relays:
+        assert get(r, s["name"])[0] == 200
+    own = "sl:own:" + s["sessionId"]
+    owner = redis.cli("HGET", own, "relay").strip()
+    dead = [r for r in relays[:2] if relay_id(r) == owner][0]
+    other = relays[1] if dead is relays[0] else relays[0]
+    dead.proc.kill()
+    t0 = time.monotonic()
+
+    def served():
+        try:
+            return get(relays[2], s["name"], timeout=3)[0] == 200
+        except OSError:
+            return False
+    harness.wait_for(served, timeout=10, what="traffic through the other relay")
+    took = time.monotonic() - t0
+    assert took < 5.0, took
+    assert redis.cli("HGET", own, "relay").strip() == relay_id(other)
+    assert get(other, s["name"])[0] == 200
+    assert "takes it over" in other.proc.log()
+    print("ha failover took %.2f s" % took)
