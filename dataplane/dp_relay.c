@@ -1645,9 +1645,13 @@ static struct dp_tunnel *new_tunnel(struct relay *r, const struct pr_msg *m,
 		goto fail;
 	}
 	if (dp_tunnels_add(&r->tunnels, t) < 0) {
+		/* The listener's reference keeps t until its close completes, which
+		 * on epoll is at once: hold t across it. */
+		t->refs++;
 		if (t->tcp_listener != DP_NIL)
-			dp_conn_close(&r->io, t->tcp_listener); /* its reference keeps t */
+			dp_conn_close(&r->io, t->tcp_listener);
 		t->tcp_listener = DP_NIL;
+		t->refs--;
 		goto fail;
 	}
 	t->linked = 1;
@@ -2839,9 +2843,11 @@ static void sweep_tunnels(struct relay *r)
 		dp_tunnels_remove(&r->tunnels, t);
 		dp_owners_release(&r->sh->owners, t->name, t->sid, r->idx);
 		t->linked = 0;
+		/* Hold it across the listener's close (whose reference may be the
+		 * last, freeing it at once on epoll) and the unref below. */
+		t->refs++;
 		if (t->tcp_listener != DP_NIL)
 			dp_conn_close(&r->io, t->tcp_listener);
-		t->refs++; /* hold across the unref so the check below frees once */
 		tunnel_unref(t);
 	}
 }
@@ -2886,9 +2892,9 @@ static void kill_tunnel(struct relay *r, struct dp_tunnel *t, const char *why)
 	dp_tunnels_remove(&r->tunnels, t);
 	dp_owners_release(&r->sh->owners, t->name, t->sid, r->idx);
 	t->linked = 0;
+	t->refs++; /* hold across the listener's close and the unref: it frees once */
 	if (t->tcp_listener != DP_NIL)
 		dp_conn_close(&r->io, t->tcp_listener);
-	t->refs++; /* hold across the unref so that it frees once */
 	tunnel_unref(t);
 }
 
