@@ -100,18 +100,21 @@ def tunnel(a, work, procs, control, relay, nginx, limits, key=harness.ADMIN_KEY)
     return s["name"]
 
 
-def measure(a, relay, name):
-    runs = []
+def measure(a, cases):
+    """cases: {label: (relay, tunnel name)}; the cases take turns, rep after
+    rep, so that a noisy spell of the machine hits them alike."""
+    runs = {k: [] for k in cases}
     for _ in range(a.reps):
-        r = wrk("http://127.0.0.1:%d/100b" % relay.http_port, a.conns, a.seconds,
-                "%s.localhost" % name)
-        if r["errors"]:
-            raise SystemExit("%s: errors: %s" % (name, r["errors"]))
-        runs.append(r)
-    return {"rps": statistics.median(r["rps"] for r in runs),
-            "p50_ms": statistics.median(r["p50_ms"] for r in runs),
-            "p99_ms": statistics.median(r["p99_ms"] for r in runs),
-            "runs": [round(r["rps"]) for r in runs]}
+        for label, (relay, name) in cases.items():
+            r = wrk("http://127.0.0.1:%d/100b" % relay.http_port, a.conns, a.seconds,
+                    "%s.localhost" % name)
+            if r["errors"]:
+                raise SystemExit("%s: errors: %s" % (label, r["errors"]))
+            runs[label].append(r)
+    return {k: {"rps": statistics.median(r["rps"] for r in v),
+                "p50_ms": statistics.median(r["p50_ms"] for r in v),
+                "p99_ms": statistics.median(r["p99_ms"] for r in v),
+                "runs": [round(r["rps"]) for r in v]} for k, v in runs.items()}
 
 
 def aggregate(a, relays, names):
@@ -144,12 +147,14 @@ def run(a, work, procs):
                                                                         "window": 60}}})[2]
     t_off = tunnel(a, work, procs, control, relays[0], nginx, off)
     t_on = tunnel(a, work, procs, control, relays[0], nginx, on, key=k["key"])
+    t_tun = tunnel(a, work, procs, control, relays[0], nginx, on)
+    t_key = tunnel(a, work, procs, control, relays[0], nginx, off, key=k["key"])
     t1 = tunnel(a, work, procs, control, relays[1], nginx, off)
     t2 = tunnel(a, work, procs, control, relays[2], nginx, off)
-    rows = {}
-    for name, relay, t in (("limits-off", relays[0], t_off), ("limits-on", relays[0], t_on),
-                           ("hop", relays[1], t_off)):
-        rows[name] = measure(a, relay, t)
+    rows = measure(a, {"limits-off": (relays[0], t_off), "limits-on": (relays[0], t_on),
+                       "tunnel-limits": (relays[0], t_tun), "key-limit": (relays[0], t_key),
+                       "hop": (relays[1], t_off)})
+    for name in ("limits-off", "limits-on", "tunnel-limits", "key-limit", "hop"):
         print("%-11s %8.0f req/s  p50 %.2f ms  p99 %.2f ms  (runs: %s)" % (
             name, rows[name]["rps"], rows[name]["p50_ms"], rows[name]["p99_ms"],
             rows[name]["runs"]), flush=True)
