@@ -132,7 +132,7 @@ static void on_session_window(void *ud, redisReply *r, const char *err)
 	struct cp_op *op = ud;
 	const struct pr_limit *l = &op->lim_eff.v[CP_LIM_SESSIONS];
 
-	if (err || r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
+	if (err || r->type != REDIS_REPLY_ARRAY || r->elements < 4 ||
 	    r->element[0]->type != REDIS_REPLY_INTEGER ||
 	    r->element[3]->type != REDIS_REPLY_INTEGER) {
 		/* Fail closed: without Redis no session could be stored anyway. */

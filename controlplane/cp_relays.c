@@ -10,24 +10,16 @@
  *                                   from sl:drain:<id> within a second (admin)
  */
 #include "cp_server.h"
+#include "sl_time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include <hiredis.h>
 
 #define RELAY_ALIVE_MS 5000 /* a heartbeat older than this: not alive */
 #define RELAYS_MAX     256
-
-static unsigned long long wall_ms(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (unsigned long long)tv.tv_sec * 1000 + (unsigned long long)tv.tv_usec / 1000;
-}
 
 /* Replies: the zset (WITHSCORES), then per relay GET and HGET, pipelined. */
 static void on_relays(void *ud, redisReply *r, const char *err)
@@ -80,7 +72,7 @@ static void relays_list(struct cp_op *op)
 	op->step = 0;
 	op->limit = 0; /* replies still to come after the zset's */
 	cp_rdb_cmdf(op->s->db, on_relays, op, "ZRANGEBYSCORE sl:relays %llu +inf WITHSCORES",
-		    wall_ms() - RELAY_ALIVE_MS);
+		    (unsigned long long)(sl_wall_ms() - RELAY_ALIVE_MS));
 }
 
 static void on_drain(void *ud, redisReply *r, const char *err)
@@ -110,7 +102,7 @@ static const char drain_lua[] = "local at = redis.call('ZSCORE', 'sl:relays', AR
 static void relay_drain(struct cp_op *op)
 {
 	cp_rdb_cmdf(op->s->db, on_drain, op, "EVAL %s 1 sl:drain:%s %s %llu", drain_lua, op->id,
-		    op->id, wall_ms() - RELAY_ALIVE_MS);
+		    op->id, (unsigned long long)(sl_wall_ms() - RELAY_ALIVE_MS));
 }
 
 int cp_api_relays(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)

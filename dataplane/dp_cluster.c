@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,14 +59,6 @@ static const char release_lua[] = "if redis.call('HGET', KEYS[1], 'fence') == AR
 				  "  return 1\n"
 				  "end\n"
 				  "return 0\n";
-
-static uint64_t wall_ms(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-}
 
 static struct dp_own_ent *cache_slot(struct dp_cluster *cl, const char *sid)
 {
@@ -218,7 +209,7 @@ static int beat(struct dp_cluster *cl, redisContext *rc)
 		return -EIO;
 	freeReplyObject(r);
 	ids = redisCommand(rc, "ZRANGEBYSCORE sl:relays %llu +inf LIMIT 0 %d",
-			   (unsigned long long)(wall_ms() - PEER_DEAD_MS), DP_CLUSTER_PEERS);
+			   (unsigned long long)(sl_wall_ms() - PEER_DEAD_MS), DP_CLUSTER_PEERS);
 	if (ids == NULL)
 		return -EIO;
 	for (size_t i = 0; ids->type == REDIS_REPLY_ARRAY && i < ids->elements; i++) {
@@ -393,12 +384,7 @@ static void serve(struct dp_cluster *cl, redisContext *rc)
 		if (cl->njobs == 0) {
 			struct timespec ts;
 
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += TURN_MS * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			sl_deadline_in(&ts, TURN_MS);
 			pthread_cond_timedwait(&cl->cv, &cl->mu, &ts);
 		}
 		n = cl->njobs;

@@ -22,23 +22,25 @@
 #define RETRY_MS       500  /* reconnect interval while Redis is down */
 #define REDIS_TIMEOUT  500
 #define IDLE_DROP_MS   120000 /* an entry unused this long is forgotten */
-#define BATCH_FRACTION 50     /* a batch is at most limit / (this x relays) */
+#define BATCH_FRACTION 100    /* a batch is at most limit / (this x relays) */
 
 /* One key's lease. Ownership: the table's, under mu. */
 struct dp_lease_ent {
 	struct dp_lease_ent *next;
 	char key_id[33];
 	struct pr_limit lim;
-	uint64_t tokens;	/* leased and not spent */
-	uint64_t expires_ms;	/* monotonic: the tokens' slot ends */
-	uint64_t over_until_ms; /* Redis said no room until then */
-	uint64_t remaining;	/* of the limit, as Redis last said */
-	uint64_t demand;	/* requests since the last lease (served or not) */
-	uint64_t last_n;	/* the last batch asked for */
-	int dry;		/* a request found no token since the last lease */
-	uint64_t last_ms;	/* last take */
-	int wanted;		/* a lease is asked for */
-	struct dp_window local; /* the fail-open share while Redis is down */
+	uint64_t tokens;		/* leased and not spent */
+	uint64_t expires_ms;		/* monotonic: the tokens' slot ends */
+	uint64_t slot;			/* the tokens' slot, in Redis */
+	uint64_t refund_n, refund_slot; /* dropped unspent: to give back to that slot */
+	uint64_t over_until_ms;		/* Redis said no room until then */
+	uint64_t remaining;		/* of the limit, as Redis last said */
+	uint64_t demand;		/* requests since the last lease (served or not) */
+	uint64_t last_n;		/* the last batch asked for */
+	int dry;			/* a request found no token since the last lease */
+	uint64_t last_ms;		/* last take */
+	int wanted;			/* a lease is asked for */
+	struct dp_window local;		/* the fail-open share while Redis is down */
 };
 
 static struct dp_lease_ent *find(struct dp_leases *l, const char *key_id)
@@ -55,6 +57,18 @@ static struct dp_lease_ent *find(struct dp_leases *l, const char *key_id)
 	l->ents = e;
 	l->nents++;
 	return e;
+}
+
+/* Unspent tokens whose slot ended: dropped here, given back in Redis (the
+ * lease thread), so they are not lost to the other relays (under mu). */
+static void drop(struct dp_leases *l, struct dp_lease_ent *e)
+{
+	if (e->refund_n && e->refund_slot != e->slot)
+		e->refund_n = 0; /* an older refund not made yet: the newer one matters */
+	e->refund_n += e->tokens;
+	e->refund_slot = e->slot;
+	e->tokens = 0;
+	pthread_cond_signal(&l->cv);
 }
 
 /* The fail-open decision: this relay's share of the limit, counted here. */
@@ -100,7 +114,7 @@ enum dp_lease_verdict dp_lease_take(struct dp_leases *l, const char *key_id,
 		goto out;
 	}
 	if (e->tokens && now >= e->expires_ms)
-		e->tokens = 0; /* their slot is over: never carried into the next */
+		drop(l, e); /* their slot is over: never carried into the next */
 	if (e->tokens) {
 		e->tokens--;
 		*remaining = e->remaining + e->tokens;
@@ -130,23 +144,34 @@ struct want {
 	char key_id[33];
 	struct pr_limit lim;
 	uint64_t n;
+	uint64_t refund_slot; /* with refund set: n is given back to this slot, not leased */
+	int refund;
 };
 
 /* EVAL the window script for one key; 0 with the reply's four numbers, or
  * -EIO (connection lost) / -EPROTO. */
-static int lease_once(redisContext *rc, const struct want *w, long long out[4])
+static int lease_once(redisContext *rc, const struct want *w, long long out[5])
 {
 	redisReply *r =
-		redisCommand(rc, "EVAL %s 1 sl:rl:kreq:%s %llu %llu %llu", PR_WINDOW_LUA, w->key_id,
-			     (unsigned long long)w->lim.limit,
-			     (unsigned long long)w->lim.window * 1000, (unsigned long long)w->n);
+		w->refund
+			? redisCommand(rc, "EVAL %s 1 sl:rl:kreq:%s %llu %llu",
+				       PR_WINDOW_REFUND_LUA, w->key_id,
+				       (unsigned long long)w->refund_slot, (unsigned long long)w->n)
+			: redisCommand(rc, "EVAL %s 1 sl:rl:kreq:%s %llu %llu %llu", PR_WINDOW_LUA,
+				       w->key_id, (unsigned long long)w->lim.limit,
+				       (unsigned long long)w->lim.window * 1000,
+				       (unsigned long long)w->n);
 	int err = 0;
 
 	if (r == NULL)
 		return -EIO;
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 4)
+	if (w->refund) {
+		freeReplyObject(r);
+		return 0;
+	}
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 5)
 		err = -EPROTO;
-	for (size_t i = 0; err == 0 && i < 4; i++) {
+	for (size_t i = 0; err == 0 && i < 5; i++) {
 		if (r->element[i]->type != REDIS_REPLY_INTEGER)
 			err = -EPROTO;
 		else
@@ -172,10 +197,19 @@ static size_t collect(struct dp_leases *l, struct want *w, size_t cap, uint64_t 
 			free(e);
 			continue;
 		}
+		if (e->refund_n && n < cap) {
+			snprintf(w[n].key_id, sizeof(w[n].key_id), "%s", e->key_id);
+			w[n].refund = 1;
+			w[n].n = e->refund_n;
+			w[n].refund_slot = e->refund_slot;
+			e->refund_n = 0;
+			n++;
+		}
 		if (e->wanted && n < cap) {
 			uint64_t most = e->lim.limit / ((uint64_t)BATCH_FRACTION * l->nrelays);
 
 			snprintf(w[n].key_id, sizeof(w[n].key_id), "%s", e->key_id);
+			w[n].refund = 0;
 			w[n].lim = e->lim;
 			/* Twice the demand since the last lease; twice the last batch
 			 * when that ran dry before this one was asked for. */
@@ -195,7 +229,7 @@ static size_t collect(struct dp_leases *l, struct want *w, size_t cap, uint64_t 
 }
 
 /* A lease's answer into its entry (under mu). */
-static void apply(struct dp_leases *l, const struct want *w, const long long v[4], uint64_t now)
+static void apply(struct dp_leases *l, const struct want *w, const long long v[5], uint64_t now)
 {
 	struct dp_lease_ent *e = find(l, w->key_id);
 
@@ -204,8 +238,10 @@ static void apply(struct dp_leases *l, const struct want *w, const long long v[4
 	e->wanted = 0;
 	e->demand = 0;
 	e->dry = 0;
-	if (now >= e->expires_ms)
-		e->tokens = 0;
+	/* Tokens of another slot than these new ones (or past theirs) go back. */
+	if (e->tokens && (now >= e->expires_ms || e->slot != (uint64_t)v[4]))
+		drop(l, e);
+	e->slot = (uint64_t)v[4];
 	e->tokens += v[0] > 0 ? (uint64_t)v[0] : 0;
 	e->remaining = v[1] > 0 ? (uint64_t)v[1] : 0;
 	e->expires_ms = now + (v[2] > 0 ? (uint64_t)v[2] : 0);
@@ -217,13 +253,10 @@ static void apply(struct dp_leases *l, const struct want *w, const long long v[4
  * relay. -EIO when the connection failed. */
 static int count_relays(struct dp_leases *l, redisContext *rc)
 {
-	struct timespec ts;
-	unsigned long long now;
 	redisReply *r;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	now = (unsigned long long)ts.tv_sec * 1000 + (unsigned long long)ts.tv_nsec / 1000000;
-	r = redisCommand(rc, "ZCOUNT sl:relays %llu +inf", now - RELAY_DEAD_MS);
+	r = redisCommand(rc, "ZCOUNT sl:relays %llu +inf",
+			 (unsigned long long)(sl_wall_ms() - RELAY_DEAD_MS));
 	if (r && r->type == REDIS_REPLY_INTEGER) {
 		pthread_mutex_lock(&l->mu);
 		l->nrelays = r->integer > 0 ? (uint32_t)r->integer : 1;
@@ -278,23 +311,20 @@ static void serve(struct dp_leases *l, redisContext *rc)
 		if (n == 0) {
 			struct timespec ts;
 
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += LEASE_TURN_MS * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			sl_deadline_in(&ts, LEASE_TURN_MS);
 			pthread_cond_timedwait(&l->cv, &l->mu, &ts);
 			pthread_mutex_unlock(&l->mu);
 			continue;
 		}
 		pthread_mutex_unlock(&l->mu);
 		for (size_t i = 0; i < n; i++) {
-			long long v[4];
+			long long v[5];
 			int e = lease_once(rc, &w[i], v);
 
 			if (e == -EIO)
 				return;
+			if (w[i].refund)
+				continue; /* given back: nothing to apply */
 			atomic_fetch_add(e ? &l->lease_failures : &l->leases, 1);
 			pthread_mutex_lock(&l->mu);
 			if (e == 0)

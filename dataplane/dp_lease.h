@@ -6,9 +6,10 @@
  *
  * A thread of its own keeps the leases topped up: workers take tokens under
  * a mutex and ask for more before they run out; the batch grows with the
- * key's demand but stays small against the limit (limit / (50 x live
+ * key's demand but stays small against the limit (limit / (100 x live
  * relays)), because tokens left unspent when their slot ends are dropped,
- * never carried over: over any window the grants, hence what all relays let
+ * never carried over (they are given back to their slot in Redis, for the
+ * other relays): over any window the grants, hence what all relays let
  * through together, never exceed the limit.
  *
  * While Redis cannot be reached the relay fails open into a local limit,

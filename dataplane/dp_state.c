@@ -13,12 +13,12 @@
 #include "sl_bytes.h"
 #include "sl_log.h"
 #include "sl_redis.h"
+#include "sl_time.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,14 +48,6 @@ static struct dp_state_ent **slot_of(struct dp_state *st, const char *sid)
 	while (*pp && strcmp((*pp)->s.sid, sid) != 0)
 		pp = &(*pp)->next;
 	return pp;
-}
-
-static uint64_t wall_ms(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
 }
 
 /* What index i is keyed by: the custom domain, or the name. */
@@ -345,7 +337,7 @@ static int report(struct follower *f)
 	struct dp_state *st = f->st;
 	struct dp_state_counts *c = NULL;
 	size_t n = 0, sent = 0;
-	uint64_t now = wall_ms();
+	uint64_t now = sl_wall_ms();
 	redisReply *r;
 	char buf[512];
 
@@ -405,8 +397,8 @@ static void *follower_thread(void *arg)
 			 * first heartbeat goes out at once. */
 			f.next_report_ms = 0;
 			while (!atomic_load(&st->stop)) {
-				if (wall_ms() >= f.next_report_ms) {
-					f.next_report_ms = wall_ms() + REPORT_MS;
+				if (sl_wall_ms() >= f.next_report_ms) {
+					f.next_report_ms = sl_wall_ms() + REPORT_MS;
 					if (report(&f) < 0)
 						break;
 				}

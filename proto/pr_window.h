@@ -8,7 +8,7 @@
  *
  * EVAL PR_WINDOW_LUA 1 <hash> <limit> <window_ms> <want>
  * -> {granted, remaining, ms until the current slot ends, ms until the
- *     oldest counted slot leaves the window}
+ *     oldest counted slot leaves the window, the current slot's number}
  * Granted is at most want and never more than the window has room for, so
  * the grants of all callers together never exceed the limit. Time is
  * Redis's own (TIME), so callers' clocks do not matter.
@@ -43,6 +43,16 @@
 	"end\n"                                                                                    \
 	"local reset = 0\n"                                                                        \
 	"if oldest ~= nil then reset = (oldest + 10) * sm - now end\n"                             \
-	"return {grant, limit - used - grant, (cur + 1) * sm - now, reset}\n"
+	"return {grant, limit - used - grant, (cur + 1) * sm - now, reset, cur}\n"
+
+/* EVAL PR_WINDOW_REFUND_LUA 1 <hash> <slot> <n>: n tokens granted in slot
+ * and never spent go back (while that slot still counts), so tokens a relay
+ * drops at a slot's end are not lost to the others. */
+#define PR_WINDOW_REFUND_LUA                                                                       \
+	"if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 and\n"                                    \
+	"   redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[2])) < 0 then\n"                \
+	"  redis.call('HSET', KEYS[1], ARGV[1], 0)\n"                                              \
+	"end\n"                                                                                    \
+	"return 0\n"
 
 #endif

@@ -79,6 +79,14 @@ def get(relay, name, path="/", timeout=5):
         c.close()
 
 
+def served(relay, name):
+    """A 200 for name through relay, or False (refused, reset, timed out)."""
+    try:
+        return get(relay, name, timeout=3)[0] == 200
+    except OSError:
+        return False
+
+
 def test_any_relay_serves_a_tunnel_attached_to_one(binary, tmp_path, cluster, app):
     _, relays, control = cluster
     s = new_session(control)
@@ -140,12 +148,8 @@ def test_owner_killed_traffic_resumes_within_5s_with_the_same_name(binary, tmp_p
     relays[0].proc.kill()  # SIGKILL: no goodbye, its registration times out
     t0 = time.monotonic()
 
-    def served():
-        try:
-            return get(relays[2], s["name"], timeout=3)[0] == 200
-        except OSError:
-            return False
-    harness.wait_for(served, timeout=10, what="traffic through another relay")
+    harness.wait_for(lambda: served(relays[2], s["name"]), timeout=10,
+                     what="traffic through another relay")
     took = time.monotonic() - t0
     assert took < 5.0, took
     ev = a.wait_event("reconnected")
@@ -244,12 +248,8 @@ def test_an_agent_held_at_two_relays_survives_the_owner(binary, tmp_path, cluste
     dead.proc.kill()
     t0 = time.monotonic()
 
-    def served():
-        try:
-            return get(relays[2], s["name"], timeout=3)[0] == 200
-        except OSError:
-            return False
-    harness.wait_for(served, timeout=10, what="traffic through the other relay")
+    harness.wait_for(lambda: served(relays[2], s["name"]), timeout=10,
+                     what="traffic through the other relay")
     took = time.monotonic() - t0
     assert took < 5.0, took
     assert redis.cli("HGET", own, "relay").strip() == relay_id(other)
