@@ -123,14 +123,21 @@ struct pub {
 	struct pub *tprev, *tnext; /* timed list */
 	int timed;
 	char ip[INET6_ADDRSTRLEN];
-	uint8_t counted;      /* in t->live (started on a data connection) */
-	uint8_t shared;	      /* this request came with a valid share link */
-	uint8_t answered;     /* response bytes came from the agent (sent or still queued) */
+	uint8_t counted;    /* in t->live (started on a data connection) */
+	uint8_t shared;	    /* this request came with a valid share link */
+	uint8_t answered;   /* response bytes came from the agent (sent or still queued) */
+	uint8_t replayable; /* idempotent and bodiless: may be sent again once, unanswered */
+	uint8_t replays;
 	uint64_t parked_ms;   /* P_PARKED since (monotonic ms); 0: not parked */
 	uint32_t link;	      /* K_LINK slot this connection is forwarded on, or DP_NIL */
 	uint8_t link_pending; /* came from another relay: its PR_LINK frame comes first */
 	uint8_t link_hops;    /* relays it went through */
 	char link_sid[33];    /* the session it was forwarded for */
+	/* While it waits for a data connection of a cluster session's tunnel:
+	 * its request head as it came (malloc'd, orig_len bytes), so that if
+	 * the agent moves to another relay meanwhile the request follows. */
+	char *orig;
+	uint32_t orig_len;
 };
 
 /* One port of --lt-ports: its listener and the tunnel it feeds, if any. */
@@ -188,7 +195,7 @@ struct metrics {
 	uint64_t bytes_in, bytes_out; /* public side, closed connections */
 	uint64_t sessions_closed;     /* tunnels closed: session revoked or expired */
 	uint64_t limited_req, limited_key, limited_tcp, throttles; /* rate limits */
-	uint64_t links_out, links_in, links_refused, link_failures, parked_cluster;
+	uint64_t links_out, links_in, links_refused, link_failures, parked_cluster, replays;
 };
 
 /*
@@ -285,7 +292,9 @@ struct relay {
 	struct agent *fresh; /* agent and admin connections not yet identified */
 	int draining;
 	struct metrics m;
-	char target[DP_HTTP_HEAD_MAX];	    /* a rewritten request target */
+	char target[DP_HTTP_HEAD_MAX]; /* a rewritten request target */
+	const char *cur_raw;	       /* the head on_request is routing, as it came */
+	uint32_t cur_raw_len;
 	char head[DP_HTTP_HEAD_MAX + 8192]; /* the upstream head being built */
 };
 
@@ -363,6 +372,7 @@ static void pub_error(struct relay *r, struct pub *p, int e, const char *extra, 
 	vsnprintf(body, sizeof(body), fmt, ap);
 	va_end(ap);
 	r->m.errors[e]++;
+	sl_debug("client %s: %d %s", p->ip, err_status[e], body);
 	p->phase = P_DONE;
 	if (dp_c(&r->io, p->slot)->peer != DP_NIL || p->tcp) {
 		/* Mid-stream (or raw TCP): an HTTP error would interleave with the
@@ -524,7 +534,12 @@ static void unpark(struct relay *r, struct pub *p)
 		dp_conn_recv(&r->io, p->slot);
 }
 
-#define PARK_MAX_MS 300 /* a request waits this long for a lease, then is decided locally */
+/* A request waits this long for a lease, then is decided on the local
+ * share. Longer than the lease thread's Redis timeout (500 ms) and its
+ * reconnection, so while Redis answers no request is decided locally: the
+ * relays never let more through than the key's limit; a Redis that stopped
+ * answering is down, and then the local share is the rule anyway. */
+#define PARK_MAX_MS 1500
 
 static void run_parked(struct relay *r)
 {
@@ -648,6 +663,11 @@ static void acquire_data(struct relay *r, struct pub *p)
 	/* Hold the client until there is a connection to send its bytes to. */
 	dp_conn_pause(&r->io, p->slot);
 	set_deadline(r, p, r->cfg->open_timeout_ms, E_502);
+	if (r->sh->cluster_on && t->managed && r->cur_raw && p->orig == NULL &&
+	    (p->orig = malloc(r->cur_raw_len)) != NULL) {
+		memcpy(p->orig, r->cur_raw, r->cur_raw_len);
+		p->orig_len = r->cur_raw_len;
+	}
 	ask_for_data(r, t);
 }
 
@@ -1216,6 +1236,20 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 		pub_error(r, p, E_503, NULL, "relay out of memory\n");
 		return -1;
 	}
+	/* GET, HEAD, OPTIONS without a body, of a cluster session: kept as it
+	 * came until answered, so that an agent leaving for another relay
+	 * between taking it and answering does not lose it (on_peer_lost). */
+	p->replayable = q->content_length <= 0 && !q->chunked && !q->upgrade &&
+			((q->method_len == 3 && memcmp(q->method, "GET", 3) == 0) ||
+			 (q->method_len == 4 && memcmp(q->method, "HEAD", 4) == 0) ||
+			 (q->method_len == 7 && memcmp(q->method, "OPTIONS", 7) == 0));
+	free(p->orig);
+	p->orig = NULL;
+	if (r->sh->cluster_on && t->managed && p->replayable && p->replays == 0 && r->cur_raw &&
+	    (p->orig = malloc(r->cur_raw_len)) != NULL) {
+		memcpy(p->orig, r->cur_raw, r->cur_raw_len);
+		p->orig_len = r->cur_raw_len;
+	}
 	r->m.requests++;
 	t->requests++;
 	p->hops = 0; /* MAX_HOPS bounds the moves of one request, not of a connection */
@@ -1249,7 +1283,7 @@ static int head_error(int err)
 static int try_head(struct relay *r, struct pub *p, const char *buf, size_t len)
 {
 	static _Thread_local struct dp_http_req q; /* large: one per worker thread */
-	int n = dp_http_parse_request(buf, len, &q);
+	int n = dp_http_parse_request(buf, len, &q), rc;
 
 	if (n == DP_HTTP_INCOMPLETE) {
 		if (len > DP_HTTP_HEAD_MAX) {
@@ -1269,7 +1303,11 @@ static int try_head(struct relay *r, struct pub *p, const char *buf, size_t len)
 	}
 	if (p->waiting == 0)
 		untime(r, p);
-	switch (on_request(r, p, &q)) {
+	r->cur_raw = buf;
+	r->cur_raw_len = (uint32_t)n;
+	rc = on_request(r, p, &q);
+	r->cur_raw = NULL;
+	switch (rc) {
 	case 0: return n;
 	case 1:
 	case 2: return -2; /* moving or parked: nothing of the head was consumed */
@@ -1540,13 +1578,50 @@ static void close_idle(struct relay *r, struct dp_tunnel *t)
 	}
 }
 
-/* Fail every public connection waiting on t (its agent went away). */
-static void fail_waiters(struct relay *r, struct dp_tunnel *t)
+/* A waiter of a tunnel whose agent left, in a cluster: its request goes
+ * back to routing (the agent may be binding at another relay), its head as
+ * it came and what of its body was held. 0, or -1 when it cannot. */
+static int requeue_waiter(struct relay *r, struct pub *p)
+{
+	uint32_t seg;
+
+	if (p->orig == NULL)
+		return -1;
+	if ((seg = dp_chain_pop(&r->io.r, &p->held)) != DP_NIL)
+		dp_seg_release(&r->io.r, seg); /* the head as rewritten for this relay */
+	p->acc_len = 0;
+	if (acc_put(p, p->orig, p->orig_len) < 0)
+		return -1;
+	while ((seg = dp_chain_pop(&r->io.r, &p->held)) != DP_NIL) {
+		struct dp_seg *g = &r->io.r.segs[seg];
+		int e = acc_put(p, g->ptr, g->len);
+
+		dp_seg_release(&r->io.r, seg);
+		if (e < 0)
+			return -1;
+	}
+	free(p->orig);
+	p->orig = NULL;
+	if (p->counted)
+		p->t->live--;
+	p->counted = 0;
+	tunnel_unref(p->t);
+	p->t = NULL;
+	untime(r, p);
+	park(r, p);
+	return 0;
+}
+
+/* Every public connection waiting on t: its agent went away. In a cluster
+ * (reroute) the request is routed again; otherwise it gets a 502. */
+static void fail_waiters(struct relay *r, struct dp_tunnel *t, int reroute)
 {
 	while (t->wait_head != DP_NIL) {
 		struct pub *p = dp_c(&r->io, t->wait_head)->owner;
 
 		unlink_waiter(r, p);
+		if (reroute && requeue_waiter(r, p) == 0)
+			continue;
 		pub_error(r, p, E_502, "Retry-After: 5\r\n",
 			  "the agent for this tunnel went offline; retry shortly\n");
 	}
@@ -1674,7 +1749,7 @@ static void tunnel_offline(struct relay *r, struct dp_tunnel *t)
 	r->nagents--;
 	t->offline_since_ms = r->now_ms;
 	close_idle(r, t);
-	fail_waiters(r, t);
+	fail_waiters(r, t, r->sh->cluster_on && t->managed);
 	sl_info("tunnel %s: agent offline, name held for %u ms", t->name, r->cfg->grace_ms);
 }
 
@@ -2082,6 +2157,7 @@ static int metrics_text(struct relay *r, char *out, size_t cap)
 		  "sluice_cluster_events_total{event=\"lookup\"} %llu\n"
 		  "sluice_cluster_events_total{event=\"redis_failure\"} %llu\n"
 		  "sluice_cluster_events_total{event=\"parked\"} %llu\n"
+		  "sluice_cluster_events_total{event=\"replayed\"} %llu\n"
 		  "# TYPE sluice_links_total counter\n"
 		  "sluice_links_total{event=\"out\"} %llu\n"
 		  "sluice_links_total{event=\"in\"} %llu\n"
@@ -2089,8 +2165,8 @@ static int metrics_text(struct relay *r, char *out, size_t cap)
 		  "sluice_links_total{event=\"failed\"} %llu\n",
 		  atomic_load(&cl->up), cl->npeers, U(atomic_load(&cl->claims_made)),
 		  U(atomic_load(&cl->claims_refused)), U(atomic_load(&cl->lookups)),
-		  U(atomic_load(&cl->failures)), U(x.m.parked_cluster), U(x.m.links_out),
-		  U(x.m.links_in), U(x.m.links_refused), U(x.m.link_failures));
+		  U(atomic_load(&cl->failures)), U(x.m.parked_cluster), U(x.m.replays),
+		  U(x.m.links_out), U(x.m.links_in), U(x.m.links_refused), U(x.m.link_failures));
 	}
 	if (r->sh->leases_on) {
 		struct dp_leases *l = &r->sh->leases;
@@ -2443,6 +2519,7 @@ static void pub_closed(struct relay *r, struct dp_conn *s)
 			dp_conn_close(&r->io, p->link);
 	}
 	dp_chain_release(&r->io.r, &p->held);
+	free(p->orig);
 	if (p->t && p->counted) {
 		p->t->live--;
 		p->t->bytes_in += s->rx;
@@ -2528,6 +2605,16 @@ static int on_peer_lost(struct dp_io *io, uint32_t c, int eof)
 		dp_c(io, d)->peer = DP_NIL;
 		dp_conn_close(io, d);
 	}
+	/* An agent leaving for another relay may close a data connection it was
+	 * handed a request on before it read it: a request that can be sent
+	 * again is, once, wherever its tunnel is now. */
+	if (p->replayable && p->replays == 0 && p->orig && p->t && p->t->managed &&
+	    r->sh->cluster_on) {
+		p->replays++;
+		r->m.replays++;
+		if (requeue_waiter(r, p) == 0)
+			return 1;
+	}
 	pub_error(r, p, E_502, "Retry-After: 5\r\n",
 		  eof ? "the agent closed the connection before answering\n"
 		      : "the connection to the agent failed before an answer\n");
@@ -2549,6 +2636,8 @@ static void on_forwarded(struct dp_io *io, uint32_t c, uint32_t len)
 		return;
 	p = dp_c(io, s->peer)->owner;
 	p->answered = 1;
+	free(p->orig); /* answered: it will not be sent again */
+	p->orig = NULL;
 	if (p->req_ns == 0)
 		return;
 	ms = (double)(sl_mono_ns() - p->req_ns) / 1e6;
@@ -2866,7 +2955,7 @@ static void kill_tunnel(struct relay *r, struct dp_tunnel *t, const char *why)
 		dp_conn_shutdown(&r->io, t->ctrl);
 	}
 	close_idle(r, t);
-	fail_waiters(r, t);
+	fail_waiters(r, t, 0);
 	/* Every public and data connection of t; bounded by the slot table. */
 	for (uint32_t i = 0; i < r->io.nconns; i++) {
 		struct dp_conn *s = &r->io.conns[i];

@@ -183,8 +183,10 @@ def test_drained_relay_moves_its_agents_and_loses_no_request(binary, tmp_path, c
     stop.set()
     t.join()
     assert relays[0].stop() == 0  # exited by itself, cleanly (sanitizers checked)
+    why = [l for p in relays + [a] for l in p.proc.log().splitlines()
+           if ": 50" in l or "local service" in l]
     assert len(results) > 20 and all(x == 200 for x in results), \
-        [x for x in results if x != 200][:5]
+        ([x for x in results if x != 200][:5], why[:10])
     assert get(relays[1], s["name"])[0] == 200
 
 
