@@ -34,7 +34,6 @@ struct dp_lease_ent {
 	uint64_t slot;			/* the tokens' slot, in Redis */
 	uint64_t refund_n, refund_slot; /* dropped unspent: to give back to that slot */
 	uint64_t over_until_ms;		/* Redis said no room until then */
-	uint64_t remaining;		/* of the limit, as Redis last said */
 	uint64_t demand;		/* requests since the last lease (served or not) */
 	uint64_t last_n;		/* the last batch asked for */
 	int dry;			/* a request found no token since the last lease */
@@ -73,7 +72,7 @@ static void drop(struct dp_leases *l, struct dp_lease_ent *e)
 
 /* The fail-open decision: this relay's share of the limit, counted here. */
 static enum dp_lease_verdict take_local(struct dp_leases *l, struct dp_lease_ent *e, uint64_t now,
-					uint64_t *reset_ms, uint64_t *remaining)
+					uint64_t *reset_ms)
 {
 	uint64_t share = e->lim.limit / (l->nrelays ? l->nrelays : 1);
 	uint32_t win = e->lim.window * 1000;
@@ -81,26 +80,20 @@ static enum dp_lease_verdict take_local(struct dp_leases *l, struct dp_lease_ent
 	if (share == 0)
 		share = 1;
 	atomic_fetch_add(&l->local_decisions, 1);
-	if (dp_window_take(&e->local, share, win, now, 1)) {
-		*remaining = share - dp_window_used(&e->local, win, now);
+	if (dp_window_take(&e->local, share, win, now, 1))
 		return DP_LEASE_OK;
-	}
 	*reset_ms = dp_window_reset_ms(&e->local, win, now);
-	*remaining = 0;
-	atomic_fetch_add(&l->refused, 1);
 	return DP_LEASE_OVER;
 }
 
 enum dp_lease_verdict dp_lease_take(struct dp_leases *l, const char *key_id,
-				    const struct pr_limit *lim, int local, uint64_t *reset_ms,
-				    uint64_t *remaining)
+				    const struct pr_limit *lim, int local, uint64_t *reset_ms)
 {
 	uint64_t now = sl_mono_ms();
 	enum dp_lease_verdict v = DP_LEASE_WAIT;
 	struct dp_lease_ent *e;
 
 	*reset_ms = 0;
-	*remaining = 0;
 	pthread_mutex_lock(&l->mu);
 	if ((e = find(l, key_id)) == NULL) {
 		pthread_mutex_unlock(&l->mu);
@@ -110,23 +103,21 @@ enum dp_lease_verdict dp_lease_take(struct dp_leases *l, const char *key_id,
 	e->last_ms = now;
 	e->demand++;
 	if (!atomic_load(&l->up)) {
-		v = take_local(l, e, now, reset_ms, remaining);
+		v = take_local(l, e, now, reset_ms);
 		goto out;
 	}
 	if (e->tokens && now >= e->expires_ms)
 		drop(l, e); /* their slot is over: never carried into the next */
 	if (e->tokens) {
 		e->tokens--;
-		*remaining = e->remaining + e->tokens;
 		v = DP_LEASE_OK;
 	} else if (now < e->over_until_ms) {
 		*reset_ms = e->over_until_ms - now;
-		atomic_fetch_add(&l->refused, 1);
 		v = DP_LEASE_OVER;
 	} else {
 		e->dry = 1;
 		if (local)
-			v = take_local(l, e, now, reset_ms, remaining);
+			v = take_local(l, e, now, reset_ms);
 	}
 	/* Top up before the tokens run out: half the last batch left. */
 	if (!e->wanted && now >= e->over_until_ms && e->tokens * 2 <= e->last_n) {
@@ -243,7 +234,6 @@ static void apply(struct dp_leases *l, const struct want *w, const long long v[5
 		drop(l, e);
 	e->slot = (uint64_t)v[4];
 	e->tokens += v[0] > 0 ? (uint64_t)v[0] : 0;
-	e->remaining = v[1] > 0 ? (uint64_t)v[1] : 0;
 	e->expires_ms = now + (v[2] > 0 ? (uint64_t)v[2] : 0);
 	e->over_until_ms =
 		v[0] < (long long)w->n && v[1] <= 0 ? now + (uint64_t)(v[3] > 0 ? v[3] : 1) : 0;

@@ -51,7 +51,7 @@ struct dp_leases {
 	atomic_int up;		  /* leasing from Redis now; 0: local limits */
 	atomic_int drain_asked;	  /* the control plane asked this relay to drain (sl:drain:<id>) */
 	atomic_uint_fast64_t gen; /* rises whenever leases arrive or the mode changes */
-	atomic_uint_fast64_t leases, lease_failures, local_decisions, refused, mode_changes;
+	atomic_uint_fast64_t leases, lease_failures, local_decisions, mode_changes;
 	void (*on_lease)(void *ud); /* leases arrived (the lease thread): wake the workers */
 	void *ud;
 };
@@ -66,11 +66,9 @@ void dp_leases_stop(struct dp_leases *l);
  * means no token is in hand yet but one has been asked for: the caller
  * holds the request and asks again when gen rises; with local set it never
  * waits (the caller waited long enough) and decides on the local share.
- * *reset_ms (DP_LEASE_OVER) is when the window makes room, *remaining what
- * is left of the limit as last seen.
+ * *reset_ms (DP_LEASE_OVER) is when the window makes room.
  */
 enum dp_lease_verdict dp_lease_take(struct dp_leases *l, const char *key_id,
-				    const struct pr_limit *lim, int local, uint64_t *reset_ms,
-				    uint64_t *remaining);
+				    const struct pr_limit *lim, int local, uint64_t *reset_ms);
 
 #endif

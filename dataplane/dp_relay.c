@@ -400,7 +400,7 @@ static void pub_error(struct relay *r, struct pub *p, int e, const char *extra, 
 /* 429 for a request over limit l, with the IETF RateLimit headers: reset_ms
  * is when the window makes room again. */
 static void pub_429(struct relay *r, struct pub *p, const struct pr_limit *l, uint64_t reset_ms,
-		    uint64_t remaining, const char *what)
+		    const char *what)
 {
 	unsigned long long reset = (reset_ms + 999) / 1000;
 	char extra[400];
@@ -408,10 +408,10 @@ static void pub_429(struct relay *r, struct pub *p, const struct pr_limit *l, ui
 	if (reset == 0)
 		reset = 1;
 	snprintf(extra, sizeof(extra),
-		 "Retry-After: %llu\r\nRateLimit-Limit: %llu\r\nRateLimit-Remaining: %llu\r\n"
+		 "Retry-After: %llu\r\nRateLimit-Limit: %llu\r\nRateLimit-Remaining: 0\r\n"
 		 "RateLimit-Reset: %llu\r\nRateLimit-Policy: %llu;w=%u\r\n",
-		 reset, (unsigned long long)l->limit, (unsigned long long)remaining, reset,
-		 (unsigned long long)l->limit, l->window);
+		 reset, (unsigned long long)l->limit, reset, (unsigned long long)l->limit,
+		 l->window);
 	pub_error(r, p, E_429, extra,
 		  "rate limit: %s allows %llu requests per %u s; retry in %llu s\n", what,
 		  (unsigned long long)l->limit, l->window, reset);
@@ -424,16 +424,15 @@ static void pub_429(struct relay *r, struct pub *p, const struct pr_limit *l, ui
  */
 static int request_limits(struct relay *r, struct pub *p, struct dp_tunnel *t, int waited)
 {
-	uint64_t now = sl_mono_ms(), reset, left;
+	uint64_t now = sl_mono_ms(), reset;
 	uint32_t win = t->lim_req.window * 1000;
 
 	if (t->key_req.limit && r->sh->leases_on && t->key_id[0]) {
-		switch (dp_lease_take(&r->sh->leases, t->key_id, &t->key_req, waited, &reset,
-				      &left)) {
+		switch (dp_lease_take(&r->sh->leases, t->key_id, &t->key_req, waited, &reset)) {
 		case DP_LEASE_WAIT: return 1;
 		case DP_LEASE_OVER:
 			r->m.limited_key++;
-			pub_429(r, p, &t->key_req, reset, 0, "this API key");
+			pub_429(r, p, &t->key_req, reset, "this API key");
 			return -1;
 		default: break;
 		}
@@ -441,8 +440,7 @@ static int request_limits(struct relay *r, struct pub *p, struct dp_tunnel *t, i
 	if (t->lim_req.limit && !dp_window_take(&t->req_w, t->lim_req.limit, win, now, 1)) {
 		r->m.limited_req++;
 		t->limited_req++;
-		pub_429(r, p, &t->lim_req, dp_window_reset_ms(&t->req_w, win, now), 0,
-			"this tunnel");
+		pub_429(r, p, &t->lim_req, dp_window_reset_ms(&t->req_w, win, now), "this tunnel");
 		return -1;
 	}
 	return 0;
@@ -642,6 +640,18 @@ static void unlink_waiter(struct relay *r, struct pub *p)
 	p->waiting = 0;
 }
 
+/* Keep the head on_request is routing, as it came, in p->orig (nothing on
+ * ENOMEM: the request then cannot follow a moving agent, and gets a 502). */
+static void keep_head(struct relay *r, struct pub *p)
+{
+	free(p->orig);
+	p->orig = NULL;
+	if (r->cur_raw && (p->orig = malloc(r->cur_raw_len)) != NULL) {
+		memcpy(p->orig, r->cur_raw, r->cur_raw_len);
+		p->orig_len = r->cur_raw_len;
+	}
+}
+
 /* Give p a data connection now, or queue it and ask the agent for one. */
 static void acquire_data(struct relay *r, struct pub *p)
 {
@@ -663,11 +673,8 @@ static void acquire_data(struct relay *r, struct pub *p)
 	/* Hold the client until there is a connection to send its bytes to. */
 	dp_conn_pause(&r->io, p->slot);
 	set_deadline(r, p, r->cfg->open_timeout_ms, E_502);
-	if (r->sh->cluster_on && t->managed && r->cur_raw && p->orig == NULL &&
-	    (p->orig = malloc(r->cur_raw_len)) != NULL) {
-		memcpy(p->orig, r->cur_raw, r->cur_raw_len);
-		p->orig_len = r->cur_raw_len;
-	}
+	if (r->sh->cluster_on && t->managed && p->orig == NULL)
+		keep_head(r, p);
 	ask_for_data(r, t);
 }
 
@@ -771,10 +778,6 @@ static void move_public(struct relay *r, struct pub *p, int w)
 	begin_move(r, p->slot);
 }
 
-/* Route and forward one parsed request head; returns 0, 1 when p moves to
- * another worker (the head goes along), 2 when it waits for a lease or for
- * where its tunnel is (the head is kept), 3 when it goes to another relay
- * (the caller queues the head as it came), or -1 after an error response. */
 /* The credentials of a protected URL: the request's Authorization, hashed
  * as the control plane hashed the session's (pr_url_auth_mac), compared in
  * constant time. The secret itself is never stored anywhere. */
@@ -923,6 +926,23 @@ static int acc_put(struct pub *p, const char *ptr, size_t n);
 #define LINK_HOPS_MAX	 2 /* relays a request may be forwarded through */
 #define DRAIN_CLUSTER_MS (DP_CLUSTER_CACHE_MS + 1500)
 
+/* Append the bytes p holds for its upstream to acc (a request routed
+ * again), releasing them: 0, or -1 out of memory. */
+static int held_to_acc(struct relay *r, struct pub *p)
+{
+	uint32_t seg;
+
+	while ((seg = dp_chain_pop(&r->io.r, &p->held)) != DP_NIL) {
+		struct dp_seg *g = &r->io.r.segs[seg];
+		int e = acc_put(p, g->ptr, g->len);
+
+		dp_seg_release(&r->io.r, seg);
+		if (e < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* Hold p, reads paused and its head kept, until a lease or an answer about
  * its tunnel arrives (run_parked); returns 2, on_request's "parked". */
 static int park(struct relay *r, struct pub *p)
@@ -966,22 +986,13 @@ static int forward_to_peer(struct relay *r, struct pub *p, const struct sockaddr
  * back into acc, and parked to be routed again. -1 when it may not. */
 static int reroute(struct relay *r, struct pub *p)
 {
-	uint32_t seg;
-
 	if (p->parked_ms == 0)
 		p->parked_ms = sl_mono_ms();
 	if (sl_mono_ms() - p->parked_ms >= r->cfg->open_timeout_ms)
 		return -1;
 	p->acc_len = 0;
-	while ((seg = dp_chain_pop(&r->io.r, &p->held)) != DP_NIL) {
-		struct dp_seg *g = &r->io.r.segs[seg];
-		int e = acc_put(p, g->ptr, g->len);
-
-		dp_seg_release(&r->io.r, seg);
-		if (e < 0)
-			return -1;
-	}
-	untime(r, p);
+	if (held_to_acc(r, p) < 0)
+		return -1;
 	park(r, p);
 	return 0;
 }
@@ -1037,14 +1048,13 @@ static void on_link_connected(struct relay *r, uint32_t c, int res)
  * the answer is on its way, or the agent is between relays, for at most the
  * open timeout), 0 (nobody: the caller answers) or -1.
  */
-static int route_cluster(struct relay *r, struct pub *p, const char *sid, int offline)
+static int route_cluster(struct relay *r, struct pub *p, const char *sid)
 {
 	struct sockaddr_storage addr;
 	socklen_t len = 0;
 	uint64_t waited = p->parked_ms ? sl_mono_ms() - p->parked_ms : 0;
 	enum dp_owner_verdict v;
 
-	(void)offline;
 	if (!r->sh->cluster_on)
 		return 0;
 	v = dp_cluster_owner(&r->sh->cluster, sid, p->parked_ms != 0, &addr, &len);
@@ -1080,7 +1090,7 @@ static int route_elsewhere(struct relay *r, struct pub *p, const char *name, siz
 	} else
 		return 0;
 	*known = 1;
-	return route_cluster(r, p, rec.sid, 0);
+	return route_cluster(r, p, rec.sid);
 }
 
 /*
@@ -1135,6 +1145,10 @@ static void link_hello(struct relay *r, struct pub *p, uint32_t seg)
 	pub_data(r, p, seg);
 }
 
+/* Route and forward one parsed request head; returns 0, 1 when p moves to
+ * another worker (the head goes along), 2 when it waits for a lease or for
+ * where its tunnel is (the head is kept), 3 when it goes to another relay
+ * (the caller queues the head as it came), or -1 after an error response. */
 static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *q)
 {
 	const char *name = NULL, *sid = NULL, *rest = q->target;
@@ -1208,7 +1222,7 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 	}
 	if (t->ctrl == DP_NIL && !t->lt) {
 		/* Its agent may be moving to another relay (drain, failover). */
-		int rc = t->managed ? route_cluster(r, p, t->sid, 1) : 0;
+		int rc = t->managed ? route_cluster(r, p, t->sid) : 0;
 
 		if (rc != 0)
 			return rc;
@@ -1245,11 +1259,8 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 			 (q->method_len == 7 && memcmp(q->method, "OPTIONS", 7) == 0));
 	free(p->orig);
 	p->orig = NULL;
-	if (r->sh->cluster_on && t->managed && p->replayable && p->replays == 0 && r->cur_raw &&
-	    (p->orig = malloc(r->cur_raw_len)) != NULL) {
-		memcpy(p->orig, r->cur_raw, r->cur_raw_len);
-		p->orig_len = r->cur_raw_len;
-	}
+	if (r->sh->cluster_on && t->managed && p->replayable && p->replays == 0)
+		keep_head(r, p);
 	r->m.requests++;
 	t->requests++;
 	p->hops = 0; /* MAX_HOPS bounds the moves of one request, not of a connection */
@@ -1590,16 +1601,8 @@ static int requeue_waiter(struct relay *r, struct pub *p)
 	if ((seg = dp_chain_pop(&r->io.r, &p->held)) != DP_NIL)
 		dp_seg_release(&r->io.r, seg); /* the head as rewritten for this relay */
 	p->acc_len = 0;
-	if (acc_put(p, p->orig, p->orig_len) < 0)
+	if (acc_put(p, p->orig, p->orig_len) < 0 || held_to_acc(r, p) < 0)
 		return -1;
-	while ((seg = dp_chain_pop(&r->io.r, &p->held)) != DP_NIL) {
-		struct dp_seg *g = &r->io.r.segs[seg];
-		int e = acc_put(p, g->ptr, g->len);
-
-		dp_seg_release(&r->io.r, seg);
-		if (e < 0)
-			return -1;
-	}
 	free(p->orig);
 	p->orig = NULL;
 	if (p->counted)
@@ -1607,7 +1610,6 @@ static int requeue_waiter(struct relay *r, struct pub *p)
 	p->counted = 0;
 	tunnel_unref(p->t);
 	p->t = NULL;
-	untime(r, p);
 	park(r, p);
 	return 0;
 }
