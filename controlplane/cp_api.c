@@ -409,9 +409,7 @@ static void on_claim(void *ud, redisReply *r, const char *err)
 	if (op->step_failed)
 		goto last;
 	if (err || r->type == REDIS_REPLY_ERROR) {
-		op->step_failed = 1;
-		snprintf(op->why, sizeof(op->why), "%s", err ? err : r->str);
-		op->why_redis_down = err != NULL;
+		cp_op_step_failed(op, r, err);
 		goto last;
 	}
 	if (step == 0)
@@ -651,9 +649,7 @@ static int visible_record(struct cp_op *op, redisReply *r, struct pr_session *ps
 static void keep_record(struct cp_op *op, redisReply *r, const char *err)
 {
 	if (err || r->type == REDIS_REPLY_ERROR) {
-		op->step_failed = 1;
-		snprintf(op->why, sizeof(op->why), "%s", err ? err : r->str);
-		op->why_redis_down = err != NULL;
+		cp_op_step_failed(op, r, err);
 		return;
 	}
 	op->blob_len = r->type == REDIS_REPLY_STRING ? r->len : 0;
@@ -674,9 +670,7 @@ static int kept_record(struct cp_op *op, struct pr_session *ps, int expired_ok)
 	redisReply fake = {.type = REDIS_REPLY_STRING, .str = op->blob, .len = op->blob_len};
 
 	if (op->step_failed) {
-		cp_op_error(op, op->why_redis_down ? 503 : 500,
-			    op->why_redis_down ? "redis_unavailable" : "redis_error",
-			    "session store: %s", op->why);
+		cp_op_step_error(op, "session store");
 		return -1;
 	}
 	if (op->blob_nil) {
@@ -1260,9 +1254,7 @@ static void on_key_list(void *ud, redisReply *r, const char *err)
 	struct cp_op *op = ud;
 
 	if (err || r->type == REDIS_REPLY_ERROR) {
-		op->step_failed = 1;
-		snprintf(op->why, sizeof(op->why), "%s", err ? err : r->str);
-		op->why_redis_down = err != NULL;
+		cp_op_step_failed(op, r, err);
 	} else if (op->step > 0 && r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
 		   r->element[0]->type == REDIS_REPLY_STRING) {
 		json_array_append_new(
@@ -1292,9 +1284,7 @@ static void on_key_list(void *ud, redisReply *r, const char *err)
 	if (op->step++ < op->nids)
 		return;
 	if (op->step_failed) {
-		cp_op_error(op, op->why_redis_down ? 503 : 500,
-			    op->why_redis_down ? "redis_unavailable" : "redis_error",
-			    "key store: %s", op->why);
+		cp_op_step_error(op, "key store");
 		return;
 	}
 	cp_op_reply(op, 200, json_incref(op->acc));

@@ -407,9 +407,7 @@ static void on_list(void *ud, redisReply *r, const char *err)
 	size_t step = op->step++;
 
 	if (err || r->type == REDIS_REPLY_ERROR) {
-		op->step_failed = 1;
-		snprintf(op->why, sizeof(op->why), "%s", err ? err : r->str);
-		op->why_redis_down = err != NULL;
+		cp_op_step_failed(op, r, err);
 	} else if (step == 0) {
 		size_t n = r->elements < 1000 ? r->elements : 1000;
 
@@ -429,9 +427,7 @@ static void on_list(void *ud, redisReply *r, const char *err)
 	if (op->step <= op->nids)
 		return;
 	if (op->step_failed) {
-		cp_op_error(op, op->why_redis_down ? 503 : 500,
-			    op->why_redis_down ? "redis_unavailable" : "redis_error",
-			    "domain store: %s", op->why);
+		cp_op_step_error(op, "domain store");
 		return;
 	}
 	cp_op_reply(op, 200, json_incref(op->acc));

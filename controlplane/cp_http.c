@@ -236,19 +236,46 @@ void cp_op_redis_error(struct cp_op *op, redisReply *r, const char *err)
 			    r ? (int)r->len : 0, r ? r->str : "");
 }
 
+void cp_op_step_failed(struct cp_op *op, redisReply *r, const char *err)
+{
+	if (op->step_failed)
+		return;
+	op->step_failed = 1;
+	op->why_redis_down = err != NULL;
+	snprintf(op->why, sizeof(op->why), "%s",
+		 err				     ? err
+		 : r && r->type == REDIS_REPLY_ERROR ? r->str
+						     : "unexpected reply");
+}
+
+void cp_op_step_error(struct cp_op *op, const char *store)
+{
+	cp_op_error(op, op->why_redis_down ? 503 : 500,
+		    op->why_redis_down ? "redis_unavailable" : "redis_error", "%s: %s", store,
+		    op->why);
+}
+
 /* ---- audit ---- */
+
+int cp_client_ip(h2o_req_t *req, char ip[64])
+{
+	struct sockaddr_storage ss;
+
+	if (req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) <= 0)
+		return -1;
+	return sl_addr_ip((struct sockaddr *)&ss, ip);
+}
 
 void cp_audit(struct cp_server *s, h2o_req_t *req, const char *event, const char *actor,
 	      const char *detail)
 {
 	char ip[64] = "", ts[40];
 	const h2o_iovec_t *ua = req ? header_value(req, H2O_TOKEN_USER_AGENT) : NULL;
-	struct sockaddr_storage ss;
 	json_t *o;
 	char *line;
 
-	if (req && req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) > 0)
-		sl_addr_ip((struct sockaddr *)&ss, ip);
+	if (req)
+		cp_client_ip(req, ip);
 	sl_time_iso8601(ts, sizeof(ts));
 	o = json_pack("{s:s,s:s,s:s,s:s,s:s%}", "time", ts, "event", event, "actor",
 		      actor ? actor : "-", "ip", ip, "userAgent", ua ? ua->base : "",

@@ -20,8 +20,8 @@
 #include "cp_limits.h"
 #include "pr_window.h"
 #include "sl_log.h"
-#include "sl_net.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,34 +90,38 @@ static int session_limits(struct cp_op *op, const struct cp_limits *key,
 
 /* ---- 429 ---- */
 
-static void add_header(h2o_req_t *req, const char *name, unsigned long long v)
-{
-	char buf[32];
-	int n = snprintf(buf, sizeof(buf), "%llu", v);
+/* A response header whose value is formatted (h2o keeps a pool copy). */
+static void add_header(h2o_req_t *req, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
+static void add_header(h2o_req_t *req, const char *name, const char *fmt, ...)
+{
+	char buf[64];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
 	h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL,
 			      h2o_strdup(&req->pool, buf, (size_t)n).base, (size_t)n);
 }
 
-void cp_limits_429(struct cp_op *op, const struct pr_limit *l, uint64_t reset_ms,
-		   uint64_t remaining, const char *what)
+/* 429 for limit l (room again in reset_ms) with Retry-After and the
+ * RateLimit headers, and an audit line. */
+static void limited(struct cp_op *op, const struct pr_limit *l, uint64_t reset_ms, const char *what)
 {
 	unsigned long long reset = (reset_ms + 999) / 1000;
-	char policy[64];
-	int n;
 
 	if (reset == 0)
 		reset = 1;
 	if (op->req) {
-		add_header(op->req, "retry-after", reset);
-		add_header(op->req, "ratelimit-limit", (unsigned long long)l->limit);
-		add_header(op->req, "ratelimit-remaining", (unsigned long long)remaining);
-		add_header(op->req, "ratelimit-reset", reset);
-		n = snprintf(policy, sizeof(policy), "%llu;w=%u", (unsigned long long)l->limit,
-			     l->window);
-		h2o_add_header_by_str(
-			&op->req->pool, &op->req->res.headers, H2O_STRLIT("ratelimit-policy"), 0,
-			NULL, h2o_strdup(&op->req->pool, policy, (size_t)n).base, (size_t)n);
+		add_header(op->req, "retry-after", "%llu", reset);
+		add_header(op->req, "ratelimit-limit", "%llu", (unsigned long long)l->limit);
+		add_header(op->req, "ratelimit-remaining", "0");
+		add_header(op->req, "ratelimit-reset", "%llu", reset);
+		add_header(op->req, "ratelimit-policy", "%llu;w=%u", (unsigned long long)l->limit,
+			   l->window);
 		cp_audit(op->s, op->req, "rate_limited", op->actor.key_id, what);
 	}
 	op->s->m.rate_limited++;
@@ -141,9 +145,8 @@ static void on_session_window(void *ud, redisReply *r, const char *err)
 		return;
 	}
 	if (r->element[0]->integer < 1) {
-		cp_limits_429(op, l,
-			      (uint64_t)(r->element[3]->integer > 0 ? r->element[3]->integer : 0),
-			      0, "session creation for this key");
+		limited(op, l, (uint64_t)(r->element[3]->integer > 0 ? r->element[3]->integer : 0),
+			"session creation for this key");
 		return;
 	}
 	op->lim_next(op);
@@ -153,14 +156,12 @@ static void on_session_window(void *ud, redisReply *r, const char *err)
  * (which have none) the client address's. */
 static const char *subject(struct cp_op *op, char *out, size_t cap)
 {
-	struct sockaddr_storage ss;
 	char ip[64] = "unknown";
 
 	if (!op->lt)
 		return op->actor.key_id;
-	if (op->req &&
-	    op->req->conn->callbacks->get_peername(op->req->conn, (struct sockaddr *)&ss) > 0)
-		sl_addr_ip((struct sockaddr *)&ss, ip);
+	if (op->req)
+		cp_client_ip(op->req, ip);
 	snprintf(out, cap, "lt-%s", ip);
 	return out;
 }

@@ -14,10 +14,6 @@
  * 503 without Redis). */
 void cp_limits_begin(struct cp_op *op, struct pr_session *ps, void (*next)(struct cp_op *op));
 
-/* 429 with Retry-After and the RateLimit headers, and an audit line. */
-void cp_limits_429(struct cp_op *op, const struct pr_limit *l, uint64_t reset_ms,
-		   uint64_t remaining, const char *what);
-
 /* A session's limits as the API shows them. */
 json_t *cp_limits_session_json(const struct pr_session *ps);
 

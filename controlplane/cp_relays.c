@@ -2,8 +2,7 @@
  * cp_relays.c: the relays an operator runs, as Redis knows them
  * (docs/cluster.md): every relay with --redis heartbeats into the zset
  * sl:relays; one that joined the cluster (--link) also registers
- * sl:relay:<id> ("v1 serving" or "v1 draining", with a TTL) and its link
- * address in sl:relay:<id>:info.
+ * sl:relay:<id> = "v1 <serving|draining> <link address>", with a TTL.
  *
  *   GET  /api/v1/relays             the relays alive now (admin)
  *   POST /api/v1/relays/{id}/drain  ask one to drain: it picks the request up
@@ -28,11 +27,7 @@ static void on_relays(void *ud, redisReply *r, const char *err)
 	size_t step = op->step++;
 
 	if (err || r->type == REDIS_REPLY_ERROR) {
-		if (!op->step_failed) {
-			op->step_failed = 1;
-			op->why_redis_down = err != NULL;
-			snprintf(op->why, sizeof(op->why), "%s", err ? err : r->str);
-		}
+		cp_op_step_failed(op, r, err);
 	} else if (step == 0 && r->type == REDIS_REPLY_ARRAY) {
 		json_t *list = json_object_get(op->acc, "relays");
 
@@ -44,23 +39,21 @@ static void on_relays(void *ud, redisReply *r, const char *err)
 				list, json_pack("{s:s,s:s,s:s,s:o}", "id", id, "state", "serving",
 						"link", "", "lastSeen", cp_iso_time((uint64_t)at)));
 			cp_rdb_cmdf(op->s->db, on_relays, op, "GET sl:relay:%s", id);
-			cp_rdb_cmdf(op->s->db, on_relays, op, "HGET sl:relay:%s:info link", id);
-			op->limit += 2;
+			op->limit++;
 		}
 	} else if (step > 0 && r->type == REDIS_REPLY_STRING) {
-		json_t *rel = json_array_get(json_object_get(op->acc, "relays"), (step - 1) / 2);
+		json_t *rel = json_array_get(json_object_get(op->acc, "relays"), step - 1);
+		char state[16], link[128];
 
-		if (step % 2 == 1 && strstr(r->str, "draining"))
-			json_object_set_new(rel, "state", json_string("draining"));
-		else if (step % 2 == 0)
-			json_object_set_new(rel, "link", json_stringn(r->str, r->len));
+		if (sscanf(r->str, "v1 %15s %127s", state, link) == 2) {
+			json_object_set_new(rel, "state", json_string(state));
+			json_object_set_new(rel, "link", json_string(link));
+		}
 	}
 	if ((long)step < op->limit)
 		return;
 	if (op->step_failed) {
-		cp_op_error(op, op->why_redis_down ? 503 : 500,
-			    op->why_redis_down ? "redis_unavailable" : "redis_error",
-			    "relay registry: %s", op->why);
+		cp_op_step_error(op, "relay registry");
 		return;
 	}
 	cp_op_reply(op, 200, json_incref(op->acc));

@@ -111,6 +111,11 @@ void cp_op_error(struct cp_op *op, int status, const char *code, const char *fmt
 	__attribute__((format(printf, 4, 5)));
 /* A Redis failure (err from cp_rdb, or an error reply): 503 / 500. */
 void cp_op_redis_error(struct cp_op *op, struct redisReply *r, const char *err);
+/* Within a pipeline: a failed reply (err from cp_rdb, or r), of which the
+ * first is kept in op->why; then, at its last reply, cp_op_step_error
+ * answers 503 (Redis unreachable) or 500 with "<store>: <why>". */
+void cp_op_step_failed(struct cp_op *op, struct redisReply *r, const char *err);
+void cp_op_step_error(struct cp_op *op, const char *store);
 
 /* Responses outside an op (validation failures before Redis). */
 void cp_send_json(struct cp_server *s, h2o_req_t *req, int status, json_t *body);
@@ -119,6 +124,10 @@ void cp_send_error(struct cp_server *s, h2o_req_t *req, int status, const char *
 
 /* Authenticate op's request and require scopes `need`, then run next. */
 void cp_auth(struct cp_op *op, unsigned need, void (*next)(struct cp_op *op));
+
+/* The client's address (text) into ip: 0 (IPv4), 1 (IPv6), or -1 when
+ * the connection cannot tell (ip left as it was). */
+int cp_client_ip(h2o_req_t *req, char ip[64]);
 
 /* One line in the audit log: event, the actor and the request's address
  * and user agent, plus detail (may be NULL). */

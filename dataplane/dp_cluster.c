@@ -187,24 +187,21 @@ void dp_cluster_set_draining(struct dp_cluster *cl)
 
 /* ---- the thread ---- */
 
-/* Register this relay, read the live peers, look for a drain request.
- * -EIO when the connection failed. */
+/* Register this relay and read the live peers (the lease thread looks for
+ * drain requests). -EIO when the connection failed. */
 static int beat(struct dp_cluster *cl, redisContext *rc)
 {
 	struct dp_peer peers[DP_CLUSTER_PEERS];
 	uint32_t n = 0;
 	redisReply *r, *ids;
-	int draining;
+	char value[200];
+	size_t k;
 
 	pthread_mutex_lock(&cl->mu);
-	draining = cl->draining;
+	snprintf(value, sizeof(value), "v1 %s %s", cl->draining ? "draining" : "serving", cl->link);
 	pthread_mutex_unlock(&cl->mu);
-	r = redisCommand(rc, "SET sl:relay:%s %s PX %d", cl->relay_id,
-			 draining ? "v1 draining" : "v1 serving", DP_CLUSTER_TTL_MS);
-	if (r == NULL)
-		return -EIO;
-	freeReplyObject(r);
-	r = redisCommand(rc, "HSET sl:relay:%s:info link %s", cl->relay_id, cl->link);
+	/* One key, with the TTL: a relay that dies leaves nothing behind. */
+	r = redisCommand(rc, "SET sl:relay:%s %s PX %d", cl->relay_id, value, DP_CLUSTER_TTL_MS);
 	if (r == NULL)
 		return -EIO;
 	freeReplyObject(r);
@@ -212,32 +209,29 @@ static int beat(struct dp_cluster *cl, redisContext *rc)
 			   (unsigned long long)(sl_wall_ms() - PEER_DEAD_MS), DP_CLUSTER_PEERS);
 	if (ids == NULL)
 		return -EIO;
-	for (size_t i = 0; ids->type == REDIS_REPLY_ARRAY && i < ids->elements; i++) {
-		redisReply *e = ids->element[i], *st, *link;
+	/* Their registrations, pipelined: one round trip for all. */
+	for (k = 0; ids->type == REDIS_REPLY_ARRAY && k < ids->elements; k++)
+		redisAppendCommand(rc, "GET sl:relay:%b", ids->element[k]->str,
+				   (size_t)ids->element[k]->len);
+	for (size_t i = 0; i < k; i++) {
 		struct dp_peer *p = &peers[n];
+		char state[16];
+		void *rep = NULL;
 
-		if (e->type != REDIS_REPLY_STRING || e->len >= sizeof(p->id))
-			continue;
-		st = redisCommand(rc, "GET sl:relay:%s", e->str);
-		link = st ? redisCommand(rc, "HGET sl:relay:%s:info link", e->str) : NULL;
-		if (st == NULL || link == NULL) {
-			if (st)
-				freeReplyObject(st);
+		if (redisGetReply(rc, &rep) != REDIS_OK) {
 			freeReplyObject(ids);
 			return -EIO;
 		}
+		r = rep;
 		/* Registered (its key has not expired) and reachable by link. */
-		if (st->type == REDIS_REPLY_STRING && link->type == REDIS_REPLY_STRING &&
-		    link->len < sizeof(p->link)) {
-			memset(p, 0, sizeof(*p));
-			snprintf(p->id, sizeof(p->id), "%s", e->str);
-			snprintf(p->link, sizeof(p->link), "%s", link->str);
-			p->draining = strstr(st->str, "draining") != NULL;
-			if (sl_addr_parse(p->link, &p->addr, &p->len) == 0)
-				n++;
+		memset(p, 0, sizeof(*p));
+		if (r->type == REDIS_REPLY_STRING && ids->element[i]->len < sizeof(p->id) &&
+		    sscanf(r->str, "v1 %15s %127s", state, p->link) == 2 &&
+		    sl_addr_parse(p->link, &p->addr, &p->len) == 0) {
+			snprintf(p->id, sizeof(p->id), "%s", ids->element[i]->str);
+			n++;
 		}
-		freeReplyObject(st);
-		freeReplyObject(link);
+		freeReplyObject(r);
 	}
 	freeReplyObject(ids);
 	pthread_mutex_lock(&cl->mu);

@@ -38,7 +38,6 @@ struct dp_peer {
 	char link[128];
 	struct sockaddr_storage addr;
 	socklen_t len;
-	int draining;
 };
 
 enum dp_owner_verdict {

@@ -6,15 +6,16 @@ compare-and-set; killing the agent's relay moves the tunnel to another within
 request. Real processes throughout: redis-server, sluice-control, three
 sluice-relay, the sluice agent and a local HTTP app."""
 import hashlib
+import hmac
 import http.client
 import json
 import os
 import signal
 import socket
-import struct
 import threading
 import time
 
+import msgpack
 import pytest
 
 import apps
@@ -67,6 +68,16 @@ def agent_on(binary, tmp_path, relays, app, s, wait=True):
     return harness.Agent(binary("sluice"), tmp_path, app.port,
                          ",".join(r.server for r in relays),
                          extra=["--token", s["agentToken"]], wait=wait)
+
+
+def link_frame(secret, at, client="127.0.0.1", code=0, token=None):
+    """A LINK frame as a relay sends it (docs/protocol.md), signed with secret
+    unless token is given."""
+    msg = b"link\n%d\n%s\n%d" % (at, client.encode(), code)
+    tok = token or hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
+    p = msgpack.packb({"t": 10, "v": 1, "token": tok, "epoch": at, "code": code,
+                       "text": client})
+    return len(p).to_bytes(4, "big") + p
 
 
 def get(relay, name, path="/", timeout=5):
@@ -126,17 +137,24 @@ def test_the_link_port_refuses_what_is_not_a_relay(binary, tmp_path, cluster, ap
     _, relays, control = cluster
     s = new_session(control)
     agent_on(binary, tmp_path, relays[:1], app, s)
-    # A plain HTTP request, a forged frame and a LINK signed with another
-    # secret are all closed without an answer.
-    head = b"GET / HTTP/1.1\r\nHost: %s.localhost\r\n\r\n" % s["name"].encode()
-    bogus_link = bytes.fromhex("00000020") + b"\x84\xa1t\x0a\xa1v\x01\xa5token\xa4xxxx\xa4text\xa3abc"
-    for attempt in (head, bogus_link + head):
+    # A plain HTTP request, a LINK with a made-up token, one signed with
+    # another secret and one signed too long ago are all closed unanswered.
+    head = b"GET / HTTP/1.1\r\nHost: %s.localhost\r\nConnection: close\r\n\r\n" % (
+        s["name"].encode())
+    now = int(time.time())
+    for attempt in (head, link_frame(harness.SECRET, now, token="0" * 64) + head,
+                    link_frame("another-secret-0123456789abcdefghij", now) + head,
+                    link_frame(harness.SECRET, now - 120) + head):
         with socket.create_connection(("127.0.0.1", relays[0].link_port), timeout=5) as c:
             c.sendall(attempt)
             assert harness.read_to_close(c) == b""
-    m = harness.wait_metrics(relays[0], lambda m: m['sluice_links_total{event="refused"}'] >= 2,
-                             "refusals counted")
-    assert m['sluice_links_total{event="in"}'] == 0
+    # The same request with a proper LINK is served: what was refused was the proof.
+    with socket.create_connection(("127.0.0.1", relays[0].link_port), timeout=5) as c:
+        c.sendall(link_frame(harness.SECRET, now) + head)
+        assert harness.read_to_close(c).startswith(b"HTTP/1.1 200")
+    m = harness.wait_metrics(relays[0], lambda m: m['sluice_links_total{event="refused"}'] >= 4
+                             and m['sluice_links_total{event="in"}'] >= 1, "links counted")
+    assert m['sluice_links_total{event="in"}'] == 1  # only the proper one
 
 
 def test_owner_killed_traffic_resumes_within_5s_with_the_same_name(binary, tmp_path, cluster,
