@@ -5,6 +5,7 @@
  */
 #include "cp_http.h"
 #include "cp_keys.h"
+#include "cp_ssh_cli.h"
 #include "sl_redis.h"
 #include "pr_token.h"
 #include "sl_cli.h"
@@ -170,7 +171,8 @@ static const struct sl_cli control_cli = {
 	.component = "control",
 	.summary = "the sluice control plane: REST API, session state, relay hosts",
 	.usage = "Usage: sluice-control [--listen ADDR] [--redis URL] [options]\n"
-		 "       sluice-control keys create [--admin] [--name NAME] [--redis URL]\n",
+		 "       sluice-control keys create [--admin] [--name NAME] [--redis URL]\n"
+		 "       sluice-control ssh exec|put|get|diagnose HOST ... (ssh --help)\n",
 	.opts = control_opts,
 	.nopts = sizeof(control_opts) / sizeof(control_opts[0]),
 	.versions = control_versions,
@@ -340,6 +342,8 @@ int main(int argc, char **argv)
 	struct sl_config cfg;
 	int rc;
 
+	if (argc >= 2 && strcmp(argv[1], "ssh") == 0)
+		return cp_ssh_cli_main(argc - 1, argv + 1);
 	if (argc >= 3 && strcmp(argv[1], "keys") == 0 && strcmp(argv[2], "create") == 0)
 		return keys_create(argc - 2, argv + 2);
 	if (argc >= 2 && strcmp(argv[1], "keys") == 0) {

@@ -12,7 +12,7 @@ set -eu
 # One line per purpose, so a reader sees why each package is here.
 PKGS_BUILD="build-essential pkg-config clang llvm libclang-rt-14-dev clang-format clang-tidy cppcheck"
 PKGS_LIBS="liburing-dev libwolfssl-dev libssh2-1-dev libh2o-evloop-dev libmsgpack-dev libhiredis-dev libjansson-dev libssl-dev zlib1g-dev"
-PKGS_TEST="libcmocka-dev python3 python3-pytest python3-pytest-timeout python3-msgpack python3-websockets python3-yaml python3-jsonschema redis-server redis-tools openssh-server openssh-client procps iproute2 curl openssl ca-certificates"
+PKGS_TEST="libcmocka-dev sudo python3 python3-pytest python3-pytest-timeout python3-msgpack python3-websockets python3-yaml python3-jsonschema redis-server redis-tools openssh-server openssh-client procps iproute2 curl openssl ca-certificates"
 PKGS_BENCH="libbenchmark-dev haproxy wrk nginx-light"
 # SLUICE_DEPS_EXTRA: more packages an operator wants alongside (the tests use
 # it to prove the non-root message).

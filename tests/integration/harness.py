@@ -167,7 +167,7 @@ SSHD_CONFIG = """Port {port}
 ListenAddress 127.0.0.1
 HostKey {dir}/ssh_host_ed25519_key
 PidFile {dir}/sshd.pid
-AuthorizedKeysFile {dir}/authorized_keys
+AuthorizedKeysFile {dir}/authorized_keys .ssh/authorized_keys
 StrictModes no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -180,21 +180,48 @@ LogLevel VERBOSE
 """
 
 
+def make_test_user(user, password, pubkey):
+    """A local account for SSH tests (root only; idempotent): a home with the
+    key in ~/.ssh/authorized_keys, a password, and sudo that asks for it
+    (a sudoers drop-in checked by visudo before it is put in place)."""
+    if subprocess.run(["id", user], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "-m", "-s", "/bin/bash", user], check=True)
+    subprocess.run(["chpasswd"], input="%s:%s\n" % (user, password or "x-" + os.urandom(8).hex()),
+                   text=True, check=True)
+    home = os.path.expanduser("~" + user)
+    ssh_dir = os.path.join(home, ".ssh")
+    os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
+    with open(pubkey) as f, open(os.path.join(ssh_dir, "authorized_keys"), "w") as out:
+        out.write(f.read())
+    os.chmod(os.path.join(ssh_dir, "authorized_keys"), 0o600)
+    subprocess.run(["chown", "-R", "%s:%s" % (user, user), ssh_dir], check=True)
+    drop_in = "/etc/sudoers.d/%s" % user.replace(".", "_")
+    tmp = drop_in + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("%s ALL=(ALL:ALL) ALL\nDefaults:%s !lecture, timestamp_timeout=0\n" % (user, user))
+    os.chmod(tmp, 0o440)
+    subprocess.run(["visudo", "-cf", tmp], check=True, capture_output=True)
+    os.replace(tmp, drop_in)
+
+
 class Sshd:
     """OpenSSH's sshd on a free loopback port, with an Ed25519 host key and an
     Ed25519 client key (libssh2 1.10 signs RSA with SHA-1 only, which
     OpenSSH 8.8+ refuses). Needs root, as sshd's privilege separation does."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, user="root", sudo_password=None, extra_config=""):
         self.dir = str(workdir)
         self.port = free_port()
-        self.user = "root"
+        self.user = user
+        self.sudo_password = sudo_password
         self.key = os.path.join(self.dir, "id_ed25519")
         host_key = os.path.join(self.dir, "ssh_host_ed25519_key")
         for path in (host_key, self.key):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
         with open(self.key + ".pub") as f, open(os.path.join(self.dir, "authorized_keys"), "w") as out:
             out.write(f.read())
+        if user != "root":
+            make_test_user(user, sudo_password, self.key + ".pub")
         with open(host_key + ".pub") as f:
             host_pub = f.read().split()[:2]
         self.known_hosts = os.path.join(self.dir, "known_hosts")
@@ -202,7 +229,7 @@ class Sshd:
             f.write("[127.0.0.1]:%d %s %s\n" % (self.port, host_pub[0], host_pub[1]))
         cfg = os.path.join(self.dir, "sshd_config")
         with open(cfg, "w") as f:
-            f.write(SSHD_CONFIG.format(port=self.port, dir=self.dir))
+            f.write(SSHD_CONFIG.format(port=self.port, dir=self.dir) + extra_config)
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege-separation directory
         self.proc = Proc("sshd-%d" % self.port, ["/usr/sbin/sshd", "-D", "-e", "-f", cfg], self.dir)
         wait_for(lambda: port_open(self.port) or not self.proc.alive(), what="sshd")

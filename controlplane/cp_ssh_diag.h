@@ -1,0 +1,22 @@
+/*
+ * cp_ssh_diag.h: what is wrong with a host's SSH, in plain words with the
+ * fix: network reachability, the SSH service (banner, and the key exchange,
+ * host key, cipher and MAC lists it offers against those libssh2 speaks),
+ * host key and authentication, and performance.
+ */
+#ifndef CP_SSH_DIAG_H
+#define CP_SSH_DIAG_H
+
+#include "cp_ssh.h"
+
+#include <jansson.h>
+
+/* Run every check that can run (a later one needs the earlier ones) and
+ * return the report: {"host", "port", "ok", "checks": [{"name", "ok",
+ * "detail", "fix"}], "figures": {...}}. The caller json_decref()s it. */
+json_t *cp_ssh_diagnose(const struct cp_ssh_config *c);
+
+/* The report printed as text (or JSON with json); exit code 0 when all is well. */
+int cp_ssh_diag_cli(const struct cp_ssh_config *c, int json);
+
+#endif
