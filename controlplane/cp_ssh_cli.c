@@ -305,7 +305,7 @@ static void print_result(const struct run_ctx *x, int json, double first_ms)
 					      (json_int_t)st.channel_refusals, "max_channels",
 					      st.max_channels));
 	}
-	if (x->repeat > 1) {
+	if (x->repeat > 1 && x->lat) {
 		qsort(x->lat, (size_t)x->repeat, sizeof(double), cmp_double);
 		json_object_set_new(o, "runs", json_integer(x->repeat));
 		json_object_set_new(o, "failures", json_integer(x->failures));

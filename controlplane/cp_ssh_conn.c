@@ -407,15 +407,16 @@ static int try_key(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, char *why,
 	libssh2_session_last_error(s, &m, NULL, 0);
 	if (rc == LIBSSH2_ERROR_FILE || rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED)
 		snprintf(why, cap,
-			 "key %s could not be used (%s; wrong passphrase, or not an "
+			 "key %.200s could not be used (%.100s; wrong passphrase, or not an "
 			 "Ed25519/ECDSA key libssh2 1.10 reads)",
 			 c->key_file, m ? m : "");
 	else if (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED ||
 		 rc == LIBSSH2_ERROR_PUBLICKEY_UNRECOGNIZED)
-		snprintf(why, cap, "the server refused key %s for %s (not in its authorized_keys?)",
+		snprintf(why, cap,
+			 "the server refused key %.200s for %s (not in its authorized_keys?)",
 			 c->key_file, c->user);
 	else
-		snprintf(why, cap, "key %s: %s (libssh2 %d)", c->key_file, m ? m : "", rc);
+		snprintf(why, cap, "key %.200s: %.100s (libssh2 %d)", c->key_file, m ? m : "", rc);
 	return rc;
 }
 
@@ -451,7 +452,7 @@ out:
 /* Each configured method in turn; err names why each one failed. */
 static int authenticate(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, struct cp_ssh_err *err)
 {
-	char whys[3][200] = {{0}};
+	char whys[3][400] = {{0}};
 	const char *offered = libssh2_userauth_list(s, c->user, (unsigned)strlen(c->user));
 	int n = 0;
 

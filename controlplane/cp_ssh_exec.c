@@ -76,9 +76,9 @@ struct cp_ssh_exec {
 	int kill_stage; /* 0 none, 1 TERM to send, 2 TERM sent, 3 KILL sent */
 	long pgid;
 	int64_t close_by;
-		/* stop waiting for the server's close then */ /* the remote process group (from the
-								  ready marker), or 0 */
-	struct cp_ssh_exec *killer; /* `kill -SIG -PGID` on another channel */
+	/* stop waiting for the server's close then */ /* the remote process group (from the
+							  ready marker), or 0 */
+	struct cp_ssh_exec *killer;		       /* `kill -SIG -PGID` on another channel */
 	struct cp_ssh_cmd kill_cmd;
 	struct cp_ssh_result kill_res;
 	const char *kill_argv[5];
@@ -435,6 +435,12 @@ static int fail(struct cp_ssh_exec *e, struct cp_ssh_conn *c, int rc, const char
 	enum cp_ssh_kind k = cp_ssh_rc_is_fatal(rc) ? CP_SSH_E_PROTOCOL : CP_SSH_E_CHANNEL;
 
 	cp_ssh_err_from(&e->r->error, k, c->s, what);
+	if (e->started && cp_ssh_rc_is_fatal(rc)) {
+		size_t l = strlen(e->r->error.msg);
+
+		snprintf(e->r->error.msg + l, sizeof(e->r->error.msg) - l,
+			 "; the command may have run in part");
+	}
 	return cp_ssh_rc_is_fatal(rc) ? -ECONNRESET : -EIO;
 }
 

@@ -361,7 +361,7 @@ static int finish_put(struct cp_ssh_pool *pool, const char *tmp, const char *rem
 		      const struct cp_ssh_xfer *x, const char *hex, unsigned mode,
 		      struct cp_ssh_err *err)
 {
-	char ms[8];
+	char ms[16];
 	const char *args[] = {tmp, remote, hex, ms, x->owner ? x->owner : "", x->sudo ? "1" : "0",
 			      NULL};
 	struct cp_ssh_result r;

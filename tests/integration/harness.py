@@ -191,7 +191,9 @@ def make_test_user(user, password, pubkey):
     home = os.path.expanduser("~" + user)
     ssh_dir = os.path.join(home, ".ssh")
     os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
-    with open(pubkey) as f, open(os.path.join(ssh_dir, "authorized_keys"), "w") as out:
+    # Appended, not replaced: several sshds of one run (each with its own
+    # key) serve the same user at once.
+    with open(pubkey) as f, open(os.path.join(ssh_dir, "authorized_keys"), "a") as out:
         out.write(f.read())
     os.chmod(os.path.join(ssh_dir, "authorized_keys"), 0o600)
     subprocess.run(["chown", "-R", "%s:%s" % (user, user), ssh_dir], check=True)
@@ -229,7 +231,8 @@ class Sshd:
             f.write("[127.0.0.1]:%d %s %s\n" % (self.port, host_pub[0], host_pub[1]))
         cfg = os.path.join(self.dir, "sshd_config")
         with open(cfg, "w") as f:
-            f.write(SSHD_CONFIG.format(port=self.port, dir=self.dir) + extra_config)
+            # sshd takes the first value of a keyword: the test's own go first.
+            f.write(extra_config + SSHD_CONFIG.format(port=self.port, dir=self.dir))
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege-separation directory
         self.proc = Proc("sshd-%d" % self.port, ["/usr/sbin/sshd", "-D", "-e", "-f", cfg], self.dir)
         wait_for(lambda: port_open(self.port) or not self.proc.alive(), what="sshd")
