@@ -213,11 +213,13 @@ bench-run: $(BENCH_BINS) $(BINS)
 	$(PYTHON) bench/e2e/run.py --bin $(BIN) --out bench/results $(E2E_ARGS)
 	$(PYTHON) bench/e2e/api.py --bin $(BIN) --out bench/results $(API_ARGS)
 	$(PYTHON) bench/e2e/cluster.py --bin $(BIN) --out bench/results $(CLUSTER_ARGS)
+	$(PYTHON) bench/e2e/ssh.py --bin $(BIN) --out bench/results $(SSH_ARGS)
 bench-smoke: $(BENCH_BINS) $(BINS)
 	$(PYTHON) bench/tools/run_micro.py --bin $(BIN)/bench --smoke
 	$(PYTHON) bench/e2e/run.py --bin $(BIN) --out build/bench-smoke --smoke
 	$(PYTHON) bench/e2e/api.py --bin $(BIN) --out build/bench-smoke --smoke
 	$(PYTHON) bench/e2e/cluster.py --bin $(BIN) --out build/bench-smoke --smoke
+	$(PYTHON) bench/e2e/ssh.py --bin $(BIN) --out build/bench-smoke --smoke
 
 # --- fuzz -------------------------------------------------------------------
 FUZZ_SECONDS ?= 30

@@ -349,7 +349,7 @@ static int do_exec(const struct sl_config *cfg, struct cp_ssh_pool *pool, int js
 	pthread_t th[256], cth;
 	struct cp_ssh_err err = {0};
 	double first_ms = 0;
-	int64_t t0;
+	double t0;
 
 	snprintf(envs, sizeof(envs), "%s", sl_config_str(cfg, "env"));
 	split(envs, env, ENV_MAX);
@@ -383,7 +383,7 @@ static int do_exec(const struct sl_config *cfg, struct cp_ssh_pool *pool, int js
 		fprintf(stderr, "sluice-control ssh exec: no command (after --)\n");
 		return SL_EXIT_USAGE;
 	}
-	t0 = cp_ssh_now_ms();
+	t0 = cp_ssh_clock_ms();
 	if (cp_ssh_pool_connect(pool, &err) < 0) {
 		x.last.error = err;
 		x.last.exit_code = CP_SSH_EXIT_NONE;
@@ -391,7 +391,7 @@ static int do_exec(const struct sl_config *cfg, struct cp_ssh_pool *pool, int js
 		free(script);
 		return 255;
 	}
-	first_ms = (double)(cp_ssh_now_ms() - t0);
+	first_ms = cp_ssh_clock_ms() - t0;
 	x.lat = calloc((size_t)x.repeat, sizeof(double));
 	pthread_mutex_init(&x.mu, NULL);
 	x.stream = (int)sl_config_int(cfg, "cancel-after");

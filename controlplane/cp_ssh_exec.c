@@ -86,7 +86,7 @@ struct cp_ssh_exec {
 	enum cp_ssh_kind kill_kind;
 	char kill_msg[200];
 	int rc;
-	int64_t t0;
+	double t0;
 };
 
 /* --- quoting and the command line ---------------------------------------------- */
@@ -400,9 +400,9 @@ struct cp_ssh_exec *cp_ssh_exec_new(const struct cp_ssh_pool *pool, const struct
 		free(e);
 		return NULL;
 	}
-	e->t0 = cp_ssh_now_ms();
+	e->t0 = cp_ssh_clock_ms();
 	if (cmd->timeout_ms > 0)
-		e->deadline = e->t0 + cmd->timeout_ms;
+		e->deadline = cp_ssh_now_ms() + cmd->timeout_ms;
 	return e;
 }
 
@@ -729,7 +729,7 @@ static int outcome(struct cp_ssh_exec *e)
 	struct cp_ssh_result *r = e->r;
 
 	flush_lines(e);
-	r->duration_ms = (double)(cp_ssh_now_ms() - e->t0);
+	r->duration_ms = cp_ssh_clock_ms() - e->t0;
 	if (e->kill_stage) {
 		cp_ssh_err_set(&r->error, e->kill_kind, "%s", e->kill_msg);
 		return e->kill_kind == CP_SSH_E_TIMEOUT ? -ETIMEDOUT : -ECANCELED;
@@ -795,7 +795,7 @@ void cp_ssh_exec_lost(struct cp_ssh_exec *e)
 	if (!e->started)
 		e->st = X_OPEN; /* it may run again on another connection */
 	flush_lines(e);
-	e->r->duration_ms = (double)(cp_ssh_now_ms() - e->t0);
+	e->r->duration_ms = cp_ssh_clock_ms() - e->t0;
 }
 
 void cp_ssh_exec_free(struct cp_ssh_exec *e)

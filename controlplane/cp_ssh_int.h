@@ -96,6 +96,8 @@ void cp_ssh_err_from(struct cp_ssh_err *e, enum cp_ssh_kind kind, LIBSSH2_SESSIO
 int cp_ssh_rc_is_fatal(int rc);
 
 int64_t cp_ssh_now_ms(void);
+/* The same clock in fractional milliseconds, for durations. */
+double cp_ssh_clock_ms(void);
 
 /* Exec-job helpers the transfer code shares: run cmd on the connection
  * from a job's step (a sub-job driven by hand). */

@@ -75,31 +75,6 @@ int pr_sha256_hex(const char *msg, size_t len, char *hex)
 	return 0;
 }
 
-_Static_assert(sizeof(wc_Sha256) <= sizeof(((struct pr_sha256 *)0)->opaque),
-	       "struct pr_sha256 too small for wolfCrypt's wc_Sha256");
-
-int pr_sha256_init(struct pr_sha256 *h)
-{
-	return wc_InitSha256((wc_Sha256 *)h->opaque) == 0 ? 0 : -EINVAL;
-}
-
-int pr_sha256_update(struct pr_sha256 *h, const void *data, size_t len)
-{
-	return wc_Sha256Update((wc_Sha256 *)h->opaque, data, (word32)len) == 0 ? 0 : -EINVAL;
-}
-
-int pr_sha256_final(struct pr_sha256 *h, char *hex)
-{
-	uint8_t d[WC_SHA256_DIGEST_SIZE];
-	int rc = wc_Sha256Final((wc_Sha256 *)h->opaque, d);
-
-	wc_Sha256Free((wc_Sha256 *)h->opaque);
-	if (rc != 0)
-		return -EINVAL;
-	to_hex(d, sizeof(d), hex);
-	return 0;
-}
-
 int pr_random_alnum(char *out, size_t n)
 {
 	static const char set[] = "abcdefghijklmnopqrstuvwxyz0123456789";

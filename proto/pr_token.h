@@ -78,17 +78,6 @@ int pr_url_auth_mac(const uint8_t *key, size_t key_len, const char *sid, const c
  * are stored (they are random, so no salt or stretching is needed). */
 int pr_sha256_hex(const char *msg, size_t len, char *hex);
 
-/* SHA-256 over data that arrives in pieces (a file sent over SFTP): the
- * state is opaque here so that callers (the control plane, which must not
- * see wolfSSL's headers) can hold it. pr_sha256_final writes 64 lowercase
- * hex digits and a NUL into hex. */
-struct pr_sha256 {
-	_Alignas(16) unsigned char opaque[160];
-};
-int pr_sha256_init(struct pr_sha256 *h);
-int pr_sha256_update(struct pr_sha256 *h, const void *data, size_t len);
-int pr_sha256_final(struct pr_sha256 *h, char *hex);
-
 /* n characters from [a-z0-9], uniformly, then a NUL (out holds n + 1).
  * 0, or -EIO when the kernel's random source fails. */
 int pr_random_alnum(char *out, size_t n);
