@@ -211,6 +211,19 @@ int cp_ssh_put_mem(struct cp_ssh_pool *pool, const void *data, size_t len, const
 int cp_ssh_get(struct cp_ssh_pool *pool, const char *remote, const char *local,
 	       const struct cp_ssh_xfer *x, struct cp_ssh_xfer_result *r);
 
+/* Directory sync: every regular file under local_dir made present under
+ * remote_dir with the same content and mode, sending only those that
+ * differ (each as cp_ssh_put does). Remote extras are left alone. */
+struct cp_ssh_sync_result {
+	unsigned files;	  /* regular files under local_dir */
+	unsigned changed; /* sent */
+	uint64_t bytes;
+	double duration_ms;
+	struct cp_ssh_err error;
+};
+int cp_ssh_sync(struct cp_ssh_pool *pool, const char *local_dir, const char *remote_dir,
+		const struct cp_ssh_xfer *x, struct cp_ssh_sync_result *r);
+
 /* Quote s for a POSIX shell (single quotes, ' as '\''), into dst (cap
  * bytes). Returns the length, or -ENOSPC. */
 int cp_ssh_quote(char *dst, size_t cap, const char *s);

@@ -150,6 +150,8 @@ static const struct sl_cli ssh_cli = {
 		 "       sluice-control ssh put [user@]HOST LOCAL REMOTE [--mode 644] [--owner "
 		 "u:g]\n"
 		 "       sluice-control ssh get [user@]HOST REMOTE LOCAL\n"
+		 "       sluice-control ssh put [user@]HOST - REMOTE   (content from stdin)\n"
+		 "       sluice-control ssh sync [user@]HOST LOCAL_DIR REMOTE_DIR\n"
 		 "       sluice-control ssh diagnose [user@]HOST [--key FILE]\n",
 	.opts = ssh_opts,
 	.nopts = sizeof(ssh_opts) / sizeof(ssh_opts[0]),
@@ -426,6 +428,69 @@ static void progress(void *arg, uint64_t done, uint64_t total)
 		__atomic_store_n(&x->cancel, 1, __ATOMIC_RELEASE);
 }
 
+/* `put - REMOTE`: the file's content from stdin (CreateRemoteFile). */
+static int put_stdin(struct cp_ssh_pool *pool, const char *remote, const struct cp_ssh_xfer *xf,
+		     struct cp_ssh_xfer_result *r)
+{
+	size_t len = 0, cap = 1 << 16;
+	char *buf = malloc(cap);
+	ssize_t n;
+	int rc;
+
+	while (buf && (n = read(0, buf + len, cap - len)) > 0) {
+		len += (size_t)n;
+		if (len == cap) {
+			char *p = cap < ((size_t)1 << 30) ? realloc(buf, cap * 2) : NULL;
+
+			if (!p) {
+				free(buf);
+				buf = NULL;
+				break;
+			}
+			buf = p;
+			cap *= 2;
+		}
+	}
+	if (!buf) {
+		memset(r, 0, sizeof(*r));
+		cp_ssh_err_set(&r->error, CP_SSH_E_TRANSFER, "stdin: too large or out of memory");
+		return -ENOMEM;
+	}
+	rc = cp_ssh_put_mem(pool, buf, len, remote, xf, r);
+	free(buf);
+	return rc;
+}
+
+static int do_sync(const struct sl_config *cfg, struct cp_ssh_pool *pool)
+{
+	static char sudo_pw[128];
+	struct cp_ssh_xfer xf = {0};
+	struct cp_ssh_sync_result r;
+	json_t *o;
+	int rc;
+
+	if (cfg->nargs != 4) {
+		fprintf(stderr, "sluice-control ssh sync: want HOST LOCAL_DIR REMOTE_DIR\n");
+		return SL_EXIT_USAGE;
+	}
+	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
+	xf.sudo = (int)sl_config_int(cfg, "sudo");
+	xf.sudo_password = sudo_pw[0] ? sudo_pw : NULL;
+	xf.owner = *sl_config_str(cfg, "owner") ? sl_config_str(cfg, "owner") : NULL;
+	rc = cp_ssh_sync(pool, cfg->args[2], cfg->args[3], &xf, &r);
+	o = json_pack("{s:b,s:i,s:i,s:I,s:f,s:o}", "ok", rc == 0, "files", (int)r.files, "changed",
+		      (int)r.changed, "bytes", (json_int_t)r.bytes, "duration_ms", r.duration_ms,
+		      "error", err_json(&r.error));
+	json_dumpf(o, stdout, JSON_COMPACT);
+	printf("\n");
+	json_decref(o);
+	if (rc < 0)
+		fprintf(stderr, "sluice-control ssh: %s error: %s\n",
+			cp_ssh_kind_name(r.error.kind), r.error.msg);
+	explicit_bzero(sudo_pw, sizeof(sudo_pw));
+	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;
+}
+
 static int do_xfer(const struct sl_config *cfg, struct cp_ssh_pool *pool, int put)
 {
 	static char sudo_pw[128];
@@ -447,8 +512,11 @@ static int do_xfer(const struct sl_config *cfg, struct cp_ssh_pool *pool, int pu
 	xf.sudo = (int)sl_config_int(cfg, "sudo");
 	xf.sudo_password = sudo_pw[0] ? sudo_pw : NULL;
 	xf.timeout_ms = (int)sl_config_int(cfg, "timeout");
-	rc = put ? cp_ssh_put(pool, cfg->args[2], cfg->args[3], &xf, &r)
-		 : cp_ssh_get(pool, cfg->args[2], cfg->args[3], &xf, &r);
+	if (put && strcmp(cfg->args[2], "-") == 0)
+		rc = put_stdin(pool, cfg->args[3], &xf, &r);
+	else
+		rc = put ? cp_ssh_put(pool, cfg->args[2], cfg->args[3], &xf, &r)
+			 : cp_ssh_get(pool, cfg->args[2], cfg->args[3], &xf, &r);
 	o = json_pack("{s:b,s:I,s:s,s:f,s:b,s:o}", "ok", rc == 0, "bytes", (json_int_t)r.bytes,
 		      "sha256", r.sha256, "duration_ms", r.duration_ms, "changed", r.changed,
 		      "error", err_json(&r.error));
@@ -519,11 +587,14 @@ int cp_ssh_cli_main(int argc, char **argv)
 	}
 	if (strcmp(verb, "exec") == 0)
 		rc = do_exec(&cfg, pool, json);
+	else if (strcmp(verb, "sync") == 0)
+		rc = do_sync(&cfg, pool);
 	else if (strcmp(verb, "put") == 0 || strcmp(verb, "get") == 0)
 		rc = do_xfer(&cfg, pool, verb[0] == 'p');
 	else
 		fprintf(stderr,
-			"sluice-control ssh: unknown verb \"%s\" (exec, put, get, diagnose)\n",
+			"sluice-control ssh: unknown verb \"%s\" (exec, put, get, sync, "
+			"diagnose)\n",
 			verb);
 out:
 	cp_ssh_pool_free(pool);

@@ -99,6 +99,10 @@ int64_t cp_ssh_now_ms(void);
 /* The same clock in fractional milliseconds, for durations. */
 double cp_ssh_clock_ms(void);
 
+/* mkdir -p the directory remote_file will be in. */
+int cp_ssh_mkdirs(struct cp_ssh_pool *pool, const char *remote_file, const struct cp_ssh_xfer *x,
+		  struct cp_ssh_err *err);
+
 /* Exec-job helpers the transfer code shares: run cmd on the connection
  * from a job's step (a sub-job driven by hand). */
 struct cp_ssh_exec;

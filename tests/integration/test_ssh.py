@@ -356,3 +356,50 @@ def test_bad_configuration_is_refused_before_connecting(binary, sshd, tmp_path):
     os.chmod(loose, 0o644)
     r = ssh_cli(binary, sshd, "exec", "--", "true", key=str(loose))
     assert r.returncode == 2 and "chmod 600" in r.stderr
+
+
+def test_directory_sync_sends_only_what_changed(binary, sshd, tmp_path):
+    src = tmp_path / "src"
+    (src / "sub" / "deep").mkdir(parents=True)
+    (src / "a.txt").write_text("a\n")
+    (src / "sub" / "b.txt").write_text("b\n")
+    (src / "sub" / "deep" / "run.sh").write_text("#!/bin/sh\necho run\n")
+    os.chmod(src / "sub" / "deep" / "run.sh", 0o755)
+    dst = home("sync-%d" % os.getpid())
+
+    def sync():
+        r = ssh_cli(binary, sshd, "sync", str(src), dst)
+        return json.loads(r.stdout)
+
+    try:
+        res = sync()
+        assert res["ok"] and (res["files"], res["changed"]) == (3, 3), res
+        assert open(os.path.join(dst, "sub", "b.txt")).read() == "b\n"
+        assert os.stat(os.path.join(dst, "sub", "deep", "run.sh")).st_mode & 0o777 == 0o755
+        res = sync()
+        assert (res["files"], res["changed"], res["bytes"]) == (3, 0, 0)
+        (src / "a.txt").write_text("changed\n")
+        os.chmod(src / "sub" / "b.txt", 0o600)
+        res = sync()
+        assert (res["files"], res["changed"]) == (3, 2)
+        assert open(os.path.join(dst, "a.txt")).read() == "changed\n"
+        assert os.stat(os.path.join(dst, "sub", "b.txt")).st_mode & 0o777 == 0o600
+        assert leftovers(dst) == [] and leftovers(os.path.join(dst, "sub")) == []
+    finally:
+        subprocess.run(["rm", "-rf", dst])
+
+
+def test_create_remote_file_from_memory(binary, sshd):
+    target = home("mem-%d.txt" % os.getpid())
+    argv = [binary("sluice-control"), "ssh", "put", "%s@127.0.0.1:%d" % (USER, sshd.port), "-", target,
+            "--key", sshd.key, "--known-hosts", sshd.known_hosts, "--mode", "600"]
+    try:
+        for changed in (True, False):
+            r = subprocess.run(argv, input="from memory\n", capture_output=True, text=True, timeout=60)
+            res = json.loads(r.stdout)
+            assert res["ok"] and res["changed"] is changed
+            assert res["sha256"] == hashlib.sha256(b"from memory\n").hexdigest()
+        assert open(target).read() == "from memory\n" and os.stat(target).st_mode & 0o777 == 0o600
+    finally:
+        if os.path.exists(target):
+            os.unlink(target)
