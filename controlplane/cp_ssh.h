@@ -131,6 +131,16 @@ struct cp_ssh_pool_stats {
 };
 void cp_ssh_pool_stats(struct cp_ssh_pool *pool, struct cp_ssh_pool_stats *st);
 
+/* The last operations' figures (a ring): what the health monitor reads. */
+#define CP_SSH_SAMPLES 512
+struct cp_ssh_sample {
+	double ms;
+	int failed;
+	uint64_t bytes; /* transfers: bytes moved; commands: 0 */
+};
+/* Copy up to max samples, oldest first; returns how many. */
+int cp_ssh_pool_samples(struct cp_ssh_pool *pool, struct cp_ssh_sample *out, int max);
+
 /* Called from a connection's I/O thread for each complete line (without its
  * newline; a last line without one is delivered at the end). stream: 1
  * stdout, 2 stderr. Must not block for long: it holds up the connection. */
@@ -173,6 +183,7 @@ struct cp_ssh_result {
 	size_t err_len;
 	int truncated;		 /* output went past capture_max */
 	double duration_ms;	 /* submit to finish */
+	double open_ms;		 /* of it, opening the channel */
 	double connect_ms;	 /* part of it spent connecting (0 on a warm pool) */
 	struct cp_ssh_err error; /* kind CP_SSH_OK unless the run itself failed */
 };
@@ -223,6 +234,43 @@ struct cp_ssh_sync_result {
 };
 int cp_ssh_sync(struct cp_ssh_pool *pool, const char *local_dir, const char *remote_dir,
 		const struct cp_ssh_xfer *x, struct cp_ssh_sync_result *r);
+
+/* Health monitor: a deep check of each pooled connection (a probe command
+ * pinned to it: channel open time and round trip), the host's figures from
+ * the pool's recent operations (latency percentiles, failure rate,
+ * throughput), trend warnings, and recovery when a probe fails. */
+enum cp_ssh_recovery {
+	CP_SSH_RECOVER_RECONNECT = 0, /* drop the failed connections, open a fresh one */
+	CP_SSH_RECOVER_REBUILD,	      /* any failure: drop every connection, open anew */
+	CP_SSH_RECOVER_NONE,	      /* report only */
+};
+#define CP_SSH_HEALTH_CONNS 32
+#define CP_SSH_WARN_MAX	    4
+struct cp_ssh_health {
+	int ok;	    /* the host answers now (after any recovery) */
+	int nconns; /* connections probed */
+	struct {
+		int ok;
+		double open_ms, cmd_ms;
+		char error[512];
+	} conns[CP_SSH_HEALTH_CONNS];
+	unsigned samples; /* operations the figures come from */
+	double p50_ms, p90_ms, p99_ms, failure_rate, mb_s;
+	int nwarn;
+	char warn[CP_SSH_WARN_MAX][200];
+	int dropped;	 /* connections dropped by the recovery */
+	int reconnected; /* a fresh connection was opened and works */
+	char error[512]; /* why the host does not answer, when !ok */
+};
+int cp_ssh_health_check(struct cp_ssh_pool *pool, enum cp_ssh_recovery how,
+			struct cp_ssh_health *h);
+/* The trend rule alone, over samples oldest first: warnings written into
+ * warn (at most max); returns how many. Latency: the median of the last
+ * CP_SSH_TREND_RECENT operations above twice the earlier median and 5 ms
+ * more; failures: the recent rate at least 10 % and above twice the
+ * earlier rate plus 5 points. Needs CP_SSH_TREND_RECENT earlier samples. */
+#define CP_SSH_TREND_RECENT 32
+int cp_ssh_trend(const struct cp_ssh_sample *s, int n, char (*warn)[200], int max);
 
 /* Quote s for a POSIX shell (single quotes, ' as '\''), into dst (cap
  * bytes). Returns the length, or -ENOSPC. */

@@ -133,6 +133,29 @@ static const struct sl_opt ssh_opts[] = {
 	 .type = SL_OPT_STR,
 	 .def = "",
 	 .help = "comma-separated globs: matching commands never run"},
+	{.name = "watch",
+	 .type = SL_OPT_INT,
+	 .def = "0",
+	 .min = 0,
+	 .max = 86400,
+	 .help = "health: check again for this many seconds"},
+	{.name = "interval",
+	 .type = SL_OPT_INT,
+	 .def = "1000",
+	 .min = 50,
+	 .max = 3600000,
+	 .help = "health: ms between checks"},
+	{.name = "warm",
+	 .type = SL_OPT_INT,
+	 .def = "1",
+	 .min = 0,
+	 .max = 32,
+	 .help = "health: connections to open first"},
+	{.name = "recovery",
+	 .type = SL_OPT_ENUM,
+	 .def = "reconnect",
+	 .choices = "reconnect|rebuild|none",
+	 .help = "health: what to do when a probe fails"},
 	{.name = "mode", .type = SL_OPT_STR, .def = "", .help = "put/get: file mode in octal"},
 	{.name = "owner", .type = SL_OPT_STR, .def = "", .help = "put: user[:group] (with --sudo)"},
 };
@@ -152,6 +175,8 @@ static const struct sl_cli ssh_cli = {
 		 "       sluice-control ssh get [user@]HOST REMOTE LOCAL\n"
 		 "       sluice-control ssh put [user@]HOST - REMOTE   (content from stdin)\n"
 		 "       sluice-control ssh sync [user@]HOST LOCAL_DIR REMOTE_DIR\n"
+		 "       sluice-control ssh health [user@]HOST [--watch S] [--recovery "
+		 "reconnect|rebuild|none]\n"
 		 "       sluice-control ssh diagnose [user@]HOST [--key FILE]\n",
 	.opts = ssh_opts,
 	.nopts = sizeof(ssh_opts) / sizeof(ssh_opts[0]),
@@ -491,6 +516,57 @@ static int do_sync(const struct sl_config *cfg, struct cp_ssh_pool *pool)
 	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;
 }
 
+static json_t *health_json(const struct cp_ssh_health *h)
+{
+	json_t *conns = json_array(), *warns = json_array();
+
+	for (int i = 0; i < h->nconns; i++)
+		json_array_append_new(conns,
+				      json_pack("{s:b,s:f,s:f,s:s}", "ok", h->conns[i].ok,
+						"open_ms", h->conns[i].open_ms, "cmd_ms",
+						h->conns[i].cmd_ms, "error", h->conns[i].error));
+	for (int i = 0; i < h->nwarn; i++)
+		json_array_append_new(warns, json_string(h->warn[i]));
+	return json_pack("{s:b,s:o,s:{s:i,s:f,s:f,s:f,s:f,s:f},s:o,s:i,s:b,s:s}", "ok", h->ok,
+			 "connections", conns, "figures", "samples", (int)h->samples, "p50_ms",
+			 h->p50_ms, "p90_ms", h->p90_ms, "p99_ms", h->p99_ms, "failure_rate",
+			 h->failure_rate, "mb_s", h->mb_s, "warnings", warns, "dropped", h->dropped,
+			 "reconnected", h->reconnected, "error", h->error);
+}
+
+/* `health`: a check now, and again every --interval for --watch seconds;
+ * one JSON line each. Exit 0 when the last check found the host healthy. */
+static int do_health(const struct sl_config *cfg, struct cp_ssh_pool *pool)
+{
+	const char *rs = sl_config_str(cfg, "recovery");
+	enum cp_ssh_recovery how = strcmp(rs, "rebuild") == 0 ? CP_SSH_RECOVER_REBUILD
+				   : strcmp(rs, "none") == 0  ? CP_SSH_RECOVER_NONE
+							      : CP_SSH_RECOVER_RECONNECT;
+	int64_t end = cp_ssh_now_ms() + sl_config_int(cfg, "watch") * 1000;
+	struct cp_ssh_health *h = calloc(1, sizeof(*h));
+	struct cp_ssh_err err;
+	int ok = 0;
+
+	if (!h)
+		return SL_EXIT_FAIL;
+	for (long i = 0; i < sl_config_int(cfg, "warm"); i++)
+		cp_ssh_pool_connect(pool, &err);
+	do {
+		json_t *o;
+
+		ok = cp_ssh_health_check(pool, how, h) == 0;
+		o = health_json(h);
+		json_dumpf(o, stdout, JSON_COMPACT);
+		printf("\n");
+		fflush(stdout);
+		json_decref(o);
+		if (cp_ssh_now_ms() < end)
+			usleep((useconds_t)sl_config_int(cfg, "interval") * 1000);
+	} while (cp_ssh_now_ms() < end);
+	free(h);
+	return ok ? SL_EXIT_OK : SL_EXIT_FAIL;
+}
+
 static int do_xfer(const struct sl_config *cfg, struct cp_ssh_pool *pool, int put)
 {
 	static char sudo_pw[128];
@@ -587,6 +663,8 @@ int cp_ssh_cli_main(int argc, char **argv)
 	}
 	if (strcmp(verb, "exec") == 0)
 		rc = do_exec(&cfg, pool, json);
+	else if (strcmp(verb, "health") == 0)
+		rc = do_health(&cfg, pool);
 	else if (strcmp(verb, "sync") == 0)
 		rc = do_sync(&cfg, pool);
 	else if (strcmp(verb, "put") == 0 || strcmp(verb, "get") == 0)
@@ -594,7 +672,7 @@ int cp_ssh_cli_main(int argc, char **argv)
 	else
 		fprintf(stderr,
 			"sluice-control ssh: unknown verb \"%s\" (exec, put, get, sync, "
-			"diagnose)\n",
+			"health, diagnose)\n",
 			verb);
 out:
 	cp_ssh_pool_free(pool);

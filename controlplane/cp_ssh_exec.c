@@ -450,6 +450,7 @@ static int step_open(struct cp_ssh_exec *e, struct cp_ssh_conn *c)
 
 	e->ch = libssh2_channel_open_session(c->s);
 	if (e->ch) {
+		e->r->open_ms = cp_ssh_clock_ms() - e->t0;
 		e->st = X_EXEC;
 		return CP_SSH_STEP_MOVED;
 	}

@@ -40,6 +40,7 @@ struct cp_ssh_job {
 	int rc;
 	struct cp_ssh_err err;
 	struct cp_ssh_conn *conn; /* while attached */
+	struct cp_ssh_conn *pin;  /* run on this connection only (health probes), or NULL */
 	struct cp_ssh_job *next;
 };
 
@@ -79,6 +80,15 @@ void cp_ssh_disconnect(LIBSSH2_SESSION *s, int fd);
  * or a negative errno with err filled (kind CP_SSH_E_NETWORK). */
 int cp_ssh_tcp_connect(const char *host, int port, int timeout_ms, struct cp_ssh_err *err);
 
+/* The pool's connections now (for probes pinned to each); returns the count. */
+int cp_ssh_pool_conns(struct cp_ssh_pool *pool, struct cp_ssh_conn **out, int max);
+/* Mark a connection for replacement: it finishes its jobs and closes. */
+void cp_ssh_pool_drop(struct cp_ssh_pool *pool, struct cp_ssh_conn *c);
+/* One finished operation's figures, for the health monitor. */
+void cp_ssh_pool_record(struct cp_ssh_pool *pool, double ms, int failed, uint64_t bytes);
+/* cp_ssh_run on one given connection (NULL: any). */
+int cp_ssh_run_on(struct cp_ssh_pool *pool, struct cp_ssh_conn *pin, const struct cp_ssh_cmd *cmd,
+		  struct cp_ssh_result *r);
 /* Run a job on the pool and wait for it: 0 or the job's negative result. */
 int cp_ssh_pool_exec_job(struct cp_ssh_pool *pool, struct cp_ssh_job *j, double *connect_ms);
 const struct cp_ssh_config *cp_ssh_pool_config(const struct cp_ssh_pool *pool);

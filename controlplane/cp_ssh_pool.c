@@ -48,6 +48,8 @@ struct cp_ssh_pool {
 	int closing;		  /* cp_ssh_pool_free has begun: new connections stop at once */
 	struct cp_ssh_conn *dead; /* threads ended, to join and free */
 	struct cp_ssh_pool_stats st;
+	struct cp_ssh_sample samples[CP_SSH_SAMPLES]; /* a ring of the last operations */
+	uint64_t nsamples;
 };
 
 static pthread_once_t ssh2_once = PTHREAD_ONCE_INIT;
@@ -392,6 +394,27 @@ void cp_ssh_conn_refused(struct cp_ssh_conn *c)
 
 /* --- running jobs ------------------------------------------------------------- */
 
+static int live_locked(struct cp_ssh_pool *p, struct cp_ssh_conn *c)
+{
+	for (int i = 0; i < p->nconns; i++)
+		if (p->conns[i] == c)
+			return c->state == CP_SSH_CONN_READY && !c->stop;
+	return 0;
+}
+
+/* A pinned job waits for its connection (one channel over the cap is
+ * allowed: a probe must not queue behind the work it measures). */
+static int attach_pinned_locked(struct cp_ssh_pool *p, struct cp_ssh_job *j)
+{
+	while (live_locked(p, j->pin) && j->pin->njobs > j->pin->max_jobs)
+		pthread_cond_wait(&p->cv, &p->mu);
+	if (!live_locked(p, j->pin)) {
+		cp_ssh_err_set(&j->err, CP_SSH_E_PROTOCOL, "the connection is gone");
+		return -ECONNRESET;
+	}
+	return 0;
+}
+
 static struct cp_ssh_conn *pick_locked(struct cp_ssh_pool *p)
 {
 	struct cp_ssh_conn *best = NULL;
@@ -416,6 +439,14 @@ static int attach(struct cp_ssh_pool *p, struct cp_ssh_job *j, double *connect_m
 
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
+		if (j->pin) {
+			if ((rc = attach_pinned_locked(p, j)) < 0) {
+				pthread_mutex_unlock(&p->mu);
+				return rc;
+			}
+			c = j->pin;
+			break;
+		}
 		if (p->running < p->max_commands && (c = pick_locked(p)) != NULL)
 			break;
 		if (p->running < p->max_commands && p->nconns + p->connecting < p->max_conns) {
@@ -467,6 +498,52 @@ int cp_ssh_pool_exec_job(struct cp_ssh_pool *p, struct cp_ssh_job *j, double *co
 	}
 	reap(p);
 	return j->rc;
+}
+
+int cp_ssh_pool_conns(struct cp_ssh_pool *p, struct cp_ssh_conn **out, int max)
+{
+	int n = 0;
+
+	pthread_mutex_lock(&p->mu);
+	for (int i = 0; i < p->nconns && n < max; i++)
+		if (p->conns[i]->state == CP_SSH_CONN_READY && !p->conns[i]->stop)
+			out[n++] = p->conns[i];
+	pthread_mutex_unlock(&p->mu);
+	return n;
+}
+
+void cp_ssh_pool_drop(struct cp_ssh_pool *p, struct cp_ssh_conn *c)
+{
+	pthread_mutex_lock(&p->mu);
+	if (live_locked(p, c)) {
+		__atomic_store_n(&c->stop, 1, __ATOMIC_RELEASE);
+		p->st.broken++;
+		wake(c);
+	}
+	pthread_mutex_unlock(&p->mu);
+}
+
+void cp_ssh_pool_record(struct cp_ssh_pool *p, double ms, int failed, uint64_t bytes)
+{
+	pthread_mutex_lock(&p->mu);
+	p->samples[p->nsamples % CP_SSH_SAMPLES] = (struct cp_ssh_sample){ms, failed, bytes};
+	p->nsamples++;
+	pthread_mutex_unlock(&p->mu);
+}
+
+int cp_ssh_pool_samples(struct cp_ssh_pool *p, struct cp_ssh_sample *out, int max)
+{
+	int n, first;
+
+	pthread_mutex_lock(&p->mu);
+	n = p->nsamples < CP_SSH_SAMPLES ? (int)p->nsamples : CP_SSH_SAMPLES;
+	if (n > max)
+		n = max;
+	first = (int)(p->nsamples - (uint64_t)n);
+	for (int i = 0; i < n; i++) /* oldest first */
+		out[i] = p->samples[(uint64_t)(first + i) % CP_SSH_SAMPLES];
+	pthread_mutex_unlock(&p->mu);
+	return n;
 }
 
 void cp_ssh_pool_stats(struct cp_ssh_pool *p, struct cp_ssh_pool_stats *st)

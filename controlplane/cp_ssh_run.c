@@ -174,7 +174,13 @@ void cp_ssh_result_free(struct cp_ssh_result *r)
 
 int cp_ssh_run(struct cp_ssh_pool *pool, const struct cp_ssh_cmd *cmd, struct cp_ssh_result *r)
 {
-	struct run_job j = {.base = {.step = run_step, .lost = run_lost}};
+	return cp_ssh_run_on(pool, NULL, cmd, r);
+}
+
+int cp_ssh_run_on(struct cp_ssh_pool *pool, struct cp_ssh_conn *pin, const struct cp_ssh_cmd *cmd,
+		  struct cp_ssh_result *r)
+{
+	struct run_job j = {.base = {.step = run_step, .lost = run_lost, .pin = pin}};
 	char shown[DISPLAY_MAX];
 	const char *rule = NULL;
 	int rc;
@@ -202,6 +208,7 @@ int cp_ssh_run(struct cp_ssh_pool *pool, const struct cp_ssh_cmd *cmd, struct cp
 	if (rc < 0 && r->error.kind == CP_SSH_OK)
 		r->error = j.base.err;
 	cp_ssh_exec_free(j.e);
+	cp_ssh_pool_record(pool, r->duration_ms, rc < 0, 0);
 	audit(pool, cmd, shown, r);
 	return rc < 0 ? rc : 0;
 }

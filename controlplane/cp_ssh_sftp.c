@@ -280,7 +280,10 @@ static int sftp_run(struct cp_ssh_pool *pool, struct sftp_job *s, struct cp_ssh_
 	s->base.lost = sftp_lost;
 	if (s->x->timeout_ms > 0)
 		s->base.deadline_ms = cp_ssh_now_ms() + s->x->timeout_ms;
+	double t0 = cp_ssh_clock_ms();
+
 	rc = cp_ssh_pool_exec_job(pool, &s->base, NULL);
+	cp_ssh_pool_record(pool, cp_ssh_clock_ms() - t0, rc < 0, s->done);
 	free(s->buf);
 	if (rc < 0)
 		*err = s->base.err;

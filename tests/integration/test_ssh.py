@@ -403,3 +403,46 @@ def test_create_remote_file_from_memory(binary, sshd):
     finally:
         if os.path.exists(target):
             os.unlink(target)
+
+
+def test_health_probes_each_connection_and_recovers_dead_ones(binary, tmp_path):
+    """Connections whose sshd died in silence are found by the probes,
+    dropped, and a fresh connection proves the host answers again."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    d = harness.Sshd(tmp_path, user=USER, sudo_password=SUDO_PW)
+    try:
+        argv = [binary("sluice-control"), "ssh", "health", "%s@127.0.0.1:%d" % (USER, d.port),
+                "--key", d.key, "--known-hosts", d.known_hosts, "--watch", "4", "--interval", "400",
+                "--warm", "3"]
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = json.loads(p.stdout.readline())
+        assert first["ok"] and len(first["connections"]) == 3
+        assert all(c["ok"] and c["cmd_ms"] > 0 and c["open_ms"] > 0 for c in first["connections"])
+        subprocess.run(["pkill", "-KILL", "-f", "^sshd: %s" % USER])
+        out, err = p.communicate(timeout=60)
+        reports = [json.loads(x) for x in out.splitlines()]
+        broken = [r for r in reports if any(not c["ok"] for c in r["connections"])]
+        assert broken, reports
+        assert broken[0]["dropped"] >= 1 and broken[0]["reconnected"] and broken[0]["ok"]
+        assert reports[-1]["ok"] and all(c["ok"] for c in reports[-1]["connections"])
+        assert reports[-1]["figures"]["samples"] > 3 and reports[-1]["figures"]["failure_rate"] > 0
+        assert p.returncode == 0
+        harness.check_sanitizers("sluice-control", err)
+    finally:
+        d.stop()
+
+
+def test_health_reports_a_host_that_is_gone(binary, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    d = harness.Sshd(tmp_path, user=USER, sudo_password=SUDO_PW)
+    argv = [binary("sluice-control"), "ssh", "health", "%s@127.0.0.1:%d" % (USER, d.port),
+            "--key", d.key, "--known-hosts", d.known_hosts, "--watch", "3", "--interval", "300"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert json.loads(p.stdout.readline())["ok"]
+    d.stop()
+    subprocess.run(["pkill", "-KILL", "-f", "^sshd: %s" % USER])
+    out, _ = p.communicate(timeout=60)
+    last = json.loads(out.splitlines()[-1])
+    assert not last["ok"] and "connect" in last["error"] and p.returncode == 1
