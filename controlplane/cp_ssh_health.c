@@ -30,14 +30,16 @@ static double pct(double *v, int n, int p)
 /* Median latency of successful commands in s[from, to). */
 static double median_ms(const struct cp_ssh_sample *s, int from, int to)
 {
-	double v[CP_SSH_SAMPLES];
+	double v[CP_SSH_SAMPLES] = {0};
 	int n = 0;
 
 	for (int i = from; i < to; i++)
 		if (!s[i].failed && !s[i].bytes)
 			v[n++] = s[i].ms;
+	if (n == 0)
+		return 0;
 	qsort(v, (size_t)n, sizeof(v[0]), cmp_double);
-	return n ? v[n / 2] : 0;
+	return v[n / 2];
 }
 
 static double fail_rate(const struct cp_ssh_sample *s, int from, int to)
@@ -75,7 +77,7 @@ int cp_ssh_trend(const struct cp_ssh_sample *s, int n, char (*warn)[200], int ma
 static void figures(struct cp_ssh_pool *pool, struct cp_ssh_health *h)
 {
 	static __thread struct cp_ssh_sample s[CP_SSH_SAMPLES];
-	double lat[CP_SSH_SAMPLES], xfer_ms = 0;
+	double lat[CP_SSH_SAMPLES] = {0}, xfer_ms = 0;
 	uint64_t bytes = 0;
 	int n = cp_ssh_pool_samples(pool, s, CP_SSH_SAMPLES), m = 0, failed = 0;
 
@@ -88,7 +90,8 @@ static void figures(struct cp_ssh_pool *pool, struct cp_ssh_health *h)
 			lat[m++] = s[i].ms;
 		}
 	}
-	qsort(lat, (size_t)m, sizeof(lat[0]), cmp_double);
+	if (m > 1)
+		qsort(lat, (size_t)m, sizeof(lat[0]), cmp_double);
 	h->samples = (unsigned)n;
 	h->p50_ms = pct(lat, m, 50);
 	h->p90_ms = pct(lat, m, 90);
