@@ -145,7 +145,7 @@ int cp_ssh_sync(struct cp_ssh_pool *pool, const char *local_dir, const char *rem
 	}
 	for (size_t i = 0; rc == 0 && i < walk.n; i++) {
 		struct cp_ssh_xfer fx = *x;
-		struct cp_ssh_xfer_result fr;
+		struct cp_ssh_xfer_result fr = {0};
 
 		snprintf(path, sizeof(path), "%s%s", root, walk.v[i].rel + 1);
 		snprintf(dst, sizeof(dst), "%s%s", remote_dir, walk.v[i].rel + 1);
