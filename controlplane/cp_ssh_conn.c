@@ -147,6 +147,7 @@ void cp_ssh_config_wipe(struct cp_ssh_config *c)
 {
 	explicit_bzero(c->password, sizeof(c->password));
 	explicit_bzero(c->key_passphrase, sizeof(c->key_passphrase));
+	explicit_bzero(c->key_data, sizeof(c->key_data));
 }
 
 static void default_known_hosts(const struct cp_ssh_config *c, char *out, size_t cap)
@@ -173,7 +174,7 @@ int cp_ssh_config_check(const struct cp_ssh_config *c, struct cp_ssh_err *err)
 		cp_ssh_err_set(err, CP_SSH_E_CONFIG, "no user: give user@host or --user");
 		return -EINVAL;
 	}
-	if (!c->key_file[0] && !c->password[0] && !c->use_agent) {
+	if (!c->key_file[0] && !c->key_data[0] && !c->password[0] && !c->use_agent) {
 		cp_ssh_err_set(err, CP_SSH_E_CONFIG,
 			       "no credential: give a key file (--key), ssh-agent (--agent) "
 			       "or a password");
@@ -193,7 +194,7 @@ int cp_ssh_config_check(const struct cp_ssh_config *c, struct cp_ssh_err *err)
 			return -EINVAL;
 		}
 	}
-	if (c->hostkey_policy == CP_SSH_HOSTKEY_STRICT) {
+	if (c->hostkey_policy == CP_SSH_HOSTKEY_STRICT && !c->known_host_line[0]) {
 		char kh[512];
 
 		default_known_hosts(c, kh, sizeof(kh));
@@ -360,8 +361,16 @@ static int check_host_key(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, str
 	kh = libssh2_knownhost_init(s);
 	if (!kh)
 		return -ENOMEM;
-	if (libssh2_knownhost_readfile(kh, path, LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0 &&
-	    c->hostkey_policy == CP_SSH_HOSTKEY_STRICT) {
+	if (c->known_host_line[0]) {
+		snprintf(path, sizeof(path), "the registered host key");
+		if (libssh2_knownhost_readline(kh, c->known_host_line, strlen(c->known_host_line),
+					       LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0) {
+			cp_ssh_err_set(err, CP_SSH_E_CONFIG, "the registered host key is not a "
+							     "known_hosts line");
+			goto out;
+		}
+	} else if (libssh2_knownhost_readfile(kh, path, LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0 &&
+		   c->hostkey_policy == CP_SSH_HOSTKEY_STRICT) {
 		cp_ssh_err_set(err, CP_SSH_E_HOSTKEY, "cannot read known_hosts %s", path);
 		goto out;
 	}
@@ -406,9 +415,14 @@ out:
 
 static int try_key(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, char *why, size_t cap)
 {
+	const char *kname = c->key_data[0] ? "(the registered key)" : c->key_file;
 	char *m = NULL;
-	int rc = libssh2_userauth_publickey_fromfile_ex(s, c->user, (unsigned)strlen(c->user), NULL,
-							c->key_file, c->key_passphrase);
+	int rc = c->key_data[0]
+			 ? libssh2_userauth_publickey_frommemory(s, c->user, strlen(c->user), NULL, 0,
+								 c->key_data, strlen(c->key_data),
+								 c->key_passphrase)
+			 : libssh2_userauth_publickey_fromfile_ex(s, c->user, (unsigned)strlen(c->user),
+								  NULL, c->key_file, c->key_passphrase);
 
 	if (rc == 0)
 		return 0;
@@ -417,14 +431,14 @@ static int try_key(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, char *why,
 		snprintf(why, cap,
 			 "key %.200s could not be used (%.100s; wrong passphrase, or not an "
 			 "Ed25519/ECDSA key libssh2 1.10 reads)",
-			 c->key_file, m ? m : "");
+			 kname, m ? m : "");
 	else if (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED ||
 		 rc == LIBSSH2_ERROR_PUBLICKEY_UNRECOGNIZED)
 		snprintf(why, cap,
 			 "the server refused key %.200s for %s (not in its authorized_keys?)",
-			 c->key_file, c->user);
+			 kname, c->user);
 	else
-		snprintf(why, cap, "key %.200s: %.100s (libssh2 %d)", c->key_file, m ? m : "", rc);
+		snprintf(why, cap, "key %.200s: %.100s (libssh2 %d)", kname, m ? m : "", rc);
 	return rc;
 }
 
@@ -470,7 +484,7 @@ static int authenticate(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, struc
 		cp_ssh_err_from(err, CP_SSH_E_AUTH, s, "asking which methods the server accepts");
 		return -EACCES;
 	}
-	if (c->key_file[0]) {
+	if (c->key_file[0] || c->key_data[0]) {
 		if (!strstr(offered, "publickey"))
 			snprintf(whys[n], sizeof(whys[n]), "publickey not offered (server: %s)",
 				 offered);
