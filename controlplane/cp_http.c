@@ -140,6 +140,16 @@ static void send_body(struct cp_server *s, h2o_req_t *req, int status, const cha
 	h2o_send_inline(req, body, len);
 }
 
+void cp_start_stream(struct cp_server *s, h2o_req_t *req, int status, const char *type)
+{
+	s->m.responses[status / 100 < 6 ? status / 100 : 5]++;
+	req->res.status = status;
+	req->res.reason = reason_of(status);
+	add_common_headers(s, req);
+	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type,
+		       strlen(type));
+}
+
 void cp_send_json(struct cp_server *s, h2o_req_t *req, int status, json_t *body)
 {
 	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
@@ -203,6 +213,11 @@ static void op_free(struct cp_op *op)
 	json_decref(op->acc);
 	free(op->blob);
 	free(op);
+}
+
+void cp_op_release(struct cp_op *op)
+{
+	op_free(op);
 }
 
 void cp_op_reply(struct cp_op *op, int status, json_t *body)
@@ -550,10 +565,9 @@ struct cp_collection {
 };
 
 static const struct cp_collection collections[] = {
-	{"/api/v1/tunnels", cp_api_tunnels},
-	{"/api/v1/keys", cp_api_keys},
-	{"/api/v1/domains", cp_api_domains},
-	{"/api/v1/relays", cp_api_relays},
+	{"/api/v1/tunnels", cp_api_tunnels}, {"/api/v1/keys", cp_api_keys},
+	{"/api/v1/domains", cp_api_domains}, {"/api/v1/relays", cp_api_relays},
+	{"/api/v1/nodes", cp_api_nodes},
 };
 
 static int preflight(struct cp_server *s, h2o_req_t *req)
@@ -653,6 +667,21 @@ struct cp_client {
 	h2o_socket_t *sock;
 	struct cp_client *prev, *next;
 };
+
+/* Matched by the peer's address: h2o does not hand a request's socket out. */
+int cp_client_fd(struct cp_server *s, h2o_req_t *req)
+{
+	struct sockaddr_storage want, got;
+	socklen_t wl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&want);
+
+	for (struct cp_client *c = s->clients; c && wl; c = c->next) {
+		socklen_t gl = h2o_socket_getpeername(c->sock, (struct sockaddr *)&got);
+
+		if (gl == wl && memcmp(&got, &want, wl) == 0)
+			return h2o_socket_get_fd(c->sock);
+	}
+	return -1;
+}
 
 static void on_client_close(void *data)
 {

@@ -117,6 +117,17 @@ void cp_op_redis_error(struct cp_op *op, struct redisReply *r, const char *err);
 void cp_op_step_failed(struct cp_op *op, struct redisReply *r, const char *err);
 void cp_op_step_error(struct cp_op *op, const char *store);
 
+/* The client connection's fd behind req, or -1: to watch for a client that
+ * hangs up while a streamed answer waits for output. */
+int cp_client_fd(struct cp_server *s, h2o_req_t *req);
+
+/* Free op without answering: its request is answered by someone else
+ * (a streamed response). */
+void cp_op_release(struct cp_op *op);
+/* Status, the common headers and a content type, for a response whose
+ * body goes out with h2o_start_response and h2o_send. */
+void cp_start_stream(struct cp_server *s, h2o_req_t *req, int status, const char *type);
+
 /* Responses outside an op (validation failures before Redis). */
 void cp_send_json(struct cp_server *s, h2o_req_t *req, int status, json_t *body);
 void cp_send_error(struct cp_server *s, h2o_req_t *req, int status, const char *code,
@@ -154,6 +165,7 @@ int cp_api_tunnels(struct cp_server *s, h2o_req_t *req, const char *id, size_t i
 int cp_api_keys(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
 int cp_api_localtunnel(struct cp_server *s, h2o_req_t *req, const char *name, size_t len);
 int cp_api_relays(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
+int cp_api_nodes(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
 /* The relays' counters: start the XREAD loop on s->stats_db. */
 void cp_api_follow_stats(struct cp_server *s);
 

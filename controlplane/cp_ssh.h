@@ -66,12 +66,12 @@ struct cp_ssh_config {
 	char host[256];
 	int port; /* 0: 22 */
 	char user[64];
-	char key_file[512];	  /* private key; its .pub beside it, or derived */
-	char key_passphrase[128]; /* "" if none */
-	char password[128];	  /* "" if none: password authentication */
-	int use_agent;		  /* try ssh-agent's keys ($SSH_AUTH_SOCK) */
-	char key_data[4096];	  /* or the private key itself (PEM / OpenSSH text) */
-	char known_hosts[512];	  /* "": ~/.ssh/known_hosts */
+	char key_file[512];	    /* private key; its .pub beside it, or derived */
+	char key_passphrase[128];   /* "" if none */
+	char password[128];	    /* "" if none: password authentication */
+	int use_agent;		    /* try ssh-agent's keys ($SSH_AUTH_SOCK) */
+	char key_data[4096];	    /* or the private key itself (PEM / OpenSSH text) */
+	char known_hosts[512];	    /* "": ~/.ssh/known_hosts */
 	char known_host_line[1024]; /* or one known_hosts line ("[host]:port type key") */
 	enum cp_ssh_hostkey_policy hostkey_policy;
 	int connect_timeout_ms; /* 0: 10000; TCP connect, handshake and auth each */

@@ -365,8 +365,9 @@ static int check_host_key(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, str
 		snprintf(path, sizeof(path), "the registered host key");
 		if (libssh2_knownhost_readline(kh, c->known_host_line, strlen(c->known_host_line),
 					       LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0) {
-			cp_ssh_err_set(err, CP_SSH_E_CONFIG, "the registered host key is not a "
-							     "known_hosts line");
+			cp_ssh_err_set(err, CP_SSH_E_CONFIG,
+				       "the registered host key is not a "
+				       "known_hosts line");
 			goto out;
 		}
 	} else if (libssh2_knownhost_readfile(kh, path, LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0 &&
@@ -418,11 +419,12 @@ static int try_key(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, char *why,
 	const char *kname = c->key_data[0] ? "(the registered key)" : c->key_file;
 	char *m = NULL;
 	int rc = c->key_data[0]
-			 ? libssh2_userauth_publickey_frommemory(s, c->user, strlen(c->user), NULL, 0,
-								 c->key_data, strlen(c->key_data),
-								 c->key_passphrase)
-			 : libssh2_userauth_publickey_fromfile_ex(s, c->user, (unsigned)strlen(c->user),
-								  NULL, c->key_file, c->key_passphrase);
+			 ? libssh2_userauth_publickey_frommemory(
+				   s, c->user, strlen(c->user), NULL, 0, c->key_data,
+				   strlen(c->key_data), c->key_passphrase)
+			 : libssh2_userauth_publickey_fromfile_ex(s, c->user,
+								  (unsigned)strlen(c->user), NULL,
+								  c->key_file, c->key_passphrase);
 
 	if (rc == 0)
 		return 0;

@@ -32,7 +32,7 @@ static int derive(const uint8_t *secret, size_t secret_len, uint8_t key[32])
 }
 
 static int seal_crypt(const uint8_t *secret, size_t secret_len, const char *aad, int enc,
-		 const uint8_t *in, size_t len, uint8_t *out, uint8_t *nonce, uint8_t *tag)
+		      const uint8_t *in, size_t len, uint8_t *out, uint8_t *nonce, uint8_t *tag)
 {
 	uint8_t key[32];
 	Aes aes;
@@ -42,10 +42,10 @@ static int seal_crypt(const uint8_t *secret, size_t secret_len, const char *aad,
 		return -EINVAL;
 	if (wc_AesInit(&aes, NULL, INVALID_DEVID) == 0) {
 		if (wc_AesGcmSetKey(&aes, key, sizeof(key)) == 0)
-			rc = enc ? wc_AesGcmEncrypt(&aes, out, in, (word32)len, nonce, NONCE, tag, TAG,
-						    (const byte *)aad, (word32)strlen(aad))
-				 : wc_AesGcmDecrypt(&aes, out, in, (word32)len, nonce, NONCE, tag, TAG,
-						    (const byte *)aad, (word32)strlen(aad));
+			rc = enc ? wc_AesGcmEncrypt(&aes, out, in, (word32)len, nonce, NONCE, tag,
+						    TAG, (const byte *)aad, (word32)strlen(aad))
+				 : wc_AesGcmDecrypt(&aes, out, in, (word32)len, nonce, NONCE, tag,
+						    TAG, (const byte *)aad, (word32)strlen(aad));
 		wc_AesFree(&aes);
 	}
 	memset(key, 0, sizeof(key));
@@ -69,7 +69,9 @@ static int unhex(const char *h, size_t n, uint8_t *o)
 
 		for (int k = 0; k < 2; k++) {
 			char c = h[2 * i + k];
-			int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+			int d = c >= '0' && c <= '9'   ? c - '0'
+				: c >= 'a' && c <= 'f' ? c - 'a' + 10
+						       : -1;
 
 			if (d < 0)
 				return -EBADMSG;
@@ -127,7 +129,7 @@ int pr_unseal(const uint8_t *secret, size_t secret_len, const char *aad, const c
 	rc = unhex(text + 3, total, buf);
 	if (rc == 0)
 		rc = seal_crypt(secret, secret_len, aad, 0, buf + NONCE, len, (uint8_t *)out, buf,
-			   buf + NONCE + len);
+				buf + NONCE + len);
 	if (rc == 0) {
 		out[len] = '\0';
 		rc = (int)len;

@@ -47,8 +47,9 @@ static void refuses_what_was_changed_or_moved(void **state)
 		char saved = text[i];
 
 		text[i] = saved == '0' ? '1' : '0';
-		assert_int_equal(pr_unseal(secret, sizeof(secret), "node:nd_1", text, out, sizeof(out)),
-				 -EBADMSG);
+		assert_int_equal(
+			pr_unseal(secret, sizeof(secret), "node:nd_1", text, out, sizeof(out)),
+			-EBADMSG);
 		text[i] = saved;
 	}
 	assert_int_equal(pr_unseal(secret, sizeof(secret), "node:nd_1", "v1.zz", out, sizeof(out)),
