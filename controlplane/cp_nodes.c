@@ -323,7 +323,7 @@ static void on_deleted(void *ud, redisReply *r, const char *err)
 	if (op->req)
 		cp_audit(op->s, op->req, "node_deleted", op->actor.key_id, op->id);
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "SREM sl:nodes %s", op->id);
-	cp_op_reply(op, 204, NULL);
+	cp_op_reply(op, 200, json_pack("{s:s,s:s}", "id", op->id, "status", "deleted"));
 }
 
 static void nodes_delete(struct cp_op *op)

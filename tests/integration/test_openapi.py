@@ -170,6 +170,40 @@ def test_every_route_answers_as_documented(binary, tmp_path, spec):
         assert redis.cli("GET", "sl:drain:oa-relay") == "1"
         status, body = call("get", rel)
         assert [x["id"] for x in body["relays"]] == ["oa-relay"]
+        nodes = "/api/v1/nodes"
+        hk = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPqB7e8iqcW3Hn0nP3uY9d7SeC3QbX5bTjR6V2l5M3wX"
+        closed = harness.free_port()  # nothing listens: SSH fails in the result, not the status
+        status, node = call("post", nodes, body={"host": "127.0.0.1", "port": closed, "user": "u",
+                                                  "hostKey": hk, "password": "pw"})
+        assert status == 201
+        assert call("post", nodes, body={"host": "127.0.0.1", "user": "u", "hostKey": "x",
+                                         "password": "pw"})[0] == 400
+        assert call("post", nodes, body={}, key=tk)[0] == 403
+        assert call("post", nodes, body={}, key=None)[0] == 401
+        assert call("get", nodes)[0] == 200
+        assert call("get", nodes, key=tk)[0] == 403
+        assert call("get", nodes, key=None)[0] == 401
+        none = nodes + "/nd_nosuchnode"
+        nodep = nodes + "/" + node["id"]
+        assert call("get", nodes + "/{id}", nodep)[0] == 200
+        assert call("get", nodes + "/{id}", none)[0] == 404
+        assert call("get", nodes + "/{id}", nodep, key=None)[0] == 401
+        ex = nodes + "/{id}/exec"
+        status, res = call("post", ex, nodep + "/exec", body={"command": ["true"]})
+        assert status == 200 and res["error"]["kind"] == "network"
+        assert call("post", ex, nodep + "/exec", body={"command": []})[0] == 400
+        assert call("post", ex, none + "/exec", body={"shell": "true"})[0] == 404
+        assert call("post", ex, nodep + "/exec", body={"shell": "true"}, key=tk)[0] == 403
+        assert call("post", ex, nodep + "/exec", body={"shell": "true"}, key=None)[0] == 401
+        dg = nodes + "/{id}/diagnose"
+        status, rep = call("post", dg, nodep + "/diagnose", body={})
+        assert status == 200 and not rep["ok"] and rep["checks"][0]["name"] == "network"
+        assert call("post", dg, none + "/diagnose", body={})[0] == 404
+        assert call("post", dg, nodep + "/diagnose", body={}, key=tk)[0] == 403
+        assert call("post", dg, nodep + "/diagnose", body={}, key=None)[0] == 401
+        assert call("delete", nodes + "/{id}", nodep)[0] == 200
+        assert call("delete", nodes + "/{id}", nodep)[0] == 404
+        assert call("delete", nodes + "/{id}", nodep, key=None)[0] == 401
         kone = "/api/v1/keys/{id}"
         assert call("delete", kone, "/api/v1/keys/" + k["id"])[0] == 200
         assert call("delete", kone, "/api/v1/keys/kaaaaaaaaaaa")[0] == 404
