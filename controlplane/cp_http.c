@@ -5,6 +5,7 @@
  * path, so a 404 and a 405 come back as JSON like every other error:
  * {"error": "...", "code": "..."}.
  */
+#include "cp_node_pools.h"
 #include "cp_server.h"
 #include "pr_token.h"
 #include "sl_bytes.h"
@@ -830,6 +831,12 @@ void cp_server_free(struct cp_server *s)
 	while (s->verifying > 0 && h2o_now(s->loop) < until)
 		h2o_evloop_run(s->loop, 50);
 	close_clients(s);
+	/* Node commands streaming to clients just closed are cancelled (their
+	 * remote processes killed within 3 s); their pipes are this loop's. */
+	until = h2o_now(s->loop) + 4000;
+	while (s->inflight > 0 && h2o_now(s->loop) < until)
+		h2o_evloop_run(s->loop, 50);
+	cp_node_pools_free();
 	s->stopping = 1; /* the counters' reader does not start again */
 	cp_rdb_free(s->stats_db);
 	cp_rdb_free(s->db);

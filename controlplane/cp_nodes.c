@@ -12,6 +12,9 @@
  *                                      it runs: NDJSON, one {"stream","line"} per
  *                                      line of output, then {"exit",...}
  *   POST   /api/v1/nodes/{id}/diagnose the troubleshooter's report
+ *   GET    /api/v1/nodes/{id}/health   the health monitor: a probe on each of
+ *                                      the node's warm connections, figures,
+ *                                      trends; dead connections replaced
  *
  * Redis: sl:node:<id> (hash: name host port user hostkey created creds) and
  * the set sl:nodes. SSH work runs on a thread of its own per request, never
@@ -20,6 +23,7 @@
  * the API nor the SSH connection. A client that goes away cancels its
  * command (the remote process is killed).
  */
+#include "cp_node_pools.h"
 #include "cp_server.h"
 #include "cp_ssh.h"
 #include "cp_ssh_diag.h"
@@ -323,6 +327,7 @@ static void on_deleted(void *ud, redisReply *r, const char *err)
 	if (op->req)
 		cp_audit(op->s, op->req, "node_deleted", op->actor.key_id, op->id);
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "SREM sl:nodes %s", op->id);
+	cp_node_pool_forget(op->id);
 	cp_op_reply(op, 200, json_pack("{s:s,s:s}", "id", op->id, "status", "deleted"));
 }
 
@@ -346,7 +351,8 @@ struct nexec {
 	h2o_generator_t gen;
 	h2o_socket_t *sock; /* the pipe's read end, on the loop */
 	int fds[2];
-	int diagnose;
+	enum { NX_EXEC = 0, NX_DIAGNOSE, NX_HEALTH } kind;
+	char node_id[64];
 	int client_fd; /* to see a hang-up while nothing is written; -1: unknown */
 	h2o_timeout_entry_t tick;
 	pthread_mutex_t mu;
@@ -460,7 +466,7 @@ static void run_exec(struct nexec *x)
 	char envbuf[EXEC_ENV_MAX][300];
 	struct cp_ssh_cmd cmd = {0};
 	struct cp_ssh_result r;
-	struct cp_ssh_pool *pool = cp_ssh_pool_new(&x->cfg, NULL, -1);
+	struct cp_ssh_pool *pool = cp_node_pool_get(x->node_id, &x->cfg);
 	json_t *err;
 
 	if (!pool || build_cmd(x, &cmd, argv, env, envbuf) < 0) {
@@ -468,7 +474,8 @@ static void run_exec(struct nexec *x)
 		     json_pack("{s:n,s:{s:s,s:s}}", "exit", "error", "kind", "config", "message",
 			       "cannot run the command"),
 		     1);
-		cp_ssh_pool_free(pool);
+		if (pool)
+			cp_node_pool_put(pool);
 		return;
 	}
 	cp_ssh_run(pool, &cmd, &r);
@@ -482,15 +489,33 @@ static void run_exec(struct nexec *x)
 		       "error", err),
 	     1);
 	cp_ssh_result_free(&r);
-	cp_ssh_pool_free(pool);
+	cp_node_pool_put(pool);
+}
+
+static void run_health(struct nexec *x)
+{
+	struct cp_ssh_pool *pool = cp_node_pool_get(x->node_id, &x->cfg);
+	struct cp_ssh_health *h = calloc(1, sizeof(*h));
+
+	if (!pool || !h) {
+		post(x, json_pack("{s:b,s:s}", "ok", 0, "error", "out of memory"), 1);
+	} else {
+		cp_ssh_health_check(pool, CP_SSH_RECOVER_RECONNECT, h);
+		post(x, cp_ssh_health_json(h), 1);
+	}
+	free(h);
+	if (pool)
+		cp_node_pool_put(pool);
 }
 
 static void *nexec_main(void *arg)
 {
 	struct nexec *x = arg;
 
-	if (x->diagnose)
+	if (x->kind == NX_DIAGNOSE)
 		post(x, cp_ssh_diagnose(&x->cfg), 1);
+	else if (x->kind == NX_HEALTH)
+		run_health(x);
 	else
 		run_exec(x);
 	nexec_unref(x);
@@ -675,7 +700,8 @@ static void on_exec_node(void *ud, redisReply *r, const char *err)
 		return;
 	}
 	x->s = op->s;
-	x->diagnose = op->http_check;
+	x->kind = op->reply_status;
+	snprintf(x->node_id, sizeof(x->node_id), "%s", op->id);
 	x->body = op->acc ? json_incref(op->acc) : json_object();
 	snprintf(x->actor, sizeof(x->actor), "%s", op->actor.key_id);
 	pthread_mutex_init(&x->mu, NULL);
@@ -688,7 +714,11 @@ static void on_exec_node(void *ud, redisReply *r, const char *err)
 		return;
 	}
 	req = op->req;
-	cp_audit(op->s, req, x->diagnose ? "node_diagnose" : "node_exec", op->actor.key_id, op->id);
+	cp_audit(op->s, req,
+		 x->kind == NX_DIAGNOSE ? "node_diagnose"
+		 : x->kind == NX_HEALTH ? "node_health"
+					: "node_exec",
+		 op->actor.key_id, op->id);
 	x->req = req;
 	x->sock = h2o_evloop_socket_create(op->s->loop, x->fds[0], 0);
 	x->sock->data = x;
@@ -704,7 +734,8 @@ static void on_exec_node(void *ud, redisReply *r, const char *err)
 	cp_op_release(op); /* the request is x's now */
 	x->gen.proceed = on_proceed;
 	x->gen.stop = on_stop;
-	cp_start_stream(x->s, req, 200, x->diagnose ? "application/json" : "application/x-ndjson");
+	cp_start_stream(x->s, req, 200,
+			x->kind == NX_EXEC ? "application/x-ndjson" : "application/json");
 	h2o_start_response(req, &x->gen);
 	h2o_socket_read_start(x->sock, on_wake);
 	if (!hangup_timeout_ready) {
@@ -761,7 +792,7 @@ static void nodes_exec(struct cp_op *op)
 		cp_op_reply(op, 499, json_null());
 		return;
 	}
-	if (!op->http_check) {
+	if (op->reply_status == NX_EXEC) {
 		o = json_loadb(op->req->entity.base ? op->req->entity.base : "",
 			       op->req->entity.len, JSON_REJECT_DUPLICATES, NULL);
 		if (check_exec_body(op, o) < 0) {
@@ -793,7 +824,7 @@ int cp_api_nodes(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_
 	const char *slash = id ? memchr(id, '/', id_len) : NULL;
 	size_t n = slash ? (size_t)(slash - id) : id_len;
 	void (*next)(struct cp_op *) = NULL;
-	int diagnose = 0;
+	int kind = NX_EXEC;
 	struct cp_op *op;
 
 	if (!id) {
@@ -807,7 +838,10 @@ int cp_api_nodes(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_
 		next = nodes_exec;
 	} else if (post && id_len - n == 9 && memcmp(slash, "/diagnose", 9) == 0) {
 		next = nodes_exec;
-		diagnose = 1;
+		kind = NX_DIAGNOSE;
+	} else if (get && id_len - n == 7 && memcmp(slash, "/health", 7) == 0) {
+		next = nodes_exec;
+		kind = NX_HEALTH;
 	} else {
 		cp_send_error(s, req, 404, "not_found", "no such endpoint");
 		return 0;
@@ -822,7 +856,7 @@ int cp_api_nodes(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_
 		memcpy(op->id, id, n);
 		op->id[n] = '\0';
 	}
-	op->http_check = diagnose;
+	op->reply_status = kind; /* which work the thread does */
 	cp_auth(op, CP_SCOPE_ADMIN, next);
 	return 0;
 }

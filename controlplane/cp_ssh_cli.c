@@ -516,24 +516,6 @@ static int do_sync(const struct sl_config *cfg, struct cp_ssh_pool *pool)
 	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;
 }
 
-static json_t *health_json(const struct cp_ssh_health *h)
-{
-	json_t *conns = json_array(), *warns = json_array();
-
-	for (int i = 0; i < h->nconns; i++)
-		json_array_append_new(conns,
-				      json_pack("{s:b,s:f,s:f,s:s}", "ok", h->conns[i].ok,
-						"open_ms", h->conns[i].open_ms, "cmd_ms",
-						h->conns[i].cmd_ms, "error", h->conns[i].error));
-	for (int i = 0; i < h->nwarn; i++)
-		json_array_append_new(warns, json_string(h->warn[i]));
-	return json_pack("{s:b,s:o,s:{s:i,s:f,s:f,s:f,s:f,s:f},s:o,s:i,s:b,s:s}", "ok", h->ok,
-			 "connections", conns, "figures", "samples", (int)h->samples, "p50_ms",
-			 h->p50_ms, "p90_ms", h->p90_ms, "p99_ms", h->p99_ms, "failure_rate",
-			 h->failure_rate, "mb_s", h->mb_s, "warnings", warns, "dropped", h->dropped,
-			 "reconnected", h->reconnected, "error", h->error);
-}
-
 /* `health`: a check now, and again every --interval for --watch seconds;
  * one JSON line each. Exit 0 when the last check found the host healthy. */
 static int do_health(const struct sl_config *cfg, struct cp_ssh_pool *pool)
@@ -555,7 +537,7 @@ static int do_health(const struct sl_config *cfg, struct cp_ssh_pool *pool)
 		json_t *o;
 
 		ok = cp_ssh_health_check(pool, how, h) == 0;
-		o = health_json(h);
+		o = cp_ssh_health_json(h);
 		json_dumpf(o, stdout, JSON_COMPACT);
 		printf("\n");
 		fflush(stdout);

@@ -16,6 +16,11 @@
  * "detail", "fix"}], "figures": {...}}. The caller json_decref()s it. */
 json_t *cp_ssh_diagnose(const struct cp_ssh_config *c);
 
+/* A health check as JSON: {ok, connections: [{ok, open_ms, cmd_ms, error}],
+ * figures: {samples, p50_ms, p90_ms, p99_ms, failure_rate, mb_s}, warnings,
+ * dropped, reconnected, error}. */
+json_t *cp_ssh_health_json(const struct cp_ssh_health *h);
+
 /* The report printed as text (or JSON with json); exit code 0 when all is well. */
 int cp_ssh_diag_cli(const struct cp_ssh_config *c, int json);
 

@@ -4,9 +4,11 @@
  * found and replaced before a real command lands on it; the pool's ring of
  * recent operations gives the figures and the trend.
  */
+#include "cp_ssh_diag.h"
 #include "cp_ssh_int.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,4 +152,22 @@ int cp_ssh_health_check(struct cp_ssh_pool *pool, enum cp_ssh_recovery how, stru
 			 h->nconns ? h->conns[0].error : "no connection to the host");
 	figures(pool, h);
 	return h->ok ? 0 : -EIO;
+}
+
+json_t *cp_ssh_health_json(const struct cp_ssh_health *h)
+{
+	json_t *conns = json_array(), *warns = json_array();
+
+	for (int i = 0; i < h->nconns; i++)
+		json_array_append_new(conns,
+				      json_pack("{s:b,s:f,s:f,s:s}", "ok", h->conns[i].ok,
+						"open_ms", h->conns[i].open_ms, "cmd_ms",
+						h->conns[i].cmd_ms, "error", h->conns[i].error));
+	for (int i = 0; i < h->nwarn; i++)
+		json_array_append_new(warns, json_string(h->warn[i]));
+	return json_pack("{s:b,s:o,s:{s:i,s:f,s:f,s:f,s:f,s:f},s:o,s:i,s:b,s:s}", "ok", h->ok,
+			 "connections", conns, "figures", "samples", (int)h->samples, "p50_ms",
+			 h->p50_ms, "p90_ms", h->p90_ms, "p99_ms", h->p99_ms, "failure_rate",
+			 h->failure_rate, "mb_s", h->mb_s, "warnings", warns, "dropped", h->dropped,
+			 "reconnected", h->reconnected, "error", h->error);
 }

@@ -203,3 +203,30 @@ def test_sealed_credentials_do_not_open_under_another_secret(env, bin_dir, tmp_p
         assert status == 500 and err["code"] == "sealed_credentials"
     finally:
         other.stop()
+
+
+def get_health(control, node_id):
+    c = http.client.HTTPConnection("127.0.0.1", control.port, timeout=30)
+    c.request("GET", "/api/v1/nodes/%s/health" % node_id, headers={"Authorization": "Bearer " + harness.ADMIN_KEY})
+    r = c.getresponse()
+    body = json.loads(r.read())
+    c.close()
+    return r.status, body
+
+
+def test_commands_reuse_the_nodes_warm_connection_and_health_sees_them(env):
+    d, _, control = env
+    node = register(control, d)[2]
+    for _ in range(5):
+        _, _, lines = stream(control, "/api/v1/nodes/%s/exec" % node["id"], {"command": ["true"]})
+        assert lines[-1][1]["exit"] == 0
+    status, h = get_health(control, node["id"])
+    assert status == 200 and h["ok"]
+    assert len(h["connections"]) == 1 and h["connections"][0]["ok"]  # one warm connection served all
+    assert h["figures"]["samples"] >= 6 and h["figures"]["failure_rate"] == 0
+    # Its connection killed on the host: the probe finds it and a new one replaces it.
+    subprocess.run(["pkill", "-KILL", "-f", "^sshd: %s" % USER])
+    status, h = get_health(control, node["id"])
+    assert status == 200 and h["ok"] and h["dropped"] == 1 and h["reconnected"]
+    _, _, lines = stream(control, "/api/v1/nodes/%s/exec" % node["id"], {"command": ["true"]})
+    assert lines[-1][1]["exit"] == 0

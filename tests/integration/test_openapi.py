@@ -201,6 +201,12 @@ def test_every_route_answers_as_documented(binary, tmp_path, spec):
         assert call("post", dg, none + "/diagnose", body={})[0] == 404
         assert call("post", dg, nodep + "/diagnose", body={}, key=tk)[0] == 403
         assert call("post", dg, nodep + "/diagnose", body={}, key=None)[0] == 401
+        hl = nodes + "/{id}/health"
+        status, h = call("get", hl, nodep + "/health")
+        assert status == 200 and not h["ok"] and "connect" in h["error"]
+        assert call("get", hl, none + "/health")[0] == 404
+        assert call("get", hl, nodep + "/health", key=tk)[0] == 403
+        assert call("get", hl, nodep + "/health", key=None)[0] == 401
         assert call("delete", nodes + "/{id}", nodep)[0] == 200
         assert call("delete", nodes + "/{id}", nodep)[0] == 404
         assert call("delete", nodes + "/{id}", nodep, key=None)[0] == 401
