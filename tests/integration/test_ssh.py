@@ -446,3 +446,29 @@ def test_health_reports_a_host_that_is_gone(binary, tmp_path):
     out, _ = p.communicate(timeout=60)
     last = json.loads(out.splitlines()[-1])
     assert not last["ok"] and "connect" in last["error"] and p.returncode == 1
+
+
+def test_hashed_known_hosts_entries_are_understood(binary, sshd, tmp_path):
+    kh = tmp_path / "known_hosts"
+    kh.write_text(open(sshd.known_hosts).read())
+    subprocess.run(["ssh-keygen", "-H", "-f", str(kh)], check=True, capture_output=True)
+    assert "|1|" in kh.read_text() and "127.0.0.1" not in kh.read_text()
+    _, out = exec_json(binary, sshd, "true", known_hosts=str(kh))
+    assert out["exit"] == 0 and out["error"] is None
+
+
+def test_keys_from_ssh_agent(binary, sshd, tmp_path):
+    sock = str(tmp_path / "agent.sock")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL)
+    try:
+        harness.wait_for(lambda: os.path.exists(sock), what="ssh-agent")
+        env = dict(os.environ, SSH_AUTH_SOCK=sock)
+        subprocess.run(["ssh-add", sshd.key], env=env, check=True, capture_output=True)
+        r = subprocess.run([binary("sluice-control"), "ssh", "exec", "%s@127.0.0.1:%d" % (USER, sshd.port),
+                            "--agent", "--known-hosts", sshd.known_hosts, "--json", "--", "echo", "via agent"],
+                           capture_output=True, text=True, env=env, timeout=60)
+        out = json.loads(r.stdout)
+        assert out["stdout"] == "via agent\n" and out["exit"] == 0
+    finally:
+        agent.terminate()
+        agent.wait()
