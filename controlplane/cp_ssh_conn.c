@@ -6,6 +6,7 @@
  * kind (retryable or not) and words a person can act on.
  */
 #include "cp_ssh_int.h"
+#include "sl_net.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -214,33 +215,20 @@ fail_host:
 
 /* --- TCP ---------------------------------------------------------------------- */
 
+/* sl_connect_tcp, plus TCP_NODELAY: SSH packets are small and a command's
+ * round trips must not wait on Nagle's algorithm. */
 static int connect_one(const struct addrinfo *ai, int timeout_ms)
 {
-	struct pollfd p;
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), one = 1,
-	    soerr;
-	socklen_t sl = sizeof(soerr);
+	struct sockaddr_storage ss;
+	int one = 1, fd;
 
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS)
-		goto fail;
-	p = (struct pollfd){.fd = fd, .events = POLLOUT};
-	if (poll(&p, 1, timeout_ms) == 0) {
-		errno = ETIMEDOUT;
-		goto fail;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
-		errno = soerr ? soerr : errno;
-		goto fail;
-	}
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (ai->ai_addrlen > sizeof(ss))
+		return -EAFNOSUPPORT;
+	memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+	fd = sl_connect_tcp(&ss, ai->ai_addrlen, timeout_ms);
+	if (fd >= 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return fd;
-fail:
-	soerr = errno;
-	close(fd);
-	return -soerr;
 }
 
 int cp_ssh_tcp_connect(const char *host, int port, int timeout_ms, struct cp_ssh_err *err)
