@@ -342,7 +342,7 @@ int main(int argc, char **argv)
 	struct sl_config cfg;
 	int rc;
 
-	if (argc >= 2 && strcmp(argv[1], "ssh") == 0)
+	if (argc >= 2 && (strcmp(argv[1], "ssh") == 0 || strcmp(argv[1], "node") == 0))
 		return cp_ssh_cli_main(argc - 1, argv + 1);
 	if (argc >= 3 && strcmp(argv[1], "keys") == 0 && strcmp(argv[2], "create") == 0)
 		return keys_create(argc - 2, argv + 2);

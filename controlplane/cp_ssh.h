@@ -204,10 +204,14 @@ struct cp_ssh_xfer {
 	const char *owner; /* "user[:group]" for uploads (needs sudo), or NULL */
 	int sudo;	   /* the target needs root: staged in /tmp, installed by sudo */
 	const char *sudo_password;
+	const char
+		*validate; /* uploads: sh command run on the staged copy ($1) before
+			    * it is put in place ("visudo -cf \"$1\""); failing, nothing changes */
 	cp_ssh_progress_cb on_progress;
 	void *arg;
 	volatile int *cancel;
 	int timeout_ms; /* 0: none */
+	int dry_run;	/* uploads: only say whether it would change (check mode) */
 };
 struct cp_ssh_xfer_result {
 	uint64_t bytes;

@@ -12,13 +12,17 @@
  * (--sudo-password-env NAME), never from the command line, where ps shows them.
  */
 #include "cp_ssh_cli.h"
+#include "cp_provision.h"
 #include "cp_ssh_diag.h"
+#include "sl_redis.h"
+#include "sl_time.h"
 #include "cp_ssh_int.h"
 #include "sl_cli.h"
 #include "sl_log.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <hiredis.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -156,6 +160,46 @@ static const struct sl_opt ssh_opts[] = {
 	 .def = "reconnect",
 	 .choices = "reconnect|rebuild|none",
 	 .help = "health: what to do when a probe fails"},
+	{.name = "check",
+	 .type = SL_OPT_BOOL,
+	 .def = "false",
+	 .help = "provision: show what would change, change nothing"},
+	{.name = "relay-binary",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "provision: the sluice-relay to install"},
+	{.name = "relay-redis",
+	 .type = SL_OPT_STR,
+	 .def = "redis://127.0.0.1:6379",
+	 .help = "provision: Redis as the relay reaches it"},
+	{.name = "relay-id",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "provision: the relay's id (default: the host)"},
+	{.name = "relay-http",
+	 .type = SL_OPT_STR,
+	 .def = "0.0.0.0:80",
+	 .help = "provision: public HTTP address"},
+	{.name = "relay-agents",
+	 .type = SL_OPT_STR,
+	 .def = "0.0.0.0:7000",
+	 .help = "provision: agents' address"},
+	{.name = "relay-admin",
+	 .type = SL_OPT_STR,
+	 .def = "127.0.0.1:9090",
+	 .help = "provision: admin address (health, metrics)"},
+	{.name = "relay-domain",
+	 .type = SL_OPT_STR,
+	 .def = "localhost",
+	 .help = "provision: the tunnels' domain"},
+	{.name = "session-secret-env",
+	 .type = SL_OPT_STR,
+	 .def = "SESSION_SECRET_KEY",
+	 .help = "provision: variable holding the control plane's session secret"},
+	{.name = "verify-redis",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "provision: Redis as the control plane sees it, to see the relay join"},
 	{.name = "mode", .type = SL_OPT_STR, .def = "", .help = "put/get: file mode in octal"},
 	{.name = "owner", .type = SL_OPT_STR, .def = "", .help = "put: user[:group] (with --sudo)"},
 };
@@ -549,6 +593,111 @@ static int do_health(const struct sl_config *cfg, struct cp_ssh_pool *pool)
 	return ok ? SL_EXIT_OK : SL_EXIT_FAIL;
 }
 
+static void print_event(void *arg, const struct cp_mgr_event *ev)
+{
+	json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:f,s:s}", "operation", ev->operation, "step",
+			      ev->step, "status", cp_mgr_status_name(ev->status), "changed",
+			      ev->status == CP_MGR_CHANGED || ev->status == CP_MGR_PLANNED,
+			      "duration_ms", ev->duration_ms, "diff", ev->diff);
+
+	(void)arg;
+	json_dumpf(o, stdout, JSON_COMPACT);
+	printf("\n");
+	fflush(stdout);
+	json_decref(o);
+}
+
+/* The relay heartbeats into sl:relays: joined once its score is recent. */
+static int joined(const char *url, const char *id, char *why, size_t cap)
+{
+	struct sl_redis_target t;
+	struct redisContext *rc;
+	uint64_t end = sl_wall_ms() + 20000;
+
+	if (sl_redis_url_parse(url, &t, why, cap) < 0 ||
+	    !(rc = sl_redis_connect(&t, 3000, why, cap)))
+		return -1;
+	while (sl_wall_ms() < end) {
+		redisReply *r = redisCommand(rc, "ZSCORE sl:relays %s", id);
+		long long at = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+
+		freeReplyObject(r);
+		if (at > (long long)sl_wall_ms() - 5000) {
+			redisFree(rc);
+			return 0;
+		}
+		usleep(250 * 1000);
+	}
+	redisFree(rc);
+	snprintf(why, cap, "no heartbeat from relay %s in sl:relays within 20 s", id);
+	return -1;
+}
+
+/* `node provision TARGET`: events as JSON lines, then the result. */
+static int do_provision(const struct sl_config *cfg, struct cp_ssh_pool *pool,
+			const struct cp_ssh_config *c)
+{
+	static char sudo_pw[128];
+	const char *secret = getenv(sl_config_str(cfg, "session-secret-env"));
+	struct cp_mgr m = {
+		.pool = pool, .check = (int)sl_config_int(cfg, "check"), .on_event = print_event};
+	struct cp_provision_spec s = {.relay_binary = sl_config_str(cfg, "relay-binary"),
+				      .relay_id = *sl_config_str(cfg, "relay-id")
+							  ? sl_config_str(cfg, "relay-id")
+							  : c->host,
+				      .redis_url = sl_config_str(cfg, "relay-redis"),
+				      .session_secret = secret ? secret : "",
+				      .http = sl_config_str(cfg, "relay-http"),
+				      .agents = sl_config_str(cfg, "relay-agents"),
+				      .admin = sl_config_str(cfg, "relay-admin"),
+				      .domain = sl_config_str(cfg, "relay-domain")};
+	json_t *o, *err = json_null();
+	double t0 = cp_ssh_clock_ms();
+	int rc;
+
+	if (!*s.relay_binary || strlen(s.session_secret) < 32) {
+		fprintf(stderr,
+			"sluice-control node provision: give --relay-binary and the session "
+			"secret (32 bytes or more) in $%s\n",
+			sl_config_str(cfg, "session-secret-env"));
+		return SL_EXIT_USAGE;
+	}
+	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
+	m.sudo = strcmp(c->user, "root") != 0;
+	m.sudo_password = sudo_pw[0] ? sudo_pw : NULL;
+	rc = cp_provision(&m, &s);
+	if (rc == 0 && !m.check && *sl_config_str(cfg, "verify-redis")) {
+		char why[300];
+
+		rc = joined(sl_config_str(cfg, "verify-redis"), s.relay_id, why, sizeof(why));
+		if (rc < 0) {
+			m.err.type = CP_MGR_SERVICE;
+			snprintf(m.err.what, sizeof(m.err.what), "sluice-relay");
+			snprintf(m.err.step, sizeof(m.err.step), "join");
+			snprintf(m.err.cause, sizeof(m.err.cause), "%s", why);
+		}
+		m.on_event(NULL,
+			   &(struct cp_mgr_event){.operation = "join",
+						  .step = s.relay_id,
+						  .status = rc ? CP_MGR_FAILED : CP_MGR_UNCHANGED,
+						  .duration_ms = cp_ssh_clock_ms() - t0,
+						  .diff = rc ? m.err.cause : ""});
+	}
+	if (rc < 0)
+		err = json_pack("{s:s,s:s,s:s,s:s,s:b,s:b,s:s}", "type",
+				cp_mgr_err_type_name(m.err.type), "what", m.err.what, "step",
+				m.err.step, "cause", m.err.cause, "retryable", m.err.retryable,
+				"critical", m.err.critical, "state", m.err.state);
+	o = json_pack("{s:b,s:b,s:i,s:i,s:f,s:o}", "ok", rc == 0, "check", m.check, "steps",
+		      (int)m.steps, "changed", (int)m.changed, "duration_ms",
+		      cp_ssh_clock_ms() - t0, "error", err);
+	json_dumpf(o, stdout, JSON_COMPACT);
+	printf("\n");
+	json_decref(o);
+	explicit_bzero(sudo_pw, sizeof(sudo_pw));
+	return rc == 0 ? SL_EXIT_OK : SL_EXIT_FAIL;
+}
+
 static int do_xfer(const struct sl_config *cfg, struct cp_ssh_pool *pool, int put)
 {
 	static char sudo_pw[128];
@@ -645,6 +794,8 @@ int cp_ssh_cli_main(int argc, char **argv)
 	}
 	if (strcmp(verb, "exec") == 0)
 		rc = do_exec(&cfg, pool, json);
+	else if (strcmp(verb, "provision") == 0)
+		rc = do_provision(&cfg, pool, &c);
 	else if (strcmp(verb, "health") == 0)
 		rc = do_health(&cfg, pool);
 	else if (strcmp(verb, "sync") == 0)

@@ -321,6 +321,7 @@ static const char FINISH_SH[] =
 	"cat -- \"$t\" > \"$f\" || exit 4; fi; "
 	"h=$(sha256sum < \"$f\"); h=${h%% *}; "
 	"if [ \"$h\" != \"$3\" ]; then echo \"$h\"; exit 3; fi; "
+	"if [ -n \"$7\" ]; then sh -c \"$7\" sh \"$f\" >&2 || exit 7; fi; "
 	"if [ -n \"$5\" ]; then chown -- \"$5\" \"$f\" || exit 5; fi; "
 	"chmod \"$4\" \"$f\" && mv -f -- \"$f\" \"$d\" || exit 6; trap - EXIT; rm -f -- \"$t\"";
 
@@ -395,7 +396,13 @@ static int finish_put(struct cp_ssh_pool *pool, const char *tmp, const char *rem
 		      struct cp_ssh_err *err)
 {
 	char ms[16];
-	const char *args[] = {tmp, remote, hex, ms, x->owner ? x->owner : "", x->sudo ? "1" : "0",
+	const char *args[] = {tmp,
+			      remote,
+			      hex,
+			      ms,
+			      x->owner ? x->owner : "",
+			      x->sudo ? "1" : "0",
+			      x->validate ? x->validate : "",
 			      NULL};
 	struct cp_ssh_result r;
 	int rc;
@@ -408,6 +415,9 @@ static int finish_put(struct cp_ssh_pool *pool, const char *tmp, const char *rem
 		cp_ssh_err_set(err, CP_SSH_E_TRANSFER,
 			       "checksum mismatch at %s: sent %s, the host has %.64s", remote, hex,
 			       r.out ? r.out : "?");
+	else if (r.exit_code == 7)
+		cp_ssh_err_set(err, CP_SSH_E_TRANSFER, "%s refused by its check (%s): %.300s",
+			       remote, x->validate, r.err ? r.err : "");
 	else if (r.exit_code != 0)
 		cp_ssh_err_set(err, CP_SSH_E_TRANSFER, "installing %s failed (step %d): %.300s",
 			       remote, r.exit_code, r.err ? r.err : "");
@@ -444,11 +454,12 @@ static int put_common(struct cp_ssh_pool *pool, int fd, const void *mem, uint64_
 	char tmp[1024];
 	double t0 = cp_ssh_clock_ms();
 	struct sftp_job s = {.upload = 1, .fd = fd, .mem = mem, .total = size, .x = x};
-	int rc;
+	int rc, same;
 
 	snprintf(res->sha256, sizeof(res->sha256), "%s", hex);
-	if (up_to_date(pool, remote, x, hex, mode)) {
-		res->changed = 0;
+	same = up_to_date(pool, remote, x, hex, mode);
+	if (same || x->dry_run) {
+		res->changed = !same;
 		res->duration_ms = cp_ssh_clock_ms() - t0;
 		return 0;
 	}

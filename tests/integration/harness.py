@@ -180,10 +180,11 @@ LogLevel VERBOSE
 """
 
 
-def make_test_user(user, password, pubkey):
+def make_test_user(user, password, pubkey, sudo_nopasswd=False):
     """A local account for SSH tests (root only; idempotent): a home with the
     key in ~/.ssh/authorized_keys, a password, and sudo that asks for it
-    (a sudoers drop-in checked by visudo before it is put in place)."""
+    (or not, with sudo_nopasswd) (a sudoers drop-in checked by visudo before
+    it is put in place)."""
     if subprocess.run(["id", user], capture_output=True).returncode != 0:
         subprocess.run(["useradd", "-m", "-s", "/bin/bash", user], check=True)
     subprocess.run(["chpasswd"], input="%s:%s\n" % (user, password or "x-" + os.urandom(8).hex()),
@@ -200,7 +201,8 @@ def make_test_user(user, password, pubkey):
     drop_in = "/etc/sudoers.d/%s" % user.replace(".", "_")
     tmp = drop_in + ".tmp"
     with open(tmp, "w") as f:
-        f.write("%s ALL=(ALL:ALL) ALL\nDefaults:%s !lecture, timestamp_timeout=0\n" % (user, user))
+        f.write("%s ALL=(ALL:ALL) %sALL\nDefaults:%s !lecture, timestamp_timeout=0\n" % (
+            user, "NOPASSWD: " if sudo_nopasswd else "", user))
     os.chmod(tmp, 0o440)
     subprocess.run(["visudo", "-cf", tmp], check=True, capture_output=True)
     os.replace(tmp, drop_in)
@@ -211,7 +213,7 @@ class Sshd:
     Ed25519 client key (libssh2 1.10 signs RSA with SHA-1 only, which
     OpenSSH 8.8+ refuses). Needs root, as sshd's privilege separation does."""
 
-    def __init__(self, workdir, user="root", sudo_password=None, extra_config=""):
+    def __init__(self, workdir, user="root", sudo_password=None, extra_config="", sudo_nopasswd=False):
         self.dir = str(workdir)
         self.port = free_port()
         self.user = user
@@ -223,7 +225,7 @@ class Sshd:
         with open(self.key + ".pub") as f, open(os.path.join(self.dir, "authorized_keys"), "w") as out:
             out.write(f.read())
         if user != "root":
-            make_test_user(user, sudo_password, self.key + ".pub")
+            make_test_user(user, sudo_password, self.key + ".pub", sudo_nopasswd)
         with open(host_key + ".pub") as f:
             host_pub = f.read().split()[:2]
         self.known_hosts = os.path.join(self.dir, "known_hosts")

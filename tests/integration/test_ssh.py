@@ -472,3 +472,57 @@ def test_keys_from_ssh_agent(binary, sshd, tmp_path):
     finally:
         agent.terminate()
         agent.wait()
+
+
+def test_password_authentication(binary, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    d = harness.Sshd(tmp_path, user=USER, sudo_password=SUDO_PW, extra_config="PasswordAuthentication yes\n")
+    try:
+        argv = [binary("sluice-control"), "ssh", "exec", "%s@127.0.0.1:%d" % (USER, d.port),
+                "--password-env", "PW", "--known-hosts", d.known_hosts, "--json", "--", "whoami"]
+        out = json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                                        env=dict(os.environ, PW=SUDO_PW)).stdout)
+        assert out["stdout"] == USER + "\n"
+        out = json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                                        env=dict(os.environ, PW="wrong")).stdout)
+        assert out["error"]["kind"] == "auth" and "refused the password" in out["error"]["message"]
+    finally:
+        d.stop()
+
+
+def test_sudo_without_a_password(binary, tmp_path):
+    """NOPASSWD sudo: no password given, none asked, input reaches the command."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    d = harness.Sshd(tmp_path, user="sluicenopw", sudo_nopasswd=True)
+    try:
+        _, out = exec_json(binary, d, "id", "-u", flags=("--sudo",))
+        assert out["stdout"] == "0\n" and out["error"] is None
+        script = tmp_path / "s.sh"
+        script.write_text("id -u\n")
+        _, out = exec_json(binary, d, flags=("--sudo", "--script", str(script)))
+        assert out["stdout"] == "0\n"
+    finally:
+        d.stop()
+
+
+def test_upload_cut_by_a_lost_connection_leaves_nothing(binary, sshd, tmp_path):
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as f:
+        for _ in range(16):
+            f.write(os.urandom(16 << 20))
+    target = home("cut.bin")
+    p = subprocess.Popen([binary("sluice-control"), "ssh", "put", "%s@127.0.0.1:%d" % (USER, sshd.port),
+                          str(src), target, "--key", sshd.key, "--known-hosts", sshd.known_hosts],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    harness.wait_for(lambda: any(n.startswith(".cut.bin.sluice-") for n in os.listdir(home())),
+                     timeout=20, what="the upload's temporary file")
+    subprocess.run(["pkill", "-KILL", "-f", "^sshd: %s" % USER])
+    out, err = p.communicate(timeout=60)
+    res = json.loads(out)
+    assert not res["ok"] and "lost" in res["error"]["message"], res
+    assert not os.path.exists(target)
+    # The temporary file went too: removed over a new connection.
+    assert leftovers(home()) == [], leftovers(home())
+    harness.check_sanitizers("sluice-control", err)

@@ -1,0 +1,24 @@
+/*
+ * cp_provision.h: a host made a running sluice relay in one idempotent run
+ * (cp_provision.c).
+ */
+#ifndef CP_PROVISION_H
+#define CP_PROVISION_H
+
+#include "cp_mgr.h"
+
+struct cp_provision_spec {
+	const char *relay_binary;	   /* local path of sluice-relay to install */
+	const char *relay_id;		   /* its id in the cluster registry */
+	const char *redis_url;		   /* Redis as the relay reaches it */
+	const char *session_secret;	   /* the control plane's */
+	const char *http, *agents, *admin; /* listen addresses on the host */
+	const char *domain;
+};
+
+/* The relay's configuration file's text into out; its length or -ENOSPC. */
+int cp_provision_config(const struct cp_provision_spec *s, char *out, size_t cap);
+/* Every step, in order, stopping at the first failure (m->err). */
+int cp_provision(struct cp_mgr *m, const struct cp_provision_spec *s);
+
+#endif

@@ -1,0 +1,105 @@
+"""One-command provisioning of a relay host, end to end on a real, disposable
+Debian 12 VM (tests/integration/vm.py: debootstrap image, cached; qemu with
+user-mode networking and a loopback port to its sshd; booted once per run).
+From a blank host: `sluice-control node provision` in check mode changes
+nothing, then for real installs and starts the relay, which answers and
+joins the cluster through Redis; a second run changes nothing."""
+import json
+import os
+import subprocess
+
+import pytest
+
+import harness
+import vm as vmlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("building and booting the test VM needs root")
+    v = vmlib.Vm(tmp_path_factory.mktemp("vm"))
+    yield v
+    v.stop()
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory):
+    r = harness.Redis(tmp_path_factory.mktemp("vm-redis"))
+    yield r
+    r.stop()
+
+
+def relay_binary(bin_dir):
+    """The guest has no sanitizer runtime: a sanitizer run still installs
+    the plain build's relay."""
+    plain = os.path.join(ROOT, "build", "bin", "sluice-relay")
+    return plain if os.path.exists(plain) else os.path.join(bin_dir, "sluice-relay")
+
+
+def provision(binary, bin_dir, vm, redis, *extra):
+    argv = [binary("sluice-control"), "node", "provision", "root@127.0.0.1:%d" % vm.port,
+            "--key", vm.key, "--known-hosts", vm.known_hosts,
+            "--relay-binary", relay_binary(bin_dir), "--relay-id", "vm-relay",
+            # The guest reaches the host's loopback at 10.0.2.2 (QEMU's user-mode network).
+            "--relay-redis", "redis://10.0.2.2:%d" % redis.port,
+            "--relay-http", "0.0.0.0:8080", "--relay-agents", "0.0.0.0:7000",
+            "--relay-admin", "127.0.0.1:9090", "--relay-domain", "vm.test",
+            "--verify-redis", redis.url] + list(extra)
+    env = dict(os.environ, SESSION_SECRET_KEY=harness.SECRET)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=1800, env=env)
+    harness.check_sanitizers("sluice-control", r.stderr)
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert lines, "no output; stderr:\n" + r.stderr[-3000:]
+    return r.returncode, lines[:-1], lines[-1]
+
+
+def test_provision_from_blank_then_nothing_to_change(binary, bin_dir, vm, redis):
+    # Check mode on the blank host: a plan, and nothing done.
+    code, events, res = provision(binary, bin_dir, vm, redis, "--check")
+    assert code == 0 and res["ok"] and res["check"], res
+    planned = [e for e in events if e["status"] == "planned"]
+    assert {e["operation"] for e in planned} >= {"packages", "user", "directory", "binary",
+                                                 "config", "unit", "enable", "start"}
+    assert any("+ user sluice" in e["diff"] for e in planned)
+    assert vm.ssh("id sluice").returncode != 0
+    assert vm.ssh("test -e /usr/local/bin/sluice-relay").returncode != 0
+
+    code, events, res = provision(binary, bin_dir, vm, redis)
+    assert code == 0 and res["ok"], (res, events)
+    assert res["changed"] >= 8
+    assert events[-1]["operation"] == "join" and events[-1]["status"] != "failed"
+    # From inside: the user, the files with their modes, the unit active and answering.
+    assert vm.ssh("id -u sluice").returncode == 0
+    assert vm.ssh("stat -c '%U:%G %a' /etc/sluice/relay.conf").stdout.strip() == "root:sluice 640"
+    assert vm.ssh("systemctl is-active sluice-relay").stdout.strip() == "active"
+    assert vm.ssh("systemctl is-enabled sluice-relay").stdout.strip() == "enabled"
+    health = vm.ssh("bash -c 'exec 3<>/dev/tcp/127.0.0.1/9090; printf \"GET /health HTTP/1.0\\r\\n\\r\\n\" >&3; head -1 <&3'")
+    assert " 200 " in health.stdout, health
+    assert float(redis.cli("ZSCORE", "sl:relays", "vm-relay")) > 0
+
+    # A second run: nothing changes, and the relay was not restarted.
+    pid = vm.ssh("systemctl show -p MainPID --value sluice-relay").stdout.strip()
+    code, events, res = provision(binary, bin_dir, vm, redis)
+    assert code == 0 and res["ok"] and res["changed"] == 0, [e for e in events if e["status"] != "unchanged"]
+    assert vm.ssh("systemctl show -p MainPID --value sluice-relay").stdout.strip() == pid
+
+
+def test_a_failing_step_stops_with_its_typed_error(binary, bin_dir, vm, redis, tmp_path):
+    bad = tmp_path / "not-a-relay"
+    bad.write_text("#!/bin/sh\nexit 3\n")
+    bad.chmod(0o755)
+    argv = [binary("sluice-control"), "node", "provision", "root@127.0.0.1:%d" % vm.port,
+            "--key", vm.key, "--known-hosts", vm.known_hosts, "--relay-binary", str(bad),
+            "--relay-redis", "redis://10.0.2.2:%d" % redis.port, "--relay-id", "vm-relay"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=1800,
+                       env=dict(os.environ, SESSION_SECRET_KEY=harness.SECRET))
+    res = json.loads(r.stdout.splitlines()[-1])
+    assert r.returncode == 1 and not res["ok"]
+    assert res["error"]["type"] == "ServiceError" and res["error"]["what"] == "sluice-relay.service"
+    assert res["error"]["step"] == "wait" and res["error"]["state"] in ("failed", "activating")
+    # Put the real relay back for whatever runs next.
+    code, _, res = provision(binary, bin_dir, vm, redis)
+    assert code == 0 and res["ok"]

@@ -1,0 +1,177 @@
+/*
+ * test_cp_mgr.c: the managers' plans from given facts, no host needed: what
+ * a host reports is parsed, and the commands and diff planned are exactly
+ * the difference (nothing when the host already matches).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cp_mgr.h"
+
+/* The plan's commands joined: "useradd --system ...|usermod ...". */
+static const char *joined(const struct cp_plan *p)
+{
+	static char buf[4096];
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < p->n; i++)
+		for (size_t k = 0; p->argv[i][k]; k++)
+			o += (size_t)snprintf(buf + o, sizeof(buf) - o, "%s%s",
+					      k ? " " : (i ? "|" : ""), p->argv[i][k]);
+	return buf;
+}
+
+static void user_absent_is_created(void **state)
+{
+	struct cp_user_spec u = {.name = "sluice", .system = 1, .groups = {"adm", NULL}};
+	struct cp_user_facts f;
+	struct cp_plan p;
+
+	(void)state;
+	assert_int_equal(cp_user_facts_parse("", "", &f), 0);
+	assert_false(f.exists);
+	cp_user_plan(&u, &f, &p);
+	assert_string_equal(joined(&p),
+			    "groupadd -f adm|useradd --system --no-create-home --home-dir "
+			    "/nonexistent --shell /usr/sbin/nologin sluice|usermod "
+			    "--append --groups adm sluice");
+	assert_non_null(strstr(p.diff, "+ user sluice (system"));
+}
+
+static void user_present_and_right_is_left_alone(void **state)
+{
+	struct cp_user_spec u = {.name = "sluice", .system = 1, .groups = {"adm", NULL}};
+	struct cp_user_facts f;
+	struct cp_plan p;
+
+	(void)state;
+	assert_int_equal(cp_user_facts_parse("sluice:x:998:998::/nonexistent:/usr/sbin/nologin\n",
+					     "sluice adm\n", &f),
+			 0);
+	assert_true(f.exists);
+	assert_int_equal(f.uid, 998);
+	cp_user_plan(&u, &f, &p);
+	assert_int_equal(p.n, 0);
+	assert_int_equal(p.diff_len, 0);
+}
+
+static void user_differences_are_planned_one_by_one(void **state)
+{
+	struct cp_user_spec u = {.name = "ops", .shell = "/bin/bash", .groups = {"sudo", NULL}};
+	struct cp_user_facts f;
+	struct cp_plan p;
+
+	(void)state;
+	cp_user_facts_parse("ops:x:1001:1001:Ops,,,:/srv/ops:/bin/sh", "ops", &f);
+	cp_user_plan(&u, &f, &p);
+	assert_string_equal(joined(&p),
+			    "groupadd -f sudo|usermod --shell /bin/bash ops|usermod "
+			    "--home /home/ops --move-home ops|usermod --append --groups "
+			    "sudo ops");
+	assert_non_null(strstr(p.diff, "shell /bin/sh -> /bin/bash"));
+	assert_int_equal(cp_user_facts_parse("garbage", "", &f), -22);
+}
+
+static void directories(void **state)
+{
+	struct cp_dir_spec d = {
+		.path = "/etc/sluice", .owner = "root", .group = "sluice", .mode = 0750};
+	struct cp_dir_facts f;
+	struct cp_plan p;
+
+	(void)state;
+	cp_dir_facts_parse("", &f);
+	cp_dir_plan(&d, &f, &p);
+	assert_string_equal(joined(&p), "install -d -m 750 -o root -g sluice /etc/sluice");
+	cp_dir_facts_parse("root root 755\n", &f);
+	cp_dir_plan(&d, &f, &p);
+	assert_string_equal(joined(&p), "chown root:sluice /etc/sluice|chmod 750 /etc/sluice");
+	cp_dir_facts_parse("root sluice 750\n", &f);
+	cp_dir_plan(&d, &f, &p);
+	assert_int_equal(p.n, 0);
+}
+
+static void packages_only_missing_ones_wait_for_the_lock(void **state)
+{
+	const char *pkgs[] = {"ufw", "fail2ban", "curl", NULL};
+	struct cp_plan p;
+
+	(void)state;
+	cp_pkgs_plan(pkgs,
+		     "ufw install ok installed\nfail2ban deinstall ok config-files\n"
+		     "curlx install ok installed\n",
+		     &p);
+	assert_string_equal(
+		joined(&p),
+		"env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q "
+		"update|env DEBIAN_FRONTEND=noninteractive apt-get -o "
+		"DPkg::Lock::Timeout=600 -q -y --no-install-recommends install fail2ban "
+		"curl");
+	assert_string_equal(p.diff, "+ package fail2ban\n+ package curl\n");
+	cp_pkgs_plan(pkgs,
+		     "ufw install ok installed\nfail2ban install ok installed\ncurl:amd64 install "
+		     "ok installed\n",
+		     &p);
+	assert_int_equal(p.n, 0);
+}
+
+static void files_diff_by_line(void **state)
+{
+	struct cp_plan p;
+
+	(void)state;
+	cp_file_plan("/etc/x", "a\nb\n", "root:root", 0644, 0, "", 0, "", &p);
+	assert_int_equal(p.n, 1);
+	assert_string_equal(p.diff, "+ file /etc/x (root:root, 644, 4 bytes)\n+ a\n+ b\n");
+	cp_file_plan("/etc/x", "a\nc\n", "root:root", 0644, 1, "root:root", 0644, "a\nb\n", &p);
+	assert_string_equal(p.diff, "~ file /etc/x\n- b\n+ c\n");
+	cp_file_plan("/etc/x", "a\n", "root:root", 0600, 1, "root:root", 0644, "a\n", &p);
+	assert_string_equal(p.diff, "~ file /etc/x: root:root 644 -> root:root 600\n");
+	cp_file_plan("/etc/x", "a\n", "root:root", 0644, 1, "root:root", 0644, "a\n", &p);
+	assert_int_equal(p.n, 0);
+}
+
+static void sudoers_names(void **state)
+{
+	(void)state;
+	assert_true(cp_sudoers_name_ok("sluice"));
+	assert_true(cp_sudoers_name_ok("90-sluice_ops"));
+	assert_false(cp_sudoers_name_ok("sluice.conf")); /* sudo would ignore it */
+	assert_false(cp_sudoers_name_ok("sluice~"));
+	assert_false(cp_sudoers_name_ok("../etc"));
+	assert_false(cp_sudoers_name_ok(""));
+}
+
+static void plans_that_do_not_fit_say_so(void **state)
+{
+	struct cp_plan p;
+
+	(void)state;
+	cp_plan_init(&p);
+	for (int i = 0; i < CP_PLAN_CMDS; i++)
+		assert_int_equal(cp_plan_cmd(&p, "true", NULL), 0);
+	assert_int_equal(cp_plan_cmd(&p, "true", NULL), -28);
+	assert_true(p.overflow);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(user_absent_is_created),
+		cmocka_unit_test(user_present_and_right_is_left_alone),
+		cmocka_unit_test(user_differences_are_planned_one_by_one),
+		cmocka_unit_test(directories),
+		cmocka_unit_test(packages_only_missing_ones_wait_for_the_lock),
+		cmocka_unit_test(files_diff_by_line),
+		cmocka_unit_test(sudoers_names),
+		cmocka_unit_test(plans_that_do_not_fit_say_so),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
