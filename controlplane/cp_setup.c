@@ -65,12 +65,12 @@ int cp_user_plan(const struct cp_user_spec *u, const struct cp_user_facts *f, st
 	size_t o = 0;
 
 	cp_plan_init(p);
-	for (size_t i = 0; u->groups[i] && i < 8; i++) {
+	for (size_t i = 0; i < 8 && u->groups[i]; i++) {
 		if (f->exists && in_groups(f, u->groups[i]))
 			continue;
 		o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", o ? "," : "",
 				      u->groups[i]);
-		cp_plan_cmd(p, "groupadd", "-f", u->groups[i], NULL);
+		cp_plan_cmd(p, "groupadd", "-f", u->groups[i], (const char *)NULL);
 	}
 	if (!f->exists) {
 		const char *argv[12] = {"useradd"};
@@ -88,22 +88,25 @@ int cp_user_plan(const struct cp_user_spec *u, const struct cp_user_facts *f, st
 		argv[k] = NULL;
 		cp_plan_cmdv(p, argv);
 		if (o)
-			cp_plan_cmd(p, "usermod", "--append", "--groups", list, u->name, NULL);
+			cp_plan_cmd(p, "usermod", "--append", "--groups", list, u->name,
+				    (const char *)NULL);
 		cp_plan_diff(p, "+ user %s (%s, home %s, shell %s%s%s)", u->name,
 			     u->system ? "system" : "login", home, shell, o ? ", groups " : "",
 			     list);
 		return 0;
 	}
 	if (strcmp(f->shell, shell) != 0) {
-		cp_plan_cmd(p, "usermod", "--shell", shell, u->name, NULL);
+		cp_plan_cmd(p, "usermod", "--shell", shell, u->name, (const char *)NULL);
 		cp_plan_diff(p, "~ user %s: shell %s -> %s", u->name, f->shell, shell);
 	}
 	if ((u->home || !u->system) && strcmp(f->home, home) != 0) {
-		cp_plan_cmd(p, "usermod", "--home", home, "--move-home", u->name, NULL);
+		cp_plan_cmd(p, "usermod", "--home", home, "--move-home", u->name,
+			    (const char *)NULL);
 		cp_plan_diff(p, "~ user %s: home %s -> %s", u->name, f->home, home);
 	}
 	if (o) {
-		cp_plan_cmd(p, "usermod", "--append", "--groups", list, u->name, NULL);
+		cp_plan_cmd(p, "usermod", "--append", "--groups", list, u->name,
+			    (const char *)NULL);
 		cp_plan_diff(p, "~ user %s: + groups %s", u->name, list);
 	}
 	return 0;
@@ -176,17 +179,17 @@ int cp_dir_plan(const struct cp_dir_spec *d, const struct cp_dir_facts *f, struc
 	snprintf(og, sizeof(og), "%s:%s", d->owner, d->group);
 	if (!f->exists) {
 		cp_plan_cmd(p, "install", "-d", "-m", mode, "-o", d->owner, "-g", d->group, d->path,
-			    NULL);
+			    (const char *)NULL);
 		cp_plan_diff(p, "+ directory %s (%s, %s)", d->path, og, mode);
 		return 0;
 	}
 	if (strcmp(f->owner, d->owner) != 0 || strcmp(f->group, d->group) != 0) {
-		cp_plan_cmd(p, "chown", og, d->path, NULL);
+		cp_plan_cmd(p, "chown", og, d->path, (const char *)NULL);
 		cp_plan_diff(p, "~ directory %s: owner %s:%s -> %s", d->path, f->owner, f->group,
 			     og);
 	}
 	if (f->mode != d->mode) {
-		cp_plan_cmd(p, "chmod", mode, d->path, NULL);
+		cp_plan_cmd(p, "chmod", mode, d->path, (const char *)NULL);
 		cp_plan_diff(p, "~ directory %s: mode %o -> %s", d->path, f->mode, mode);
 	}
 	return 0;
@@ -256,7 +259,7 @@ int cp_pkgs_plan(const char *const *pkgs, const char *status, struct cp_plan *p)
 	/* The lists first (a fresh host has none); both wait for dpkg's lock
 	 * (apt's DPkg::Lock::Timeout) instead of failing on it. */
 	cp_plan_cmd(p, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-o",
-		    "DPkg::Lock::Timeout=600", "-q", "update", NULL);
+		    "DPkg::Lock::Timeout=600", "-q", "update", (const char *)NULL);
 	for (; k < sizeof(argv_head) / sizeof(argv_head[0]); k++)
 		p->argv[p->n][k] = argv_head[k];
 	for (size_t i = 0; pkgs[i]; i++) {
