@@ -42,7 +42,8 @@ VERSION := 0.1.0
 PKGS_DP := liburing wolfssl msgpack hiredis jansson
 PKGS_CP := libh2o-evloop libssh2 msgpack hiredis jansson
 PKGS_TEST := cmocka benchmark
-NEED_BINS := redis-server sshd haproxy nginx wrk curl clang clang-format cppcheck ssh-keygen openssl npm
+NEED_BINS := redis-server sshd haproxy nginx wrk curl clang clang-format cppcheck ssh-keygen openssl npm \
+	debootstrap qemu-system-x86_64 qemu-img sudo
 NO_DEPS_GOALS := clean help format format-check fresh-test
 
 # $(O)/config.mk is a makefile GNU make rebuilds before reading it, so the

@@ -53,6 +53,7 @@ static const char UNIT[] = "[Unit]\n"
 			   "PrivateTmp=yes\n"
 			   "ReadWritePaths=/var/lib/sluice\n"
 			   "StateDirectory=sluice\n"
+			   "StateDirectoryMode=0750\n"
 			   "\n"
 			   "[Install]\n"
 			   "WantedBy=multi-user.target\n";
@@ -100,14 +101,17 @@ static int put_binary(struct cp_mgr *m, const char *local)
 }
 
 /* The relay's admin /health, from the host itself (bash's /dev/tcp: a
- * fresh host may have no curl). */
+ * fresh host may have no curl). dd sends the request in one write: bash's
+ * printf writes line by line, and the relay's admin port reads a request
+ * from a single read. */
 static int check_answers(struct cp_mgr *m, const char *admin)
 {
 	static const char HEALTH_SH[] =
 		"h=${1%:*}; p=${1##*:}; [ \"$h\" = 0.0.0.0 ] && h=127.0.0.1; "
 		"for i in 1 2 3 4 5 6 7 8 9 10; do "
-		"exec 3<>/dev/tcp/$h/$p 2>/dev/null && { printf 'GET /health HTTP/1.0\\r\\n\\r\\n' "
-		">&3; "
+		"exec 3<>/dev/tcp/$h/$p 2>/dev/null && { printf 'GET /health HTTP/1.1\\r\\nHost: "
+		"localhost\\r\\nConnection: close\\r\\n\\r\\n' | "
+		"dd bs=4096 iflag=fullblock status=none >&3; "
 		"head -1 <&3; exit 0; }; sleep 1; done; echo 'no answer'; exit 1";
 	const char *argv[] = {"bash", "-c", HEALTH_SH, "bash", admin, NULL};
 	double t0 = cp_ssh_clock_ms();
@@ -148,7 +152,7 @@ int cp_provision(struct cp_mgr *m, const struct cp_provision_spec *s)
 		return -1;
 	before = m->changed;
 	if (put_binary(m, s->relay_binary) < 0 ||
-	    cp_mgr_file(m, "config", RELAY_CONF, conf, "root:sluice", 0640, NULL) < 0 ||
+	    cp_mgr_file(m, "config", RELAY_CONF, conf, "root:sluice", 0640, NULL, 1) < 0 ||
 	    cp_service_unit(m, UNIT_NAME, UNIT, &unit_changed) < 0)
 		return -1;
 	if (cp_service_action(m, UNIT_NAME, "enable") < 0)

@@ -225,7 +225,7 @@ int cp_service_unit(struct cp_mgr *m, const char *name, const char *content, int
 		 "d=$(mktemp -d) && cp \"$1\" \"$d/%s\" && systemd-analyze verify \"$d/%s\"; "
 		 "r=$?; rm -rf \"$d\"; exit $r",
 		 name, name);
-	if (cp_mgr_file(m, "unit", path, content, "root:root", 0644, validate) < 0)
+	if (cp_mgr_file(m, "unit", path, content, "root:root", 0644, validate, 0) < 0)
 		return -1;
 	*changed = m->changed != before;
 	if (*changed && !m->check) {

@@ -102,12 +102,12 @@ static int file_state(struct cp_mgr *m, const char *op, const char *path, struct
 }
 
 int cp_mgr_file(struct cp_mgr *m, const char *op, const char *path, const char *content,
-		const char *owner, unsigned mode, const char *validate)
+		const char *owner, unsigned mode, const char *validate, int secret)
 {
 	double t0 = cp_ssh_clock_ms();
 	struct cp_ssh_result r;
 	struct file_facts f;
-	struct cp_plan p;
+	struct cp_plan p, again;
 	struct cp_ssh_xfer x = {.mode = mode,
 				.owner = owner,
 				.sudo = m->sudo,
@@ -126,6 +126,10 @@ int cp_mgr_file(struct cp_mgr *m, const char *op, const char *path, const char *
 	}
 	cp_file_plan(path, content, owner, mode, f.exists, f.owner, f.mode, f.content, &p);
 	cp_ssh_result_free(&r);
+	if (secret && p.n) {
+		p.diff_len = 0;
+		cp_plan_diff(&p, "~ file %s (content not shown: it holds secrets)", path);
+	}
 	if (p.n == 0) {
 		cp_mgr_emit(m, op, path, CP_MGR_UNCHANGED, t0, "");
 		return 0;
@@ -144,9 +148,9 @@ int cp_mgr_file(struct cp_mgr *m, const char *op, const char *path, const char *
 		cp_ssh_result_free(&r);
 		goto failed;
 	}
-	cp_file_plan(path, content, owner, mode, f.exists, f.owner, f.mode, f.content, &p);
+	cp_file_plan(path, content, owner, mode, f.exists, f.owner, f.mode, f.content, &again);
 	cp_ssh_result_free(&r);
-	if (p.n) {
+	if (again.n) {
 		cp_mgr_fail(m, CP_MGR_SETUP, op, path, 0, "still differs after the change");
 		goto failed;
 	}
@@ -160,7 +164,7 @@ failed:
 int cp_setup_file(struct cp_mgr *m, const char *path, const char *content, const char *owner,
 		  unsigned mode, const char *validate)
 {
-	return cp_mgr_file(m, "file", path, content, owner, mode, validate);
+	return cp_mgr_file(m, "file", path, content, owner, mode, validate, 0);
 }
 
 int cp_sudoers_name_ok(const char *name)
@@ -187,7 +191,7 @@ int cp_setup_sudoers(struct cp_mgr *m, const char *name, const char *content)
 		return -1;
 	}
 	snprintf(path, sizeof(path), "/etc/sudoers.d/%s", name);
-	return cp_mgr_file(m, "sudoers", path, content, "root:root", 0440, "visudo -cf \"$1\"");
+	return cp_mgr_file(m, "sudoers", path, content, "root:root", 0440, "visudo -cf \"$1\"", 0);
 }
 
 int cp_setup_authorized_key(struct cp_mgr *m, const char *user, const char *key)
@@ -225,7 +229,7 @@ int cp_setup_authorized_key(struct cp_mgr *m, const char *user, const char *key)
 		return -1;
 	}
 	snprintf(owner, sizeof(owner), "%s:%s", user, user);
-	rc = cp_mgr_file(m, "authorized_key", path, content, owner, 0600, NULL);
+	rc = cp_mgr_file(m, "authorized_key", path, content, owner, 0600, NULL, 0);
 	free(content);
 	return rc;
 }

@@ -506,6 +506,25 @@ static int authenticate(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, struc
 	return -EACCES;
 }
 
+/* Ask for the host key type we know. libssh2 1.10 puts ECDSA first, so a
+ * host with several keys shows its ECDSA one, and a known_hosts that holds
+ * its Ed25519 key (what ssh-keyscan -t ed25519 and the nodes API give) would
+ * not match. Like OpenSSH, prefer the type on record; Ed25519 by default. */
+static void prefer_host_key(const struct cp_ssh_config *c, LIBSSH2_SESSION *s)
+{
+	static const char all[] = "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,"
+				  "ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256,ssh-rsa";
+	char pref[300], type[64] = "";
+	const char *line = c->known_host_line, *sp = strchr(line, ' ');
+
+	if (*line && sp && sscanf(sp + 1, "%63s", type) == 1 && strstr(all, type) &&
+	    strcmp(type, "ssh-ed25519") != 0)
+		snprintf(pref, sizeof(pref), "%s,%s", type, all);
+	else
+		snprintf(pref, sizeof(pref), "%s", all);
+	libssh2_session_method_pref(s, LIBSSH2_METHOD_HOSTKEY, pref);
+}
+
 static int handshake(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, int fd,
 		     struct cp_ssh_err *err)
 {
@@ -548,6 +567,7 @@ int cp_ssh_connect(const struct cp_ssh_config *c, struct cp_ssh_conn *conn, LIBS
 	libssh2_session_callback_set(s, LIBSSH2_CALLBACK_SEND, (void *)counted_send);
 	libssh2_session_set_blocking(s, 1);
 	libssh2_session_set_timeout(s, timeout);
+	prefer_host_key(c, s);
 	rc = handshake(c, s, fd, err);
 	if (rc == 0)
 		rc = check_host_key(c, s, err);

@@ -14,9 +14,11 @@ PKGS_BUILD="build-essential pkg-config clang llvm libclang-rt-14-dev clang-forma
 PKGS_LIBS="liburing-dev libwolfssl-dev libssh2-1-dev libh2o-evloop-dev libmsgpack-dev libhiredis-dev libjansson-dev libssl-dev zlib1g-dev"
 PKGS_TEST="libcmocka-dev sudo python3 python3-pytest python3-pytest-timeout python3-msgpack python3-websockets python3-yaml python3-jsonschema redis-server redis-tools openssh-server openssh-client procps iproute2 curl openssl ca-certificates"
 PKGS_BENCH="libbenchmark-dev haproxy wrk nginx-light"
+# The managers' end-to-end tests boot a disposable Debian 12 VM.
+PKGS_VM="debootstrap qemu-system-x86 qemu-utils e2fsprogs"
 # SLUICE_DEPS_EXTRA: more packages an operator wants alongside (the tests use
 # it to prove the non-root message).
-PKGS="$PKGS_BUILD $PKGS_LIBS $PKGS_TEST $PKGS_BENCH ${SLUICE_DEPS_EXTRA:-}"
+PKGS="$PKGS_BUILD $PKGS_LIBS $PKGS_TEST $PKGS_BENCH $PKGS_VM ${SLUICE_DEPS_EXTRA:-}"
 
 # libssh2 before 1.10.0-3+deb12u1 lacks Debian's security fixes
 # (CVE-2020-22218, CVE-2023-48795 "Terrapin").

@@ -76,7 +76,7 @@ def test_provision_from_blank_then_nothing_to_change(binary, bin_dir, vm, redis)
     assert vm.ssh("stat -c '%U:%G %a' /etc/sluice/relay.conf").stdout.strip() == "root:sluice 640"
     assert vm.ssh("systemctl is-active sluice-relay").stdout.strip() == "active"
     assert vm.ssh("systemctl is-enabled sluice-relay").stdout.strip() == "enabled"
-    health = vm.ssh("bash -c 'exec 3<>/dev/tcp/127.0.0.1/9090; printf \"GET /health HTTP/1.0\\r\\n\\r\\n\" >&3; head -1 <&3'")
+    health = vm.ssh("bash -c 'exec 3<>/dev/tcp/127.0.0.1/9090; printf \"GET /health HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n\" | dd bs=4096 iflag=fullblock status=none >&3; head -1 <&3'")
     assert " 200 " in health.stdout, health
     assert float(redis.cli("ZSCORE", "sl:relays", "vm-relay")) > 0
 
