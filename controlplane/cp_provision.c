@@ -15,6 +15,7 @@
  */
 #include "cp_mgr_int.h"
 #include "cp_provision.h"
+#include "cp_security.h"
 #include "cp_service.h"
 #include "cp_ssh_int.h"
 
@@ -132,8 +133,24 @@ static int check_answers(struct cp_mgr *m, const char *admin)
 	return ok ? 0 : -1;
 }
 
+size_t cp_provision_ports(const struct cp_provision_spec *s, int *ports, size_t max)
+{
+	const char *addrs[] = {s->http, s->agents};
+	size_t n = 0;
+
+	for (size_t i = 0; i < 2 && n < max; i++) {
+		const char *c = addrs[i] ? strrchr(addrs[i], ':') : NULL;
+
+		if (c && atoi(c + 1) > 0)
+			ports[n++] = atoi(c + 1);
+	}
+	return n;
+}
+
 int cp_provision(struct cp_mgr *m, const struct cp_provision_spec *s)
 {
+	int ports[4];
+	size_t nports = cp_provision_ports(s, ports, 4);
 	struct cp_user_spec user = {.name = "sluice", .system = 1};
 	struct cp_dir_spec etc = {
 		.path = "/etc/sluice", .owner = "root", .group = "sluice", .mode = 0750};
@@ -149,6 +166,9 @@ int cp_provision(struct cp_mgr *m, const struct cp_provision_spec *s)
 	}
 	if (cp_setup_packages(m, runtime_pkgs) < 0 || cp_setup_user(m, &user) < 0 ||
 	    cp_setup_dir(m, &etc) < 0 || cp_setup_dir(m, &var) < 0)
+		return -1;
+	/* Locked down before the relay listens: never a window with it exposed. */
+	if (cp_security_lockdown(m, (enum cp_lockdown)s->lockdown, ports, nports, s->ssh_extra) < 0)
 		return -1;
 	before = m->changed;
 	if (put_binary(m, s->relay_binary) < 0 ||

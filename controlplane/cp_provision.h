@@ -14,7 +14,11 @@ struct cp_provision_spec {
 	const char *session_secret;	   /* the control plane's */
 	const char *http, *agents, *admin; /* listen addresses on the host */
 	const char *domain;
+	int lockdown;	       /* enum cp_lockdown: hardening applied before the relay */
+	const char *ssh_extra; /* more sshd lines for the hardening drop-in, or NULL */
 };
+/* The relay's public ports (from http and agents), for the firewall. */
+size_t cp_provision_ports(const struct cp_provision_spec *s, int *ports, size_t max);
 
 /* The relay's configuration file's text into out; its length or -ENOSPC. */
 int cp_provision_config(const struct cp_provision_spec *s, char *out, size_t cap);

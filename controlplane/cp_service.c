@@ -159,6 +159,15 @@ int cp_service_action(struct cp_mgr *m, const char *unit, const char *action)
 		cp_mgr_emit(m, action, unit, CP_MGR_PLANNED, t0, diff);
 		return 0;
 	}
+	/* A unit that crashed repeatedly is held by systemd's start limit
+	 * ("start request repeated too quickly") until its failure is reset. */
+	if (strcmp(action, "start") == 0 || strcmp(action, "restart") == 0) {
+		const char *argv[] = {"systemctl", "reset-failed", unit, NULL};
+		struct cp_ssh_result r;
+
+		cp_mgr_run(m, argv, NULL, &r); /* nothing to reset is not an error */
+		cp_ssh_result_free(&r);
+	}
 	if (systemctl(m, action, unit) < 0)
 		goto failed;
 	cp_mgr_emit(m, action, unit, CP_MGR_CHANGED, t0, diff);

@@ -13,6 +13,7 @@
  */
 #include "cp_ssh_cli.h"
 #include "cp_provision.h"
+#include "cp_security.h"
 #include "cp_ssh_diag.h"
 #include "sl_redis.h"
 #include "sl_time.h"
@@ -196,6 +197,15 @@ static const struct sl_opt ssh_opts[] = {
 	 .type = SL_OPT_STR,
 	 .def = "SESSION_SECRET_KEY",
 	 .help = "provision: variable holding the control plane's session secret"},
+	{.name = "lockdown",
+	 .type = SL_OPT_ENUM,
+	 .def = "standard",
+	 .choices = "none|basic|standard|strict",
+	 .help = "provision, lockdown: hardening level"},
+	{.name = "ssh-extra",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "provision, lockdown: more sshd_config lines (\\n between them)"},
 	{.name = "verify-redis",
 	 .type = SL_OPT_STR,
 	 .def = "",
@@ -633,12 +643,93 @@ static int joined(const char *url, const char *id, char *why, size_t cap)
 	return -1;
 }
 
+/* "a\\nb" (as a flag carries it) into "a\nb\n". */
+static void unescape_lines(const char *in, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	for (; *in && o + 2 < cap; in++) {
+		if (in[0] == '\\' && in[1] == 'n') {
+			out[o++] = '\n';
+			in++;
+		} else {
+			out[o++] = *in;
+		}
+	}
+	if (o && out[o - 1] != '\n' && o + 1 < cap)
+		out[o++] = '\n';
+	out[o] = '\0';
+}
+
+static json_t *mgr_err_json(const struct cp_mgr *m)
+{
+	return json_pack("{s:s,s:s,s:s,s:s,s:b,s:b,s:s}", "type", cp_mgr_err_type_name(m->err.type),
+			 "what", m->err.what, "step", m->err.step, "cause", m->err.cause,
+			 "retryable", m->err.retryable, "critical", m->err.critical, "state",
+			 m->err.state);
+}
+
+static void print_summary(const struct cp_mgr *m, int rc, double t0)
+{
+	json_t *o =
+		json_pack("{s:b,s:b,s:i,s:i,s:f,s:o}", "ok", rc == 0, "check", m->check, "steps",
+			  (int)m->steps, "changed", (int)m->changed, "duration_ms",
+			  cp_ssh_clock_ms() - t0, "error", rc == 0 ? json_null() : mgr_err_json(m));
+
+	json_dumpf(o, stdout, JSON_COMPACT);
+	printf("\n");
+	json_decref(o);
+}
+
+/* `node lockdown TARGET` and `node audit TARGET`. */
+static int do_security(const struct sl_config *cfg, struct cp_ssh_pool *pool,
+		       const struct cp_ssh_config *c, int audit)
+{
+	static char sudo_pw[128];
+	struct cp_mgr m = {
+		.pool = pool, .check = (int)sl_config_int(cfg, "check"), .on_event = print_event};
+	struct cp_provision_spec s = {.http = sl_config_str(cfg, "relay-http"),
+				      .agents = sl_config_str(cfg, "relay-agents")};
+	int ports[4], rc;
+	size_t n = cp_provision_ports(&s, ports, 4);
+	char extra[1024];
+	double t0 = cp_ssh_clock_ms();
+
+	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
+	m.sudo = strcmp(c->user, "root") != 0;
+	m.sudo_password = sudo_pw[0] ? sudo_pw : NULL;
+	if (audit) {
+		json_t *rep = cp_security_audit(&m, ports, n);
+
+		if (!rep) {
+			fprintf(stderr, "sluice-control node audit: %s\n", m.err.cause);
+			return SL_EXIT_FAIL;
+		}
+		if (sl_config_int(cfg, "json")) {
+			json_dumpf(rep, stdout, JSON_COMPACT);
+			printf("\n");
+		} else {
+			cp_security_audit_print(rep, stdout);
+		}
+		json_decref(rep);
+		return SL_EXIT_OK;
+	}
+	unescape_lines(sl_config_str(cfg, "ssh-extra"), extra, sizeof(extra));
+	rc = cp_security_lockdown(
+		&m, (enum cp_lockdown)cp_lockdown_parse(sl_config_str(cfg, "lockdown")), ports, n,
+		extra);
+	print_summary(&m, rc, t0);
+	explicit_bzero(sudo_pw, sizeof(sudo_pw));
+	return rc == 0 ? SL_EXIT_OK : SL_EXIT_FAIL;
+}
+
 /* `node provision TARGET`: events as JSON lines, then the result. */
 static int do_provision(const struct sl_config *cfg, struct cp_ssh_pool *pool,
 			const struct cp_ssh_config *c)
 {
 	static char sudo_pw[128];
 	const char *secret = getenv(sl_config_str(cfg, "session-secret-env"));
+	char ssh_extra[1024];
 	struct cp_mgr m = {
 		.pool = pool, .check = (int)sl_config_int(cfg, "check"), .on_event = print_event};
 	struct cp_provision_spec s = {.relay_binary = sl_config_str(cfg, "relay-binary"),
@@ -650,7 +741,9 @@ static int do_provision(const struct sl_config *cfg, struct cp_ssh_pool *pool,
 				      .http = sl_config_str(cfg, "relay-http"),
 				      .agents = sl_config_str(cfg, "relay-agents"),
 				      .admin = sl_config_str(cfg, "relay-admin"),
-				      .domain = sl_config_str(cfg, "relay-domain")};
+				      .domain = sl_config_str(cfg, "relay-domain"),
+				      .lockdown = cp_lockdown_parse(sl_config_str(cfg, "lockdown")),
+				      .ssh_extra = ssh_extra};
 	json_t *o, *err = json_null();
 	double t0 = cp_ssh_clock_ms();
 	int rc;
@@ -663,6 +756,7 @@ static int do_provision(const struct sl_config *cfg, struct cp_ssh_pool *pool,
 		return SL_EXIT_USAGE;
 	}
 	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
+	unescape_lines(sl_config_str(cfg, "ssh-extra"), ssh_extra, sizeof(ssh_extra));
 	m.sudo = strcmp(c->user, "root") != 0;
 	m.sudo_password = sudo_pw[0] ? sudo_pw : NULL;
 	rc = cp_provision(&m, &s);
@@ -794,6 +888,8 @@ int cp_ssh_cli_main(int argc, char **argv)
 	}
 	if (strcmp(verb, "exec") == 0)
 		rc = do_exec(&cfg, pool, json);
+	else if (strcmp(verb, "lockdown") == 0 || strcmp(verb, "audit") == 0)
+		rc = do_security(&cfg, pool, &c, verb[0] == 'a');
 	else if (strcmp(verb, "provision") == 0)
 		rc = do_provision(&cfg, pool, &c);
 	else if (strcmp(verb, "health") == 0)

@@ -143,6 +143,28 @@ static void ours(int method, char *out, size_t cap)
 		libssh2_session_free(s);
 }
 
+int cp_ssh_algos_speakable(const char *kex, const char *ciphers, const char *macs, char *why,
+			   size_t cap)
+{
+	static const int methods[] = {LIBSSH2_METHOD_KEX, LIBSSH2_METHOD_CRYPT_CS,
+				      LIBSSH2_METHOD_MAC_CS};
+	static const char *const names[] = {"KexAlgorithms", "Ciphers", "MACs"};
+	const char *lists[] = {kex, ciphers, macs};
+	char mine[2048];
+
+	for (int i = 0; i < 3; i++) {
+		if (!lists[i] || !*lists[i])
+			continue;
+		ours(methods[i], mine, sizeof(mine));
+		if (!common(lists[i], mine)) {
+			snprintf(why, cap, "%s %.300s leaves nothing libssh2 %s speaks (%.300s)",
+				 names[i], lists[i], LIBSSH2_VERSION, mine);
+			return 0;
+		}
+	}
+	return 1;
+}
+
 /* The server's lists against ours; a check per kind. Returns 1 if all match. */
 static int check_algorithms(json_t *checks, const unsigned char *k, size_t n)
 {

@@ -21,6 +21,11 @@ json_t *cp_ssh_diagnose(const struct cp_ssh_config *c);
  * dropped, reconnected, error}. */
 json_t *cp_ssh_health_json(const struct cp_ssh_health *h);
 
+/* Whether sshd lists (comma-separated; NULL or "" for unchanged) keep at
+ * least one algorithm of each kind this libssh2 speaks; 0 with why if not. */
+int cp_ssh_algos_speakable(const char *kex, const char *ciphers, const char *macs, char *why,
+			   size_t cap);
+
 /* The report printed as text (or JSON with json); exit code 0 when all is well. */
 int cp_ssh_diag_cli(const struct cp_ssh_config *c, int json);
 

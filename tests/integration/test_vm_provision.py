@@ -56,13 +56,27 @@ def provision(binary, bin_dir, vm, redis, *extra):
     return r.returncode, lines[:-1], lines[-1]
 
 
+def audit(binary, vm):
+    r = subprocess.run([binary("sluice-control"), "node", "audit", "root@127.0.0.1:%d" % vm.port,
+                        "--key", vm.key, "--known-hosts", vm.known_hosts, "--json",
+                        "--relay-http", "0.0.0.0:8080", "--relay-agents", "0.0.0.0:7000"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
 def test_provision_from_blank_then_nothing_to_change(binary, bin_dir, vm, redis):
+    before = audit(binary, vm)
+    failed = {c["id"] for c in before["checks"] if not c["ok"]}
+    assert {"firewall", "fail2ban", "auto-updates", "ssh-passwords"} <= failed, before
+    assert all(c["recommendation"] for c in before["checks"] if not c["ok"])
     # Check mode on the blank host: a plan, and nothing done.
     code, events, res = provision(binary, bin_dir, vm, redis, "--check")
     assert code == 0 and res["ok"] and res["check"], res
     planned = [e for e in events if e["status"] == "planned"]
     assert {e["operation"] for e in planned} >= {"packages", "user", "directory", "binary",
-                                                 "config", "unit", "enable", "start"}
+                                                 "config", "unit", "enable", "start",
+                                                 "ssh-hardening", "firewall", "fail2ban", "updates"}
     assert any("+ user sluice" in e["diff"] for e in planned)
     assert vm.ssh("id sluice").returncode != 0
     assert vm.ssh("test -e /usr/local/bin/sluice-relay").returncode != 0
@@ -79,6 +93,19 @@ def test_provision_from_blank_then_nothing_to_change(binary, bin_dir, vm, redis)
     health = vm.ssh("bash -c 'exec 3<>/dev/tcp/127.0.0.1/9090; printf \"GET /health HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n\" | dd bs=4096 iflag=fullblock status=none >&3; head -1 <&3'")
     assert " 200 " in health.stdout, health
     assert float(redis.cli("ZSCORE", "sl:relays", "vm-relay")) > 0
+    # Locked down: sshd's effective settings, the firewall, fail2ban, updates.
+    sshd = vm.ssh("sshd -T").stdout
+    for line in ("passwordauthentication no", "permitrootlogin without-password", "maxauthtries 4",
+                 "x11forwarding no", "kbdinteractiveauthentication no"):
+        assert line in sshd, line
+    assert "ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com" in sshd
+    ufw = vm.ssh("ufw status verbose").stdout
+    assert "Status: active" in ufw and "Default: deny (incoming)" in ufw
+    assert "22/tcp" in ufw and "8080/tcp" in ufw and "7000/tcp" in ufw
+    assert vm.ssh("systemctl is-active fail2ban").stdout.strip() == "active"
+    assert "sshd" in vm.ssh("fail2ban-client status").stdout
+    after = audit(binary, vm)
+    assert after["score"] > before["score"] and after["score"] >= 80, after
 
     # A second run: nothing changes, and the relay was not restarted.
     pid = vm.ssh("systemctl show -p MainPID --value sluice-relay").stdout.strip()
@@ -101,5 +128,22 @@ def test_a_failing_step_stops_with_its_typed_error(binary, bin_dir, vm, redis, t
     assert res["error"]["type"] == "ServiceError" and res["error"]["what"] == "sluice-relay.service"
     assert res["error"]["step"] == "wait" and res["error"]["state"] in ("failed", "activating")
     # Put the real relay back for whatever runs next.
-    code, _, res = provision(binary, bin_dir, vm, redis)
-    assert code == 0 and res["ok"]
+    code, events, res = provision(binary, bin_dir, vm, redis)
+    assert code == 0 and res["ok"], (res, events[-3:])
+
+
+def test_a_hardening_that_would_lock_us_out_is_rolled_back(binary, vm):
+    argv = [binary("sluice-control"), "node", "lockdown", "root@127.0.0.1:%d" % vm.port,
+            "--key", vm.key, "--known-hosts", vm.known_hosts, "--lockdown", "standard",
+            "--relay-http", "0.0.0.0:8080", "--relay-agents", "0.0.0.0:7000",
+            "--ssh-extra", "AllowUsers nobody"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    res = json.loads(r.stdout.splitlines()[-1])
+    assert r.returncode == 1 and not res["ok"]
+    err = res["error"]
+    assert err["type"] == "SecurityError" and err["what"] == "sshd" and err["step"] == "fresh connection"
+    assert err["critical"] and "rolled back" in err["cause"]
+    # The host answers, with the settings it had before.
+    assert vm.ssh("true").returncode == 0
+    assert "allowusers" not in vm.ssh("sshd -T").stdout
+    assert "AllowUsers" not in vm.ssh("cat /etc/ssh/sshd_config.d/50-sluice-hardening.conf").stdout

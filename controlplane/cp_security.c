@@ -1,0 +1,372 @@
+/*
+ * cp_security.c: the security manager. SSH hardening as an sshd_config.d
+ * drop-in (checked with sshd -t, refused when its algorithm lists leave
+ * nothing our libssh2 speaks, applied by reload, proven by a fresh
+ * connection, rolled back by itself when that connection fails), a firewall
+ * (ufw) that always keeps the SSH port in use open, fail2ban's sshd jail on
+ * the systemd backend, unattended security upgrades, all of it at a level
+ * (cp_security_lockdown), and an audit that scores the host.
+ */
+#include "cp_mgr_int.h"
+#include "cp_security.h"
+#include "cp_service.h"
+#include "cp_ssh_diag.h"
+#include "cp_ssh_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SSHD_DROPIN "/etc/ssh/sshd_config.d/50-sluice-hardening.conf"
+#define F2B_JAIL    "/etc/fail2ban/jail.d/sluice.conf"
+#define AUTO_UPG    "/etc/apt/apt.conf.d/20auto-upgrades"
+#define FRESH_TRIES 10 /* seconds for sshd to listen again after a reload */
+
+/* dev-sec / CIS settings. The algorithm lists keep aes-ctr, hmac-sha2 and
+ * curve25519 / ecdh: what libssh2 1.10 (this control plane) speaks. */
+static const char KEX[] = "curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256,"
+			  "ecdh-sha2-nistp384,ecdh-sha2-nistp521,diffie-hellman-group16-sha512,"
+			  "diffie-hellman-group18-sha512";
+static const char CIPHERS[] = "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,"
+			      "aes128-gcm@openssh.com,aes256-ctr,aes192-ctr,aes128-ctr";
+static const char MACS[] = "hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com,"
+			   "umac-128-etm@openssh.com,hmac-sha2-512,hmac-sha2-256";
+
+int cp_sshd_dropin(enum cp_lockdown level, const char *extra, char *out, size_t cap)
+{
+	int strict = level >= CP_LOCKDOWN_STRICT;
+	int n = snprintf(
+		out, cap,
+		"# sluice: SSH hardening (dev-sec / CIS), level %s. Managed by sluice-control:\n"
+		"# changes here are overwritten.\n"
+		"PasswordAuthentication no\n"
+		"KbdInteractiveAuthentication no\n"
+		"PermitEmptyPasswords no\n"
+		"PermitRootLogin prohibit-password\n"
+		"MaxAuthTries %d\n"
+		"LoginGraceTime 30\n"
+		"MaxStartups 10:30:60\n"
+		"ClientAliveInterval 300\n"
+		"ClientAliveCountMax 3\n"
+		"X11Forwarding no\n"
+		"%s"
+		"KexAlgorithms %s\n"
+		"Ciphers %s\n"
+		"MACs %s\n"
+		"%s%s",
+		cp_lockdown_name(level), strict ? 3 : 4,
+		strict ? "AllowAgentForwarding no\nAllowTcpForwarding no\nPermitTunnel no\n" : "",
+		KEX, CIPHERS, MACS, extra ? extra : "",
+		extra && *extra && extra[strlen(extra) - 1] != '\n' ? "\n" : "");
+
+	return n > 0 && (size_t)n < cap ? n : -ENOSPC;
+}
+
+const char *cp_lockdown_name(enum cp_lockdown l)
+{
+	static const char *const n[] = {"none", "basic", "standard", "strict"};
+
+	return (size_t)l < sizeof(n) / sizeof(n[0]) ? n[l] : "?";
+}
+
+int cp_lockdown_parse(const char *s)
+{
+	for (int l = CP_LOCKDOWN_NONE; l <= CP_LOCKDOWN_STRICT; l++)
+		if (strcmp(s, cp_lockdown_name((enum cp_lockdown)l)) == 0)
+			return l;
+	return -EINVAL;
+}
+
+/* The list after "Key " in a drop-in's text, into out. */
+static void setting(const char *text, const char *key, char *out, size_t cap)
+{
+	size_t kl = strlen(key);
+
+	out[0] = '\0';
+	for (const char *l = text; l && *l;) {
+		const char *nl = strchr(l, '\n');
+
+		if (strncmp(l, key, kl) == 0 && l[kl] == ' ') {
+			size_t n = nl ? (size_t)(nl - l - kl - 1) : strlen(l + kl + 1);
+
+			snprintf(out, cap, "%.*s", (int)n, l + kl + 1);
+		}
+		l = nl ? nl + 1 : NULL;
+	}
+}
+
+/* A fresh connection, as the control plane would open one now. sshd
+ * re-executes itself on a reload and its listener is gone for a moment:
+ * network failures are tried again for a few seconds, a refusal is final. */
+static int fresh_connection(struct cp_mgr *m, char *why, size_t cap)
+{
+	struct cp_ssh_err err = {0};
+	int rc = -EIO;
+
+	for (int i = 0; i < FRESH_TRIES; i++) {
+		struct cp_ssh_pool *p = cp_ssh_pool_new(cp_ssh_pool_config(m->pool), NULL, -1);
+
+		rc = p ? cp_ssh_pool_connect(p, &err) : -ENOMEM;
+		cp_ssh_pool_free(p);
+		if (rc == 0 || (p && !err.retryable))
+			break;
+		usleep(1000 * 1000);
+	}
+	if (rc < 0)
+		snprintf(why, cap, "%s", err.msg[0] ? err.msg : "out of memory");
+	return rc;
+}
+
+static int run_ok(struct cp_mgr *m, const char *const *argv, char *why, size_t cap)
+{
+	struct cp_ssh_result r;
+	int ok = cp_mgr_run(m, argv, NULL, &r) == 0 && r.exit_code == 0;
+
+	if (!ok)
+		snprintf(why, cap, "%s: %.300s", argv[0],
+			 r.error.msg[0]	   ? r.error.msg
+			 : r.err && *r.err ? r.err
+					   : "failed");
+	cp_ssh_result_free(&r);
+	return ok ? 0 : -1;
+}
+
+/* Put the old drop-in back (or remove ours) and reload: the rollback. */
+static void restore_dropin(struct cp_mgr *m, const char *old)
+{
+	static const char *const rm[] = {"rm", "-f", SSHD_DROPIN, NULL};
+	static const char *const reload[] = {"systemctl", "reload", "ssh", NULL};
+	char why[400];
+	int check = m->check;
+
+	m->check = 0;
+	if (old)
+		cp_mgr_file(m, "ssh-rollback", SSHD_DROPIN, old, "root:root", 0644, NULL, 0);
+	else
+		run_ok(m, rm, why, sizeof(why));
+	run_ok(m, reload, why, sizeof(why));
+	m->check = check;
+}
+
+int cp_security_ssh(struct cp_mgr *m, enum cp_lockdown level, const char *extra)
+{
+	static const char *const test[] = {"sshd", "-t", NULL};
+	static const char *const reload[] = {"systemctl", "reload", "ssh", NULL};
+	char text[4096], kex[1024], ciphers[1024], macs[1024], why[600], *old = NULL;
+	struct cp_ssh_result r;
+	double t0 = cp_ssh_clock_ms();
+	unsigned before = m->changed;
+
+	if (cp_sshd_dropin(level, extra, text, sizeof(text)) < 0) {
+		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "drop-in", 0, "settings too long");
+		return -1;
+	}
+	/* What the lists would leave the control plane: refused before any change. */
+	setting(text, "KexAlgorithms", kex, sizeof(kex));
+	setting(text, "Ciphers", ciphers, sizeof(ciphers));
+	setting(text, "MACs", macs, sizeof(macs));
+	if (!cp_ssh_algos_speakable(kex, ciphers, macs, why, sizeof(why))) {
+		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "algorithms", 0,
+			    "refused: %s; the control plane could not connect any more", why);
+		cp_mgr_emit(m, "ssh-hardening", SSHD_DROPIN, CP_MGR_FAILED, t0, m->err.cause);
+		return -1;
+	}
+	/* The old content, for the rollback. */
+	if (cp_mgr_sh(m, "cat -- \"$1\" 2>/dev/null || true", SSHD_DROPIN, &r) == 0 && r.out &&
+	    *r.out)
+		old = strdup(r.out);
+	cp_ssh_result_free(&r);
+	if (cp_mgr_file(m, "ssh-hardening", SSHD_DROPIN, text, "root:root", 0644, NULL, 0) < 0)
+		goto out_fail;
+	if (m->check || m->changed == before) {
+		free(old);
+		return 0;
+	}
+	if (run_ok(m, test, why, sizeof(why)) < 0) {
+		restore_dropin(m, old);
+		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "sshd -t", 0,
+			    "the new settings were refused "
+			    "(%s); the previous ones are back",
+			    why);
+		goto out_fail;
+	}
+	if (run_ok(m, reload, why, sizeof(why)) < 0 || fresh_connection(m, why, sizeof(why)) < 0) {
+		char back[400];
+
+		restore_dropin(m, old);
+		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "fresh connection", 0,
+			    "after the reload a new connection failed (%.300s): rolled back, %s",
+			    why,
+			    fresh_connection(m, back, sizeof(back)) == 0
+				    ? "the host is reachable as before"
+				    : "but the host does not answer yet");
+		goto out_fail;
+	}
+	free(old);
+	return 0;
+out_fail:
+	free(old);
+	cp_mgr_emit(m, "ssh-hardening", SSHD_DROPIN, CP_MGR_FAILED, t0, m->err.cause);
+	return -1;
+}
+
+/* ---- firewall ---- */
+
+int cp_ufw_plan(const char *status, int ssh_port, const int *ports, size_t nports,
+		struct cp_plan *p)
+{
+	char rule[32];
+	int active = status && strstr(status, "Status: active") != NULL;
+
+	cp_plan_init(p);
+	/* The SSH port first, always: enabling with it closed would cut us off. */
+	snprintf(rule, sizeof(rule), "%d/tcp", ssh_port);
+	if (!status || !strstr(status, rule)) {
+		cp_plan_cmd(p, "ufw", "allow", rule, (const char *)NULL);
+		cp_plan_diff(p, "+ firewall allows %s (SSH)", rule);
+	}
+	for (size_t i = 0; i < nports; i++) {
+		snprintf(rule, sizeof(rule), "%d/tcp", ports[i]);
+		if (!status || !strstr(status, rule)) {
+			cp_plan_cmd(p, "ufw", "allow", rule, (const char *)NULL);
+			cp_plan_diff(p, "+ firewall allows %s", rule);
+		}
+	}
+	if (!status || !strstr(status, "Default: deny (incoming)")) {
+		cp_plan_cmd(p, "ufw", "default", "deny", "incoming", (const char *)NULL);
+		cp_plan_diff(p, "~ firewall: incoming denied by default");
+	}
+	if (!active) {
+		cp_plan_cmd(p, "ufw", "--force", "enable", (const char *)NULL);
+		cp_plan_diff(p, "~ firewall enabled");
+	}
+	return 0;
+}
+
+struct fw_spec {
+	int ssh_port;
+	const int *ports;
+	size_t nports;
+};
+
+static int plan_fw(struct cp_mgr *m, const void *spec, struct cp_plan *p)
+{
+	static const char *const st[] = {"ufw", "status", "verbose", NULL};
+	const struct fw_spec *f = spec;
+	struct cp_ssh_result r;
+	int rc = cp_mgr_run(m, st, NULL, &r);
+
+	if (rc < 0) {
+		cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "status", r.error.retryable, "%s",
+			    r.error.msg);
+		cp_ssh_result_free(&r);
+		return -1;
+	}
+	/* Not installed yet (check mode): plan from nothing. */
+	cp_ufw_plan(r.exit_code == 0 ? r.out : NULL, f->ssh_port, f->ports, f->nports, p);
+	cp_ssh_result_free(&r);
+	return 0;
+}
+
+/* The port this session came in on, as the host sees it ($SSH_CONNECTION's
+ * fourth field): behind NAT or a port forward it is not the one we dialled. */
+int cp_security_ssh_origin(struct cp_mgr *m, char *client, size_t cap)
+{
+	static const char *const argv[] = {"sh", "-c", "echo \"$SSH_CONNECTION\"", NULL};
+	struct cp_ssh_cmd cmd = {.argv = argv, .timeout_ms = 30000};
+	struct cp_ssh_result r;
+	unsigned a, b, port = 0;
+	char ip1[64] = "", ip2[64];
+
+	/* Not through sudo: sudo drops SSH_CONNECTION. */
+	if (cp_ssh_run(m->pool, &cmd, &r) == 0 && r.out)
+		if (sscanf(r.out, "%63s %u %63s %u", ip1, &a, ip2, &b) == 4)
+			port = b;
+	cp_ssh_result_free(&r);
+	if (client)
+		snprintf(client, cap, "%s", port ? ip1 : "");
+	return port ? (int)port : 22;
+}
+
+int cp_security_ssh_port(struct cp_mgr *m)
+{
+	return cp_security_ssh_origin(m, NULL, 0);
+}
+
+int cp_security_firewall(struct cp_mgr *m, const int *ports, size_t nports)
+{
+	static const char *const pkgs[] = {"ufw", NULL};
+	struct fw_spec f = {.ssh_port = cp_security_ssh_port(m), .ports = ports, .nports = nports};
+	char why[400];
+
+	if (cp_setup_packages(m, pkgs) < 0)
+		return -1;
+	if (cp_mgr_apply(m, CP_MGR_SECURITY, "firewall", "ufw", plan_fw, &f) < 0)
+		return -1;
+	if (!m->check && fresh_connection(m, why, sizeof(why)) < 0) {
+		static const char *const off[] = {"ufw", "disable", NULL};
+
+		run_ok(m, off, why, sizeof(why));
+		cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "fresh connection", 0,
+			    "with the firewall on a new connection failed: it was disabled again");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- fail2ban, updates ---- */
+
+int cp_security_fail2ban(struct cp_mgr *m)
+{
+	/* Debian 12 logs to the journal only (no auth.log): the sshd jail reads
+	 * it through the systemd backend, which needs python3-systemd. */
+	static const char *const pkgs[] = {"fail2ban", "python3-systemd", NULL};
+	char jail[600], us[64];
+	unsigned before;
+	int port = cp_security_ssh_origin(m, us, sizeof(us));
+
+	/* The control plane's own address is never banned: a lockdown it had
+	 * to roll back (its fresh connection refused) must not lock it out. */
+	snprintf(jail, sizeof(jail),
+		 "# sluice: the sshd jail on the systemd journal. Managed by sluice-control.\n"
+		 "[sshd]\nenabled = true\nbackend = systemd\nport = %d\nmaxretry = 5\n"
+		 "findtime = 10m\nbantime = 1h\nignoreip = 127.0.0.1/8 ::1 %s\n",
+		 port, us);
+	if (cp_setup_packages(m, pkgs) < 0)
+		return -1;
+	before = m->changed;
+	if (cp_mgr_file(m, "fail2ban", F2B_JAIL, jail, "root:root", 0644, NULL, 0) < 0 ||
+	    cp_service_action(m, "fail2ban.service", "enable") < 0 ||
+	    cp_service_action(m, "fail2ban.service", m->changed != before ? "restart" : "start") <
+		    0)
+		return -1;
+	return cp_service_wait(m, "fail2ban.service", 60000);
+}
+
+int cp_security_updates(struct cp_mgr *m)
+{
+	static const char *const pkgs[] = {"unattended-upgrades", NULL};
+	static const char conf[] = "// sluice: security updates installed every day. Managed by "
+				   "sluice-control.\n"
+				   "APT::Periodic::Update-Package-Lists \"1\";\n"
+				   "APT::Periodic::Unattended-Upgrade \"1\";\n";
+
+	if (cp_setup_packages(m, pkgs) < 0)
+		return -1;
+	return cp_mgr_file(m, "updates", AUTO_UPG, conf, "root:root", 0644, NULL, 0);
+}
+
+int cp_security_lockdown(struct cp_mgr *m, enum cp_lockdown level, const int *ports, size_t nports,
+			 const char *ssh_extra)
+{
+	if (level == CP_LOCKDOWN_NONE)
+		return 0;
+	if (cp_security_ssh(m, level, ssh_extra) < 0 || cp_security_firewall(m, ports, nports) < 0)
+		return -1;
+	if (level >= CP_LOCKDOWN_STANDARD &&
+	    (cp_security_fail2ban(m) < 0 || cp_security_updates(m) < 0))
+		return -1;
+	return 0;
+}
