@@ -12,6 +12,9 @@
 #include <string.h>
 
 #include "cp_mgr.h"
+#include "cp_provision.h"
+#include "cp_security.h"
+#include "cp_service.h"
 
 /* The plan's commands joined: "useradd --system ...|usermod ...". */
 static const char *joined(const struct cp_plan *p)
@@ -160,6 +163,82 @@ static void plans_that_do_not_fit_say_so(void **state)
 	assert_true(p.overflow);
 }
 
+static void firewall_keeps_ssh_open_first(void **state)
+{
+	const int ports[] = {8080, 7000};
+	struct cp_plan p;
+
+	(void)state;
+	cp_ufw_plan(NULL, 2222, ports, 2, &p);
+	assert_string_equal(joined(&p), "ufw allow 2222/tcp|ufw allow 8080/tcp|ufw allow 7000/tcp|"
+					"ufw default deny incoming|ufw --force enable");
+	cp_ufw_plan("Status: active\nDefault: deny (incoming), allow (outgoing)\n"
+		    "2222/tcp ALLOW IN Anywhere\n8080/tcp ALLOW IN Anywhere\n",
+		    2222, ports, 2, &p);
+	assert_string_equal(joined(&p), "ufw allow 7000/tcp");
+	cp_ufw_plan("Status: active\nDefault: deny (incoming), allow (outgoing)\n"
+		    "2222/tcp ALLOW IN Anywhere\n8080/tcp ALLOW IN Anywhere\n7000/tcp ALLOW IN\n",
+		    2222, ports, 2, &p);
+	assert_int_equal(p.n, 0);
+}
+
+static void sshd_dropin_by_level(void **state)
+{
+	char t[4096];
+
+	(void)state;
+	assert_true(cp_sshd_dropin(CP_LOCKDOWN_BASIC, NULL, t, sizeof(t)) > 0);
+	assert_non_null(strstr(t, "PasswordAuthentication no\n"));
+	assert_non_null(strstr(t, "MaxAuthTries 4\n"));
+	assert_null(strstr(t, "AllowTcpForwarding no"));
+	/* Every list keeps what libssh2 1.10 speaks: aes-ctr, hmac-sha2, curve25519. */
+	assert_non_null(strstr(t, "aes128-ctr"));
+	assert_non_null(strstr(t, "hmac-sha2-256\n"));
+	assert_non_null(strstr(t, "curve25519-sha256"));
+	cp_sshd_dropin(CP_LOCKDOWN_STRICT, "AllowUsers ops", t, sizeof(t));
+	assert_non_null(strstr(t, "MaxAuthTries 3\n"));
+	assert_non_null(strstr(t, "AllowTcpForwarding no\n"));
+	assert_non_null(strstr(t, "AllowUsers ops\n"));
+	assert_int_equal(cp_lockdown_parse("standard"), CP_LOCKDOWN_STANDARD);
+	assert_int_equal(cp_lockdown_parse("paranoid"), -22);
+}
+
+static void service_status_from_systemctl_show(void **state)
+{
+	struct cp_service_status st;
+
+	(void)state;
+	assert_int_equal(cp_service_status_parse("LoadState=loaded\nActiveState=activating\n"
+						 "SubState=auto-restart\nUnitFileState=enabled\n"
+						 "Result=exit-code\nMainPID=0\n",
+						 &st),
+			 0);
+	assert_string_equal(st.active, "activating");
+	assert_string_equal(st.sub, "auto-restart");
+	assert_string_equal(st.enabled, "enabled");
+	assert_string_equal(st.result, "exit-code");
+	assert_int_equal(cp_service_status_parse("garbage\n", &st), -22);
+}
+
+static void relay_config_and_ports(void **state)
+{
+	struct cp_provision_spec s = {.http = "0.0.0.0:80", .agents = "0.0.0.0:7000",
+				      .admin = "127.0.0.1:9090", .domain = "t.example",
+				      .redis_url = "redis://10.0.0.5:6379", .relay_id = "r1",
+				      .session_secret = "s3cret"};
+	char conf[2048];
+	int ports[4];
+
+	(void)state;
+	assert_int_equal(cp_provision_ports(&s, ports, 4), 2);
+	assert_int_equal(ports[0], 80);
+	assert_int_equal(ports[1], 7000);
+	assert_true(cp_provision_config(&s, conf, sizeof(conf)) > 0);
+	assert_non_null(strstr(conf, "redis = \"redis://10.0.0.5:6379\"\n"));
+	assert_non_null(strstr(conf, "relay-id = r1\n"));
+	assert_int_equal(cp_provision_config(&s, conf, 40), -28);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -171,6 +250,10 @@ int main(void)
 		cmocka_unit_test(files_diff_by_line),
 		cmocka_unit_test(sudoers_names),
 		cmocka_unit_test(plans_that_do_not_fit_say_so),
+		cmocka_unit_test(firewall_keeps_ssh_open_first),
+		cmocka_unit_test(sshd_dropin_by_level),
+		cmocka_unit_test(service_status_from_systemctl_show),
+		cmocka_unit_test(relay_config_and_ports),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
