@@ -222,9 +222,12 @@ static void service_status_from_systemctl_show(void **state)
 
 static void relay_config_and_ports(void **state)
 {
-	struct cp_provision_spec s = {.http = "0.0.0.0:80", .agents = "0.0.0.0:7000",
-				      .admin = "127.0.0.1:9090", .domain = "t.example",
-				      .redis_url = "redis://10.0.0.5:6379", .relay_id = "r1",
+	struct cp_provision_spec s = {.http = "0.0.0.0:80",
+				      .agents = "0.0.0.0:7000",
+				      .admin = "127.0.0.1:9090",
+				      .domain = "t.example",
+				      .redis_url = "redis://10.0.0.5:6379",
+				      .relay_id = "r1",
 				      .session_secret = "s3cret"};
 	char conf[2048];
 	int ports[4];
