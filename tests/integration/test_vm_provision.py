@@ -15,6 +15,10 @@ import vm as vmlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# apt inside a TCG guest is slow: the suite's 180 s per test does not fit
+# (the first test also builds the image when the cache is cold, and boots).
+pytestmark = pytest.mark.timeout(1800)
+
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory):
