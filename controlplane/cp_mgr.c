@@ -172,7 +172,7 @@ static void cause_of(const struct cp_ssh_result *r, const char *const *argv, cha
 	while (n && (e[n - 1] == '\n' || e[n - 1] == ' '))
 		n--;
 	if (r->error.kind != CP_SSH_OK)
-		snprintf(out, cap, "%s: %s", argv[0], r->error.msg);
+		snprintf(out, cap, "%.60s: %.400s", argv[0], r->error.msg);
 	else
 		snprintf(out, cap, "%s exited %d: %.*s", argv[0], r->exit_code,
 			 (int)(n > 400 ? 400 : n), e + (n > 400 ? strlen(e) - 400 : 0));
