@@ -512,17 +512,39 @@ static int authenticate(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, struc
  * not match. Like OpenSSH, prefer the type on record; Ed25519 by default. */
 static void prefer_host_key(const struct cp_ssh_config *c, LIBSSH2_SESSION *s)
 {
-	static const char all[] = "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,"
-				  "ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256,ssh-rsa";
-	char pref[300], type[64] = "";
-	const char *line = c->known_host_line, *sp = strchr(line, ' ');
+	static const char *const order[] = {"ssh-ed25519",
+					    "ecdsa-sha2-nistp256",
+					    "ecdsa-sha2-nistp384",
+					    "ecdsa-sha2-nistp521",
+					    "rsa-sha2-512",
+					    "rsa-sha2-256",
+					    "ssh-rsa"};
+	const char **algs = NULL;
+	char pref[400] = "", type[64] = "";
+	const char *sp = strchr(c->known_host_line, ' ');
+	int n = libssh2_session_supported_algs(s, LIBSSH2_METHOD_HOSTKEY, &algs);
+	size_t o = 0;
 
-	if (*line && sp && sscanf(sp + 1, "%63s", type) == 1 && strstr(all, type) &&
-	    strcmp(type, "ssh-ed25519") != 0)
-		snprintf(pref, sizeof(pref), "%s,%s", type, all);
-	else
-		snprintf(pref, sizeof(pref), "%s", all);
-	libssh2_session_method_pref(s, LIBSSH2_METHOD_HOSTKEY, pref);
+	if (n <= 0)
+		return;
+	if (c->known_host_line[0] && sp)
+		sscanf(sp + 1, "%63s", type);
+	/* Only names this libssh2 knows: given one it does not, 1.10's
+	 * libssh2_session_method_pref removes it with an overlapping memcpy. */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+			int known = 0, first = strcmp(order[i], type) == 0;
+
+			for (int k = 0; k < n && !known; k++)
+				known = strcmp(algs[k], order[i]) == 0;
+			if (known && first == (pass == 0) &&
+			    o + strlen(order[i]) + 2 < sizeof(pref))
+				o += (size_t)snprintf(pref + o, sizeof(pref) - o, "%s%s",
+						      o ? "," : "", order[i]);
+		}
+	libssh2_free(s, algs);
+	if (o)
+		libssh2_session_method_pref(s, LIBSSH2_METHOD_HOSTKEY, pref);
 }
 
 static int handshake(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, int fd,
