@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <h2o/version.h>
 #include <hiredis.h>
@@ -152,6 +153,15 @@ static const struct sl_opt control_opts[] = {
 	{.name = "challenge-connect",
 	 .type = SL_OPT_ADDR,
 	 .help = "HTTP domain challenges connect here instead of to the domain (split DNS)"},
+	{.name = "relay-binary",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "the sluice-relay that POST /api/v1/nodes/{id}/provision installs (default: "
+		 "the one beside this program)"},
+	{.name = "relay-redis",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "Redis as provisioned relays reach it (default: --redis)"},
 	{.name = "min-relays",
 	 .type = SL_OPT_INT,
 	 .def = "1",
@@ -218,12 +228,27 @@ static const char *listen_addr(const struct sl_config *cfg, char *buf, size_t ca
 	return buf;
 }
 
+/* --relay-binary, or sluice-relay beside this program when it is there. */
+static const char *relay_binary(const struct sl_config *cfg, char *buf, size_t cap)
+{
+	ssize_t n;
+	char *slash;
+
+	if (*sl_config_str(cfg, "relay-binary"))
+		return sl_config_str(cfg, "relay-binary");
+	n = readlink("/proc/self/exe", buf, cap - 16);
+	if (n <= 0 || !(slash = memrchr(buf, '/', (size_t)n)))
+		return NULL;
+	memcpy(slash + 1, "sluice-relay", sizeof("sluice-relay"));
+	return access(buf, R_OK) == 0 ? buf : NULL;
+}
+
 static int serve(const struct sl_config *cfg)
 {
 	struct sl_redis_target redis;
 	struct cp_server_config scfg = {0};
 	struct cp_server *srv = NULL;
-	char why[160], addr[300];
+	char why[160], addr[300], relay_bin[4096];
 	int err;
 
 	/* Already validated by the option's check; parse again to use it. */
@@ -256,6 +281,9 @@ static int serve(const struct sl_config *cfg)
 	scfg.localtunnel = (int)sl_config_int(cfg, "localtunnel");
 	scfg.dns_server = sl_config_str(cfg, "dns-server");
 	scfg.challenge_connect = sl_config_str(cfg, "challenge-connect");
+	scfg.redis_url = sl_config_str(cfg, "redis");
+	scfg.relay_binary = relay_binary(cfg, relay_bin, sizeof(relay_bin));
+	scfg.relay_redis = sl_config_str(cfg, "relay-redis");
 	scfg.lt_lo = (int)(sl_config_int(cfg, "lt-ports") >> 16);
 	scfg.lt_hi = (int)(sl_config_int(cfg, "lt-ports") & 0xffff);
 	if (scfg.admin_key && strlen(scfg.admin_key) < 16) {

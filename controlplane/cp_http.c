@@ -5,6 +5,7 @@
  * path, so a 404 and a 405 come back as JSON like every other error:
  * {"error": "...", "code": "..."}.
  */
+#include "cp_jobs.h"
 #include "cp_node_pools.h"
 #include "cp_server.h"
 #include "pr_token.h"
@@ -568,7 +569,7 @@ struct cp_collection {
 static const struct cp_collection collections[] = {
 	{"/api/v1/tunnels", cp_api_tunnels}, {"/api/v1/keys", cp_api_keys},
 	{"/api/v1/domains", cp_api_domains}, {"/api/v1/relays", cp_api_relays},
-	{"/api/v1/nodes", cp_api_nodes},
+	{"/api/v1/nodes", cp_api_nodes},     {"/api/v1/jobs", cp_api_jobs},
 };
 
 static int preflight(struct cp_server *s, h2o_req_t *req)
@@ -830,6 +831,8 @@ void cp_server_free(struct cp_server *s)
 	until = h2o_now(s->loop) + 4000;
 	while (s->verifying > 0 && h2o_now(s->loop) < until)
 		h2o_evloop_run(s->loop, 50);
+	/* Provisioning jobs stop at their next step; their records say so. */
+	cp_jobs_shutdown(s);
 	close_clients(s);
 	/* Node commands streaming to clients just closed are cancelled (their
 	 * remote processes killed within 3 s); their pipes are this loop's. */

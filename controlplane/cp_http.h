@@ -34,6 +34,9 @@ struct cp_server_config {
 	const char *dns_server;	       /* DNS server for TXT challenges, NULL: the system's */
 	const char *challenge_connect; /* where HTTP challenges connect, NULL: the domain */
 	struct pr_limit limits[CP_LIM_N]; /* defaults of sessions and keys (--limit-*) */
+	const char *redis_url;	  /* the Redis URL as given (provisioning checks a relay joined) */
+	const char *relay_binary; /* the sluice-relay provisioning installs, or NULL */
+	const char *relay_redis;  /* Redis as provisioned relays reach it ("": redis_url) */
 };
 
 /* Create the server and bind its listener; returns 0 or a negative errno. */

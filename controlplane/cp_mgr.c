@@ -178,12 +178,55 @@ static void cause_of(const struct cp_ssh_result *r, const char *const *argv, cha
 			 (int)(n > 400 ? 400 : n), e + (n > 400 ? strlen(e) - 400 : 0));
 }
 
+int cp_mgr_cancelled(struct cp_mgr *m, const char *op)
+{
+	if (!m->cancel || !__atomic_load_n(m->cancel, __ATOMIC_ACQUIRE))
+		return 0;
+	cp_mgr_fail(m, CP_MGR_SETUP, op, "cancelled", 1,
+		    "cancelled before this step (the steps before it are done)");
+	return 1;
+}
+
+json_t *cp_mgr_event_json(const struct cp_mgr_event *ev)
+{
+	return json_pack("{s:s,s:s,s:s,s:b,s:f,s:s}", "operation", ev->operation, "step", ev->step,
+			 "status", cp_mgr_status_name(ev->status), "changed",
+			 ev->status == CP_MGR_CHANGED || ev->status == CP_MGR_PLANNED,
+			 "duration_ms", ev->duration_ms, "diff", ev->diff);
+}
+
+json_t *cp_mgr_err_json(const struct cp_mgr *m)
+{
+	return json_pack("{s:s,s:s,s:s,s:s,s:b,s:b,s:s}", "type", cp_mgr_err_type_name(m->err.type),
+			 "what", m->err.what, "step", m->err.step, "cause", m->err.cause,
+			 "retryable", m->err.retryable, "critical", m->err.critical, "state",
+			 m->err.state);
+}
+
+json_t *cp_mgr_result_json(const struct cp_mgr *m, int rc, double duration_ms)
+{
+	return json_pack("{s:b,s:b,s:i,s:i,s:f,s:o}", "ok", rc == 0, "check", m->check, "steps",
+			 (int)m->steps, "changed", (int)m->changed, "duration_ms", duration_ms,
+			 "error", rc == 0 ? json_null() : cp_mgr_err_json(m));
+}
+
+int cp_mgr_settled(struct cp_mgr *m, const char *op, const char *step, const struct cp_plan *p,
+		   double t0)
+{
+	if (p->n && !m->check)
+		return 0;
+	cp_mgr_emit(m, op, step, p->n ? CP_MGR_PLANNED : CP_MGR_UNCHANGED, t0, p->n ? p->diff : "");
+	return 1;
+}
+
 int cp_mgr_apply(struct cp_mgr *m, enum cp_mgr_err_type type, const char *op, const char *step,
 		 cp_mgr_plan_fn plan, const void *spec)
 {
 	double t0 = cp_ssh_clock_ms();
 	struct cp_plan p, again;
 
+	if (cp_mgr_cancelled(m, op))
+		goto failed;
 	if (plan(m, spec, &p) < 0)
 		goto failed;
 	if (p.overflow) {
@@ -191,14 +234,8 @@ int cp_mgr_apply(struct cp_mgr *m, enum cp_mgr_err_type type, const char *op, co
 			    "the plan did not fit (too many changes at once)");
 		goto failed;
 	}
-	if (p.n == 0) {
-		cp_mgr_emit(m, op, step, CP_MGR_UNCHANGED, t0, "");
+	if (cp_mgr_settled(m, op, step, &p, t0))
 		return 0;
-	}
-	if (m->check) {
-		cp_mgr_emit(m, op, step, CP_MGR_PLANNED, t0, p.diff);
-		return 0;
-	}
 	for (size_t i = 0; i < p.n; i++) {
 		struct cp_ssh_result r;
 		int rc = cp_mgr_run(m, p.argv[i], NULL, &r), ok = rc == 0 && r.exit_code == 0;

@@ -15,6 +15,8 @@
 
 #include "cp_ssh.h"
 
+#include <jansson.h>
+
 #include <stddef.h>
 
 /* The issue's error types: SetupError{operation, step, cause, retryable},
@@ -60,7 +62,23 @@ struct cp_mgr {
 	void *arg;
 	unsigned steps, changed; /* counted over the run */
 	struct cp_mgr_err err;	 /* the failure that stopped the run */
+	/* Set by another thread to stop the run. Looked at between operations
+	 * only: a step under way finishes (apt or an sshd reload cut in the
+	 * middle would leave the host worse than either state). */
+	const volatile int *cancel;
 };
+
+/* The run was asked to stop: fails it (SetupError, step "cancelled") and
+ * returns 1; 0 otherwise. */
+int cp_mgr_cancelled(struct cp_mgr *m, const char *op);
+
+/* JSON as the CLI prints and the API streams them: an event
+ * {"operation","step","status","changed","duration_ms","diff"}, the typed
+ * error {"type","what","step","cause","retryable","critical","state"}, and a
+ * run's result {"ok","check","steps","changed","duration_ms","error"}. */
+json_t *cp_mgr_event_json(const struct cp_mgr_event *ev);
+json_t *cp_mgr_err_json(const struct cp_mgr *m);
+json_t *cp_mgr_result_json(const struct cp_mgr *m, int rc, double duration_ms);
 
 /* ---- plans: what an operation would run ---- */
 

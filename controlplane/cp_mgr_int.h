@@ -25,6 +25,10 @@ void cp_mgr_fail(struct cp_mgr *m, enum cp_mgr_err_type t, const char *what, con
  * secret: its lines never reach a diff (it holds a password or a key). */
 int cp_mgr_file(struct cp_mgr *m, const char *op, const char *path, const char *content,
 		const char *owner, unsigned mode, const char *validate, int secret);
+/* A plan with nothing to do, or check mode: its event (unchanged or
+ * planned) emitted, 1; 0 when the plan is to be applied. */
+int cp_mgr_settled(struct cp_mgr *m, const char *op, const char *step, const struct cp_plan *p,
+		   double t0);
 void cp_mgr_emit(struct cp_mgr *m, const char *op, const char *step, enum cp_mgr_status st,
 		 double t0, const char *diff);
 

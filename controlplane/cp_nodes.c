@@ -15,6 +15,8 @@
  *   GET    /api/v1/nodes/{id}/health   the health monitor: a probe on each of
  *                                      the node's warm connections, figures,
  *                                      trends; dead connections replaced
+ *   POST   /api/v1/nodes/{id}/provision make it a running relay: an
+ *                                      asynchronous job (cp_jobs.c)
  *
  * Redis: sl:node:<id> (hash: name host port user hostkey created creds) and
  * the set sl:nodes. SSH work runs on a thread of its own per request, never
@@ -23,6 +25,7 @@
  * the API nor the SSH connection. A client that goes away cancels its
  * command (the remote process is killed).
  */
+#include "cp_jobs.h"
 #include "cp_node_pools.h"
 #include "cp_server.h"
 #include "cp_ssh.h"
@@ -518,6 +521,9 @@ static void *nexec_main(void *arg)
 		run_health(x);
 	else
 		run_exec(x);
+	/* The write end is the thread's: closed after its last post, so the loop
+	 * never closes a descriptor the thread may still write to. */
+	close(x->fds[1]);
 	nexec_unref(x);
 	return NULL;
 }
@@ -557,7 +563,6 @@ static void loop_done(struct nexec *x)
 		h2o_socket_read_stop(x->sock);
 		h2o_socket_close(x->sock);
 		x->sock = NULL;
-		close(x->fds[1]);
 		x->s->inflight--;
 		nexec_unref(x);
 	}
@@ -615,15 +620,15 @@ static void on_wake(h2o_socket_t *sock, const char *err)
 	struct nexec *x = sock->data;
 
 	h2o_buffer_consume(&sock->input, sock->input->size);
+	if (err) /* the thread closed its end after its last post */
+		h2o_socket_read_stop(sock);
 	flush_out(x);
-	if (err) /* the write end is ours: only a thread that is done closes it... never */
-		loop_done(x);
-	else
-		maybe_finish(x);
+	maybe_finish(x);
 }
 
 /* The node's configuration from its record; the secrets unsealed. */
-static int node_config(struct cp_op *op, redisReply *r, struct nexec *x)
+static int node_config(struct cp_op *op, redisReply *r, struct cp_ssh_config *cfg, char *sudo_pw,
+		       size_t pw_cap)
 {
 	const uint8_t *sec = (const uint8_t *)op->s->cfg.session_secret;
 	char aad[80], *plain = malloc(CREDS_MAX + 1);
@@ -645,24 +650,24 @@ static int node_config(struct cp_op *op, redisReply *r, struct nexec *x)
 			    "changed?): register the node again");
 		return -1;
 	}
-	snprintf(x->cfg.host, sizeof(x->cfg.host), "%s", fld(r, F_HOST));
-	x->cfg.port = port;
-	snprintf(x->cfg.user, sizeof(x->cfg.user), "%s", fld(r, F_USER));
+	snprintf(cfg->host, sizeof(cfg->host), "%s", fld(r, F_HOST));
+	cfg->port = port;
+	snprintf(cfg->user, sizeof(cfg->user), "%s", fld(r, F_USER));
 	if (port == 22)
-		snprintf(x->cfg.known_host_line, sizeof(x->cfg.known_host_line), "%s %s",
+		snprintf(cfg->known_host_line, sizeof(cfg->known_host_line), "%s %s",
 			 fld(r, F_HOST), fld(r, F_HOSTKEY));
 	else
-		snprintf(x->cfg.known_host_line, sizeof(x->cfg.known_host_line), "[%s]:%d %s",
+		snprintf(cfg->known_host_line, sizeof(cfg->known_host_line), "[%s]:%d %s",
 			 fld(r, F_HOST), port, fld(r, F_HOSTKEY));
-	snprintf(x->cfg.key_data, sizeof(x->cfg.key_data), "%s",
+	snprintf(cfg->key_data, sizeof(cfg->key_data), "%s",
 		 json_string_value(json_object_get(c, "privateKey")) ?: "");
-	snprintf(x->cfg.key_passphrase, sizeof(x->cfg.key_passphrase), "%s",
+	snprintf(cfg->key_passphrase, sizeof(cfg->key_passphrase), "%s",
 		 json_string_value(json_object_get(c, "keyPassphrase")) ?: "");
-	snprintf(x->cfg.password, sizeof(x->cfg.password), "%s",
+	snprintf(cfg->password, sizeof(cfg->password), "%s",
 		 json_string_value(json_object_get(c, "password")) ?: "");
-	snprintf(x->sudo_pw, sizeof(x->sudo_pw), "%s",
+	snprintf(sudo_pw, pw_cap, "%s",
 		 json_string_value(json_object_get(c, "sudoPassword")) ?: "");
-	x->cfg.connect_timeout_ms = 10000;
+	cfg->connect_timeout_ms = 10000;
 	json_object_clear(c);
 	json_decref(c);
 	return 0;
@@ -706,7 +711,7 @@ static void on_exec_node(void *ud, redisReply *r, const char *err)
 	snprintf(x->actor, sizeof(x->actor), "%s", op->actor.key_id);
 	pthread_mutex_init(&x->mu, NULL);
 	atomic_init(&x->refs, 2);
-	if (node_config(op, r, x) < 0) {
+	if (node_config(op, r, &x->cfg, x->sudo_pw, sizeof(x->sudo_pw)) < 0) {
 		close(x->fds[0]);
 		close(x->fds[1]);
 		x->refs = 1;
@@ -804,6 +809,49 @@ static void nodes_exec(struct cp_op *op)
 	cp_rdb_cmdf(op->s->db, on_exec_node, op, "HMGET sl:node:%s " NODE_FIELDS, op->id);
 }
 
+/* ---- provisioning: the node's configuration handed to a job ---- */
+
+static void on_provision_node(void *ud, redisReply *r, const char *err)
+{
+	struct cp_op *op = ud;
+	struct cp_ssh_config *cfg;
+	char pw[128] = "";
+
+	if (got_node(op, r, err) < 0)
+		return;
+	if (!(cfg = calloc(1, sizeof(*cfg)))) {
+		cp_op_error(op, 500, "internal", "out of memory");
+		return;
+	}
+	if (node_config(op, r, cfg, pw, sizeof(pw)) == 0)
+		cp_jobs_provision(op, &(struct cp_job_node){.id = op->id,
+							    .name = fld(r, F_NAME),
+							    .cfg = cfg,
+							    .sudo_password = pw});
+	cp_ssh_config_wipe(cfg);
+	free(cfg);
+	explicit_bzero(pw, sizeof(pw));
+}
+
+static void nodes_provision(struct cp_op *op)
+{
+	json_t *o;
+
+	if (!op->req) {
+		cp_op_reply(op, 499, json_null());
+		return;
+	}
+	o = op->req->entity.len ? json_loadb(op->req->entity.base, op->req->entity.len,
+					     JSON_REJECT_DUPLICATES, NULL)
+				: json_object();
+	if (cp_jobs_check_provision(op, o) < 0) {
+		json_decref(o);
+		return;
+	}
+	op->acc = o;
+	cp_rdb_cmdf(op->s->db, on_provision_node, op, "HMGET sl:node:%s " NODE_FIELDS, op->id);
+}
+
 /* ---- routing ---- */
 
 static int id_ok(const char *id, size_t n)
@@ -839,6 +887,8 @@ int cp_api_nodes(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_
 	} else if (post && id_len - n == 9 && memcmp(slash, "/diagnose", 9) == 0) {
 		next = nodes_exec;
 		kind = NX_DIAGNOSE;
+	} else if (post && id_len - n == 10 && memcmp(slash, "/provision", 10) == 0) {
+		next = nodes_provision;
 	} else if (get && id_len - n == 7 && memcmp(slash, "/health", 7) == 0) {
 		next = nodes_exec;
 		kind = NX_HEALTH;

@@ -9,6 +9,7 @@
  *   unit       sluice-relay.service (systemd-analyze verify, daemon-reload),
  *              enabled, restarted when anything above changed, waited for
  *   answers    the relay's /health, asked on the host itself
+ *   join       its heartbeat in Redis, seen from the control plane's side
  *
  * Each step is a manager operation with its progress event; the first
  * failure stops the run with the typed error and the step that failed.
@@ -18,16 +19,21 @@
 #include "cp_security.h"
 #include "cp_service.h"
 #include "cp_ssh_int.h"
+#include "sl_redis.h"
+#include "sl_time.h"
 
 #include <errno.h>
+#include <hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#define UNIT_NAME      "sluice-relay.service"
-#define START_TIMEOUT  60000
-#define RELAY_BIN_PATH "/usr/local/bin/sluice-relay"
-#define RELAY_CONF     "/etc/sluice/relay.conf"
+#define UNIT_NAME	"sluice-relay.service"
+#define START_TIMEOUT	60000
+#define RELAY_BIN_PATH	"/usr/local/bin/sluice-relay"
+#define RELAY_CONF	"/etc/sluice/relay.conf"
+#define JOIN_TIMEOUT_MS 20000
 
 /* Debian 12's names for what sluice-relay links (ldd build/bin/sluice-relay). */
 static const char *const runtime_pkgs[] = {"liburing2",	     "libwolfssl35", "libmsgpackc2",
@@ -147,41 +153,155 @@ size_t cp_provision_ports(const struct cp_provision_spec *s, int *ports, size_t 
 	return n;
 }
 
-int cp_provision(struct cp_mgr *m, const struct cp_provision_spec *s)
+/* The relay heartbeats into sl:relays: joined once its score is recent. */
+static int joined(const char *url, const char *id, char *why, size_t cap)
 {
+	struct sl_redis_target t;
+	struct redisContext *rc;
+	uint64_t end = sl_wall_ms() + JOIN_TIMEOUT_MS;
+
+	if (sl_redis_url_parse(url, &t, why, cap) < 0 ||
+	    !(rc = sl_redis_connect(&t, 3000, why, cap)))
+		return -1;
+	while (sl_wall_ms() < end) {
+		redisReply *r = redisCommand(rc, "ZSCORE sl:relays %s", id);
+		long long at = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+
+		freeReplyObject(r);
+		if (at > (long long)sl_wall_ms() - 5000) {
+			redisFree(rc);
+			return 0;
+		}
+		usleep(250 * 1000);
+	}
+	redisFree(rc);
+	snprintf(why, cap, "no heartbeat from relay %s in sl:relays within %d s", id,
+		 JOIN_TIMEOUT_MS / 1000);
+	return -1;
+}
+
+/* What the steps share over one run. */
+struct prov {
+	struct cp_mgr *m;
+	const struct cp_provision_spec *s;
 	int ports[4];
-	size_t nports = cp_provision_ports(s, ports, 4);
+	size_t nports;
+	char conf[2048];
+	unsigned before; /* changes counted before the relay's own files */
+};
+
+static int st_packages(struct prov *p)
+{
+	return cp_setup_packages(p->m, runtime_pkgs);
+}
+
+static int st_user(struct prov *p)
+{
 	struct cp_user_spec user = {.name = "sluice", .system = 1};
+
+	return cp_setup_user(p->m, &user);
+}
+
+static int st_dirs(struct prov *p)
+{
 	struct cp_dir_spec etc = {
 		.path = "/etc/sluice", .owner = "root", .group = "sluice", .mode = 0750};
 	struct cp_dir_spec var = {
 		.path = "/var/lib/sluice", .owner = "sluice", .group = "sluice", .mode = 0750};
-	char conf[2048];
-	unsigned before;
+
+	return cp_setup_dir(p->m, &etc) < 0 || cp_setup_dir(p->m, &var) < 0 ? -1 : 0;
+}
+
+/* Locked down before the relay listens: never a window with it exposed. */
+static int st_lockdown(struct prov *p)
+{
+	int rc = cp_security_lockdown(p->m, (enum cp_lockdown)p->s->lockdown, p->ports, p->nports,
+				      p->s->ssh_extra);
+
+	p->before = p->m->changed;
+	return rc;
+}
+
+static int st_binary(struct prov *p)
+{
+	return put_binary(p->m, p->s->relay_binary);
+}
+
+static int st_config(struct prov *p)
+{
+	return cp_mgr_file(p->m, "config", RELAY_CONF, p->conf, "root:sluice", 0640, NULL, 1);
+}
+
+static int st_unit(struct prov *p)
+{
 	int unit_changed = 0;
 
-	if (cp_provision_config(s, conf, sizeof(conf)) < 0) {
+	return cp_service_unit(p->m, UNIT_NAME, UNIT, &unit_changed);
+}
+
+static int st_enable(struct prov *p)
+{
+	return cp_service_action(p->m, UNIT_NAME, "enable");
+}
+
+/* A new binary, configuration or unit takes effect by a restart; with
+ * nothing changed, start is a no-op on a running relay. */
+static int st_start(struct prov *p)
+{
+	return cp_service_action(p->m, UNIT_NAME, p->m->changed != p->before ? "restart" : "start");
+}
+
+static int st_wait(struct prov *p)
+{
+	return cp_service_wait(p->m, UNIT_NAME, START_TIMEOUT);
+}
+
+static int st_health(struct prov *p)
+{
+	return check_answers(p->m, p->s->admin);
+}
+
+/* From the control plane's side: the relay's heartbeat in Redis. */
+static int st_join(struct prov *p)
+{
+	double t0 = cp_ssh_clock_ms();
+	char why[300];
+
+	if (p->m->check || !p->s->verify_redis || !*p->s->verify_redis)
+		return 0;
+	if (joined(p->s->verify_redis, p->s->relay_id, why, sizeof(why)) < 0) {
+		cp_mgr_fail(p->m, CP_MGR_SERVICE, "sluice-relay", "join", 1, "%s", why);
+		cp_mgr_emit(p->m, "join", p->s->relay_id, CP_MGR_FAILED, t0, why);
+		return -1;
+	}
+	cp_mgr_emit(p->m, "join", p->s->relay_id, CP_MGR_UNCHANGED, t0, "");
+	return 0;
+}
+
+int cp_provision(struct cp_mgr *m, const struct cp_provision_spec *s)
+{
+	static const struct {
+		const char *name;
+		int (*run)(struct prov *p);
+	} steps[] = {{"packages", st_packages}, {"user", st_user},     {"directory", st_dirs},
+		     {"lockdown", st_lockdown}, {"binary", st_binary}, {"config", st_config},
+		     {"unit", st_unit},		{"enable", st_enable}, {"start", st_start},
+		     {"wait", st_wait},		{"health", st_health}, {"join", st_join}};
+	struct prov p = {.m = m, .s = s};
+
+	p.nports = cp_provision_ports(s, p.ports, 4);
+	if (cp_provision_config(s, p.conf, sizeof(p.conf)) < 0) {
 		cp_mgr_fail(m, CP_MGR_SETUP, "config", RELAY_CONF, 0, "configuration too long");
 		return -1;
 	}
-	if (cp_setup_packages(m, runtime_pkgs) < 0 || cp_setup_user(m, &user) < 0 ||
-	    cp_setup_dir(m, &etc) < 0 || cp_setup_dir(m, &var) < 0)
-		return -1;
-	/* Locked down before the relay listens: never a window with it exposed. */
-	if (cp_security_lockdown(m, (enum cp_lockdown)s->lockdown, ports, nports, s->ssh_extra) < 0)
-		return -1;
-	before = m->changed;
-	if (put_binary(m, s->relay_binary) < 0 ||
-	    cp_mgr_file(m, "config", RELAY_CONF, conf, "root:sluice", 0640, NULL, 1) < 0 ||
-	    cp_service_unit(m, UNIT_NAME, UNIT, &unit_changed) < 0)
-		return -1;
-	if (cp_service_action(m, UNIT_NAME, "enable") < 0)
-		return -1;
-	/* A new binary, configuration or unit takes effect by a restart; with
-	 * nothing changed, start is a no-op on a running relay. */
-	if (cp_service_action(m, UNIT_NAME, m->changed != before ? "restart" : "start") < 0)
-		return -1;
-	if (cp_service_wait(m, UNIT_NAME, START_TIMEOUT) < 0)
-		return -1;
-	return check_answers(m, s->admin);
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		if (cp_mgr_cancelled(m, steps[i].name)) {
+			cp_mgr_emit(m, steps[i].name, "cancelled", CP_MGR_FAILED, cp_ssh_clock_ms(),
+				    m->err.cause);
+			return -1;
+		}
+		if (steps[i].run(&p) < 0)
+			return -1;
+	}
+	return 0;
 }

@@ -116,6 +116,8 @@ int cp_mgr_file(struct cp_mgr *m, const char *op, const char *path, const char *
 				.timeout_ms = 120000};
 	struct cp_ssh_xfer_result xr;
 
+	if (cp_mgr_cancelled(m, op))
+		goto failed;
 	if (strlen(content) > FILE_MAX) {
 		cp_mgr_fail(m, CP_MGR_SETUP, op, path, 0, "content too large");
 		goto failed;
@@ -130,14 +132,8 @@ int cp_mgr_file(struct cp_mgr *m, const char *op, const char *path, const char *
 		p.diff_len = 0;
 		cp_plan_diff(&p, "~ file %s (content not shown: it holds secrets)", path);
 	}
-	if (p.n == 0) {
-		cp_mgr_emit(m, op, path, CP_MGR_UNCHANGED, t0, "");
+	if (cp_mgr_settled(m, op, path, &p, t0))
 		return 0;
-	}
-	if (m->check) {
-		cp_mgr_emit(m, op, path, CP_MGR_PLANNED, t0, p.diff);
-		return 0;
-	}
 	/* Root puts files in place itself (x.sudo 0); a login user stages them
 	 * and sudo installs them (m->sudo). */
 	if (cp_ssh_put_mem(m->pool, content, strlen(content), path, &x, &xr) < 0) {

@@ -15,15 +15,12 @@
 #include "cp_provision.h"
 #include "cp_security.h"
 #include "cp_ssh_diag.h"
-#include "sl_redis.h"
-#include "sl_time.h"
 #include "cp_ssh_int.h"
 #include "sl_cli.h"
 #include "sl_log.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <hiredis.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -605,42 +602,13 @@ static int do_health(const struct sl_config *cfg, struct cp_ssh_pool *pool)
 
 static void print_event(void *arg, const struct cp_mgr_event *ev)
 {
-	json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:f,s:s}", "operation", ev->operation, "step",
-			      ev->step, "status", cp_mgr_status_name(ev->status), "changed",
-			      ev->status == CP_MGR_CHANGED || ev->status == CP_MGR_PLANNED,
-			      "duration_ms", ev->duration_ms, "diff", ev->diff);
+	json_t *o = cp_mgr_event_json(ev);
 
 	(void)arg;
 	json_dumpf(o, stdout, JSON_COMPACT);
 	printf("\n");
 	fflush(stdout);
 	json_decref(o);
-}
-
-/* The relay heartbeats into sl:relays: joined once its score is recent. */
-static int joined(const char *url, const char *id, char *why, size_t cap)
-{
-	struct sl_redis_target t;
-	struct redisContext *rc;
-	uint64_t end = sl_wall_ms() + 20000;
-
-	if (sl_redis_url_parse(url, &t, why, cap) < 0 ||
-	    !(rc = sl_redis_connect(&t, 3000, why, cap)))
-		return -1;
-	while (sl_wall_ms() < end) {
-		redisReply *r = redisCommand(rc, "ZSCORE sl:relays %s", id);
-		long long at = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
-
-		freeReplyObject(r);
-		if (at > (long long)sl_wall_ms() - 5000) {
-			redisFree(rc);
-			return 0;
-		}
-		usleep(250 * 1000);
-	}
-	redisFree(rc);
-	snprintf(why, cap, "no heartbeat from relay %s in sl:relays within 20 s", id);
-	return -1;
 }
 
 /* "a\\nb" (as a flag carries it) into "a\nb\n". */
@@ -661,20 +629,9 @@ static void unescape_lines(const char *in, char *out, size_t cap)
 	out[o] = '\0';
 }
 
-static json_t *mgr_err_json(const struct cp_mgr *m)
-{
-	return json_pack("{s:s,s:s,s:s,s:s,s:b,s:b,s:s}", "type", cp_mgr_err_type_name(m->err.type),
-			 "what", m->err.what, "step", m->err.step, "cause", m->err.cause,
-			 "retryable", m->err.retryable, "critical", m->err.critical, "state",
-			 m->err.state);
-}
-
 static void print_summary(const struct cp_mgr *m, int rc, double t0)
 {
-	json_t *o =
-		json_pack("{s:b,s:b,s:i,s:i,s:f,s:o}", "ok", rc == 0, "check", m->check, "steps",
-			  (int)m->steps, "changed", (int)m->changed, "duration_ms",
-			  cp_ssh_clock_ms() - t0, "error", rc == 0 ? json_null() : mgr_err_json(m));
+	json_t *o = cp_mgr_result_json(m, rc, cp_ssh_clock_ms() - t0);
 
 	json_dumpf(o, stdout, JSON_COMPACT);
 	printf("\n");
@@ -743,8 +700,8 @@ static int do_provision(const struct sl_config *cfg, struct cp_ssh_pool *pool,
 				      .admin = sl_config_str(cfg, "relay-admin"),
 				      .domain = sl_config_str(cfg, "relay-domain"),
 				      .lockdown = cp_lockdown_parse(sl_config_str(cfg, "lockdown")),
-				      .ssh_extra = ssh_extra};
-	json_t *o, *err = json_null();
+				      .ssh_extra = ssh_extra,
+				      .verify_redis = sl_config_str(cfg, "verify-redis")};
 	double t0 = cp_ssh_clock_ms();
 	int rc;
 
@@ -760,34 +717,7 @@ static int do_provision(const struct sl_config *cfg, struct cp_ssh_pool *pool,
 	m.sudo = strcmp(c->user, "root") != 0;
 	m.sudo_password = sudo_pw[0] ? sudo_pw : NULL;
 	rc = cp_provision(&m, &s);
-	if (rc == 0 && !m.check && *sl_config_str(cfg, "verify-redis")) {
-		char why[300];
-
-		rc = joined(sl_config_str(cfg, "verify-redis"), s.relay_id, why, sizeof(why));
-		if (rc < 0) {
-			m.err.type = CP_MGR_SERVICE;
-			snprintf(m.err.what, sizeof(m.err.what), "sluice-relay");
-			snprintf(m.err.step, sizeof(m.err.step), "join");
-			snprintf(m.err.cause, sizeof(m.err.cause), "%s", why);
-		}
-		m.on_event(NULL,
-			   &(struct cp_mgr_event){.operation = "join",
-						  .step = s.relay_id,
-						  .status = rc ? CP_MGR_FAILED : CP_MGR_UNCHANGED,
-						  .duration_ms = cp_ssh_clock_ms() - t0,
-						  .diff = rc ? m.err.cause : ""});
-	}
-	if (rc < 0)
-		err = json_pack("{s:s,s:s,s:s,s:s,s:b,s:b,s:s}", "type",
-				cp_mgr_err_type_name(m.err.type), "what", m.err.what, "step",
-				m.err.step, "cause", m.err.cause, "retryable", m.err.retryable,
-				"critical", m.err.critical, "state", m.err.state);
-	o = json_pack("{s:b,s:b,s:i,s:i,s:f,s:o}", "ok", rc == 0, "check", m.check, "steps",
-		      (int)m.steps, "changed", (int)m.changed, "duration_ms",
-		      cp_ssh_clock_ms() - t0, "error", err);
-	json_dumpf(o, stdout, JSON_COMPACT);
-	printf("\n");
-	json_decref(o);
+	print_summary(&m, rc, t0);
 	explicit_bzero(sudo_pw, sizeof(sudo_pw));
 	return rc == 0 ? SL_EXIT_OK : SL_EXIT_FAIL;
 }

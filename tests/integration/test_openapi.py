@@ -39,9 +39,11 @@ def check(spec, path, method, status, hdrs, body):
         jsonschema.Draft202012Validator(schema, resolver=resolver).validate(body)
 
 
-def raw_get(control, path):
+def raw_get(control, path, key=None):
     import urllib.request
-    with urllib.request.urlopen(control.url + path, timeout=5) as r:
+    req = urllib.request.Request(control.url + path,
+                                 headers={"Authorization": "Bearer " + key} if key else {})
+    with urllib.request.urlopen(req, timeout=30) as r:
         return r.status, r.headers, r.read().decode()
 
 
@@ -207,6 +209,36 @@ def test_every_route_answers_as_documented(binary, tmp_path, spec):
         assert call("get", hl, none + "/health")[0] == 404
         assert call("get", hl, nodep + "/health", key=tk)[0] == 403
         assert call("get", hl, nodep + "/health", key=None)[0] == 401
+        pv = nodes + "/{id}/provision"
+        status, job = call("post", pv, nodep + "/provision", body={"check": True})
+        assert status == 202 and job["status"] == "running"
+        assert call("post", pv, nodep + "/provision", body={"check": True})[0] == 409
+        assert call("post", pv, nodep + "/provision", body={"lockdown": "x"})[0] == 400
+        assert call("post", pv, none + "/provision", body={})[0] == 404
+        assert call("post", pv, nodep + "/provision", body={}, key=tk)[0] == 403
+        assert call("post", pv, nodep + "/provision", body={}, key=None)[0] == 401
+        jb, jbp = "/api/v1/jobs/{id}", "/api/v1/jobs/" + job["id"]
+        harness.wait_for(lambda: control.api("GET", jbp)[2]["status"] != "running", timeout=60,
+                         what="the job's end")
+        status, got = call("get", jb, jbp)
+        assert status == 200 and got["status"] == "failed"
+        assert got["result"]["error"]["type"] == "SetupError" and got["events"]
+        assert call("get", jb, "/api/v1/jobs/jb_nosuchjob")[0] == 404
+        assert call("get", jb, jbp, key=tk)[0] == 403
+        assert call("get", jb, jbp, key=None)[0] == 401
+        assert call("delete", jb, jbp)[0] == 409
+        assert call("delete", jb, "/api/v1/jobs/jb_nosuchjob")[0] == 404
+        assert call("delete", jb, jbp, key=tk)[0] == 403
+        assert call("delete", jb, jbp, key=None)[0] == 401
+        ev = "/api/v1/jobs/{id}/events"
+        status, hdrs, text = raw_get(control, jbp + "/events", key=harness.ADMIN_KEY)
+        check(spec, ev, "get", status, hdrs, text)
+        assert text.count("event: step\n") == len(got["events"]) and "event: done\n" in text
+        seen.add((ev, "get"))
+        for key, code in ((harness.ADMIN_KEY, 404), (tk, 403), (None, 401)):
+            status, _ = call("get", ev, "/api/v1/jobs/jb_nosuchjob/events" if code == 404
+                                   else jbp + "/events", key=key)
+            assert status == code
         assert call("delete", nodes + "/{id}", nodep)[0] == 200
         assert call("delete", nodes + "/{id}", nodep)[0] == 404
         assert call("delete", nodes + "/{id}", nodep, key=None)[0] == 401
