@@ -18,6 +18,8 @@ static const char FACTS_SH[] =
 	"| tr '\\n' ';')\"\n"
 	"echo \"ufw: $(ufw status 2>/dev/null | head -1)\"\n"
 	"echo \"iptables_policy: $(iptables -S INPUT 2>/dev/null | head -1)\"\n"
+	"echo \"iptables_sluice: $(iptables -C INPUT -j SLUICE-IN 2>/dev/null && iptables -S "
+	"SLUICE-IN 2>/dev/null | tail -1)\"\n"
 	"echo \"fail2ban: $(systemctl is-active fail2ban 2>/dev/null)\"\n"
 	"echo \"f2b_sshd: $(fail2ban-client status sshd >/dev/null 2>&1 && echo on)\"\n"
 	"echo \"upgrades: $(apt-config dump 2>/dev/null | grep -c "
@@ -123,7 +125,9 @@ json_t *cp_security_audit(struct cp_mgr *m, const int *ports, size_t nports)
 	snprintf(d, sizeof(d), "firewall: %s", *fact(r.out, "ufw", v, sizeof(v)) ? v : "no ufw");
 	add(c, "firewall",
 	    strstr(v, "Status: active") != NULL ||
-		    strstr(fact(r.out, "iptables_policy", v, sizeof(v)), "-P INPUT DROP"),
+		    strstr(fact(r.out, "iptables_policy", v, sizeof(v)), "-P INPUT DROP") ||
+		    strcmp(fact(r.out, "iptables_sluice", v, sizeof(v)), "-A SLUICE-IN -j DROP") ==
+			    0,
 	    3, d, "enable a firewall that allows only SSH and the relay's ports: node lockdown");
 	add(c, "fail2ban",
 	    strcmp(fact(r.out, "fail2ban", v, sizeof(v)), "active") == 0 &&

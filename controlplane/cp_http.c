@@ -244,6 +244,15 @@ void cp_op_error(struct cp_op *op, int status, const char *code, const char *fmt
 	op_free(op);
 }
 
+int cp_op_field(struct cp_op *op, const char *const *fields, size_t n, const char *key)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(key, fields[i]) == 0)
+			return (int)i;
+	cp_op_error(op, 400, "unknown_field", "unknown field \"%.64s\"", key);
+	return -1;
+}
+
 void cp_op_redis_error(struct cp_op *op, redisReply *r, const char *err)
 {
 	if (err != NULL)

@@ -701,8 +701,9 @@ int cp_api_jobs(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_l
 
 /* ---- starting a provision ---- */
 
-static const char *const provision_fields[] = {"check", "lockdown", "relayId",	"http",	   "agents",
-					       "admin", "domain",   "redisUrl", "sshExtra"};
+static const char *const provision_fields[] = {"check",	   "lockdown", "relayId", "http",
+					       "agents",   "admin",    "domain",  "redisUrl",
+					       "sshExtra", "firewall"};
 
 /* Text that goes into the relay's configuration: no quotes, no control
  * characters, no spaces. */
@@ -738,15 +739,11 @@ int cp_jobs_check_provision(struct cp_op *op, json_t *o)
 	}
 	json_object_foreach(o, k, val)
 	{
-		size_t i = 0;
+		int i = cp_op_field(op, provision_fields,
+				    sizeof(provision_fields) / sizeof(provision_fields[0]), k);
 
-		while (i < sizeof(provision_fields) / sizeof(provision_fields[0]) &&
-		       strcmp(k, provision_fields[i]) != 0)
-			i++;
-		if (i == sizeof(provision_fields) / sizeof(provision_fields[0])) {
-			cp_op_error(op, 400, "unknown_field", "unknown field \"%.60s\"", k);
+		if (i < 0)
 			return -1;
-		}
 		if (i == 0 ? !json_is_boolean(val) : !json_is_string(val)) {
 			cp_op_error(op, 400, "invalid_type", "%s: %s", k,
 				    i == 0 ? "true or false" : "a string");
@@ -761,6 +758,10 @@ int cp_jobs_check_provision(struct cp_op *op, json_t *o)
 	if ((v = json_string_value(json_object_get(o, "lockdown"))) && cp_lockdown_parse(v) < 0) {
 		cp_op_error(op, 400, "invalid_lockdown",
 			    "lockdown: none, basic, standard or strict");
+		return -1;
+	}
+	if ((v = json_string_value(json_object_get(o, "firewall"))) && cp_firewall_parse(v) < 0) {
+		cp_op_error(op, 400, "invalid_firewall", "firewall: auto, ufw or iptables");
 		return -1;
 	}
 	if (((v = json_string_value(json_object_get(o, "relayId"))) && !conf_value_ok(v, 64)) ||
@@ -830,6 +831,8 @@ static struct cp_job *job_new(struct cp_op *op, const struct cp_job_node *node)
 		.domain = keep(j, 6, b, "domain", "localhost"),
 		.lockdown = cp_lockdown_parse(json_string_value(json_object_get(b, "lockdown"))
 						      ?: "standard"),
+		.firewall = cp_firewall_parse(json_string_value(json_object_get(b, "firewall"))
+						      ?: "auto"),
 		.ssh_extra = j->ssh_extra,
 		.verify_redis = keep(j, 7, NULL, NULL, c->redis_url)};
 	j->check = json_is_true(json_object_get(b, "check"));
@@ -966,7 +969,8 @@ void cp_jobs_shutdown(struct cp_server *s)
 		j->ended = 1;
 		j->finished_ms = sl_wall_ms();
 		pthread_mutex_unlock(&j->mu);
-		h2o_timeout_unlink(&j->refresh);
+		if (h2o_timeout_is_linked(&j->refresh))
+			h2o_timeout_unlink(&j->refresh);
 		h2o_socket_read_stop(j->sock);
 		h2o_socket_close(j->sock);
 		j->sock = NULL;

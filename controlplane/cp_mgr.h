@@ -66,6 +66,10 @@ struct cp_mgr {
 	 * only: a step under way finishes (apt or an sshd reload cut in the
 	 * middle would leave the host worse than either state). */
 	const volatile int *cancel;
+	/* Where this session comes from, as the host sees it: asked once
+	 * (cp_security_ssh_origin); ssh_port 0 until then. */
+	int ssh_port;
+	char ssh_client[64];
 };
 
 /* The run was asked to stop: fails it (SetupError, step "cancelled") and

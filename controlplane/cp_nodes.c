@@ -116,15 +116,9 @@ static int parse_create(struct cp_op *op, json_t *o, char **creds)
 
 	json_object_foreach(o, key, v)
 	{
-		size_t i = 0;
-
-		while (i < sizeof(create_fields) / sizeof(create_fields[0]) &&
-		       strcmp(key, create_fields[i]) != 0)
-			i++;
-		if (i == sizeof(create_fields) / sizeof(create_fields[0])) {
-			cp_op_error(op, 400, "unknown_field", "unknown field \"%.64s\"", key);
+		if (cp_op_field(op, create_fields, sizeof(create_fields) / sizeof(create_fields[0]),
+				key) < 0)
 			return -1;
-		}
 		if (strcmp(key, "port") == 0 ? !json_is_integer(v) : !json_is_string(v)) {
 			cp_op_error(op, 400, "invalid_type", "%s must be a %s", key,
 				    strcmp(key, "port") == 0 ? "number" : "string");

@@ -109,8 +109,8 @@ static int put_binary(struct cp_mgr *m, const char *local)
 
 /* The relay's admin /health, from the host itself (bash's /dev/tcp: a
  * fresh host may have no curl). dd sends the request in one write: bash's
- * printf writes line by line, and the relay's admin port reads a request
- * from a single read. */
+ * printf writes line by line, and relays before this one read an admin
+ * request from a single read (a host may still run one). */
 static int check_answers(struct cp_mgr *m, const char *admin)
 {
 	static const char HEALTH_SH[] =
@@ -215,8 +215,12 @@ static int st_dirs(struct prov *p)
 /* Locked down before the relay listens: never a window with it exposed. */
 static int st_lockdown(struct prov *p)
 {
-	int rc = cp_security_lockdown(p->m, (enum cp_lockdown)p->s->lockdown, p->ports, p->nports,
-				      p->s->ssh_extra);
+	struct cp_lockdown_spec l = {.level = (enum cp_lockdown)p->s->lockdown,
+				     .ports = p->ports,
+				     .nports = p->nports,
+				     .ssh_extra = p->s->ssh_extra,
+				     .firewall = (enum cp_firewall)p->s->firewall};
+	int rc = cp_security_lockdown(p->m, &l);
 
 	p->before = p->m->changed;
 	return rc;

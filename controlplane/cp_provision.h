@@ -15,6 +15,7 @@ struct cp_provision_spec {
 	const char *http, *agents, *admin; /* listen addresses on the host */
 	const char *domain;
 	int lockdown;		  /* enum cp_lockdown: hardening applied before the relay */
+	int firewall;		  /* enum cp_firewall: its backend */
 	const char *ssh_extra;	  /* more sshd lines for the hardening drop-in, or NULL */
 	const char *verify_redis; /* Redis as the control plane sees it, to see the
 				     relay join; NULL or "": not checked */

@@ -3,7 +3,8 @@
  * drop-in (checked with sshd -t, refused when its algorithm lists leave
  * nothing our libssh2 speaks, applied by reload, proven by a fresh
  * connection, rolled back by itself when that connection fails), a firewall
- * (ufw) that always keeps the SSH port in use open, fail2ban's sshd jail on
+ * (ufw, or iptables where ufw is absent) that always keeps the SSH port in
+ * use open, fail2ban's sshd jail on
  * the systemd backend, unattended security upgrades, all of it at a level
  * (cp_security_lockdown), and an audit that scores the host.
  */
@@ -23,6 +24,9 @@
 #define F2B_JAIL    "/etc/fail2ban/jail.d/sluice.conf"
 #define AUTO_UPG    "/etc/apt/apt.conf.d/20auto-upgrades"
 #define FRESH_TRIES 10 /* seconds for sshd to listen again after a reload */
+#define FW_SCRIPT   "/usr/local/sbin/sluice-firewall"
+#define FW_UNIT	    "sluice-firewall.service"
+#define FW_CHAIN    "SLUICE-IN"
 
 /* dev-sec / CIS settings. The algorithm lists keep aes-ctr, hmac-sha2 and
  * curve25519 / ecdh: what libssh2 1.10 (this control plane) speaks. */
@@ -105,8 +109,11 @@ static int fresh_connection(struct cp_mgr *m, char *why, size_t cap)
 	struct cp_ssh_err err = {0};
 	int rc = -EIO;
 
+	struct cp_ssh_config c = *cp_ssh_pool_config(m->pool);
+
+	c.connect_attempts = 1; /* this loop is the only retry: FRESH_TRIES in all */
 	for (int i = 0; i < FRESH_TRIES; i++) {
-		struct cp_ssh_pool *p = cp_ssh_pool_new(cp_ssh_pool_config(m->pool), NULL, -1);
+		struct cp_ssh_pool *p = cp_ssh_pool_new(&c, NULL, -1);
 
 		rc = p ? cp_ssh_pool_connect(p, &err) : -ENOMEM;
 		cp_ssh_pool_free(p);
@@ -116,6 +123,7 @@ static int fresh_connection(struct cp_mgr *m, char *why, size_t cap)
 	}
 	if (rc < 0)
 		snprintf(why, cap, "%s", err.msg[0] ? err.msg : "out of memory");
+	cp_ssh_config_wipe(&c);
 	return rc;
 }
 
@@ -280,14 +288,18 @@ int cp_security_ssh_origin(struct cp_mgr *m, char *client, size_t cap)
 	unsigned a, b, port = 0;
 	char ip1[64] = "", ip2[64];
 
-	/* Not through sudo: sudo drops SSH_CONNECTION. */
-	if (cp_ssh_run(m->pool, &cmd, &r) == 0 && r.out)
-		if (sscanf(r.out, "%63s %u %63s %u", ip1, &a, ip2, &b) == 4)
-			port = b;
-	cp_ssh_result_free(&r);
+	if (!m->ssh_port) {
+		/* Not through sudo: sudo drops SSH_CONNECTION. */
+		if (cp_ssh_run(m->pool, &cmd, &r) == 0 && r.out)
+			if (sscanf(r.out, "%63s %u %63s %u", ip1, &a, ip2, &b) == 4)
+				port = b;
+		cp_ssh_result_free(&r);
+		m->ssh_port = port ? (int)port : 22;
+		snprintf(m->ssh_client, sizeof(m->ssh_client), "%s", port ? ip1 : "");
+	}
 	if (client)
-		snprintf(client, cap, "%s", port ? ip1 : "");
-	return port ? (int)port : 22;
+		snprintf(client, cap, "%s", m->ssh_client);
+	return m->ssh_port;
 }
 
 int cp_security_ssh_port(struct cp_mgr *m)
@@ -295,25 +307,259 @@ int cp_security_ssh_port(struct cp_mgr *m)
 	return cp_security_ssh_origin(m, NULL, 0);
 }
 
-int cp_security_firewall(struct cp_mgr *m, const int *ports, size_t nports)
+int cp_firewall_parse(const char *s)
+{
+	static const char *const n[] = {"auto", "ufw", "iptables"};
+
+	for (int i = 0; i < 3; i++)
+		if (s && strcmp(s, n[i]) == 0)
+			return i;
+	return -EINVAL;
+}
+
+const char *cp_firewall_name(enum cp_firewall f)
+{
+	return f == CP_FW_UFW ? "ufw" : f == CP_FW_IPTABLES ? "iptables" : "auto";
+}
+
+enum cp_firewall cp_firewall_choose(enum cp_firewall want, int has_ufw, int has_iptables)
+{
+	if (want != CP_FW_AUTO)
+		return want;
+	return !has_ufw && has_iptables ? CP_FW_IPTABLES : CP_FW_UFW;
+}
+
+/* The relay's ports without the SSH port and without repeats. */
+static size_t other_ports(int ssh_port, const int *ports, size_t n, int *out)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int dup = ports[i] == ssh_port;
+
+		for (size_t j = 0; j < k; j++)
+			dup |= out[j] == ports[i];
+		if (!dup && k < 16)
+			out[k++] = ports[i];
+	}
+	return k;
+}
+
+int cp_iptables_script(int ssh_port, const int *ports, size_t nports, char *out, size_t cap)
+{
+	int o[16];
+	size_t k = other_ports(ssh_port, ports, nports, o), len;
+	char list[128];
+	int n;
+
+	len = (size_t)snprintf(list, sizeof(list), "%d", ssh_port);
+	for (size_t i = 0; i < k && len < sizeof(list); i++)
+		len += (size_t)snprintf(list + len, sizeof(list) - len, " %d", o[i]);
+	n = snprintf(
+		out, cap,
+		"#!/bin/sh\n"
+		"# sluice: the firewall where ufw is absent. Written by sluice-control\n"
+		"# (changes are overwritten); run at boot by " FW_UNIT ".\n"
+		"# SSH and the relay's ports are accepted before anything is dropped,\n"
+		"# in one iptables-restore transaction: the SSH port in use never closes.\n"
+		"set -e\n"
+		"PATH=/usr/sbin:/usr/bin:/sbin:/bin\n"
+		"rules() {\n"
+		"\techo '*filter'\n"
+		"\techo ':" FW_CHAIN " - [0:0]'\n"
+		"\techo '-A " FW_CHAIN " -i lo -j ACCEPT'\n"
+		"\techo '-A " FW_CHAIN " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT'\n"
+		"\techo \"-A " FW_CHAIN " -p $1 -j ACCEPT\"\n"
+		"\tfor p in %s; do\n"
+		"\t\techo \"-A " FW_CHAIN " -p tcp -m tcp --dport $p -j ACCEPT\"\n"
+		"\tdone\n"
+		"\techo '-A " FW_CHAIN " -j DROP'\n"
+		"\techo COMMIT\n"
+		"}\n"
+		"apply() {\n"
+		"\trules \"$2\" | \"$1-restore\" --noflush\n"
+		"\t\"$1\" -C INPUT -j " FW_CHAIN " 2>/dev/null || \"$1\" -I INPUT 1 -j " FW_CHAIN
+		"\n"
+		"}\n"
+		"apply iptables icmp\n"
+		"if command -v ip6tables >/dev/null 2>&1; then apply ip6tables ipv6-icmp; fi\n",
+		list);
+	return n > 0 && (size_t)n < cap ? n : -ENOSPC;
+}
+
+/* One line of `iptables -S` output, whole. */
+static int has_rule(const char *chain, const char *rule)
+{
+	size_t n = strlen(rule);
+
+	for (const char *l = chain; l && *l;) {
+		const char *nl = strchr(l, '\n');
+		size_t len = nl ? (size_t)(nl - l) : strlen(l);
+
+		if (len == n && memcmp(l, rule, n) == 0)
+			return 1;
+		l = nl ? nl + 1 : NULL;
+	}
+	return 0;
+}
+
+int cp_iptables_plan(const char *chain, int jumped, int ssh_port, const int *ports, size_t nports,
+		     struct cp_plan *p)
+{
+	int o[16];
+	size_t k = other_ports(ssh_port, ports, nports, o), rules = 0;
+	const char *last = NULL;
+	char rule[96];
+	int ok = chain != NULL && jumped;
+
+	cp_plan_init(p);
+	for (const char *l = chain; l && *l;) { /* the -A lines, and the last */
+		if (strncmp(l, "-A ", 3) == 0) {
+			rules++;
+			last = l;
+		}
+		l = strchr(l, '\n');
+		l = l ? l + 1 : NULL;
+	}
+	ok = ok && has_rule(chain, "-A " FW_CHAIN " -i lo -j ACCEPT") &&
+	     has_rule(chain,
+		      "-A " FW_CHAIN " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT");
+	snprintf(rule, sizeof(rule), "-A " FW_CHAIN " -p tcp -m tcp --dport %d -j ACCEPT",
+		 ssh_port);
+	ok = ok && has_rule(chain, rule);
+	for (size_t i = 0; ok && i < k; i++) {
+		snprintf(rule, sizeof(rule), "-A " FW_CHAIN " -p tcp -m tcp --dport %d -j ACCEPT",
+			 o[i]);
+		ok = has_rule(chain, rule);
+	}
+	/* lo, established, icmp, SSH, the ports, drop: no more, drop last. */
+	ok = ok && rules == 5 + k && last &&
+	     strncmp(last, "-A " FW_CHAIN " -j DROP", strlen("-A " FW_CHAIN " -j DROP")) == 0;
+	if (ok)
+		return 0;
+	cp_plan_cmd(p, FW_SCRIPT, (const char *)NULL);
+	cp_plan_diff(p, "%s firewall (iptables, chain " FW_CHAIN "): allows SSH %d/tcp",
+		     chain ? "~" : "+", ssh_port);
+	for (size_t i = 0; i < k; i++)
+		cp_plan_diff(p, "  allows %d/tcp", o[i]);
+	cp_plan_diff(p, "  drops the rest of incoming%s",
+		     jumped ? "" : " (INPUT jumps to it first)");
+	return 0;
+}
+
+static int plan_ipt(struct cp_mgr *m, const void *spec, struct cp_plan *p)
+{
+	static const char FACTS[] = "iptables -C INPUT -j " FW_CHAIN " 2>/dev/null && echo jumped; "
+				    "iptables -S " FW_CHAIN " 2>/dev/null; true";
+	const struct fw_spec *f = spec;
+	struct cp_ssh_result r;
+	const char *chain;
+
+	if (cp_mgr_sh(m, FACTS, NULL, &r) < 0 || r.exit_code != 0) {
+		cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "iptables", r.error.retryable,
+			    "cannot read the rules: %.300s",
+			    r.error.msg[0] ? r.error.msg
+			    : r.err	   ? r.err
+					   : "");
+		cp_ssh_result_free(&r);
+		return -1;
+	}
+	chain = r.out && strstr(r.out, "-N " FW_CHAIN) ? strstr(r.out, "-N " FW_CHAIN) : NULL;
+	cp_iptables_plan(chain, r.out && strncmp(r.out, "jumped\n", 7) == 0, f->ssh_port, f->ports,
+			 f->nports, p);
+	cp_ssh_result_free(&r);
+	return 0;
+}
+
+static const char FW_UNIT_TEXT[] = "[Unit]\n"
+				   "Description=sluice firewall (iptables: the host has no ufw)\n"
+				   "DefaultDependencies=no\n"
+				   "Before=network-pre.target\n"
+				   "Wants=network-pre.target\n"
+				   "\n"
+				   "[Service]\n"
+				   "Type=oneshot\n"
+				   "RemainAfterExit=yes\n"
+				   "ExecStart=" FW_SCRIPT "\n"
+				   "\n"
+				   "[Install]\n"
+				   "WantedBy=multi-user.target\n";
+
+/* A firewall just changed is proven by a fresh connection; failing, the
+ * command off undoes it and the run stops (undone says how). */
+static int proven_or_undone(struct cp_mgr *m, const char *const *off, const char *undone)
+{
+	char why[400];
+
+	if (m->check || fresh_connection(m, why, sizeof(why)) == 0)
+		return 0;
+	run_ok(m, off, why, sizeof(why));
+	cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "fresh connection", 0,
+		    "with the firewall on a new connection failed: %s", undone);
+	return -1;
+}
+
+/* The firewall is a manager step like any other; its proof is a fresh
+ * connection, and its rollback takes INPUT's jump away. */
+static int firewall_iptables(struct cp_mgr *m, int ssh_port, const int *ports, size_t nports)
+{
+	static const char *const off[] = {"sh", "-c",
+					  "iptables -D INPUT -j " FW_CHAIN
+					  "; ip6tables -D INPUT -j " FW_CHAIN " 2>/dev/null; "
+					  "systemctl disable " FW_UNIT " 2>/dev/null; true",
+					  NULL};
+	static const char *const pkgs[] = {"iptables", NULL}; /* asked for by name: maybe absent */
+	struct fw_spec f = {.ssh_port = ssh_port, .ports = ports, .nports = nports};
+	char script[2048];
+	int unit_changed = 0;
+
+	if (cp_iptables_script(ssh_port, ports, nports, script, sizeof(script)) < 0) {
+		cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "iptables", 0, "too many ports");
+		return -1;
+	}
+	if (cp_setup_packages(m, pkgs) < 0 ||
+	    cp_mgr_file(m, "firewall", FW_SCRIPT, script, "root:root", 0755, NULL, 0) < 0 ||
+	    cp_service_unit(m, FW_UNIT, FW_UNIT_TEXT, &unit_changed) < 0 ||
+	    cp_service_action(m, FW_UNIT, "enable") < 0 ||
+	    cp_mgr_apply(m, CP_MGR_SECURITY, "firewall", "iptables", plan_ipt, &f) < 0)
+		return -1;
+	return proven_or_undone(m, off, "INPUT no longer jumps to " FW_CHAIN);
+}
+
+static int firewall_ufw(struct cp_mgr *m, int ssh_port, const int *ports, size_t nports)
 {
 	static const char *const pkgs[] = {"ufw", NULL};
-	struct fw_spec f = {.ssh_port = cp_security_ssh_port(m), .ports = ports, .nports = nports};
-	char why[400];
+	static const char *const off[] = {"ufw", "disable", NULL};
+	struct fw_spec f = {.ssh_port = ssh_port, .ports = ports, .nports = nports};
 
 	if (cp_setup_packages(m, pkgs) < 0)
 		return -1;
 	if (cp_mgr_apply(m, CP_MGR_SECURITY, "firewall", "ufw", plan_fw, &f) < 0)
 		return -1;
-	if (!m->check && fresh_connection(m, why, sizeof(why)) < 0) {
-		static const char *const off[] = {"ufw", "disable", NULL};
+	return proven_or_undone(m, off, "it was disabled again");
+}
 
-		run_ok(m, off, why, sizeof(why));
-		cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "fresh connection", 0,
-			    "with the firewall on a new connection failed: it was disabled again");
-		return -1;
+int cp_security_firewall(struct cp_mgr *m, enum cp_firewall fw, const int *ports, size_t nports)
+{
+	static const char HAS[] = "[ -x /usr/sbin/ufw ] && echo ufw; "
+				  "[ -x /usr/sbin/iptables ] && echo iptables; true";
+	int ssh_port = cp_security_ssh_port(m);
+
+	if (fw == CP_FW_AUTO) {
+		struct cp_ssh_result r;
+
+		if (cp_mgr_sh(m, HAS, NULL, &r) < 0) {
+			cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "facts", r.error.retryable,
+				    "%s", r.error.msg);
+			cp_ssh_result_free(&r);
+			return -1;
+		}
+		fw = cp_firewall_choose(fw, r.out && strstr(r.out, "ufw\n"),
+					r.out && strstr(r.out, "iptables\n"));
+		cp_ssh_result_free(&r);
 	}
-	return 0;
+	return fw == CP_FW_IPTABLES ? firewall_iptables(m, ssh_port, ports, nports)
+				    : firewall_ufw(m, ssh_port, ports, nports);
 }
 
 /* ---- fail2ban, updates ---- */
@@ -358,14 +604,14 @@ int cp_security_updates(struct cp_mgr *m)
 	return cp_mgr_file(m, "updates", AUTO_UPG, conf, "root:root", 0644, NULL, 0);
 }
 
-int cp_security_lockdown(struct cp_mgr *m, enum cp_lockdown level, const int *ports, size_t nports,
-			 const char *ssh_extra)
+int cp_security_lockdown(struct cp_mgr *m, const struct cp_lockdown_spec *l)
 {
-	if (level == CP_LOCKDOWN_NONE)
+	if (l->level == CP_LOCKDOWN_NONE)
 		return 0;
-	if (cp_security_ssh(m, level, ssh_extra) < 0 || cp_security_firewall(m, ports, nports) < 0)
+	if (cp_security_ssh(m, l->level, l->ssh_extra) < 0 ||
+	    cp_security_firewall(m, l->firewall, l->ports, l->nports) < 0)
 		return -1;
-	if (level >= CP_LOCKDOWN_STANDARD &&
+	if (l->level >= CP_LOCKDOWN_STANDARD &&
 	    (cp_security_fail2ban(m) < 0 || cp_security_updates(m) < 0))
 		return -1;
 	return 0;

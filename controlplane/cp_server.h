@@ -117,6 +117,10 @@ void cp_op_redis_error(struct cp_op *op, struct redisReply *r, const char *err);
 void cp_op_step_failed(struct cp_op *op, struct redisReply *r, const char *err);
 void cp_op_step_error(struct cp_op *op, const char *store);
 
+/* key's index in fields (a body's allowed keys), or -1 with a 400
+ * unknown_field answered (op freed). */
+int cp_op_field(struct cp_op *op, const char *const *fields, size_t n, const char *key);
+
 /* The client connection's fd behind req, or -1: to watch for a client that
  * hangs up while a streamed answer waits for output. */
 int cp_client_fd(struct cp_server *s, h2o_req_t *req);

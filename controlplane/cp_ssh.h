@@ -212,6 +212,10 @@ struct cp_ssh_xfer {
 	volatile int *cancel;
 	int timeout_ms; /* 0: none */
 	int dry_run;	/* uploads: only say whether it would change (check mode) */
+	/* uploads: the local file's SHA-256 (hex) when the caller has it and
+	 * knows the target differs (sync): neither is worked out again. The
+	 * host still checks what arrived against it. */
+	const char *sha256;
 };
 struct cp_ssh_xfer_result {
 	uint64_t bytes;

@@ -199,6 +199,11 @@ static const struct sl_opt ssh_opts[] = {
 	 .def = "standard",
 	 .choices = "none|basic|standard|strict",
 	 .help = "provision, lockdown: hardening level"},
+	{.name = "firewall",
+	 .type = SL_OPT_ENUM,
+	 .def = "auto",
+	 .choices = "auto|ufw|iptables",
+	 .help = "provision, lockdown: the firewall (auto: ufw, or iptables where ufw is absent)"},
 	{.name = "ssh-extra",
 	 .type = SL_OPT_STR,
 	 .def = "",
@@ -673,8 +678,13 @@ static int do_security(const struct sl_config *cfg, struct cp_ssh_pool *pool,
 	}
 	unescape_lines(sl_config_str(cfg, "ssh-extra"), extra, sizeof(extra));
 	rc = cp_security_lockdown(
-		&m, (enum cp_lockdown)cp_lockdown_parse(sl_config_str(cfg, "lockdown")), ports, n,
-		extra);
+		&m, &(struct cp_lockdown_spec){.level = (enum cp_lockdown)cp_lockdown_parse(
+						       sl_config_str(cfg, "lockdown")),
+					       .ports = ports,
+					       .nports = n,
+					       .ssh_extra = extra,
+					       .firewall = (enum cp_firewall)cp_firewall_parse(
+						       sl_config_str(cfg, "firewall"))});
 	print_summary(&m, rc, t0);
 	explicit_bzero(sudo_pw, sizeof(sudo_pw));
 	return rc == 0 ? SL_EXIT_OK : SL_EXIT_FAIL;
@@ -700,6 +710,7 @@ static int do_provision(const struct sl_config *cfg, struct cp_ssh_pool *pool,
 				      .admin = sl_config_str(cfg, "relay-admin"),
 				      .domain = sl_config_str(cfg, "relay-domain"),
 				      .lockdown = cp_lockdown_parse(sl_config_str(cfg, "lockdown")),
+				      .firewall = cp_firewall_parse(sl_config_str(cfg, "firewall")),
 				      .ssh_extra = ssh_extra,
 				      .verify_redis = sl_config_str(cfg, "verify-redis")};
 	double t0 = cp_ssh_clock_ms();

@@ -92,6 +92,8 @@ int cp_ssh_run_on(struct cp_ssh_pool *pool, struct cp_ssh_conn *pin, const struc
 /* Run a job on the pool and wait for it: 0 or the job's negative result. */
 int cp_ssh_pool_exec_job(struct cp_ssh_pool *pool, struct cp_ssh_job *j, double *connect_ms);
 const struct cp_ssh_config *cp_ssh_pool_config(const struct cp_ssh_pool *pool);
+/* A local file's SHA-256 as hex (OpenSSL: SHA-NI where the CPU has it). */
+int cp_ssh_file_sha256(const char *path, char hex[65]);
 const struct cp_ssh_policy *cp_ssh_pool_policy(const struct cp_ssh_pool *pool);
 int cp_ssh_pool_audit_fd(const struct cp_ssh_pool *pool);
 /* A channel open was refused with channels open: lower the cap. */

@@ -366,6 +366,30 @@ out:
 	return 0;
 }
 
+/* A hash the caller gave (x->sha256): the size from the file itself. */
+static int known_hash(int fd, const char *given, uint64_t *size, char *hex)
+{
+	struct stat st;
+
+	if (strlen(given) != 64 || fstat(fd, &st) < 0)
+		return -EIO;
+	memcpy(hex, given, 65);
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+int cp_ssh_file_sha256(const char *path, char hex[65])
+{
+	uint64_t size;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rc;
+
+	if (fd < 0)
+		return -errno;
+	rc = local_hash(fd, &size, hex);
+	close(fd);
+	return rc;
+}
+
 /* Whether the remote file already is what we would make it. */
 static int up_to_date(struct cp_ssh_pool *pool, const char *remote, const struct cp_ssh_xfer *x,
 		      const char *hex, unsigned mode)
@@ -450,6 +474,7 @@ static int put_common(struct cp_ssh_pool *pool, int fd, const void *mem, uint64_
 		      const char *hex, const char *remote, const struct cp_ssh_xfer *x,
 		      struct cp_ssh_xfer_result *res)
 {
+	/* x->sha256: the caller compared already (a sync's listing). */
 	unsigned mode = x->mode ? x->mode : 0644;
 	char tmp[1024];
 	double t0 = cp_ssh_clock_ms();
@@ -457,7 +482,7 @@ static int put_common(struct cp_ssh_pool *pool, int fd, const void *mem, uint64_
 	int rc, same;
 
 	snprintf(res->sha256, sizeof(res->sha256), "%s", hex);
-	same = up_to_date(pool, remote, x, hex, mode);
+	same = x->sha256 ? 0 : up_to_date(pool, remote, x, hex, mode);
 	if (same || x->dry_run) {
 		res->changed = !same;
 		res->duration_ms = cp_ssh_clock_ms() - t0;
@@ -488,7 +513,7 @@ int cp_ssh_put(struct cp_ssh_pool *pool, const char *local, const char *remote,
 		cp_ssh_err_set(&res->error, CP_SSH_E_TRANSFER, "%s: %s", local, strerror(errno));
 		return -errno;
 	}
-	rc = local_hash(fd, &size, hex);
+	rc = x->sha256 ? known_hash(fd, x->sha256, &size, hex) : local_hash(fd, &size, hex);
 	if (rc < 0)
 		cp_ssh_err_set(&res->error, CP_SSH_E_TRANSFER, "%s: cannot read it", local);
 	else

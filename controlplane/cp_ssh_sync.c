@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <ftw.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,32 +60,6 @@ static int on_entry(const char *path, const struct stat *st, int type, struct FT
 	}
 	walk.v[walk.n++].mode = st->st_mode & 07777;
 	return 0;
-}
-
-static int file_hash(const char *path, char *hex)
-{
-	EVP_MD_CTX *h = EVP_MD_CTX_new();
-	unsigned char d[EVP_MAX_MD_SIZE], buf[65536];
-	unsigned n = 0;
-	size_t r;
-	FILE *f = fopen(path, "rb");
-	int rc = -EIO;
-
-	if (!f || !h || EVP_DigestInit_ex(h, EVP_sha256(), NULL) != 1)
-		goto out;
-	while ((r = fread(buf, 1, sizeof(buf), f)) > 0)
-		EVP_DigestUpdate(h, buf, r);
-	if (ferror(f))
-		goto out;
-	EVP_DigestFinal_ex(h, d, &n);
-	for (unsigned i = 0; i < n && i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", d[i]);
-	rc = 0;
-out:
-	if (f)
-		fclose(f);
-	EVP_MD_CTX_free(h);
-	return rc;
 }
 
 /* Whether the listing has rel with this hash and mode. */
@@ -150,7 +123,7 @@ int cp_ssh_sync(struct cp_ssh_pool *pool, const char *local_dir, const char *rem
 		snprintf(path, sizeof(path), "%s%s", root, walk.v[i].rel + 1);
 		snprintf(dst, sizeof(dst), "%s%s", remote_dir, walk.v[i].rel + 1);
 		res->files++;
-		if (file_hash(path, hex) < 0) {
+		if (cp_ssh_file_sha256(path, hex) < 0) {
 			cp_ssh_err_set(&res->error, CP_SSH_E_TRANSFER, "%s: cannot read it", path);
 			rc = -EIO;
 			break;
@@ -158,6 +131,7 @@ int cp_ssh_sync(struct cp_ssh_pool *pool, const char *local_dir, const char *rem
 		if (listed(list.out, hex, walk.v[i].mode, walk.v[i].rel))
 			continue;
 		fx.mode = walk.v[i].mode;
+		fx.sha256 = hex; /* hashed and compared with the listing just now */
 		rc = cp_ssh_mkdirs(pool, dst, x, &res->error);
 		if (rc == 0)
 			rc = cp_ssh_put(pool, path, dst, &fx, &fr);

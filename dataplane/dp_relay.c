@@ -180,7 +180,8 @@ struct agent {
 	uint8_t raw; /* a localtunnel client's socket: no frames, bytes from the start */
 };
 
-#define AGENT_BUF (PR_FRAME_HDR + PR_FRAME_MAX)
+#define AGENT_BUF      (PR_FRAME_HDR + PR_FRAME_MAX)
+#define ADMIN_HEAD_MAX 8192 /* an admin request's head */
 
 /* Upper bounds (ms) of the first-response-byte histogram's buckets. */
 static const double lat_bounds_ms[] = {0.5, 1,	 2.5, 5,    10,	  25,	50,
@@ -2251,18 +2252,38 @@ static int metrics_text(struct relay *r, char *out, size_t cap)
 	return o < cap ? (int)o : -ENOSPC;
 }
 
+/* An admin request's head, gathered across reads: a client may write it in
+ * pieces (bash's printf writes line by line). 1 when it is complete in
+ * a->buf, 0 to wait for more, -1 when it is too long or malformed. */
+static int admin_head(struct agent *a, const struct dp_seg *g, struct dp_http_req *q)
+{
+	int n;
+
+	if (!a->buf && !(a->buf = malloc(ADMIN_HEAD_MAX)))
+		return -1;
+	if (g->len > ADMIN_HEAD_MAX - a->len)
+		return -1;
+	memcpy(a->buf + a->len, g->ptr, g->len);
+	a->len += g->len;
+	n = dp_http_parse_request(a->buf, a->len, q);
+	return n == DP_HTTP_INCOMPLETE ? 0 : n < 0 ? -1 : 1;
+}
+
 static void admin_data(struct relay *r, uint32_t c, uint32_t seg)
 {
 	static _Thread_local struct dp_http_req q;
-	struct dp_seg *g = &r->io.r.segs[seg];
+	struct agent *a = dp_c(&r->io, c)->owner;
 	char body[16384], resp[17000];
-	int n = dp_http_parse_request(g->ptr, g->len, &q), status = 200;
+	int n = admin_head(a, &r->io.r.segs[seg], &q), status = 200;
 
-	if (n == DP_HTTP_INCOMPLETE)
-		n = -1; /* admin requests fit one read; anything else is refused */
+	if (n == 0) { /* the rest of the head is still to come (deadline: fresh list) */
+		dp_seg_release(&r->io.r, seg);
+		return;
+	}
 	if (n < 0) {
 		status = 400;
-		snprintf(body, sizeof(body), "malformed request\n");
+		snprintf(body, sizeof(body), "malformed request (or a head over %d bytes)\n",
+			 ADMIN_HEAD_MAX);
 	} else if (q.target_len == 7 && memcmp(q.target, "/health", 7) == 0) {
 		snprintf(body, sizeof(body), "%s\n", r->draining ? "draining" : "ok");
 		status = r->draining ? 503 : 200;

@@ -236,6 +236,7 @@ def test_a_running_record_nobody_refreshes_reads_as_lost(env):
     ({"relayId": "a b"}, "invalid_value"),
     ({"domain": 'x"\nsession-secret = y'}, "invalid_value"),
     ({"redisUrl": "http://x"}, "invalid_redis_url"),
+    ({"firewall": "nft"}, "invalid_firewall"),
 ])
 def test_a_bad_body_is_refused_before_anything_runs(env, body, code):
     d, _, _, control = env

@@ -351,6 +351,25 @@ def test_health_and_metrics(relay, app, start_agent):
     assert count == inf == 1, text
 
 
+def test_admin_requests_may_come_in_pieces_and_not_forever(relay):
+    """A client that writes its request line by line (bash's printf does)
+    gets its answer; a head over 8 KiB gets 400; a silent one is closed."""
+    with socket.create_connection(("127.0.0.1", relay.admin_port), timeout=5) as s:
+        for piece in (b"GET /health HTTP/1.1\r\n", b"Host: x\r\n", b"Connection: close\r\n", b"\r\n"):
+            s.sendall(piece)
+            time.sleep(0.05)
+        data = harness.read_to_close(s)
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"ok\n"), data
+    with socket.create_connection(("127.0.0.1", relay.admin_port), timeout=5) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+        assert harness.read_to_close(s).startswith(b"HTTP/1.1 400")
+    with socket.create_connection(("127.0.0.1", relay.admin_port), timeout=5) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\n")
+        t0 = time.monotonic()
+        assert harness.read_to_close(s) == b""  # the head timeout (--head-timeout-ms 1000)
+        assert time.monotonic() - t0 < 4
+
+
 def test_sigterm_drains_in_flight_requests(relay, app, start_agent):
     a = start_agent(app.port, relay.server)
     with socket.create_connection(("127.0.0.1", relay.http_port), timeout=10) as s:

@@ -151,3 +151,70 @@ def test_a_hardening_that_would_lock_us_out_is_rolled_back(binary, vm):
     assert vm.ssh("true").returncode == 0
     assert "allowusers" not in vm.ssh("sshd -T").stdout
     assert "AllowUsers" not in vm.ssh("cat /etc/ssh/sshd_config.d/50-sluice-hardening.conf").stdout
+
+
+def test_provisioning_through_the_api_streams_its_steps_and_changes_nothing_the_second_time(
+        binary, bin_dir, vm, redis, tmp_path):
+    """The same host through POST /api/v1/nodes/{id}/provision: a job whose
+    steps stream as Server-Sent Events. The host is already provisioned (the
+    tests above), so every step reports unchanged and the relay joins."""
+    control = harness.Control(binary("sluice-control"), tmp_path, redis.url,
+                              extra=["--relay-binary", relay_binary(bin_dir),
+                                     "--relay-redis", "redis://10.0.2.2:%d" % redis.port])
+    try:
+        status, _, node = control.api("POST", "/api/v1/nodes", {
+            "name": "vm-relay", "host": "127.0.0.1", "port": vm.port, "user": "root",
+            "hostKey": vm.host_key, "privateKey": open(vm.key).read()})
+        assert status == 201, node
+        status, hdrs, job = control.api("POST", "/api/v1/nodes/%s/provision" % node["id"], {
+            "http": "0.0.0.0:8080", "agents": "0.0.0.0:7000", "admin": "127.0.0.1:9090",
+            "domain": "vm.test"})
+        assert status == 202 and hdrs["Location"] == "/api/v1/jobs/" + job["id"], job
+        r = subprocess.run(["curl", "-sSN", "--max-time", "900", "-H",
+                            "Authorization: Bearer " + harness.ADMIN_KEY,
+                            control.url + "/api/v1/jobs/%s/events" % job["id"]],
+                           capture_output=True, text=True, timeout=1000)
+        frames = [blk for blk in r.stdout.split("\n\n") if "data: " in blk]
+        steps = [json.loads(b.split("data: ", 1)[1]) for b in frames if "event: step" in b]
+        done = json.loads(frames[-1].split("data: ", 1)[1])
+        assert "event: done" in frames[-1] and done["status"] == "succeeded", (done, steps[-3:])
+        assert done["result"]["changed"] == 0, [s for s in steps if s["status"] != "unchanged"]
+        ops = [s["operation"] for s in steps]
+        assert ops[-2:] == ["health", "join"] and "ssh-hardening" in ops and "binary" in ops
+        status, _, got = control.api("GET", "/api/v1/jobs/" + job["id"])
+        assert status == 200 and got["events"] == steps and got["status"] == "succeeded"
+    finally:
+        control.stop()
+
+
+def test_iptables_where_ufw_is_absent_keeps_ssh_open_and_is_idempotent(binary, vm):
+    """The iptables backend (what auto picks on a host with iptables and no
+    ufw), asked for by name here since the VM has ufw by now: the SLUICE-IN
+    chain first in INPUT, SSH and the relay's ports accepted, the rest
+    dropped; a fresh connection proves SSH; a second run changes nothing."""
+    argv = [binary("sluice-control"), "node", "lockdown", "root@127.0.0.1:%d" % vm.port,
+            "--key", vm.key, "--known-hosts", vm.known_hosts, "--lockdown", "basic",
+            "--firewall", "iptables", "--relay-http", "0.0.0.0:8080",
+            "--relay-agents", "0.0.0.0:7000"]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+        assert r.returncode == 0 and lines[-1]["ok"], r.stdout[-3000:] + r.stderr[-2000:]
+        fw = [e for e in lines[:-1] if e["operation"] == "firewall"]
+        assert any(e["step"] == "iptables" and e["status"] == "changed" for e in fw), fw
+        rules = vm.ssh("iptables -S SLUICE-IN").stdout.splitlines()
+        assert rules[-1] == "-A SLUICE-IN -j DROP", rules
+        for port in (22, 8080, 7000):
+            assert "-A SLUICE-IN -p tcp -m tcp --dport %d -j ACCEPT" % port in rules, rules
+        assert vm.ssh("iptables -S INPUT").stdout.splitlines()[1] == "-A INPUT -j SLUICE-IN"
+        assert "-A SLUICE-IN -j DROP" in vm.ssh("ip6tables -S SLUICE-IN").stdout
+        assert vm.ssh("systemctl is-enabled sluice-firewall").stdout.strip() == "enabled"
+        # The script applies the same rules at boot: run as the unit, nothing differs.
+        assert vm.ssh("systemctl restart sluice-firewall && iptables -S SLUICE-IN").stdout.splitlines() == rules
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        res = json.loads(r.stdout.splitlines()[-1])
+        assert r.returncode == 0 and res["ok"] and res["changed"] == 0, r.stdout[-3000:]
+    finally:
+        vm.ssh("systemctl disable --now sluice-firewall; rm -f /etc/systemd/system/sluice-firewall.service "
+               "/usr/local/sbin/sluice-firewall; systemctl daemon-reload; "
+               "for t in iptables ip6tables; do $t -D INPUT -j SLUICE-IN; $t -F SLUICE-IN; $t -X SLUICE-IN; done")

@@ -182,6 +182,73 @@ static void firewall_keeps_ssh_open_first(void **state)
 	assert_int_equal(p.n, 0);
 }
 
+static const char IPT_OK[] = "-N SLUICE-IN\n"
+			     "-A SLUICE-IN -i lo -j ACCEPT\n"
+			     "-A SLUICE-IN -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+			     "-A SLUICE-IN -p icmp -j ACCEPT\n"
+			     "-A SLUICE-IN -p tcp -m tcp --dport 2222 -j ACCEPT\n"
+			     "-A SLUICE-IN -p tcp -m tcp --dport 8080 -j ACCEPT\n"
+			     "-A SLUICE-IN -p tcp -m tcp --dport 7000 -j ACCEPT\n"
+			     "-A SLUICE-IN -j DROP\n";
+
+static void firewall_backend_by_what_the_host_has(void **state)
+{
+	(void)state;
+	assert_int_equal(cp_firewall_choose(CP_FW_AUTO, 1, 1), CP_FW_UFW);
+	assert_int_equal(cp_firewall_choose(CP_FW_AUTO, 0, 1), CP_FW_IPTABLES);
+	assert_int_equal(cp_firewall_choose(CP_FW_AUTO, 0, 0), CP_FW_UFW); /* installed */
+	assert_int_equal(cp_firewall_choose(CP_FW_IPTABLES, 1, 1), CP_FW_IPTABLES);
+	assert_int_equal(cp_firewall_parse("iptables"), CP_FW_IPTABLES);
+	assert_int_equal(cp_firewall_parse("nft"), -22);
+}
+
+static void iptables_script_accepts_ssh_before_it_drops(void **state)
+{
+	const int ports[] = {8080, 2222, 7000, 8080};
+	char t[2048];
+	const char *ssh, *drop;
+
+	(void)state;
+	assert_true(cp_iptables_script(2222, ports, 4, t, sizeof(t)) > 0);
+	/* One transaction per family, SSH first, the relay's ports once each. */
+	assert_non_null(strstr(t, "for p in 2222 8080 7000; do"));
+	assert_non_null(strstr(t, "| \"$1-restore\" --noflush"));
+	ssh = strstr(t, "--dport $p -j ACCEPT");
+	drop = strstr(t, "-j DROP");
+	assert_true(ssh && drop && ssh < drop);
+	assert_non_null(strstr(t, "apply ip6tables ipv6-icmp"));
+	assert_int_equal(cp_iptables_script(22, ports, 4, t, 100), -28);
+}
+
+static void iptables_plan_from_the_rules(void **state)
+{
+	const int ports[] = {8080, 7000};
+	char stale[sizeof(IPT_OK)], *p7000;
+	struct cp_plan p;
+
+	(void)state;
+	cp_iptables_plan(IPT_OK, 1, 2222, ports, 2, &p);
+	assert_int_equal(p.n, 0);
+	/* No chain, or INPUT not jumping to it: the script runs. */
+	cp_iptables_plan(NULL, 0, 2222, ports, 2, &p);
+	assert_string_equal(joined(&p), "/usr/local/sbin/sluice-firewall");
+	assert_non_null(
+		strstr(p.diff, "+ firewall (iptables, chain SLUICE-IN): allows SSH 2222/tcp"));
+	cp_iptables_plan(IPT_OK, 0, 2222, ports, 2, &p);
+	assert_int_equal(p.n, 1);
+	/* A port no longer wanted, or one missing: replaced whole. */
+	cp_iptables_plan(IPT_OK, 1, 2222, ports, 1, &p);
+	assert_int_equal(p.n, 1);
+	memcpy(stale, IPT_OK, sizeof(IPT_OK));
+	p7000 = strstr(stale, "7000");
+	memcpy(p7000, "7001", 4);
+	cp_iptables_plan(stale, 1, 2222, ports, 2, &p);
+	assert_int_equal(p.n, 1);
+	/* SSH came in on another port than the rules allow. */
+	cp_iptables_plan(IPT_OK, 1, 22, ports, 2, &p);
+	assert_int_equal(p.n, 1);
+}
+
 static void sshd_dropin_by_level(void **state)
 {
 	char t[4096];
@@ -254,6 +321,9 @@ int main(void)
 		cmocka_unit_test(sudoers_names),
 		cmocka_unit_test(plans_that_do_not_fit_say_so),
 		cmocka_unit_test(firewall_keeps_ssh_open_first),
+		cmocka_unit_test(firewall_backend_by_what_the_host_has),
+		cmocka_unit_test(iptables_script_accepts_ssh_before_it_drops),
+		cmocka_unit_test(iptables_plan_from_the_rules),
 		cmocka_unit_test(sshd_dropin_by_level),
 		cmocka_unit_test(service_status_from_systemctl_show),
 		cmocka_unit_test(relay_config_and_ports),
