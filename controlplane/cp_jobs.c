@@ -86,7 +86,9 @@ struct cp_job {
 	int fds[2];
 	h2o_socket_t *sock; /* the pipe's read end (loop) */
 	int thread_done;    /* the loop saw the pipe's EOF */
-	int mirror_busy, mirror_again, final_mirrored, lock_released;
+	/* The record: a write in flight, another due, the one in flight the
+	 * final one, the final one stored; then the node's lock freed. */
+	int mirror_busy, mirror_again, mirror_final, final_mirrored, lock_released;
 	h2o_timeout_entry_t refresh;
 	struct sub *subs; /* event streams on this loop */
 	/* the work (the thread's) */
@@ -255,18 +257,6 @@ static void *job_main(void *arg)
 static int sub_flush(struct sub *u);
 static void mirror(struct cp_job *j);
 
-static void on_mirrored(void *ud, redisReply *r, const char *err)
-{
-	struct cp_job *j = ud;
-
-	(void)r;
-	(void)err; /* a record that missed one write gets the next */
-	j->mirror_busy = 0;
-	if (j->mirror_again)
-		mirror(j);
-	job_unref(j);
-}
-
 static void on_lock_released(void *ud, redisReply *r, const char *err)
 {
 	(void)r;
@@ -274,13 +264,40 @@ static void on_lock_released(void *ud, redisReply *r, const char *err)
 	job_unref(ud);
 }
 
-/* Write the job's record; once it ended, also free the node's lock (if it
- * is still ours: a compare-and-delete). */
-static void mirror(struct cp_job *j)
+/* The node's lock, if it is still ours (a compare-and-delete). */
+static void release_lock(struct cp_job *j)
 {
 	static const char RELEASE[] =
 		"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
 		"end return 0";
+
+	if (j->lock_released)
+		return;
+	j->lock_released = 1;
+	atomic_fetch_add(&j->refs, 1);
+	cp_rdb_cmdf(j->s->db, on_lock_released, j, "EVAL %s 1 sl:node:%s:job %s", RELEASE,
+		    j->node_id, j->id);
+}
+
+/* A write that failed (Redis down) is made again by the next step or the
+ * next refresh, which goes on until the final record is stored. */
+static void on_mirrored(void *ud, redisReply *r, const char *err)
+{
+	struct cp_job *j = ud;
+
+	j->mirror_busy = 0;
+	if (!err && r && r->type == REDIS_REPLY_STATUS && j->mirror_final) {
+		j->final_mirrored = 1;
+		release_lock(j);
+	}
+	if (j->mirror_again && !err) /* err: down or closing; the refresh tries again */
+		mirror(j);
+	job_unref(j);
+}
+
+/* Write the job's record (the lock goes once the final one is stored). */
+static void mirror(struct cp_job *j)
+{
 	json_t *o;
 	char *text;
 	int ended;
@@ -299,18 +316,10 @@ static void mirror(struct cp_job *j)
 	if (!text)
 		return;
 	j->mirror_busy = 1;
+	j->mirror_final = ended && j->thread_done;
 	atomic_fetch_add(&j->refs, 1);
 	cp_rdb_cmdf(j->s->db, on_mirrored, j, "SET sl:job:%s %s EX %d", j->id, text, JOB_TTL_S);
 	free(text);
-	if (ended && j->thread_done) {
-		j->final_mirrored = 1;
-		if (!j->lock_released) {
-			j->lock_released = 1;
-			atomic_fetch_add(&j->refs, 1);
-			cp_rdb_cmdf(j->s->db, on_lock_released, j, "EVAL %s 1 sl:node:%s:job %s",
-				    RELEASE, j->node_id, j->id);
-		}
-	}
 }
 
 static void on_cancel_key(void *ud, redisReply *r, const char *err)
@@ -322,17 +331,21 @@ static void on_cancel_key(void *ud, redisReply *r, const char *err)
 	job_unref(j);
 }
 
-/* While running: the record and the lease kept fresh, a cancel looked for. */
+/* While running: the record and the lease kept fresh, a cancel looked for;
+ * once ended, until the final record is stored. */
 static void on_refresh(h2o_timeout_entry_t *e)
 {
 	struct cp_job *j = H2O_STRUCT_FROM_MEMBER(struct cp_job, refresh, e);
 
-	if (j->thread_done)
+	if (j->final_mirrored)
 		return;
 	mirror(j);
-	cp_rdb_cmdf(j->s->db, NULL, NULL, "PEXPIRE sl:node:%s:job %d", j->node_id, LEASE_MS);
-	atomic_fetch_add(&j->refs, 1);
-	cp_rdb_cmdf(j->s->db, on_cancel_key, j, "GET sl:job:%s:cancel", j->id);
+	if (!j->thread_done) {
+		cp_rdb_cmdf(j->s->db, NULL, NULL, "PEXPIRE sl:node:%s:job %d", j->node_id,
+			    LEASE_MS);
+		atomic_fetch_add(&j->refs, 1);
+		cp_rdb_cmdf(j->s->db, on_cancel_key, j, "GET sl:job:%s:cancel", j->id);
+	}
 	h2o_timeout_link(j->s->loop, &refresh_to, &j->refresh);
 }
 
@@ -366,8 +379,6 @@ static void on_wake(h2o_socket_t *sock, const char *err)
 		h2o_socket_close(sock);
 		j->sock = NULL;
 		j->thread_done = 1;
-		if (h2o_timeout_is_linked(&j->refresh))
-			h2o_timeout_unlink(&j->refresh);
 	}
 	mirror(j);
 	for (struct sub *u = j->subs, *nx; u; u = nx) {
@@ -993,6 +1004,8 @@ void cp_jobs_shutdown(struct cp_server *s)
 		struct cp_job *j = jobs;
 
 		jobs = j->next;
+		if (h2o_timeout_is_linked(&j->refresh))
+			h2o_timeout_unlink(&j->refresh);
 		while (j->subs) {
 			struct sub *u = j->subs;
 

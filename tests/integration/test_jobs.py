@@ -256,3 +256,27 @@ def test_unknown_jobs_nodes_and_scopes(env):
     assert control.api("GET", "/api/v1/jobs/jb_nosuchjob", key=key)[0] == 403
     assert control.api("POST", "/api/v1/nodes/nd_x/provision", {}, key=key)[0] == 403
     assert control.api("DELETE", "/api/v1/jobs/jb_x", key=None)[0] == 401
+
+
+def test_a_record_missed_while_redis_was_down_is_written_once_it_is_back(env, bin_dir, tmp_path):
+    _, slow, _, _ = env
+    redis = harness.Redis(tmp_path)
+    control = harness.Control(os.path.join(bin_dir, "sluice-control"), tmp_path, redis.url)
+    try:
+        node = register(control, slow)
+        job = start(control, node, {"check": True})
+        harness.wait_for(lambda: control.api("GET", "/api/v1/jobs/" + job["id"])[2]["steps"] >= 1,
+                         timeout=60, what="the first step")
+        redis.stop()
+        # The job goes on without Redis (its owner has it in memory), and ends.
+        assert control.api("DELETE", "/api/v1/jobs/" + job["id"])[0] == 202
+        harness.wait_for(lambda: control.api("GET", "/api/v1/jobs/" + job["id"])[2]["status"] == "cancelled",
+                         timeout=60, what="the job's end")
+        redis.start()  # empty: what was written before is gone
+        harness.wait_for(lambda: (redis.cli("GET", "sl:job:" + job["id"]) or "").startswith("{"),
+                         timeout=20, what="the final record written again")
+        rec = json.loads(redis.cli("GET", "sl:job:" + job["id"]))
+        assert rec["status"] == "cancelled" and rec["result"]["error"]["step"] == "cancelled"
+    finally:
+        control.stop()
+        redis.stop()
