@@ -27,6 +27,10 @@
 #define FW_SCRIPT   "/usr/local/sbin/sluice-firewall"
 #define FW_UNIT	    "sluice-firewall.service"
 #define FW_CHAIN    "SLUICE-IN"
+#define DEADMAN_S   "120" /* a change not proven by then undoes itself */
+#define DM_SSHD	    "sluice-undo-sshd"
+#define DM_FW	    "sluice-undo-firewall"
+#define SSHD_PREV   SSHD_DROPIN ".sluice-prev" /* not *.conf: sshd skips it */
 
 /* dev-sec / CIS settings. The algorithm lists keep aes-ctr, hmac-sha2 and
  * curve25519 / ecdh: what libssh2 1.10 (this control plane) speaks. */
@@ -141,6 +145,53 @@ static int run_ok(struct cp_mgr *m, const char *const *argv, char *why, size_t c
 	return ok ? 0 : -1;
 }
 
+/*
+ * A dead man's switch: undo (a shell line) runs on the host by itself
+ * DEADMAN_S seconds from now unless disarmed, as a transient systemd timer.
+ * A change that cuts our connection for good (a firewall, an sshd reload)
+ * can then not leave the host closed to us: it reopens itself, even when
+ * the in-band rollback cannot reach it. 1 armed, 0 not (no systemd-run:
+ * the in-band rollback is all there is; the event says so).
+ */
+static int deadman_arm(struct cp_mgr *m, const char *name, const char *undo)
+{
+	static const char SH[] =
+		"command -v systemd-run >/dev/null || exit 3; "
+		"systemctl stop \"$1.timer\" 2>/dev/null; systemctl reset-failed \"$1.service\" "
+		"2>/dev/null; exec systemd-run --quiet --unit \"$1\" --on-active=\"$3\" /bin/sh -c "
+		"\"$2\"";
+	/* SLUICE_DEADMAN_S: a shorter delay, for the test that lets it fire. */
+	const char *secs = getenv("SLUICE_DEADMAN_S");
+	const char *argv[] = {"sh", "-c", SH, "sh", name, undo, DEADMAN_S, NULL};
+	char said[80];
+
+	if (secs && strspn(secs, "0123456789") == strlen(secs) && atoi(secs) >= 1 &&
+	    atoi(secs) <= 3600)
+		argv[6] = secs;
+	struct cp_ssh_result r;
+	int ok = cp_mgr_run(m, argv, NULL, &r) == 0 && r.exit_code == 0;
+
+	cp_ssh_result_free(&r);
+	snprintf(said, sizeof(said), "armed: undone by the host in %s s unless proven", argv[6]);
+	cp_mgr_emit(m, "dead-man-switch", name, CP_MGR_UNCHANGED, cp_ssh_clock_ms(),
+		    ok ? said : "not armed (no systemd-run): the in-band rollback only");
+	return ok;
+}
+
+/* The change was proven, or undone in band: the switch goes, and with it
+ * the file it would have restored from (keep, or NULL). */
+static void deadman_disarm(struct cp_mgr *m, const char *name, const char *keep)
+{
+	static const char SH[] = "systemctl stop \"$1.timer\" 2>/dev/null; "
+				 "systemctl reset-failed \"$1.service\" 2>/dev/null; "
+				 "[ -z \"$2\" ] || rm -f \"$2\"; true";
+	struct cp_ssh_result r;
+
+	cp_mgr_run(m, (const char *const[]){"sh", "-c", SH, "sh", name, keep ? keep : "", NULL},
+		   NULL, &r);
+	cp_ssh_result_free(&r);
+}
+
 /* Put the old drop-in back (or remove ours) and reload: the rollback. */
 static void restore_dropin(struct cp_mgr *m, const char *old)
 {
@@ -166,6 +217,7 @@ int cp_security_ssh(struct cp_mgr *m, enum cp_lockdown level, const char *extra)
 	struct cp_ssh_result r;
 	double t0 = cp_ssh_clock_ms();
 	unsigned before = m->changed;
+	int armed = 0, undone = 0;
 
 	if (cp_sshd_dropin(level, extra, text, sizeof(text)) < 0) {
 		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "drop-in", 0, "settings too long");
@@ -186,14 +238,33 @@ int cp_security_ssh(struct cp_mgr *m, enum cp_lockdown level, const char *extra)
 	    *r.out)
 		old = strdup(r.out);
 	cp_ssh_result_free(&r);
+	/* A change: the old drop-in kept on the host and a dead man's switch
+	 * that puts it back, should this run lose the host half-way. */
+	if (!m->check && (!old || strcmp(old, text) != 0)) {
+		static const char KEEP[] =
+			"if [ -f \"$1\" ]; then cp -p \"$1\" \"$1.sluice-prev\"; "
+			"else rm -f \"$1.sluice-prev\"; fi";
+		struct cp_ssh_result k;
+
+		cp_mgr_sh(m, KEEP, SSHD_DROPIN, &k);
+		cp_ssh_result_free(&k);
+		armed = deadman_arm(m, DM_SSHD,
+				    "if [ -f " SSHD_PREV " ]; then mv -f " SSHD_PREV " " SSHD_DROPIN
+				    "; else rm -f " SSHD_DROPIN "; fi; systemctl reload ssh");
+		if (!armed) /* no switch to restore from it */
+			deadman_disarm(m, DM_SSHD, SSHD_PREV);
+	}
 	if (cp_mgr_file(m, "ssh-hardening", SSHD_DROPIN, text, "root:root", 0644, NULL, 0) < 0)
 		goto out_fail;
 	if (m->check || m->changed == before) {
+		if (armed)
+			deadman_disarm(m, DM_SSHD, SSHD_PREV);
 		free(old);
 		return 0;
 	}
 	if (run_ok(m, test, why, sizeof(why)) < 0) {
 		restore_dropin(m, old);
+		undone = 1;
 		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "sshd -t", 0,
 			    "the new settings were refused "
 			    "(%s); the previous ones are back",
@@ -204,17 +275,24 @@ int cp_security_ssh(struct cp_mgr *m, enum cp_lockdown level, const char *extra)
 		char back[400];
 
 		restore_dropin(m, old);
+		undone = fresh_connection(m, back, sizeof(back)) == 0;
 		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "fresh connection", 0,
 			    "after the reload a new connection failed (%.300s): rolled back, %s",
 			    why,
-			    fresh_connection(m, back, sizeof(back)) == 0
-				    ? "the host is reachable as before"
-				    : "but the host does not answer yet");
+			    undone ? "the host is reachable as before"
+				   : "but the host does not answer yet (its dead man's switch "
+				     "restores the old settings within " DEADMAN_S " s)");
 		goto out_fail;
 	}
+	if (armed) /* proven */
+		deadman_disarm(m, DM_SSHD, SSHD_PREV);
 	free(old);
 	return 0;
 out_fail:
+	/* Undone in band and the host answers: the switch is not needed. Out
+	 * of reach (or half-way): it stays armed and restores by itself. */
+	if (armed && undone)
+		deadman_disarm(m, DM_SSHD, SSHD_PREV);
 	free(old);
 	cp_mgr_emit(m, "ssh-hardening", SSHD_DROPIN, CP_MGR_FAILED, t0, m->err.cause);
 	return -1;
@@ -487,16 +565,37 @@ static const char FW_UNIT_TEXT[] = "[Unit]\n"
 
 /* A firewall just changed is proven by a fresh connection; failing, the
  * command off undoes it and the run stops (undone says how). */
-static int proven_or_undone(struct cp_mgr *m, const char *const *off, const char *undone)
+static int proven_or_undone(struct cp_mgr *m, const char *const *off, const char *undone, int armed)
 {
 	char why[400];
+	int back;
 
-	if (m->check || fresh_connection(m, why, sizeof(why)) == 0)
+	if (m->check || fresh_connection(m, why, sizeof(why)) == 0) {
+		if (armed)
+			deadman_disarm(m, DM_FW, NULL);
 		return 0;
-	run_ok(m, off, why, sizeof(why));
+	}
+	back = run_ok(m, off, why, sizeof(why)) == 0;
+	if (armed && back)
+		deadman_disarm(m, DM_FW, NULL);
 	cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "fresh connection", 0,
-		    "with the firewall on a new connection failed: %s", undone);
+		    "with the firewall on a new connection failed: %s",
+		    back ? undone
+			 : "the host did not answer; its dead man's switch undoes the change "
+			   "within " DEADMAN_S " s");
 	return -1;
+}
+
+/* Before a firewall goes up where there was none: the host takes it down by
+ * itself unless this run proves a fresh connection (plan: the facts now). */
+static int arm_if(struct cp_mgr *m, cp_mgr_plan_fn plan, const struct fw_spec *f,
+		  const char *first_time, const char *undo)
+{
+	struct cp_plan p;
+
+	if (m->check || plan(m, f, &p) < 0 || !strstr(p.diff, first_time))
+		return 0;
+	return deadman_arm(m, DM_FW, undo);
 }
 
 /* The firewall is a manager step like any other; its proof is a fresh
@@ -511,7 +610,7 @@ static int firewall_iptables(struct cp_mgr *m, int ssh_port, const int *ports, s
 	static const char *const pkgs[] = {"iptables", NULL}; /* asked for by name: maybe absent */
 	struct fw_spec f = {.ssh_port = ssh_port, .ports = ports, .nports = nports};
 	char script[2048];
-	int unit_changed = 0;
+	int unit_changed = 0, armed;
 
 	if (cp_iptables_script(ssh_port, ports, nports, script, sizeof(script)) < 0) {
 		cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "iptables", 0, "too many ports");
@@ -520,10 +619,12 @@ static int firewall_iptables(struct cp_mgr *m, int ssh_port, const int *ports, s
 	if (cp_setup_packages(m, pkgs) < 0 ||
 	    cp_mgr_file(m, "firewall", FW_SCRIPT, script, "root:root", 0755, NULL, 0) < 0 ||
 	    cp_service_unit(m, FW_UNIT, FW_UNIT_TEXT, &unit_changed) < 0 ||
-	    cp_service_action(m, FW_UNIT, "enable") < 0 ||
-	    cp_mgr_apply(m, CP_MGR_SECURITY, "firewall", "iptables", plan_ipt, &f) < 0)
+	    cp_service_action(m, FW_UNIT, "enable") < 0)
 		return -1;
-	return proven_or_undone(m, off, "INPUT no longer jumps to " FW_CHAIN);
+	armed = arm_if(m, plan_ipt, &f, "INPUT jumps to it first", off[2]);
+	if (cp_mgr_apply(m, CP_MGR_SECURITY, "firewall", "iptables", plan_ipt, &f) < 0)
+		return -1; /* armed: the host undoes it by itself */
+	return proven_or_undone(m, off, "INPUT no longer jumps to " FW_CHAIN, armed);
 }
 
 static int firewall_ufw(struct cp_mgr *m, int ssh_port, const int *ports, size_t nports)
@@ -531,12 +632,14 @@ static int firewall_ufw(struct cp_mgr *m, int ssh_port, const int *ports, size_t
 	static const char *const pkgs[] = {"ufw", NULL};
 	static const char *const off[] = {"ufw", "disable", NULL};
 	struct fw_spec f = {.ssh_port = ssh_port, .ports = ports, .nports = nports};
+	int armed;
 
 	if (cp_setup_packages(m, pkgs) < 0)
 		return -1;
+	armed = arm_if(m, plan_fw, &f, "firewall enabled", "ufw disable");
 	if (cp_mgr_apply(m, CP_MGR_SECURITY, "firewall", "ufw", plan_fw, &f) < 0)
-		return -1;
-	return proven_or_undone(m, off, "it was disabled again");
+		return -1; /* armed: the host undoes it by itself */
+	return proven_or_undone(m, off, "it was disabled again", armed);
 }
 
 int cp_security_firewall(struct cp_mgr *m, enum cp_firewall fw, const int *ports, size_t nports)

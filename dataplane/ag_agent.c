@@ -596,7 +596,8 @@ static const struct dp_io_ops agent_ops = {
 
 /*
  * With no stream open, give memory back: wolfSSL's ECC point cache (a few
- * MiB after handshakes) and the heap that a burst of streams left free
+ * MiB after handshakes), the receive buffers' pages (a burst touches them
+ * all: 4 MiB by default) and the heap that a burst of streams left free
  * (malloc keeps it). An idle agent stays near 6 MiB instead of the peak of
  * its busiest minute (bench/RESULTS.md).
  */
@@ -607,6 +608,7 @@ static void shed_memory(struct agent *a)
 	a->next_shed_ms = a->now_ms + SHED_EVERY_MS;
 	if (a->cfg->tls)
 		dp_tls_thread_done();
+	dp_ring_shed(&a->io.r);
 	malloc_trim(0);
 }
 

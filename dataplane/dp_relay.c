@@ -48,6 +48,7 @@
 #include <wolfssl/wolfcrypt/coding.h>
 #include <ctype.h>
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <netinet/in.h>
@@ -287,6 +288,8 @@ struct relay {
 	struct dp_tls_stats tls_quiet; /* reload counts of workers other than 0 */
 	int tls_on;
 	uint64_t now_ms, next_sweep_ms;
+	uint64_t next_shed_ms; /* shed_buffers() */
+	int shed_done;	       /* shed since the last public connection */
 	int http_port;
 	uint16_t next_tcp;
 	struct pub *timed;
@@ -2219,10 +2222,12 @@ static int metrics_text(struct relay *r, char *out, size_t cap)
 	  "sluice_engine_events_total{event=\"zc_refused\"} %llu\n"
 	  "sluice_engine_events_total{event=\"splice_start\"} %llu\n"
 	  "sluice_engine_events_total{event=\"splice_fallback\"} %llu\n"
+	  "sluice_engine_events_total{event=\"buffers_shed\"} %llu\n"
 	  "# TYPE sluice_spliced_bytes_total counter\nsluice_spliced_bytes_total %llu\n",
 	  U(rs->enobufs), U(rs->short_sends), U(rs->sqe_full), U(rs->no_defer), U(x.io.paused),
 	  U(x.io.eagain), U(x.m.misdirected_switch), U(rs->zc_sends), U(rs->zc_copied),
-	  U(rs->zc_refused), U(rs->splice_starts), U(rs->splice_fallbacks), U(rs->spliced));
+	  U(rs->zc_refused), U(rs->splice_starts), U(rs->splice_fallbacks), U(rs->sheds),
+	  U(rs->spliced));
 	M("# TYPE sluice_tls_events_total counter\n"
 	  "sluice_tls_events_total{event=\"handshake\"} %llu\n"
 	  "sluice_tls_events_total{event=\"resumed\"} %llu\n"
@@ -2370,6 +2375,7 @@ static void accept_public(struct relay *r, int fd, int tcp, int https, struct dp
 	uint32_t c;
 	int one = 1;
 
+	r->shed_done = 0; /* traffic: the next idle spell sheds again */
 	if (p == NULL) {
 		close(fd);
 		return;
@@ -3189,6 +3195,31 @@ static void wake_workers(void *ud)
 	}
 }
 
+static uint32_t public_conns(struct relay *r);
+
+/* With no public connection open, memory a burst left behind goes back to
+ * the kernel: the receive buffers' pages (dp_ring_shed; a burst leaves them
+ * all touched, nbufs x bufsize of RSS per worker) and the heap that its
+ * connections' TLS state and segments left free (malloc keeps it). Every
+ * 5 s at most, and only after a burst: the pages shed are faulted in again
+ * by the next one. */
+static void shed_buffers(struct relay *r)
+{
+	if (r->now_ms < r->next_shed_ms)
+		return;
+	r->next_shed_ms = r->now_ms + 5000;
+	if (public_conns(r) != 0) {
+		r->shed_done = 0;
+		return;
+	}
+	if (r->io.r.bufs_out != 0 || r->shed_done)
+		return;
+	if (dp_ring_shed(&r->io.r)) {
+		malloc_trim(0);
+		r->shed_done = 1; /* until public traffic comes again */
+	}
+}
+
 static void tick(struct relay *r)
 {
 	r->now_ms = sl_mono_ms();
@@ -3205,6 +3236,7 @@ static void tick(struct relay *r)
 	expire_timed(r);
 	expire_fresh(r);
 	sweep_tunnels(r);
+	shed_buffers(r);
 	if (r->sh->state_on) {
 		state_work(r);
 		if (r->now_ms >= r->next_counts_ms) {

@@ -86,6 +86,20 @@ static int bufstack_setup(struct dp_ring *r)
 	return 0;
 }
 
+int dp_ring_shed(struct dp_ring *r)
+{
+	if (r->bufs == NULL || r->bufs_out != 0)
+		return 0;
+	if (r->features & DP_RING_F_NOURING
+		    ? r->nfree != r->nbufs
+		    : !(r->features & DP_RING_F_DEFER) || io_uring_cq_ready(&r->ring) != 0)
+		return 0;
+	if (madvise(r->bufs, (size_t)r->nbufs * r->bufsize, MADV_DONTNEED) != 0)
+		return 0;
+	r->stats.sheds++;
+	return 1;
+}
+
 int dp_buf_take(struct dp_ring *r)
 {
 	if (r->nfree == 0)

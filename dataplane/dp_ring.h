@@ -68,6 +68,7 @@ struct dp_ring_stats {
 	uint64_t spliced;	   /* bytes moved socket to pipe to socket, never in user space */
 	uint64_t splice_starts;	   /* sockets switched to splicing (a full buffer: bulk) */
 	uint64_t splice_fallbacks; /* no pipe (fd limit): kept copying */
+	uint64_t sheds;		   /* idle: the buffers' pages given back (dp_ring_shed) */
 };
 
 /*
@@ -105,6 +106,14 @@ int dp_ring_init(struct dp_ring *r, unsigned entries, uint32_t nbufs, uint32_t b
 int dp_buf_take(struct dp_ring *r);
 
 void dp_ring_free(struct dp_ring *r);
+
+/* Give the kernel back the pages of the receive buffers when none is held:
+ * a burst leaves every buffer touched (nbufs x bufsize of RSS) long after it
+ * ends. Done only when nothing can write into a buffer behind our back (the
+ * epoll engine with its stack whole; a ring whose completion work runs only
+ * inside our own io_uring_enter, DEFER_TASKRUN, with no completion waiting).
+ * The next receive faults fresh pages in. 1 when shed, else 0. */
+int dp_ring_shed(struct dp_ring *r);
 
 /* An SQE, submitting what is queued first if the SQ is full; never NULL. */
 struct io_uring_sqe *dp_ring_sqe(struct dp_ring *r);

@@ -351,6 +351,29 @@ def test_health_and_metrics(relay, app, start_agent):
     assert count == inf == 1, text
 
 
+def test_idle_relay_gives_buffer_pages_back_and_serves_after(relay, app, start_agent):
+    """After a burst the receive buffers' pages go back to the kernel once no
+    public connection is open (the relay's buffers_shed counter; the agent
+    does the same when it has no stream); what comes next is intact."""
+    import threading
+    a = start_agent(app.port, relay.server)
+    n = 4 << 20
+    want = (apps.BLOCK * (n // len(apps.BLOCK) + 1))[:n]
+    got = []
+    ts = [threading.Thread(target=lambda: got.append(fetch(relay, "/bytes?n=%d" % n, host=host_of(a))))
+          for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert len(got) == 6 and all(g[0] == 200 and g[2] == want for g in got)
+    harness.wait_metrics(relay, lambda m: m.get('sluice_engine_events_total{event="buffers_shed"}', 0) >= 1,
+                         what="buffers shed", timeout=20)
+    time.sleep(5.5)  # the agent's own shed (every 5 s with no stream open)
+    status, _, body = fetch(relay, "/bytes?n=%d" % n, host=host_of(a))
+    assert status == 200 and body == want
+
+
 def test_admin_requests_may_come_in_pieces_and_not_forever(relay):
     """A client that writes its request line by line (bash's printf does)
     gets its answer; a head over 8 KiB gets 400; a silent one is closed."""

@@ -89,6 +89,11 @@ def test_provision_from_blank_then_nothing_to_change(binary, bin_dir, vm, redis)
     assert code == 0 and res["ok"], (res, events)
     assert res["changed"] >= 8
     assert events[-1]["operation"] == "join" and events[-1]["status"] != "failed"
+    # The hardening and the firewall went up under dead man's switches, disarmed once proven.
+    armed = {e["step"] for e in events if e["operation"] == "dead-man-switch" and "armed:" in e["diff"]}
+    assert armed == {"sluice-undo-sshd", "sluice-undo-firewall"}, armed
+    assert vm.ssh("systemctl list-timers --all --no-legend 'sluice-undo-*'").stdout.strip() == ""
+    assert vm.ssh("test -e /etc/ssh/sshd_config.d/50-sluice-hardening.conf.sluice-prev").returncode != 0
     # From inside: the user, the files with their modes, the unit active and answering.
     assert vm.ssh("id -u sluice").returncode == 0
     assert vm.ssh("stat -c '%U:%G %a' /etc/sluice/relay.conf").stdout.strip() == "root:sluice 640"
@@ -151,6 +156,38 @@ def test_a_hardening_that_would_lock_us_out_is_rolled_back(binary, vm):
     assert vm.ssh("true").returncode == 0
     assert "allowusers" not in vm.ssh("sshd -T").stdout
     assert "AllowUsers" not in vm.ssh("cat /etc/ssh/sshd_config.d/50-sluice-hardening.conf").stdout
+    # Undone in band: the dead man's switch armed for it was taken down too.
+    assert vm.ssh("systemctl list-timers --all --no-legend 'sluice-undo-*'").stdout.strip() == ""
+
+
+def test_a_run_that_dies_half_way_is_undone_by_the_host_itself(binary, vm):
+    """The control plane killed after it changed sshd's settings and before
+    it proved them: the dead man's switch it armed on the host puts the old
+    settings back by itself (SLUICE_DEADMAN_S shortens its delay to 8 s)."""
+    dropin = "/etc/ssh/sshd_config.d/50-sluice-hardening.conf"
+    before = vm.ssh("cat " + dropin).stdout
+    argv = [binary("sluice-control"), "node", "lockdown", "root@127.0.0.1:%d" % vm.port,
+            "--key", vm.key, "--known-hosts", vm.known_hosts, "--lockdown", "standard",
+            "--relay-http", "0.0.0.0:8080", "--relay-agents", "0.0.0.0:7000",
+            "--ssh-extra", "MaxStartups 5:30:20"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True,
+                         env=dict(os.environ, SLUICE_DEADMAN_S="8"))
+    seen = []
+    for line in p.stdout:
+        ev = json.loads(line)
+        seen.append(ev)
+        if ev.get("operation") == "ssh-hardening" and ev.get("status") == "changed":
+            p.kill()  # the new settings are in place, not yet proven
+            break
+    p.wait()
+    assert any(e.get("operation") == "dead-man-switch" and e["step"] == "sluice-undo-sshd"
+               and "armed: undone by the host in 8 s" in e["diff"] for e in seen), seen
+    assert "MaxStartups 5:30:20" in vm.ssh("cat " + dropin).stdout
+    harness.wait_for(lambda: vm.ssh("cat " + dropin).stdout == before and
+                     vm.ssh("systemctl list-timers --all --no-legend 'sluice-undo-*'").stdout.strip() == "",
+                     timeout=90, what="the host undoing the change by itself")
+    assert vm.ssh("test -e %s.sluice-prev" % dropin).returncode != 0
+    assert "maxstartups 10:30:60" in vm.ssh("sshd -T").stdout  # the hardened value, as before
 
 
 def test_provisioning_through_the_api_streams_its_steps_and_changes_nothing_the_second_time(
