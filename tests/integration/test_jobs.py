@@ -26,12 +26,12 @@ def env(tmp_path_factory, bin_dir):
         pytest.skip("sshd with a test user and sudo needs root")
     work = tmp_path_factory.mktemp("jobs")
     d = harness.Sshd(work, user=USER, sudo_password=SUDO_PW)
-    # The same user's commands made slow (0.4 s each) by a second sshd: a
+    # The same user's commands made slow (1 s each) by a second sshd: a
     # job that takes long enough to be cancelled or found running.
     slow_dir = work / "slow"
     slow_dir.mkdir()
     slow = harness.Sshd(slow_dir, user=USER, sudo_password=SUDO_PW,
-                        extra_config='ForceCommand sleep 0.4; eval "$SSH_ORIGINAL_COMMAND"\n')
+                        extra_config='ForceCommand sleep 1; eval "$SSH_ORIGINAL_COMMAND"\n')
     redis = harness.Redis(work)
     control = harness.Control(os.path.join(bin_dir, "sluice-control"), work, redis.url)
     yield d, slow, redis, control
