@@ -179,17 +179,34 @@ static int deadman_arm(struct cp_mgr *m, const char *name, const char *undo)
 }
 
 /* The change was proven, or undone in band: the switch goes, and with it
- * the file it would have restored from (keep, or NULL). */
-static void deadman_disarm(struct cp_mgr *m, const char *name, const char *keep)
+ * the file it would have restored from (keep, or NULL). 1 when it was still
+ * waiting; 0 when it had gone off already (a run slower than its delay: the
+ * host undid the change) or cannot be told. */
+static int deadman_disarm(struct cp_mgr *m, const char *name, const char *keep)
 {
-	static const char SH[] = "systemctl stop \"$1.timer\" 2>/dev/null; "
+	static const char SH[] = "if systemctl is-active -q \"$1.timer\"; then "
+				 "systemctl stop \"$1.timer\"; echo waiting; fi; "
 				 "systemctl reset-failed \"$1.service\" 2>/dev/null; "
 				 "[ -z \"$2\" ] || rm -f \"$2\"; true";
 	struct cp_ssh_result r;
+	int waiting;
 
 	cp_mgr_run(m, (const char *const[]){"sh", "-c", SH, "sh", name, keep ? keep : "", NULL},
 		   NULL, &r);
+	waiting = r.out && strstr(r.out, "waiting") != NULL;
 	cp_ssh_result_free(&r);
+	return waiting;
+}
+
+/* Proven, but maybe too late: a switch that went off has undone it. */
+static int disarm_proven(struct cp_mgr *m, const char *what, const char *name, const char *keep)
+{
+	if (deadman_disarm(m, name, keep))
+		return 0;
+	cp_mgr_fail(m, CP_MGR_SECURITY, what, "dead man's switch", 1,
+		    "the change took longer than its dead man's switch allowed and the host "
+		    "undid it; run again");
+	return -1;
 }
 
 /* Put the old drop-in back (or remove ours) and reload: the rollback. */
@@ -284,8 +301,8 @@ int cp_security_ssh(struct cp_mgr *m, enum cp_lockdown level, const char *extra)
 				     "restores the old settings within " DEADMAN_S " s)");
 		goto out_fail;
 	}
-	if (armed) /* proven */
-		deadman_disarm(m, DM_SSHD, SSHD_PREV);
+	if (armed && disarm_proven(m, "sshd", DM_SSHD, SSHD_PREV) < 0)
+		goto out_fail;
 	free(old);
 	return 0;
 out_fail:
@@ -570,11 +587,8 @@ static int proven_or_undone(struct cp_mgr *m, const char *const *off, const char
 	char why[400];
 	int back;
 
-	if (m->check || fresh_connection(m, why, sizeof(why)) == 0) {
-		if (armed)
-			deadman_disarm(m, DM_FW, NULL);
-		return 0;
-	}
+	if (m->check || fresh_connection(m, why, sizeof(why)) == 0)
+		return armed ? disarm_proven(m, "firewall", DM_FW, NULL) : 0;
 	back = run_ok(m, off, why, sizeof(why)) == 0;
 	if (armed && back)
 		deadman_disarm(m, DM_FW, NULL);

@@ -163,7 +163,7 @@ def test_a_hardening_that_would_lock_us_out_is_rolled_back(binary, vm):
 def test_a_run_that_dies_half_way_is_undone_by_the_host_itself(binary, vm):
     """The control plane killed after it changed sshd's settings and before
     it proved them: the dead man's switch it armed on the host puts the old
-    settings back by itself (SLUICE_DEADMAN_S shortens its delay to 8 s)."""
+    settings back by itself (SLUICE_DEADMAN_S shortens its delay to 15 s)."""
     dropin = "/etc/ssh/sshd_config.d/50-sluice-hardening.conf"
     before = vm.ssh("cat " + dropin).stdout
     argv = [binary("sluice-control"), "node", "lockdown", "root@127.0.0.1:%d" % vm.port,
@@ -171,7 +171,7 @@ def test_a_run_that_dies_half_way_is_undone_by_the_host_itself(binary, vm):
             "--relay-http", "0.0.0.0:8080", "--relay-agents", "0.0.0.0:7000",
             "--ssh-extra", "MaxStartups 5:30:20"]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True,
-                         env=dict(os.environ, SLUICE_DEADMAN_S="8"))
+                         env=dict(os.environ, SLUICE_DEADMAN_S="15"))
     seen = []
     for line in p.stdout:
         ev = json.loads(line)
@@ -181,13 +181,18 @@ def test_a_run_that_dies_half_way_is_undone_by_the_host_itself(binary, vm):
             break
     p.wait()
     assert any(e.get("operation") == "dead-man-switch" and e["step"] == "sluice-undo-sshd"
-               and "armed: undone by the host in 8 s" in e["diff"] for e in seen), seen
+               and "armed: undone by the host in 15 s" in e["diff"] for e in seen), seen
     assert "MaxStartups 5:30:20" in vm.ssh("cat " + dropin).stdout
-    harness.wait_for(lambda: vm.ssh("cat " + dropin).stdout == before and
-                     vm.ssh("systemctl list-timers --all --no-legend 'sluice-undo-*'").stdout.strip() == "",
-                     timeout=90, what="the host undoing the change by itself")
-    assert vm.ssh("test -e %s.sluice-prev" % dropin).returncode != 0
-    assert "maxstartups 10:30:60" in vm.ssh("sshd -T").stdout  # the hardened value, as before
+    # One look at everything, retried: the undo reloads sshd, and a
+    # connection that comes in just then is reset.
+    probe = ("cat %s; echo ---; systemctl list-units --all --no-legend 'sluice-undo-*'; "
+             "test -e %s.sluice-prev && echo KEPT; sshd -T | grep ^maxstartups" % (dropin, dropin))
+
+    def undone():
+        r = vm.ssh(probe)
+        text, _, rest = r.stdout.partition("---\n")
+        return r.returncode == 0 and text == before and rest.strip() == "maxstartups 10:30:60"
+    harness.wait_for(undone, timeout=90, what="the host undoing the change by itself")
 
 
 def test_provisioning_through_the_api_streams_its_steps_and_changes_nothing_the_second_time(
