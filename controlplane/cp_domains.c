@@ -17,6 +17,7 @@
 #include "pr_state.h"
 #include "pr_token.h"
 #include "sl_log.h"
+#include "sl_thread.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -273,8 +274,6 @@ static void on_vdone(h2o_socket_t *sock, const char *err)
 static void start_verify(struct cp_op *op, redisReply *r)
 {
 	struct vjob *j;
-	pthread_t th;
-	pthread_attr_t at;
 
 	if (op->s->verifying >= VERIFY_MAX) {
 		cp_op_error(op, 503, "busy", "too many verifications at once; retry");
@@ -297,17 +296,13 @@ static void start_verify(struct cp_op *op, redisReply *r)
 		 op->s->cfg.challenge_connect ? op->s->cfg.challenge_connect : "");
 	j->sock = h2o_evloop_socket_create(op->s->loop, j->fds[0], 0);
 	j->sock->data = j;
-	pthread_attr_init(&at);
-	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&th, &at, vthread, j) != 0) {
-		pthread_attr_destroy(&at);
+	if (sl_thread_detached(vthread, j) < 0) {
 		h2o_socket_close(j->sock);
 		close(j->fds[1]);
 		free(j);
 		cp_op_error(op, 500, "internal", "cannot start the verification");
 		return;
 	}
-	pthread_attr_destroy(&at);
 	op->s->verifying++;
 	h2o_socket_read_start(j->sock, on_vdone);
 }

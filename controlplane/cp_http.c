@@ -244,6 +244,18 @@ void cp_op_error(struct cp_op *op, int status, const char *code, const char *fmt
 	op_free(op);
 }
 
+int cp_prefixed_id_ok(const char *id, size_t n, const char *prefix, size_t max)
+{
+	size_t pl = strlen(prefix);
+
+	if (n <= pl || n > max || memcmp(id, prefix, pl) != 0)
+		return 0;
+	for (size_t i = pl; i < n; i++)
+		if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9')))
+			return 0;
+	return 1;
+}
+
 int cp_op_field(struct cp_op *op, const char *const *fields, size_t n, const char *key)
 {
 	for (size_t i = 0; i < n; i++)

@@ -39,9 +39,11 @@
 #include "cp_ssh_int.h"
 #include "pr_token.h"
 #include "sl_time.h"
+#include "sl_thread.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -74,8 +76,8 @@ struct cp_job {
 	atomic_int refs;
 	struct cp_job *next; /* the server's table (loop) */
 	struct cp_server *s; /* loop side only: the thread never touches it */
-	char id[32], node_id[64], node_name[128], actor[32];
-	uint64_t created_ms, updated_ms, finished_ms;
+	char id[32], node_id[64], actor[32];
+	uint64_t created_ms, finished_ms;
 	pthread_mutex_t mu; /* events, result, status */
 	json_t *events;	    /* array of event objects, each with its "seq" */
 	json_t *result;	    /* cp_mgr_result_json once ended, else NULL */
@@ -95,7 +97,7 @@ struct cp_job {
 	struct cp_ssh_config cfg;
 	char sudo_pw[128];
 	struct cp_provision_spec spec;
-	char strs[12][STR_MAX]; /* the spec's strings, copied */
+	char strs[8][STR_MAX]; /* the spec's strings, copied (keep()) */
 	char ssh_extra[1024];
 	char secret[256];
 };
@@ -421,18 +423,20 @@ static void sub_free(struct sub *u)
  * after which u is freed: 1 then, else 0. */
 static int sub_flush(struct sub *u)
 {
-	json_t *doc = u->job ? job_doc(u->job, 1) : json_incref(u->doc);
-	json_t *evs = json_object_get(doc, "events");
-	const char *st = json_string_value(json_object_get(doc, "status")) ?: "running";
-	int last = doc && strcmp(st, "running") != 0;
+	json_t *doc, *evs;
+	const char *st;
+	int last;
 	h2o_iovec_t buf[2];
 	size_t nbuf = 0, cap = 0, len = 0;
 	char *out = NULL;
 
-	if (!u->req || u->sending || u->final_sent || !doc) {
-		json_decref(doc);
+	if (!u->req || u->sending || u->final_sent) /* the job's copy is made only to send */
 		return 0;
-	}
+	if (!(doc = u->job ? job_doc(u->job, 1) : json_incref(u->doc)))
+		return 0;
+	evs = json_object_get(doc, "events");
+	st = json_string_value(json_object_get(doc, "status")) ?: "running";
+	last = strcmp(st, "running") != 0;
 	for (size_t i = (size_t)u->next_seq; i < json_array_size(evs); i++) {
 		char *t = json_dumps(json_array_get(evs, i), JSON_COMPACT);
 		size_t n = t ? strlen(t) + 64 : 0;
@@ -538,6 +542,7 @@ static long resume_from(h2o_req_t *req)
 	ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("last-event-id"), -1);
 	char num[24];
 	size_t n;
+	long v;
 
 	if (i < 0)
 		return 0;
@@ -546,7 +551,8 @@ static long resume_from(h2o_req_t *req)
 		return 0;
 	memcpy(num, req->headers.entries[i].value.base, n);
 	num[n] = '\0';
-	return strtol(num, NULL, 10) + 1 > 0 ? strtol(num, NULL, 10) + 1 : 0;
+	v = strtol(num, NULL, 10);
+	return v >= 0 && v < LONG_MAX ? v + 1 : 0;
 }
 
 /* Start the stream of a local job (j) or of a record read from Redis. */
@@ -588,16 +594,6 @@ static void start_stream(struct cp_op *op, struct cp_job *j, json_t *remote)
 }
 
 /* ---- routes ---- */
-
-static int id_ok(const char *id, size_t n)
-{
-	if (n < 4 || n > 30 || memcmp(id, "jb_", 3) != 0)
-		return 0;
-	for (size_t i = 3; i < n; i++)
-		if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9')))
-			return 0;
-	return 1;
-}
 
 static void on_record(void *ud, redisReply *r, const char *err)
 {
@@ -693,7 +689,7 @@ int cp_api_jobs(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_l
 	int events = slash && id_len - n == 7 && memcmp(slash, "/events", 7) == 0;
 	struct cp_op *op;
 
-	if (!id || !id_ok(id, n) || (slash && !events)) {
+	if (!id || !cp_prefixed_id_ok(id, n, "jb_", 30) || (slash && !events)) {
 		cp_send_error(s, req, 404, "not_found", id ? "no such job" : "no such endpoint");
 		return 0;
 	}
@@ -821,7 +817,6 @@ static struct cp_job *job_new(struct cp_op *op, const struct cp_job_node *node)
 	}
 	snprintf(j->id, sizeof(j->id), "jb_%s", rnd);
 	snprintf(j->node_id, sizeof(j->node_id), "%s", node->id);
-	snprintf(j->node_name, sizeof(j->node_name), "%s", node->name);
 	snprintf(j->actor, sizeof(j->actor), "%s", op->actor.key_id);
 	j->s = op->s;
 	j->cfg = *node->cfg;
@@ -847,7 +842,7 @@ static struct cp_job *job_new(struct cp_op *op, const struct cp_job_node *node)
 		.ssh_extra = j->ssh_extra,
 		.verify_redis = keep(j, 7, NULL, NULL, c->redis_url)};
 	j->check = json_is_true(json_object_get(b, "check"));
-	j->created_ms = j->updated_ms = sl_wall_ms();
+	j->created_ms = sl_wall_ms();
 	j->fds[0] = j->fds[1] = -1;
 	pthread_mutex_init(&j->mu, NULL);
 	atomic_init(&j->refs, 1);
@@ -856,22 +851,16 @@ static struct cp_job *job_new(struct cp_op *op, const struct cp_job_node *node)
 
 static int start_thread(struct cp_job *j)
 {
-	pthread_t th;
-	pthread_attr_t at;
 	int rc;
 
 	if (pipe2(j->fds, O_CLOEXEC | O_NONBLOCK) < 0)
 		return -errno;
 	atomic_fetch_add(&j->refs, 1); /* the thread's */
-	pthread_attr_init(&at);
-	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-	rc = pthread_create(&th, &at, job_main, j);
-	pthread_attr_destroy(&at);
-	if (rc != 0) {
+	if ((rc = sl_thread_detached(job_main, j)) < 0) {
 		atomic_fetch_sub(&j->refs, 1);
 		close(j->fds[0]);
 		close(j->fds[1]);
-		return -rc;
+		return rc;
 	}
 	j->sock = h2o_evloop_socket_create(j->s->loop, j->fds[0], 0);
 	j->sock->data = j;

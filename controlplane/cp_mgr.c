@@ -222,6 +222,13 @@ int cp_mgr_settled(struct cp_mgr *m, const char *op, const char *step, const str
 int cp_mgr_apply(struct cp_mgr *m, enum cp_mgr_err_type type, const char *op, const char *step,
 		 cp_mgr_plan_fn plan, const void *spec)
 {
+	return cp_mgr_apply_guarded(m, type, op, step, plan, spec, NULL, NULL);
+}
+
+int cp_mgr_apply_guarded(struct cp_mgr *m, enum cp_mgr_err_type type, const char *op,
+			 const char *step, cp_mgr_plan_fn plan, const void *spec,
+			 cp_mgr_guard_fn guard, void *arg)
+{
 	double t0 = cp_ssh_clock_ms();
 	struct cp_plan p, again;
 
@@ -236,6 +243,8 @@ int cp_mgr_apply(struct cp_mgr *m, enum cp_mgr_err_type type, const char *op, co
 	}
 	if (cp_mgr_settled(m, op, step, &p, t0))
 		return 0;
+	if (guard)
+		guard(m, &p, arg);
 	for (size_t i = 0; i < p.n; i++) {
 		struct cp_ssh_result r;
 		int rc = cp_mgr_run(m, p.argv[i], NULL, &r), ok = rc == 0 && r.exit_code == 0;

@@ -14,6 +14,14 @@ typedef int (*cp_mgr_plan_fn)(struct cp_mgr *m, const void *spec, struct cp_plan
 /* Plan, apply unless m->check, re-plan (must be empty), one event. */
 int cp_mgr_apply(struct cp_mgr *m, enum cp_mgr_err_type type, const char *op, const char *step,
 		 cp_mgr_plan_fn plan, const void *spec);
+/* Called with the plan about to run (not empty, not check mode), before its
+ * first command: what must be in place before the host changes (a dead
+ * man's switch) goes up here, from the plan in hand. */
+typedef void (*cp_mgr_guard_fn)(struct cp_mgr *m, const struct cp_plan *p, void *arg);
+/* cp_mgr_apply with guard(m, plan, arg) before the plan runs. */
+int cp_mgr_apply_guarded(struct cp_mgr *m, enum cp_mgr_err_type type, const char *op,
+			 const char *step, cp_mgr_plan_fn plan, const void *spec,
+			 cp_mgr_guard_fn guard, void *arg);
 /* A command (with sudo when m->sudo); r as cp_ssh_run fills it. */
 int cp_mgr_run(struct cp_mgr *m, const char *const *argv, const char *input,
 	       struct cp_ssh_result *r);

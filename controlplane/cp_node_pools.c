@@ -10,6 +10,7 @@
  * connections close, so never on the HTTP loop: the loop only marks).
  */
 #include "cp_node_pools.h"
+#include "sl_thread.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -144,16 +145,8 @@ void cp_node_pool_forget(const char *id)
 	if (e)
 		e->pool = NULL;
 	pthread_mutex_unlock(&mu);
-	if (idle) {
-		pthread_t th;
-		pthread_attr_t at;
-
-		pthread_attr_init(&at);
-		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-		if (pthread_create(&th, &at, free_main, idle) != 0)
-			cp_ssh_pool_free(idle);
-		pthread_attr_destroy(&at);
-	}
+	if (idle && sl_thread_detached(free_main, idle) < 0)
+		cp_ssh_pool_free(idle);
 }
 
 void cp_node_pools_free(void)

@@ -32,6 +32,7 @@
 #include "cp_ssh_diag.h"
 #include "pr_seal.h"
 #include "pr_token.h"
+#include "sl_thread.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -667,19 +668,6 @@ static int node_config(struct cp_op *op, redisReply *r, struct cp_ssh_config *cf
 	return 0;
 }
 
-static int start_thread(struct nexec *x)
-{
-	pthread_t th;
-	pthread_attr_t at;
-	int rc;
-
-	pthread_attr_init(&at);
-	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-	rc = pthread_create(&th, &at, nexec_main, x);
-	pthread_attr_destroy(&at);
-	return rc == 0 ? 0 : -rc;
-}
-
 static void on_exec_node(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
@@ -721,7 +709,7 @@ static void on_exec_node(void *ud, redisReply *r, const char *err)
 	x->req = req;
 	x->sock = h2o_evloop_socket_create(op->s->loop, x->fds[0], 0);
 	x->sock->data = x;
-	if (start_thread(x) < 0) {
+	if (sl_thread_detached(nexec_main, x) < 0) {
 		h2o_socket_close(x->sock);
 		close(x->fds[1]);
 		x->refs = 1;
@@ -848,16 +836,6 @@ static void nodes_provision(struct cp_op *op)
 
 /* ---- routing ---- */
 
-static int id_ok(const char *id, size_t n)
-{
-	if (n < 4 || n > 40 || memcmp(id, "nd_", 3) != 0)
-		return 0;
-	for (size_t i = 3; i < n; i++)
-		if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9')))
-			return 0;
-	return 1;
-}
-
 int cp_api_nodes(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
 {
 	int post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
@@ -871,7 +849,7 @@ int cp_api_nodes(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_
 
 	if (!id) {
 		next = post ? nodes_create : get ? nodes_list : NULL;
-	} else if (!id_ok(id, n)) {
+	} else if (!cp_prefixed_id_ok(id, n, "nd_", 40)) {
 		cp_send_error(s, req, 404, "not_found", "no such node");
 		return 0;
 	} else if (!slash) {

@@ -164,13 +164,13 @@ static int deadman_arm(struct cp_mgr *m, const char *name, const char *undo)
 	const char *secs = getenv("SLUICE_DEADMAN_S");
 	const char *argv[] = {"sh", "-c", SH, "sh", name, undo, DEADMAN_S, NULL};
 	char said[80];
+	struct cp_ssh_result r;
+	int ok;
 
 	if (secs && strspn(secs, "0123456789") == strlen(secs) && atoi(secs) >= 1 &&
 	    atoi(secs) <= 3600)
 		argv[6] = secs;
-	struct cp_ssh_result r;
-	int ok = cp_mgr_run(m, argv, NULL, &r) == 0 && r.exit_code == 0;
-
+	ok = cp_mgr_run(m, argv, NULL, &r) == 0 && r.exit_code == 0;
 	cp_ssh_result_free(&r);
 	snprintf(said, sizeof(said), "armed: undone by the host in %s s unless proven", argv[6]);
 	cp_mgr_emit(m, "dead-man-switch", name, CP_MGR_UNCHANGED, cp_ssh_clock_ms(),
@@ -600,16 +600,20 @@ static int proven_or_undone(struct cp_mgr *m, const char *const *off, const char
 	return -1;
 }
 
-/* Before a firewall goes up where there was none: the host takes it down by
- * itself unless this run proves a fresh connection (plan: the facts now). */
-static int arm_if(struct cp_mgr *m, cp_mgr_plan_fn plan, const struct fw_spec *f,
-		  const char *first_time, const char *undo)
-{
-	struct cp_plan p;
+/* Before a firewall goes up where there was none (the plan's diff says
+ * first_time): the host takes it down by itself (undo) unless this run
+ * proves a fresh connection. A cp_mgr_guard_fn. */
+struct fw_guard {
+	const char *first_time, *undo;
+	int armed;
+};
 
-	if (m->check || plan(m, f, &p) < 0 || !strstr(p.diff, first_time))
-		return 0;
-	return deadman_arm(m, DM_FW, undo);
+static void arm_if_first(struct cp_mgr *m, const struct cp_plan *p, void *arg)
+{
+	struct fw_guard *g = arg;
+
+	if (strstr(p->diff, g->first_time))
+		g->armed = deadman_arm(m, DM_FW, g->undo);
 }
 
 /* The firewall is a manager step like any other; its proof is a fresh
@@ -623,8 +627,9 @@ static int firewall_iptables(struct cp_mgr *m, int ssh_port, const int *ports, s
 					  NULL};
 	static const char *const pkgs[] = {"iptables", NULL}; /* asked for by name: maybe absent */
 	struct fw_spec f = {.ssh_port = ssh_port, .ports = ports, .nports = nports};
+	struct fw_guard g = {.first_time = "INPUT jumps to it first", .undo = off[2]};
 	char script[2048];
-	int unit_changed = 0, armed;
+	int unit_changed = 0;
 
 	if (cp_iptables_script(ssh_port, ports, nports, script, sizeof(script)) < 0) {
 		cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "iptables", 0, "too many ports");
@@ -635,10 +640,10 @@ static int firewall_iptables(struct cp_mgr *m, int ssh_port, const int *ports, s
 	    cp_service_unit(m, FW_UNIT, FW_UNIT_TEXT, &unit_changed) < 0 ||
 	    cp_service_action(m, FW_UNIT, "enable") < 0)
 		return -1;
-	armed = arm_if(m, plan_ipt, &f, "INPUT jumps to it first", off[2]);
-	if (cp_mgr_apply(m, CP_MGR_SECURITY, "firewall", "iptables", plan_ipt, &f) < 0)
+	if (cp_mgr_apply_guarded(m, CP_MGR_SECURITY, "firewall", "iptables", plan_ipt, &f,
+				 arm_if_first, &g) < 0)
 		return -1; /* armed: the host undoes it by itself */
-	return proven_or_undone(m, off, "INPUT no longer jumps to " FW_CHAIN, armed);
+	return proven_or_undone(m, off, "INPUT no longer jumps to " FW_CHAIN, g.armed);
 }
 
 static int firewall_ufw(struct cp_mgr *m, int ssh_port, const int *ports, size_t nports)
@@ -646,14 +651,14 @@ static int firewall_ufw(struct cp_mgr *m, int ssh_port, const int *ports, size_t
 	static const char *const pkgs[] = {"ufw", NULL};
 	static const char *const off[] = {"ufw", "disable", NULL};
 	struct fw_spec f = {.ssh_port = ssh_port, .ports = ports, .nports = nports};
-	int armed;
+	struct fw_guard g = {.first_time = "firewall enabled", .undo = "ufw disable"};
 
 	if (cp_setup_packages(m, pkgs) < 0)
 		return -1;
-	armed = arm_if(m, plan_fw, &f, "firewall enabled", "ufw disable");
-	if (cp_mgr_apply(m, CP_MGR_SECURITY, "firewall", "ufw", plan_fw, &f) < 0)
+	if (cp_mgr_apply_guarded(m, CP_MGR_SECURITY, "firewall", "ufw", plan_fw, &f, arm_if_first,
+				 &g) < 0)
 		return -1; /* armed: the host undoes it by itself */
-	return proven_or_undone(m, off, "it was disabled again", armed);
+	return proven_or_undone(m, off, "it was disabled again", g.armed);
 }
 
 int cp_security_firewall(struct cp_mgr *m, enum cp_firewall fw, const int *ports, size_t nports)

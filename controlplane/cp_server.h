@@ -117,6 +117,10 @@ void cp_op_redis_error(struct cp_op *op, struct redisReply *r, const char *err);
 void cp_op_step_failed(struct cp_op *op, struct redisReply *r, const char *err);
 void cp_op_step_error(struct cp_op *op, const char *store);
 
+/* An id we made ("nd_", "jb_" and pr_random_alnum's [a-z0-9]), n bytes
+ * at most max: 1 when it is one, 0 otherwise. */
+int cp_prefixed_id_ok(const char *id, size_t n, const char *prefix, size_t max);
+
 /* key's index in fields (a body's allowed keys), or -1 with a 400
  * unknown_field answered (op freed). */
 int cp_op_field(struct cp_op *op, const char *const *fields, size_t n, const char *key);

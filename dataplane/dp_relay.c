@@ -3212,9 +3212,7 @@ static void shed_buffers(struct relay *r)
 		r->shed_done = 0;
 		return;
 	}
-	if (r->io.r.bufs_out != 0 || r->shed_done)
-		return;
-	if (dp_ring_shed(&r->io.r)) {
+	if (!r->shed_done && dp_ring_shed(&r->io.r)) { /* held buffers: not yet */
 		malloc_trim(0);
 		r->shed_done = 1; /* until public traffic comes again */
 	}
