@@ -208,6 +208,25 @@ def make_test_user(user, password, pubkey, sudo_nopasswd=False):
     os.replace(tmp, drop_in)
 
 
+def node_body(sshd, sudo_password=None, **over):
+    """POST /api/v1/nodes's body for sshd's test user: its address, host key
+    (the known_hosts form, "type base64") and client key; over replaces
+    fields (None removes one)."""
+    with open(os.path.join(sshd.dir, "ssh_host_ed25519_key.pub")) as f:
+        host_key = " ".join(f.read().split()[:2])
+    with open(sshd.key) as f:
+        body = {"name": "relay-a", "host": "127.0.0.1", "port": sshd.port, "user": sshd.user,
+                "hostKey": host_key, "privateKey": f.read()}
+    if sudo_password:
+        body["sudoPassword"] = sudo_password
+    for k, v in over.items():
+        if v is None:
+            body.pop(k, None)
+        else:
+            body[k] = v
+    return body
+
+
 class Sshd:
     """OpenSSH's sshd on a free loopback port, with an Ed25519 host key and an
     Ed25519 client key (libssh2 1.10 signs RSA with SHA-1 only, which

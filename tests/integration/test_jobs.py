@@ -42,12 +42,7 @@ def env(tmp_path_factory, bin_dir):
 
 
 def register(control, d, **over):
-    with open(os.path.join(d.dir, "ssh_host_ed25519_key.pub")) as f:
-        host_key = " ".join(f.read().split()[:2])
-    body = {"name": "relay-" + uuid.uuid4().hex[:6], "host": "127.0.0.1", "port": d.port,
-            "user": USER, "hostKey": host_key, "privateKey": open(d.key).read(),
-            "sudoPassword": SUDO_PW}
-    body.update(over)
+    body = harness.node_body(d, SUDO_PW, **{"name": "relay-" + uuid.uuid4().hex[:6], **over})
     status, _, node = control.api("POST", "/api/v1/nodes", body)
     assert status == 201, node
     return node

@@ -32,16 +32,8 @@ def env(tmp_path_factory, bin_dir):
     d.stop()
 
 
-def host_key(d):
-    with open(os.path.join(d.dir, "ssh_host_ed25519_key.pub")) as f:
-        return " ".join(f.read().split()[:2])
-
-
 def register(control, d, **over):
-    body = {"name": "relay-a", "host": "127.0.0.1", "port": d.port, "user": USER,
-            "hostKey": host_key(d), "privateKey": open(d.key).read(), "sudoPassword": SUDO_PW}
-    body.update(over)
-    return control.api("POST", "/api/v1/nodes", body)
+    return control.api("POST", "/api/v1/nodes", harness.node_body(d, SUDO_PW, **over))
 
 
 def stream(control, path, body, timeout=60):
@@ -91,13 +83,7 @@ def test_register_list_show_delete_never_shows_secrets(env):
 ])
 def test_registration_is_validated(env, over, code):
     d, _, control = env
-    body = {"name": "x", "host": "127.0.0.1", "port": d.port, "user": USER, "hostKey": host_key(d),
-            "privateKey": "k"}
-    for k, v in over.items():
-        if v is None:
-            body.pop(k, None)
-        else:
-            body[k] = v
+    body = harness.node_body(d, **{"name": "x", "privateKey": "k", **over})
     status, _, err = control.api("POST", "/api/v1/nodes", body)
     assert status == 400 and err["code"] == code, err
 
