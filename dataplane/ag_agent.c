@@ -11,6 +11,7 @@
 #include "dp_conn.h"
 #include "dp_http.h"
 #include "dp_tls.h"
+#include "sl_heap.h"
 #include "sl_log.h"
 #include "sl_time.h"
 
@@ -24,7 +25,6 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
-#include <malloc.h>
 
 enum { K_CTRL = 1, K_DATA, K_LOCAL };
 
@@ -609,7 +609,7 @@ static void shed_memory(struct agent *a)
 	if (a->cfg->tls)
 		dp_tls_thread_done();
 	dp_ring_shed(&a->io.r);
-	malloc_trim(0);
+	sl_heap_trim();
 }
 
 static void tick(struct agent *a)

@@ -39,6 +39,7 @@
 #include "pr_token.h"
 #include "sl_bytes.h"
 #include "sl_cli.h"
+#include "sl_heap.h"
 #include "sl_log.h"
 #include "sl_net.h"
 #include "sl_time.h"
@@ -48,7 +49,6 @@
 #include <wolfssl/wolfcrypt/coding.h>
 #include <ctype.h>
 #include <errno.h>
-#include <malloc.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <netinet/in.h>
@@ -3213,7 +3213,7 @@ static void shed_buffers(struct relay *r)
 		return;
 	}
 	if (!r->shed_done && dp_ring_shed(&r->io.r)) { /* held buffers: not yet */
-		malloc_trim(0);
+		sl_heap_trim();
 		r->shed_done = 1; /* until public traffic comes again */
 	}
 }
