@@ -218,6 +218,7 @@ bench-run: $(BENCH_BINS) $(BINS)
 bench-smoke: $(BENCH_BINS) $(BINS)
 	$(PYTHON) bench/tools/run_micro.py --bin $(BIN)/bench --smoke
 	$(PYTHON) bench/e2e/run.py --bin $(BIN) --out build/bench-smoke --smoke
+	$(PYTHON) bench/e2e/ab.py --bin $(BIN) --rounds 1 --seconds 1 --variant io_uring= --variant 'epoll=--engine epoll'
 	$(PYTHON) bench/e2e/api.py --bin $(BIN) --out build/bench-smoke --smoke
 	$(PYTHON) bench/e2e/cluster.py --bin $(BIN) --out build/bench-smoke --smoke
 	$(PYTHON) bench/e2e/ssh.py --bin $(BIN) --out build/bench-smoke --smoke

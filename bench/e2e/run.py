@@ -87,6 +87,11 @@ backend b
 """
 
 
+# Ratios also taken round by round (the median of each round's ratio).
+PAIRS = [("sluice", "haproxy2"), ("sluice", "ssh-R"), ("sluice", "sluice-epoll"),
+         ("sluice", "haproxy1"), ("sluice-tls", "sluice")]
+
+
 def wrk(url, conns, seconds, host=None):
     argv = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "--timeout", "10s"]
     if host:
@@ -245,11 +250,23 @@ class Bench:
         a = self.args
         res = {"config": vars(a), "scenarios": {}, "download": {}, "memory": {}}
         scenarios = [("100b", 50), ("64k", 50), ("100b", 1000)]
+        res["paired"] = {}
         for path, conns in scenarios:
             key = "%s@%d" % (path, conns)
             res["scenarios"][key] = {}
-            for name, (base, host) in self.targets.items():
-                runs = [wrk("%s/%s" % (base, path), conns, a.seconds, host) for _ in range(a.reps)]
+            # Round-robin: every round runs each target once, so a drift of
+            # this shared machine (10-20% between minutes) hits all alike,
+            # and each round gives a ratio measured under one condition.
+            rounds = {name: [] for name in self.targets}
+            for _ in range(a.reps):
+                for name, (base, host) in self.targets.items():
+                    rounds[name].append(wrk("%s/%s" % (base, path), conns, a.seconds, host))
+            res["paired"][key] = {
+                "%s/%s" % (x, y): statistics.median(
+                    u["rps"] / v["rps"] for u, v in zip(rounds[x], rounds[y]) if v["rps"])
+                for x, y in PAIRS if x in rounds and y in rounds}
+            for name in self.targets:
+                runs = rounds[name]
                 res["scenarios"][key][name] = {
                     "rps": statistics.median(r["rps"] for r in runs),
                     "p50_ms": statistics.median(r["p50_ms"] for r in runs),
@@ -300,7 +317,9 @@ def markdown(res, cmd):
     sc = res["scenarios"]
     names = list(next(iter(sc.values())).keys())
     md = ["# End-to-end results", "", "Command: `%s`" % cmd, "",
-          "Medians of %d runs of %d s each (wrk, 1 thread); 2 cores shared by every process; "
+          "Medians of %d rounds of %d s each (wrk, 1 thread; a round runs every target once, "
+          "in turn); throughput ratios are the medians of each round's ratio; "
+          "2 cores shared by every process; "
           "relay workers and HAProxy threads: %d; sluice splice: %s; send-zc: %s." % (
               res["config"]["reps"], res["config"]["seconds"], res["config"]["workers"],
               "on" if res["config"]["splice"] else "off", res["config"]["send_zc"] or "off"), "",
@@ -309,12 +328,12 @@ def markdown(res, cmd):
     for key, row in sc.items():
         cells = ["%.0f req/s, p99 %.1f ms" % (row[n]["rps"], row[n]["p99_ms"]) for n in names]
         s = row["sluice"]
+        pr = res["paired"][key]
         md.append("| %s | %s | %.2f | %s | %.2f | %.2f | %.2f |" % (
-            key, " | ".join(cells), ratio(s["rps"], row["haproxy2"]["rps"]),
-            "%.2f" % ratio(s["rps"], row["ssh-R"]["rps"]) if "ssh-R" in row else "n/a",
+            key, " | ".join(cells), pr["sluice/haproxy2"],
+            "%.2f" % pr["sluice/ssh-R"] if "sluice/ssh-R" in pr else "n/a",
             ratio(s["p99_ms"], row["haproxy1"]["p99_ms"]),
-            ratio(s["rps"], row["sluice-epoll"]["rps"]),
-            ratio(row["sluice-tls"]["rps"], s["rps"])))
+            pr["sluice/sluice-epoll"], pr["sluice-tls/sluice"]))
     d = res["download"]
     md += ["", "Download of %d MiB (curl): " % res["config"]["big_mb"] +
            ", ".join("%s %.2f GB/s" % (k, v) for k, v in d.items()) +
