@@ -62,6 +62,11 @@ int dp_io_init(struct dp_io *io, uint32_t max_conns, uint32_t nbufs, uint32_t bu
 	io->pause_bytes = 4 * bufsize;
 	io->starved = DP_NIL;
 	io->evfd = -1;
+	if (engine != DP_ENGINE_EPOLL &&
+	    (io->sendv = calloc(DP_SENDV_MAX, sizeof(io->sendv[0]))) == NULL) {
+		dp_io_free(io);
+		return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -78,6 +83,7 @@ void dp_io_free(struct dp_io *io)
 	free(io->rq.v);
 	free(io->wq.v);
 	free(io->tlsq.v);
+	free(io->sendv);
 	free(io->conns);
 	io->conns = NULL;
 }
@@ -322,8 +328,6 @@ void dp_conn_throttle(struct dp_io *io, uint32_t c, int on)
 static void kick_send(struct dp_io *io, uint32_t c)
 {
 	struct dp_conn *s = &io->conns[c];
-	struct dp_seg *g;
-	struct io_uring_sqe *sqe;
 
 	if (s->flags & (DP_C_SENDING | DP_C_CLOSING))
 		return;
@@ -338,22 +342,64 @@ static void kick_send(struct dp_io *io, uint32_t c)
 		}
 		return;
 	}
-	g = &io->r.segs[s->out.head];
+	/* Both engines send at the end of the turn (ep_drain, ur_drain_sends):
+	 * what else this turn queues on c goes out in the same send. */
 	s->flags |= DP_C_SENDING;
-	if (io->engine == DP_ENGINE_EPOLL) {
-		want_write(io, c);
-		return;
+	want_write(io, c);
+}
+
+/* Point iov at c's queued bytes, DP_SENDV_SEGS segments at most; returns
+ * how many and sets s->sending to their length. */
+static int gather(struct dp_io *io, struct dp_conn *s, struct iovec *iov)
+{
+	int n = 0;
+
+	s->sending = 0;
+	for (uint32_t i = s->out.head; i != DP_NIL && n < DP_SENDV_SEGS; i = io->r.segs[i].next) {
+		struct dp_seg *g = &io->r.segs[i];
+
+		iov[n].iov_base = g->ptr + g->sent;
+		iov[n].iov_len = g->len - g->sent;
+		s->sending += g->len - g->sent;
+		n++;
 	}
+	return n;
+}
+
+/* io_uring: the send c waits for, as one SQE: SEND_ZC for a large head
+ * segment, else a plain send of one segment or a sendmsg of several. */
+static void ur_write(struct dp_io *io, uint32_t c)
+{
+	struct dp_conn *s = &io->conns[c];
+	struct dp_seg *g;
+	struct dp_sendv *v;
+	struct io_uring_sqe *sqe;
+
+	if (!(s->flags & DP_C_SENDING) || s->out.head == DP_NIL)
+		return;
+	g = &io->r.segs[s->out.head];
 	if (io->zc_min && g->len - g->sent >= io->zc_min) {
 		/* The buffer stays ours until the notification: on_send runs then. */
+		s->sending = g->len - g->sent;
 		sqe = sqe_for(io, c, DP_OP_SEND_ZC);
-		io_uring_prep_send_zc(sqe, s->fd, g->ptr + g->sent, g->len - g->sent, MSG_NOSIGNAL,
+		io_uring_prep_send_zc(sqe, s->fd, g->ptr + g->sent, s->sending, MSG_NOSIGNAL,
 				      IORING_SEND_ZC_REPORT_USAGE);
 		io->r.stats.zc_sends++;
 		return;
 	}
+	if (g->next == DP_NIL || io->nsendv == DP_SENDV_MAX) {
+		s->sending = g->len - g->sent;
+		sqe = sqe_for(io, c, DP_OP_SEND);
+		io_uring_prep_send(sqe, s->fd, g->ptr + g->sent, s->sending, MSG_NOSIGNAL);
+		return;
+	}
+	v = &io->sendv[io->nsendv++];
+	memset(&v->mh, 0, sizeof(v->mh));
+	v->mh.msg_iov = v->iov;
+	v->mh.msg_iovlen = (size_t)gather(io, s, v->iov);
+	io->r.stats.gathered++;
 	sqe = sqe_for(io, c, DP_OP_SEND);
-	io_uring_prep_send(sqe, s->fd, g->ptr + g->sent, g->len - g->sent, MSG_NOSIGNAL);
+	io_uring_prep_sendmsg(sqe, s->fd, &v->mh, MSG_NOSIGNAL);
 }
 
 void dp_conn_kick(struct dp_io *io, uint32_t c)
@@ -658,14 +704,24 @@ static void on_send(struct dp_io *io, uint32_t c, int res)
 		dp_conn_fail(io, c);
 		return;
 	}
-	g = &io->r.segs[s->out.head];
-	g->sent += (uint32_t)res;
 	s->tx += (uint64_t)res;
 	s->out_bytes -= (uint32_t)res;
-	if (g->sent < g->len)
+	if ((uint32_t)res < s->sending)
 		io->r.stats.short_sends++;
-	else
+	/* A gathered send covers DP_SENDV_SEGS segments at most. */
+	for (uint32_t left = (uint32_t)res; left > 0;) {
+		uint32_t take;
+
+		g = &io->r.segs[s->out.head];
+		take = g->len - g->sent < left ? g->len - g->sent : left;
+		g->sent += take;
+		left -= take;
+		if (g->sent < g->len)
+			break;
 		dp_seg_release(&io->r, dp_chain_pop(&io->r, &s->out));
+	}
+	if (s->out.head != DP_NIL && io->r.segs[s->out.head].sent == io->r.segs[s->out.head].len)
+		dp_seg_release(&io->r, dp_chain_pop(&io->r, &s->out)); /* an empty segment */
 	kick_send(io, c);
 	maybe_resume_feeder(io, c);
 }
@@ -1136,7 +1192,17 @@ static void ep_write(struct dp_io *io, uint32_t c)
 	if (!(s->flags & DP_C_SENDING) || s->out.head == DP_NIL)
 		return;
 	g = &io->r.segs[s->out.head];
-	n = send(s->fd, g->ptr + g->sent, g->len - g->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (g->next == DP_NIL) {
+		s->sending = g->len - g->sent;
+		n = send(s->fd, g->ptr + g->sent, s->sending, MSG_NOSIGNAL | MSG_DONTWAIT);
+	} else {
+		struct iovec iov[DP_SENDV_SEGS];
+		struct msghdr mh = {.msg_iov = iov};
+
+		mh.msg_iovlen = (size_t)gather(io, s, iov);
+		io->r.stats.gathered++;
+		n = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	}
 	if (n < 0 && errno == EAGAIN) {
 		io->stats.eagain++;
 		return; /* still SENDING; EPOLLOUT brings it back */
@@ -1216,10 +1282,12 @@ int dp_io_run_once(struct dp_io *io, int timeout_ms)
 	if (io->engine == DP_ENGINE_EPOLL)
 		return ep_run_once(io, timeout_ms);
 
+	ep_drain(io, &io->wq, DP_C_QUEUED_W, ur_write);
 	if (io->tlsq.len)
 		err = io_uring_submit(&io->r.ring); /* work waits: reap, do not sleep */
 	else
 		err = io_uring_submit_and_wait_timeout(&io->r.ring, &cqe, 1, &ts, NULL);
+	io->nsendv = 0; /* submitted: the kernel has copied them */
 	if (err < 0 && err != -ETIME && err != -EINTR)
 		return err;
 	io_uring_for_each_cqe(&io->r.ring, head, cqe)

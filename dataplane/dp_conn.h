@@ -38,7 +38,7 @@
 #define DP_C_RREADY	0x0400 /* epoll: readable since the last EAGAIN */
 #define DP_C_CONNECTING 0x0800 /* epoll: a connect is in progress */
 #define DP_C_QUEUED_R	0x1000 /* epoll: in the read queue */
-#define DP_C_QUEUED_W	0x2000 /* epoll: in the write queue */
+#define DP_C_QUEUED_W	0x2000 /* in the write queue: its send goes at the end of the turn */
 #define DP_C_THROTTLE	0x8000 /* receiving stopped by the owner (a rate limit) until unthrottled */
 #define DP_C_NETEOF                                                                                \
 	0x4000 /* the network sent FIN (TLS: plaintext may still be pending, so                    \
@@ -66,8 +66,9 @@ struct dp_conn {
 	uint32_t peer;	     /* paired slot, or DP_NIL */
 	struct dp_chain out; /* output queue */
 	uint32_t out_bytes;
-	uint32_t link;	/* the engine's free or starved list */
-	uint32_t olink; /* the owner's lists (idle data connections, waiters) */
+	uint32_t sending; /* bytes asked of the send in flight (a short send sends fewer) */
+	uint32_t link;	  /* the engine's free or starved list */
+	uint32_t olink;	  /* the owner's lists (idle data connections, waiters) */
 	void *owner;
 	uint64_t rx, tx;	 /* bytes received and sent */
 	int err;		 /* epoll: a connect that failed at once */
@@ -89,6 +90,14 @@ enum {
 };
 
 struct dp_io;
+
+#define DP_SENDV_SEGS 8	 /* segments gathered into one send at most */
+#define DP_SENDV_MAX  64 /* gathered sends prepared per turn of the loop */
+
+struct dp_sendv {
+	struct msghdr mh;
+	struct iovec iov[DP_SENDV_SEGS];
+};
 
 /* What the owner of a worker is told; every callback is optional except on_data. */
 struct dp_io_ops {
@@ -141,6 +150,10 @@ struct dp_io {
 	int evfd;		/* eventfd other threads wake this worker with, or -1 */
 	uint32_t zc_min; /* io_uring: sends of at least this many bytes use SEND_ZC; 0: never */
 	int splice;	 /* bulk transfers between plain sockets use splice(2) */
+	/* io_uring: the msghdr of each gathered send prepared this turn; the
+	 * kernel copies them at submission (IORING_FEAT_SUBMIT_STABLE). */
+	struct dp_sendv *sendv;
+	uint32_t nsendv;
 	struct dp_tls_stats tls;
 };
 

@@ -2223,11 +2223,12 @@ static int metrics_text(struct relay *r, char *out, size_t cap)
 	  "sluice_engine_events_total{event=\"splice_start\"} %llu\n"
 	  "sluice_engine_events_total{event=\"splice_fallback\"} %llu\n"
 	  "sluice_engine_events_total{event=\"buffers_shed\"} %llu\n"
+	  "sluice_engine_events_total{event=\"gathered_send\"} %llu\n"
 	  "# TYPE sluice_spliced_bytes_total counter\nsluice_spliced_bytes_total %llu\n",
 	  U(rs->enobufs), U(rs->short_sends), U(rs->sqe_full), U(rs->no_defer), U(x.io.paused),
 	  U(x.io.eagain), U(x.m.misdirected_switch), U(rs->zc_sends), U(rs->zc_copied),
 	  U(rs->zc_refused), U(rs->splice_starts), U(rs->splice_fallbacks), U(rs->sheds),
-	  U(rs->spliced));
+	  U(rs->gathered), U(rs->spliced));
 	M("# TYPE sluice_tls_events_total counter\n"
 	  "sluice_tls_events_total{event=\"handshake\"} %llu\n"
 	  "sluice_tls_events_total{event=\"resumed\"} %llu\n"

@@ -69,6 +69,7 @@ struct dp_ring_stats {
 	uint64_t splice_starts;	   /* sockets switched to splicing (a full buffer: bulk) */
 	uint64_t splice_fallbacks; /* no pipe (fd limit): kept copying */
 	uint64_t sheds;		   /* idle: the buffers' pages given back (dp_ring_shed) */
+	uint64_t gathered;	   /* sends that carried several queued segments (sendmsg) */
 };
 
 /*

@@ -374,6 +374,36 @@ def test_idle_relay_gives_buffer_pages_back_and_serves_after(relay, app, start_a
     assert status == 200 and body == want
 
 
+def test_a_slow_reader_gets_its_bytes_in_order_through_gathered_sends(relay, app, start_agent):
+    """A client that stops reading lets segments pile up in the relay's queue
+    (bounded: the agent's stream is paused); once it reads again, one send
+    carries several of them (sendmsg; the gathered_send counter). The bytes
+    arrive whole and in order."""
+    a = start_agent(app.port, relay.server)
+    n = 8 << 20
+    before = harness.metrics(relay).get('sluice_engine_events_total{event="gathered_send"}', 0)
+    with socket.create_connection(("127.0.0.1", relay.http_port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        s.sendall(b"GET /bytes?n=%d HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                  % (n, host_of(a).encode()))
+        time.sleep(1.0)  # not reading: the relay's queue toward us fills
+        data = read_all(s)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert len(body) == n and hashlib.sha256(body).hexdigest() == apps.bytes_sha256(n)
+    after = harness.metrics(relay).get('sluice_engine_events_total{event="gathered_send"}', 0)
+    assert after > before
+
+
+def read_all(sock):
+    out = bytearray()
+    while True:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return bytes(out)
+        out += chunk
+
+
 def test_admin_requests_may_come_in_pieces_and_not_forever(relay):
     """A client that writes its request line by line (bash's printf does)
     gets its answer; a head over 8 KiB gets 400; a silent one is closed."""
