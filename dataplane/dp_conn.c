@@ -1263,6 +1263,7 @@ static int ep_run_once(struct dp_io *io, int timeout_ms)
 
 	if (n < 0 && errno != EINTR)
 		return -errno;
+	io->now_ns = sl_mono_ns();
 	for (int i = 0; i < n; i++)
 		ep_event(io, &evs[i]);
 	ep_drain(io, &io->wq, DP_C_QUEUED_W, ep_write);
@@ -1288,6 +1289,7 @@ int dp_io_run_once(struct dp_io *io, int timeout_ms)
 	else
 		err = io_uring_submit_and_wait_timeout(&io->r.ring, &cqe, 1, &ts, NULL);
 	io->nsendv = 0; /* submitted: the kernel has copied them */
+	io->now_ns = sl_mono_ns();
 	if (err < 0 && err != -ETIME && err != -EINTR)
 		return err;
 	io_uring_for_each_cqe(&io->r.ring, head, cqe)

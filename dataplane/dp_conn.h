@@ -150,6 +150,7 @@ struct dp_io {
 	int evfd;		/* eventfd other threads wake this worker with, or -1 */
 	uint32_t zc_min; /* io_uring: sends of at least this many bytes use SEND_ZC; 0: never */
 	int splice;	 /* bulk transfers between plain sockets use splice(2) */
+	uint64_t now_ns; /* CLOCK_MONOTONIC as this turn's events came in: one read per turn */
 	/* io_uring: the msghdr of each gathered send prepared this turn; the
 	 * kernel copies them at submission (IORING_FEAT_SUBMIT_STABLE). */
 	struct dp_sendv *sendv;

@@ -428,7 +428,7 @@ static void pub_429(struct relay *r, struct pub *p, const struct pr_limit *l, ui
  */
 static int request_limits(struct relay *r, struct pub *p, struct dp_tunnel *t, int waited)
 {
-	uint64_t now = sl_mono_ms(), reset;
+	uint64_t now = r->io.now_ns / 1000000, reset;
 	uint32_t win = t->lim_req.window * 1000;
 
 	if (t->key_req.limit && r->sh->leases_on && t->key_id[0]) {
@@ -454,7 +454,8 @@ static int request_limits(struct relay *r, struct pub *p, struct dp_tunnel *t, i
 static int tcp_limit_ok(struct relay *r, struct dp_tunnel *t)
 {
 	if (t->lim_tcp.limit == 0 ||
-	    dp_window_take(&t->tcp_w, t->lim_tcp.limit, t->lim_tcp.window * 1000, sl_mono_ms(), 1))
+	    dp_window_take(&t->tcp_w, t->lim_tcp.limit, t->lim_tcp.window * 1000,
+			   r->io.now_ns / 1000000, 1))
 		return 1;
 	r->m.limited_tcp++;
 	t->limited_tcp++;
@@ -480,8 +481,8 @@ static void meter(struct relay *r, uint32_t c, uint32_t len)
 	struct dp_tunnel *t = conn_tunnel(s);
 
 	if (t == NULL || t->lim_bw.limit == 0 ||
-	    dp_bucket_spend(&t->bw, t->lim_bw.limit, t->lim_bw.window * 1000, sl_mono_ms(), len) ==
-		    0 ||
+	    dp_bucket_spend(&t->bw, t->lim_bw.limit, t->lim_bw.window * 1000,
+			    r->io.now_ns / 1000000, len) == 0 ||
 	    (s->flags & DP_C_THROTTLE))
 		return;
 	r->m.throttles++;
@@ -1268,7 +1269,7 @@ static int on_request(struct relay *r, struct pub *p, const struct dp_http_req *
 	r->m.requests++;
 	t->requests++;
 	p->hops = 0; /* MAX_HOPS bounds the moves of one request, not of a connection */
-	p->req_ns = sl_mono_ns();
+	p->req_ns = r->io.now_ns;
 	if (p->t == NULL) {
 		p->t = t;
 		p->epoch = t->epoch;
@@ -2670,7 +2671,7 @@ static void on_forwarded(struct dp_io *io, uint32_t c, uint32_t len)
 	p->orig = NULL;
 	if (p->req_ns == 0)
 		return;
-	ms = (double)(sl_mono_ns() - p->req_ns) / 1e6;
+	ms = (double)(r->io.now_ns - p->req_ns) / 1e6;
 	p->req_ns = 0;
 	for (b = 0; b < LAT_BUCKETS && ms > lat_bounds_ms[b]; b++)
 		;

@@ -349,6 +349,14 @@ def test_health_and_metrics(relay, app, start_agent):
     count = int(re.search(r"sluice_request_first_byte_seconds_count (\d+)", text).group(1))
     inf = int(re.search(r'sluice_request_first_byte_seconds_bucket\{le="\+Inf"\} (\d+)', text).group(1))
     assert count == inf == 1, text
+    # The clock is read once per turn of the loop: a request the app holds
+    # for 0.3 s is timed at 0.3 s, not at what a stale reading would give.
+    fetch(relay, "/slow?s=0.3", host=host_of(a))
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % relay.admin_port) as r:
+        text2 = r.read().decode()
+    total = float(re.search(r"sluice_request_first_byte_seconds_sum (\S+)", text2).group(1))
+    first = float(re.search(r"sluice_request_first_byte_seconds_sum (\S+)", text).group(1))
+    assert 0.3 <= total - first < 0.6, text2
 
 
 def test_idle_relay_gives_buffer_pages_back_and_serves_after(relay, app, start_agent):
