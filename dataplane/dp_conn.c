@@ -62,8 +62,10 @@ int dp_io_init(struct dp_io *io, uint32_t max_conns, uint32_t nbufs, uint32_t bu
 	io->pause_bytes = 4 * bufsize;
 	io->starved = DP_NIL;
 	io->evfd = -1;
+	/* Untouched pages of it cost nothing: a slot's entry is written only
+	 * when that connection gathers. */
 	if (engine != DP_ENGINE_EPOLL &&
-	    (io->sendv = calloc(DP_SENDV_MAX, sizeof(io->sendv[0]))) == NULL) {
+	    (io->sendv = calloc(max_conns, sizeof(io->sendv[0]))) == NULL) {
 		dp_io_free(io);
 		return -ENOMEM;
 	}
@@ -387,13 +389,13 @@ static void ur_write(struct dp_io *io, uint32_t c)
 		io->r.stats.zc_sends++;
 		return;
 	}
-	if (g->next == DP_NIL || io->nsendv == DP_SENDV_MAX) {
+	if (g->next == DP_NIL) {
 		s->sending = g->len - g->sent;
 		sqe = sqe_for(io, c, DP_OP_SEND);
 		io_uring_prep_send(sqe, s->fd, g->ptr + g->sent, s->sending, MSG_NOSIGNAL);
 		return;
 	}
-	v = &io->sendv[io->nsendv++];
+	v = &io->sendv[c];
 	memset(&v->mh, 0, sizeof(v->mh));
 	v->mh.msg_iov = v->iov;
 	v->mh.msg_iovlen = (size_t)gather(io, s, v->iov);
@@ -1200,8 +1202,9 @@ static void ep_write(struct dp_io *io, uint32_t c)
 		struct msghdr mh = {.msg_iov = iov};
 
 		mh.msg_iovlen = (size_t)gather(io, s, iov);
-		io->r.stats.gathered++;
 		n = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n >= 0)
+			io->r.stats.gathered++;
 	}
 	if (n < 0 && errno == EAGAIN) {
 		io->stats.eagain++;
@@ -1288,7 +1291,6 @@ int dp_io_run_once(struct dp_io *io, int timeout_ms)
 		err = io_uring_submit(&io->r.ring); /* work waits: reap, do not sleep */
 	else
 		err = io_uring_submit_and_wait_timeout(&io->r.ring, &cqe, 1, &ts, NULL);
-	io->nsendv = 0; /* submitted: the kernel has copied them */
 	io->now_ns = sl_mono_ns();
 	if (err < 0 && err != -ETIME && err != -EINTR)
 		return err;

@@ -6,7 +6,9 @@
  * reused is recognised and ignored. Two sockets can be paired: what one
  * receives is queued, without copying, on the other's output queue and sent
  * from the buffer it arrived in. One send is in flight per socket (so per
- * direction of a pair); a short send is resubmitted for the rest; when an
+ * direction of a pair), made at the end of the loop's turn so that it
+ * carries everything queued by then (up to DP_SENDV_SEGS segments); a short
+ * send is resubmitted for the rest; when an
  * output queue holds more than pause_bytes, the socket feeding it stops
  * receiving until the queue drains below half that, so a slow reader slows
  * its writer and memory stays bounded.
@@ -26,7 +28,7 @@
 
 /* Socket state bits (dp_conn.flags). */
 #define DP_C_RECV	0x0001 /* a multishot recv is armed */
-#define DP_C_SENDING	0x0002 /* a send is in flight */
+#define DP_C_SENDING	0x0002 /* a send is in flight, or queued for the end of the turn */
 #define DP_C_EOF	0x0004 /* the peer host sent FIN: nothing more to read */
 #define DP_C_SHUT	0x0008 /* we sent FIN (shutdown SHUT_WR) */
 #define DP_C_CLOSING	0x0010 /* closing: completions are drained, then the slot is freed */
@@ -91,8 +93,7 @@ enum {
 
 struct dp_io;
 
-#define DP_SENDV_SEGS 8	 /* segments gathered into one send at most */
-#define DP_SENDV_MAX  64 /* gathered sends prepared per turn of the loop */
+#define DP_SENDV_SEGS 8 /* segments gathered into one send at most */
 
 struct dp_sendv {
 	struct msghdr mh;
@@ -151,10 +152,10 @@ struct dp_io {
 	uint32_t zc_min; /* io_uring: sends of at least this many bytes use SEND_ZC; 0: never */
 	int splice;	 /* bulk transfers between plain sockets use splice(2) */
 	uint64_t now_ns; /* CLOCK_MONOTONIC as this turn's events came in: one read per turn */
-	/* io_uring: the msghdr of each gathered send prepared this turn; the
-	 * kernel copies them at submission (IORING_FEAT_SUBMIT_STABLE). */
+	/* io_uring: each slot's gathered send, one per slot (one send in flight
+	 * per connection): it stays put until the kernel has taken the SQE,
+	 * however late a partial submission makes that. */
 	struct dp_sendv *sendv;
-	uint32_t nsendv;
 	struct dp_tls_stats tls;
 };
 
