@@ -451,23 +451,34 @@ static int finish_put(struct cp_ssh_pool *pool, const char *tmp, const char *rem
 	return rc;
 }
 
+#define REMOVE_TRIES 3 /* a cleanup right after a lost connection may meet its twin */
+
 /* After a failed upload: the temporary file goes, on a new connection if
- * the old one died. */
+ * the old one died. The pool may still hold other connections the same
+ * failure killed (sshd's sessions for the user were cut together): a
+ * removal that fails is tried again, a little later, a bounded number of
+ * times. */
 static void remove_tmp(struct cp_ssh_pool *pool, const struct cp_ssh_xfer *x, const char *tmp,
 		       struct cp_ssh_err *err)
 {
 	const char *argv[] = {"rm", "-f", "--", tmp, NULL};
 	struct cp_ssh_cmd cmd = {.argv = argv, .timeout_ms = 15000};
 	struct cp_ssh_result r;
+	int ok = 0;
 
 	(void)x;
-	if (cp_ssh_run(pool, &cmd, &r) < 0 || r.exit_code != 0) {
+	for (int i = 0; i < REMOVE_TRIES && !ok; i++) {
+		if (i > 0)
+			usleep(300 * 1000);
+		ok = cp_ssh_run(pool, &cmd, &r) == 0 && r.exit_code == 0;
+		cp_ssh_result_free(&r);
+	}
+	if (!ok) {
 		size_t l = strlen(err->msg);
 
 		snprintf(err->msg + l, sizeof(err->msg) - l, "; the temporary file %s may remain",
 			 tmp);
 	}
-	cp_ssh_result_free(&r);
 }
 
 static int put_common(struct cp_ssh_pool *pool, int fd, const void *mem, uint64_t size,

@@ -17,6 +17,7 @@ import argparse
 import os
 import shlex
 import statistics
+import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,6 +52,16 @@ def start_variant(b, name, args, env, workers, bindir=None):
     b.targets[name] = ("http://127.0.0.1:%d" % relay.http_port, "bench.localhost")
 
 
+def pin(pid, cpus):
+    """Every thread of pid and of its children (nginx's worker) on cpus."""
+    subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True,
+                   stdout=subprocess.DEVNULL)
+    for task in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+            for child in f.read().split():
+                pin(int(child), cpus)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -60,6 +71,9 @@ def main():
     ap.add_argument("--scenario", action="append", default=[])
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--no-chain", action="store_true")
+    ap.add_argument("--pin", action="store_true",
+                    help="wrk and nginx on CPU 0, every proxy on CPU 1: the proxies do not "
+                         "share their core with the load (as on a relay host)")
     a = ap.parse_args()
     a.big_mb, a.splice = 1, True
     b = run.Bench(a)
@@ -74,12 +88,18 @@ def main():
         for name, args, env, bindir in variants:
             start_variant(b, name, args, env, a.workers, bindir)
         first = variants[0][0]
+        prefix = ()
+        if a.pin:
+            prefix = ("taskset", "-c", "0")
+            for p in b.procs:
+                pin(p.pid, "0" if p.name == "nginx" else "1")
         for sc in a.scenario or ["100b@50"]:
             path, conns = sc.split("@")
             runs = {n: [] for n in b.targets}
             for _ in range(a.rounds):
                 for n, (base, host) in b.targets.items():
-                    runs[n].append(run.wrk("%s/%s" % (base, path), int(conns), a.seconds, host))
+                    runs[n].append(run.wrk("%s/%s" % (base, path), int(conns), a.seconds, host,
+                                           prefix))
             print("%s, %d rounds of %d s:" % (sc, a.rounds, a.seconds))
             for n, rs in runs.items():
                 rps = [r["rps"] for r in rs]

@@ -92,8 +92,8 @@ PAIRS = [("sluice", "haproxy2"), ("sluice", "ssh-R"), ("sluice", "sluice-epoll")
          ("sluice", "haproxy1"), ("sluice-tls", "sluice")]
 
 
-def wrk(url, conns, seconds, host=None):
-    argv = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "--timeout", "10s"]
+def wrk(url, conns, seconds, host=None, prefix=()):
+    argv = list(prefix) + ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "--timeout", "10s"]
     if host:
         argv += ["-H", "Host: " + host]
     return wrk_argv_result(argv + [url], seconds)

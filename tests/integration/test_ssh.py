@@ -524,5 +524,5 @@ def test_upload_cut_by_a_lost_connection_leaves_nothing(binary, sshd, tmp_path):
     assert not res["ok"] and "lost" in res["error"]["message"], res
     assert not os.path.exists(target)
     # The temporary file went too: removed over a new connection.
-    assert leftovers(home()) == [], leftovers(home())
+    assert leftovers(home()) == [], (leftovers(home()), res, err)
     harness.check_sanitizers("sluice-control", err)
