@@ -344,8 +344,9 @@ static void kick_send(struct dp_io *io, uint32_t c)
 		}
 		return;
 	}
-	/* Both engines send at the end of the turn (ep_drain, ur_drain_sends):
-	 * what else this turn queues on c goes out in the same send. */
+	/* Both engines send at the end of the turn (the write queue, drained by
+	 * ep_write or ur_write): what else this turn queues on c goes out in
+	 * the same send. */
 	s->flags |= DP_C_SENDING;
 	want_write(io, c);
 }
@@ -710,8 +711,10 @@ static void on_send(struct dp_io *io, uint32_t c, int res)
 	s->out_bytes -= (uint32_t)res;
 	if ((uint32_t)res < s->sending)
 		io->r.stats.short_sends++;
-	/* A gathered send covers DP_SENDV_SEGS segments at most. */
-	for (uint32_t left = (uint32_t)res; left > 0;) {
+	/* Release what the send finished (a gathered send covers several
+	 * segments; empty ones are finished too); stop at the first it did
+	 * not. Bounded by the queue, which pause_bytes bounds. */
+	for (uint32_t left = (uint32_t)res; s->out.head != DP_NIL;) {
 		uint32_t take;
 
 		g = &io->r.segs[s->out.head];
@@ -722,8 +725,6 @@ static void on_send(struct dp_io *io, uint32_t c, int res)
 			break;
 		dp_seg_release(&io->r, dp_chain_pop(&io->r, &s->out));
 	}
-	if (s->out.head != DP_NIL && io->r.segs[s->out.head].sent == io->r.segs[s->out.head].len)
-		dp_seg_release(&io->r, dp_chain_pop(&io->r, &s->out)); /* an empty segment */
 	kick_send(io, c);
 	maybe_resume_feeder(io, c);
 }
@@ -1214,8 +1215,8 @@ static void ep_write(struct dp_io *io, uint32_t c)
 }
 
 /* Drain a queue; entries pushed meanwhile wait for the next turn (fairness). */
-static void ep_drain(struct dp_io *io, struct dp_queue *q, uint16_t flag,
-		     void (*fn)(struct dp_io *, uint32_t))
+static void drain_queue(struct dp_io *io, struct dp_queue *q, uint16_t flag,
+			void (*fn)(struct dp_io *, uint32_t))
 {
 	uint32_t n = q->len;
 	uint64_t *v = q->v;
@@ -1269,8 +1270,8 @@ static int ep_run_once(struct dp_io *io, int timeout_ms)
 	io->now_ns = sl_mono_ns();
 	for (int i = 0; i < n; i++)
 		ep_event(io, &evs[i]);
-	ep_drain(io, &io->wq, DP_C_QUEUED_W, ep_write);
-	ep_drain(io, &io->rq, DP_C_QUEUED_R, ep_read);
+	drain_queue(io, &io->wq, DP_C_QUEUED_W, ep_write);
+	drain_queue(io, &io->rq, DP_C_QUEUED_R, ep_read);
 	dp_tls_run_deferred(io);
 	rearm_starved(io);
 	return 0;
@@ -1286,7 +1287,7 @@ int dp_io_run_once(struct dp_io *io, int timeout_ms)
 	if (io->engine == DP_ENGINE_EPOLL)
 		return ep_run_once(io, timeout_ms);
 
-	ep_drain(io, &io->wq, DP_C_QUEUED_W, ur_write);
+	drain_queue(io, &io->wq, DP_C_QUEUED_W, ur_write);
 	if (io->tlsq.len)
 		err = io_uring_submit(&io->r.ring); /* work waits: reap, do not sleep */
 	else

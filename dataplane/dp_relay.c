@@ -421,6 +421,13 @@ static void pub_429(struct relay *r, struct pub *p, const struct pr_limit *l, ui
 		  (unsigned long long)l->limit, l->window, reset);
 }
 
+/* The time of this turn of the loop, in ms (dp_io.now_ns: one clock read
+ * per turn, not per request). */
+static uint64_t turn_ms(const struct relay *r)
+{
+	return r->io.now_ns / 1000000;
+}
+
 /*
  * The request limits of t for one request: the tunnel's own, exact here,
  * then its key's, shared by relays through leases. 0 to go on, -1 after a
@@ -428,7 +435,7 @@ static void pub_429(struct relay *r, struct pub *p, const struct pr_limit *l, ui
  */
 static int request_limits(struct relay *r, struct pub *p, struct dp_tunnel *t, int waited)
 {
-	uint64_t now = r->io.now_ns / 1000000, reset;
+	uint64_t now = turn_ms(r), reset;
 	uint32_t win = t->lim_req.window * 1000;
 
 	if (t->key_req.limit && r->sh->leases_on && t->key_id[0]) {
@@ -454,8 +461,7 @@ static int request_limits(struct relay *r, struct pub *p, struct dp_tunnel *t, i
 static int tcp_limit_ok(struct relay *r, struct dp_tunnel *t)
 {
 	if (t->lim_tcp.limit == 0 ||
-	    dp_window_take(&t->tcp_w, t->lim_tcp.limit, t->lim_tcp.window * 1000,
-			   r->io.now_ns / 1000000, 1))
+	    dp_window_take(&t->tcp_w, t->lim_tcp.limit, t->lim_tcp.window * 1000, turn_ms(r), 1))
 		return 1;
 	r->m.limited_tcp++;
 	t->limited_tcp++;
@@ -481,8 +487,8 @@ static void meter(struct relay *r, uint32_t c, uint32_t len)
 	struct dp_tunnel *t = conn_tunnel(s);
 
 	if (t == NULL || t->lim_bw.limit == 0 ||
-	    dp_bucket_spend(&t->bw, t->lim_bw.limit, t->lim_bw.window * 1000,
-			    r->io.now_ns / 1000000, len) == 0 ||
+	    dp_bucket_spend(&t->bw, t->lim_bw.limit, t->lim_bw.window * 1000, turn_ms(r), len) ==
+		    0 ||
 	    (s->flags & DP_C_THROTTLE))
 		return;
 	r->m.throttles++;

@@ -23,7 +23,6 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import run  # noqa: E402
-from run import harness  # noqa: E402
 
 
 def parse_variant(text, default_bin):
@@ -32,24 +31,6 @@ def parse_variant(text, default_bin):
     parts = rest.split(";")
     env = dict(p.split("=", 1) for p in parts[1:] if p)
     return name, shlex.split(parts[0]), env, bindir or default_bin
-
-
-def start_variant(b, name, args, env, workers, bindir=None):
-    bindir = bindir or b.args.bin
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        relay = harness.Relay(os.path.join(bindir, "sluice-relay"), b.dir,
-                              extra=["--log-level", "warn", "--workers", str(workers)] + args,
-                              tls=False)
-        b.procs.append(relay.proc)
-        agent = harness.Agent(os.path.join(bindir, "sluice"), b.dir, b.nginx_port, relay.server,
-                              extra=["--name", "bench", "--pool", "64"] + args, tls=False)
-        b.procs.append(agent.proc)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    b.targets[name] = ("http://127.0.0.1:%d" % relay.http_port, "bench.localhost")
 
 
 def pin(pid, cpus):
@@ -86,7 +67,7 @@ def main():
             b.targets["haproxy2"] = ("http://127.0.0.1:%d" % front, None)
         variants = [parse_variant(v, a.bin) for v in a.variant or ["sluice="]]
         for name, args, env, bindir in variants:
-            start_variant(b, name, args, env, a.workers, bindir)
+            b.start_pair(name, args, args, bindir=bindir, env=env)
         first = variants[0][0]
         prefix = ()
         if a.pin:

@@ -188,42 +188,39 @@ class Bench:
             harness.wait_for(lambda: harness.port_open(rport), what="ssh -R")
             self.targets["ssh-R"] = ("http://127.0.0.1:%d" % rport, None)
 
+    def start_pair(self, name, relay_args, agent_args, tls=False, bindir=None, env=None):
+        """A relay and its agent in front of nginx, as target name: the agent
+        link plaintext (tls False, as the HAProxy chain) or TLS; bindir
+        (default --bin) holds the binaries; env is added to both's."""
+        bindir = bindir or self.args.bin
+        saved = dict(os.environ)
+        os.environ.update(env or {})
+        try:
+            relay = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
+                                  extra=["--log-level", "warn", "--workers", str(self.args.workers)]
+                                  + list(relay_args), tls=tls)
+            self.procs.append(relay.proc)
+            agent = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
+                                  relay.server, extra=["--name", "bench", "--pool", "64"]
+                                  + list(agent_args), tls=tls)
+            self.procs.append(agent.proc)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        self.targets[name] = ("http://127.0.0.1:%d" % relay.http_port, "bench.localhost")
+        return relay, agent
+
     def start_sluice(self):
-        bindir = self.args.bin
         # Plaintext agent link, as the HAProxy chain it is compared with;
         # "sluice-tls" below is the same with TLS between agent and relay.
         zc = ["--send-zc", str(self.args.send_zc)] if self.args.send_zc else []
         sp = [] if self.args.splice else ["--no-splice"]
-        self.relay = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
-                                   extra=["--log-level", "warn", "--workers", str(self.args.workers)]
-                                   + zc + sp, tls=False)
-        self.procs.append(self.relay.proc)
-        self.agent = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
-                                   self.relay.server, extra=["--name", "bench", "--pool", "64"] + sp,
-                                   tls=False)
-        self.procs.append(self.agent.proc)
-        self.targets["sluice"] = ("http://127.0.0.1:%d" % self.relay.http_port, "bench.localhost")
+        self.relay, self.agent = self.start_pair("sluice", zc + sp, sp)
         # The same relay and agent on the epoll engine: what io_uring earns.
-        self.relay_ep = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
-                                      extra=["--log-level", "warn", "--engine", "epoll",
-                                             "--workers", str(self.args.workers)] + sp, tls=False)
-        self.procs.append(self.relay_ep.proc)
-        agent_ep = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
-                                 self.relay_ep.server, extra=["--name", "bench", "--pool", "64",
-                                                              "--engine", "epoll"] + sp, tls=False)
-        self.procs.append(agent_ep.proc)
-        self.targets["sluice-epoll"] = ("http://127.0.0.1:%d" % self.relay_ep.http_port,
-                                        "bench.localhost")
+        ep = ["--engine", "epoll"] + sp
+        self.relay_ep, _ = self.start_pair("sluice-epoll", ep, ep)
         # TLS on the agent link (what a deployment runs): the price of encryption.
-        self.relay_tls = harness.Relay(os.path.join(bindir, "sluice-relay"), self.dir,
-                                       extra=["--log-level", "warn", "--workers", str(self.args.workers)])
-        self.procs.append(self.relay_tls.proc)
-        agent_tls = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
-                                  self.relay_tls.server, extra=["--name", "bench", "--pool", "64"])
-        self.procs.append(agent_tls.proc)
-        self.agent_tls = agent_tls
-        self.targets["sluice-tls"] = ("http://127.0.0.1:%d" % self.relay_tls.http_port,
-                                      "bench.localhost")
+        self.relay_tls, self.agent_tls = self.start_pair("sluice-tls", [], [], tls=True)
 
     def idle_tunnels(self, n):
         """Open n bare control connections (HELLO, no data pool) and read the relay's RSS."""
