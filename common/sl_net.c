@@ -82,6 +82,17 @@ int sl_addr_ip(const struct sockaddr *sa, char *ip)
 	return 0;
 }
 
+int sl_peer_ip(int fd, char *ip)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	strcpy(ip, "unknown");
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return 0;
+	return sl_addr_ip((struct sockaddr *)&ss, ip);
+}
+
 int sl_connect_tcp(const struct sockaddr_storage *ss, socklen_t len, int timeout_ms)
 {
 	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};

@@ -33,6 +33,10 @@ int sl_connect_tcp(const struct sockaddr_storage *ss, socklen_t len, int timeout
  * for other families); 1 for IPv6, else 0. */
 int sl_addr_ip(const struct sockaddr *sa, char *ip);
 
+/* The address of fd's peer as text into ip, as sl_addr_ip ("unknown" when
+ * the socket has none); 1 for IPv6, else 0. */
+int sl_peer_ip(int fd, char *ip);
+
 #ifdef __cplusplus
 }
 #endif

@@ -80,7 +80,7 @@ static enum dp_lease_verdict take_local(struct dp_leases *l, struct dp_lease_ent
 	if (share == 0)
 		share = 1;
 	atomic_fetch_add(&l->local_decisions, 1);
-	if (dp_window_take(&e->local, share, win, now, 1))
+	if (dp_window_take(&e->local, share, win, now, 1) == 0)
 		return DP_LEASE_OK;
 	*reset_ms = dp_window_reset_ms(&e->local, win, now);
 	return DP_LEASE_OVER;

@@ -3,6 +3,8 @@
  */
 #include "dp_rate.h"
 
+#include <errno.h>
+
 static uint64_t slot_ms(uint32_t window_ms)
 {
 	uint64_t s = window_ms / DP_WIN_SLOTS;
@@ -27,13 +29,13 @@ int dp_window_take(struct dp_window *w, uint64_t limit, uint32_t window_ms, uint
 	int i = (int)(cur % DP_WIN_SLOTS);
 
 	if (used > limit || n > limit - used)
-		return 0;
+		return -EAGAIN;
 	if (w->slot[i] != cur) {
 		w->slot[i] = cur;
 		w->count[i] = 0;
 	}
 	w->count[i] += n;
-	return 1;
+	return 0;
 }
 
 uint64_t dp_window_reset_ms(const struct dp_window *w, uint32_t window_ms, uint64_t now_ms)

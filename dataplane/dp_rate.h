@@ -31,7 +31,7 @@ struct dp_window {
 /* Events in the window ending at now_ms. */
 uint64_t dp_window_used(const struct dp_window *w, uint32_t window_ms, uint64_t now_ms);
 /* Count n events at now_ms if the window then holds no more than limit;
- * returns 1 when they were counted, 0 when they would exceed it. */
+ * returns 0 when they were counted, -EAGAIN when they would exceed it. */
 int dp_window_take(struct dp_window *w, uint64_t limit, uint32_t window_ms, uint64_t now_ms,
 		   uint64_t n);
 /* ms from now_ms until the oldest counted slot leaves the window (room

@@ -8,10 +8,11 @@
 #ifndef DP_TUNNEL_H
 #define DP_TUNNEL_H
 
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
+#include "dp_acl.h"
 #include "dp_rate.h"
 #include "pr_msg.h"
 #include "pr_state.h"
@@ -60,21 +61,6 @@ struct dp_tunnel {
 	struct dp_tunnel *prev, *next;		      /* all tunnels */
 };
 
-/* Client addresses a session allows and refuses (CIDR blocks). Ownership:
- * the tunnel's, freed with it. */
-#define DP_ACL_MAX 16
-struct dp_acl {
-	uint8_t nallow, ndeny;
-	struct pr_cidr allow[DP_ACL_MAX], deny[DP_ACL_MAX];
-};
-
-/* Parse the record's comma-joined lists into a new acl; NULL when both are
- * empty (or on ENOMEM, which the caller logs). */
-struct dp_acl *dp_acl_parse(const char *allow, const char *deny);
-/* 1 when the client address ip (text) may pass: not refused, and allowed
- * when there is an allow list. */
-int dp_acl_ok(const struct dp_acl *acl, const char *ip, int v6);
-
 struct dp_tunnels {
 	struct dp_tunnel **by_name, **by_sid; /* open addressing, tombstones */
 	uint32_t cap, count, used;
@@ -90,32 +76,19 @@ void dp_tunnels_remove(struct dp_tunnels *ts, struct dp_tunnel *t);
 struct dp_tunnel *dp_tunnels_by_name(struct dp_tunnels *ts, const char *name, size_t len);
 struct dp_tunnel *dp_tunnels_by_sid(struct dp_tunnels *ts, const char *sid, size_t len);
 
-/*
- * Which worker thread owns each tunnel, by name and by session id: the one
- * place workers share. A tunnel lives on one worker (its control connection,
- * pool and public connections are sockets of that worker's ring); a worker
- * that receives a request or an agent connection for a tunnel it does not
- * hold asks here and hands the socket over.
- *
- * Ownership: one per relay, shared by its workers, every call under mu.
- */
-struct dp_owner_ent;
-struct dp_owners {
-	pthread_mutex_t mu;
-	struct dp_owner_ent **buckets;
-	uint32_t nbuckets;
-};
+/* A socket (or a listener) starts pointing at t. */
+static inline void dp_tunnel_ref(struct dp_tunnel *t)
+{
+	t->refs++;
+}
 
-#define DP_OWNER_NONE (-1)
-
-int dp_owners_init(struct dp_owners *o, uint32_t nbuckets);
-void dp_owners_free(struct dp_owners *o);
-/* Claim name and sid for worker w unless another worker holds the name:
- * returns w when claimed, the holder's index otherwise, or -ENOMEM. */
-int dp_owners_claim(struct dp_owners *o, const char *name, const char *sid, int w);
-/* The worker holding a name (is_sid 0) or session id (1), or DP_OWNER_NONE. */
-int dp_owners_find(struct dp_owners *o, int is_sid, const char *key, size_t len);
-/* Drop name and sid if worker w holds them. */
-void dp_owners_release(struct dp_owners *o, const char *name, const char *sid, int w);
+/* A socket stops pointing at t: the last reference frees an unlinked tunnel. */
+static inline void dp_tunnel_unref(struct dp_tunnel *t)
+{
+	if (--t->refs == 0 && !t->linked) {
+		dp_acl_free(t->acl);
+		free(t);
+	}
+}
 
 #endif

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <errno.h>
+
 #include <string.h>
 
 #include "dp_rate.h"
@@ -21,7 +23,7 @@ static void window_allows_exactly_the_limit(void **state)
 	(void)state;
 	memset(&w, 0, sizeof(w));
 	for (int i = 0; i < 250; i++)
-		taken += dp_window_take(&w, 100, 60000, 1000000 + (uint64_t)i, 1);
+		taken += dp_window_take(&w, 100, 60000, 1000000 + (uint64_t)i, 1) == 0;
 	assert_int_equal(taken, 100);
 	assert_int_equal(dp_window_used(&w, 60000, 1000300), 100);
 }
@@ -33,13 +35,13 @@ static void window_makes_room_as_slots_age(void **state)
 
 	(void)state;
 	memset(&w, 0, sizeof(w));
-	assert_true(dp_window_take(&w, 10, 60000, t0, 4));
-	assert_true(dp_window_take(&w, 10, 60000, t0 + 30000, 6));
-	assert_false(dp_window_take(&w, 10, 60000, t0 + 59999, 1));
+	assert_int_equal(dp_window_take(&w, 10, 60000, t0, 4), 0);
+	assert_int_equal(dp_window_take(&w, 10, 60000, t0 + 30000, 6), 0);
+	assert_int_equal(dp_window_take(&w, 10, 60000, t0 + 59999, 1), -EAGAIN);
 	/* The first slot's 4 leave the window 60 s after their slot began. */
 	assert_int_equal(dp_window_reset_ms(&w, 60000, t0 + 59999), 1);
-	assert_true(dp_window_take(&w, 10, 60000, t0 + 60000, 4));
-	assert_false(dp_window_take(&w, 10, 60000, t0 + 60000, 1));
+	assert_int_equal(dp_window_take(&w, 10, 60000, t0 + 60000, 4), 0);
+	assert_int_equal(dp_window_take(&w, 10, 60000, t0 + 60000, 1), -EAGAIN);
 	/* Everything ages out after a whole window of silence. */
 	assert_int_equal(dp_window_used(&w, 60000, t0 + 200000), 0);
 	assert_int_equal(dp_window_reset_ms(&w, 60000, t0 + 200000), 0);
@@ -51,9 +53,9 @@ static void window_refuses_a_batch_that_does_not_fit(void **state)
 
 	(void)state;
 	memset(&w, 0, sizeof(w));
-	assert_false(dp_window_take(&w, 5, 1000, 10, 6));
-	assert_true(dp_window_take(&w, 5, 1000, 10, 5));
-	assert_false(dp_window_take(&w, 5, 1000, 10, 1));
+	assert_int_equal(dp_window_take(&w, 5, 1000, 10, 6), -EAGAIN);
+	assert_int_equal(dp_window_take(&w, 5, 1000, 10, 5), 0);
+	assert_int_equal(dp_window_take(&w, 5, 1000, 10, 1), -EAGAIN);
 }
 
 static void bucket_allows_a_window_then_paces(void **state)
