@@ -1,5 +1,7 @@
 /*
- * dp_conn.h: sockets on a worker's ring and the byte pump between them.
+ * dp_conn.h: sockets on a worker's ring and the byte pump between them
+ * (the engine: dp_conn.c, dp_send.c, dp_splice.c, dp_export.c, dp_wake.c,
+ * and the backends dp_uring.c and dp_epoll.c; see dp_conn_int.h).
  *
  * Every socket a worker owns is a slot in one table; user_data carries the
  * slot and its generation so a completion for a slot that was freed and
@@ -92,6 +94,7 @@ enum {
 };
 
 struct dp_io;
+struct dp_backend;
 
 #define DP_SENDV_SEGS 8 /* segments gathered into one send at most */
 
@@ -128,10 +131,13 @@ struct dp_io_stats {
 	uint64_t exported, adopted; /* sockets moved to and from other workers */
 };
 
-/* epoll engine: sockets with work to do, as (slot, generation) user data. */
+/* Sockets with work to do, as (slot, generation) user data: the engine's
+ * read and write queues, and the relay's own (moving, throttled, parked).
+ * Ownership: v is the queue's, grown by dp_queue_push, freed by its owner. */
 struct dp_queue {
 	uint64_t *v;
-	uint32_t len, cap;
+	uint32_t len;
+	size_t cap;
 };
 
 /* One per worker; ownership as for dp_ring. */
@@ -145,10 +151,11 @@ struct dp_io {
 	void *owner;
 	struct dp_io_stats stats;
 	enum dp_engine engine;
-	int epfd;		/* DP_ENGINE_EPOLL */
-	struct dp_queue rq, wq; /* DP_ENGINE_EPOLL: to read, to write or connect */
-	struct dp_queue tlsq;	/* TLS sockets with work for the next turn */
-	int evfd;		/* eventfd other threads wake this worker with, or -1 */
+	const struct dp_backend *be; /* what the engine does (dp_conn_int.h) */
+	int epfd;		     /* DP_ENGINE_EPOLL */
+	struct dp_queue rq, wq;	     /* DP_ENGINE_EPOLL: to read, to write or connect */
+	struct dp_queue tlsq;	     /* TLS sockets with work for the next turn */
+	int evfd;		     /* eventfd other threads wake this worker with, or -1 */
 	uint32_t zc_min; /* io_uring: sends of at least this many bytes use SEND_ZC; 0: never */
 	int splice;	 /* bulk transfers between plain sockets use splice(2) */
 	uint64_t now_ns; /* CLOCK_MONOTONIC as this turn's events came in: one read per turn */
