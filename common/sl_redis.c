@@ -3,12 +3,14 @@
  * timeout (see sl_redis.h), shared by the control plane and the relay.
  */
 #include "sl_redis.h"
+#include "sl_thread.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
@@ -152,4 +154,28 @@ redisContext *sl_redis_connect(const struct sl_redis_target *t, int timeout_ms, 
 		return NULL;
 	}
 	return rc;
+}
+
+void sl_redis_follow_run(const struct sl_redis_follow *f)
+{
+	struct sl_redis_target t;
+	unsigned wait = f->retry_ms;
+	char why[200];
+
+	sl_redis_url_parse(f->url, &t, why, sizeof(why)); /* checked at start-up */
+	while (!sl_bg_stopping(f->bg)) {
+		struct redisContext *rc = sl_redis_connect(&t, f->timeout_ms, why, sizeof(why));
+
+		if (rc) {
+			if (f->serve(f->ud, rc, why, sizeof(why)) > 0)
+				wait = f->retry_ms;
+			redisFree(rc);
+		}
+		if (sl_bg_stopping(f->bg))
+			break;
+		f->lost(f->ud, why, wait);
+		usleep(wait * 1000u);
+		wait = wait * 2 > f->retry_max_ms ? f->retry_max_ms : wait * 2;
+	}
+	memset(t.password, 0, sizeof(t.password));
 }

@@ -37,4 +37,28 @@ struct redisContext *sl_redis_connect(const struct sl_redis_target *t, int timeo
  * the connection is unusable) or -EPROTO, with the reason in err. */
 int sl_redis_run(struct redisContext *rc, char *err, size_t cap, const char *fmt, ...);
 
+struct sl_bg;
+
+/*
+ * A background thread's life with Redis (the relay's followers): connect,
+ * serve until the connection fails or the thread is told to stop, then wait
+ * and connect again. The wait starts at retry_ms and doubles up to
+ * retry_max_ms (equal: a fixed interval), back to retry_ms after a serve
+ * that returned 1 (it got going). Ownership: the caller's, read only.
+ */
+struct sl_redis_follow {
+	struct sl_bg *bg;
+	const char *url;
+	int timeout_ms; /* bounds connecting and every command */
+	unsigned retry_ms, retry_max_ms;
+	/* Use rc until it fails (or bg stops); why may be set to the reason. */
+	int (*serve)(void *ud, struct redisContext *rc, char *why, size_t cap);
+	/* Not connected (why), and about to wait wait_ms; not called at stop. */
+	void (*lost)(void *ud, const char *why, unsigned wait_ms);
+	void *ud;
+};
+
+/* Run f until f->bg stops: the body of a follower's thread. */
+void sl_redis_follow_run(const struct sl_redis_follow *f);
+
 #endif

@@ -96,14 +96,14 @@ static void push_job(struct dp_cluster *cl, int kind, const char *sid, uint64_t 
 	j->kind = (uint8_t)kind;
 	j->bepoch = bepoch;
 	snprintf(j->sid, sizeof(j->sid), "%s", sid);
-	pthread_cond_signal(&cl->cv);
+	pthread_cond_signal(&cl->bg.cv);
 }
 
 void dp_cluster_claim(struct dp_cluster *cl, const char *sid, uint64_t bepoch)
 {
 	struct dp_claim *c;
 
-	pthread_mutex_lock(&cl->mu);
+	pthread_mutex_lock(&cl->bg.mu);
 	if ((c = find_claim(cl, sid)) == NULL && (c = calloc(1, sizeof(*c))) != NULL) {
 		snprintf(c->sid, sizeof(c->sid), "%s", sid);
 		c->next = cl->claims;
@@ -116,25 +116,25 @@ void dp_cluster_claim(struct dp_cluster *cl, const char *sid, uint64_t bepoch)
 		c->retry_ms = 0;
 		push_job(cl, CL_CLAIM, sid, bepoch);
 	}
-	pthread_mutex_unlock(&cl->mu);
+	pthread_mutex_unlock(&cl->bg.mu);
 }
 
 void dp_cluster_unbound(struct dp_cluster *cl, const char *sid)
 {
 	struct dp_claim *c;
 
-	pthread_mutex_lock(&cl->mu);
+	pthread_mutex_lock(&cl->bg.mu);
 	if ((c = find_claim(cl, sid)) != NULL)
 		c->bound = 0;
-	pthread_mutex_unlock(&cl->mu);
+	pthread_mutex_unlock(&cl->bg.mu);
 }
 
 void dp_cluster_release(struct dp_cluster *cl, const char *sid)
 {
-	pthread_mutex_lock(&cl->mu);
+	pthread_mutex_lock(&cl->bg.mu);
 	if (find_claim(cl, sid))
 		push_job(cl, CL_RELEASE, sid, 0);
-	pthread_mutex_unlock(&cl->mu);
+	pthread_mutex_unlock(&cl->bg.mu);
 }
 
 enum dp_owner_verdict dp_cluster_owner(struct dp_cluster *cl, const char *sid, int fresh,
@@ -146,7 +146,7 @@ enum dp_owner_verdict dp_cluster_owner(struct dp_cluster *cl, const char *sid, i
 	const struct dp_peer *p;
 
 	atomic_fetch_add(&cl->lookups, 1);
-	pthread_mutex_lock(&cl->mu);
+	pthread_mutex_lock(&cl->bg.mu);
 	e = cache_slot(cl, sid);
 	if (strcmp(e->sid, sid) == 0 && (now < e->expires_ms || !atomic_load(&cl->up)) &&
 	    !(fresh && e->expires_ms < now + DP_CLUSTER_CACHE_MS / 2)) {
@@ -162,7 +162,7 @@ enum dp_owner_verdict dp_cluster_owner(struct dp_cluster *cl, const char *sid, i
 			v = DP_OWN_NONE;
 	} else
 		push_job(cl, CL_QUERY, sid, 0);
-	pthread_mutex_unlock(&cl->mu);
+	pthread_mutex_unlock(&cl->bg.mu);
 	return v;
 }
 
@@ -170,19 +170,19 @@ void dp_cluster_forget(struct dp_cluster *cl, const char *sid)
 {
 	struct dp_own_ent *e;
 
-	pthread_mutex_lock(&cl->mu);
+	pthread_mutex_lock(&cl->bg.mu);
 	e = cache_slot(cl, sid);
 	if (strcmp(e->sid, sid) == 0)
 		e->expires_ms = 0;
-	pthread_mutex_unlock(&cl->mu);
+	pthread_mutex_unlock(&cl->bg.mu);
 }
 
 void dp_cluster_set_draining(struct dp_cluster *cl)
 {
-	pthread_mutex_lock(&cl->mu);
+	pthread_mutex_lock(&cl->bg.mu);
 	cl->draining = 1;
-	pthread_cond_signal(&cl->cv);
-	pthread_mutex_unlock(&cl->mu);
+	pthread_cond_signal(&cl->bg.cv);
+	pthread_mutex_unlock(&cl->bg.mu);
 }
 
 /* ---- the thread ---- */
@@ -197,9 +197,9 @@ static int beat(struct dp_cluster *cl, redisContext *rc)
 	char value[200];
 	size_t k;
 
-	pthread_mutex_lock(&cl->mu);
+	pthread_mutex_lock(&cl->bg.mu);
 	snprintf(value, sizeof(value), "v1 %s %s", cl->draining ? "draining" : "serving", cl->link);
-	pthread_mutex_unlock(&cl->mu);
+	pthread_mutex_unlock(&cl->bg.mu);
 	/* One key, with the TTL: a relay that dies leaves nothing behind. */
 	r = redisCommand(rc, "SET sl:relay:%s %s PX %d", cl->relay_id, value, DP_CLUSTER_TTL_MS);
 	if (r == NULL)
@@ -234,10 +234,10 @@ static int beat(struct dp_cluster *cl, redisContext *rc)
 		freeReplyObject(r);
 	}
 	freeReplyObject(ids);
-	pthread_mutex_lock(&cl->mu);
+	pthread_mutex_lock(&cl->bg.mu);
 	memcpy(cl->peers, peers, n * sizeof(peers[0]));
 	cl->npeers = n;
-	pthread_mutex_unlock(&cl->mu);
+	pthread_mutex_unlock(&cl->bg.mu);
 	return 0;
 }
 
@@ -253,18 +253,18 @@ static int run_job(struct dp_cluster *cl, redisContext *rc, const struct dp_cl_j
 
 		if ((r = redisCommand(rc, "HGET sl:own:%s relay", j->sid)) == NULL)
 			return -EIO;
-		pthread_mutex_lock(&cl->mu);
+		pthread_mutex_lock(&cl->bg.mu);
 		e = cache_slot(cl, j->sid);
 		snprintf(e->sid, sizeof(e->sid), "%s", j->sid);
 		snprintf(e->relay, sizeof(e->relay), "%s",
 			 r->type == REDIS_REPLY_STRING ? r->str : "");
 		e->expires_ms = sl_mono_ms() + DP_CLUSTER_CACHE_MS;
-		pthread_mutex_unlock(&cl->mu);
+		pthread_mutex_unlock(&cl->bg.mu);
 		freeReplyObject(r);
 		return 0;
 	}
 	if (j->kind == CL_RELEASE) {
-		pthread_mutex_lock(&cl->mu);
+		pthread_mutex_lock(&cl->bg.mu);
 		if ((c = find_claim(cl, j->sid)) != NULL) {
 			fence = c->held ? c->fence : 0;
 			for (struct dp_claim **pp = &cl->claims; *pp; pp = &(*pp)->next)
@@ -274,7 +274,7 @@ static int run_job(struct dp_cluster *cl, redisContext *rc, const struct dp_cl_j
 				}
 			free(c);
 		}
-		pthread_mutex_unlock(&cl->mu);
+		pthread_mutex_unlock(&cl->bg.mu);
 		if (fence == 0)
 			return 0;
 		r = redisCommand(rc, "EVAL %s 1 sl:own:%s %llu", release_lua, j->sid,
@@ -289,7 +289,7 @@ static int run_job(struct dp_cluster *cl, redisContext *rc, const struct dp_cl_j
 			 (unsigned long long)j->bepoch);
 	if (r == NULL)
 		return -EIO;
-	pthread_mutex_lock(&cl->mu);
+	pthread_mutex_lock(&cl->bg.mu);
 	if ((c = find_claim(cl, j->sid)) != NULL && c->bepoch == j->bepoch) {
 		int ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
 			 r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1;
@@ -313,7 +313,7 @@ static int run_job(struct dp_cluster *cl, redisContext *rc, const struct dp_cl_j
 		c->held = ok;
 		c->fence = nf;
 	}
-	pthread_mutex_unlock(&cl->mu);
+	pthread_mutex_unlock(&cl->bg.mu);
 	freeReplyObject(r);
 	return 0;
 }
@@ -354,13 +354,13 @@ static void serve(struct dp_cluster *cl, redisContext *rc)
 	if (jobs == NULL)
 		return;
 	/* A new connection (Redis may have restarted empty): every claim again. */
-	pthread_mutex_lock(&cl->mu);
+	pthread_mutex_lock(&cl->bg.mu);
 	for (struct dp_claim *c = cl->claims; c; c = c->next) {
 		c->held = 0;
 		push_job(cl, CL_CLAIM, c->sid, c->bepoch);
 	}
-	pthread_mutex_unlock(&cl->mu);
-	while (!atomic_load(&cl->stop)) {
+	pthread_mutex_unlock(&cl->bg.mu);
+	while (!sl_bg_stopping(&cl->bg)) {
 		uint64_t now = sl_mono_ms();
 		uint32_t n;
 
@@ -373,18 +373,15 @@ static void serve(struct dp_cluster *cl, redisContext *rc)
 			next_beat = now + DP_CLUSTER_BEAT_MS;
 			keep = 1;
 		}
-		pthread_mutex_lock(&cl->mu);
+		pthread_mutex_lock(&cl->bg.mu);
 		due_claims(cl, now, keep);
 		if (cl->njobs == 0) {
-			struct timespec ts;
-
-			sl_deadline_in(&ts, TURN_MS);
-			pthread_cond_timedwait(&cl->cv, &cl->mu, &ts);
+			sl_bg_wait_ms(&cl->bg, TURN_MS);
 		}
 		n = cl->njobs;
 		memcpy(jobs, cl->jobs, n * sizeof(*jobs));
 		cl->njobs = 0;
-		pthread_mutex_unlock(&cl->mu);
+		pthread_mutex_unlock(&cl->bg.mu);
 		for (uint32_t i = 0; i < n; i++)
 			if (run_job(cl, rc, &jobs[i]) < 0) {
 				free(jobs);
@@ -397,33 +394,46 @@ static void serve(struct dp_cluster *cl, redisContext *rc)
 		}
 	}
 	free(jobs);
-	if (atomic_load(&cl->stop))
+	if (sl_bg_stopping(&cl->bg))
 		leave(cl, rc);
+}
+
+static int serve_rc(void *ud, redisContext *rc, char *why, size_t cap)
+{
+	struct dp_cluster *cl = ud;
+
+	(void)why;
+	(void)cap;
+	serve(cl, rc);
+	atomic_store(&cl->up, 0);
+	return 0;
+}
+
+static void lost(void *ud, const char *why, unsigned wait_ms)
+{
+	struct dp_cluster *cl = ud;
+
+	(void)why;
+	(void)wait_ms;
+	atomic_store(&cl->up, 0);
+	atomic_fetch_add(&cl->failures, 1);
+	if (cl->on_change)
+		cl->on_change(cl->ud); /* parked requests use what is cached */
 }
 
 static void *cluster_thread(void *arg)
 {
 	struct dp_cluster *cl = arg;
-	struct sl_redis_target t;
-	char why[200];
+	struct sl_redis_follow f = {.bg = &cl->bg,
+				    .url = cl->redis,
+				    .timeout_ms = REDIS_TIMEOUT,
+				    .retry_ms = RETRY_MS,
+				    .retry_max_ms = RETRY_MS,
+				    .serve = serve_rc,
+				    .lost = lost,
+				    .ud = cl};
 
-	sl_redis_url_parse(cl->redis, &t, why, sizeof(why));
-	while (!atomic_load(&cl->stop)) {
-		redisContext *rc = sl_redis_connect(&t, REDIS_TIMEOUT, why, sizeof(why));
-
-		if (rc) {
-			serve(cl, rc);
-			redisFree(rc);
-		}
-		atomic_store(&cl->up, 0);
-		if (atomic_load(&cl->stop))
-			break;
-		atomic_fetch_add(&cl->failures, 1);
-		if (cl->on_change)
-			cl->on_change(cl->ud); /* parked requests use what is cached */
-		usleep(RETRY_MS * 1000);
-	}
-	memset(t.password, 0, sizeof(t.password));
+	sl_redis_follow_run(&f);
 	return NULL;
 }
 
@@ -445,16 +455,11 @@ int dp_cluster_start(struct dp_cluster *cl, const char *redis_url, const char *r
 		free(cl->jobs);
 		return -ENOMEM;
 	}
-	pthread_mutex_init(&cl->mu, NULL);
-	pthread_cond_init(&cl->cv, NULL);
-	if ((e = pthread_create(&cl->thread, NULL, cluster_thread, cl)) != 0) {
-		pthread_mutex_destroy(&cl->mu);
-		pthread_cond_destroy(&cl->cv);
+	if ((e = sl_bg_start(&cl->bg, cluster_thread, cl)) < 0) {
 		free(cl->cache);
 		free(cl->jobs);
-		return -e;
+		return e;
 	}
-	cl->started = 1;
 	return 0;
 }
 
@@ -462,20 +467,12 @@ void dp_cluster_stop(struct dp_cluster *cl)
 {
 	struct dp_claim *c, *next;
 
-	if (!cl->started)
+	if (!sl_bg_stop(&cl->bg))
 		return;
-	atomic_store(&cl->stop, 1);
-	pthread_mutex_lock(&cl->mu);
-	pthread_cond_signal(&cl->cv);
-	pthread_mutex_unlock(&cl->mu);
-	pthread_join(cl->thread, NULL);
 	for (c = cl->claims; c; c = next) {
 		next = c->next;
 		free(c);
 	}
 	free(cl->cache);
 	free(cl->jobs);
-	pthread_mutex_destroy(&cl->mu);
-	pthread_cond_destroy(&cl->cv);
-	cl->started = 0;
 }

@@ -22,6 +22,8 @@
 #define DP_CLUSTER_H
 
 #include <pthread.h>
+
+#include "sl_thread.h"
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -74,8 +76,7 @@ struct dp_claim {
  * the thread; everything below mu is under it. */
 struct dp_cluster {
 	char redis[512], relay_id[128], link[128];
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
+	struct sl_bg bg; /* the thread; its mu guards the fields below */
 	struct dp_peer peers[DP_CLUSTER_PEERS];
 	uint32_t npeers;
 	struct dp_own_ent *cache; /* DP_CLUSTER_CACHE entries */
@@ -83,9 +84,6 @@ struct dp_cluster {
 	uint32_t njobs;
 	struct dp_claim *claims;
 	int draining;
-	pthread_t thread;
-	int started;
-	atomic_int stop;
 	atomic_int up;
 	atomic_uint_fast64_t gen; /* rises when answers arrive */
 	atomic_uint_fast64_t claims_made, claims_refused, lookups, failures;

@@ -67,7 +67,7 @@ static void drop(struct dp_leases *l, struct dp_lease_ent *e)
 	e->refund_n += e->tokens;
 	e->refund_slot = e->slot;
 	e->tokens = 0;
-	pthread_cond_signal(&l->cv);
+	pthread_cond_signal(&l->bg.cv);
 }
 
 /* The fail-open decision: this relay's share of the limit, counted here. */
@@ -94,9 +94,9 @@ enum dp_lease_verdict dp_lease_take(struct dp_leases *l, const char *key_id,
 	struct dp_lease_ent *e;
 
 	*reset_ms = 0;
-	pthread_mutex_lock(&l->mu);
+	pthread_mutex_lock(&l->bg.mu);
 	if ((e = find(l, key_id)) == NULL) {
-		pthread_mutex_unlock(&l->mu);
+		pthread_mutex_unlock(&l->bg.mu);
 		return DP_LEASE_OK; /* out of memory: fail open */
 	}
 	e->lim = *lim;
@@ -122,10 +122,10 @@ enum dp_lease_verdict dp_lease_take(struct dp_leases *l, const char *key_id,
 	/* Top up before the tokens run out: half the last batch left. */
 	if (!e->wanted && now >= e->over_until_ms && e->tokens * 2 <= e->last_n) {
 		e->wanted = 1;
-		pthread_cond_signal(&l->cv);
+		pthread_cond_signal(&l->bg.cv);
 	}
 out:
-	pthread_mutex_unlock(&l->mu);
+	pthread_mutex_unlock(&l->bg.mu);
 	return v;
 }
 
@@ -248,9 +248,9 @@ static int count_relays(struct dp_leases *l, redisContext *rc)
 	r = redisCommand(rc, "ZCOUNT sl:relays %llu +inf",
 			 (unsigned long long)(sl_wall_ms() - RELAY_DEAD_MS));
 	if (r && r->type == REDIS_REPLY_INTEGER) {
-		pthread_mutex_lock(&l->mu);
+		pthread_mutex_lock(&l->bg.mu);
 		l->nrelays = r->integer > 0 ? (uint32_t)r->integer : 1;
-		pthread_mutex_unlock(&l->mu);
+		pthread_mutex_unlock(&l->bg.mu);
 	}
 	if (r == NULL)
 		return -EIO;
@@ -286,7 +286,7 @@ static void serve(struct dp_leases *l, redisContext *rc)
 	struct want w[64];
 	uint64_t next_count = 0;
 
-	while (!atomic_load(&l->stop)) {
+	while (!sl_bg_stopping(&l->bg)) {
 		uint64_t now = sl_mono_ms();
 		size_t n;
 		int got = 0;
@@ -296,17 +296,14 @@ static void serve(struct dp_leases *l, redisContext *rc)
 				return;
 			next_count = now + RELAYS_MS;
 		}
-		pthread_mutex_lock(&l->mu);
+		pthread_mutex_lock(&l->bg.mu);
 		n = collect(l, w, sizeof(w) / sizeof(w[0]), now);
 		if (n == 0) {
-			struct timespec ts;
-
-			sl_deadline_in(&ts, LEASE_TURN_MS);
-			pthread_cond_timedwait(&l->cv, &l->mu, &ts);
-			pthread_mutex_unlock(&l->mu);
+			sl_bg_wait_ms(&l->bg, LEASE_TURN_MS);
+			pthread_mutex_unlock(&l->bg.mu);
 			continue;
 		}
-		pthread_mutex_unlock(&l->mu);
+		pthread_mutex_unlock(&l->bg.mu);
 		for (size_t i = 0; i < n; i++) {
 			long long v[5];
 			int e = lease_once(rc, &w[i], v);
@@ -316,7 +313,7 @@ static void serve(struct dp_leases *l, redisContext *rc)
 			if (w[i].refund)
 				continue; /* given back: nothing to apply */
 			atomic_fetch_add(e ? &l->lease_failures : &l->leases, 1);
-			pthread_mutex_lock(&l->mu);
+			pthread_mutex_lock(&l->bg.mu);
 			if (e == 0)
 				apply(l, &w[i], v, sl_mono_ms());
 			else {
@@ -325,7 +322,7 @@ static void serve(struct dp_leases *l, redisContext *rc)
 				if (en)
 					en->wanted = 0;
 			}
-			pthread_mutex_unlock(&l->mu);
+			pthread_mutex_unlock(&l->bg.mu);
 			got = 1;
 		}
 		if (got) {
@@ -336,73 +333,64 @@ static void serve(struct dp_leases *l, redisContext *rc)
 	}
 }
 
+static int serve_rc(void *ud, redisContext *rc, char *why, size_t cap)
+{
+	struct dp_leases *l = ud;
+
+	set_up(l, 1, NULL);
+	serve(l, rc);
+	snprintf(why, cap, "%s", rc->err ? rc->errstr : "connection lost");
+	return 0;
+}
+
+static void lost(void *ud, const char *why, unsigned wait_ms)
+{
+	struct dp_leases *l = ud;
+
+	(void)wait_ms;
+	atomic_fetch_add(&l->lease_failures, 1);
+	set_up(l, 0, why);
+	if (l->on_lease)
+		l->on_lease(l->ud); /* parked requests decide locally now */
+}
+
 static void *lease_thread(void *arg)
 {
 	struct dp_leases *l = arg;
-	struct sl_redis_target t;
-	char why[200];
+	struct sl_redis_follow f = {.bg = &l->bg,
+				    .url = l->redis,
+				    .timeout_ms = REDIS_TIMEOUT,
+				    .retry_ms = RETRY_MS,
+				    .retry_max_ms = RETRY_MS,
+				    .serve = serve_rc,
+				    .lost = lost,
+				    .ud = l};
 
-	sl_redis_url_parse(l->redis, &t, why, sizeof(why));
-	while (!atomic_load(&l->stop)) {
-		redisContext *rc = sl_redis_connect(&t, REDIS_TIMEOUT, why, sizeof(why));
-
-		if (rc) {
-			set_up(l, 1, NULL);
-			serve(l, rc);
-			snprintf(why, sizeof(why), "%s", rc->err ? rc->errstr : "connection lost");
-			redisFree(rc);
-		}
-		if (atomic_load(&l->stop))
-			break;
-		atomic_fetch_add(&l->lease_failures, 1);
-		set_up(l, 0, why);
-		if (l->on_lease)
-			l->on_lease(l->ud); /* parked requests decide locally now */
-		usleep(RETRY_MS * 1000);
-	}
-	memset(t.password, 0, sizeof(t.password));
+	sl_redis_follow_run(&f);
 	return NULL;
 }
 
 int dp_leases_start(struct dp_leases *l, const char *redis_url, const char *relay_id,
 		    void (*on_lease)(void *ud), void *ud)
 {
-	int e;
-
 	memset(l, 0, sizeof(*l));
 	snprintf(l->redis, sizeof(l->redis), "%s", redis_url);
 	snprintf(l->relay_id, sizeof(l->relay_id), "%s", relay_id);
 	l->nrelays = 1;
 	l->on_lease = on_lease;
 	l->ud = ud;
-	pthread_mutex_init(&l->mu, NULL);
-	pthread_cond_init(&l->cv, NULL);
-	if ((e = pthread_create(&l->thread, NULL, lease_thread, l)) != 0) {
-		pthread_mutex_destroy(&l->mu);
-		pthread_cond_destroy(&l->cv);
-		return -e;
-	}
-	l->started = 1;
-	return 0;
+	return sl_bg_start(&l->bg, lease_thread, l);
 }
 
 void dp_leases_stop(struct dp_leases *l)
 {
 	struct dp_lease_ent *e, *next;
 
-	if (!l->started)
+	if (!sl_bg_stop(&l->bg))
 		return;
-	atomic_store(&l->stop, 1);
-	pthread_mutex_lock(&l->mu);
-	pthread_cond_signal(&l->cv);
-	pthread_mutex_unlock(&l->mu);
-	pthread_join(l->thread, NULL);
 	for (e = l->ents; e; e = next) {
 		next = e->next;
 		free(e);
 	}
 	l->ents = NULL;
-	pthread_mutex_destroy(&l->mu);
-	pthread_cond_destroy(&l->cv);
-	l->started = 0;
 }

@@ -21,6 +21,8 @@
 #define DP_LEASE_H
 
 #include <pthread.h>
+
+#include "sl_thread.h"
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -40,14 +42,10 @@ struct dp_lease_ent;
 struct dp_leases {
 	char redis[512];
 	char relay_id[128];
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
+	struct sl_bg bg;	   /* the thread; its mu guards the fields below */
 	struct dp_lease_ent *ents; /* list: a relay serves few keys at once */
 	uint32_t nents;
-	uint32_t nrelays; /* live relays, last seen (>= 1) */
-	pthread_t thread;
-	int started;
-	atomic_int stop;
+	uint32_t nrelays;	  /* live relays, last seen (>= 1) */
 	atomic_int up;		  /* leasing from Redis now; 0: local limits */
 	atomic_int drain_asked;	  /* the control plane asked this relay to drain (sl:drain:<id>) */
 	atomic_uint_fast64_t gen; /* rises whenever leases arrive or the mode changes */

@@ -379,46 +379,62 @@ static int report(struct follower *f)
 	return 0;
 }
 
+/* One connection: a snapshot, then changes as they come, reports every
+ * REPORT_MS; 1 when the snapshot loaded (the backoff starts again). The
+ * follower (ud) lives across connections: its snapshot generation tells
+ * the entries the next snapshot no longer has. */
+static int serve_rc(void *ud, redisContext *rc, char *why, size_t cap)
+{
+	struct follower *fp = ud;
+	struct dp_state *st = fp->st;
+	int served = 0;
+
+	fp->rc = rc;
+	if (snapshot(fp) == 0) {
+		atomic_store(&st->up, 1);
+		served = 1;
+		/* Bounded by stop: each turn blocks at most BLOCK_MS. The first
+		 * heartbeat goes out at once. */
+		fp->next_report_ms = 0;
+		while (!sl_bg_stopping(&st->bg)) {
+			if (sl_wall_ms() >= fp->next_report_ms) {
+				fp->next_report_ms = sl_wall_ms() + REPORT_MS;
+				if (report(fp) < 0)
+					break;
+			}
+			if (follow_once(fp) < 0)
+				break;
+		}
+	}
+	atomic_store(&st->up, 0);
+	fp->rc = NULL;
+	snprintf(why, cap, "%s", fp->err);
+	return served;
+}
+
+static void lost(void *ud, const char *why, unsigned wait_ms)
+{
+	struct dp_state *st = ((struct follower *)ud)->st;
+
+	atomic_store(&st->up, 0);
+	atomic_fetch_add(&st->failures, 1);
+	sl_warn("state: redis: %s; retrying in %u ms (sessions kept as they were)", why, wait_ms);
+}
+
 static void *follower_thread(void *arg)
 {
 	struct dp_state *st = arg;
-	struct sl_redis_target t;
-	struct follower f = {.st = st};
-	uint32_t backoff = 100;
-	char why[200];
+	struct follower fl = {.st = st};
+	struct sl_redis_follow f = {.bg = &st->bg,
+				    .url = st->cfg.redis,
+				    .timeout_ms = st->cfg.timeout_ms + BLOCK_MS,
+				    .retry_ms = 100,
+				    .retry_max_ms = RETRY_MAX_MS,
+				    .serve = serve_rc,
+				    .lost = lost,
+				    .ud = &fl};
 
-	sl_redis_url_parse(st->cfg.redis, &t, why, sizeof(why));
-	while (!atomic_load(&st->stop)) {
-		f.rc = sl_redis_connect(&t, st->cfg.timeout_ms + BLOCK_MS, f.err, sizeof(f.err));
-		if (f.rc && snapshot(&f) == 0) {
-			atomic_store(&st->up, 1);
-			backoff = 100;
-			/* Bounded by stop: each turn blocks at most BLOCK_MS. The
-			 * first heartbeat goes out at once. */
-			f.next_report_ms = 0;
-			while (!atomic_load(&st->stop)) {
-				if (sl_wall_ms() >= f.next_report_ms) {
-					f.next_report_ms = sl_wall_ms() + REPORT_MS;
-					if (report(&f) < 0)
-						break;
-				}
-				if (follow_once(&f) < 0)
-					break;
-			}
-		}
-		atomic_store(&st->up, 0);
-		if (f.rc)
-			redisFree(f.rc);
-		f.rc = NULL;
-		if (atomic_load(&st->stop))
-			break;
-		atomic_fetch_add(&st->failures, 1);
-		sl_warn("state: redis: %s; retrying in %u ms (sessions kept as they were)", f.err,
-			backoff);
-		usleep(backoff * 1000);
-		backoff = backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2;
-	}
-	memset(t.password, 0, sizeof(t.password));
+	sl_redis_follow_run(&f);
 	return NULL;
 }
 
@@ -456,20 +472,18 @@ int dp_state_start(struct dp_state *st, const struct dp_state_config *cfg,
 		return -ENOMEM;
 	}
 	pthread_rwlock_init(&st->lock, NULL);
-	if ((e = pthread_create(&st->thread, NULL, follower_thread, st)) != 0) {
+	if ((e = sl_bg_start(&st->bg, follower_thread, st)) < 0) {
+		pthread_rwlock_destroy(&st->lock);
 		free_tables(st);
-		return -e;
+		return e;
 	}
-	st->started = 1;
 	return 0;
 }
 
 void dp_state_stop(struct dp_state *st)
 {
-	if (!st->started)
+	if (!sl_bg_stop(&st->bg))
 		return;
-	atomic_store(&st->stop, 1);
-	pthread_join(st->thread, NULL);
 	for (uint32_t i = 0; i < st->nbuckets; i++) {
 		struct dp_state_ent *e = st->buckets[i], *next;
 
@@ -480,7 +494,6 @@ void dp_state_stop(struct dp_state *st)
 	}
 	free_tables(st);
 	pthread_rwlock_destroy(&st->lock);
-	st->started = 0;
 }
 
 int dp_state_get(struct dp_state *st, const char *sid, struct pr_session *out)

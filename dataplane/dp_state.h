@@ -15,6 +15,8 @@
 #define DP_STATE_H
 
 #include <pthread.h>
+
+#include "sl_thread.h"
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -47,9 +49,7 @@ struct dp_state {
 	struct dp_state_ent **buckets;
 	struct dp_state_ent **ibuckets[DP_STATE_NIDX]; /* active sessions by domain, by name */
 	uint32_t nbuckets, count;
-	pthread_t thread;
-	int started;
-	atomic_int stop;
+	struct sl_bg bg;		     /* the follower thread (its mu and cv are unused) */
 	atomic_uint_fast64_t revoked;	     /* rises when a session stops being usable */
 	atomic_uint_fast64_t changed;	     /* rises with every record applied */
 	atomic_uint_fast64_t lt_changed;     /* rises when a localtunnel session's record changes */
