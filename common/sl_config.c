@@ -43,7 +43,7 @@ static int find_opt(const struct sl_config *c, const char *name, size_t len)
 	for (size_t i = 0; i < c->nopts; i++)
 		if (strlen(c->opts[i].name) == len && memcmp(c->opts[i].name, name, len) == 0)
 			return (int)i;
-	return -1;
+	return -ENOENT;
 }
 
 /* Strict decimal: optional sign, digits only, no overflow. */
@@ -458,7 +458,7 @@ static int apply_flag(struct sl_config *c, int argc, char **argv, int *i)
 		k = find_opt(c, arg + 3, len - 3);
 		if (k >= 0 && c->opts[k].type == SL_OPT_BOOL)
 			return sl_config_set(c, c->opts[k].name, "false", SL_SRC_FLAG, origin);
-		k = -1;
+		k = -ENOENT;
 	}
 	if (k < 0)
 		return fail(c, -EINVAL, "unknown option %s (see --help)", origin);

@@ -20,13 +20,13 @@ static int is_tchar(unsigned char c)
 }
 
 /* Find the end of the line starting at p: returns the index after LF and the
- * line's length without CR LF, or -1 when no LF yet. */
+ * line's length without CR LF, or -EAGAIN when no LF yet. */
 static ssize_t line_end(const char *p, size_t len, size_t *line_len)
 {
 	const char *lf = memchr(p, '\n', len);
 
 	if (lf == NULL)
-		return -1;
+		return -EAGAIN;
 	*line_len = (size_t)(lf - p);
 	if (*line_len > 0 && p[*line_len - 1] == '\r')
 		(*line_len)--;
@@ -239,7 +239,7 @@ static int hexval(char c)
 	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* Advance over one byte outside chunk data; returns 0 or -1. */
+/* Advance over one byte outside chunk data; returns 0 or -EPROTO. */
 static int chunk_step(struct dp_chunked *c, char ch)
 {
 	int h;
@@ -248,12 +248,12 @@ static int chunk_step(struct dp_chunked *c, char ch)
 	case CH_SIZE:
 		if ((h = hexval(ch)) >= 0) {
 			if (++c->digits > 15)
-				return -1;
+				return -EPROTO;
 			c->remaining = c->remaining << 4 | (uint64_t)h;
 			return 0;
 		}
 		if (c->digits == 0)
-			return -1;
+			return -EPROTO;
 		if (ch == ';' || ch == ' ' || ch == '\t')
 			c->state = CH_EXT;
 		else if (ch == '\r')
@@ -261,7 +261,7 @@ static int chunk_step(struct dp_chunked *c, char ch)
 		else if (ch == '\n')
 			c->state = c->remaining ? CH_DATA : CH_TRAILER;
 		else
-			return -1;
+			return -EPROTO;
 		return 0;
 	case CH_EXT:
 		if (ch == '\r')
@@ -271,7 +271,7 @@ static int chunk_step(struct dp_chunked *c, char ch)
 		return 0;
 	case CH_SIZE_LF:
 		if (ch != '\n')
-			return -1;
+			return -EPROTO;
 		c->state = c->remaining ? CH_DATA : CH_TRAILER;
 		return 0;
 	case CH_DATA_CR:
@@ -280,12 +280,12 @@ static int chunk_step(struct dp_chunked *c, char ch)
 			return 0;
 		}
 		if (ch != '\r')
-			return -1;
+			return -EPROTO;
 		c->state = CH_DATA_LF;
 		return 0;
 	case CH_DATA_LF:
 		if (ch != '\n')
-			return -1;
+			return -EPROTO;
 		c->state = CH_SIZE;
 		return 0;
 	case CH_TRAILER:
@@ -297,10 +297,10 @@ static int chunk_step(struct dp_chunked *c, char ch)
 		return 0;
 	case CH_END_LF:
 		if (ch != '\n')
-			return -1;
+			return -EPROTO;
 		c->state = CH_DONE;
 		return 0;
-	default: return -1;
+	default: return -EPROTO;
 	}
 }
 
@@ -322,7 +322,7 @@ ssize_t dp_chunked_consume(struct dp_chunked *c, const char *p, size_t len, int 
 			continue;
 		}
 		if (chunk_step(c, p[i++]) < 0)
-			return -1;
+			return -EPROTO;
 	}
 	*done = c->state == CH_DONE;
 	return (ssize_t)i;

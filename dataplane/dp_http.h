@@ -57,7 +57,7 @@ struct dp_chunked {
 /*
  * Consume body bytes: returns how many of p[0..len) belong to the body (all
  * of them unless it ends inside), sets *done when its last byte was consumed;
- * returns -1 when the framing is malformed.
+ * returns -EPROTO when the framing is malformed.
  */
 ssize_t dp_chunked_consume(struct dp_chunked *c, const char *p, size_t len, int *done);
 

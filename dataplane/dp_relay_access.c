@@ -98,8 +98,8 @@ static int share_token_ok(struct relay *r, const struct dp_tunnel *t, const char
 /*
  * Share links on a protected URL. A valid ?sluice_share=TOKEN answers 302
  * to the same URL without it, with the token as a cookie; a valid cookie
- * lets the request through (p->shared). Returns -1 when a response was
- * queued, 0 to go on.
+ * lets the request through (p->shared). Returns -EACCES when a response
+ * was queued, 0 to go on.
  */
 static int share_check(struct relay *r, struct pub *p, const struct dp_tunnel *t,
 		       const struct dp_http_req *q)
@@ -128,7 +128,7 @@ static int share_check(struct relay *r, struct pub *p, const struct dp_tunnel *t
 			 "SameSite=Lax\r\n",
 			 loc, (int)len, tok);
 		dp_pub_error(r, p, E_302, extra, "shared: continue at %s\n", loc);
-		return -1;
+		return -EACCES;
 	}
 	for (size_t i = 0; i < q->nheaders; i++) {
 		const struct dp_http_hdr *h = &q->headers[i];

@@ -316,7 +316,7 @@ static void on_ctrl_frame(struct relay *r, uint32_t c, const struct pr_msg *m)
 	}
 }
 
-/* Frames on an agent connection; returns -1 when the connection was closed. */
+/* Frames on an agent connection: 0, or -EPIPE when the connection was closed. */
 int dp_agent_frames(struct relay *r, uint32_t c)
 {
 	struct agent *a = dp_c(&r->io, c)->owner;
@@ -348,7 +348,7 @@ int dp_agent_frames(struct relay *r, uint32_t c)
 			}
 			if (dp_c(&r->io, c)->kind == K_AGENT_NEW ||
 			    (dp_c(&r->io, c)->flags & DP_C_CLOSING))
-				return -1;
+				return -EPIPE;
 			continue;
 		}
 		memmove(a->buf, a->buf + n, a->len - (uint32_t)n);
@@ -360,7 +360,7 @@ int dp_agent_frames(struct relay *r, uint32_t c)
 	if (n == 0 || (a->buf == NULL && dp_c(&r->io, c)->kind == K_DATA))
 		return 0; /* need more, or a data connection that just joined its pool */
 	dp_conn_close(&r->io, c);
-	return -1;
+	return -EPIPE;
 }
 
 /* A read can hold many frames: feed the buffer in pieces that fit it. */

@@ -219,16 +219,17 @@ static size_t body_take(struct relay *r, struct pub *p, const char *ptr, size_t 
 	return (size_t)k;
 }
 
-/* Append to the partial-head buffer; returns 0 or -1 (too large, replied). */
+/* Append to the partial-head buffer: 0, or -E2BIG (too large) or -ENOMEM,
+ * answered. */
 static int acc_append(struct relay *r, struct pub *p, const char *ptr, size_t n)
 {
 	if (p->acc.len + n > DP_HTTP_HEAD_MAX + 1) {
 		dp_pub_error(r, p, E_431, NULL, "request head over 64 KiB\n");
-		return -1;
+		return -E2BIG;
 	}
 	if (sl_buf_append(&p->acc, ptr, n) < 0) {
 		dp_pub_error(r, p, E_503, NULL, "relay out of memory\n");
-		return -1;
+		return -ENOMEM;
 	}
 	return 0;
 }

@@ -103,7 +103,7 @@ int dp_ring_shed(struct dp_ring *r)
 int dp_buf_take(struct dp_ring *r)
 {
 	if (r->nfree == 0)
-		return -1;
+		return -ENOBUFS;
 	return r->free_bids[--r->nfree];
 }
 

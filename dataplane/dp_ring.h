@@ -104,7 +104,7 @@ int dp_ring_init(struct dp_ring *r, unsigned entries, uint32_t nbufs, uint32_t b
 		 uint32_t nheap, unsigned flags);
 
 /* Epoll engine: a free buffer's id, or -1 when none is left. */
-int dp_buf_take(struct dp_ring *r);
+int dp_buf_take(struct dp_ring *r); /* the id, or -ENOBUFS */
 
 void dp_ring_free(struct dp_ring *r);
 

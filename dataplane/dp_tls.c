@@ -167,8 +167,9 @@ static int sni_cb(WOLFSSL *ssl, int *ret, void *arg)
 /*
  * Does the key belong to the certificate? wolfSSL_CTX_check_private_key()
  * accepts any well-formed ECC key here, so sign with the key and verify with
- * the certificate's public key. 1 yes, 0 no, -1 cannot tell (a key type the
- * EVP layer cannot sign with a digest, e.g. Ed25519: left to the handshake).
+ * the certificate's public key. 0 yes, -EKEYREJECTED no, -EOPNOTSUPP cannot
+ * tell (a key type the EVP layer cannot sign with a digest, e.g. Ed25519:
+ * left to the handshake).
  */
 static int key_matches(WOLFSSL_CTX *ctx)
 {
@@ -177,10 +178,10 @@ static int key_matches(WOLFSSL_CTX *ctx)
 	WOLFSSL_EVP_MD_CTX *sign = NULL, *verify = NULL;
 	unsigned char msg[32] = "sluice certificate key check", sig[1024];
 	size_t siglen = sizeof(sig);
-	int ok = -1;
+	int ok = -EOPNOTSUPP;
 
 	if (x == NULL || priv == NULL || (pub = wolfSSL_X509_get_pubkey(x)) == NULL)
-		return -1;
+		return -EOPNOTSUPP;
 	if ((sign = wolfSSL_EVP_MD_CTX_new()) == NULL ||
 	    (verify = wolfSSL_EVP_MD_CTX_new()) == NULL)
 		goto out;
@@ -189,8 +190,10 @@ static int key_matches(WOLFSSL_CTX *ctx)
 	    wolfSSL_EVP_DigestSignFinal(sign, sig, &siglen) != 1)
 		goto out;
 	ok = wolfSSL_EVP_DigestVerifyInit(verify, NULL, wolfSSL_EVP_sha256(), NULL, pub) == 1 &&
-	     wolfSSL_EVP_DigestVerifyUpdate(verify, msg, sizeof(msg)) == 1 &&
-	     wolfSSL_EVP_DigestVerifyFinal(verify, sig, siglen) == 1;
+			     wolfSSL_EVP_DigestVerifyUpdate(verify, msg, sizeof(msg)) == 1 &&
+			     wolfSSL_EVP_DigestVerifyFinal(verify, sig, siglen) == 1
+		     ? 0
+		     : -EKEYREJECTED;
 out:
 	wolfSSL_EVP_MD_CTX_free(sign);
 	wolfSSL_EVP_MD_CTX_free(verify);
@@ -226,7 +229,8 @@ static WOLFSSL_CTX *server_ctx(const char *cert, const char *key)
 		sl_error("tls: cannot load key %s: %s", key, load_error(key));
 		goto fail;
 	}
-	if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS || key_matches(ctx) == 0) {
+	if (wolfSSL_CTX_check_private_key(ctx) != WOLFSSL_SUCCESS ||
+	    key_matches(ctx) == -EKEYREJECTED) {
 		sl_error("tls: key %s does not match certificate %s", key, cert);
 		goto fail;
 	}

@@ -15,7 +15,7 @@ int pr_mp_out_write(void *data, const char *p, size_t n)
 
 	if (o->len + n > o->cap) {
 		o->overflow = 1;
-		return -1;
+		return -ENOSPC; /* msgpack-c stops at any non-zero */
 	}
 	memcpy(o->buf + o->len, p, n);
 	o->len += n;

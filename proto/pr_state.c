@@ -372,22 +372,22 @@ int pr_cidr_parse(const char *s, size_t n, struct pr_cidr *c)
 	long bits;
 
 	if (n == 0 || n >= sizeof(buf))
-		return -1;
+		return -EINVAL;
 	memcpy(buf, s, n);
 	buf[n] = '\0';
 	slash = strchr(buf, '/');
 	alen = slash ? (size_t)(slash - buf) : n;
 	if (alen == 0 || alen >= 64)
-		return -1;
+		return -EINVAL;
 	buf[alen] = '\0';
 	c->v6 = memchr(buf, ':', alen) != NULL;
 	if (inet_pton(c->v6 ? AF_INET6 : AF_INET, buf, c->addr) != 1)
-		return -1;
+		return -EINVAL;
 	bits = c->v6 ? 128 : 32;
 	if (slash) {
 		bits = strtol(slash + 1, &end, 10);
 		if (slash[1] == '\0' || *end != '\0' || bits < 0 || bits > (c->v6 ? 128 : 32))
-			return -1;
+			return -EINVAL;
 	}
 	c->bits = (uint8_t)bits;
 	return 0;

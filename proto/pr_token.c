@@ -136,10 +136,10 @@ static int parse_u64(const char *s, size_t n, uint64_t *v)
 	uint64_t x = 0;
 
 	if (n == 0 || n > 20 || (n > 1 && s[0] == '0'))
-		return -1;
+		return -EINVAL;
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] < '0' || s[i] > '9' || x > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10)
-			return -1;
+			return -EINVAL;
 		x = x * 10 + (uint64_t)(s[i] - '0');
 	}
 	*v = x;

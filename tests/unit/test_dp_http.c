@@ -160,7 +160,7 @@ static void chunked_malformed_refused(void **state)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct dp_chunked c = {0};
 
-		assert_int_equal(dp_chunked_consume(&c, bad[i], strlen(bad[i]), &done), -1);
+		assert_int_equal(dp_chunked_consume(&c, bad[i], strlen(bad[i]), &done), -EPROTO);
 	}
 }
 
