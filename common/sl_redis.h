@@ -12,6 +12,7 @@
 
 struct redisContext;
 
+/* Ownership: a value (the password zeroed by whoever parsed it once done). */
 struct sl_redis_target {
 	int is_unix;
 	char host[256];

@@ -46,6 +46,8 @@ struct dconn {
 	char buf[DCONN_START_MAX]; /* START is small: an address, a type, a length */
 };
 
+/* Ownership: the agent's one instance, calloc'd by ag_run and freed by it
+ * once its loop has closed every socket (dp_io_close_all). */
 struct agent {
 	struct dp_io io;
 	const struct ag_config *cfg;

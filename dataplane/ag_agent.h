@@ -14,7 +14,7 @@
 #define AG_SERVERS_MAX 8
 
 /* A relay the agent may use; with several, a lost or draining relay makes
- * the agent resume its session on the next one (same URL). */
+ * the agent resume its session on the next one (same URL). Ownership: a value in ag_config. */
 struct ag_server {
 	struct sockaddr_storage addr;
 	socklen_t len;
@@ -22,6 +22,7 @@ struct ag_server {
 	char tls_name[256]; /* the name its certificate must carry */
 };
 
+/* Ownership: the caller's (agent_main), with every string borrowed for the agent's life. */
 struct ag_config {
 	struct ag_server servers[AG_SERVERS_MAX];
 	uint32_t nservers;

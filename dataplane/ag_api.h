@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Ownership: a value the call fills. */
 struct ag_api_session {
 	char sid[40];
 	char url[300];
@@ -17,6 +18,7 @@ struct ag_api_session {
 	char expires[40]; /* ISO 8601 */
 };
 
+/* Ownership: the caller's; every string borrowed for the call. */
 struct ag_api_request {
 	const char *api;    /* http://host[:port] */
 	const char *key;    /* API key */

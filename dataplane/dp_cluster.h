@@ -35,6 +35,7 @@
 #define DP_CLUSTER_PEERS    64
 #define DP_CLUSTER_QUEUE    1024 /* claims, releases and queries waiting for the thread */
 
+/* Ownership: a value in dp_cluster.peers. */
 struct dp_peer {
 	char id[128];
 	char link[128];
@@ -49,6 +50,7 @@ enum dp_owner_verdict {
 	DP_OWN_WAIT,	 /* asked: try again when gen rises */
 };
 
+/* Ownership: a value in the cluster's cache array. */
 struct dp_own_ent {
 	char sid[33];
 	char relay[128];
@@ -56,13 +58,15 @@ struct dp_own_ent {
 };
 
 enum { CL_CLAIM = 1, CL_RELEASE, CL_QUERY, CL_KEEP };
+/* Ownership: a value in the cluster's job queue. */
 struct dp_cl_job {
 	uint8_t kind;
 	char sid[33];
 	uint64_t bepoch;
 };
 
-/* A claim this relay holds (or wants), by session. */
+/* A claim this relay holds (or wants), by session. Ownership: malloc'd into the cluster's claims
+ * list under its mutex; freed when released, or by dp_cluster_stop. */
 struct dp_claim {
 	struct dp_claim *next;
 	char sid[33];

@@ -98,6 +98,7 @@ struct dp_backend;
 
 #define DP_SENDV_SEGS 8 /* segments gathered into one send at most */
 
+/* Ownership: one per slot in dp_io.sendv, the worker's; it stays put while its SQE is in flight. */
 struct dp_sendv {
 	struct msghdr mh;
 	struct iovec iov[DP_SENDV_SEGS];
@@ -125,6 +126,7 @@ struct dp_io_ops {
 	void (*on_wake)(struct dp_io *io);
 };
 
+/* Ownership: a value in dp_io. */
 struct dp_io_stats {
 	uint64_t accepted, closed, paused, resumed, recv_errors, send_errors;
 	uint64_t eagain;	    /* epoll: reads or sends that found nothing to do */

@@ -330,6 +330,7 @@ ssize_t dp_chunked_consume(struct dp_chunked *c, const char *p, size_t len, int 
 
 /* ---- heads the relay writes ---- */
 
+/* Ownership: p is the caller's buffer; nothing here allocates. */
 struct out {
 	char *p;
 	size_t cap, len;

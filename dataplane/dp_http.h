@@ -20,12 +20,14 @@
 #define DP_HTTP_TOO_MANY   (-3) /* over DP_HTTP_MAX_HEADERS: 431 */
 #define DP_HTTP_BAD_TE	   (-4) /* a transfer coding other than chunked: 501 */
 
+/* Ownership: points into the parsed buffer, which the caller keeps while it reads these. */
 struct dp_http_hdr {
 	const char *name, *value;
 	size_t name_len, value_len;
 };
 
-/* A parsed request head; every pointer points into the parsed buffer. */
+/* A parsed request head; every pointer points into the parsed buffer. Ownership: the caller's (the
+ * relay keeps one per worker thread); frees nothing. */
 struct dp_http_req {
 	const char *method, *target, *host;
 	size_t method_len, target_len, host_len; /* host without its port */
@@ -47,7 +49,8 @@ struct dp_http_req {
  */
 int dp_http_parse_request(const char *buf, size_t len, struct dp_http_req *r);
 
-/* Where a chunked body ends, fed the bytes after the head in any pieces. */
+/* Where a chunked body ends, fed the bytes after the head in any pieces. Ownership: a value in the
+ * public connection's state. */
 struct dp_chunked {
 	uint8_t state;
 	uint8_t digits;
@@ -61,7 +64,8 @@ struct dp_chunked {
  */
 ssize_t dp_chunked_consume(struct dp_chunked *c, const char *p, size_t len, int *done);
 
-/* The client as the relay saw it, for X-Forwarded-* and Forwarded. */
+/* The client as the relay saw it, for X-Forwarded-* and Forwarded. Ownership: borrowed strings,
+ * valid for the call. */
 struct dp_http_client {
 	const char *ip; /* text form, no brackets */
 	int ipv6;

@@ -131,6 +131,7 @@ out:
 
 /* ---- the lease thread ---- */
 
+/* Ownership: a value on the lease thread's stack. */
 struct want {
 	char key_id[33];
 	struct pr_limit lim;

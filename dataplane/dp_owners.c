@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Ownership: malloc'd into its bucket by owner_add under the table's mutex; freed by owner_del or
+ * dp_owners_free. */
 struct dp_owner_ent {
 	struct dp_owner_ent *next;
 	int worker;

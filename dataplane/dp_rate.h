@@ -23,6 +23,7 @@
 
 #define DP_WIN_SLOTS 10
 
+/* Ownership: plain data in its owner (a tunnel, a lease entry). */
 struct dp_window {
 	uint64_t slot[DP_WIN_SLOTS];  /* the slot number each count belongs to */
 	uint64_t count[DP_WIN_SLOTS]; /* events in that slot */
@@ -38,6 +39,7 @@ int dp_window_take(struct dp_window *w, uint64_t limit, uint32_t window_ms, uint
  * opens then); 0 when the window is empty. */
 uint64_t dp_window_reset_ms(const struct dp_window *w, uint32_t window_ms, uint64_t now_ms);
 
+/* Ownership: plain data in its owner (a tunnel). */
 struct dp_bucket {
 	double tokens;	  /* may go below 0: bytes spent ahead of the rate */
 	uint64_t last_ms; /* 0: untouched, full */

@@ -10,6 +10,8 @@
 
 #include "pr_state.h"
 
+/* Ownership: the caller's (relay_main), every string borrowed for the relay's life; tokens is the
+ * caller's array. */
 struct dp_relay_config {
 	const char *http;	/* public HTTP listener, host:port */
 	const char *https;	/* public HTTPS listener, or NULL */

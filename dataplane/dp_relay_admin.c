@@ -91,6 +91,7 @@ enum metric_src {
  * the family with its "# TYPE" line, so a family's rows stay together (the
  * text format requires it). size says how wide the field is: 8 bytes
  * (counters) or 4 (gauges and flags).
+ * Ownership: static tables.
  */
 struct metric {
 	const char *family;
@@ -199,7 +200,8 @@ static const struct metric rows_tail[] = {
 };
 
 /* Text being built into a fixed buffer: what did not fit is counted, so
- * the caller can tell (ENOSPC) instead of sending a cut page. */
+ * the caller can tell (ENOSPC) instead of sending a cut page. Ownership: p is the caller's buffer;
+ * nothing here allocates. */
 struct out {
 	char *p;
 	size_t cap, len;

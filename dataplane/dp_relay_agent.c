@@ -119,7 +119,7 @@ static void agent_refuse(struct relay *r, uint32_t c, enum pr_code code, const c
 	dp_conn_shutdown(&r->io, c);
 }
 
-/* A refusal: its code and the text the agent shows. */
+/* A refusal: its code and the text the agent shows. Ownership: a value; text is a static string. */
 struct refusal {
 	enum pr_code code;
 	const char *text;

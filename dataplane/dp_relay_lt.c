@@ -83,7 +83,8 @@ void dp_lt_adopt_orphans(struct relay *r)
 	}
 }
 
-/* The localtunnel sessions of the table that this relay does not serve yet. */
+/* The localtunnel sessions of the table that this relay does not serve yet. Ownership: on the
+ * scanner's stack; v is malloc'd by lt_collect and freed by the scanner. */
 struct lt_scan {
 	struct pr_session *v;
 	size_t n, cap;

@@ -47,6 +47,9 @@ static inline enum dp_op dp_ud_op(uint64_t ud)
 	return (enum dp_op)(ud >> 48 & 0xff);
 }
 
+/* Ownership: in the ring's segment table; ptr points into a ring buffer (back to the ring on
+ * release) or into mem, malloc'd for a heap segment and freed on release. A queued segment belongs
+ * to the queue it is on. */
 struct dp_seg {
 	char *ptr; /* first byte of the segment (owners may advance it past bytes they consumed) */
 	char *mem; /* a heap segment's allocation (NULL for a ring buffer) */
@@ -55,7 +58,8 @@ struct dp_seg {
 	uint32_t next; /* next segment in the owning queue, or DP_NIL */
 };
 
-/* Counters of the engine's fallbacks and events, exported in /metrics. */
+/* Counters of the engine's fallbacks and events, exported in /metrics. Ownership: a value in
+ * dp_ring. */
 struct dp_ring_stats {
 	uint64_t enobufs;	   /* multishot recv stopped: buffer ring empty */
 	uint64_t short_sends;	   /* send completed with fewer bytes than asked */

@@ -32,6 +32,8 @@
 #define STATS_MAXLEN "100000"
 #define RETRY_MAX_MS 2000
 
+/* Ownership: malloc'd into the table by the follower under the write lock; freed when its record is
+ * deleted or unseen by a snapshot, or by dp_state_stop. */
 struct dp_state_ent {
 	struct pr_session s;
 	uint64_t seen;				   /* the snapshot that last saw it */
@@ -176,6 +178,8 @@ static void apply_blob(struct dp_state *st, const char *p, size_t n, uint64_t ge
 
 /* ---- the follower ---- */
 
+/* Ownership: on the follower thread's stack; rc is the connection of the moment, freed by
+ * sl_redis_follow_run. */
 struct follower {
 	struct dp_state *st;
 	redisContext *rc;

@@ -22,13 +22,15 @@
 
 #include "pr_state.h"
 
+/* Ownership: copied into dp_state; its strings borrowed for the follower's life. */
 struct dp_state_config {
 	const char *redis; /* redis://[[user]:password@]host[:port][/db] or unix:/path */
 	const char *relay_id;
 	int timeout_ms;
 };
 
-/* One session's counters, as the relay's workers add them up. */
+/* One session's counters, as the relay's workers add them up. Ownership: a value, copied between
+ * the workers and the follower. */
 struct dp_state_counts {
 	char sid[33];
 	uint64_t connections, live, requests, bytes_in, bytes_out;

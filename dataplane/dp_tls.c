@@ -47,7 +47,8 @@ struct dp_tls_conn {
 	char error[160]; /* why it failed, for the owner's messages */
 };
 
-/* An SNI name and its context; names starting "*." match one label. */
+/* An SNI name and its context; names starting "*." match one label. Ownership: in the store's
+ * array; name is malloc'd and freed with the store, ctx reference counted by wolfSSL. */
 struct sni_entry {
 	char *name;
 	WOLFSSL_CTX *ctx;

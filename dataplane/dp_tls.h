@@ -27,6 +27,7 @@ struct dp_tls_store;
 typedef struct WOLFSSL_CTX WOLFSSL_CTX;
 typedef struct WOLFSSL_SESSION WOLFSSL_SESSION;
 
+/* Ownership: a value. */
 struct dp_tls_stats {
 	uint64_t handshakes;	     /* completed */
 	uint64_t resumed;	     /* of which resumed a session (no certificate work) */

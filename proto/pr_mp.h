@@ -23,7 +23,8 @@
 
 /* Bounded output for msgpack_packer_init(&pk, &out, pr_mp_out_write).
  * overflow stays set once a write did not fit: the caller checks it once at
- * the end instead of after every pack call. */
+ * the end instead of after every pack call. Ownership: buf is the caller's; nothing here allocates.
+ */
 struct pr_mp_out {
 	char *buf;
 	size_t cap, len;

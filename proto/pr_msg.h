@@ -62,6 +62,7 @@ enum pr_code {
 /*
  * One decoded message. Which fields are meaningful depends on type (see
  * docs/protocol.md); the rest are zero. Strings are NUL-terminated.
+ * Ownership: a value: fixed fields, nothing to free.
  */
 struct pr_msg {
 	enum pr_type type;

@@ -24,6 +24,7 @@ enum field_kind {
 	F_UINT,	   /* uint8_t, uint16_t, uint32_t or uint64_t */
 };
 
+/* Ownership: static tables. */
 struct field {
 	const char *key;
 	enum field_kind kind;
@@ -38,6 +39,7 @@ struct field {
 #define F_U(T, m, k, mx) {k, F_UINT, offsetof(T, m), FIELD_SIZE(T, m), mx}
 /* clang-format on */
 
+/* Ownership: static tables. */
 struct schema {
 	const struct field *fields;
 	size_t n;
@@ -50,7 +52,7 @@ int pr_limit_valid(const struct pr_limit *l)
 }
 
 /* A whole number with an optional multiplier suffix out of units[]; the
- * rest of the string must be empty. 0 or -EINVAL. */
+ * rest of the string must be empty. 0 or -EINVAL. Ownership: static tables. */
 struct unit {
 	const char *suffix;
 	uint64_t mul;
@@ -275,6 +277,7 @@ int pr_stats_encode(const struct pr_stats *s, char *buf, size_t cap)
 
 /* ---- decoding ---- */
 
+/* Ownership: on the decoder's stack; rec is the caller's record. */
 struct decoding {
 	const struct schema *sc;
 	char *rec;

@@ -25,7 +25,7 @@ extern "C" {
 enum pr_sess_status { PR_SS_ACTIVE = 0, PR_SS_DELETED = 1, PR_SS_EXPIRED = 2 };
 enum pr_sess_auth { PR_AUTH_NONE = 0, PR_AUTH_BASIC = 1, PR_AUTH_BEARER = 2 };
 
-/* A rate: at most limit events (or bytes) per window seconds; limit 0: none. */
+/* A rate: at most limit events (or bytes) per window seconds; limit 0: none. Ownership: a value. */
 struct pr_limit {
 	uint64_t limit;
 	uint32_t window; /* seconds, 1..PR_LIMIT_WINDOW_MAX when limit > 0 */
@@ -77,6 +77,7 @@ struct pr_session {
  * relay and adds them up; a report replaces the previous one from the same
  * relay rather than adding to it, which makes a lost or repeated report
  * harmless.
+ * Ownership: a value.
  */
 struct pr_stats {
 	char sid[33];	      /* "sid" required, valid session id */
@@ -126,7 +127,7 @@ int pr_limit_check(const char *s, char *why, size_t cap);
 int pr_list_has(const char *list, const char *id);
 
 /* One address or CIDR block of "ipa"/"ipd": "10.0.0.0/8", "2001:db8::/32",
- * "127.0.0.1" (a whole address). */
+ * "127.0.0.1" (a whole address). Ownership: a value. */
 struct pr_cidr {
 	uint8_t v6, bits;
 	uint8_t addr[16];

@@ -21,6 +21,7 @@
  * control plane and the relay refuse it outside development mode. */
 #define PR_DEV_SECRET "sluice-development-secret-not-for-production"
 
+/* Ownership: a value. */
 struct pr_token {
 	char sid[33];
 	uint64_t epoch;
