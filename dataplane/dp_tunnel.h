@@ -61,8 +61,8 @@ struct dp_tunnel {
 	struct dp_tunnel *prev, *next;		      /* all tunnels */
 };
 
-/* Ownership: one per worker; dp_tunnels_free frees the tables, not the tunnels (their references
- * do). */
+/* Ownership: one per worker; dp_tunnels_free frees the tables and the
+ * tunnels still in them (at exit, once every socket is closed). */
 struct dp_tunnels {
 	struct dp_tunnel **by_name, **by_sid; /* open addressing, tombstones */
 	uint32_t cap, count, used;
