@@ -19,44 +19,31 @@
 
 static void fresh_unlink(struct relay *r, struct agent *a)
 {
-	if (!a->fresh)
-		return;
-	if (a->fprev)
-		a->fprev->fnext = a->fnext;
-	else
-		r->fresh = a->fnext;
-	if (a->fnext)
-		a->fnext->fprev = a->fprev;
-	a->fprev = a->fnext = NULL;
-	a->fresh = 0;
+	dp_timer_stop(&r->fresh, &a->fresh);
 }
 
 /* Connection c (a) joins the fresh list, closed unless it speaks in time. */
 void dp_agent_fresh_link(struct relay *r, struct agent *a, uint32_t c)
 {
 	a->slot = c;
-	a->deadline_ms = r->now_ms + r->cfg->head_timeout_ms;
-	a->fresh = 1;
-	a->fnext = r->fresh;
-	if (r->fresh)
-		r->fresh->fprev = a;
-	r->fresh = a;
+	dp_timer_start(&r->fresh, &a->fresh, r->now_ms + r->cfg->head_timeout_ms);
 }
 
-/* Close agent-port and admin connections that said nothing in time. */
+/* An agent-port or admin connection that said nothing in time: closed. */
+static void fresh_due(struct dp_timer *t, void *ud)
+{
+	struct relay *r = ud;
+	struct agent *a = dp_container_of(t, struct agent, fresh);
+
+	fresh_unlink(r, a);
+	if (dp_c(&r->io, a->slot)->kind == K_AGENT_NEW)
+		r->m.agents_refused++;
+	dp_conn_close(&r->io, a->slot);
+}
+
 void dp_agent_expire(struct relay *r)
 {
-	struct agent *a = r->fresh, *next;
-
-	for (; a; a = next) {
-		next = a->fnext;
-		if (a->deadline_ms > r->now_ms)
-			continue;
-		fresh_unlink(r, a);
-		if (dp_c(&r->io, a->slot)->kind == K_AGENT_NEW)
-			r->m.agents_refused++;
-		dp_conn_close(&r->io, a->slot);
-	}
+	dp_timers_expire(&r->fresh, r->now_ms, fresh_due, r);
 }
 
 /* ---- HELLO: tokens, sessions, binding ---- */

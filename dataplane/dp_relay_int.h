@@ -40,6 +40,7 @@
 #include "dp_owners.h"
 #include "dp_relay.h"
 #include "dp_state.h"
+#include "dp_timer.h"
 #include "dp_tls.h"
 #include "dp_tunnel.h"
 #include "pr_msg.h"
@@ -116,13 +117,11 @@ struct pub {
 	uint64_t epoch;
 	uint64_t body_left;
 	struct dp_chunked ch;
-	struct sl_buf acc;	   /* a head that arrived in pieces, or bytes a move carries */
-	struct dp_chain held;	   /* bytes queued before a data connection exists */
-	uint64_t deadline_ms;	   /* 0: none */
-	int deadline_err;	   /* E_408, E_502, or E_COUNT: close (lingering after an error) */
-	uint64_t req_ns;	   /* head forwarded, no response byte yet; 0: none */
-	struct pub *tprev, *tnext; /* timed list */
-	int timed;
+	struct sl_buf acc;     /* a head that arrived in pieces, or bytes a move carries */
+	struct dp_chain held;  /* bytes queued before a data connection exists */
+	struct dp_timer timer; /* in the worker's timed list: a deadline is set */
+	int deadline_err;      /* E_408, E_502, or E_COUNT: close (lingering after an error) */
+	uint64_t req_ns;       /* head forwarded, no response byte yet; 0: none */
 	char ip[INET6_ADDRSTRLEN];
 	uint8_t counted;    /* in t->live (started on a data connection) */
 	uint8_t shared;	    /* this request came with a valid share link */
@@ -173,12 +172,10 @@ struct agent {
 	char *buf; /* AGENT_BUF bytes (ADMIN_HEAD_MAX for K_ADMIN), or NULL */
 	char ip[INET6_ADDRSTRLEN];
 	/* Until its first frame (or, for /metrics, until it is done), a
-	 * connection is on the relay's "fresh" list and closed at deadline_ms:
-	 * a silent connection to the agent port holds nothing for long. */
+	 * connection is on the worker's "fresh" list and closed at its
+	 * deadline: a silent connection to the agent port holds nothing long. */
 	uint32_t slot;
-	uint64_t deadline_ms;
-	struct agent *fprev, *fnext;
-	int fresh;
+	struct dp_timer fresh;
 	int moving_to; /* -1, or the worker it is being handed to */
 	uint8_t hops;
 	uint8_t raw; /* a localtunnel client's socket: no frames, bytes from the start */
@@ -290,8 +287,8 @@ struct relay {
 	int http_port;
 	uint16_t next_tcp; /* where the search for a TCP tunnel's port starts */
 	int draining;
-	struct pub *timed;	   /* public connections with a deadline */
-	struct agent *fresh;	   /* agent and admin connections not yet identified */
+	struct dp_timers timed;	   /* public connections with a deadline */
+	struct dp_timers fresh;	   /* agent and admin connections not yet identified */
 	struct dp_queue moving;	   /* sockets waiting to be exported (slot, generation) */
 	struct dp_queue throttled; /* sockets paused by a bandwidth limit (slot, generation) */
 	struct dp_queue parked;	   /* P_PARKED public connections (slot, generation) */

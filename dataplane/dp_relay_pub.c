@@ -27,50 +27,35 @@ const int dp_err_status[E_COUNT] = {400, 404, 408, 431, 501, 502, 503, 401, 403,
 
 void dp_pub_untime(struct relay *r, struct pub *p)
 {
-	if (!p->timed)
-		return;
-	if (p->tprev)
-		p->tprev->tnext = p->tnext;
-	else
-		r->timed = p->tnext;
-	if (p->tnext)
-		p->tnext->tprev = p->tprev;
-	p->timed = 0;
-	p->tprev = p->tnext = NULL;
-	p->deadline_ms = 0;
+	dp_timer_stop(&r->timed, &p->timer);
 }
 
 void dp_pub_deadline(struct relay *r, struct pub *p, uint32_t ms, int err)
 {
-	dp_pub_untime(r, p);
-	p->deadline_ms = r->now_ms + ms;
+	dp_timer_start(&r->timed, &p->timer, r->now_ms + ms);
 	p->deadline_err = err;
-	p->timed = 1;
-	p->tnext = r->timed;
-	if (r->timed)
-		r->timed->tprev = p;
-	r->timed = p;
+}
+
+static void pub_due(struct dp_timer *t, void *ud)
+{
+	struct relay *r = ud;
+	struct pub *p = dp_container_of(t, struct pub, timer);
+
+	if (p->waiting)
+		dp_pool_unlink_waiter(r, p);
+	if (p->deadline_err == E_COUNT) {
+		dp_pub_untime(r, p);
+		dp_conn_close(&r->io, p->slot);
+	} else if (p->deadline_err == E_408)
+		dp_pub_error(r, p, E_408, NULL, "request head not received in time\n");
+	else
+		dp_pub_error(r, p, E_502, "Retry-After: 5\r\n",
+			     "the agent did not open a connection in time\n");
 }
 
 void dp_pub_expire(struct relay *r)
 {
-	struct pub *p = r->timed, *next;
-
-	for (; p; p = next) {
-		next = p->tnext;
-		if (p->deadline_ms > r->now_ms)
-			continue;
-		if (p->waiting)
-			dp_pool_unlink_waiter(r, p);
-		if (p->deadline_err == E_COUNT) {
-			dp_pub_untime(r, p);
-			dp_conn_close(&r->io, p->slot);
-		} else if (p->deadline_err == E_408)
-			dp_pub_error(r, p, E_408, NULL, "request head not received in time\n");
-		else
-			dp_pub_error(r, p, E_502, "Retry-After: 5\r\n",
-				     "the agent did not open a connection in time\n");
-	}
+	dp_timers_expire(&r->timed, r->now_ms, pub_due, r);
 }
 
 void dp_pub_error(struct relay *r, struct pub *p, int e, const char *extra, const char *fmt, ...)
@@ -160,7 +145,7 @@ static int try_head(struct relay *r, struct pub *p, const char *buf, size_t len)
 			dp_pub_error(r, p, E_431, NULL, "request head over 64 KiB\n");
 			return HEAD_FAILED;
 		}
-		if (!p->timed)
+		if (!p->timer.on)
 			dp_pub_deadline(r, p, r->cfg->head_timeout_ms, E_408);
 		return HEAD_INCOMPLETE;
 	}
