@@ -179,3 +179,14 @@ void sl_redis_follow_run(const struct sl_redis_follow *f)
 	}
 	memset(t.password, 0, sizeof(t.password));
 }
+
+static void *follow_thread(void *arg)
+{
+	sl_redis_follow_run(arg);
+	return NULL;
+}
+
+int sl_redis_follow_start(struct sl_redis_follow *f)
+{
+	return sl_bg_start(f->bg, follow_thread, f);
+}

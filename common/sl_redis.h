@@ -61,5 +61,8 @@ struct sl_redis_follow {
 
 /* Run f until f->bg stops: the body of a follower's thread. */
 void sl_redis_follow_run(const struct sl_redis_follow *f);
+/* Start f->bg's thread running f, which must outlive it (sl_bg_stop ends
+ * it): 0 or a negative errno. */
+int sl_redis_follow_start(struct sl_redis_follow *f);
 
 #endif

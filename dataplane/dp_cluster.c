@@ -421,22 +421,6 @@ static void lost(void *ud, const char *why, unsigned wait_ms)
 		cl->on_change(cl->ud); /* parked requests use what is cached */
 }
 
-static void *cluster_thread(void *arg)
-{
-	struct dp_cluster *cl = arg;
-	struct sl_redis_follow f = {.bg = &cl->bg,
-				    .url = cl->redis,
-				    .timeout_ms = REDIS_TIMEOUT,
-				    .retry_ms = RETRY_MS,
-				    .retry_max_ms = RETRY_MS,
-				    .serve = serve_rc,
-				    .lost = lost,
-				    .ud = cl};
-
-	sl_redis_follow_run(&f);
-	return NULL;
-}
-
 int dp_cluster_start(struct dp_cluster *cl, const char *redis_url, const char *relay_id,
 		     const char *link, void (*on_change)(void *ud), void *ud)
 {
@@ -455,7 +439,9 @@ int dp_cluster_start(struct dp_cluster *cl, const char *redis_url, const char *r
 		free(cl->jobs);
 		return -ENOMEM;
 	}
-	if ((e = sl_bg_start(&cl->bg, cluster_thread, cl)) < 0) {
+	cl->follow = (struct sl_redis_follow){&cl->bg,	cl->redis, REDIS_TIMEOUT, RETRY_MS,
+					      RETRY_MS, serve_rc,  lost,	  cl};
+	if ((e = sl_redis_follow_start(&cl->follow)) < 0) {
 		free(cl->cache);
 		free(cl->jobs);
 		return e;

@@ -23,6 +23,7 @@
 
 #include <pthread.h>
 
+#include "sl_redis.h"
 #include "sl_thread.h"
 #include <stdatomic.h>
 #include <stdint.h>
@@ -80,7 +81,8 @@ struct dp_claim {
  * the thread; everything below mu is under it. */
 struct dp_cluster {
 	char redis[512], relay_id[128], link[128];
-	struct sl_bg bg; /* the thread; its mu guards the fields below */
+	struct sl_bg bg;	       /* the thread; its mu guards the fields below */
+	struct sl_redis_follow follow; /* what the thread runs */
 	struct dp_peer peers[DP_CLUSTER_PEERS];
 	uint32_t npeers;
 	struct dp_own_ent *cache; /* DP_CLUSTER_CACHE entries */

@@ -355,22 +355,6 @@ static void lost(void *ud, const char *why, unsigned wait_ms)
 		l->on_lease(l->ud); /* parked requests decide locally now */
 }
 
-static void *lease_thread(void *arg)
-{
-	struct dp_leases *l = arg;
-	struct sl_redis_follow f = {.bg = &l->bg,
-				    .url = l->redis,
-				    .timeout_ms = REDIS_TIMEOUT,
-				    .retry_ms = RETRY_MS,
-				    .retry_max_ms = RETRY_MS,
-				    .serve = serve_rc,
-				    .lost = lost,
-				    .ud = l};
-
-	sl_redis_follow_run(&f);
-	return NULL;
-}
-
 int dp_leases_start(struct dp_leases *l, const char *redis_url, const char *relay_id,
 		    void (*on_lease)(void *ud), void *ud)
 {
@@ -380,7 +364,9 @@ int dp_leases_start(struct dp_leases *l, const char *redis_url, const char *rela
 	l->nrelays = 1;
 	l->on_lease = on_lease;
 	l->ud = ud;
-	return sl_bg_start(&l->bg, lease_thread, l);
+	l->follow = (struct sl_redis_follow){&l->bg,   l->redis, REDIS_TIMEOUT, RETRY_MS,
+					     RETRY_MS, serve_rc, lost,		l};
+	return sl_redis_follow_start(&l->follow);
 }
 
 void dp_leases_stop(struct dp_leases *l)

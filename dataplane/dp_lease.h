@@ -22,6 +22,7 @@
 
 #include <pthread.h>
 
+#include "sl_redis.h"
 #include "sl_thread.h"
 #include <stdatomic.h>
 #include <stdint.h>
@@ -42,8 +43,9 @@ struct dp_lease_ent;
 struct dp_leases {
 	char redis[512];
 	char relay_id[128];
-	struct sl_bg bg;	   /* the thread; its mu guards the fields below */
-	struct dp_lease_ent *ents; /* list: a relay serves few keys at once */
+	struct sl_bg bg;	       /* the thread; its mu guards the fields below */
+	struct sl_redis_follow follow; /* what the thread runs */
+	struct dp_lease_ent *ents;     /* list: a relay serves few keys at once */
 	uint32_t nents;
 	uint32_t nrelays;	  /* live relays, last seen (>= 1) */
 	atomic_int up;		  /* leasing from Redis now; 0: local limits */

@@ -180,7 +180,7 @@ static void apply_blob(struct dp_state *st, const char *p, size_t n, uint64_t ge
 
 /* Ownership: on the follower thread's stack; rc is the connection of the moment, freed by
  * sl_redis_follow_run. */
-struct follower {
+struct dp_follower {
 	struct dp_state *st;
 	redisContext *rc;
 	char last_id[64];
@@ -188,7 +188,7 @@ struct follower {
 	char err[256];
 };
 
-static int fail_reply(struct follower *f, redisReply *r, const char *what)
+static int fail_reply(struct dp_follower *f, redisReply *r, const char *what)
 {
 	if (r == NULL)
 		snprintf(f->err, sizeof(f->err), "%s: %s", what,
@@ -202,7 +202,7 @@ static int fail_reply(struct follower *f, redisReply *r, const char *what)
 }
 
 /* The stream's last id, or "0-0" when it is empty or missing. */
-static int note_last_id(struct follower *f)
+static int note_last_id(struct dp_follower *f)
 {
 	redisReply *r = redisCommand(f->rc, "XREVRANGE sl:events + - COUNT 1");
 
@@ -219,7 +219,7 @@ static int note_last_id(struct follower *f)
 /* MGET the keys of one SCAN page and apply them, SCAN_COUNT at a time
  * (COUNT is only a hint: a page may hold more, and every key counts, or
  * the snapshot would forget live sessions). */
-static int load_page(struct follower *f, redisReply *keys)
+static int load_page(struct dp_follower *f, redisReply *keys)
 {
 	const char *argv[SCAN_COUNT + 1];
 	size_t lens[SCAN_COUNT + 1];
@@ -245,7 +245,7 @@ static int load_page(struct follower *f, redisReply *keys)
 	return 0;
 }
 
-static int snapshot(struct follower *f)
+static int snapshot(struct dp_follower *f)
 {
 	char cursor[32] = "0";
 	int rounds = 0;
@@ -279,7 +279,7 @@ static int snapshot(struct follower *f)
 }
 
 /* One XREAD: apply what came, remember where we are. */
-static int follow_once(struct follower *f)
+static int follow_once(struct dp_follower *f)
 {
 	redisReply *r = redisCommand(f->rc, "XREAD COUNT 1000 BLOCK %d STREAMS sl:events %s",
 				     BLOCK_MS, f->last_id);
@@ -336,7 +336,7 @@ static int counts_changed(struct dp_state *st, const struct dp_state_counts *c)
 }
 
 /* Heartbeat, then the counters of every session whose counters moved. */
-static int report(struct follower *f)
+static int report(struct dp_follower *f)
 {
 	struct dp_state *st = f->st;
 	struct dp_state_counts *c = NULL;
@@ -389,7 +389,7 @@ static int report(struct follower *f)
  * the entries the next snapshot no longer has. */
 static int serve_rc(void *ud, redisContext *rc, char *why, size_t cap)
 {
-	struct follower *fp = ud;
+	struct dp_follower *fp = ud;
 	struct dp_state *st = fp->st;
 	int served = 0;
 
@@ -418,28 +418,11 @@ static int serve_rc(void *ud, redisContext *rc, char *why, size_t cap)
 
 static void lost(void *ud, const char *why, unsigned wait_ms)
 {
-	struct dp_state *st = ((struct follower *)ud)->st;
+	struct dp_state *st = ((struct dp_follower *)ud)->st;
 
 	atomic_store(&st->up, 0);
 	atomic_fetch_add(&st->failures, 1);
 	sl_warn("state: redis: %s; retrying in %u ms (sessions kept as they were)", why, wait_ms);
-}
-
-static void *follower_thread(void *arg)
-{
-	struct dp_state *st = arg;
-	struct follower fl = {.st = st};
-	struct sl_redis_follow f = {.bg = &st->bg,
-				    .url = st->cfg.redis,
-				    .timeout_ms = st->cfg.timeout_ms + BLOCK_MS,
-				    .retry_ms = 100,
-				    .retry_max_ms = RETRY_MAX_MS,
-				    .serve = serve_rc,
-				    .lost = lost,
-				    .ud = &fl};
-
-	sl_redis_follow_run(&f);
-	return NULL;
 }
 
 static void free_tables(struct dp_state *st)
@@ -476,7 +459,18 @@ int dp_state_start(struct dp_state *st, const struct dp_state_config *cfg,
 		return -ENOMEM;
 	}
 	pthread_rwlock_init(&st->lock, NULL);
-	if ((e = sl_bg_start(&st->bg, follower_thread, st)) < 0) {
+	if ((st->fl = calloc(1, sizeof(*st->fl))) == NULL) {
+		pthread_rwlock_destroy(&st->lock);
+		free_tables(st);
+		return -ENOMEM;
+	}
+	st->fl->st = st;
+	st->follow = (struct sl_redis_follow){&st->bg, st->cfg.redis, st->cfg.timeout_ms + BLOCK_MS,
+					      100,     RETRY_MAX_MS,  serve_rc,
+					      lost,    st->fl};
+	if ((e = sl_redis_follow_start(&st->follow)) < 0) {
+		free(st->fl);
+		st->fl = NULL;
 		pthread_rwlock_destroy(&st->lock);
 		free_tables(st);
 		return e;
@@ -498,6 +492,8 @@ void dp_state_stop(struct dp_state *st)
 	}
 	free_tables(st);
 	pthread_rwlock_destroy(&st->lock);
+	free(st->fl);
+	st->fl = NULL;
 }
 
 int dp_state_get(struct dp_state *st, const char *sid, struct pr_session *out)

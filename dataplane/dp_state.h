@@ -16,6 +16,7 @@
 
 #include <pthread.h>
 
+#include "sl_redis.h"
 #include "sl_thread.h"
 #include <stdatomic.h>
 #include <stdint.h>
@@ -43,6 +44,8 @@ struct dp_state_ent;
 
 enum { DP_STATE_BY_DOMAIN = 0, DP_STATE_BY_NAME = 1, DP_STATE_NIDX = 2 };
 
+struct dp_follower;
+
 /* Ownership: embedded in the relay's shared state; dp_state_start() and
  * dp_state_stop() bracket the thread; entries belong to the table. */
 struct dp_state {
@@ -52,6 +55,8 @@ struct dp_state {
 	struct dp_state_ent **ibuckets[DP_STATE_NIDX]; /* active sessions by domain, by name */
 	uint32_t nbuckets, count;
 	struct sl_bg bg;		     /* the follower thread (its mu and cv are unused) */
+	struct sl_redis_follow follow;	     /* what the thread runs */
+	struct dp_follower *fl;		     /* its state across connections (dp_state.c) */
 	atomic_uint_fast64_t revoked;	     /* rises when a session stops being usable */
 	atomic_uint_fast64_t changed;	     /* rises with every record applied */
 	atomic_uint_fast64_t lt_changed;     /* rises when a localtunnel session's record changes */
