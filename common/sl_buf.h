@@ -4,6 +4,10 @@
  * keeping its own realloc loop: a request head gathered across reads, a
  * command's output, a Redis command being formatted, a list being collected.
  *
+ * struct sl_out is its fixed-size sibling: text written into a buffer the
+ * caller owns (a response head, a /metrics page), where what does not fit
+ * is flagged once instead of checked at every write.
+ *
  * Errors follow STYLE rule 3: 0 or -ENOMEM, and on -ENOMEM the buffer is as
  * it was (nothing lost, nothing half-written). Growth is bounded by the
  * caller's own limits (a head's 64 KiB, a stash's 8 MiB); the buffer refuses
@@ -120,6 +124,47 @@ static inline void sl_buf_free(struct sl_buf *b)
 {
 	free(b->p);
 	*b = (struct sl_buf){0};
+}
+
+/* Ownership: p is the caller's buffer of cap bytes; nothing is allocated. */
+struct sl_out {
+	char *p;
+	size_t cap, len;
+	int overflow; /* set once a write did not fit: len stops there */
+};
+
+static inline void sl_out_put(struct sl_out *o, const void *s, size_t n)
+{
+	if (o->overflow || n > o->cap - o->len) {
+		o->overflow = 1;
+		return;
+	}
+	memcpy(o->p + o->len, s, n);
+	o->len += n;
+}
+
+static inline void sl_out_puts(struct sl_out *o, const char *s)
+{
+	sl_out_put(o, s, strlen(s));
+}
+
+/* printf into what is left, and a '\0' after it (so cap must leave room). */
+static inline void sl_out_printf(struct sl_out *o, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static inline void sl_out_printf(struct sl_out *o, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (o->overflow)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= o->cap - o->len)
+		o->overflow = 1;
+	else
+		o->len += (size_t)n;
 }
 
 /*

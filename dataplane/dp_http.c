@@ -4,6 +4,7 @@
  * allocates or does I/O, so all of it is unit tested and fuzzed.
  */
 #include "dp_http.h"
+#include "sl_buf.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -330,28 +331,6 @@ ssize_t dp_chunked_consume(struct dp_chunked *c, const char *p, size_t len, int 
 
 /* ---- heads the relay writes ---- */
 
-/* Ownership: p is the caller's buffer; nothing here allocates. */
-struct out {
-	char *p;
-	size_t cap, len;
-	int overflow;
-};
-
-static void put(struct out *o, const char *s, size_t n)
-{
-	if (o->len + n > o->cap) {
-		o->overflow = 1;
-		return;
-	}
-	memcpy(o->p + o->len, s, n);
-	o->len += n;
-}
-
-static void puts_(struct out *o, const char *s)
-{
-	put(o, s, strlen(s));
-}
-
 static const struct dp_http_hdr *find(const struct dp_http_req *r, const char *name)
 {
 	for (size_t i = 0; i < r->nheaders; i++)
@@ -360,58 +339,58 @@ static const struct dp_http_hdr *find(const struct dp_http_req *r, const char *n
 	return NULL;
 }
 
-static void put_forwarded(struct out *o, const struct dp_http_req *r,
+static void put_forwarded(struct sl_out *o, const struct dp_http_req *r,
 			  const struct dp_http_client *cl)
 {
 	const struct dp_http_hdr *xff = find(r, "x-forwarded-for"), *fwd = find(r, "forwarded");
 	const char *proto = cl->https ? "https" : "http";
 
-	puts_(o, "X-Forwarded-For: ");
+	sl_out_puts(o, "X-Forwarded-For: ");
 	if (xff) {
-		put(o, xff->value, xff->value_len);
-		puts_(o, ", ");
+		sl_out_put(o, xff->value, xff->value_len);
+		sl_out_puts(o, ", ");
 	}
-	puts_(o, cl->ip);
-	puts_(o, "\r\nX-Forwarded-Proto: ");
-	puts_(o, proto);
+	sl_out_puts(o, cl->ip);
+	sl_out_puts(o, "\r\nX-Forwarded-Proto: ");
+	sl_out_puts(o, proto);
 	if (r->host) {
-		puts_(o, "\r\nX-Forwarded-Host: ");
-		put(o, r->host, r->host_len);
+		sl_out_puts(o, "\r\nX-Forwarded-Host: ");
+		sl_out_put(o, r->host, r->host_len);
 	}
-	puts_(o, "\r\nForwarded: ");
+	sl_out_puts(o, "\r\nForwarded: ");
 	if (fwd) {
-		put(o, fwd->value, fwd->value_len);
-		puts_(o, ", ");
+		sl_out_put(o, fwd->value, fwd->value_len);
+		sl_out_puts(o, ", ");
 	}
-	puts_(o, cl->ipv6 ? "for=\"[" : "for=");
-	puts_(o, cl->ip);
-	puts_(o, cl->ipv6 ? "]\";proto=" : ";proto=");
-	puts_(o, proto);
-	puts_(o, "\r\n");
+	sl_out_puts(o, cl->ipv6 ? "for=\"[" : "for=");
+	sl_out_puts(o, cl->ip);
+	sl_out_puts(o, cl->ipv6 ? "]\";proto=" : ";proto=");
+	sl_out_puts(o, proto);
+	sl_out_puts(o, "\r\n");
 }
 
 int dp_http_upstream_head(const struct dp_http_req *r, const char *target, size_t target_len,
 			  const struct dp_http_client *cl, char *out, size_t cap)
 {
-	struct out o = {out, cap, 0, 0};
+	struct sl_out o = {out, cap, 0, 0};
 
-	put(&o, r->method, r->method_len);
-	puts_(&o, " ");
-	put(&o, target, target_len);
-	puts_(&o, r->minor ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
+	sl_out_put(&o, r->method, r->method_len);
+	sl_out_puts(&o, " ");
+	sl_out_put(&o, target, target_len);
+	sl_out_puts(&o, r->minor ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
 	for (size_t i = 0; i < r->nheaders; i++) {
 		const struct dp_http_hdr *h = &r->headers[i];
 
 		if (name_is(h, "x-forwarded-for") || name_is(h, "forwarded") ||
 		    name_is(h, "x-forwarded-proto") || name_is(h, "x-forwarded-host"))
 			continue;
-		put(&o, h->name, h->name_len);
-		puts_(&o, ": ");
-		put(&o, h->value, h->value_len);
-		puts_(&o, "\r\n");
+		sl_out_put(&o, h->name, h->name_len);
+		sl_out_puts(&o, ": ");
+		sl_out_put(&o, h->value, h->value_len);
+		sl_out_puts(&o, "\r\n");
 	}
 	put_forwarded(&o, r, cl);
-	puts_(&o, "\r\n");
+	sl_out_puts(&o, "\r\n");
 	return o.overflow ? -ENOSPC : (int)o.len;
 }
 

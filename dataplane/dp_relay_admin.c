@@ -199,27 +199,6 @@ static const struct metric rows_tail[] = {
 	    struct shared, tls_reloads.reload_failures),
 };
 
-/* Text being built into a fixed buffer: what did not fit is counted, so
- * the caller can tell (ENOSPC) instead of sending a cut page. Ownership: p is the caller's buffer;
- * nothing here allocates. */
-struct out {
-	char *p;
-	size_t cap, len;
-};
-
-static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(struct out *o, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(o->p + o->len, o->len < o->cap ? o->cap - o->len : 0, fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		o->len += (size_t)n;
-}
-
 static uint64_t metric_value(const struct relay *r, const struct snapshot *x,
 			     const struct metric *m)
 {
@@ -238,16 +217,16 @@ static uint64_t metric_value(const struct relay *r, const struct snapshot *x,
 			    : (uint64_t)atomic_load((const _Atomic uint32_t *)v);
 }
 
-static void put_rows(struct out *o, const struct relay *r, const struct snapshot *x,
+static void put_rows(struct sl_out *o, const struct relay *r, const struct snapshot *x,
 		     const struct metric *rows, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		const struct metric *m = &rows[i];
 
 		if (i == 0 || strcmp(m->family, rows[i - 1].family) != 0)
-			put(o, "# TYPE %s %s\n", m->family, m->type);
-		put(o, "%s%s %llu\n", m->family, m->labels,
-		    (unsigned long long)metric_value(r, x, m));
+			sl_out_printf(o, "# TYPE %s %s\n", m->family, m->type);
+		sl_out_printf(o, "%s%s %llu\n", m->family, m->labels,
+			      (unsigned long long)metric_value(r, x, m));
 	}
 }
 
@@ -267,36 +246,36 @@ void dp_admin_latency(struct relay *r, double ms)
 	r->m.lat_sum_s += ms / 1000;
 }
 
-static void put_histogram(struct out *o, const struct snapshot *x)
+static void put_histogram(struct sl_out *o, const struct snapshot *x)
 {
 	uint64_t cum = 0;
 
-	put(o, "# TYPE sluice_request_first_byte_seconds histogram\n");
+	sl_out_printf(o, "# TYPE sluice_request_first_byte_seconds histogram\n");
 	for (size_t b = 0; b < LAT_BUCKETS; b++) {
 		cum += x->m.lat_count[b];
-		put(o, "sluice_request_first_byte_seconds_bucket{le=\"%g\"} %llu\n",
-		    lat_bounds_ms[b] / 1000, (unsigned long long)cum);
+		sl_out_printf(o, "sluice_request_first_byte_seconds_bucket{le=\"%g\"} %llu\n",
+			      lat_bounds_ms[b] / 1000, (unsigned long long)cum);
 	}
 	cum += x->m.lat_count[LAT_BUCKETS];
-	put(o,
-	    "sluice_request_first_byte_seconds_bucket{le=\"+Inf\"} %llu\n"
-	    "sluice_request_first_byte_seconds_sum %.6f\n"
-	    "sluice_request_first_byte_seconds_count %llu\n",
-	    (unsigned long long)cum, x->m.lat_sum_s, (unsigned long long)cum);
+	sl_out_printf(o,
+		      "sluice_request_first_byte_seconds_bucket{le=\"+Inf\"} %llu\n"
+		      "sluice_request_first_byte_seconds_sum %.6f\n"
+		      "sluice_request_first_byte_seconds_count %llu\n",
+		      (unsigned long long)cum, x->m.lat_sum_s, (unsigned long long)cum);
 }
 
 /* The page: every worker's figures summed; the length, or -ENOSPC. */
 static int metrics_text(struct relay *r, char *buf, size_t cap)
 {
-	struct out o = {buf, cap, 0};
+	struct sl_out o = {buf, cap, 0, 0};
 	struct snapshot x;
 
 	snap_all(r, &x);
 	PUT_ROWS(&o, r, &x, rows_head);
-	put(&o, "# TYPE sluice_relay_errors_total counter\n");
+	sl_out_printf(&o, "# TYPE sluice_relay_errors_total counter\n");
 	for (int e = 0; e < E_COUNT; e++)
-		put(&o, "sluice_relay_errors_total{status=\"%d\"} %llu\n", dp_err_status[e],
-		    (unsigned long long)x.m.errors[e]);
+		sl_out_printf(&o, "sluice_relay_errors_total{status=\"%d\"} %llu\n",
+			      dp_err_status[e], (unsigned long long)x.m.errors[e]);
 	PUT_ROWS(&o, r, &x, rows_main);
 	if (r->sh->cluster_on)
 		PUT_ROWS(&o, r, &x, rows_cluster);
@@ -306,7 +285,7 @@ static int metrics_text(struct relay *r, char *buf, size_t cap)
 		PUT_ROWS(&o, r, &x, rows_state);
 	PUT_ROWS(&o, r, &x, rows_tail);
 	put_histogram(&o, &x);
-	return o.len < cap ? (int)o.len : -ENOSPC;
+	return o.overflow ? -ENOSPC : (int)o.len;
 }
 
 /* An admin request's head, gathered across reads: a client may write it in

@@ -116,6 +116,32 @@ static void arrays_grow_by_doubling_to_what_is_needed(void **state)
 	free(v);
 }
 
+static void a_bounded_writer_flags_what_does_not_fit(void **state)
+{
+	char buf[16];
+	struct sl_out o = {buf, sizeof(buf), 0, 0};
+
+	(void)state;
+	sl_out_puts(&o, "GET ");
+	sl_out_printf(&o, "/%d", 42);
+	assert_int_equal(o.len, 7);
+	assert_false(o.overflow);
+	assert_memory_equal(buf, "GET /42", 7);
+	sl_out_puts(&o, "0123456789"); /* 17 bytes: does not fit */
+	assert_true(o.overflow);
+	assert_int_equal(o.len, 7);
+	sl_out_puts(&o, "x"); /* would fit, but the text is already cut */
+	assert_int_equal(o.len, 7);
+	o = (struct sl_out){buf, sizeof(buf), 0, 0};
+	sl_out_printf(&o, "%s", "exactly 15 char"); /* and its '\0': 16 */
+	assert_false(o.overflow);
+	sl_out_printf(&o, "%s", "");
+	assert_false(o.overflow); /* nothing, and its '\0' in the last byte */
+	sl_out_printf(&o, "%s", "x");
+	assert_true(o.overflow); /* no room for a byte and a '\0' */
+	assert_int_equal(o.len, 15);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -125,6 +151,7 @@ int main(void)
 		cmocka_unit_test(an_impossible_size_fails_and_changes_nothing),
 		cmocka_unit_test(steal_hands_the_bytes_over),
 		cmocka_unit_test(arrays_grow_by_doubling_to_what_is_needed),
+		cmocka_unit_test(a_bounded_writer_flags_what_does_not_fit),
 	};
 	return cmocka_run_group_tests_name("sl_buf", tests, NULL, NULL);
 }
