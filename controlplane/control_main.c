@@ -193,13 +193,15 @@ static int serve(const struct sl_config *cfg)
 		sl_error("the admin key must be 16 bytes or more");
 		return -EINVAL;
 	}
+	/* Before the listener opens: a SIGTERM as soon as the port answers
+	 * must find the handler (the loop then sees the flag and stops). */
+	sl_cli_stop_on_signals(&stop_requested);
 	err = cp_server_create(&srv, &scfg);
 	if (err < 0) {
 		sl_error("cannot listen on %s: %s", scfg.listen, strerror(-err));
 		goto out;
 	}
 	sl_info("listening on http://%s (redis %s)", scfg.listen, sl_config_str(cfg, "redis"));
-	sl_cli_stop_on_signals(&stop_requested);
 	err = cp_server_run(srv, &stop_requested);
 	sl_info("shutting down");
 	cp_server_free(srv);
