@@ -3,13 +3,14 @@
 #   make                 debug build: build/bin/{sluice,sluice-relay,sluice-control}
 #   make BUILD=release   optimised build under build/release/
 #   make SAN=address,undefined [test]   sanitizer build under build/san/
-#   make test            install what is missing, build, run every test
+#   make test            build, run every test
 #   make run             start the service locally (project-local Redis under run/)
 #   make bench           micro and end-to-end benchmarks -> bench/results/ (E2E_ARGS="--reps 3",
 #                        API_ARGS="--reps 5" for the control plane's)
 #   make bench-smoke     every benchmark, briefly (CI)
 #   make fuzz            libFuzzer targets, FUZZ_SECONDS each (default 30)
 #   make format | format-check | lint | clean
+#   Each goal first installs what it needs, and only that (deploy/install-deps.sh).
 #
 # Objects never land beside the sources: everything goes under $(O).
 
@@ -37,34 +38,39 @@ PYTHON := /usr/bin/python3
 VERSION := 0.1.0
 
 # --- dependencies -----------------------------------------------------------
-# pkg-config names and binaries we need; when a check fails, the install
-# script runs (as root it installs, otherwise it prints the apt-get command).
+# Each goal checks only what it needs: a group of Debian packages named by
+# deploy/install-deps.sh (build, unit, integration, bench, run, fuzz, style).
+# What is missing is installed there and then (as root; otherwise the script
+# prints the apt-get command). The stamp build/deps/GROUP keeps that to once
+# per checkout, redone when the script changes; flock serialises the groups a
+# parallel make checks at once (apt allows one install at a time).
+DEPS := build/deps
+$(DEPS)/%: deploy/install-deps.sh
+	@mkdir -p $(@D)
+	@flock $(DEPS)/.lock sh deploy/install-deps.sh $*
+	@touch $@
+
 PKGS_DP := liburing wolfssl msgpack hiredis jansson
 PKGS_CP := libh2o-evloop libssh2 msgpack hiredis jansson
-PKGS_TEST := cmocka benchmark
-NEED_BINS := redis-server sshd haproxy nginx wrk curl clang clang-format cppcheck ssh-keygen openssl npm \
-	debootstrap qemu-system-x86_64 qemu-img sudo
-NO_DEPS_GOALS := clean help format format-check fresh-test
+NO_BUILD_GOALS := clean help deps format format-check lint fresh-test
 
 # $(O)/config.mk is a makefile GNU make rebuilds before reading it, so the
-# dependency check runs once per build tree, before anything compiles.
-ifneq ($(filter-out $(NO_DEPS_GOALS),$(or $(MAKECMDGOALS),all)),)
+# build's check (compiler, pkg-config libraries) runs before anything compiles.
+ifneq ($(filter-out $(NO_BUILD_GOALS),$(or $(MAKECMDGOALS),all)),)
 include $(O)/config.mk
 endif
 
-$(O)/config.mk: Makefile deploy/install-deps.sh
+$(O)/config.mk: Makefile $(DEPS)/build
 	@mkdir -p $(@D)
-	@ok=1; pkg-config --exists $(PKGS_DP) $(PKGS_CP) $(PKGS_TEST) || ok=0; \
-	for b in $(NEED_BINS); do command -v $$b >/dev/null || [ -x /usr/sbin/$$b ] || ok=0; done; \
-	$(PYTHON) -c 'import pytest, pytest_timeout, msgpack, websockets, yaml, jsonschema' 2>/dev/null || ok=0; \
-	if [ $$ok = 0 ]; then sh deploy/install-deps.sh || exit 1; fi
 	@{ echo "DP_CFLAGS := $$(pkg-config --cflags $(PKGS_DP))"; \
 	   echo "DP_LIBS := $$(pkg-config --libs $(PKGS_DP))"; \
 	   echo "CP_CFLAGS := $$(pkg-config --cflags $(PKGS_CP))"; \
-	   echo "CP_LIBS := $$(pkg-config --libs $(PKGS_CP) wolfssl) -lssl -lcrypto -lz -lresolv"; \
-	   echo "TEST_LIBS := $$(pkg-config --libs cmocka)"; \
-	   echo "BENCH_LIBS := $$(pkg-config --libs benchmark) -lpthread"; } > $@.tmp
+	   echo "CP_LIBS := $$(pkg-config --libs $(PKGS_CP) wolfssl) -lssl -lcrypto -lz -lresolv"; } > $@.tmp
 	@mv $@.tmp $@
+# The tests' and benchmarks' libraries are looked up when they link, after
+# their own group's check.
+TEST_LIBS = $(shell pkg-config --libs cmocka)
+BENCH_LIBS = $(shell pkg-config --libs benchmark) -lpthread
 
 # --- flags ------------------------------------------------------------------
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -99,6 +105,10 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BIN)/tests/%,$(UNIT_SRC))
 BENCH_SRC := $(wildcard bench/micro/bm_*.cc)
 BENCH_BINS := $(patsubst bench/micro/%.cc,$(BIN)/bench/%,$(BENCH_SRC))
+
+# What each kind of target needs installed before it compiles.
+$(call obj,$(UNIT_SRC)): | $(DEPS)/unit
+$(patsubst %.cc,$(OBJ)/%.o,$(BENCH_SRC)): | $(DEPS)/bench
 
 .PHONY: fresh-test all test unit integration run bench bench-smoke fuzz format format-check lint clean help deps
 all: $(BINS)
@@ -181,20 +191,20 @@ $(BIN)/bench/bm_%: $(OBJ)/bench/micro/bm_%.o $(PROTO_OBJ) $(COMMON_OBJ)
 # The unmodified localtunnel client (npm), pinned by tests/lt/package-lock.json,
 # for the compatibility test; installed under build/, never vendored.
 LT_CLIENT := build/lt/node_modules/localtunnel/bin/lt.js
-$(LT_CLIENT): tests/lt/package.json tests/lt/package-lock.json
+$(LT_CLIENT): tests/lt/package.json tests/lt/package-lock.json | $(DEPS)/integration
 	@mkdir -p build/lt
 	@cp tests/lt/package.json tests/lt/package-lock.json build/lt/
 	cd build/lt && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 # One runner drives both suites and prints the closing "N passed, N failed".
-test: $(BINS) $(UNIT_BINS) $(LT_CLIENT)
+test: $(BINS) $(UNIT_BINS) $(LT_CLIENT) | $(DEPS)/unit $(DEPS)/integration
 	$(PYTHON) tests/run.py --bin $(BIN) --suite all
 
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) | $(DEPS)/unit
 	$(PYTHON) tests/run.py --bin $(BIN) --suite unit
 
-integration: $(BINS) $(LT_CLIENT)
+integration: $(BINS) $(LT_CLIENT) | $(DEPS)/integration
 	$(PYTHON) tests/run.py --bin $(BIN) --suite integration
 
 # A brand-new Debian 12 (debootstrap), `make test` inside it; minutes, not CI.
@@ -203,19 +213,19 @@ fresh-test:
 
 # --- run --------------------------------------------------------------------
 RELAYS ?= 1
-run: $(BINS)
+run: $(BINS) | $(DEPS)/run
 	SLUICE_RUN_RELAYS=$(RELAYS) sh deploy/run-local.sh --bin $(BIN) $(RUN_ARGS)
 
 # --- bench ------------------------------------------------------------------
 bench:
 	$(MAKE) BUILD=release bench-run
-bench-run: $(BENCH_BINS) $(BINS)
+bench-run: $(BENCH_BINS) $(BINS) | $(DEPS)/bench
 	$(PYTHON) bench/tools/run_micro.py --bin $(BIN)/bench --out bench/results
 	$(PYTHON) bench/e2e/run.py --bin $(BIN) --out bench/results $(E2E_ARGS)
 	$(PYTHON) bench/e2e/api.py --bin $(BIN) --out bench/results $(API_ARGS)
 	$(PYTHON) bench/e2e/cluster.py --bin $(BIN) --out bench/results $(CLUSTER_ARGS)
 	$(PYTHON) bench/e2e/ssh.py --bin $(BIN) --out bench/results $(SSH_ARGS)
-bench-smoke: $(BENCH_BINS) $(BINS)
+bench-smoke: $(BENCH_BINS) $(BINS) | $(DEPS)/bench
 	$(PYTHON) bench/tools/run_micro.py --bin $(BIN)/bench --smoke
 	$(PYTHON) bench/e2e/run.py --bin $(BIN) --out build/bench-smoke --smoke
 	$(PYTHON) bench/e2e/ab.py --bin $(BIN) --rounds 1 --seconds 1 --variant io_uring= --variant 'epoll=--engine epoll'
@@ -233,7 +243,7 @@ FUZZ_FLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined 
 build/fuzz/gen/version_gen.h:
 	@mkdir -p $(@D)
 	@printf '#define SLUICE_VERSION "%s"\n#define SLUICE_GIT "fuzz"\n' "$(VERSION)" > $@
-build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRC) $(PROTO_SRC) $(FUZZ_DP_SRC) $(FUZZ_CP_SRC) build/fuzz/gen/version_gen.h
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(COMMON_SRC) $(PROTO_SRC) $(FUZZ_DP_SRC) $(FUZZ_CP_SRC) build/fuzz/gen/version_gen.h | $(DEPS)/fuzz
 	@mkdir -p $(@D)
 	$(CLANG) $(FUZZ_FLAGS) $(DP_CFLAGS) -Idataplane -Icontrolplane tests/fuzz/fuzz_$*.c $(COMMON_SRC) $(PROTO_SRC) $(FUZZ_DP_SRC) $(FUZZ_CP_SRC) $(DP_LIBS) -ljansson -o $@
 fuzz: $(FUZZ_BINS)
@@ -245,6 +255,7 @@ fuzz: $(FUZZ_BINS)
 
 # --- style ------------------------------------------------------------------
 STYLE_SRC := $(wildcard common/*.[ch] proto/*.[ch] dataplane/*.[ch] controlplane/*.[ch] tests/unit/*.c tests/fuzz/*.c bench/micro/*.cc)
+format format-check lint: | $(DEPS)/style
 format:
 	clang-format -i $(STYLE_SRC)
 format-check:
@@ -258,6 +269,6 @@ clean:
 	rm -rf build
 
 help:
-	@sed -n '2,14p' Makefile
+	@sed -n '2,15p' Makefile
 
 -include $(shell find $(O)/obj -name '*.d' 2>/dev/null)

@@ -1,5 +1,5 @@
 /*
- * sl_cli.c: shared start-up of the three binaries (see sl_cli.h).
+ * sl_cli.c: the start-up every program and CLI verb shares (see sl_cli.h).
  */
 #include "sl_cli.h"
 #include "sl_log.h"
@@ -79,7 +79,13 @@ void sl_cli_reload_on_sighup(volatile sig_atomic_t *flag)
 	flag_on_signal(SIGHUP, flag, SA_RESTART);
 }
 
-int sl_cli_start(const struct sl_cli *cli, struct sl_config *c, int argc, char **argv)
+/*
+ * Load the configuration into c and set up logging. Returns 0 to go on, 1
+ * when the program has answered and should exit 0 (help, version,
+ * --print-config), or -EINVAL after printing the error to stderr. c must be
+ * freed with sl_config_free() whatever the result.
+ */
+static int start(const struct sl_cli *cli, struct sl_config *c, int argc, char **argv)
 {
 	int err;
 
@@ -99,4 +105,61 @@ int sl_cli_start(const struct sl_cli *cli, struct sl_config *c, int argc, char *
 	sl_log_init(cli->component, sl_log_level_parse(sl_config_str(c, "log-level")),
 		    sl_log_format_parse(sl_config_str(c, "log-format")), 2);
 	return 0;
+}
+
+/* How many of argv[1..] spell words ("keys create"), or 0 when they do not. */
+static int verb_words(const char *words, int argc, char **argv)
+{
+	const char *w = words;
+
+	for (int i = 1;; i++) {
+		size_t n = strcspn(w, " ");
+
+		if (i >= argc || strlen(argv[i]) != n || memcmp(argv[i], w, n) != 0)
+			return 0;
+		if (w[n] == '\0')
+			return i;
+		w += n + 1;
+	}
+}
+
+/* The first of cli's verbs argv names, with *nwords set to its number of
+ * words; NULL when it names none. */
+static const struct sl_cli_verb *find_verb(const struct sl_cli *cli, int argc, char **argv,
+					   int *nwords)
+{
+	for (const struct sl_cli_verb *v = cli->verbs; v && v->words; v++)
+		if ((*nwords = verb_words(v->words, argc, argv)) > 0)
+			return v;
+	return NULL;
+}
+
+/* A run function's result as an exit code (see struct sl_cli). */
+static int exit_code(int rc)
+{
+	if (rc == -EINVAL || rc == -ENOTSUP)
+		return SL_EXIT_USAGE;
+	return rc < 0 ? SL_EXIT_FAIL : rc;
+}
+
+int sl_cli_main(const struct sl_cli *cli, int argc, char **argv)
+{
+	const struct sl_cli_verb *verb;
+	struct sl_config cfg;
+	int rc, nwords;
+
+	verb = find_verb(cli, argc, argv, &nwords);
+	if (verb && verb->cli)
+		return sl_cli_main(verb->cli, argc - nwords, argv + nwords);
+	if (verb) {
+		fprintf(stderr, "%s %s: %s\n", cli->prog, verb->words, verb->refusal);
+		return SL_EXIT_USAGE;
+	}
+	rc = start(cli, &cfg, argc, argv);
+	if (rc == 0)
+		rc = exit_code(cli->run(&cfg));
+	else
+		rc = rc > 0 ? SL_EXIT_OK : SL_EXIT_USAGE;
+	sl_config_free(&cfg);
+	return rc;
 }

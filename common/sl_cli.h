@@ -1,7 +1,17 @@
 /*
- * sl_cli.h: the start-up every binary shares: --help and --version answered
- * before anything else can fail, then configuration loaded from flags,
- * environment and file, then logging set up from it.
+ * sl_cli.h: the one start-up path of every program and CLI verb: --help and
+ * --version answered before anything else can fail, then configuration
+ * loaded from flags, environment and file, then logging set up, then the
+ * program's run function; the exit code and freeing the configuration are
+ * here too, so each main() reads: table, sl_cli, run.
+ *
+ *	static const struct sl_cli relay_cli = {
+ *		.prog = "sluice-relay", ..., SL_CLI_OPTS(relay_opts), .run = run,
+ *	};
+ *	int main(int argc, char **argv)
+ *	{
+ *		return sl_cli_main(&relay_cli, argc, argv);
+ *	}
  */
 #ifndef SL_CLI_H
 #define SL_CLI_H
@@ -21,6 +31,9 @@ extern "C" {
 #define SL_EXIT_USAGE	    2
 #define SL_EXIT_UNAVAILABLE 69 /* EX_UNAVAILABLE: a feature not in this build */
 
+struct sl_cli_verb;
+
+/* Ownership: static const in each program's main file; every pointer is to static data. */
 struct sl_cli {
 	const char *prog;      /* "sluice-relay" */
 	const char *component; /* "relay": the component field of log lines */
@@ -29,21 +42,45 @@ struct sl_cli {
 	const struct sl_opt *opts;
 	size_t nopts;
 	void (*versions)(FILE *out); /* prints the linked libraries' versions */
+	/*
+	 * The program, configured and logging: returns its exit code, or a
+	 * negative errno: -EINVAL and -ENOTSUP (a configuration it cannot
+	 * honour) exit SL_EXIT_USAGE, any other SL_EXIT_FAIL.
+	 */
+	int (*run)(const struct sl_config *cfg);
+	/* Words after the program's name that select another command, ending
+	 * with {NULL}; NULL for none. */
+	const struct sl_cli_verb *verbs;
+};
+
+/* .opts and .nopts of a struct sl_cli from a static table. */
+#define SL_CLI_OPTS(table) .opts = (table), .nopts = sizeof(table) / sizeof((table)[0])
+
+/*
+ * A verb: when argv[1..] starts with words ("keys create"), the command is
+ * cli, given argv from the last of the words on (so it is argv[0]); or, with
+ * cli NULL, "prog words: refusal" on stderr and SL_EXIT_USAGE.
+ * Ownership: static tables.
+ */
+struct sl_cli_verb {
+	const char *words;
+	const struct sl_cli *cli;
+	const char *refusal;
 };
 
 /*
- * Handle --help/-h and --version/-V, load the configuration into c and set
- * up logging. Returns 0 to go on, 1 when the program has answered and should
- * exit 0 (help, version, --print-config), or -EINVAL after printing the error
- * to stderr (exit SL_EXIT_USAGE). c must be freed with sl_config_free()
- * whatever the result.
+ * Run the program cli (or the verb argv names): --help/-h and --version/-V,
+ * the configuration (a bad one is one line on stderr and SL_EXIT_USAGE),
+ * --print-config, logging, then cli->run. Returns the exit code.
  */
-int sl_cli_start(const struct sl_cli *cli, struct sl_config *c, int argc, char **argv);
+int sl_cli_main(const struct sl_cli *cli, int argc, char **argv);
 
 /*
  * SIGINT and SIGTERM set *flag (the main loop polls it and shuts down
  * cleanly); SIGPIPE is ignored, since a peer that went away is an EPIPE to
- * handle, not a reason to die. flag must outlive the process's loop.
+ * handle, not a reason to die. A program calls it as its loop begins, not
+ * before: until then ^C stops it at once, even in a blocking call (the
+ * agent's request to the control plane). flag must outlive the loop.
  */
 void sl_cli_stop_on_signals(volatile sig_atomic_t *flag);
 /* SIGHUP sets *flag (the loop reloads what it can, then clears it). */

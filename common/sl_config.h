@@ -30,15 +30,16 @@ enum sl_opt_type {
 
 #define SL_OPT_F_SECRET 0x1 /* value redacted by sl_config_print() */
 
-/* One option; tables of these are static const in each binary's main file. */
+/* One option; tables of these are static const in each program's main file,
+ * written with the constructors below (SL_INT, SL_STR, ...). Ownership: static tables. */
 struct sl_opt {
 	const char *name;
 	enum sl_opt_type type;
 	const char *def; /* default as text, NULL for none */
-	long min, max;	 /* SL_OPT_INT bounds, inclusive */
-	const char *choices;
-	unsigned flags;
 	const char *help;
+	long min, max;	     /* SL_OPT_INT bounds, inclusive */
+	const char *choices; /* SL_OPT_ENUM: "a|b|c" */
+	unsigned flags;
 	/* Optional extra check of a valid-typed value: returns 0, or -EINVAL
 	 * with a reason ("expected redis://host:port or unix:/path") in why. */
 	int (*check)(const char *value, char *why, size_t cap);
@@ -56,6 +57,8 @@ enum sl_src {
 	SL_SRC_FLAG,
 };
 
+/* Ownership: one per option in sl_config.vals; str is malloc'd by sl_config_set and freed by
+ * sl_config_free. */
 struct sl_val {
 	char *str; /* owned, NUL-terminated; NULL when unset */
 	long num;  /* parsed form for INT and BOOL; lo<<16|hi for RANGE */
@@ -80,26 +83,55 @@ struct sl_config {
 	char err[512]; /* the last error, for the user */
 };
 
-/* Options every binary has; put SL_CONFIG_COMMON_OPTS first in each table. */
-// clang-format off
-#define SL_CONFIG_COMMON_OPTS                                                                      \
-	{.name = "config", .type = SL_OPT_STR, .help = "read options from this file"},             \
-	{.name = "log-level",                                                                      \
-	 .type = SL_OPT_ENUM,                                                                      \
-	 .def = "info",                                                                            \
-	 .choices = "error|warn|info|debug",                                                       \
-	 .help = "log verbosity",                                                                  \
-	 .env_alias = "LOG_LEVEL"},                                                                \
-	{.name = "log-format",                                                                     \
-	 .type = SL_OPT_ENUM,                                                                      \
-	 .def = "auto",                                                                            \
-	 .choices = "auto|text|json",                                                              \
-	 .help = "auto: text on a terminal, JSON lines otherwise"},                                \
-	{.name = "print-config",                                                                   \
-	 .type = SL_OPT_BOOL,                                                                      \
-	 .def = "false",                                                                           \
-	 .help = "print the effective configuration with the source of each value, then exit"}
-// clang-format on
+/*
+ * One way to write an option: a constructor per type, one line each in a
+ * table. The arguments every option of that type has come first (name,
+ * default or NULL, then the bounds or choices), the help text last; what only
+ * some options have follows as designated initializers, so it reads by name:
+ *
+ *	SL_INT("workers", "0", 0, 256, "worker threads, 0 = one per core"),
+ *	SL_STR("limit-tcp", "off", "new connections per TCP tunnel",
+ *	       .check = pr_limit_check),
+ *	SL_SECRET("key", "PEM private key for --cert"),
+ *
+ * (A C++ user must give the extra fields in the struct's order.)
+ */
+/* clang-format off */
+#define SL_OPT_(n, t, d, h, ...)     {.name = (n), .type = (t), .def = (d), .help = (h), __VA_ARGS__}
+#define SL_STR(n, d, h, ...)         SL_OPT_(n, SL_OPT_STR, d, h, __VA_ARGS__)
+#define SL_SECRET(n, h, ...)         SL_OPT_(n, SL_OPT_STR, NULL, h, .flags = SL_OPT_F_SECRET, __VA_ARGS__)
+#define SL_BOOL(n, d, h, ...)        SL_OPT_(n, SL_OPT_BOOL, d, h, __VA_ARGS__)
+#define SL_ADDR(n, d, h, ...)        SL_OPT_(n, SL_OPT_ADDR, d, h, __VA_ARGS__)
+#define SL_RANGE(n, d, h, ...)       SL_OPT_(n, SL_OPT_RANGE, d, h, __VA_ARGS__)
+#define SL_INT(n, d, lo, hi, h, ...) SL_OPT_(n, SL_OPT_INT, d, h, .min = (lo), .max = (hi), __VA_ARGS__)
+#define SL_ENUM(n, d, ch, h, ...)    SL_OPT_(n, SL_OPT_ENUM, d, h, .choices = (ch), __VA_ARGS__)
+/* clang-format on */
+
+/*
+ * Options several programs share, each defined once: SL_OPTS_COMMON first
+ * in every table, the others where the program's --help lists them.
+ */
+/* clang-format off */
+#define SL_OPTS_COMMON                                                                             \
+	SL_STR("config", NULL, "read options from this file"),                                     \
+	SL_ENUM("log-level", "info", "error|warn|info|debug", "log verbosity",                     \
+		.env_alias = "LOG_LEVEL"),                                                         \
+	SL_ENUM("log-format", "auto", "auto|text|json",                                            \
+		"auto: text on a terminal, JSON lines otherwise"),                                 \
+	SL_BOOL("print-config", "false",                                                           \
+		"print the effective configuration with the source of each value, then exit")
+
+/* The data plane's I/O (relay and agent). */
+#define SL_OPTS_ENGINE                                                                             \
+	SL_BOOL("splice", "true",                                                                  \
+		"bulk transfers between plain sockets use splice(2), socket to pipe to socket "    \
+		"(--no-splice: copy through buffers; bench/RESULTS.md)"),                          \
+	SL_ENUM("engine", "io_uring", "io_uring|epoll", "I/O engine")
+
+/* The control plane's HMAC key, which relays share to check agent tokens. */
+#define SL_OPT_SESSION_SECRET(help) \
+	SL_SECRET("session-secret", help, .env_alias = "SESSION_SECRET_KEY")
+/* clang-format on */
 
 /* Prepare c for the table opts (n entries); sets defaults. Returns 0 or -EINVAL. */
 int sl_config_init(struct sl_config *c, const struct sl_opt *opts, size_t n);

@@ -29,6 +29,11 @@ int sl_redis_url_parse(const char *url, struct sl_redis_target *t, char *why, si
 /* sl_opt check hook for --redis options. */
 int sl_redis_url_check(const char *url, char *why, size_t cap);
 
+/* The --redis option (sl_config.h), checked, and read from REDIS_URL too;
+ * its default and help are the program's. */
+#define SL_OPT_REDIS(def, help)                                                                    \
+	SL_STR("redis", def, help, .check = sl_redis_url_check, .env_alias = "REDIS_URL")
+
 /* Connect, authenticate and select, each step bounded by timeout_ms, which
  * then bounds every command too. NULL with the reason in err. */
 struct redisContext *sl_redis_connect(const struct sl_redis_target *t, int timeout_ms, char *err,

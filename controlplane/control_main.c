@@ -23,151 +23,66 @@
 #include <libssh2.h>
 #include <msgpack.h>
 
+/* The server's --redis, and keys create's. */
+#define CONTROL_REDIS                                                                              \
+	SL_OPT_REDIS("redis://127.0.0.1:6379",                                                     \
+		     "Redis: redis://[[user]:password@]host[:port][/db] or unix:/path")
+
 static const struct sl_opt control_opts[] = {
-	SL_CONFIG_COMMON_OPTS,
-	{.name = "listen",
-	 .type = SL_OPT_ADDR,
-	 .def = "127.0.0.1:8000",
-	 .help = "HTTP API listener"},
-	{.name = "host",
-	 .type = SL_OPT_STR,
-	 .help = "listen on this address (with --port: instead of --listen)",
-	 .env_alias = "HOST"},
-	{.name = "port",
-	 .type = SL_OPT_INT,
-	 .min = 1,
-	 .max = 65535,
-	 .help = "listen on this port (with --host: instead of --listen)",
-	 .env_alias = "PORT"},
-	{.name = "redis",
-	 .type = SL_OPT_STR,
-	 .def = "redis://127.0.0.1:6379",
-	 .help = "Redis: redis://[[user]:password@]host[:port][/db] or unix:/path",
-	 .check = sl_redis_url_check,
-	 .env_alias = "REDIS_URL"},
-	{.name = "redis-timeout-ms",
-	 .type = SL_OPT_INT,
-	 .def = "250",
-	 .min = 10,
-	 .max = 10000,
-	 .help = "bound on each Redis health probe"},
-	{.name = "admin-key",
-	 .type = SL_OPT_STR,
-	 .flags = SL_OPT_F_SECRET,
-	 .help = "the bootstrap admin API key (or create one: sluice-control keys create --admin)"},
-	{.name = "session-secret",
-	 .type = SL_OPT_STR,
-	 .flags = SL_OPT_F_SECRET,
-	 .help = "HMAC key of agent tokens and protected URLs, 32 bytes or more; relays share it",
-	 .env_alias = "SESSION_SECRET_KEY"},
-	{.name = "dev",
-	 .type = SL_OPT_BOOL,
-	 .def = "false",
-	 .help = "development mode: a well-known session secret is accepted"},
-	{.name = "relay",
-	 .type = SL_OPT_ADDR,
-	 .def = "127.0.0.1:7000",
-	 .help = "the relays' agent address, handed to agents with their token"},
-	{.name = "public-url",
-	 .type = SL_OPT_STR,
-	 .def = "http://localhost:8080",
-	 .help = "scheme://domain[:port] under which tunnels are public (name.domain)"},
-	{.name = "max-sessions",
-	 .type = SL_OPT_INT,
-	 .def = "10000",
-	 .min = 1,
-	 .max = 10000000,
-	 .help = "active sessions at most (health fails at 90 percent)",
-	 .env_alias = "MAX_SESSIONS"},
-	{.name = "session-timeout",
-	 .type = SL_OPT_INT,
-	 .def = "3600",
-	 .min = 60,
-	 .max = 86400,
-	 .help = "duration of a session that asks for none, seconds",
-	 .env_alias = "SESSION_TIMEOUT"},
-	{.name = "limit-sessions",
-	 .type = SL_OPT_STR,
-	 .def = "10/1h",
-	 .help = "sessions a key may create, COUNT/WINDOW or off (a key's own limits override)",
-	 .check = pr_limit_check},
-	{.name = "limit-requests",
-	 .type = SL_OPT_STR,
-	 .def = "1000/1m",
-	 .help = "HTTP requests per tunnel",
-	 .check = pr_limit_check},
-	{.name = "limit-bandwidth",
-	 .type = SL_OPT_STR,
-	 .def = "1Gi/1h",
-	 .help = "bytes per tunnel, both directions together (over it, transfers slow down)",
-	 .check = pr_limit_check},
-	{.name = "limit-tcp",
-	 .type = SL_OPT_STR,
-	 .def = "600/1m",
-	 .help = "new connections per TCP tunnel",
-	 .check = pr_limit_check},
-	{.name = "limit-key-requests",
-	 .type = SL_OPT_STR,
-	 .def = "off",
-	 .help = "HTTP requests of all of a key's tunnels together, on every relay",
-	 .check = pr_limit_check},
-	{.name = "duration-min",
-	 .type = SL_OPT_INT,
-	 .def = "60",
-	 .min = 1,
-	 .max = 86400,
-	 .help = "shortest session a client may ask for, seconds"},
-	{.name = "port-min",
-	 .type = SL_OPT_INT,
-	 .def = "1000",
-	 .min = 1,
-	 .max = 65535,
-	 .help = "lowest local port an agent may expose"},
-	{.name = "port-max",
-	 .type = SL_OPT_INT,
-	 .def = "65535",
-	 .min = 1,
-	 .max = 65535,
-	 .help = "highest local port an agent may expose"},
-	{.name = "cors-origins",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "comma-separated origins allowed by CORS (\"*\": any)",
-	 .env_alias = "CORS_ORIGINS"},
-	{.name = "audit-log",
-	 .type = SL_OPT_STR,
-	 .help = "append security events here as JSON lines (default: the log)"},
-	{.name = "localtunnel",
-	 .type = SL_OPT_BOOL,
-	 .def = "false",
-	 .help = "answer the localtunnel client (npm \"localtunnel\", lt --host URL): anonymous "
-		 "sessions"},
-	{.name = "lt-ports",
-	 .type = SL_OPT_RANGE,
-	 .def = "21000-21999",
-	 .help = "relay ports for localtunnel clients' sockets (one per session)"},
-	{.name = "dns-server",
-	 .type = SL_OPT_ADDR,
-	 .help = "ask this DNS server (ip:port) for domains' TXT challenges (default: the "
-		 "system's)"},
-	{.name = "challenge-connect",
-	 .type = SL_OPT_ADDR,
-	 .help = "HTTP domain challenges connect here instead of to the domain (split DNS)"},
-	{.name = "relay-binary",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "the sluice-relay that POST /api/v1/nodes/{id}/provision installs (default: "
-		 "the one beside this program)"},
-	{.name = "relay-redis",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "Redis as provisioned relays reach it (default: --redis)"},
-	{.name = "min-relays",
-	 .type = SL_OPT_INT,
-	 .def = "1",
-	 .min = 0,
-	 .max = 100000,
-	 .help = "health fails with fewer relays heartbeating"},
+	SL_OPTS_COMMON,
+	SL_ADDR("listen", "127.0.0.1:8000", "HTTP API listener"),
+	SL_STR("host", NULL, "listen on this address (with --port: instead of --listen)",
+	       .env_alias = "HOST"),
+	SL_INT("port", NULL, 1, 65535, "listen on this port (with --host: instead of --listen)",
+	       .env_alias = "PORT"),
+	CONTROL_REDIS,
+	SL_INT("redis-timeout-ms", "250", 10, 10000, "bound on each Redis health probe"),
+	SL_SECRET(
+		"admin-key",
+		"the bootstrap admin API key (or create one: sluice-control keys create --admin)"),
+	SL_OPT_SESSION_SECRET(
+		"HMAC key of agent tokens and protected URLs, 32 bytes or more; relays share it"),
+	SL_BOOL("dev", "false", "development mode: a well-known session secret is accepted"),
+	SL_ADDR("relay", "127.0.0.1:7000",
+		"the relays' agent address, handed to agents with their token"),
+	SL_STR("public-url", "http://localhost:8080",
+	       "scheme://domain[:port] under which tunnels are public (name.domain)"),
+	SL_INT("max-sessions", "10000", 1, 10000000,
+	       "active sessions at most (health fails at 90 percent)", .env_alias = "MAX_SESSIONS"),
+	SL_INT("session-timeout", "3600", 60, 86400,
+	       "duration of a session that asks for none, seconds", .env_alias = "SESSION_TIMEOUT"),
+	SL_STR("limit-sessions", "10/1h",
+	       "sessions a key may create, COUNT/WINDOW or off (a key's own limits override)",
+	       .check = pr_limit_check),
+	SL_STR("limit-requests", "1000/1m", "HTTP requests per tunnel", .check = pr_limit_check),
+	SL_STR("limit-bandwidth", "1Gi/1h",
+	       "bytes per tunnel, both directions together (over it, transfers slow down)",
+	       .check = pr_limit_check),
+	SL_STR("limit-tcp", "600/1m", "new connections per TCP tunnel", .check = pr_limit_check),
+	SL_STR("limit-key-requests", "off",
+	       "HTTP requests of all of a key's tunnels together, on every relay",
+	       .check = pr_limit_check),
+	SL_INT("duration-min", "60", 1, 86400, "shortest session a client may ask for, seconds"),
+	SL_INT("port-min", "1000", 1, 65535, "lowest local port an agent may expose"),
+	SL_INT("port-max", "65535", 1, 65535, "highest local port an agent may expose"),
+	SL_STR("cors-origins", "", "comma-separated origins allowed by CORS (\"*\": any)",
+	       .env_alias = "CORS_ORIGINS"),
+	SL_STR("audit-log", NULL, "append security events here as JSON lines (default: the log)"),
+	SL_BOOL("localtunnel", "false",
+		"answer the localtunnel client (npm \"localtunnel\", lt --host URL): anonymous "
+		"sessions"),
+	SL_RANGE("lt-ports", "21000-21999",
+		 "relay ports for localtunnel clients' sockets (one per session)"),
+	SL_ADDR("dns-server", NULL,
+		"ask this DNS server (ip:port) for domains' TXT challenges (default: the "
+		"system's)"),
+	SL_ADDR("challenge-connect", NULL,
+		"HTTP domain challenges connect here instead of to the domain (split DNS)"),
+	SL_STR("relay-binary", "",
+	       "the sluice-relay that POST /api/v1/nodes/{id}/provision installs (default: "
+	       "the one beside this program)"),
+	SL_STR("relay-redis", "", "Redis as provisioned relays reach it (default: --redis)"),
+	SL_INT("min-relays", "1", 0, 100000, "health fails with fewer relays heartbeating"),
 };
 
 static void control_versions(FILE *out)
@@ -175,18 +90,6 @@ static void control_versions(FILE *out)
 	fprintf(out, "  h2o %s, libssh2 %s, msgpack-c %s, hiredis %d.%d.%d\n", H2O_VERSION,
 		libssh2_version(0), msgpack_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
 }
-
-static const struct sl_cli control_cli = {
-	.prog = "sluice-control",
-	.component = "control",
-	.summary = "the sluice control plane: REST API, session state, relay hosts",
-	.usage = "Usage: sluice-control [--listen ADDR] [--redis URL] [options]\n"
-		 "       sluice-control keys create [--admin] [--name NAME] [--redis URL]\n"
-		 "       sluice-control ssh exec|put|get|diagnose HOST ... (ssh --help)\n",
-	.opts = control_opts,
-	.nopts = sizeof(control_opts) / sizeof(control_opts[0]),
-	.versions = control_versions,
-};
 
 static volatile sig_atomic_t stop_requested;
 
@@ -290,13 +193,15 @@ static int serve(const struct sl_config *cfg)
 		sl_error("the admin key must be 16 bytes or more");
 		return -EINVAL;
 	}
+	/* Before the listener opens: a SIGTERM as soon as the port answers
+	 * must find the handler (the loop then sees the flag and stops). */
+	sl_cli_stop_on_signals(&stop_requested);
 	err = cp_server_create(&srv, &scfg);
 	if (err < 0) {
 		sl_error("cannot listen on %s: %s", scfg.listen, strerror(-err));
 		goto out;
 	}
 	sl_info("listening on http://%s (redis %s)", scfg.listen, sl_config_str(cfg, "redis"));
-	sl_cli_stop_on_signals(&stop_requested);
 	err = cp_server_run(srv, &stop_requested);
 	sl_info("shutting down");
 	cp_server_free(srv);
@@ -306,45 +211,25 @@ out:
 }
 
 static const struct sl_opt keys_opts[] = {
-	SL_CONFIG_COMMON_OPTS,
-	{.name = "redis",
-	 .type = SL_OPT_STR,
-	 .def = "redis://127.0.0.1:6379",
-	 .help = "Redis: redis://[[user]:password@]host[:port][/db] or unix:/path",
-	 .check = sl_redis_url_check,
-	 .env_alias = "REDIS_URL"},
-	{.name = "admin", .type = SL_OPT_BOOL, .def = "false", .help = "an admin key"},
-	{.name = "name", .type = SL_OPT_STR, .def = "", .help = "a label for the key"},
-};
-
-static const struct sl_cli keys_cli = {
-	.prog = "sluice-control keys create",
-	.component = "control",
-	.summary = "create an API key in Redis and print it once",
-	.usage = "Usage: sluice-control keys create [--admin] [--name NAME] [--redis URL]\n",
-	.opts = keys_opts,
-	.nopts = sizeof(keys_opts) / sizeof(keys_opts[0]),
-	.versions = control_versions,
+	SL_OPTS_COMMON,
+	CONTROL_REDIS,
+	SL_BOOL("admin", "false", "an admin key"),
+	SL_STR("name", "", "a label for the key"),
 };
 
 /* `keys create`: the key on stdout (alone on its line, for scripts), the
  * rest on stderr. */
-static int keys_create(int argc, char **argv)
+static int keys_create(const struct sl_config *cfg)
 {
-	struct sl_config cfg;
 	struct sl_redis_target t;
 	struct cp_key k;
 	char why[200];
-	int rc = sl_cli_start(&keys_cli, &cfg, argc, argv), err;
+	int rc, err;
 
-	if (rc != 0) {
-		sl_config_free(&cfg);
-		return rc > 0 ? SL_EXIT_OK : SL_EXIT_USAGE;
-	}
-	sl_redis_url_parse(sl_config_str(&cfg, "redis"), &t, why, sizeof(why));
-	if (cp_key_new(&k, sl_config_str(&cfg, "name"),
-		       sl_config_int(&cfg, "admin") ? CP_SCOPE_ADMIN | CP_SCOPE_TUNNELS
-						    : CP_SCOPE_TUNNELS) < 0) {
+	sl_redis_url_parse(sl_config_str(cfg, "redis"), &t, why, sizeof(why));
+	if (cp_key_new(&k, sl_config_str(cfg, "name"),
+		       sl_config_int(cfg, "admin") ? CP_SCOPE_ADMIN | CP_SCOPE_TUNNELS
+						   : CP_SCOPE_TUNNELS) < 0) {
 		sl_error("no randomness for a key");
 		rc = SL_EXIT_FAIL;
 		goto out;
@@ -361,32 +246,43 @@ static int keys_create(int argc, char **argv)
 out:
 	memset(&k, 0, sizeof(k));
 	memset(t.password, 0, sizeof(t.password));
-	sl_config_free(&cfg);
 	return rc;
 }
 
+static const struct sl_cli keys_cli = {
+	.prog = "sluice-control keys create",
+	.component = "control",
+	.summary = "create an API key in Redis and print it once",
+	.usage = "Usage: sluice-control keys create [--admin] [--name NAME] [--redis URL]\n",
+	SL_CLI_OPTS(keys_opts),
+	.versions = control_versions,
+	.run = keys_create,
+};
+
+static const struct sl_cli_verb control_verbs[] = {
+	{"ssh", &cp_ssh_cli, NULL},
+	{"node", &cp_ssh_cli, NULL},
+	{"keys create", &keys_cli, NULL},
+	{"keys", NULL,
+	 "only \"keys create\" exists; keys are listed and revoked through the API "
+	 "(/api/v1/keys)"},
+	{NULL, NULL, NULL},
+};
+
+static const struct sl_cli control_cli = {
+	.prog = "sluice-control",
+	.component = "control",
+	.summary = "the sluice control plane: REST API, session state, relay hosts",
+	.usage = "Usage: sluice-control [--listen ADDR] [--redis URL] [options]\n"
+		 "       sluice-control keys create [--admin] [--name NAME] [--redis URL]\n"
+		 "       sluice-control ssh exec|put|get|diagnose HOST ... (ssh --help)\n",
+	SL_CLI_OPTS(control_opts),
+	.versions = control_versions,
+	.run = serve,
+	.verbs = control_verbs,
+};
+
 int main(int argc, char **argv)
 {
-	struct sl_config cfg;
-	int rc;
-
-	if (argc >= 2 && (strcmp(argv[1], "ssh") == 0 || strcmp(argv[1], "node") == 0))
-		return cp_ssh_cli_main(argc - 1, argv + 1);
-	if (argc >= 3 && strcmp(argv[1], "keys") == 0 && strcmp(argv[2], "create") == 0)
-		return keys_create(argc - 2, argv + 2);
-	if (argc >= 2 && strcmp(argv[1], "keys") == 0) {
-		fprintf(stderr, "sluice-control keys: only \"keys create\" exists; keys are listed "
-				"and revoked through the API (/api/v1/keys)\n");
-		return SL_EXIT_USAGE;
-	}
-	rc = sl_cli_start(&control_cli, &cfg, argc, argv);
-	if (rc != 0) {
-		sl_config_free(&cfg);
-		return rc > 0 ? SL_EXIT_OK : SL_EXIT_USAGE;
-	}
-	rc = serve(&cfg);
-	sl_config_free(&cfg);
-	if (rc == -EINVAL)
-		return SL_EXIT_USAGE;
-	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;
+	return sl_cli_main(&control_cli, argc, argv);
 }

@@ -31,213 +31,63 @@
 #define ENV_MAX 32
 
 static const struct sl_opt ssh_opts[] = {
-	SL_CONFIG_COMMON_OPTS,
-	{.name = "port",
-	 .type = SL_OPT_INT,
-	 .def = "0",
-	 .min = 0,
-	 .max = 65535,
-	 .help = "SSH port (22)"},
-	{.name = "user", .type = SL_OPT_STR, .def = "", .help = "remote user (or user@HOST)"},
-	{.name = "key",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "private key file (Ed25519 or ECDSA)"},
-	{.name = "key-passphrase-env",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "variable holding the key's passphrase"},
-	{.name = "password-env",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "variable holding a login password"},
-	{.name = "agent", .type = SL_OPT_BOOL, .def = "false", .help = "try ssh-agent's keys"},
-	{.name = "known-hosts",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "known_hosts file (~/.ssh/known_hosts)"},
-	{.name = "host-key-check",
-	 .type = SL_OPT_ENUM,
-	 .def = "strict",
-	 .choices = "strict|accept-new|off",
-	 .help = "strict: the key must be known; accept-new: record an unknown host's key"},
-	{.name = "connect-timeout",
-	 .type = SL_OPT_INT,
-	 .def = "10000",
-	 .min = 100,
-	 .max = 600000,
-	 .help = "ms for connect, handshake and auth"},
-	{.name = "timeout",
-	 .type = SL_OPT_INT,
-	 .def = "0",
-	 .min = 0,
-	 .max = 86400000,
-	 .help = "ms before the command is killed (0: none)"},
-	{.name = "cancel-after",
-	 .type = SL_OPT_INT,
-	 .def = "0",
-	 .min = 0,
-	 .max = 86400000,
-	 .help = "ms after which the command is cancelled (tests)"},
-	{.name = "cwd", .type = SL_OPT_STR, .def = "", .help = "remote working directory"},
-	{.name = "env",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "NAME=value[,NAME=value...] for the command"},
-	{.name = "sudo", .type = SL_OPT_BOOL, .def = "false", .help = "run as root with sudo"},
-	{.name = "sudo-password-env",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "variable holding the sudo password"},
-	{.name = "script",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "run this local script file instead of a command"},
-	{.name = "interp",
-	 .type = SL_OPT_ENUM,
-	 .def = "sh",
-	 .choices = "sh|bash|python3",
-	 .help = "the script's interpreter"},
-	{.name = "json", .type = SL_OPT_BOOL, .def = "false", .help = "print one JSON result"},
-	{.name = "repeat",
-	 .type = SL_OPT_INT,
-	 .def = "1",
-	 .min = 1,
-	 .max = 1000000,
-	 .help = "run the command this many times"},
-	{.name = "parallel",
-	 .type = SL_OPT_INT,
-	 .def = "1",
-	 .min = 1,
-	 .max = 256,
-	 .help = "from this many threads at once"},
-	{.name = "max-conns",
-	 .type = SL_OPT_INT,
-	 .def = "4",
-	 .min = 1,
-	 .max = 32,
-	 .help = "connections in the pool"},
-	{.name = "max-channels",
-	 .type = SL_OPT_INT,
-	 .def = "8",
-	 .min = 1,
-	 .max = 64,
-	 .help = "channels per connection"},
-	{.name = "audit-log",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "append one JSON line per command here"},
-	{.name = "allow",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "comma-separated globs: only matching commands run"},
-	{.name = "deny",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "comma-separated globs: matching commands never run"},
-	{.name = "watch",
-	 .type = SL_OPT_INT,
-	 .def = "0",
-	 .min = 0,
-	 .max = 86400,
-	 .help = "health: check again for this many seconds"},
-	{.name = "interval",
-	 .type = SL_OPT_INT,
-	 .def = "1000",
-	 .min = 50,
-	 .max = 3600000,
-	 .help = "health: ms between checks"},
-	{.name = "warm",
-	 .type = SL_OPT_INT,
-	 .def = "1",
-	 .min = 0,
-	 .max = 32,
-	 .help = "health: connections to open first"},
-	{.name = "recovery",
-	 .type = SL_OPT_ENUM,
-	 .def = "reconnect",
-	 .choices = "reconnect|rebuild|none",
-	 .help = "health: what to do when a probe fails"},
-	{.name = "check",
-	 .type = SL_OPT_BOOL,
-	 .def = "false",
-	 .help = "provision: show what would change, change nothing"},
-	{.name = "relay-binary",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "provision: the sluice-relay to install"},
-	{.name = "relay-redis",
-	 .type = SL_OPT_STR,
-	 .def = "redis://127.0.0.1:6379",
-	 .help = "provision: Redis as the relay reaches it"},
-	{.name = "relay-id",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "provision: the relay's id (default: the host)"},
-	{.name = "relay-http",
-	 .type = SL_OPT_STR,
-	 .def = "0.0.0.0:80",
-	 .help = "provision: public HTTP address"},
-	{.name = "relay-agents",
-	 .type = SL_OPT_STR,
-	 .def = "0.0.0.0:7000",
-	 .help = "provision: agents' address"},
-	{.name = "relay-admin",
-	 .type = SL_OPT_STR,
-	 .def = "127.0.0.1:9090",
-	 .help = "provision: admin address (health, metrics)"},
-	{.name = "relay-domain",
-	 .type = SL_OPT_STR,
-	 .def = "localhost",
-	 .help = "provision: the tunnels' domain"},
-	{.name = "session-secret-env",
-	 .type = SL_OPT_STR,
-	 .def = "SESSION_SECRET_KEY",
-	 .help = "provision: variable holding the control plane's session secret"},
-	{.name = "lockdown",
-	 .type = SL_OPT_ENUM,
-	 .def = "standard",
-	 .choices = "none|basic|standard|strict",
-	 .help = "provision, lockdown: hardening level"},
-	{.name = "firewall",
-	 .type = SL_OPT_ENUM,
-	 .def = "auto",
-	 .choices = "auto|ufw|iptables",
-	 .help = "provision, lockdown: the firewall (auto: ufw, or iptables where ufw is absent)"},
-	{.name = "ssh-extra",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "provision, lockdown: more sshd_config lines (\\n between them)"},
-	{.name = "verify-redis",
-	 .type = SL_OPT_STR,
-	 .def = "",
-	 .help = "provision: Redis as the control plane sees it, to see the relay join"},
-	{.name = "mode", .type = SL_OPT_STR, .def = "", .help = "put/get: file mode in octal"},
-	{.name = "owner", .type = SL_OPT_STR, .def = "", .help = "put: user[:group] (with --sudo)"},
+	SL_OPTS_COMMON,
+	SL_INT("port", "0", 0, 65535, "SSH port (22)"),
+	SL_STR("user", "", "remote user (or user@HOST)"),
+	SL_STR("key", "", "private key file (Ed25519 or ECDSA)"),
+	SL_STR("key-passphrase-env", "", "variable holding the key's passphrase"),
+	SL_STR("password-env", "", "variable holding a login password"),
+	SL_BOOL("agent", "false", "try ssh-agent's keys"),
+	SL_STR("known-hosts", "", "known_hosts file (~/.ssh/known_hosts)"),
+	SL_ENUM("host-key-check", "strict", "strict|accept-new|off",
+		"strict: the key must be known; accept-new: record an unknown host's key"),
+	SL_INT("connect-timeout", "10000", 100, 600000, "ms for connect, handshake and auth"),
+	SL_INT("timeout", "0", 0, 86400000, "ms before the command is killed (0: none)"),
+	SL_INT("cancel-after", "0", 0, 86400000, "ms after which the command is cancelled (tests)"),
+	SL_STR("cwd", "", "remote working directory"),
+	SL_STR("env", "", "NAME=value[,NAME=value...] for the command"),
+	SL_BOOL("sudo", "false", "run as root with sudo"),
+	SL_STR("sudo-password-env", "", "variable holding the sudo password"),
+	SL_STR("script", "", "run this local script file instead of a command"),
+	SL_ENUM("interp", "sh", "sh|bash|python3", "the script's interpreter"),
+	SL_BOOL("json", "false", "print one JSON result"),
+	SL_INT("repeat", "1", 1, 1000000, "run the command this many times"),
+	SL_INT("parallel", "1", 1, 256, "from this many threads at once"),
+	SL_INT("max-conns", "4", 1, 32, "connections in the pool"),
+	SL_INT("max-channels", "8", 1, 64, "channels per connection"),
+	SL_STR("audit-log", "", "append one JSON line per command here"),
+	SL_STR("allow", "", "comma-separated globs: only matching commands run"),
+	SL_STR("deny", "", "comma-separated globs: matching commands never run"),
+	SL_INT("watch", "0", 0, 86400, "health: check again for this many seconds"),
+	SL_INT("interval", "1000", 50, 3600000, "health: ms between checks"),
+	SL_INT("warm", "1", 0, 32, "health: connections to open first"),
+	SL_ENUM("recovery", "reconnect", "reconnect|rebuild|none",
+		"health: what to do when a probe fails"),
+	SL_BOOL("check", "false", "provision: show what would change, change nothing"),
+	SL_STR("relay-binary", "", "provision: the sluice-relay to install"),
+	SL_STR("relay-redis", "redis://127.0.0.1:6379", "provision: Redis as the relay reaches it"),
+	SL_STR("relay-id", "", "provision: the relay's id (default: the host)"),
+	SL_STR("relay-http", "0.0.0.0:80", "provision: public HTTP address"),
+	SL_STR("relay-agents", "0.0.0.0:7000", "provision: agents' address"),
+	SL_STR("relay-admin", "127.0.0.1:9090", "provision: admin address (health, metrics)"),
+	SL_STR("relay-domain", "localhost", "provision: the tunnels' domain"),
+	SL_STR("session-secret-env", "SESSION_SECRET_KEY",
+	       "provision: variable holding the control plane's session secret"),
+	SL_ENUM("lockdown", "standard", "none|basic|standard|strict",
+		"provision, lockdown: hardening level"),
+	SL_ENUM("firewall", "auto", "auto|ufw|iptables",
+		"provision, lockdown: the firewall (auto: ufw, or iptables where ufw is absent)"),
+	SL_STR("ssh-extra", "", "provision, lockdown: more sshd_config lines (\\n between them)"),
+	SL_STR("verify-redis", "",
+	       "provision: Redis as the control plane sees it, to see the relay join"),
+	SL_STR("mode", "", "put/get: file mode in octal"),
+	SL_STR("owner", "", "put: user[:group] (with --sudo)"),
 };
 
 static void versions(FILE *out)
 {
 	fprintf(out, "libssh2 %s\n", LIBSSH2_VERSION);
 }
-
-static const struct sl_cli ssh_cli = {
-	.prog = "sluice-control ssh",
-	.component = "control",
-	.summary = "run commands and move files on a host over SSH, or diagnose it",
-	.usage = "Usage: sluice-control ssh exec [user@]HOST[:PORT] [options] -- COMMAND [ARG...]\n"
-		 "       sluice-control ssh put [user@]HOST LOCAL REMOTE [--mode 644] [--owner "
-		 "u:g]\n"
-		 "       sluice-control ssh get [user@]HOST REMOTE LOCAL\n"
-		 "       sluice-control ssh put [user@]HOST - REMOTE   (content from stdin)\n"
-		 "       sluice-control ssh sync [user@]HOST LOCAL_DIR REMOTE_DIR\n"
-		 "       sluice-control ssh health [user@]HOST [--watch S] [--recovery "
-		 "reconnect|rebuild|none]\n"
-		 "       sluice-control ssh diagnose [user@]HOST [--key FILE]\n",
-	.opts = ssh_opts,
-	.nopts = sizeof(ssh_opts) / sizeof(ssh_opts[0]),
-	.versions = versions,
-};
 
 static void env_secret(const struct sl_config *cfg, const char *opt, char *dst, size_t cap)
 {
@@ -772,9 +622,9 @@ static int do_xfer(const struct sl_config *cfg, struct cp_ssh_pool *pool, int pu
 	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;
 }
 
-int cp_ssh_cli_main(int argc, char **argv)
+/* The verb, configured: its exit code. */
+static int ssh_run(const struct sl_config *cfg)
 {
-	struct sl_config cfg;
 	struct cp_ssh_config c;
 	struct cp_ssh_policy pol = {0};
 	struct cp_ssh_pool *pool = NULL;
@@ -785,20 +635,15 @@ int cp_ssh_cli_main(int argc, char **argv)
 	const char *verb;
 
 	memset(&c, 0, sizeof(c));
-	rc = sl_cli_start(&ssh_cli, &cfg, argc, argv);
-	if (rc != 0) {
-		sl_config_free(&cfg);
-		return rc > 0 ? SL_EXIT_OK : SL_EXIT_USAGE;
-	}
 	rc = SL_EXIT_USAGE;
-	if (cfg.nargs < 2) {
-		fputs(ssh_cli.usage, stderr);
+	if (cfg->nargs < 2) {
+		fputs(cp_ssh_cli.usage, stderr);
 		goto out;
 	}
-	verb = cfg.args[0];
-	if (build_config(&cfg, cfg.args[1], &c) < 0)
+	verb = cfg->args[0];
+	if (build_config(cfg, cfg->args[1], &c) < 0)
 		goto out;
-	json = (int)sl_config_int(&cfg, "json");
+	json = (int)sl_config_int(cfg, "json");
 	if (strcmp(verb, "diagnose") == 0) {
 		rc = cp_ssh_diag_cli(&c, json);
 		goto out;
@@ -807,18 +652,18 @@ int cp_ssh_cli_main(int argc, char **argv)
 		fprintf(stderr, "sluice-control ssh: %s\n", err.msg);
 		goto out;
 	}
-	snprintf(allows, sizeof(allows), "%s", sl_config_str(&cfg, "allow"));
-	snprintf(denies, sizeof(denies), "%s", sl_config_str(&cfg, "deny"));
+	snprintf(allows, sizeof(allows), "%s", sl_config_str(cfg, "allow"));
+	snprintf(denies, sizeof(denies), "%s", sl_config_str(cfg, "deny"));
 	pol.nallow = split(allows, allow, 32);
 	pol.ndeny = split(denies, deny, 32);
 	pol.allow = allow;
 	pol.deny = deny;
-	if (*sl_config_str(&cfg, "audit-log")) {
-		audit = open(sl_config_str(&cfg, "audit-log"),
+	if (*sl_config_str(cfg, "audit-log")) {
+		audit = open(sl_config_str(cfg, "audit-log"),
 			     O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 		if (audit < 0) {
 			fprintf(stderr, "sluice-control ssh: %s: %s\n",
-				sl_config_str(&cfg, "audit-log"), strerror(errno));
+				sl_config_str(cfg, "audit-log"), strerror(errno));
 			goto out;
 		}
 	}
@@ -828,17 +673,17 @@ int cp_ssh_cli_main(int argc, char **argv)
 		goto out;
 	}
 	if (strcmp(verb, "exec") == 0)
-		rc = do_exec(&cfg, pool, json);
+		rc = do_exec(cfg, pool, json);
 	else if (strcmp(verb, "lockdown") == 0 || strcmp(verb, "audit") == 0)
-		rc = do_security(&cfg, pool, &c, verb[0] == 'a');
+		rc = do_security(cfg, pool, &c, verb[0] == 'a');
 	else if (strcmp(verb, "provision") == 0)
-		rc = do_provision(&cfg, pool, &c);
+		rc = do_provision(cfg, pool, &c);
 	else if (strcmp(verb, "health") == 0)
-		rc = do_health(&cfg, pool);
+		rc = do_health(cfg, pool);
 	else if (strcmp(verb, "sync") == 0)
-		rc = do_sync(&cfg, pool);
+		rc = do_sync(cfg, pool);
 	else if (strcmp(verb, "put") == 0 || strcmp(verb, "get") == 0)
-		rc = do_xfer(&cfg, pool, verb[0] == 'p');
+		rc = do_xfer(cfg, pool, verb[0] == 'p');
 	else
 		fprintf(stderr,
 			"sluice-control ssh: unknown verb \"%s\" (exec, put, get, sync, "
@@ -849,6 +694,23 @@ out:
 	if (audit >= 0)
 		close(audit);
 	cp_ssh_config_wipe(&c);
-	sl_config_free(&cfg);
 	return rc;
 }
+
+const struct sl_cli cp_ssh_cli = {
+	.prog = "sluice-control ssh",
+	.component = "control",
+	.summary = "run commands and move files on a host over SSH, or diagnose it",
+	.usage = "Usage: sluice-control ssh exec [user@]HOST[:PORT] [options] -- COMMAND [ARG...]\n"
+		 "       sluice-control ssh put [user@]HOST LOCAL REMOTE [--mode 644] [--owner "
+		 "u:g]\n"
+		 "       sluice-control ssh get [user@]HOST REMOTE LOCAL\n"
+		 "       sluice-control ssh put [user@]HOST - REMOTE   (content from stdin)\n"
+		 "       sluice-control ssh sync [user@]HOST LOCAL_DIR REMOTE_DIR\n"
+		 "       sluice-control ssh health [user@]HOST [--watch S] [--recovery "
+		 "reconnect|rebuild|none]\n"
+		 "       sluice-control ssh diagnose [user@]HOST [--key FILE]\n",
+	SL_CLI_OPTS(ssh_opts),
+	.versions = versions,
+	.run = ssh_run,
+};

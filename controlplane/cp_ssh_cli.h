@@ -1,10 +1,13 @@
 /*
- * cp_ssh_cli.h: `sluice-control ssh ...` (see cp_ssh_cli.c).
+ * cp_ssh_cli.h: `sluice-control ssh ...` and `node ...` (see cp_ssh_cli.c).
  */
 #ifndef CP_SSH_CLI_H
 #define CP_SSH_CLI_H
 
-/* argv[0] is "ssh"; returns the process's exit code. */
-int cp_ssh_cli_main(int argc, char **argv);
+#include "sl_cli.h"
+
+/* The command, for sl_cli_main with argv[0] "ssh" or "node"; it returns the
+ * process's exit code (a remote command's own with exec). */
+extern const struct sl_cli cp_ssh_cli;
 
 #endif

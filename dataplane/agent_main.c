@@ -24,98 +24,39 @@
 #include <wolfssl/version.h>
 
 static const struct sl_opt agent_opts[] = {
-	SL_CONFIG_COMMON_OPTS,
-	{.name = "server",
-	 .type = SL_OPT_STR,
-	 .def = "127.0.0.1:7000",
-	 .help = "relay address for agents; several, comma-separated: the next one takes over "
-		 "the session when a relay goes away (same URL)"},
-	{.name = "token", .type = SL_OPT_STR, .flags = SL_OPT_F_SECRET, .help = "agent token"},
-	{.name = "name", .type = SL_OPT_STR, .help = "requested name (subdomain)"},
-	{.name = "api",
-	 .type = SL_OPT_STR,
-	 .help = "control-plane URL (instead of --server/--token)"},
-	{.name = "api-key",
-	 .type = SL_OPT_STR,
-	 .flags = SL_OPT_F_SECRET,
-	 .help = "control-plane API key"},
-	{.name = "basic-auth",
-	 .type = SL_OPT_STR,
-	 .flags = SL_OPT_F_SECRET,
-	 .help = "with --api: protect the public URL with this USER:PASSWORD (HTTP basic)"},
-	{.name = "bearer-token",
-	 .type = SL_OPT_STR,
-	 .flags = SL_OPT_F_SECRET,
-	 .help = "with --api: protect the public URL with this bearer token"},
-	{.name = "duration",
-	 .type = SL_OPT_INT,
-	 .min = 1,
-	 .max = 86400,
-	 .help = "with --api: the session's lifetime, seconds (default: the control plane's)"},
-	{.name = "local-host",
-	 .type = SL_OPT_STR,
-	 .def = "127.0.0.1",
-	 .help = "host of the local service"},
-	{.name = "transport",
-	 .type = SL_OPT_ENUM,
-	 .def = "tls",
-	 .choices = "tls|tcp",
-	 .help = "link to the relay: TLS, or plaintext TCP (development only)"},
-	{.name = "ca",
-	 .type = SL_OPT_STR,
-	 .help = "PEM CA certificates the relay's certificate must chain to (default: system)"},
-	{.name = "server-name",
-	 .type = SL_OPT_STR,
-	 .help = "name the relay's certificate must carry (default: the host of --server)"},
-	{.name = "insecure",
-	 .type = SL_OPT_BOOL,
-	 .def = "false",
-	 .help = "skip relay certificate verification (development only)"},
-	{.name = "ha",
-	 .type = SL_OPT_BOOL,
-	 .def = "false",
-	 .help = "high availability: hold the session at two relays at once (needs two or more "
-		 "--server: the 1st, 3rd... and the 2nd, 4th... take turns); any relay serves it "
-		 "while "
-		 "either is up"},
-	{.name = "pool",
-	 .type = SL_OPT_INT,
-	 .def = "8",
-	 .min = 1,
-	 .max = 1024,
-	 .help = "idle data connections kept open to the relay"},
-	{.name = "max-streams",
-	 .type = SL_OPT_INT,
-	 .def = "4096",
-	 .min = 1,
-	 .max = 65536,
-	 .help = "concurrent streams at most"},
-	{.name = "buffers",
-	 .type = SL_OPT_INT,
-	 .def = "128",
-	 .min = 8,
-	 .max = 32768,
-	 .help = "receive buffers (a power of two); with --buffer-size, the agent's I/O memory"},
-	{.name = "buffer-size",
-	 .type = SL_OPT_INT,
-	 .def = "32768",
-	 .min = 1024,
-	 .max = 1048576,
-	 .help = "bytes per receive buffer"},
-	{.name = "splice",
-	 .type = SL_OPT_BOOL,
-	 .def = "true",
-	 .help = "bulk transfers between plain sockets use splice(2), socket to pipe to socket "
-		 "(--no-splice: copy through buffers; bench/RESULTS.md)"},
-	{.name = "engine",
-	 .type = SL_OPT_ENUM,
-	 .def = "io_uring",
-	 .choices = "io_uring|epoll",
-	 .help = "I/O engine"},
-	{.name = "json",
-	 .type = SL_OPT_BOOL,
-	 .def = "false",
-	 .help = "one JSON event per line on stdout"},
+	SL_OPTS_COMMON,
+	SL_STR("server", "127.0.0.1:7000",
+	       "relay address for agents; several, comma-separated: the next one takes over "
+	       "the session when a relay goes away (same URL)"),
+	SL_SECRET("token", "agent token"),
+	SL_STR("name", NULL, "requested name (subdomain)"),
+	SL_STR("api", NULL, "control-plane URL (instead of --server/--token)"),
+	SL_SECRET("api-key", "control-plane API key"),
+	SL_SECRET("basic-auth",
+		  "with --api: protect the public URL with this USER:PASSWORD (HTTP basic)"),
+	SL_SECRET("bearer-token", "with --api: protect the public URL with this bearer token"),
+	SL_INT("duration", NULL, 1, 86400,
+	       "with --api: the session's lifetime, seconds (default: the control plane's)"),
+	SL_STR("local-host", "127.0.0.1", "host of the local service"),
+	SL_ENUM("transport", "tls", "tls|tcp",
+		"link to the relay: TLS, or plaintext TCP (development only)"),
+	SL_STR("ca", NULL,
+	       "PEM CA certificates the relay's certificate must chain to (default: system)"),
+	SL_STR("server-name", NULL,
+	       "name the relay's certificate must carry (default: the host of --server)"),
+	SL_BOOL("insecure", "false", "skip relay certificate verification (development only)"),
+	SL_BOOL("ha", "false",
+		"high availability: hold the session at two relays at once (needs two or more "
+		"--server: the 1st, 3rd... and the 2nd, 4th... take turns); any relay serves it "
+		"while "
+		"either is up"),
+	SL_INT("pool", "8", 1, 1024, "idle data connections kept open to the relay"),
+	SL_INT("max-streams", "4096", 1, 65536, "concurrent streams at most"),
+	SL_INT("buffers", "128", 8, 32768,
+	       "receive buffers (a power of two); with --buffer-size, the agent's I/O memory"),
+	SL_INT("buffer-size", "32768", 1024, 1048576, "bytes per receive buffer"),
+	SL_OPTS_ENGINE,
+	SL_BOOL("json", "false", "one JSON event per line on stdout"),
 };
 
 static void agent_versions(FILE *out)
@@ -123,18 +64,6 @@ static void agent_versions(FILE *out)
 	fprintf(out, "  wolfSSL %s, msgpack-c %s, liburing (2.3 API)\n", LIBWOLFSSL_VERSION_STRING,
 		msgpack_version());
 }
-
-static const struct sl_cli agent_cli = {
-	.prog = "sluice",
-	.component = "agent",
-	.summary = "put a local service on a public URL",
-	.usage = "Usage: sluice http PORT [--server ADDR --token T | --api URL --api-key K] "
-		 "[--name NAME] [options]\n"
-		 "       sluice tcp PORT [same options]\n",
-	.opts = agent_opts,
-	.nopts = sizeof(agent_opts) / sizeof(agent_opts[0]),
-	.versions = agent_versions,
-};
 
 /* Check "http|tcp PORT"; returns the port or -EINVAL after printing why. */
 static int agent_parse_command(const struct sl_config *cfg)
@@ -351,29 +280,38 @@ static int run_ha(const struct ag_config *ac)
 	return rc < 0 ? rc : halves[1].ha_rc;
 }
 
-int main(int argc, char **argv)
+/* The agent, configured: its exit code. */
+static int run(const struct sl_config *cfg)
 {
-	struct sl_config cfg;
 	struct ag_config ac = {0};
 	char local[300];
-	int rc = sl_cli_start(&agent_cli, &cfg, argc, argv), port;
+	int rc, port = agent_parse_command(cfg);
 
-	if (rc != 0) {
-		sl_config_free(&cfg);
-		return rc > 0 ? SL_EXIT_OK : SL_EXIT_USAGE;
-	}
-	port = agent_parse_command(&cfg);
-	if (port < 0 || build_config(&cfg, port, &ac, local, sizeof(local)) < 0 ||
-	    build_tls(&cfg, &ac) < 0) {
-		sl_config_free(&cfg);
+	if (port < 0 || build_config(cfg, port, &ac, local, sizeof(local)) < 0 ||
+	    build_tls(cfg, &ac) < 0)
 		return SL_EXIT_USAGE;
-	}
 	sl_cli_stop_on_signals(&stop_requested);
-	if (sl_config_int(&cfg, "ha"))
+	if (sl_config_int(cfg, "ha"))
 		rc = run_ha(&ac);
 	else
 		rc = ag_run(&ac, &stop_requested);
 	dp_tls_ctx_free(ac.tls);
-	sl_config_free(&cfg);
 	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;
+}
+
+static const struct sl_cli agent_cli = {
+	.prog = "sluice",
+	.component = "agent",
+	.summary = "put a local service on a public URL",
+	.usage = "Usage: sluice http PORT [--server ADDR --token T | --api URL --api-key K] "
+		 "[--name NAME] [options]\n"
+		 "       sluice tcp PORT [same options]\n",
+	SL_CLI_OPTS(agent_opts),
+	.versions = agent_versions,
+	.run = run,
+};
+
+int main(int argc, char **argv)
+{
+	return sl_cli_main(&agent_cli, argc, argv);
 }

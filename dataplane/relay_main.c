@@ -24,158 +24,60 @@
 #include <wolfssl/version.h>
 
 static const struct sl_opt relay_opts[] = {
-	SL_CONFIG_COMMON_OPTS,
-	{.name = "http",
-	 .type = SL_OPT_ADDR,
-	 .def = "127.0.0.1:8080",
-	 .help = "public HTTP listener"},
-	{.name = "https",
-	 .type = SL_OPT_ADDR,
-	 .help = "public HTTPS listener (needs --cert, --key)"},
-	{.name = "cert",
-	 .type = SL_OPT_STR,
-	 .help = "PEM certificate chain for --https and the agent link (TLS)"},
-	{.name = "key",
-	 .type = SL_OPT_STR,
-	 .flags = SL_OPT_F_SECRET,
-	 .help = "PEM private key for --cert"},
-	{.name = "cert-dir",
-	 .type = SL_OPT_STR,
-	 .help = "more certificates chosen by SNI: NAME.crt + NAME.key (_.example.com: wildcard)"},
-	{.name = "agents",
-	 .type = SL_OPT_ADDR,
-	 .def = "127.0.0.1:7000",
-	 .help = "listener for agent connections"},
-	{.name = "admin",
-	 .type = SL_OPT_ADDR,
-	 .def = "127.0.0.1:9090",
-	 .help = "health and metrics listener"},
-	{.name = "domain",
-	 .type = SL_OPT_STR,
-	 .def = "localhost",
-	 .help = "base domain of public URLs"},
-	{.name = "tcp-ports",
-	 .type = SL_OPT_RANGE,
-	 .def = "20000-20999",
-	 .help = "ports for TCP tunnels"},
-	{.name = "tokens", .type = SL_OPT_STR, .help = "file of static agent tokens"},
-	{.name = "lt-ports",
-	 .type = SL_OPT_RANGE,
-	 .help = "with --redis: ports for localtunnel clients' sockets (the control plane's "
-		 "--lt-ports)"},
-	{.name = "redis",
-	 .type = SL_OPT_STR,
-	 .help = "follow the control plane's sessions in this Redis (redis://... or unix:/path)",
-	 .check = sl_redis_url_check,
-	 .env_alias = "REDIS_URL"},
-	{.name = "session-secret",
-	 .type = SL_OPT_STR,
-	 .flags = SL_OPT_F_SECRET,
-	 .help = "the control plane's secret, to check signed agent tokens (with --redis)",
-	 .env_alias = "SESSION_SECRET_KEY"},
-	{.name = "dev",
-	 .type = SL_OPT_BOOL,
-	 .def = "false",
-	 .help = "development mode: the control plane's well-known session secret is accepted"},
-	{.name = "relay-id",
-	 .type = SL_OPT_STR,
-	 .help = "this relay's name in Redis (default: host name and agent port)"},
-	{.name = "link",
-	 .type = SL_OPT_ADDR,
-	 .help = "with --redis: join the cluster; other relays forward public connections for "
-		 "this relay's tunnels to this address (keep it on a private network)"},
-	{.name = "limit-requests",
-	 .type = SL_OPT_STR,
-	 .def = "off",
-	 .help = "requests per tunnel, COUNT/WINDOW (\"1000/1m\"), for static-token tunnels "
-		 "(a session's limits come from the control plane)",
-	 .check = pr_limit_check},
-	{.name = "limit-bandwidth",
-	 .type = SL_OPT_STR,
-	 .def = "off",
-	 .help = "bytes per tunnel, both directions (\"1Gi/1h\"): over it, transfers slow down",
-	 .check = pr_limit_check},
-	{.name = "limit-tcp",
-	 .type = SL_OPT_STR,
-	 .def = "off",
-	 .help = "new connections per TCP tunnel (\"600/1m\")",
-	 .check = pr_limit_check},
-	{.name = "workers",
-	 .type = SL_OPT_INT,
-	 .def = "0",
-	 .max = 256,
-	 .help = "worker threads, 0 = one per core"},
-	{.name = "splice",
-	 .type = SL_OPT_BOOL,
-	 .def = "true",
-	 .help = "bulk transfers between plain sockets use splice(2), socket to pipe to socket "
-		 "(--no-splice: copy through buffers; bench/RESULTS.md)"},
-	{.name = "engine",
-	 .type = SL_OPT_ENUM,
-	 .def = "io_uring",
-	 .choices = "io_uring|epoll",
-	 .help = "I/O engine"},
-	{.name = "heartbeat-ms",
-	 .type = SL_OPT_INT,
-	 .def = "6667",
-	 .min = 100,
-	 .max = 600000,
-	 .help = "ping interval on agent control connections"},
-	{.name = "dead-after-ms",
-	 .type = SL_OPT_INT,
-	 .def = "20000",
-	 .min = 300,
-	 .max = 3600000,
-	 .help = "an agent silent this long is dead (three missed beats)"},
-	{.name = "grace-ms",
-	 .type = SL_OPT_INT,
-	 .def = "30000",
-	 .min = 0,
-	 .max = 86400000,
-	 .help = "how long a disconnected agent keeps its name"},
-	{.name = "head-timeout-ms",
-	 .type = SL_OPT_INT,
-	 .def = "10000",
-	 .min = 100,
-	 .max = 600000,
-	 .help = "a request head must arrive within this (408)"},
-	{.name = "open-timeout-ms",
-	 .type = SL_OPT_INT,
-	 .def = "10000",
-	 .min = 100,
-	 .max = 600000,
-	 .help = "wait this long for an agent data connection (502)"},
-	{.name = "drain-timeout-ms",
-	 .type = SL_OPT_INT,
-	 .def = "10000",
-	 .min = 0,
-	 .max = 3600000,
-	 .help = "on SIGTERM, wait this long for public connections"},
-	{.name = "max-conns",
-	 .type = SL_OPT_INT,
-	 .def = "16384",
-	 .min = 16,
-	 .max = 1048576,
-	 .help = "sockets per worker"},
-	{.name = "buffers",
-	 .type = SL_OPT_INT,
-	 .def = "1024",
-	 .min = 8,
-	 .max = 32768,
-	 .help = "receive buffers per worker (a power of two)"},
-	{.name = "send-zc",
-	 .type = SL_OPT_INT,
-	 .def = "0",
-	 .min = 0,
-	 .max = 1048576,
-	 .help = "io_uring: sends of at least this many bytes use SEND_ZC, 0 = never (pays only "
-		 "toward a real NIC: loopback and veth copy anyway, bench/RESULTS.md)"},
-	{.name = "buffer-size",
-	 .type = SL_OPT_INT,
-	 .def = "32768",
-	 .min = 1024,
-	 .max = 1048576,
-	 .help = "bytes per receive buffer (64 KiB measured best, bench/RESULTS.md)"},
+	SL_OPTS_COMMON,
+	SL_ADDR("http", "127.0.0.1:8080", "public HTTP listener"),
+	SL_ADDR("https", NULL, "public HTTPS listener (needs --cert, --key)"),
+	SL_STR("cert", NULL, "PEM certificate chain for --https and the agent link (TLS)"),
+	SL_SECRET("key", "PEM private key for --cert"),
+	SL_STR("cert-dir", NULL,
+	       "more certificates chosen by SNI: NAME.crt + NAME.key (_.example.com: wildcard)"),
+	SL_ADDR("agents", "127.0.0.1:7000", "listener for agent connections"),
+	SL_ADDR("admin", "127.0.0.1:9090", "health and metrics listener"),
+	SL_STR("domain", "localhost", "base domain of public URLs"),
+	SL_RANGE("tcp-ports", "20000-20999", "ports for TCP tunnels"),
+	SL_STR("tokens", NULL, "file of static agent tokens"),
+	SL_RANGE("lt-ports", NULL,
+		 "with --redis: ports for localtunnel clients' sockets (the control plane's "
+		 "--lt-ports)"),
+	SL_OPT_REDIS(
+		NULL,
+		"follow the control plane's sessions in this Redis (redis://... or unix:/path)"),
+	SL_OPT_SESSION_SECRET(
+		"the control plane's secret, to check signed agent tokens (with --redis)"),
+	SL_BOOL("dev", "false",
+		"development mode: the control plane's well-known session secret is accepted"),
+	SL_STR("relay-id", NULL, "this relay's name in Redis (default: host name and agent port)"),
+	SL_ADDR("link", NULL,
+		"with --redis: join the cluster; other relays forward public connections for "
+		"this relay's tunnels to this address (keep it on a private network)"),
+	SL_STR("limit-requests", "off",
+	       "requests per tunnel, COUNT/WINDOW (\"1000/1m\"), for static-token tunnels "
+	       "(a session's limits come from the control plane)",
+	       .check = pr_limit_check),
+	SL_STR("limit-bandwidth", "off",
+	       "bytes per tunnel, both directions (\"1Gi/1h\"): over it, transfers slow down",
+	       .check = pr_limit_check),
+	SL_STR("limit-tcp", "off", "new connections per TCP tunnel (\"600/1m\")",
+	       .check = pr_limit_check),
+	SL_INT("workers", "0", 0, 256, "worker threads, 0 = one per core"),
+	SL_OPTS_ENGINE,
+	SL_INT("heartbeat-ms", "6667", 100, 600000, "ping interval on agent control connections"),
+	SL_INT("dead-after-ms", "20000", 300, 3600000,
+	       "an agent silent this long is dead (three missed beats)"),
+	SL_INT("grace-ms", "30000", 0, 86400000, "how long a disconnected agent keeps its name"),
+	SL_INT("head-timeout-ms", "10000", 100, 600000,
+	       "a request head must arrive within this (408)"),
+	SL_INT("open-timeout-ms", "10000", 100, 600000,
+	       "wait this long for an agent data connection (502)"),
+	SL_INT("drain-timeout-ms", "10000", 0, 3600000,
+	       "on SIGTERM, wait this long for public connections"),
+	SL_INT("max-conns", "16384", 16, 1048576, "sockets per worker"),
+	SL_INT("buffers", "1024", 8, 32768, "receive buffers per worker (a power of two)"),
+	SL_INT("send-zc", "0", 0, 1048576,
+	       "io_uring: sends of at least this many bytes use SEND_ZC, 0 = never (pays only "
+	       "toward a real NIC: loopback and veth copy anyway, bench/RESULTS.md)"),
+	SL_INT("buffer-size", "32768", 1024, 1048576,
+	       "bytes per receive buffer (64 KiB measured best, bench/RESULTS.md)"),
 };
 
 static void relay_versions(FILE *out)
@@ -184,16 +86,6 @@ static void relay_versions(FILE *out)
 		LIBWOLFSSL_VERSION_STRING, msgpack_version(), HIREDIS_MAJOR, HIREDIS_MINOR,
 		HIREDIS_PATCH);
 }
-
-static const struct sl_cli relay_cli = {
-	.prog = "sluice-relay",
-	.component = "relay",
-	.summary = "the public side of sluice tunnels",
-	.usage = "Usage: sluice-relay [--http ADDR] [--agents ADDR] [--domain NAME] [options]\n",
-	.opts = relay_opts,
-	.nopts = sizeof(relay_opts) / sizeof(relay_opts[0]),
-	.versions = relay_versions,
-};
 
 static volatile sig_atomic_t stop_requested, reload_requested;
 
@@ -258,6 +150,8 @@ static int sessions_config(const struct sl_config *cfg, struct dp_relay_config *
 	return 0;
 }
 
+/* The relay, configured: 0 once it has stopped, or a negative errno
+ * (-EINVAL: a configuration refused, after saying why). */
 static int run(const struct sl_config *cfg)
 {
 	struct dp_relay_config rc = {0};
@@ -329,18 +223,17 @@ static int run(const struct sl_config *cfg)
 	return err;
 }
 
+static const struct sl_cli relay_cli = {
+	.prog = "sluice-relay",
+	.component = "relay",
+	.summary = "the public side of sluice tunnels",
+	.usage = "Usage: sluice-relay [--http ADDR] [--agents ADDR] [--domain NAME] [options]\n",
+	SL_CLI_OPTS(relay_opts),
+	.versions = relay_versions,
+	.run = run,
+};
+
 int main(int argc, char **argv)
 {
-	struct sl_config cfg;
-	int rc = sl_cli_start(&relay_cli, &cfg, argc, argv);
-
-	if (rc != 0) {
-		sl_config_free(&cfg);
-		return rc > 0 ? SL_EXIT_OK : SL_EXIT_USAGE;
-	}
-	rc = run(&cfg);
-	sl_config_free(&cfg);
-	if (rc == -ENOTSUP || rc == -EINVAL)
-		return SL_EXIT_USAGE;
-	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;
+	return sl_cli_main(&relay_cli, argc, argv);
 }

@@ -1,36 +1,77 @@
 #!/bin/sh
-# install-deps.sh: install, idempotently, every Debian 12 package that sluice's
-# build, tests and benchmarks need. Already-installed packages are left alone;
-# when nothing is missing this exits 0 without touching apt.
+# install-deps.sh: install, idempotently, the Debian 12 packages that sluice's
+# build, tests and benchmarks need, all of them or the groups named.
+# Already-installed packages are left alone; when nothing is missing this
+# exits 0 without touching apt.
 #
-#   deploy/install-deps.sh          install what is missing (root), or print
-#                                   the exact command to run (non-root)
-#   deploy/install-deps.sh --check  only report; exit 1 if anything is missing
-#   deploy/install-deps.sh --list   print the package list
+#   deploy/install-deps.sh [GROUP...]          install what is missing (root),
+#                                              or print the exact command to run
+#   deploy/install-deps.sh --check [GROUP...]  only report; exit 1 if anything is missing
+#   deploy/install-deps.sh --list [GROUP...]   print the package list
+#
+# GROUP is what a make goal needs (the Makefile asks for its goal's groups):
+#   build        compiling and linking the binaries: make, make BUILD=release, make SAN=...
+#   unit         the unit tests (make unit)
+#   integration  the integration tests, the VM ones included (make integration)
+#   bench        the benchmarks (make bench, bench-smoke)
+#   run          the local service (make run)
+#   fuzz         the libFuzzer targets (make fuzz)
+#   style        make format, format-check, lint
+# No GROUP: all of them.
 set -eu
 
 # One line per purpose, so a reader sees why each package is here.
-PKGS_BUILD="build-essential pkg-config clang llvm libclang-rt-14-dev clang-format clang-tidy cppcheck"
+PKGS_BUILD="build-essential pkg-config"
 PKGS_LIBS="liburing-dev libwolfssl-dev libssh2-1-dev libh2o-evloop-dev libmsgpack-dev libhiredis-dev libjansson-dev libssl-dev zlib1g-dev"
-PKGS_TEST="libcmocka-dev sudo python3 python3-pytest python3-pytest-timeout python3-msgpack python3-websockets python3-yaml python3-jsonschema redis-server redis-tools openssh-server openssh-client procps iproute2 curl openssl ca-certificates"
-PKGS_BENCH="libbenchmark-dev haproxy wrk nginx-light"
+PKGS_UNIT="libcmocka-dev python3"
+# What `make run` starts and talks to; the tests and benchmarks too.
+PKGS_RUN="python3 redis-server redis-tools curl openssl ca-certificates"
+# The other servers and clients the integration harness starts, for the
+# tests and the end-to-end benchmarks alike.
+PKGS_SERVERS="python3-msgpack sudo openssh-server openssh-client procps iproute2 haproxy wrk nginx-light"
+PKGS_TEST="python3-pytest python3-pytest-timeout python3-websockets python3-yaml python3-jsonschema"
 # The managers' end-to-end tests boot a disposable Debian 12 VM.
 PKGS_VM="debootstrap qemu-system-x86 qemu-utils e2fsprogs"
+PKGS_BENCH="libbenchmark-dev"
+PKGS_FUZZ="clang llvm libclang-rt-14-dev"
+PKGS_STYLE="clang-format clang-tidy cppcheck"
+
+mode=install
+case "${1:-}" in
+--check) mode=check; shift ;;
+--list) mode=list; shift ;;
+-*) echo "usage: $0 [--check|--list] [build|unit|integration|bench|run|fuzz|style...]" >&2; exit 2 ;;
+esac
+groups=${*:-build unit integration bench run fuzz style}
+
+want=""
+for g in $groups; do
+	case "$g" in
+	build) want="$want $PKGS_BUILD $PKGS_LIBS" ;;
+	unit) want="$want $PKGS_UNIT" ;;
+	integration) want="$want $PKGS_RUN $PKGS_SERVERS $PKGS_TEST $PKGS_VM" ;;
+	bench) want="$want $PKGS_RUN $PKGS_SERVERS $PKGS_BENCH" ;;
+	run) want="$want $PKGS_RUN" ;;
+	fuzz) want="$want $PKGS_FUZZ" ;;
+	style) want="$want $PKGS_STYLE" ;;
+	*) echo "install-deps: unknown group \"$g\" (build unit integration bench run fuzz style)" >&2; exit 2 ;;
+	esac
+done
 # SLUICE_DEPS_EXTRA: more packages an operator wants alongside (the tests use
 # it to prove the non-root message).
-PKGS="$PKGS_BUILD $PKGS_LIBS $PKGS_TEST $PKGS_BENCH $PKGS_VM ${SLUICE_DEPS_EXTRA:-}"
+PKGS=""
+for p in $want ${SLUICE_DEPS_EXTRA:-}; do
+	case " $PKGS " in *" $p "*) ;; *) PKGS="$PKGS $p" ;; esac
+done
+PKGS=${PKGS# }
+if [ "$mode" = list ]; then
+	echo "$PKGS"
+	exit 0
+fi
 
 # libssh2 before 1.10.0-3+deb12u1 lacks Debian's security fixes
 # (CVE-2020-22218, CVE-2023-48795 "Terrapin").
 SSH2_MIN="1.10.0-3+deb12u1"
-
-mode=install
-case "${1:-}" in
---check) mode=check ;;
---list) echo "$PKGS"; exit 0 ;;
-"") ;;
-*) echo "usage: $0 [--check|--list]" >&2; exit 2 ;;
-esac
 
 installed() {
 	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -42,10 +83,13 @@ for p in $PKGS; do
 done
 # npm installs the localtunnel client the compatibility test runs; any
 # node with npm will do (Debian's, or one the machine already has).
-command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
+case " $groups " in
+*" integration "*) command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm" ;;
+esac
 
 ssh2_old=0
-if installed libssh2-1-dev; then
+case " $PKGS " in *" libssh2-1-dev "*) ssh2_wanted=1 ;; *) ssh2_wanted=0 ;; esac
+if [ "$ssh2_wanted" = 1 ] && installed libssh2-1-dev; then
 	v=$(dpkg-query -W -f='${Version}' libssh2-1-dev)
 	if ! dpkg --compare-versions "$v" ge "$SSH2_MIN"; then
 		ssh2_old=1
@@ -97,12 +141,14 @@ export DEBIAN_FRONTEND=noninteractive
 # system daemon is neither needed nor harmful.
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends $missing $upgrade
-if ! ssh2_ok && add_security_suite; then
-	apt-get install -y -qq --no-install-recommends libssh2-1-dev libssh2-1
-fi
-if ! ssh2_ok; then
-	echo "install-deps: libssh2-1-dev is still older than $SSH2_MIN; enable Debian's" >&2
-	echo "  security updates (bookworm-security) and run this again" >&2
-	exit 1
+if [ "$ssh2_wanted" = 1 ]; then
+	if ! ssh2_ok && add_security_suite; then
+		apt-get install -y -qq --no-install-recommends libssh2-1-dev libssh2-1
+	fi
+	if ! ssh2_ok; then
+		echo "install-deps: libssh2-1-dev is still older than $SSH2_MIN; enable Debian's" >&2
+		echo "  security updates (bookworm-security) and run this again" >&2
+		exit 1
+	fi
 fi
 echo "install-deps: done"

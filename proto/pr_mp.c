@@ -41,6 +41,47 @@ void pr_mp_put_uint(msgpack_packer *pk, const char *key, uint64_t v)
 	msgpack_pack_uint64(pk, v);
 }
 
+/* memcpy, not a cast: a field's bytes may belong to an enum or a nested
+ * struct, and memcpy reads them whatever their declared type. */
+uint64_t pr_mp_load_uint(const void *p, size_t size)
+{
+	uint8_t u8;
+	uint16_t u16;
+	uint32_t u32;
+	uint64_t u64;
+
+	switch (size) {
+	case 1: memcpy(&u8, p, 1); return u8;
+	case 2: memcpy(&u16, p, 2); return u16;
+	case 4: memcpy(&u32, p, 4); return u32;
+	default: memcpy(&u64, p, 8); return u64;
+	}
+}
+
+void pr_mp_store_uint(void *p, size_t size, uint64_t v)
+{
+	uint8_t u8 = (uint8_t)v;
+	uint16_t u16 = (uint16_t)v;
+	uint32_t u32 = (uint32_t)v;
+
+	switch (size) {
+	case 1: memcpy(p, &u8, 1); break;
+	case 2: memcpy(p, &u16, 2); break;
+	case 4: memcpy(p, &u32, 4); break;
+	default: memcpy(p, &v, 8); break;
+	}
+}
+
+void pr_mp_put_field(msgpack_packer *pk, const struct pr_mp_field *f, const void *rec)
+{
+	const char *p = (const char *)rec + f->off;
+
+	if (f->kind == PR_MP_STR)
+		pr_mp_put_str(pk, f->key, p);
+	else
+		pr_mp_put_uint(pk, f->key, pr_mp_load_uint(p, f->size));
+}
+
 /* ---- decoding ---- */
 
 uint32_t pr_mp_be(const unsigned char *p, int n)

@@ -39,6 +39,39 @@ int pr_mp_out_write(void *data, const char *p, size_t n);
 void pr_mp_put_str(msgpack_packer *pk, const char *key, const char *v);
 void pr_mp_put_uint(msgpack_packer *pk, const char *key, uint64_t v);
 
+/*
+ * One field of a record as a table describes it: its key, and where and how
+ * the record's struct holds it. Tables of these drive encoding and decoding
+ * (pr_msg.c, pr_state.c), so a record's map size is always its table's
+ * length, never a count kept by hand.
+ */
+enum pr_mp_kind {
+	PR_MP_STR = 0, /* char array, NUL-terminated within it */
+	PR_MP_UINT,    /* unsigned integer of 1, 2, 4 or 8 bytes (an enum is 4) */
+};
+
+/* Ownership: static tables. */
+struct pr_mp_field {
+	const char *key;
+	enum pr_mp_kind kind;
+	size_t off, size; /* where in the record, and its bytes (a string's NUL included) */
+	uint64_t max;	  /* PR_MP_UINT: the largest value a decoder accepts */
+};
+
+/* One line per field in the tables: clang-format would spread each over four. */
+/* clang-format off */
+#define PR_MP_SIZEOF(T, m)	      sizeof(((T *)0)->m)
+#define PR_MP_STR_FIELD(T, m, k)      {k, PR_MP_STR, offsetof(T, m), PR_MP_SIZEOF(T, m), 0}
+#define PR_MP_UINT_FIELD(T, m, k, mx) {k, PR_MP_UINT, offsetof(T, m), PR_MP_SIZEOF(T, m), mx}
+/* clang-format on */
+
+/* The unsigned integer of size bytes (1, 2, 4 or 8) at p, read or written. */
+uint64_t pr_mp_load_uint(const void *p, size_t size);
+void pr_mp_store_uint(void *p, size_t size, uint64_t v);
+
+/* Pack rec's field f as one map entry (pr_mp_put_str or pr_mp_put_uint). */
+void pr_mp_put_field(msgpack_packer *pk, const struct pr_mp_field *f, const void *rec);
+
 /* The n-byte (n <= 4) big-endian unsigned integer at p. */
 uint32_t pr_mp_be(const unsigned char *p, int n);
 

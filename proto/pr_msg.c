@@ -1,9 +1,11 @@
 /*
  * pr_msg.c: encoder and decoder of the control protocol (see pr_msg.h and
- * docs/protocol.md), on msgpack-c through the helpers of pr_mp.h. Encoding
- * writes into the caller's buffer through a bounded write callback; decoding
- * checks the payload, unpacks it with msgpack-c and copies strings into fixed
- * fields.
+ * docs/protocol.md), on msgpack-c through the helpers of pr_mp.h. One table
+ * describes every field and one layout per type lists the fields it carries;
+ * both directions are driven by them, so no map size is counted by hand.
+ * Encoding writes into the caller's buffer through a bounded write callback;
+ * decoding checks the payload, unpacks it with msgpack-c and copies strings
+ * into fixed fields.
  */
 #include "pr_msg.h"
 #include "pr_mp.h"
@@ -24,72 +26,91 @@ const char *pr_type_name(enum pr_type t)
 	return t > 0 && t < PR_TYPE_MAX ? type_names[t] : "unknown";
 }
 
+/* ---- the fields of each type ---- */
+
+/*
+ * Every field but "t", each described once and named for its key: the
+ * decoder accepts any of them in any message, and each type's layout below
+ * says which ones its encoder writes. A number is bounded by its width,
+ * proto by the protocols there are.
+ */
+enum field_id {
+	F_V,
+	F_PROTO,
+	F_TOKEN,
+	F_NAME,
+	F_SID,
+	F_EPOCH,
+	F_KEY,
+	F_URL,
+	F_PORT,
+	F_N,
+	F_HB,
+	F_NONCE,
+	F_CODE,
+	F_TEXT,
+	NFIELDS,
+};
+
+#define WIDTH_MAX(m) (UINT64_MAX >> (64 - 8 * PR_MP_SIZEOF(struct pr_msg, m)))
+#define STR(m, k)    PR_MP_STR_FIELD(struct pr_msg, m, k)
+#define UINT(m, k)   PR_MP_UINT_FIELD(struct pr_msg, m, k, WIDTH_MAX(m))
+static const struct pr_mp_field fields[NFIELDS] = {
+	[F_V] = UINT(version, "v"),
+	[F_PROTO] = PR_MP_UINT_FIELD(struct pr_msg, proto, "proto", PR_PROTO_TCP),
+	[F_TOKEN] = STR(token, "token"),
+	[F_NAME] = STR(name, "name"),
+	[F_SID] = STR(session, "sid"),
+	[F_EPOCH] = UINT(epoch, "epoch"),
+	[F_KEY] = STR(key, "key"),
+	[F_URL] = STR(url, "url"),
+	[F_PORT] = UINT(port, "port"),
+	[F_N] = UINT(count, "n"),
+	[F_HB] = UINT(heartbeat_ms, "hb"),
+	[F_NONCE] = UINT(nonce, "nonce"),
+	[F_CODE] = UINT(code, "code"),
+	[F_TEXT] = STR(text, "text"),
+};
+
+/* A type's fields after "t", in the order they go on the wire; n is counted
+ * by the compiler from the list. Ownership: static tables. */
+struct layout {
+	const unsigned char *ids;
+	size_t n;
+};
+/* clang-format off */
+#define IDS(...)    ((const unsigned char[]){__VA_ARGS__})
+#define LAYOUT(...) {IDS(__VA_ARGS__), sizeof(IDS(__VA_ARGS__))}
+/* clang-format on */
+static const struct layout layouts[PR_TYPE_MAX] = {
+	[PR_HELLO] = LAYOUT(F_V, F_PROTO, F_TOKEN, F_NAME, F_SID, F_EPOCH),
+	[PR_BOUND] = LAYOUT(F_PROTO, F_NAME, F_SID, F_EPOCH, F_KEY, F_URL, F_PORT, F_HB),
+	[PR_ERROR] = LAYOUT(F_CODE, F_TEXT),
+	[PR_OPEN] = LAYOUT(F_N),
+	[PR_PING] = LAYOUT(F_NONCE),
+	[PR_PONG] = LAYOUT(F_NONCE),
+	[PR_GOAWAY] = LAYOUT(F_CODE, F_TEXT),
+	[PR_DATA_HELLO] = LAYOUT(F_V, F_SID, F_EPOCH, F_KEY),
+	[PR_START] = LAYOUT(F_CODE, F_TEXT),
+	[PR_LINK] = LAYOUT(F_V, F_TOKEN, F_EPOCH, F_CODE, F_TEXT),
+};
+
 /* ---- encoding ---- */
 
-/* Field lists per type: how many entries the map has, then the entries. */
+/* "t" first, then the type's fields: the map's size is the layout's length
+ * plus one, so a field added to a layout is counted by construction. */
 static int pack_fields(msgpack_packer *pk, const struct pr_msg *m)
 {
-	switch (m->type) {
-	case PR_HELLO:
-		msgpack_pack_map(pk, 7);
-		pr_mp_put_uint(pk, "t", m->type);
-		pr_mp_put_uint(pk, "v", m->version);
-		pr_mp_put_uint(pk, "proto", m->proto);
-		pr_mp_put_str(pk, "token", m->token);
-		pr_mp_put_str(pk, "name", m->name);
-		pr_mp_put_str(pk, "sid", m->session);
-		pr_mp_put_uint(pk, "epoch", m->epoch);
-		return 0;
-	case PR_BOUND:
-		msgpack_pack_map(pk, 9);
-		pr_mp_put_uint(pk, "t", m->type);
-		pr_mp_put_uint(pk, "proto", m->proto);
-		pr_mp_put_str(pk, "name", m->name);
-		pr_mp_put_str(pk, "sid", m->session);
-		pr_mp_put_uint(pk, "epoch", m->epoch);
-		pr_mp_put_str(pk, "key", m->key);
-		pr_mp_put_str(pk, "url", m->url);
-		pr_mp_put_uint(pk, "port", m->port);
-		pr_mp_put_uint(pk, "hb", m->heartbeat_ms);
-		return 0;
-	case PR_ERROR:
-	case PR_GOAWAY:
-	case PR_START:
-		msgpack_pack_map(pk, 3);
-		pr_mp_put_uint(pk, "t", m->type);
-		pr_mp_put_uint(pk, "code", m->code);
-		pr_mp_put_str(pk, "text", m->text);
-		return 0;
-	case PR_OPEN:
-		msgpack_pack_map(pk, 2);
-		pr_mp_put_uint(pk, "t", m->type);
-		pr_mp_put_uint(pk, "n", m->count);
-		return 0;
-	case PR_PING:
-	case PR_PONG:
-		msgpack_pack_map(pk, 2);
-		pr_mp_put_uint(pk, "t", m->type);
-		pr_mp_put_uint(pk, "nonce", m->nonce);
-		return 0;
-	case PR_LINK:
-		msgpack_pack_map(pk, 6);
-		pr_mp_put_uint(pk, "t", m->type);
-		pr_mp_put_uint(pk, "v", m->version);
-		pr_mp_put_str(pk, "token", m->token);
-		pr_mp_put_uint(pk, "epoch", m->epoch);
-		pr_mp_put_uint(pk, "code", m->code);
-		pr_mp_put_str(pk, "text", m->text);
-		return 0;
-	case PR_DATA_HELLO:
-		msgpack_pack_map(pk, 5);
-		pr_mp_put_uint(pk, "t", m->type);
-		pr_mp_put_uint(pk, "v", m->version);
-		pr_mp_put_str(pk, "sid", m->session);
-		pr_mp_put_uint(pk, "epoch", m->epoch);
-		pr_mp_put_str(pk, "key", m->key);
-		return 0;
-	default: return -EINVAL;
-	}
+	const struct layout *l;
+
+	if ((unsigned)m->type >= PR_TYPE_MAX || layouts[m->type].n == 0)
+		return -EINVAL;
+	l = &layouts[m->type];
+	msgpack_pack_map(pk, (uint32_t)(1 + l->n));
+	pr_mp_put_uint(pk, "t", m->type);
+	for (size_t i = 0; i < l->n; i++)
+		pr_mp_put_field(pk, &fields[l->ids[i]], m);
+	return 0;
 }
 
 int pr_encode(const struct pr_msg *m, char *buf, size_t cap)
@@ -128,62 +149,33 @@ int pr_frame_len(const char *buf, size_t len)
 
 /* ---- decoding ---- */
 
-static int get_u32(const msgpack_object *v, uint32_t *out)
-{
-	uint64_t x;
-	int err = pr_mp_get_uint(v, UINT32_MAX, &x);
-
-	if (err == 0)
-		*out = (uint32_t)x;
-	return err;
-}
-
-/* Apply one map entry (a pr_mp_entry_fn on a struct pr_msg); unknown keys are
- * ignored (forward compatibility). */
+/* Apply one map entry (a pr_mp_entry_fn on a struct pr_msg): "t", where an
+ * unknown type decodes as none (pr_decode's -EPROTO), or a field of the
+ * table within its bound; unknown keys are ignored (forward compatibility). */
 static int apply_entry(const msgpack_object *k, const msgpack_object *v, void *ctx)
 {
 	struct pr_msg *m = ctx;
-	uint32_t u = 0; /* set whenever err is 0, but gcc -O2 cannot see into pr_mp.c */
+	uint64_t u = 0; /* set whenever err is 0, but gcc -O2 cannot see into pr_mp.c */
 	int err;
 
 	if (pr_mp_key_is(k, "t")) {
-		if ((err = get_u32(v, &u)) < 0)
+		if ((err = pr_mp_get_uint(v, UINT32_MAX, &u)) < 0)
 			return err;
 		m->type = u > 0 && u < PR_TYPE_MAX ? (enum pr_type)u : (enum pr_type)0;
 		return 0;
 	}
-	if (pr_mp_key_is(k, "proto")) {
-		if ((err = get_u32(v, &u)) < 0 || u > PR_PROTO_TCP)
-			return err < 0 ? err : -EBADMSG;
-		m->proto = (enum pr_proto)u;
+	for (size_t i = 0; i < NFIELDS; i++) {
+		const struct pr_mp_field *f = &fields[i];
+
+		if (!pr_mp_key_is(k, f->key))
+			continue;
+		if (f->kind == PR_MP_STR)
+			return pr_mp_get_str(v, (char *)m + f->off, f->size);
+		if ((err = pr_mp_get_uint(v, f->max, &u)) < 0)
+			return err;
+		pr_mp_store_uint((char *)m + f->off, f->size, u);
 		return 0;
 	}
-	if (pr_mp_key_is(k, "v"))
-		return get_u32(v, &m->version);
-	if (pr_mp_key_is(k, "token"))
-		return pr_mp_get_str(v, m->token, sizeof(m->token));
-	if (pr_mp_key_is(k, "name"))
-		return pr_mp_get_str(v, m->name, sizeof(m->name));
-	if (pr_mp_key_is(k, "sid"))
-		return pr_mp_get_str(v, m->session, sizeof(m->session));
-	if (pr_mp_key_is(k, "epoch"))
-		return pr_mp_get_uint(v, UINT64_MAX, &m->epoch);
-	if (pr_mp_key_is(k, "key"))
-		return pr_mp_get_str(v, m->key, sizeof(m->key));
-	if (pr_mp_key_is(k, "url"))
-		return pr_mp_get_str(v, m->url, sizeof(m->url));
-	if (pr_mp_key_is(k, "port"))
-		return get_u32(v, &m->port);
-	if (pr_mp_key_is(k, "n"))
-		return get_u32(v, &m->count);
-	if (pr_mp_key_is(k, "hb"))
-		return get_u32(v, &m->heartbeat_ms);
-	if (pr_mp_key_is(k, "nonce"))
-		return pr_mp_get_uint(v, UINT64_MAX, &m->nonce);
-	if (pr_mp_key_is(k, "code"))
-		return get_u32(v, &m->code);
-	if (pr_mp_key_is(k, "text"))
-		return pr_mp_get_str(v, m->text, sizeof(m->text));
 	return 0;
 }
 

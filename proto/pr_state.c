@@ -19,29 +19,9 @@
 #include <stddef.h>
 #include <string.h>
 
-enum field_kind {
-	F_STR = 0, /* char array, NUL-terminated within it */
-	F_UINT,	   /* uint8_t, uint16_t, uint32_t or uint64_t */
-};
-
-/* Ownership: static tables. */
-struct field {
-	const char *key;
-	enum field_kind kind;
-	size_t off, size; /* where in the record, and its bytes (a string's NUL included) */
-	uint64_t max;	  /* F_UINT: the largest value allowed */
-};
-
-/* One line per initializer: clang-format would spread each over four. */
-/* clang-format off */
-#define FIELD_SIZE(T, m) sizeof(((T *)0)->m)
-#define F_S(T, m, k)     {k, F_STR, offsetof(T, m), FIELD_SIZE(T, m), 0}
-#define F_U(T, m, k, mx) {k, F_UINT, offsetof(T, m), FIELD_SIZE(T, m), mx}
-/* clang-format on */
-
 /* Ownership: static tables. */
 struct schema {
-	const struct field *fields;
+	const struct pr_mp_field *fields;
 	size_t n;
 	int (*valid)(const void *rec); /* required fields present and well formed */
 };
@@ -134,9 +114,9 @@ static int stats_valid(const void *rec)
 	return pr_session_id_valid(s->sid, strlen(s->sid)) && s->relay[0] != '\0';
 }
 
-#define SESS(m, k)     F_S(struct pr_session, m, k)
-#define SESU(m, k, mx) F_U(struct pr_session, m, k, mx)
-static const struct field session_fields[] = {
+#define SESS(m, k)     PR_MP_STR_FIELD(struct pr_session, m, k)
+#define SESU(m, k, mx) PR_MP_UINT_FIELD(struct pr_session, m, k, mx)
+static const struct pr_mp_field session_fields[] = {
 	SESS(sid, "sid"),
 	SESU(rev, "rev", UINT64_MAX),
 	SESU(epoch, "ep", UINT64_MAX),
@@ -166,10 +146,10 @@ static const struct field session_fields[] = {
 	SESU(key_req.window, "krqw", PR_LIMIT_WINDOW_MAX),
 };
 
-#define STS(m, k) F_S(struct pr_stats, m, k)
-#define STU(m, k) F_U(struct pr_stats, m, k, UINT64_MAX)
+#define STS(m, k) PR_MP_STR_FIELD(struct pr_stats, m, k)
+#define STU(m, k) PR_MP_UINT_FIELD(struct pr_stats, m, k, UINT64_MAX)
 /* clang-format off */
-static const struct field stats_fields[] = {
+static const struct pr_mp_field stats_fields[] = {
 	STS(sid, "sid"),
 	STS(relay, "relay"),
 	STU(at_ms, "at"),
@@ -197,28 +177,6 @@ const char *pr_sess_status_name(unsigned st)
 	return st < NFIELDS(status_names) ? status_names[st] : "unknown";
 }
 
-/* ---- field access by size: the table knows only offsets and widths ---- */
-
-static uint64_t load_uint(const char *p, size_t size)
-{
-	switch (size) {
-	case 1: return *(const uint8_t *)p;
-	case 2: return *(const uint16_t *)p;
-	case 4: return *(const uint32_t *)p;
-	default: return *(const uint64_t *)p;
-	}
-}
-
-static void store_uint(char *p, size_t size, uint64_t v)
-{
-	switch (size) {
-	case 1: *(uint8_t *)p = (uint8_t)v; break;
-	case 2: *(uint16_t *)p = (uint16_t)v; break;
-	case 4: *(uint32_t *)p = (uint32_t)v; break;
-	default: *(uint64_t *)p = v; break;
-	}
-}
-
 /* ---- encoding ---- */
 
 /*
@@ -229,11 +187,11 @@ static void store_uint(char *p, size_t size, uint64_t v)
 static int fields_ok(const struct schema *sc, const char *rec)
 {
 	for (size_t i = 0; i < sc->n; i++) {
-		const struct field *f = &sc->fields[i];
+		const struct pr_mp_field *f = &sc->fields[i];
 
-		if (f->kind == F_STR && !memchr(rec + f->off, '\0', f->size))
+		if (f->kind == PR_MP_STR && !memchr(rec + f->off, '\0', f->size))
 			return 0;
-		if (f->kind == F_UINT && load_uint(rec + f->off, f->size) > f->max)
+		if (f->kind == PR_MP_UINT && pr_mp_load_uint(rec + f->off, f->size) > f->max)
 			return 0;
 	}
 	return sc->valid(rec);
@@ -252,14 +210,8 @@ static int encode(const struct schema *sc, const void *rec, char *buf, size_t ca
 	msgpack_packer_init(&pk, &o, pr_mp_out_write);
 	msgpack_pack_map(&pk, (uint32_t)(1 + sc->n));
 	pr_mp_put_uint(&pk, "v", PR_STATE_VERSION);
-	for (size_t i = 0; i < sc->n; i++) {
-		const struct field *f = &sc->fields[i];
-
-		if (f->kind == F_STR)
-			pr_mp_put_str(&pk, f->key, r + f->off);
-		else
-			pr_mp_put_uint(&pk, f->key, load_uint(r + f->off, f->size));
-	}
+	for (size_t i = 0; i < sc->n; i++)
+		pr_mp_put_field(&pk, &sc->fields[i], r);
 	if (o.overflow || o.len > PR_STATE_MAX)
 		return -ENOSPC;
 	return (int)o.len;
@@ -294,12 +246,12 @@ static int get_bounded(const msgpack_object *v, uint64_t max, uint64_t *out)
 	return err;
 }
 
-static int apply_field(const struct field *f, const msgpack_object *v, char *rec)
+static int apply_field(const struct pr_mp_field *f, const msgpack_object *v, char *rec)
 {
 	uint64_t u;
 	int err;
 
-	if (f->kind == F_STR) {
+	if (f->kind == PR_MP_STR) {
 		/* A repeated key must not leave the longer earlier value's tail
 		 * behind its NUL: decoded records compare equal with memcmp. */
 		memset(rec + f->off, 0, f->size);
@@ -307,7 +259,7 @@ static int apply_field(const struct field *f, const msgpack_object *v, char *rec
 	}
 	if ((err = get_bounded(v, f->max, &u)) < 0)
 		return err;
-	store_uint(rec + f->off, f->size, u);
+	pr_mp_store_uint(rec + f->off, f->size, u);
 	return 0;
 }
 

@@ -10,11 +10,11 @@
 #include "sl_config.h"
 
 static const struct sl_opt opts[] = {
-	SL_CONFIG_COMMON_OPTS,
-	{"listen", SL_OPT_ADDR, "127.0.0.1:8080", 0, 0, nullptr, 0, "l", nullptr},
-	{"workers", SL_OPT_INT, "2", 0, 64, nullptr, 0, "w", nullptr},
-	{"engine", SL_OPT_ENUM, "io_uring", 0, 0, "io_uring|epoll", 0, "e", nullptr},
-	{"domain", SL_OPT_STR, "localhost", 0, 0, nullptr, 0, "d", nullptr},
+	SL_OPTS_COMMON,
+	SL_ADDR("listen", "127.0.0.1:8080", "l"),
+	SL_INT("workers", "2", 0, 64, "w"),
+	SL_ENUM("engine", "io_uring", "io_uring|epoll", "e"),
+	SL_STR("domain", "localhost", "d"),
 };
 
 static const char text[] = "# relay configuration\n"

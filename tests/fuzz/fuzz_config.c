@@ -12,17 +12,13 @@
 #include "sl_config.h"
 
 static const struct sl_opt opts[] = {
-	SL_CONFIG_COMMON_OPTS,
-	{.name = "listen", .type = SL_OPT_ADDR, .def = "127.0.0.1:8080", .help = "l"},
-	{.name = "workers", .type = SL_OPT_INT, .def = "2", .min = 0, .max = 256, .help = "w"},
-	{.name = "engine",
-	 .type = SL_OPT_ENUM,
-	 .def = "io_uring",
-	 .choices = "io_uring|epoll",
-	 .help = "e"},
-	{.name = "insecure", .type = SL_OPT_BOOL, .def = "false", .help = "i"},
-	{.name = "tcp-ports", .type = SL_OPT_RANGE, .def = "20000-20999", .help = "p"},
-	{.name = "domain", .type = SL_OPT_STR, .help = "d"},
+	SL_OPTS_COMMON,
+	SL_ADDR("listen", "127.0.0.1:8080", "l"),
+	SL_INT("workers", "2", 0, 256, "w"),
+	SL_ENUM("engine", "io_uring", "io_uring|epoll", "e"),
+	SL_BOOL("insecure", "false", "i"),
+	SL_RANGE("tcp-ports", "20000-20999", "p"),
+	SL_STR("domain", NULL, "d"),
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 

@@ -65,6 +65,9 @@ static void consume_drops_a_prefix(void **state)
 
 static void an_impossible_size_fails_and_changes_nothing(void **state)
 {
+	/* volatile: with the constant in view, gcc -O1 (the SAN build) flags
+	 * the memcpy from "x" that the refused size never reaches. */
+	volatile size_t huge = SIZE_MAX / 2;
 	struct sl_buf b = {0};
 	char *before;
 	size_t cap;
@@ -74,7 +77,7 @@ static void an_impossible_size_fails_and_changes_nothing(void **state)
 	before = b.p;
 	cap = b.cap;
 	assert_int_equal(sl_buf_reserve(&b, SIZE_MAX - 2), -ENOMEM);
-	assert_int_equal(sl_buf_append(&b, "x", SIZE_MAX / 2), -ENOMEM);
+	assert_int_equal(sl_buf_append(&b, "x", huge), -ENOMEM);
 	assert_ptr_equal(b.p, before);
 	assert_int_equal(b.cap, cap);
 	assert_string_equal(b.p, "kept");

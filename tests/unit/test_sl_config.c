@@ -26,18 +26,14 @@ static int check_even(const char *v, char *why, size_t cap)
 }
 
 static const struct sl_opt opts[] = {
-	SL_CONFIG_COMMON_OPTS,
-	{.name = "listen", .type = SL_OPT_ADDR, .def = "127.0.0.1:8080", .help = "l"},
-	{.name = "workers", .type = SL_OPT_INT, .def = "2", .min = 1, .max = 64, .help = "w"},
-	{.name = "engine",
-	 .type = SL_OPT_ENUM,
-	 .def = "io_uring",
-	 .choices = "io_uring|epoll",
-	 .help = "e"},
-	{.name = "insecure", .type = SL_OPT_BOOL, .def = "false", .help = "i"},
-	{.name = "ports", .type = SL_OPT_RANGE, .def = "20000-20999", .help = "p"},
-	{.name = "token", .type = SL_OPT_STR, .flags = SL_OPT_F_SECRET, .help = "t"},
-	{.name = "even", .type = SL_OPT_STR, .help = "x", .check = check_even},
+	SL_OPTS_COMMON,
+	SL_ADDR("listen", "127.0.0.1:8080", "l"),
+	SL_INT("workers", "2", 1, 64, "w"),
+	SL_ENUM("engine", "io_uring", "io_uring|epoll", "e"),
+	SL_BOOL("insecure", "false", "i"),
+	SL_RANGE("ports", "20000-20999", "p"),
+	SL_SECRET("token", "t"),
+	SL_STR("even", NULL, "x", .check = check_even),
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
