@@ -3,9 +3,9 @@
  * then the h2o server; or `sluice-control keys create [--admin]`, which
  * writes an API key into Redis and prints it once.
  */
-#include "cp_http.h"
-#include "cp_keys.h"
-#include "cp_ssh_cli.h"
+#include "http/cp_http.h"
+#include "http/cp_key.h"
+#include "cli/cp_cli_ssh.h"
 #include "sl_redis.h"
 #include "pr_token.h"
 #include "sl_cli.h"

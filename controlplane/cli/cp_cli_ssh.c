@@ -1,0 +1,854 @@
+/*
+ * cp_ssh_cli.c: `sluice-control ssh exec|put|get|diagnose HOST ...`, the
+ * executor from a shell: for operators, for the tests and the benchmark.
+ *
+ *   exec  streams the command's output as it comes and exits with its exit
+ *         code (255 when SSH itself failed, as ssh(1) does); --json prints
+ *         one result object instead; --repeat/--parallel run it many times
+ *         on one pool and print latency figures.
+ *   put, get  SFTP with checksums; one JSON line with the result.
+ *
+ * Secrets come from environment variables named by flags
+ * (--sudo-password-env NAME), never from the command line, where ps shows them.
+ */
+#include "cli/cp_cli_ssh.h"
+#include "mgr/cp_provision.h"
+#include "mgr/cp_security.h"
+#include "ssh/cp_ssh_diag.h"
+#include "ssh/cp_ssh_int.h"
+#include "sl_cli.h"
+#include "sl_log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ENV_MAX 32
+
+static const struct sl_opt ssh_opts[] = {
+	SL_CONFIG_COMMON_OPTS,
+	{.name = "port",
+	 .type = SL_OPT_INT,
+	 .def = "0",
+	 .min = 0,
+	 .max = 65535,
+	 .help = "SSH port (22)"},
+	{.name = "user", .type = SL_OPT_STR, .def = "", .help = "remote user (or user@HOST)"},
+	{.name = "key",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "private key file (Ed25519 or ECDSA)"},
+	{.name = "key-passphrase-env",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "variable holding the key's passphrase"},
+	{.name = "password-env",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "variable holding a login password"},
+	{.name = "agent", .type = SL_OPT_BOOL, .def = "false", .help = "try ssh-agent's keys"},
+	{.name = "known-hosts",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "known_hosts file (~/.ssh/known_hosts)"},
+	{.name = "host-key-check",
+	 .type = SL_OPT_ENUM,
+	 .def = "strict",
+	 .choices = "strict|accept-new|off",
+	 .help = "strict: the key must be known; accept-new: record an unknown host's key"},
+	{.name = "connect-timeout",
+	 .type = SL_OPT_INT,
+	 .def = "10000",
+	 .min = 100,
+	 .max = 600000,
+	 .help = "ms for connect, handshake and auth"},
+	{.name = "timeout",
+	 .type = SL_OPT_INT,
+	 .def = "0",
+	 .min = 0,
+	 .max = 86400000,
+	 .help = "ms before the command is killed (0: none)"},
+	{.name = "cancel-after",
+	 .type = SL_OPT_INT,
+	 .def = "0",
+	 .min = 0,
+	 .max = 86400000,
+	 .help = "ms after which the command is cancelled (tests)"},
+	{.name = "cwd", .type = SL_OPT_STR, .def = "", .help = "remote working directory"},
+	{.name = "env",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "NAME=value[,NAME=value...] for the command"},
+	{.name = "sudo", .type = SL_OPT_BOOL, .def = "false", .help = "run as root with sudo"},
+	{.name = "sudo-password-env",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "variable holding the sudo password"},
+	{.name = "script",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "run this local script file instead of a command"},
+	{.name = "interp",
+	 .type = SL_OPT_ENUM,
+	 .def = "sh",
+	 .choices = "sh|bash|python3",
+	 .help = "the script's interpreter"},
+	{.name = "json", .type = SL_OPT_BOOL, .def = "false", .help = "print one JSON result"},
+	{.name = "repeat",
+	 .type = SL_OPT_INT,
+	 .def = "1",
+	 .min = 1,
+	 .max = 1000000,
+	 .help = "run the command this many times"},
+	{.name = "parallel",
+	 .type = SL_OPT_INT,
+	 .def = "1",
+	 .min = 1,
+	 .max = 256,
+	 .help = "from this many threads at once"},
+	{.name = "max-conns",
+	 .type = SL_OPT_INT,
+	 .def = "4",
+	 .min = 1,
+	 .max = 32,
+	 .help = "connections in the pool"},
+	{.name = "max-channels",
+	 .type = SL_OPT_INT,
+	 .def = "8",
+	 .min = 1,
+	 .max = 64,
+	 .help = "channels per connection"},
+	{.name = "audit-log",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "append one JSON line per command here"},
+	{.name = "allow",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "comma-separated globs: only matching commands run"},
+	{.name = "deny",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "comma-separated globs: matching commands never run"},
+	{.name = "watch",
+	 .type = SL_OPT_INT,
+	 .def = "0",
+	 .min = 0,
+	 .max = 86400,
+	 .help = "health: check again for this many seconds"},
+	{.name = "interval",
+	 .type = SL_OPT_INT,
+	 .def = "1000",
+	 .min = 50,
+	 .max = 3600000,
+	 .help = "health: ms between checks"},
+	{.name = "warm",
+	 .type = SL_OPT_INT,
+	 .def = "1",
+	 .min = 0,
+	 .max = 32,
+	 .help = "health: connections to open first"},
+	{.name = "recovery",
+	 .type = SL_OPT_ENUM,
+	 .def = "reconnect",
+	 .choices = "reconnect|rebuild|none",
+	 .help = "health: what to do when a probe fails"},
+	{.name = "check",
+	 .type = SL_OPT_BOOL,
+	 .def = "false",
+	 .help = "provision: show what would change, change nothing"},
+	{.name = "relay-binary",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "provision: the sluice-relay to install"},
+	{.name = "relay-redis",
+	 .type = SL_OPT_STR,
+	 .def = "redis://127.0.0.1:6379",
+	 .help = "provision: Redis as the relay reaches it"},
+	{.name = "relay-id",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "provision: the relay's id (default: the host)"},
+	{.name = "relay-http",
+	 .type = SL_OPT_STR,
+	 .def = "0.0.0.0:80",
+	 .help = "provision: public HTTP address"},
+	{.name = "relay-agents",
+	 .type = SL_OPT_STR,
+	 .def = "0.0.0.0:7000",
+	 .help = "provision: agents' address"},
+	{.name = "relay-admin",
+	 .type = SL_OPT_STR,
+	 .def = "127.0.0.1:9090",
+	 .help = "provision: admin address (health, metrics)"},
+	{.name = "relay-domain",
+	 .type = SL_OPT_STR,
+	 .def = "localhost",
+	 .help = "provision: the tunnels' domain"},
+	{.name = "session-secret-env",
+	 .type = SL_OPT_STR,
+	 .def = "SESSION_SECRET_KEY",
+	 .help = "provision: variable holding the control plane's session secret"},
+	{.name = "lockdown",
+	 .type = SL_OPT_ENUM,
+	 .def = "standard",
+	 .choices = "none|basic|standard|strict",
+	 .help = "provision, lockdown: hardening level"},
+	{.name = "firewall",
+	 .type = SL_OPT_ENUM,
+	 .def = "auto",
+	 .choices = "auto|ufw|iptables",
+	 .help = "provision, lockdown: the firewall (auto: ufw, or iptables where ufw is absent)"},
+	{.name = "ssh-extra",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "provision, lockdown: more sshd_config lines (\\n between them)"},
+	{.name = "verify-redis",
+	 .type = SL_OPT_STR,
+	 .def = "",
+	 .help = "provision: Redis as the control plane sees it, to see the relay join"},
+	{.name = "mode", .type = SL_OPT_STR, .def = "", .help = "put/get: file mode in octal"},
+	{.name = "owner", .type = SL_OPT_STR, .def = "", .help = "put: user[:group] (with --sudo)"},
+};
+
+static void versions(FILE *out)
+{
+	fprintf(out, "libssh2 %s\n", LIBSSH2_VERSION);
+}
+
+static const struct sl_cli ssh_cli = {
+	.prog = "sluice-control ssh",
+	.component = "control",
+	.summary = "run commands and move files on a host over SSH, or diagnose it",
+	.usage = "Usage: sluice-control ssh exec [user@]HOST[:PORT] [options] -- COMMAND [ARG...]\n"
+		 "       sluice-control ssh put [user@]HOST LOCAL REMOTE [--mode 644] [--owner "
+		 "u:g]\n"
+		 "       sluice-control ssh get [user@]HOST REMOTE LOCAL\n"
+		 "       sluice-control ssh put [user@]HOST - REMOTE   (content from stdin)\n"
+		 "       sluice-control ssh sync [user@]HOST LOCAL_DIR REMOTE_DIR\n"
+		 "       sluice-control ssh health [user@]HOST [--watch S] [--recovery "
+		 "reconnect|rebuild|none]\n"
+		 "       sluice-control ssh diagnose [user@]HOST [--key FILE]\n",
+	.opts = ssh_opts,
+	.nopts = sizeof(ssh_opts) / sizeof(ssh_opts[0]),
+	.versions = versions,
+};
+
+static void env_secret(const struct sl_config *cfg, const char *opt, char *dst, size_t cap)
+{
+	const char *name = sl_config_str(cfg, opt), *v = *name ? getenv(name) : NULL;
+
+	if (v)
+		snprintf(dst, cap, "%s", v);
+}
+
+/* The host's configuration from flags and the target word. */
+static int build_config(const struct sl_config *cfg, const char *target, struct cp_ssh_config *c)
+{
+	const char *pol = sl_config_str(cfg, "host-key-check");
+
+	memset(c, 0, sizeof(*c));
+	snprintf(c->user, sizeof(c->user), "%s", sl_config_str(cfg, "user"));
+	if (cp_ssh_target_parse(target, c) < 0) {
+		fprintf(stderr, "sluice-control ssh: bad target \"%s\" (want [user@]host[:port])\n",
+			target);
+		return -EINVAL;
+	}
+	if (sl_config_int(cfg, "port"))
+		c->port = (int)sl_config_int(cfg, "port");
+	snprintf(c->key_file, sizeof(c->key_file), "%s", sl_config_str(cfg, "key"));
+	snprintf(c->known_hosts, sizeof(c->known_hosts), "%s", sl_config_str(cfg, "known-hosts"));
+	env_secret(cfg, "key-passphrase-env", c->key_passphrase, sizeof(c->key_passphrase));
+	env_secret(cfg, "password-env", c->password, sizeof(c->password));
+	c->use_agent = (int)sl_config_int(cfg, "agent");
+	c->hostkey_policy = strcmp(pol, "accept-new") == 0 ? CP_SSH_HOSTKEY_ACCEPT_NEW
+			    : strcmp(pol, "off") == 0	   ? CP_SSH_HOSTKEY_OFF
+							   : CP_SSH_HOSTKEY_STRICT;
+	c->connect_timeout_ms = (int)sl_config_int(cfg, "connect-timeout");
+	c->max_conns = (int)sl_config_int(cfg, "max-conns");
+	c->max_channels = (int)sl_config_int(cfg, "max-channels");
+	return 0;
+}
+
+/* Split "a,b,c" in place into out (NULL-terminated). */
+static size_t split(char *s, const char **out, size_t max)
+{
+	size_t n = 0;
+
+	for (char *save = NULL, *t = strtok_r(s, ",", &save); t && n + 1 < max;
+	     t = strtok_r(NULL, ",", &save))
+		out[n++] = t;
+	out[n] = NULL;
+	return n;
+}
+
+struct run_ctx {
+	struct cp_ssh_pool *pool;
+	struct cp_ssh_cmd cmd;
+	int repeat, stream;
+	pthread_mutex_t mu;
+	int next, failures;
+	double *lat;
+	struct cp_ssh_result last;
+	int last_rc;
+	volatile int cancel;
+};
+
+static void print_line(void *arg, int stream, const char *line, size_t len)
+{
+	(void)arg;
+	fprintf(stream == 1 ? stdout : stderr, "%.*s\n", (int)len, line);
+	fflush(stream == 1 ? stdout : stderr);
+}
+
+static void *run_worker(void *arg)
+{
+	struct run_ctx *x = arg;
+
+	for (;;) {
+		struct cp_ssh_result r;
+		int i, rc;
+
+		pthread_mutex_lock(&x->mu);
+		i = x->next < x->repeat ? x->next++ : -1;
+		pthread_mutex_unlock(&x->mu);
+		if (i < 0)
+			break;
+		rc = cp_ssh_run(x->pool, &x->cmd, &r);
+		pthread_mutex_lock(&x->mu);
+		x->lat[i] = r.duration_ms;
+		if (rc < 0 || r.exit_code != 0)
+			x->failures++;
+		if (i == x->repeat - 1 || x->repeat == 1 || rc < 0) {
+			cp_ssh_result_free(&x->last);
+			x->last = r;
+			x->last_rc = rc;
+		} else {
+			cp_ssh_result_free(&r);
+		}
+		pthread_mutex_unlock(&x->mu);
+	}
+	return NULL;
+}
+
+static void *canceller(void *arg)
+{
+	struct run_ctx *x = arg;
+
+	usleep((useconds_t)x->stream * 1000);
+	__atomic_store_n(&x->cancel, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static json_t *err_json(const struct cp_ssh_err *e)
+{
+	if (e->kind == CP_SSH_OK)
+		return json_null();
+	return json_pack("{s:s,s:s,s:b}", "kind", cp_ssh_kind_name(e->kind), "message", e->msg,
+			 "retryable", e->retryable);
+}
+
+static void print_result(const struct run_ctx *x, int json, double first_ms)
+{
+	const struct cp_ssh_result *r = &x->last;
+	json_t *o;
+
+	if (!json) {
+		if (r->error.kind != CP_SSH_OK)
+			fprintf(stderr, "sluice-control ssh: %s error: %s\n",
+				cp_ssh_kind_name(r->error.kind), r->error.msg);
+		return;
+	}
+	o = json_pack("{s:i,s:b,s:s,s:s%,s:s%,s:b,s:f,s:f,s:o}", "exit", r->exit_code, "exit_known",
+		      r->exit_known, "signal", r->signal, "stdout", r->out ? r->out : "",
+		      r->out_len, "stderr", r->err ? r->err : "", r->err_len, "truncated",
+		      r->truncated, "duration_ms", r->duration_ms, "connect_ms", first_ms, "error",
+		      err_json(&r->error));
+	if (x->pool) {
+		struct cp_ssh_pool_stats st;
+
+		cp_ssh_pool_stats(x->pool, &st);
+		json_object_set_new(o, "pool",
+				    json_pack("{s:I,s:I,s:I,s:I,s:i}", "connects",
+					      (json_int_t)st.connects, "connect_retries",
+					      (json_int_t)st.connect_retries, "connect_failures",
+					      (json_int_t)st.connect_failures, "channel_refusals",
+					      (json_int_t)st.channel_refusals, "max_channels",
+					      st.max_channels));
+	}
+	if (x->repeat > 1 && x->lat) {
+		qsort(x->lat, (size_t)x->repeat, sizeof(double), cmp_double);
+		json_object_set_new(o, "runs", json_integer(x->repeat));
+		json_object_set_new(o, "failures", json_integer(x->failures));
+		json_object_set_new(o, "p50_ms", json_real(x->lat[x->repeat / 2]));
+		json_object_set_new(o, "p99_ms", json_real(x->lat[(x->repeat * 99) / 100]));
+	}
+	json_dumpf(o, stdout, JSON_COMPACT);
+	printf("\n");
+	json_decref(o);
+}
+
+static char *read_file(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	long n;
+
+	if (!f)
+		return NULL;
+	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (buf = malloc((size_t)n + 1)) != NULL) {
+		if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+			free(buf);
+			buf = NULL;
+		} else {
+			buf[n] = '\0';
+		}
+	}
+	fclose(f);
+	return buf;
+}
+
+static int do_exec(const struct sl_config *cfg, struct cp_ssh_pool *pool, int json)
+{
+	static char sudo_pw[128];
+	char envs[1024], *script = NULL;
+	const char *env[ENV_MAX], *interp = sl_config_str(cfg, "interp");
+	const char *words[SL_CONFIG_MAX_ARGS + 1];
+	struct run_ctx x = {.pool = pool, .repeat = (int)sl_config_int(cfg, "repeat")};
+	int par = (int)sl_config_int(cfg, "parallel"), rc;
+	pthread_t th[256], cth;
+	struct cp_ssh_err err = {0};
+	double first_ms = 0;
+	double t0;
+
+	snprintf(envs, sizeof(envs), "%s", sl_config_str(cfg, "env"));
+	split(envs, env, ENV_MAX);
+	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
+	for (size_t i = 2; i < cfg->nargs; i++)
+		words[i - 2] = cfg->args[i];
+	words[cfg->nargs >= 2 ? cfg->nargs - 2 : 0] = NULL;
+	x.cmd = (struct cp_ssh_cmd){
+		.argv = words,
+		.env = env,
+		.cwd = *sl_config_str(cfg, "cwd") ? sl_config_str(cfg, "cwd") : NULL,
+		.sudo = (int)sl_config_int(cfg, "sudo"),
+		.sudo_password = sudo_pw[0] ? sudo_pw : NULL,
+		.timeout_ms = (int)sl_config_int(cfg, "timeout"),
+		.on_line = json || x.repeat > 1 ? NULL : print_line,
+		.cancel = &x.cancel,
+	};
+	if (*sl_config_str(cfg, "script")) {
+		script = read_file(sl_config_str(cfg, "script"));
+		if (!script) {
+			fprintf(stderr, "sluice-control ssh: cannot read %s\n",
+				sl_config_str(cfg, "script"));
+			return SL_EXIT_USAGE;
+		}
+		x.cmd.script = script;
+		x.cmd.interp = strcmp(interp, "bash") == 0	? CP_SSH_BASH
+			       : strcmp(interp, "python3") == 0 ? CP_SSH_PYTHON3
+								: CP_SSH_SH;
+		x.cmd.script_args = x.cmd.argv;
+	} else if (cfg->nargs < 3) {
+		fprintf(stderr, "sluice-control ssh exec: no command (after --)\n");
+		return SL_EXIT_USAGE;
+	}
+	t0 = cp_ssh_clock_ms();
+	if (cp_ssh_pool_connect(pool, &err) < 0) {
+		x.last.error = err;
+		x.last.exit_code = CP_SSH_EXIT_NONE;
+		print_result(&x, json, 0);
+		free(script);
+		return 255;
+	}
+	first_ms = cp_ssh_clock_ms() - t0;
+	x.lat = calloc((size_t)x.repeat, sizeof(double));
+	pthread_mutex_init(&x.mu, NULL);
+	x.stream = (int)sl_config_int(cfg, "cancel-after");
+	if (x.stream)
+		pthread_create(&cth, NULL, canceller, &x);
+	for (int i = 0; i < par; i++)
+		pthread_create(&th[i], NULL, run_worker, &x);
+	for (int i = 0; i < par; i++)
+		pthread_join(th[i], NULL);
+	if (x.stream)
+		pthread_join(cth, NULL);
+	print_result(&x, json, first_ms);
+	rc = x.last_rc < 0			    ? 255
+	     : x.repeat > 1			    ? (x.failures ? 1 : 0)
+	     : x.last.exit_code == CP_SSH_EXIT_NONE ? 255
+						    : x.last.exit_code;
+	cp_ssh_result_free(&x.last);
+	pthread_mutex_destroy(&x.mu);
+	free(x.lat);
+	free(script);
+	explicit_bzero(sudo_pw, sizeof(sudo_pw));
+	return rc;
+}
+
+static void progress(void *arg, uint64_t done, uint64_t total)
+{
+	struct run_ctx *x = arg;
+
+	(void)total;
+	/* --cancel-after for transfers counts bytes: an interruption mid-file. */
+	if (x->stream && done >= (uint64_t)x->stream)
+		__atomic_store_n(&x->cancel, 1, __ATOMIC_RELEASE);
+}
+
+/* `put - REMOTE`: the file's content from stdin (CreateRemoteFile). */
+static int put_stdin(struct cp_ssh_pool *pool, const char *remote, const struct cp_ssh_xfer *xf,
+		     struct cp_ssh_xfer_result *r)
+{
+	size_t len = 0, cap = 1 << 16;
+	char *buf = malloc(cap);
+	ssize_t n;
+	int rc;
+
+	while (buf && (n = read(0, buf + len, cap - len)) > 0) {
+		len += (size_t)n;
+		if (len == cap) {
+			char *p = cap < ((size_t)1 << 30) ? realloc(buf, cap * 2) : NULL;
+
+			if (!p) {
+				free(buf);
+				buf = NULL;
+				break;
+			}
+			buf = p;
+			cap *= 2;
+		}
+	}
+	if (!buf) {
+		memset(r, 0, sizeof(*r));
+		cp_ssh_err_set(&r->error, CP_SSH_E_TRANSFER, "stdin: too large or out of memory");
+		return -ENOMEM;
+	}
+	rc = cp_ssh_put_mem(pool, buf, len, remote, xf, r);
+	free(buf);
+	return rc;
+}
+
+static int do_sync(const struct sl_config *cfg, struct cp_ssh_pool *pool)
+{
+	static char sudo_pw[128];
+	struct cp_ssh_xfer xf = {0};
+	struct cp_ssh_sync_result r;
+	json_t *o;
+	int rc;
+
+	if (cfg->nargs != 4) {
+		fprintf(stderr, "sluice-control ssh sync: want HOST LOCAL_DIR REMOTE_DIR\n");
+		return SL_EXIT_USAGE;
+	}
+	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
+	xf.sudo = (int)sl_config_int(cfg, "sudo");
+	xf.sudo_password = sudo_pw[0] ? sudo_pw : NULL;
+	xf.owner = *sl_config_str(cfg, "owner") ? sl_config_str(cfg, "owner") : NULL;
+	rc = cp_ssh_sync(pool, cfg->args[2], cfg->args[3], &xf, &r);
+	o = json_pack("{s:b,s:i,s:i,s:I,s:f,s:o}", "ok", rc == 0, "files", (int)r.files, "changed",
+		      (int)r.changed, "bytes", (json_int_t)r.bytes, "duration_ms", r.duration_ms,
+		      "error", err_json(&r.error));
+	json_dumpf(o, stdout, JSON_COMPACT);
+	printf("\n");
+	json_decref(o);
+	if (rc < 0)
+		fprintf(stderr, "sluice-control ssh: %s error: %s\n",
+			cp_ssh_kind_name(r.error.kind), r.error.msg);
+	explicit_bzero(sudo_pw, sizeof(sudo_pw));
+	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;
+}
+
+/* `health`: a check now, and again every --interval for --watch seconds;
+ * one JSON line each. Exit 0 when the last check found the host healthy. */
+static int do_health(const struct sl_config *cfg, struct cp_ssh_pool *pool)
+{
+	const char *rs = sl_config_str(cfg, "recovery");
+	enum cp_ssh_recovery how = strcmp(rs, "rebuild") == 0 ? CP_SSH_RECOVER_REBUILD
+				   : strcmp(rs, "none") == 0  ? CP_SSH_RECOVER_NONE
+							      : CP_SSH_RECOVER_RECONNECT;
+	int64_t end = cp_ssh_now_ms() + sl_config_int(cfg, "watch") * 1000;
+	struct cp_ssh_health *h = calloc(1, sizeof(*h));
+	struct cp_ssh_err err;
+	int ok = 0;
+
+	if (!h)
+		return SL_EXIT_FAIL;
+	for (long i = 0; i < sl_config_int(cfg, "warm"); i++)
+		cp_ssh_pool_connect(pool, &err);
+	do {
+		json_t *o;
+
+		ok = cp_ssh_health_check(pool, how, h) == 0;
+		o = cp_ssh_health_json(h);
+		json_dumpf(o, stdout, JSON_COMPACT);
+		printf("\n");
+		fflush(stdout);
+		json_decref(o);
+		if (cp_ssh_now_ms() < end)
+			usleep((useconds_t)sl_config_int(cfg, "interval") * 1000);
+	} while (cp_ssh_now_ms() < end);
+	free(h);
+	return ok ? SL_EXIT_OK : SL_EXIT_FAIL;
+}
+
+static void print_event(void *arg, const struct cp_mgr_event *ev)
+{
+	json_t *o = cp_mgr_event_json(ev);
+
+	(void)arg;
+	json_dumpf(o, stdout, JSON_COMPACT);
+	printf("\n");
+	fflush(stdout);
+	json_decref(o);
+}
+
+/* "a\\nb" (as a flag carries it) into "a\nb\n". */
+static void unescape_lines(const char *in, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	for (; *in && o + 2 < cap; in++) {
+		if (in[0] == '\\' && in[1] == 'n') {
+			out[o++] = '\n';
+			in++;
+		} else {
+			out[o++] = *in;
+		}
+	}
+	if (o && out[o - 1] != '\n' && o + 1 < cap)
+		out[o++] = '\n';
+	out[o] = '\0';
+}
+
+static void print_summary(const struct cp_mgr *m, int rc, double t0)
+{
+	json_t *o = cp_mgr_result_json(m, rc, cp_ssh_clock_ms() - t0);
+
+	json_dumpf(o, stdout, JSON_COMPACT);
+	printf("\n");
+	json_decref(o);
+}
+
+/* `node lockdown TARGET` and `node audit TARGET`. */
+static int do_security(const struct sl_config *cfg, struct cp_ssh_pool *pool,
+		       const struct cp_ssh_config *c, int audit)
+{
+	static char sudo_pw[128];
+	struct cp_mgr m = {
+		.pool = pool, .check = (int)sl_config_int(cfg, "check"), .on_event = print_event};
+	struct cp_provision_spec s = {.http = sl_config_str(cfg, "relay-http"),
+				      .agents = sl_config_str(cfg, "relay-agents")};
+	int ports[4], rc;
+	size_t n = cp_provision_ports(&s, ports, 4);
+	char extra[1024];
+	double t0 = cp_ssh_clock_ms();
+
+	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
+	m.sudo = strcmp(c->user, "root") != 0;
+	m.sudo_password = sudo_pw[0] ? sudo_pw : NULL;
+	if (audit) {
+		json_t *rep = cp_security_audit(&m, ports, n);
+
+		if (!rep) {
+			fprintf(stderr, "sluice-control node audit: %s\n", m.err.cause);
+			return SL_EXIT_FAIL;
+		}
+		if (sl_config_int(cfg, "json")) {
+			json_dumpf(rep, stdout, JSON_COMPACT);
+			printf("\n");
+		} else {
+			cp_security_audit_print(rep, stdout);
+		}
+		json_decref(rep);
+		return SL_EXIT_OK;
+	}
+	unescape_lines(sl_config_str(cfg, "ssh-extra"), extra, sizeof(extra));
+	rc = cp_security_lockdown(
+		&m, &(struct cp_lockdown_spec){.level = (enum cp_lockdown)cp_lockdown_parse(
+						       sl_config_str(cfg, "lockdown")),
+					       .ports = ports,
+					       .nports = n,
+					       .ssh_extra = extra,
+					       .firewall = (enum cp_firewall)cp_firewall_parse(
+						       sl_config_str(cfg, "firewall"))});
+	print_summary(&m, rc, t0);
+	explicit_bzero(sudo_pw, sizeof(sudo_pw));
+	return rc == 0 ? SL_EXIT_OK : SL_EXIT_FAIL;
+}
+
+/* `node provision TARGET`: events as JSON lines, then the result. */
+static int do_provision(const struct sl_config *cfg, struct cp_ssh_pool *pool,
+			const struct cp_ssh_config *c)
+{
+	static char sudo_pw[128];
+	const char *secret = getenv(sl_config_str(cfg, "session-secret-env"));
+	char ssh_extra[1024];
+	struct cp_mgr m = {
+		.pool = pool, .check = (int)sl_config_int(cfg, "check"), .on_event = print_event};
+	struct cp_provision_spec s = {.relay_binary = sl_config_str(cfg, "relay-binary"),
+				      .relay_id = *sl_config_str(cfg, "relay-id")
+							  ? sl_config_str(cfg, "relay-id")
+							  : c->host,
+				      .redis_url = sl_config_str(cfg, "relay-redis"),
+				      .session_secret = secret ? secret : "",
+				      .http = sl_config_str(cfg, "relay-http"),
+				      .agents = sl_config_str(cfg, "relay-agents"),
+				      .admin = sl_config_str(cfg, "relay-admin"),
+				      .domain = sl_config_str(cfg, "relay-domain"),
+				      .lockdown = cp_lockdown_parse(sl_config_str(cfg, "lockdown")),
+				      .firewall = cp_firewall_parse(sl_config_str(cfg, "firewall")),
+				      .ssh_extra = ssh_extra,
+				      .verify_redis = sl_config_str(cfg, "verify-redis")};
+	double t0 = cp_ssh_clock_ms();
+	int rc;
+
+	if (!*s.relay_binary || strlen(s.session_secret) < 32) {
+		fprintf(stderr,
+			"sluice-control node provision: give --relay-binary and the session "
+			"secret (32 bytes or more) in $%s\n",
+			sl_config_str(cfg, "session-secret-env"));
+		return SL_EXIT_USAGE;
+	}
+	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
+	unescape_lines(sl_config_str(cfg, "ssh-extra"), ssh_extra, sizeof(ssh_extra));
+	m.sudo = strcmp(c->user, "root") != 0;
+	m.sudo_password = sudo_pw[0] ? sudo_pw : NULL;
+	rc = cp_provision(&m, &s);
+	print_summary(&m, rc, t0);
+	explicit_bzero(sudo_pw, sizeof(sudo_pw));
+	return rc == 0 ? SL_EXIT_OK : SL_EXIT_FAIL;
+}
+
+static int do_xfer(const struct sl_config *cfg, struct cp_ssh_pool *pool, int put)
+{
+	static char sudo_pw[128];
+	struct run_ctx x = {.stream = (int)sl_config_int(cfg, "cancel-after")};
+	struct cp_ssh_xfer xf = {.on_progress = progress, .arg = &x, .cancel = &x.cancel};
+	struct cp_ssh_xfer_result r;
+	const char *mode = sl_config_str(cfg, "mode");
+	json_t *o;
+	int rc;
+
+	if (cfg->nargs != 4) {
+		fprintf(stderr, "sluice-control ssh %s: want HOST %s\n", put ? "put" : "get",
+			put ? "LOCAL REMOTE" : "REMOTE LOCAL");
+		return SL_EXIT_USAGE;
+	}
+	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
+	xf.mode = *mode ? (unsigned)strtoul(mode, NULL, 8) : 0;
+	xf.owner = *sl_config_str(cfg, "owner") ? sl_config_str(cfg, "owner") : NULL;
+	xf.sudo = (int)sl_config_int(cfg, "sudo");
+	xf.sudo_password = sudo_pw[0] ? sudo_pw : NULL;
+	xf.timeout_ms = (int)sl_config_int(cfg, "timeout");
+	if (put && strcmp(cfg->args[2], "-") == 0)
+		rc = put_stdin(pool, cfg->args[3], &xf, &r);
+	else
+		rc = put ? cp_ssh_put(pool, cfg->args[2], cfg->args[3], &xf, &r)
+			 : cp_ssh_get(pool, cfg->args[2], cfg->args[3], &xf, &r);
+	o = json_pack("{s:b,s:I,s:s,s:f,s:b,s:o}", "ok", rc == 0, "bytes", (json_int_t)r.bytes,
+		      "sha256", r.sha256, "duration_ms", r.duration_ms, "changed", r.changed,
+		      "error", err_json(&r.error));
+	json_dumpf(o, stdout, JSON_COMPACT);
+	printf("\n");
+	json_decref(o);
+	if (rc < 0)
+		fprintf(stderr, "sluice-control ssh: %s error: %s\n",
+			cp_ssh_kind_name(r.error.kind), r.error.msg);
+	explicit_bzero(sudo_pw, sizeof(sudo_pw));
+	return rc < 0 ? SL_EXIT_FAIL : SL_EXIT_OK;
+}
+
+int cp_ssh_cli_main(int argc, char **argv)
+{
+	struct sl_config cfg;
+	struct cp_ssh_config c;
+	struct cp_ssh_policy pol = {0};
+	struct cp_ssh_pool *pool = NULL;
+	struct cp_ssh_err err = {0};
+	const char *allow[32], *deny[32];
+	char allows[1024], denies[1024];
+	int rc, audit = -1, json;
+	const char *verb;
+
+	memset(&c, 0, sizeof(c));
+	rc = sl_cli_start(&ssh_cli, &cfg, argc, argv);
+	if (rc != 0) {
+		sl_config_free(&cfg);
+		return rc > 0 ? SL_EXIT_OK : SL_EXIT_USAGE;
+	}
+	rc = SL_EXIT_USAGE;
+	if (cfg.nargs < 2) {
+		fputs(ssh_cli.usage, stderr);
+		goto out;
+	}
+	verb = cfg.args[0];
+	if (build_config(&cfg, cfg.args[1], &c) < 0)
+		goto out;
+	json = (int)sl_config_int(&cfg, "json");
+	if (strcmp(verb, "diagnose") == 0) {
+		rc = cp_ssh_diag_cli(&c, json);
+		goto out;
+	}
+	if (cp_ssh_config_check(&c, &err) < 0) {
+		fprintf(stderr, "sluice-control ssh: %s\n", err.msg);
+		goto out;
+	}
+	snprintf(allows, sizeof(allows), "%s", sl_config_str(&cfg, "allow"));
+	snprintf(denies, sizeof(denies), "%s", sl_config_str(&cfg, "deny"));
+	pol.nallow = split(allows, allow, 32);
+	pol.ndeny = split(denies, deny, 32);
+	pol.allow = allow;
+	pol.deny = deny;
+	if (*sl_config_str(&cfg, "audit-log")) {
+		audit = open(sl_config_str(&cfg, "audit-log"),
+			     O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (audit < 0) {
+			fprintf(stderr, "sluice-control ssh: %s: %s\n",
+				sl_config_str(&cfg, "audit-log"), strerror(errno));
+			goto out;
+		}
+	}
+	pool = cp_ssh_pool_new(&c, &pol, audit);
+	if (!pool) {
+		rc = SL_EXIT_FAIL;
+		goto out;
+	}
+	if (strcmp(verb, "exec") == 0)
+		rc = do_exec(&cfg, pool, json);
+	else if (strcmp(verb, "lockdown") == 0 || strcmp(verb, "audit") == 0)
+		rc = do_security(&cfg, pool, &c, verb[0] == 'a');
+	else if (strcmp(verb, "provision") == 0)
+		rc = do_provision(&cfg, pool, &c);
+	else if (strcmp(verb, "health") == 0)
+		rc = do_health(&cfg, pool);
+	else if (strcmp(verb, "sync") == 0)
+		rc = do_sync(&cfg, pool);
+	else if (strcmp(verb, "put") == 0 || strcmp(verb, "get") == 0)
+		rc = do_xfer(&cfg, pool, verb[0] == 'p');
+	else
+		fprintf(stderr,
+			"sluice-control ssh: unknown verb \"%s\" (exec, put, get, sync, "
+			"health, diagnose)\n",
+			verb);
+out:
+	cp_ssh_pool_free(pool);
+	if (audit >= 0)
+		close(audit);
+	cp_ssh_config_wipe(&c);
+	sl_config_free(&cfg);
+	return rc;
+}
