@@ -32,11 +32,9 @@
  * descriptor the thread may still write to); the read end is the loop's.
  */
 #include "api/cp_jobs.h"
-#include "mgr/cp_mgr_int.h"
 #include "api/cp_node_pools.h"
 #include "mgr/cp_provision.h"
 #include "mgr/cp_security.h"
-#include "ssh/cp_ssh_int.h"
 #include "pr_token.h"
 #include "sl_time.h"
 #include "sl_thread.h"
@@ -230,7 +228,7 @@ static void *job_main(void *arg)
 			   .on_event = on_event,
 			   .arg = j,
 			   .cancel = &j->cancel};
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 	int rc;
 
 	if (pool) {
@@ -240,7 +238,7 @@ static void *job_main(void *arg)
 		rc = -1;
 	}
 	pthread_mutex_lock(&j->mu);
-	j->result = cp_mgr_result_json(&m, rc, cp_ssh_clock_ms() - t0);
+	j->result = cp_mgr_result_json(&m, rc, sl_mono_ms_f() - t0);
 	j->status = rc == 0				   ? JOB_SUCCEEDED
 		    : strcmp(m.err.step, "cancelled") == 0 ? JOB_CANCELLED
 							   : JOB_FAILED;

@@ -15,13 +15,14 @@
 #include "mgr/cp_provision.h"
 #include "mgr/cp_security.h"
 #include "ssh/cp_ssh_diag.h"
-#include "ssh/cp_ssh_int.h"
 #include "sl_cli.h"
 #include "sl_log.h"
+#include "sl_time.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <libssh2.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -466,7 +467,7 @@ static int do_exec(const struct sl_config *cfg, struct cp_ssh_pool *pool, int js
 		fprintf(stderr, "sluice-control ssh exec: no command (after --)\n");
 		return SL_EXIT_USAGE;
 	}
-	t0 = cp_ssh_clock_ms();
+	t0 = sl_mono_ms_f();
 	if (cp_ssh_pool_connect(pool, &err) < 0) {
 		x.last.error = err;
 		x.last.exit_code = CP_SSH_EXIT_NONE;
@@ -474,7 +475,7 @@ static int do_exec(const struct sl_config *cfg, struct cp_ssh_pool *pool, int js
 		free(script);
 		return 255;
 	}
-	first_ms = cp_ssh_clock_ms() - t0;
+	first_ms = sl_mono_ms_f() - t0;
 	x.lat = calloc((size_t)x.repeat, sizeof(double));
 	pthread_mutex_init(&x.mu, NULL);
 	x.stream = (int)sl_config_int(cfg, "cancel-after");
@@ -580,7 +581,7 @@ static int do_health(const struct sl_config *cfg, struct cp_ssh_pool *pool)
 	enum cp_ssh_recovery how = strcmp(rs, "rebuild") == 0 ? CP_SSH_RECOVER_REBUILD
 				   : strcmp(rs, "none") == 0  ? CP_SSH_RECOVER_NONE
 							      : CP_SSH_RECOVER_RECONNECT;
-	int64_t end = cp_ssh_now_ms() + sl_config_int(cfg, "watch") * 1000;
+	uint64_t end = sl_mono_ms() + (uint64_t)sl_config_int(cfg, "watch") * 1000;
 	struct cp_ssh_health *h = calloc(1, sizeof(*h));
 	struct cp_ssh_err err;
 	int ok = 0;
@@ -598,9 +599,9 @@ static int do_health(const struct sl_config *cfg, struct cp_ssh_pool *pool)
 		printf("\n");
 		fflush(stdout);
 		json_decref(o);
-		if (cp_ssh_now_ms() < end)
+		if (sl_mono_ms() < end)
 			usleep((useconds_t)sl_config_int(cfg, "interval") * 1000);
-	} while (cp_ssh_now_ms() < end);
+	} while (sl_mono_ms() < end);
 	free(h);
 	return ok ? SL_EXIT_OK : SL_EXIT_FAIL;
 }
@@ -636,7 +637,7 @@ static void unescape_lines(const char *in, char *out, size_t cap)
 
 static void print_summary(const struct cp_mgr *m, int rc, double t0)
 {
-	json_t *o = cp_mgr_result_json(m, rc, cp_ssh_clock_ms() - t0);
+	json_t *o = cp_mgr_result_json(m, rc, sl_mono_ms_f() - t0);
 
 	json_dumpf(o, stdout, JSON_COMPACT);
 	printf("\n");
@@ -655,7 +656,7 @@ static int do_security(const struct sl_config *cfg, struct cp_ssh_pool *pool,
 	int ports[4], rc;
 	size_t n = cp_provision_ports(&s, ports, 4);
 	char extra[1024];
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 
 	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
 	m.sudo = strcmp(c->user, "root") != 0;
@@ -713,7 +714,7 @@ static int do_provision(const struct sl_config *cfg, struct cp_ssh_pool *pool,
 				      .firewall = cp_firewall_parse(sl_config_str(cfg, "firewall")),
 				      .ssh_extra = ssh_extra,
 				      .verify_redis = sl_config_str(cfg, "verify-redis")};
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 	int rc;
 
 	if (!*s.relay_binary || strlen(s.session_secret) < 32) {

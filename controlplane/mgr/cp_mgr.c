@@ -4,7 +4,7 @@
  * root, the facts-plan-apply-verify driver, progress events and typed errors.
  */
 #include "mgr/cp_mgr_int.h"
-#include "ssh/cp_ssh_int.h"
+#include "sl_time.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -154,7 +154,7 @@ void cp_mgr_emit(struct cp_mgr *m, const char *op, const char *step, enum cp_mgr
 	struct cp_mgr_event ev = {.operation = op,
 				  .step = step,
 				  .status = st,
-				  .duration_ms = cp_ssh_clock_ms() - t0,
+				  .duration_ms = sl_mono_ms_f() - t0,
 				  .diff = diff ? diff : ""};
 
 	m->steps++;
@@ -229,7 +229,7 @@ int cp_mgr_apply_guarded(struct cp_mgr *m, enum cp_mgr_err_type type, const char
 			 const char *step, cp_mgr_plan_fn plan, const void *spec,
 			 cp_mgr_guard_fn guard, void *arg)
 {
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 	struct cp_plan p, again;
 
 	if (cp_mgr_cancelled(m, op))

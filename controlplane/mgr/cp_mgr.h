@@ -72,6 +72,11 @@ struct cp_mgr {
 	char ssh_client[64];
 };
 
+/* Record the failure that stops the run in m->err (a manager's, or its
+ * caller's when the run cannot start: no connection). */
+void cp_mgr_fail(struct cp_mgr *m, enum cp_mgr_err_type t, const char *what, const char *step,
+		 int retryable, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
 /* The run was asked to stop: fails it (SetupError, step "cancelled") and
  * returns 1; 0 otherwise. */
 int cp_mgr_cancelled(struct cp_mgr *m, const char *op);

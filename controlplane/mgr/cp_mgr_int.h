@@ -27,8 +27,6 @@ int cp_mgr_run(struct cp_mgr *m, const char *const *argv, const char *input,
 	       struct cp_ssh_result *r);
 /* sh -c script with $1 = arg (or none). */
 int cp_mgr_sh(struct cp_mgr *m, const char *script, const char *arg, struct cp_ssh_result *r);
-void cp_mgr_fail(struct cp_mgr *m, enum cp_mgr_err_type t, const char *what, const char *step,
-		 int retryable, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* A file's facts-diff-put-verify (cp_setup_files.c), as operation op.
  * secret: its lines never reach a diff (it holds a password or a key). */
 int cp_mgr_file(struct cp_mgr *m, const char *op, const char *path, const char *content,

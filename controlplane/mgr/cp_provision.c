@@ -18,7 +18,6 @@
 #include "mgr/cp_provision.h"
 #include "mgr/cp_security.h"
 #include "mgr/cp_service.h"
-#include "ssh/cp_ssh_int.h"
 #include "sl_redis.h"
 #include "sl_time.h"
 
@@ -82,7 +81,7 @@ int cp_provision_config(const struct cp_provision_spec *s, char *out, size_t cap
 /* The binary, as a manager step: sent only when its hash differs. */
 static int put_binary(struct cp_mgr *m, const char *local)
 {
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 	struct cp_ssh_xfer x = {.mode = 0755,
 				.owner = "root:root",
 				.sudo = m->sudo,
@@ -121,7 +120,7 @@ static int check_answers(struct cp_mgr *m, const char *admin)
 		"dd bs=4096 iflag=fullblock status=none >&3; "
 		"head -1 <&3; exit 0; }; sleep 1; done; echo 'no answer'; exit 1";
 	const char *argv[] = {"bash", "-c", HEALTH_SH, "bash", admin, NULL};
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 	struct cp_ssh_result r;
 	int ok;
 
@@ -268,7 +267,7 @@ static int st_health(struct prov *p)
 /* From the control plane's side: the relay's heartbeat in Redis. */
 static int st_join(struct prov *p)
 {
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 	char why[300];
 
 	if (p->m->check || !p->s->verify_redis || !*p->s->verify_redis)
@@ -300,7 +299,7 @@ int cp_provision(struct cp_mgr *m, const struct cp_provision_spec *s)
 	}
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
 		if (cp_mgr_cancelled(m, steps[i].name)) {
-			cp_mgr_emit(m, steps[i].name, "cancelled", CP_MGR_FAILED, cp_ssh_clock_ms(),
+			cp_mgr_emit(m, steps[i].name, "cancelled", CP_MGR_FAILED, sl_mono_ms_f(),
 				    m->err.cause);
 			return -1;
 		}

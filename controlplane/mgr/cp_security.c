@@ -12,7 +12,7 @@
 #include "mgr/cp_security.h"
 #include "mgr/cp_service.h"
 #include "ssh/cp_ssh_diag.h"
-#include "ssh/cp_ssh_int.h"
+#include "sl_time.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -173,7 +173,7 @@ static int deadman_arm(struct cp_mgr *m, const char *name, const char *undo)
 	ok = cp_mgr_run(m, argv, NULL, &r) == 0 && r.exit_code == 0;
 	cp_ssh_result_free(&r);
 	snprintf(said, sizeof(said), "armed: undone by the host in %s s unless proven", argv[6]);
-	cp_mgr_emit(m, "dead-man-switch", name, CP_MGR_UNCHANGED, cp_ssh_clock_ms(),
+	cp_mgr_emit(m, "dead-man-switch", name, CP_MGR_UNCHANGED, sl_mono_ms_f(),
 		    ok ? said : "not armed (no systemd-run): the in-band rollback only");
 	return ok;
 }
@@ -232,7 +232,7 @@ int cp_security_ssh(struct cp_mgr *m, enum cp_lockdown level, const char *extra)
 	static const char *const reload[] = {"systemctl", "reload", "ssh", NULL};
 	char text[4096], kex[1024], ciphers[1024], macs[1024], why[600], *old = NULL;
 	struct cp_ssh_result r;
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 	unsigned before = m->changed;
 	int armed = 0, undone = 0;
 

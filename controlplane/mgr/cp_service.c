@@ -7,7 +7,7 @@
  */
 #include "mgr/cp_mgr_int.h"
 #include "mgr/cp_service.h"
-#include "ssh/cp_ssh_int.h"
+#include "sl_time.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -138,7 +138,7 @@ static int systemctl(struct cp_mgr *m, const char *action, const char *unit)
  * of an inactive one and enable of an enabled one do nothing. */
 int cp_service_action(struct cp_mgr *m, const char *unit, const char *action)
 {
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 	struct cp_service_status st;
 	int needed;
 	char diff[160];
@@ -179,7 +179,7 @@ failed:
 
 int cp_service_wait(struct cp_mgr *m, const char *unit, int timeout_ms)
 {
-	double t0 = cp_ssh_clock_ms(), up_since = 0;
+	double t0 = sl_mono_ms_f(), up_since = 0;
 	struct cp_service_status st;
 	int pid = 0;
 
@@ -193,9 +193,9 @@ int cp_service_wait(struct cp_mgr *m, const char *unit, int timeout_ms)
 			goto failed;
 		if (strcmp(st.active, "active") == 0 && strcmp(st.sub, "running") == 0) {
 			if (!up_since || st.main_pid != pid) {
-				up_since = cp_ssh_clock_ms();
+				up_since = sl_mono_ms_f();
 				pid = st.main_pid;
-			} else if (cp_ssh_clock_ms() - up_since >= STABLE_MS) {
+			} else if (sl_mono_ms_f() - up_since >= STABLE_MS) {
 				cp_mgr_emit(m, "wait", unit, CP_MGR_UNCHANGED, t0, "");
 				return 0;
 			}
@@ -203,7 +203,7 @@ int cp_service_wait(struct cp_mgr *m, const char *unit, int timeout_ms)
 			up_since = 0;
 		}
 		if (strcmp(st.active, "failed") == 0 || strcmp(st.sub, "auto-restart") == 0 ||
-		    cp_ssh_clock_ms() - t0 > timeout_ms)
+		    sl_mono_ms_f() - t0 > timeout_ms)
 			break;
 		usleep(WAIT_STEP_MS * 1000);
 	}
@@ -212,7 +212,7 @@ int cp_service_wait(struct cp_mgr *m, const char *unit, int timeout_ms)
 
 		cp_mgr_fail(m, CP_MGR_SERVICE, unit, "wait", 0,
 			    "%s is %s/%s (%s) after %.0f ms; last log lines:\n%.400s", unit,
-			    st.active, st.sub, st.result, cp_ssh_clock_ms() - t0,
+			    st.active, st.sub, st.result, sl_mono_ms_f() - t0,
 			    logs ? logs : "(journalctl gave nothing)");
 		snprintf(m->err.state, sizeof(m->err.state), "%s", st.active);
 		free(logs);

@@ -4,7 +4,6 @@
  * plan (tested without a host), the driver in cp_mgr.c for the rest.
  */
 #include "mgr/cp_mgr_int.h"
-#include "ssh/cp_ssh_int.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -6,7 +6,7 @@
  * when it differs, then read it back.
  */
 #include "mgr/cp_mgr_int.h"
-#include "ssh/cp_ssh_int.h"
+#include "sl_time.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -104,7 +104,7 @@ static int file_state(struct cp_mgr *m, const char *op, const char *path, struct
 int cp_mgr_file(struct cp_mgr *m, const char *op, const char *path, const char *content,
 		const char *owner, unsigned mode, const char *validate, int secret)
 {
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 	struct cp_ssh_result r;
 	struct file_facts f;
 	struct cp_plan p, again;

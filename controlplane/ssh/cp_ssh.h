@@ -53,6 +53,9 @@ struct cp_ssh_err {
 };
 
 const char *cp_ssh_kind_name(enum cp_ssh_kind kind); /* "network", "hostkey", ... */
+/* Fill e: kind, whether it is retryable (the network), the message. */
+void cp_ssh_err_set(struct cp_ssh_err *e, enum cp_ssh_kind kind, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 enum cp_ssh_hostkey_policy {
 	CP_SSH_HOSTKEY_STRICT = 0, /* the key must be in known_hosts (the default) */
@@ -117,6 +120,8 @@ int cp_ssh_pool_connect(struct cp_ssh_pool *pool, struct cp_ssh_err *err);
 /* Stop every connection (running commands fail with CP_SSH_E_CANCELLED,
  * their remote processes signalled) and free the pool. */
 void cp_ssh_pool_free(struct cp_ssh_pool *pool);
+/* The configuration the pool connects with (a fresh connection like its own). */
+const struct cp_ssh_config *cp_ssh_pool_config(const struct cp_ssh_pool *pool);
 
 /* Counters of a pool, for /metrics, the health monitor and tests. */
 struct cp_ssh_pool_stats {

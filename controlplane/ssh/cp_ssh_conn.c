@@ -45,22 +45,6 @@ const char *cp_ssh_kind_name(enum cp_ssh_kind kind)
 	return kind_names[kind];
 }
 
-int64_t cp_ssh_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-double cp_ssh_clock_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 void cp_ssh_err_set(struct cp_ssh_err *e, enum cp_ssh_kind kind, const char *fmt, ...)
 {
 	va_list ap;

@@ -400,7 +400,7 @@ struct cp_ssh_exec *cp_ssh_exec_new(const struct cp_ssh_pool *pool, const struct
 		free(e);
 		return NULL;
 	}
-	e->t0 = cp_ssh_clock_ms();
+	e->t0 = sl_mono_ms_f();
 	if (cmd->timeout_ms > 0)
 		e->deadline = cp_ssh_now_ms() + cmd->timeout_ms;
 	return e;
@@ -450,7 +450,7 @@ static int step_open(struct cp_ssh_exec *e, struct cp_ssh_conn *c)
 
 	e->ch = libssh2_channel_open_session(c->s);
 	if (e->ch) {
-		e->r->open_ms = cp_ssh_clock_ms() - e->t0;
+		e->r->open_ms = sl_mono_ms_f() - e->t0;
 		e->st = X_EXEC;
 		return CP_SSH_STEP_MOVED;
 	}
@@ -730,7 +730,7 @@ static int outcome(struct cp_ssh_exec *e)
 	struct cp_ssh_result *r = e->r;
 
 	flush_lines(e);
-	r->duration_ms = cp_ssh_clock_ms() - e->t0;
+	r->duration_ms = sl_mono_ms_f() - e->t0;
 	if (e->kill_stage) {
 		cp_ssh_err_set(&r->error, e->kill_kind, "%s", e->kill_msg);
 		return e->kill_kind == CP_SSH_E_TIMEOUT ? -ETIMEDOUT : -ECANCELED;
@@ -796,7 +796,17 @@ void cp_ssh_exec_lost(struct cp_ssh_exec *e)
 	if (!e->started)
 		e->st = X_OPEN; /* it may run again on another connection */
 	flush_lines(e);
-	e->r->duration_ms = cp_ssh_clock_ms() - e->t0;
+	e->r->duration_ms = sl_mono_ms_f() - e->t0;
+}
+
+/* The exec fills a result's buffers, so they are freed here (cp_ssh_run and
+ * the transfers only pass the result on). */
+void cp_ssh_result_free(struct cp_ssh_result *r)
+{
+	free(r->out);
+	free(r->err);
+	r->out = r->err = NULL;
+	r->out_len = r->err_len = 0;
 }
 
 void cp_ssh_exec_free(struct cp_ssh_exec *e)

@@ -8,6 +8,7 @@
 #define CP_SSH_INT_H
 
 #include "ssh/cp_ssh.h"
+#include "sl_time.h"
 
 #include <libssh2.h>
 #include <pthread.h>
@@ -91,7 +92,6 @@ int cp_ssh_run_on(struct cp_ssh_pool *pool, struct cp_ssh_conn *pin, const struc
 		  struct cp_ssh_result *r);
 /* Run a job on the pool and wait for it: 0 or the job's negative result. */
 int cp_ssh_pool_exec_job(struct cp_ssh_pool *pool, struct cp_ssh_job *j, double *connect_ms);
-const struct cp_ssh_config *cp_ssh_pool_config(const struct cp_ssh_pool *pool);
 /* A local file's SHA-256 as hex (OpenSSL: SHA-NI where the CPU has it). */
 int cp_ssh_file_sha256(const char *path, char hex[65]);
 const struct cp_ssh_policy *cp_ssh_pool_policy(const struct cp_ssh_pool *pool);
@@ -99,17 +99,17 @@ int cp_ssh_pool_audit_fd(const struct cp_ssh_pool *pool);
 /* A channel open was refused with channels open: lower the cap. */
 void cp_ssh_conn_refused(struct cp_ssh_conn *c);
 
-void cp_ssh_err_set(struct cp_ssh_err *e, enum cp_ssh_kind kind, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 /* libssh2's last error on s, as "(-18) Authentication failed ..." */
 void cp_ssh_err_from(struct cp_ssh_err *e, enum cp_ssh_kind kind, LIBSSH2_SESSION *s,
 		     const char *what);
 /* Whether a libssh2 error code means the connection itself is gone. */
 int cp_ssh_rc_is_fatal(int rc);
 
-int64_t cp_ssh_now_ms(void);
-/* The same clock in fractional milliseconds, for durations. */
-double cp_ssh_clock_ms(void);
+/* sl_mono_ms as the signed ms the executor's deadlines are reckoned in. */
+static inline int64_t cp_ssh_now_ms(void)
+{
+	return (int64_t)sl_mono_ms();
+}
 
 /* mkdir -p the directory remote_file will be in. */
 int cp_ssh_mkdirs(struct cp_ssh_pool *pool, const char *remote_file, const struct cp_ssh_xfer *x,

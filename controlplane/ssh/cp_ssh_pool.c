@@ -450,13 +450,13 @@ static int attach(struct cp_ssh_pool *p, struct cp_ssh_job *j, double *connect_m
 		if (p->running < p->max_commands && (c = pick_locked(p)) != NULL)
 			break;
 		if (p->running < p->max_commands && p->nconns + p->connecting < p->max_conns) {
-			double t0 = cp_ssh_clock_ms();
+			double t0 = sl_mono_ms_f();
 
 			p->connecting++;
 			pthread_mutex_unlock(&p->mu);
 			rc = grow(p, &j->err);
 			if (connect_ms)
-				*connect_ms += cp_ssh_clock_ms() - t0;
+				*connect_ms += sl_mono_ms_f() - t0;
 			pthread_mutex_lock(&p->mu);
 			if (rc < 0 && p->nconns == 0) {
 				pthread_mutex_unlock(&p->mu);

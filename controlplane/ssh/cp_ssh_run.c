@@ -164,14 +164,6 @@ static void audit(struct cp_ssh_pool *pool, const struct cp_ssh_cmd *c, const ch
 		sl_warn("ssh: audit log write failed");
 }
 
-void cp_ssh_result_free(struct cp_ssh_result *r)
-{
-	free(r->out);
-	free(r->err);
-	r->out = r->err = NULL;
-	r->out_len = r->err_len = 0;
-}
-
 int cp_ssh_run(struct cp_ssh_pool *pool, const struct cp_ssh_cmd *cmd, struct cp_ssh_result *r)
 {
 	return cp_ssh_run_on(pool, NULL, cmd, r);

@@ -280,10 +280,10 @@ static int sftp_run(struct cp_ssh_pool *pool, struct sftp_job *s, struct cp_ssh_
 	s->base.lost = sftp_lost;
 	if (s->x->timeout_ms > 0)
 		s->base.deadline_ms = cp_ssh_now_ms() + s->x->timeout_ms;
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 
 	rc = cp_ssh_pool_exec_job(pool, &s->base, NULL);
-	cp_ssh_pool_record(pool, cp_ssh_clock_ms() - t0, rc < 0, s->done);
+	cp_ssh_pool_record(pool, sl_mono_ms_f() - t0, rc < 0, s->done);
 	free(s->buf);
 	if (rc < 0)
 		*err = s->base.err;
@@ -488,7 +488,7 @@ static int put_common(struct cp_ssh_pool *pool, int fd, const void *mem, uint64_
 	/* x->sha256: the caller compared already (a sync's listing). */
 	unsigned mode = x->mode ? x->mode : 0644;
 	char tmp[1024];
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 	struct sftp_job s = {.upload = 1, .fd = fd, .mem = mem, .total = size, .x = x};
 	int rc, same;
 
@@ -496,7 +496,7 @@ static int put_common(struct cp_ssh_pool *pool, int fd, const void *mem, uint64_
 	same = x->sha256 ? 0 : up_to_date(pool, remote, x, hex, mode);
 	if (same || x->dry_run) {
 		res->changed = !same;
-		res->duration_ms = cp_ssh_clock_ms() - t0;
+		res->duration_ms = sl_mono_ms_f() - t0;
 		return 0;
 	}
 	tmp_name(remote, x->sudo, tmp, sizeof(tmp));
@@ -508,7 +508,7 @@ static int put_common(struct cp_ssh_pool *pool, int fd, const void *mem, uint64_
 		remove_tmp(pool, x, tmp, &res->error);
 	res->bytes = s.done;
 	res->changed = rc == 0;
-	res->duration_ms = cp_ssh_clock_ms() - t0;
+	res->duration_ms = sl_mono_ms_f() - t0;
 	return rc;
 }
 
@@ -597,7 +597,7 @@ int cp_ssh_get(struct cp_ssh_pool *pool, const char *remote, const char *local,
 	pthread_t th;
 	int threaded;
 	struct sftp_job s = {.remote = remote, .x = x};
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 	int rc;
 
 	memset(res, 0, sizeof(*res));
@@ -644,6 +644,6 @@ int cp_ssh_get(struct cp_ssh_pool *pool, const char *remote, const char *local,
 		unlink(tmp);
 	res->bytes = s.done;
 	res->changed = rc == 0;
-	res->duration_ms = cp_ssh_clock_ms() - t0;
+	res->duration_ms = sl_mono_ms_f() - t0;
 	return rc;
 }

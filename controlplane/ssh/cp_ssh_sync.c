@@ -91,7 +91,7 @@ int cp_ssh_sync(struct cp_ssh_pool *pool, const char *local_dir, const char *rem
 {
 	struct cp_ssh_result list;
 	char root[1024], path[2300], dst[2300], hex[65];
-	double t0 = cp_ssh_clock_ms();
+	double t0 = sl_mono_ms_f();
 	int rc;
 
 	memset(res, 0, sizeof(*res));
@@ -147,7 +147,7 @@ out:
 	free(walk.v);
 	memset(&walk, 0, sizeof(walk));
 	pthread_mutex_unlock(&walk_mu);
-	res->duration_ms = cp_ssh_clock_ms() - t0;
+	res->duration_ms = sl_mono_ms_f() - t0;
 	return rc;
 }
 
