@@ -3,6 +3,7 @@
  * then the h2o server; or `sluice-control keys create [--admin]`, which
  * writes an API key into Redis and prints it once.
  */
+#include "api/cp_api.h"
 #include "http/cp_http.h"
 #include "http/cp_key.h"
 #include "cli/cp_cli_ssh.h"
@@ -290,6 +291,7 @@ static int serve(const struct sl_config *cfg)
 		sl_error("the admin key must be 16 bytes or more");
 		return -EINVAL;
 	}
+	scfg.routes = &cp_api_routes;
 	err = cp_server_create(&srv, &scfg);
 	if (err < 0) {
 		sl_error("cannot listen on %s: %s", scfg.listen, strerror(-err));

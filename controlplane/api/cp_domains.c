@@ -12,8 +12,13 @@
  * When a domain is verified or deleted, the records of the sessions naming
  * it are rewritten (domv, or dom cleared), so every relay follows.
  */
-#include "http/cp_server.h"
+#include "api/cp_api_state.h"
+#include "api/cp_domains.h"
 #include "api/cp_verify.h"
+#include "http/cp_audit_log.h"
+#include "http/cp_auth.h"
+#include "http/cp_record.h"
+#include "http/cp_reply.h"
 #include "pr_state.h"
 #include "pr_token.h"
 #include "sl_log.h"
@@ -252,7 +257,7 @@ static void on_vdone(h2o_socket_t *sock, const char *err)
 	(void)err;
 	h2o_socket_read_stop(sock);
 	h2o_socket_close(sock); /* closes the read end */
-	op->s->verifying--;
+	op->s->api->verifying--;
 	if (op->s->stopping) {
 		cp_op_error(op, 503, "shutting_down", "the control plane is stopping; retry");
 	} else if (!j->res.ok) {
@@ -275,7 +280,7 @@ static void start_verify(struct cp_op *op, redisReply *r)
 {
 	struct vjob *j;
 
-	if (op->s->verifying >= VERIFY_MAX) {
+	if (op->s->api->verifying >= VERIFY_MAX) {
 		cp_op_error(op, 503, "busy", "too many verifications at once; retry");
 		return;
 	}
@@ -303,7 +308,7 @@ static void start_verify(struct cp_op *op, redisReply *r)
 		cp_op_error(op, 500, "internal", "cannot start the verification");
 		return;
 	}
-	op->s->verifying++;
+	op->s->api->verifying++;
 	h2o_socket_read_start(j->sock, on_vdone);
 }
 
@@ -482,7 +487,7 @@ static int body_field(h2o_req_t *req, const char *name, char *out, size_t cap, s
 	return ok ? 0 : -1;
 }
 
-int cp_api_domains(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
+int cp_domains_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
 {
 	void (*next)(struct cp_op *) = NULL;
 	struct cp_err e = {.status = 400};
@@ -536,4 +541,14 @@ int cp_api_domains(struct cp_server *s, h2o_req_t *req, const char *id, size_t i
 	}
 	cp_auth(op, CP_SCOPE_TUNNELS, next);
 	return 0;
+}
+
+/* A check runs on a thread with its own bound (3 s): its pipe is a socket
+ * of this loop, so the loop outlives it. */
+void cp_domains_drain(struct cp_server *s)
+{
+	uint64_t until = h2o_now(s->loop) + 4000;
+
+	while (s->api->verifying > 0 && h2o_now(s->loop) < until)
+		h2o_evloop_run(s->loop, 50);
 }

@@ -33,6 +33,10 @@
  */
 #include "api/cp_jobs.h"
 #include "api/cp_node_pools.h"
+#include "http/cp_audit_log.h"
+#include "http/cp_auth.h"
+#include "http/cp_reply.h"
+#include "http/cp_route.h"
 #include "mgr/cp_provision.h"
 #include "mgr/cp_security.h"
 #include "pr_token.h"
@@ -678,7 +682,7 @@ static void jobs_cancel(struct cp_op *op)
 	cp_op_reply(op, 202, json_pack("{s:s,s:s}", "id", op->id, "status", "cancelling"));
 }
 
-int cp_api_jobs(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
+int cp_jobs_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
 {
 	int get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
 	int del = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE"));

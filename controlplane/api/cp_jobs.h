@@ -6,7 +6,7 @@
 #ifndef CP_JOBS_H
 #define CP_JOBS_H
 
-#include "http/cp_server.h"
+#include "http/cp_op.h"
 #include "ssh/cp_ssh.h"
 
 /* The node a provision job is for, read and unsealed by cp_nodes.c. The
@@ -25,7 +25,7 @@ int cp_jobs_check_provision(struct cp_op *op, json_t *body);
 void cp_jobs_provision(struct cp_op *op, const struct cp_job_node *node);
 
 /* GET /api/v1/jobs/{id}, GET .../events, DELETE (cancel). */
-int cp_api_jobs(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
+int cp_jobs_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
 
 /* At exit: running jobs asked to stop at their next step and waited for a
  * while; those still running are recorded as interrupted. */

@@ -18,6 +18,10 @@
  *   GET|PUT /api/v1/keys/{id}/limits      a key's (admin)
  */
 #include "api/cp_limits.h"
+#include "http/cp_audit_log.h"
+#include "http/cp_auth.h"
+#include "http/cp_record.h"
+#include "http/cp_reply.h"
 #include "pr_window.h"
 #include "sl_log.h"
 

@@ -6,7 +6,7 @@
 #ifndef CP_LIMITS_H
 #define CP_LIMITS_H
 
-#include "http/cp_server.h"
+#include "http/cp_op.h"
 
 /* Before a session is created: fill ps's limits (defaults, key, request)
  * and count the creation against the key's sessions limit; then next, or

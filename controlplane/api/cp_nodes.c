@@ -27,7 +27,11 @@
  */
 #include "api/cp_jobs.h"
 #include "api/cp_node_pools.h"
-#include "http/cp_server.h"
+#include "api/cp_nodes.h"
+#include "http/cp_audit_log.h"
+#include "http/cp_auth.h"
+#include "http/cp_reply.h"
+#include "http/cp_route.h"
 #include "ssh/cp_ssh.h"
 #include "ssh/cp_ssh_diag.h"
 #include "pr_seal.h"
@@ -836,7 +840,7 @@ static void nodes_provision(struct cp_op *op)
 
 /* ---- routing ---- */
 
-int cp_api_nodes(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
+int cp_nodes_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
 {
 	int post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
 	int get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));

@@ -8,7 +8,10 @@
  *   POST /api/v1/relays/{id}/drain  ask one to drain: it picks the request up
  *                                   from sl:drain:<id> within a second (admin)
  */
-#include "http/cp_server.h"
+#include "api/cp_relays.h"
+#include "http/cp_audit_log.h"
+#include "http/cp_auth.h"
+#include "http/cp_reply.h"
 #include "sl_time.h"
 
 #include <stdio.h>
@@ -98,7 +101,7 @@ static void relay_drain(struct cp_op *op)
 		    op->id, (unsigned long long)(sl_wall_ms() - RELAY_ALIVE_MS));
 }
 
-int cp_api_relays(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
+int cp_relays_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
 {
 	int post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
 	int get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||

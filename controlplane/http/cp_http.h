@@ -1,7 +1,8 @@
 /*
- * cp_http.h: sluice-control's HTTP server on h2o (libh2o-evloop): routing,
- * JSON responses, security headers and CORS, health and metrics; the REST
- * routes live in cp_api.c.
+ * cp_http.h: sluice-control's HTTP server on h2o (libh2o-evloop), as its
+ * starter sees it: the configuration, create, run, free. The server knows no
+ * route of its own: it answers the table it is given (http/cp_route.h; the
+ * REST API's is api/cp_api.h's cp_api_routes).
  */
 #ifndef CP_HTTP_H
 #define CP_HTTP_H
@@ -12,10 +13,12 @@
 #include "sl_redis.h"
 
 struct cp_server;
+struct cp_routes;
 
 /* Every pointer is borrowed for the server's lifetime. */
 struct cp_server_config {
-	const char *listen; /* host:port */
+	const struct cp_routes *routes; /* what the server answers */
+	const char *listen;		/* host:port */
 	const struct sl_redis_target *redis;
 	int redis_timeout_ms;
 	const char *admin_key;	       /* SLUICE_ADMIN_KEY: the bootstrap admin key, or NULL */

@@ -1,5 +1,5 @@
 /*
- * cp_keys.c: API keys (see cp_keys.h).
+ * cp_key.c: API keys (see cp_key.h).
  */
 #include "http/cp_key.h"
 #include "pr_token.h"

@@ -1,15 +1,19 @@
 /*
- * cp_keys.h: API keys: how one is made and how it is stored. The secret
+ * cp_key.h: API keys: how one is made and how it is stored. The secret
  * ("sk_" and 37 letters or digits, about 191 bits) is shown once; Redis
  * keeps only its SHA-256, under which a request's key is looked up, plus
  * listing metadata under the public id ("k" and 11 letters or digits).
- * Shared by the API (cp_api.c) and `sluice-control keys create`.
+ * Shared by authentication (http/cp_auth.c), the keys routes (api/cp_keys.c)
+ * and `sluice-control keys create`.
  */
-#ifndef CP_KEYS_H
-#define CP_KEYS_H
+#ifndef CP_KEY_H
+#define CP_KEY_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#define CP_KEY_ID_LEN 12 /* public id of an API key */
+#define CP_KEY_LEN    40 /* the secret a client sends, "sk_" + 37 */
 
 enum cp_scope { CP_SCOPE_TUNNELS = 1, CP_SCOPE_ADMIN = 2 };
 

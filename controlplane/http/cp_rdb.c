@@ -484,3 +484,13 @@ void cp_rdb_get_stats(const struct cp_rdb *db, struct cp_rdb_stats *st)
 {
 	*st = db->st;
 }
+
+int cp_exec_ok(const redisReply *r)
+{
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+		return 0;
+	for (size_t i = 0; i < r->elements; i++)
+		if (r->element[i]->type == REDIS_REPLY_ERROR)
+			return 0;
+	return 1;
+}

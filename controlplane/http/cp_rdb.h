@@ -55,4 +55,7 @@ const char *cp_rdb_last_error(const struct cp_rdb *db);
 
 void cp_rdb_get_stats(const struct cp_rdb *db, struct cp_rdb_stats *st);
 
+/* 1 when an EXEC reply ran every command (none answered an error). */
+int cp_exec_ok(const struct redisReply *r);
+
 #endif
