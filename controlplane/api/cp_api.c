@@ -37,11 +37,14 @@ static int limits_path(const char *id, size_t id_len, size_t *n)
 	return 1;
 }
 
-/* /api/v1/tunnels: {id}/limits, {id}/shares[/{shareId}], or the session. */
+/* /api/v1/tunnels: a new one, {id}/limits, {id}/shares[/{shareId}], or the
+ * sessions. */
 static int tunnels(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
 {
 	size_t n;
 
+	if (id == NULL && cp_is_method(req, "POST"))
+		return cp_tunnels_create(s, req);
 	if (limits_path(id, id_len, &n) && pr_session_id_valid(id, n))
 		return cp_limits_route(s, req, id, n, 0);
 	if (id && memchr(id, '/', id_len))

@@ -42,6 +42,33 @@
 #define DOMAIN_FIELDS "key token status created verified"
 enum { F_KEY, F_TOKEN, F_STATUS, F_CREATED, F_VERIFIED, F_COUNT };
 
+/*
+ * A domains request. Ownership: the op's (cp_op_new with this size);
+ * domain_dispose frees the ids and the record it rewrote.
+ */
+struct domain_op {
+	struct cp_op op;
+	char domain[CP_DOMAIN_MAX + 1];
+	int found;		 /* register: HSETNX made the domain ours */
+	int status;		 /* the answer's status once sessions are rewritten */
+	unsigned deleted : 1;	 /* the rewrite takes the domain away */
+	unsigned http_check : 1; /* verify: the HTTP challenge, not DNS */
+	struct cp_strings ids;	 /* list: the domains; rewrite: the sessions */
+	size_t next_id;		 /* rewrite: the next of ids */
+	struct cp_record rec;	 /* rewrite: the session being rewritten */
+};
+
+static struct domain_op *dom(struct cp_op *op)
+{
+	return H2O_STRUCT_FROM_MEMBER(struct domain_op, op, op);
+}
+
+static void domain_dispose(struct cp_op *op)
+{
+	cp_strings_free(&dom(op)->ids);
+	cp_record_free(&dom(op)->rec);
+}
+
 static const char *field(redisReply *r, int i)
 {
 	return r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : "";
@@ -76,7 +103,7 @@ static int own_domain(struct cp_op *op, redisReply *r, const char *err)
 	if (r->element[F_KEY]->type != REDIS_REPLY_STRING ||
 	    (!(op->actor.scopes & CP_SCOPE_ADMIN) &&
 	     strcmp(field(r, F_KEY), op->actor.key_id) != 0)) {
-		cp_op_error(op, 404, "not_found", "no domain %s", op->name_long);
+		cp_op_error(op, 404, "not_found", "no domain %s", dom(op)->domain);
 		return -1;
 	}
 	return 0;
@@ -92,7 +119,7 @@ static void rewrite_done(struct cp_op *op)
 	json_t *body = op->acc;
 
 	op->acc = NULL;
-	cp_op_reply(op, op->reply_status ? op->reply_status : 200, body);
+	cp_op_reply(op, dom(op)->status ? dom(op)->status : 200, body);
 }
 
 /* Redis failed during the rewrite: stop here rather than fail every
@@ -101,7 +128,7 @@ static void rewrite_done(struct cp_op *op)
  * rewrites them again. */
 static void rewrite_abort(struct cp_op *op, const char *err)
 {
-	sl_warn("domain %s: session records not rewritten: %s", op->name_long, err);
+	sl_warn("domain %s: session records not rewritten: %s", dom(op)->domain, err);
 	rewrite_done(op);
 }
 
@@ -123,49 +150,49 @@ static void on_rewritten(void *ud, redisReply *r, const char *err)
 static void on_rewrite_read(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
+	struct cp_record *rec = &dom(op)->rec;
 	struct pr_session ps;
 	uint64_t read_rev;
 
 	if (op->step++ == 0) {
-		free(op->blob);
-		op->blob = NULL;
-		op->blob_nil = 1;
+		rec->buf.len = 0;
+		rec->nil = 1;
 		op->step_failed = err != NULL;
-		if (!err && r->type == REDIS_REPLY_STRING && (op->blob = malloc(r->len)) != NULL) {
-			memcpy(op->blob, r->str, r->len);
-			op->blob_len = r->len;
-			op->blob_nil = 0;
-		}
+		if (!err && r->type == REDIS_REPLY_STRING &&
+		    sl_buf_append(&rec->buf, r->str, r->len) == 0)
+			rec->nil = 0;
 		return;
 	}
 	if (op->step_failed || err) {
 		rewrite_abort(op, err ? err : "redis unavailable");
 		return;
 	}
-	if (r->type != REDIS_REPLY_INTEGER || op->blob_nil ||
-	    pr_session_decode(op->blob, op->blob_len, &ps) < 0 ||
-	    strcmp(ps.domain, op->name_long) != 0 || ps.status != PR_SS_ACTIVE ||
+	if (r->type != REDIS_REPLY_INTEGER || rec->nil ||
+	    pr_session_decode(rec->buf.p, rec->buf.len, &ps) < 0 ||
+	    strcmp(ps.domain, dom(op)->domain) != 0 || ps.status != PR_SS_ACTIVE ||
 	    op->now >= ps.expires) {
 		rewrite_next(op);
 		return;
 	}
-	if (op->domain_deleted) /* sessions lose the domain */
+	if (dom(op)->deleted) /* sessions lose the domain */
 		ps.domain[0] = '\0';
-	ps.domain_verified = !op->domain_deleted;
+	ps.domain_verified = !dom(op)->deleted;
 	read_rev = ps.rev;
 	ps.rev = (uint64_t)r->integer;
-	if (cp_encode_record(op, &ps) < 0) {
+	if (cp_record_encode(rec, &ps) < 0) {
 		rewrite_next(op);
 		return;
 	}
-	cp_update_record(op, &ps, read_rev, 0, 0, on_rewritten);
+	cp_record_update(op, rec, &ps, read_rev, 0, 0, on_rewritten);
 }
 
-/* One session after another (op->ids); then the answer kept in op->acc. */
+/* One session after another (the ids); then the answer kept in op->acc. */
 static void rewrite_next(struct cp_op *op)
 {
-	if (op->next_id < op->nids) {
-		const char *sid = op->ids[op->next_id++];
+	struct domain_op *d = dom(op);
+
+	if (d->next_id < d->ids.n) {
+		const char *sid = d->ids.v[d->next_id++];
 
 		op->step = 0;
 		cp_rdb_cmdf(op->s->db, on_rewrite_read, op, "GET sl:sess:%s", sid);
@@ -178,25 +205,26 @@ static void rewrite_next(struct cp_op *op)
 static void on_domain_sessions(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
+	struct cp_strings *ids = &dom(op)->ids;
 	size_t n;
 
 	if (!err && r->type == REDIS_REPLY_ARRAY) {
 		n = r->elements < 10000 ? r->elements : 10000;
-		op->ids = calloc(n + 1, sizeof(*op->ids));
-		for (size_t i = 0; op->ids && i < n; i++)
-			if ((op->ids[op->nids] = strndup(r->element[i]->str, r->element[i]->len)))
-				op->nids++;
+		ids->v = calloc(n + 1, sizeof(*ids->v));
+		for (size_t i = 0; ids->v && i < n; i++)
+			if ((ids->v[ids->n] = strndup(r->element[i]->str, r->element[i]->len)))
+				ids->n++;
 	}
-	op->next_id = 0;
+	dom(op)->next_id = 0;
 	rewrite_next(op);
 }
 
-/* Rewrite the sessions naming op->name_long (verified, or, with
+/* Rewrite the sessions naming dom(op)->domain (verified, or, with
  * domain_deleted set, deleted), then answer status with op->acc. */
 static void rewrite_sessions(struct cp_op *op, int status)
 {
-	op->reply_status = status;
-	cp_rdb_cmdf(op->s->db, on_domain_sessions, op, "SMEMBERS sl:domsess:%s", op->name_long);
+	dom(op)->status = status;
+	cp_rdb_cmdf(op->s->db, on_domain_sessions, op, "SMEMBERS sl:domsess:%s", dom(op)->domain);
 }
 
 /* ---- verification on a thread ---- */
@@ -243,8 +271,8 @@ static void on_verified_saved(void *ud, redisReply *r, const char *err)
 		return;
 	}
 	if (op->req)
-		cp_audit(op->s, op->req, "domain_verified", op->actor.key_id, op->name_long);
-	op->acc = json_pack("{s:s,s:s,s:o}", "domain", op->name_long, "status", "verified",
+		cp_audit(op->s, op->req, "domain_verified", op->actor.key_id, dom(op)->domain);
+	op->acc = json_pack("{s:s,s:s,s:o}", "domain", dom(op)->domain, "status", "verified",
 			    "verifiedAt", cp_iso_time(op->now));
 	rewrite_sessions(op, 200);
 }
@@ -270,7 +298,7 @@ static void on_vdone(h2o_socket_t *sock, const char *err)
 	} else {
 		op->now = (uint64_t)time(NULL);
 		cp_rdb_cmdf(op->s->db, on_verified_saved, op,
-			    "HSET sl:domain:%s status verified verified %llu", op->name_long,
+			    "HSET sl:domain:%s status verified verified %llu", dom(op)->domain,
 			    (unsigned long long)op->now);
 	}
 	vjob_unref(j);
@@ -291,9 +319,9 @@ static void start_verify(struct cp_op *op, redisReply *r)
 	}
 	atomic_init(&j->refs, 2);
 	j->op = op;
-	j->q.method = op->http_check ? CP_VERIFY_HTTP : CP_VERIFY_DNS;
+	j->q.method = dom(op)->http_check ? CP_VERIFY_HTTP : CP_VERIFY_DNS;
 	j->q.timeout_ms = VERIFY_TIMEOUT_MS;
-	snprintf(j->q.domain, sizeof(j->q.domain), "%s", op->name_long);
+	snprintf(j->q.domain, sizeof(j->q.domain), "%s", dom(op)->domain);
 	snprintf(j->q.token, sizeof(j->q.token), "%s", field(r, F_TOKEN));
 	snprintf(j->q.dns_server, sizeof(j->q.dns_server), "%s",
 		 op->s->cfg.dns_server ? op->s->cfg.dns_server : "");
@@ -319,8 +347,9 @@ static void on_verify_lookup(void *ud, redisReply *r, const char *err)
 	if (own_domain(op, r, err) < 0)
 		return;
 	if (strcmp(field(r, F_STATUS), "verified") == 0) {
-		cp_op_reply(op, 200,
-			    json_pack("{s:s,s:s}", "domain", op->name_long, "status", "verified"));
+		cp_op_reply(
+			op, 200,
+			json_pack("{s:s,s:s}", "domain", dom(op)->domain, "status", "verified"));
 		return;
 	}
 	start_verify(op, r);
@@ -329,7 +358,7 @@ static void on_verify_lookup(void *ud, redisReply *r, const char *err)
 static void verify_start(struct cp_op *op)
 {
 	cp_rdb_cmdf(op->s->db, on_verify_lookup, op, "HMGET sl:domain:%s " DOMAIN_FIELDS,
-		    op->name_long);
+		    dom(op)->domain);
 }
 
 /* ---- register, list, show, delete ---- */
@@ -345,14 +374,14 @@ static void on_registered(void *ud, redisReply *r, const char *err)
 	}
 	if (strcmp(field(r, F_KEY), op->actor.key_id) != 0) {
 		cp_op_error(op, 409, "domain_taken", "%s is registered by another key",
-			    op->name_long);
+			    dom(op)->domain);
 		return;
 	}
-	body = domain_json(op->name_long, r);
+	body = domain_json(dom(op)->domain, r);
 	if (op->req && op->step_failed == 0)
-		cp_audit(op->s, op->req, "domain_registered", op->actor.key_id, op->name_long);
+		cp_audit(op->s, op->req, "domain_registered", op->actor.key_id, dom(op)->domain);
 	/* HSETNX answered 0 for a domain this key had already: 200, as is. */
-	cp_op_reply(op, op->found ? 201 : 200, body);
+	cp_op_reply(op, dom(op)->found ? 201 : 200, body);
 }
 
 static void on_claimed(void *ud, redisReply *r, const char *err)
@@ -363,26 +392,26 @@ static void on_claimed(void *ud, redisReply *r, const char *err)
 		cp_op_redis_error(op, r, err);
 		return;
 	}
-	op->found = r->integer == 1; /* HSETNX: ours now */
-	if (op->found) {
+	dom(op)->found = r->integer == 1; /* HSETNX: ours now */
+	if (dom(op)->found) {
 		char token[33];
 
 		pr_random_alnum(token, 32);
 		cp_rdb_cmdf(op->s->db, NULL, NULL,
-			    "HSET sl:domain:%s token %s status pending created %llu", op->name_long,
-			    token, (unsigned long long)op->now);
+			    "HSET sl:domain:%s token %s status pending created %llu",
+			    dom(op)->domain, token, (unsigned long long)op->now);
 		cp_rdb_cmdf(op->s->db, NULL, NULL, "ZADD sl:domains %llu %s",
-			    (unsigned long long)op->now, op->name_long);
+			    (unsigned long long)op->now, dom(op)->domain);
 		cp_rdb_cmdf(op->s->db, NULL, NULL, "SADD sl:domains:%s %s", op->actor.key_id,
-			    op->name_long);
+			    dom(op)->domain);
 	}
 	cp_rdb_cmdf(op->s->db, on_registered, op, "HMGET sl:domain:%s " DOMAIN_FIELDS,
-		    op->name_long);
+		    dom(op)->domain);
 }
 
 static void register_start(struct cp_op *op)
 {
-	cp_rdb_cmdf(op->s->db, on_claimed, op, "HSETNX sl:domain:%s key %s", op->name_long,
+	cp_rdb_cmdf(op->s->db, on_claimed, op, "HSETNX sl:domain:%s key %s", dom(op)->domain,
 		    op->actor.key_id);
 }
 
@@ -392,18 +421,19 @@ static void on_show(void *ud, redisReply *r, const char *err)
 
 	if (own_domain(op, r, err) < 0)
 		return;
-	cp_op_reply(op, 200, domain_json(op->name_long, r));
+	cp_op_reply(op, 200, domain_json(dom(op)->domain, r));
 }
 
 static void show_start(struct cp_op *op)
 {
-	cp_rdb_cmdf(op->s->db, on_show, op, "HMGET sl:domain:%s " DOMAIN_FIELDS, op->name_long);
+	cp_rdb_cmdf(op->s->db, on_show, op, "HMGET sl:domain:%s " DOMAIN_FIELDS, dom(op)->domain);
 }
 
 /* Replies: the names, then one HMGET each. */
 static void on_list(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
+	struct cp_strings *ids = &dom(op)->ids;
 	size_t step = op->step++;
 
 	if (err || r->type == REDIS_REPLY_ERROR) {
@@ -411,20 +441,20 @@ static void on_list(void *ud, redisReply *r, const char *err)
 	} else if (step == 0) {
 		size_t n = r->elements < 1000 ? r->elements : 1000;
 
-		op->ids = calloc(n + 1, sizeof(*op->ids));
-		for (size_t i = 0; op->ids && i < n; i++) {
-			op->ids[op->nids] = strndup(r->element[i]->str, r->element[i]->len);
-			if (op->ids[op->nids] == NULL)
+		ids->v = calloc(n + 1, sizeof(*ids->v));
+		for (size_t i = 0; ids->v && i < n; i++) {
+			ids->v[ids->n] = strndup(r->element[i]->str, r->element[i]->len);
+			if (ids->v[ids->n] == NULL)
 				break;
 			cp_rdb_cmdf(op->s->db, on_list, op, "HMGET sl:domain:%s " DOMAIN_FIELDS,
-				    op->ids[op->nids++]);
+				    ids->v[ids->n++]);
 		}
 	} else if (r->type == REDIS_REPLY_ARRAY && r->elements == F_COUNT &&
 		   r->element[F_KEY]->type == REDIS_REPLY_STRING) {
 		json_array_append_new(json_object_get(op->acc, "domains"),
-				      domain_json(op->ids[step - 1], r));
+				      domain_json(ids->v[step - 1], r));
 	}
-	if (op->step <= op->nids)
+	if (op->step <= ids->n)
 		return;
 	if (op->step_failed) {
 		cp_op_step_error(op, "domain store");
@@ -452,21 +482,21 @@ static void on_delete_lookup(void *ud, redisReply *r, const char *err)
 		return;
 	key = field(r, F_KEY);
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "MULTI");
-	cp_rdb_cmdf(op->s->db, NULL, NULL, "DEL sl:domain:%s", op->name_long);
-	cp_rdb_cmdf(op->s->db, NULL, NULL, "ZREM sl:domains %s", op->name_long);
-	cp_rdb_cmdf(op->s->db, NULL, NULL, "SREM sl:domains:%s %s", key, op->name_long);
+	cp_rdb_cmdf(op->s->db, NULL, NULL, "DEL sl:domain:%s", dom(op)->domain);
+	cp_rdb_cmdf(op->s->db, NULL, NULL, "ZREM sl:domains %s", dom(op)->domain);
+	cp_rdb_cmdf(op->s->db, NULL, NULL, "SREM sl:domains:%s %s", key, dom(op)->domain);
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "EXEC");
 	if (op->req)
-		cp_audit(op->s, op->req, "domain_deleted", op->actor.key_id, op->name_long);
-	op->domain_deleted = 1;
-	op->acc = json_pack("{s:s,s:s}", "domain", op->name_long, "status", "deleted");
+		cp_audit(op->s, op->req, "domain_deleted", op->actor.key_id, dom(op)->domain);
+	dom(op)->deleted = 1;
+	op->acc = json_pack("{s:s,s:s}", "domain", dom(op)->domain, "status", "deleted");
 	rewrite_sessions(op, 200);
 }
 
 static void delete_start(struct cp_op *op)
 {
 	cp_rdb_cmdf(op->s->db, on_delete_lookup, op, "HMGET sl:domain:%s " DOMAIN_FIELDS,
-		    op->name_long);
+		    dom(op)->domain);
 }
 
 /* {"domain": "..."} or {"method": "dns"|"http"}: the one string field. */
@@ -513,15 +543,16 @@ int cp_domains_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t
 		cp_send_error(s, req, 405, "method_not_allowed", "method not allowed on this path");
 		return 0;
 	}
-	if ((op = cp_op_new(s, req)) == NULL)
+	if ((op = cp_op_new(s, req, sizeof(struct domain_op))) == NULL)
 		return -1;
+	op->dispose = domain_dispose;
 	if (id)
-		snprintf(op->name_long, sizeof(op->name_long), "%.*s", (int)dlen, id);
+		snprintf(dom(op)->domain, sizeof(dom(op)->domain), "%.*s", (int)dlen, id);
 	else if (next == register_start &&
-		 body_field(req, "domain", op->name_long, sizeof(op->name_long), &e) < 0)
+		 body_field(req, "domain", dom(op)->domain, sizeof(dom(op)->domain), &e) < 0)
 		op->has_deferred_error = 1;
 	if (!op->has_deferred_error && next != list_start &&
-	    cp_domain_check(op->name_long, s->cfg.public_url, &e) < 0)
+	    cp_domain_check(dom(op)->domain, s->cfg.public_url, &e) < 0)
 		op->has_deferred_error = 1;
 	if (!op->has_deferred_error && slash) {
 		if (body_field(req, "method", method, sizeof(method), &e) < 0 ||
@@ -531,7 +562,7 @@ int cp_domains_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t
 				"the body must be {\"method\": \"dns\"} or {\"method\": \"http\"}");
 			op->has_deferred_error = 1;
 		}
-		op->http_check = strcmp(method, "http") == 0;
+		dom(op)->http_check = strcmp(method, "http") == 0;
 	}
 	if (op->has_deferred_error) {
 		if (!e.code[0])

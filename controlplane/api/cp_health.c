@@ -21,6 +21,13 @@
 
 #define RELAY_LIVE_MS 15000 /* a relay heartbeating within this is live */
 
+/* A health check: when its PING went out. The op's own (cp_op_new with this
+ * size); it owns nothing more (the checks gather in op->acc). */
+struct health_op {
+	struct cp_op op;
+	uint64_t started_ms;
+};
+
 /* The pipeline PING, ZCOUNT relays, ZREMRANGEBYSCORE + ZCARD active. */
 static void on_health(void *ud, redisReply *r, const char *err)
 {
@@ -29,7 +36,8 @@ static void on_health(void *ud, redisReply *r, const char *err)
 	int step = op->step++;
 
 	if (step == 0) {
-		double ms = (double)(h2o_now(op->s->loop) - op->started_ms);
+		double ms = (double)(h2o_now(op->s->loop) -
+				     H2O_STRUCT_FROM_MEMBER(struct health_op, op, op)->started_ms);
 
 		json_object_set_new(
 			checks, "redis",
@@ -68,13 +76,13 @@ static void on_health(void *ud, redisReply *r, const char *err)
 
 int cp_health_route(struct cp_server *s, h2o_req_t *req)
 {
-	struct cp_op *op = cp_op_new(s, req);
+	struct cp_op *op = cp_op_new(s, req, sizeof(struct health_op));
 	char since[32], now[32];
 
 	if (op == NULL)
 		return -1;
 	op->acc = json_object();
-	op->started_ms = h2o_now(s->loop);
+	H2O_STRUCT_FROM_MEMBER(struct health_op, op, op)->started_ms = h2o_now(s->loop);
 	snprintf(now, sizeof(now), "%llu", (unsigned long long)time(NULL));
 	snprintf(since, sizeof(since), "%llu",
 		 (unsigned long long)(h2o_now(s->loop) - RELAY_LIVE_MS));

@@ -76,8 +76,9 @@ struct sub;
 
 struct cp_job {
 	atomic_int refs;
-	struct cp_job *next; /* the server's table (loop) */
-	struct cp_server *s; /* loop side only: the thread never touches it */
+	struct cp_job *next;   /* the server's table (loop) */
+	struct cp_op *starter; /* the request starting it, until the lock's answer */
+	struct cp_server *s;   /* loop side only: the thread never touches it */
 	char id[32], node_id[64], actor[32];
 	uint64_t created_ms, finished_ms;
 	pthread_mutex_t mu; /* events, result, status */
@@ -597,6 +598,18 @@ static void start_stream(struct cp_op *op, struct cp_job *j, json_t *remote)
 
 /* ---- routes ---- */
 
+/* A jobs request: GET of the events stream, or of the job. The op's own
+ * (cp_op_new with this size); it owns nothing more. */
+struct job_op {
+	struct cp_op op;
+	int events;
+};
+
+static int wants_events(struct cp_op *op)
+{
+	return H2O_STRUCT_FROM_MEMBER(struct job_op, op, op)->events;
+}
+
 static void on_record(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
@@ -614,7 +627,7 @@ static void on_record(void *ud, redisReply *r, const char *err)
 		cp_op_error(op, 500, "internal", "the job's record is unreadable");
 		return;
 	}
-	if (op->reply_status)
+	if (wants_events(op))
 		start_stream(op, NULL, d);
 	else
 		cp_op_reply(op, 200, d);
@@ -632,7 +645,7 @@ static void jobs_get(struct cp_op *op)
 		cp_rdb_cmdf(op->s->db, on_record, op, "GET sl:job:%s", op->id);
 		return;
 	}
-	if (op->reply_status)
+	if (wants_events(op))
 		start_stream(op, j, NULL);
 	else
 		cp_op_reply(op, 200, job_doc(j, 1));
@@ -699,11 +712,11 @@ int cp_jobs_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id
 		cp_send_error(s, req, 405, "method_not_allowed", "method not allowed on this path");
 		return 0;
 	}
-	if ((op = cp_op_new(s, req)) == NULL)
+	if ((op = cp_op_new(s, req, sizeof(struct job_op))) == NULL)
 		return -1;
 	memcpy(op->id, id, n);
 	op->id[n] = '\0';
-	op->reply_status = events;
+	H2O_STRUCT_FROM_MEMBER(struct job_op, op, op)->events = events;
 	cp_auth(op, CP_SCOPE_ADMIN, del ? jobs_cancel : jobs_get);
 	return 0;
 }
@@ -882,19 +895,18 @@ static unsigned running_jobs(void)
 /* The lock's answer: ours (OK), or the id of the job that holds it. */
 static void on_locked(void *ud, redisReply *r, const char *err)
 {
-	struct cp_op *op = ud;
-	struct cp_job *j = op->blob_owner;
+	struct cp_job *j = ud;
+	struct cp_op *op = j->starter;
 	char *loc;
 
+	j->starter = NULL;
 	if (err || !r || r->type == REDIS_REPLY_ERROR || r->type != REDIS_REPLY_ARRAY ||
 	    r->elements != 2) {
-		op->blob_owner = NULL;
 		job_unref(j);
 		cp_op_redis_error(op, r && r->type == REDIS_REPLY_ERROR ? r : NULL,
 				  err ? err : "unexpected reply");
 		return;
 	}
-	op->blob_owner = NULL;
 	if (r->element[0]->type != REDIS_REPLY_STATUS) {
 		const redisReply *h = r->element[1];
 
@@ -942,13 +954,13 @@ void cp_jobs_provision(struct cp_op *op, const struct cp_job_node *node)
 		cp_op_error(op, 500, "internal", "cannot create the job");
 		return;
 	}
-	/* op->blob_owner is freed with op: the job, until it is started. */
-	op->blob_owner = j;
+	/* The job holds op until the lock's answer, which ends op. */
+	j->starter = op;
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "MULTI");
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "SET sl:node:%s:job %s NX PX %d", j->node_id, j->id,
 		    LEASE_MS);
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "GET sl:node:%s:job", j->node_id);
-	cp_rdb_cmdf(op->s->db, on_locked, op, "EXEC");
+	cp_rdb_cmdf(op->s->db, on_locked, j, "EXEC");
 }
 
 /* ---- exit ---- */

@@ -23,6 +23,26 @@
 
 #include <hiredis.h>
 
+/*
+ * A keys request. Ownership: the op's (cp_op_new with this size);
+ * key_dispose frees the ids listed.
+ */
+struct key_op {
+	struct cp_op op;
+	struct cp_key_req kreq; /* create: the body, parsed before auth */
+	struct cp_strings ids;	/* list: the key ids, looked up one by one */
+};
+
+static struct key_op *key_of(struct cp_op *op)
+{
+	return H2O_STRUCT_FROM_MEMBER(struct key_op, op, op);
+}
+
+static void key_dispose(struct cp_op *op)
+{
+	cp_strings_free(&key_of(op)->ids);
+}
+
 static void on_key_created(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
@@ -42,7 +62,8 @@ static void on_key_created(void *ud, redisReply *r, const char *err)
 
 static void keys_create(struct cp_op *op)
 {
-	const struct cp_key_req kr = op->kreq; /* parsed before auth: the body may be gone now */
+	const struct cp_key_req kr =
+		key_of(op)->kreq; /* parsed before auth: the body may be gone now */
 	struct cp_key k;
 
 	if (cp_key_new(&k, kr.name,
@@ -75,6 +96,7 @@ static void keys_create(struct cp_op *op)
 static void on_key_list(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
+	struct cp_strings *ids = &key_of(op)->ids;
 
 	if (err || r->type == REDIS_REPLY_ERROR) {
 		cp_op_step_failed(op, r, err);
@@ -82,7 +104,7 @@ static void on_key_list(void *ud, redisReply *r, const char *err)
 		   r->element[0]->type == REDIS_REPLY_STRING) {
 		json_array_append_new(
 			json_object_get(op->acc, "keys"),
-			json_pack("{s:s,s:s%,s:s%,s:o,s:b}", "id", op->ids[op->step - 1], "name",
+			json_pack("{s:s,s:s%,s:s%,s:o,s:b}", "id", ids->v[op->step - 1], "name",
 				  r->element[0]->str, r->element[0]->len, "scopes",
 				  r->element[1]->str ? r->element[1]->str : "",
 				  r->element[1]->str ? r->element[1]->len : (size_t)0, "createdAt",
@@ -95,16 +117,16 @@ static void on_key_list(void *ud, redisReply *r, const char *err)
 		/* The ids: one HMGET each, pipelined. */
 		size_t n = r->elements < 1000 ? r->elements : 1000;
 
-		op->ids = calloc(n + 1, sizeof(*op->ids));
-		op->nids = op->ids ? n : 0;
-		for (size_t i = 0; i < op->nids; i++) {
-			op->ids[i] = strndup(r->element[i]->str, r->element[i]->len);
+		ids->v = calloc(n + 1, sizeof(*ids->v));
+		ids->n = ids->v ? n : 0;
+		for (size_t i = 0; i < ids->n; i++) {
+			ids->v[i] = strndup(r->element[i]->str, r->element[i]->len);
 			cp_rdb_cmdf(op->s->db, on_key_list, op,
 				    "HMGET sl:keymeta:%s name scopes created revoked",
-				    op->ids[i] ? op->ids[i] : "");
+				    ids->v[i] ? ids->v[i] : "");
 		}
 	}
-	if (op->step++ < op->nids)
+	if (op->step++ < ids->n)
 		return;
 	if (op->step_failed) {
 		cp_op_step_error(op, "key store");
@@ -180,15 +202,16 @@ int cp_keys_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id
 			      "key ids are k and 11 letters or digits");
 		return 0;
 	}
-	if ((op = cp_op_new(s, req)) == NULL)
+	if ((op = cp_op_new(s, req, sizeof(struct key_op))) == NULL)
 		return -1;
+	op->dispose = key_dispose;
 	if (id) {
 		memcpy(op->id, id, id_len);
 		op->id[id_len] = '\0';
 	}
 	if (next == keys_create &&
-	    cp_key_req_parse(req->entity.base ? req->entity.base : "", req->entity.len, &op->kreq,
-			     &op->deferred_error) < 0)
+	    cp_key_req_parse(req->entity.base ? req->entity.base : "", req->entity.len,
+			     &key_of(op)->kreq, &op->deferred_error) < 0)
 		op->has_deferred_error = 1;
 	cp_auth(op, CP_SCOPE_ADMIN, next);
 	return 0;

@@ -137,8 +137,9 @@ static void limited(struct cp_op *op, const struct pr_limit *l, uint64_t reset_m
 
 static void on_session_window(void *ud, redisReply *r, const char *err)
 {
-	struct cp_op *op = ud;
-	const struct pr_limit *l = &op->lim_eff.v[CP_LIM_SESSIONS];
+	struct cp_limits_check *c = ud;
+	struct cp_op *op = c->op;
+	const struct pr_limit *l = &c->eff.v[CP_LIM_SESSIONS];
 
 	if (err || r->type != REDIS_REPLY_ARRAY || r->elements < 4 ||
 	    r->element[0]->type != REDIS_REPLY_INTEGER ||
@@ -153,26 +154,27 @@ static void on_session_window(void *ud, redisReply *r, const char *err)
 			"session creation for this key");
 		return;
 	}
-	op->lim_next(op);
+	c->next(op);
 }
 
 /* Whose creations are counted: the key's, or for localtunnel clients
  * (which have none) the client address's. */
-static const char *subject(struct cp_op *op, char *out, size_t cap)
+static const char *subject(const struct cp_limits_check *c, char *out, size_t cap)
 {
 	char ip[64] = "unknown";
 
-	if (!op->lt)
-		return op->actor.key_id;
-	if (op->req)
-		cp_client_ip(op->req, ip);
+	if (!c->anonymous)
+		return c->op->actor.key_id;
+	if (c->op->req)
+		cp_client_ip(c->op->req, ip);
 	snprintf(out, cap, "lt-%s", ip);
 	return out;
 }
 
 static void on_key_limits(void *ud, redisReply *r, const char *err)
 {
-	struct cp_op *op = ud;
+	struct cp_limits_check *c = ud;
+	struct cp_op *op = c->op;
 	const struct pr_limit *sl;
 	char who[80];
 
@@ -181,26 +183,54 @@ static void on_key_limits(void *ud, redisReply *r, const char *err)
 		return;
 	}
 	key_limits(op->s, r->type == REDIS_REPLY_STRING ? r->str : NULL,
-		   r->type == REDIS_REPLY_STRING ? r->len : 0, &op->lim_eff);
-	if (session_limits(op, &op->lim_eff, &op->treq.limits, op->lim_ps) < 0)
+		   r->type == REDIS_REPLY_STRING ? r->len : 0, &c->eff);
+	if (session_limits(op, &c->eff, c->asked, c->ps) < 0)
 		return;
-	sl = &op->lim_eff.v[CP_LIM_SESSIONS];
+	sl = &c->eff.v[CP_LIM_SESSIONS];
 	/* The operator's own keys are not counted unless told to be. */
 	if (sl->limit == 0 ||
-	    ((op->actor.scopes & CP_SCOPE_ADMIN) && !((op->lim_eff.set >> CP_LIM_SESSIONS) & 1))) {
-		op->lim_next(op);
+	    ((op->actor.scopes & CP_SCOPE_ADMIN) && !((c->eff.set >> CP_LIM_SESSIONS) & 1))) {
+		c->next(op);
 		return;
 	}
-	cp_rdb_cmdf(op->s->db, on_session_window, op, "EVAL %s 1 sl:rl:sess:%s %llu %llu 1",
-		    PR_WINDOW_LUA, subject(op, who, sizeof(who)), (unsigned long long)sl->limit,
+	cp_rdb_cmdf(op->s->db, on_session_window, c, "EVAL %s 1 sl:rl:sess:%s %llu %llu 1",
+		    PR_WINDOW_LUA, subject(c, who, sizeof(who)), (unsigned long long)sl->limit,
 		    (unsigned long long)sl->window * 1000);
 }
 
-void cp_limits_begin(struct cp_op *op, struct pr_session *ps, void (*next)(struct cp_op *op))
+void cp_limits_begin(struct cp_limits_check *c, struct cp_op *op, struct pr_session *ps,
+		     const struct cp_limits *asked, int anonymous, void (*next)(struct cp_op *op))
 {
-	op->lim_ps = ps;
-	op->lim_next = next;
-	cp_rdb_cmdf(op->s->db, on_key_limits, op, "HGET sl:keymeta:%s limits", op->actor.key_id);
+	*c = (struct cp_limits_check){
+		.op = op, .ps = ps, .asked = asked, .anonymous = anonymous, .next = next};
+	cp_rdb_cmdf(op->s->db, on_key_limits, c, "HGET sl:keymeta:%s limits", op->actor.key_id);
+}
+
+/* ---- the limits routes' requests ---- */
+
+/*
+ * A GET or PUT of limits. Ownership: the op's (cp_op_new with this size);
+ * limits_dispose frees the record and the text written.
+ */
+struct limits_op {
+	struct cp_op op;
+	struct cp_limits asked; /* PUT: the body, parsed before auth */
+	struct pr_session ps;	/* a session's: its record, decoded */
+	struct cp_record rec;	/* a session's PUT: the record rewritten */
+	char *text;		/* a key's PUT: the limits as stored (JSON) */
+};
+
+static struct limits_op *limits_of(struct cp_op *op)
+{
+	return H2O_STRUCT_FROM_MEMBER(struct limits_op, op, op);
+}
+
+static void limits_dispose(struct cp_op *op)
+{
+	struct limits_op *l = limits_of(op);
+
+	cp_record_free(&l->rec);
+	free(l->text);
 }
 
 /* ---- GET|PUT /api/v1/tunnels/{id}/limits ---- */
@@ -235,9 +265,9 @@ static int visible(struct cp_op *op, redisReply *r, struct pr_session *ps)
 static void on_limits_written(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
-	struct pr_session *ps = op->lim_ps;
+	struct pr_session *ps = &limits_of(op)->ps;
 
-	if (cp_update_result(op, r, err) < 0)
+	if (cp_record_update_result(op, r, err) < 0)
 		return;
 	if (op->req)
 		cp_audit(op->s, op->req, "session_limits_changed", op->actor.key_id, ps->sid);
@@ -248,7 +278,8 @@ static void on_limits_written(void *ud, redisReply *r, const char *err)
 static void on_put_step(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
-	struct pr_session *ps = op->lim_ps;
+	struct limits_op *l = limits_of(op);
+	struct pr_session *ps = &l->ps;
 	struct cp_limits key;
 	uint64_t read_rev;
 
@@ -266,25 +297,25 @@ static void on_put_step(void *ud, redisReply *r, const char *err)
 		key_limits(op->s, r->type == REDIS_REPLY_STRING ? r->str : NULL,
 			   r->type == REDIS_REPLY_STRING ? r->len : 0, &key);
 		/* What the body leaves out keeps its current value. */
-		if (!((op->treq.limits.set >> CP_LIM_REQUESTS) & 1))
+		if (!((l->asked.set >> CP_LIM_REQUESTS) & 1))
 			key.v[CP_LIM_REQUESTS] = ps->lim_req;
-		if (!((op->treq.limits.set >> CP_LIM_BANDWIDTH) & 1))
+		if (!((l->asked.set >> CP_LIM_BANDWIDTH) & 1))
 			key.v[CP_LIM_BANDWIDTH] = ps->lim_bw;
-		if (!((op->treq.limits.set >> CP_LIM_TCP) & 1))
+		if (!((l->asked.set >> CP_LIM_TCP) & 1))
 			key.v[CP_LIM_TCP] = ps->lim_tcp;
 		key.v[CP_LIM_KEY_REQUESTS] = ps->key_req;
-		if (session_limits(op, &key, &op->treq.limits, ps) < 0)
+		if (session_limits(op, &key, &l->asked, ps) < 0)
 			return;
 		cp_rdb_cmdf(op->s->db, on_put_step, op, "INCR sl:rev");
 		return;
 	default:
 		read_rev = ps->rev;
 		ps->rev = (uint64_t)r->integer;
-		if (cp_encode_record(op, ps) < 0) {
+		if (cp_record_encode(&l->rec, ps) < 0) {
 			cp_op_error(op, 500, "internal", "cannot encode the session");
 			return;
 		}
-		cp_update_record(op, ps, read_rev, 0, 0, on_limits_written);
+		cp_record_update(op, &l->rec, ps, read_rev, 0, 0, on_limits_written);
 	}
 }
 
@@ -296,8 +327,8 @@ static void on_get_session(void *ud, redisReply *r, const char *err)
 		cp_op_redis_error(op, r, err);
 		return;
 	}
-	if (visible(op, r, op->lim_ps))
-		cp_op_reply(op, 200, session_limits_json(op->lim_ps));
+	if (visible(op, r, &limits_of(op)->ps))
+		cp_op_reply(op, 200, session_limits_json(&limits_of(op)->ps));
 }
 
 static void session_get(struct cp_op *op)
@@ -351,7 +382,7 @@ static void on_key_put(void *ud, redisReply *r, const char *err)
 	}
 	if (op->req)
 		cp_audit(op->s, op->req, "key_limits_changed", op->actor.key_id, op->id);
-	key_limits(op->s, op->blob, op->blob_len, &eff);
+	key_limits(op->s, limits_of(op)->text, strlen(limits_of(op)->text), &eff);
 	cp_op_reply(op, 200, cp_limits_json(eff.v, ALL_MASK));
 }
 
@@ -365,7 +396,8 @@ static const char key_put_lua[] =
 
 static void key_put(struct cp_op *op)
 {
-	json_t *j = cp_limits_json(op->treq.limits.v, op->treq.limits.set);
+	struct limits_op *l = limits_of(op);
+	json_t *j = cp_limits_json(l->asked.v, l->asked.set);
 	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
 	json_decref(j);
@@ -373,35 +405,28 @@ static void key_put(struct cp_op *op)
 		cp_op_error(op, 500, "internal", "out of memory");
 		return;
 	}
-	free(op->blob);
-	op->blob = text;
-	op->blob_len = strlen(text);
+	l->text = text;
 	cp_rdb_cmdf(op->s->db, on_key_put, op, "EVAL %s 1 sl:keymeta:%s %s", key_put_lua, op->id,
 		    text);
 }
 
 int cp_limits_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len, int key)
 {
-	int put = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("PUT"));
-	int get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
-		  h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+	int put = cp_is_method(req, "PUT");
+	int get = cp_is_method(req, "GET") || cp_is_method(req, "HEAD");
 	struct cp_op *op;
 
 	if (!put && !get) {
 		cp_send_error(s, req, 405, "method_not_allowed", "GET or PUT on a limits path");
 		return 0;
 	}
-	if ((op = cp_op_new(s, req)) == NULL)
+	if ((op = cp_op_new(s, req, sizeof(struct limits_op))) == NULL)
 		return -1;
+	op->dispose = limits_dispose;
 	memcpy(op->id, id, id_len);
 	op->id[id_len] = '\0';
-	if ((op->lim_ps = calloc(1, sizeof(*op->lim_ps))) == NULL) {
-		cp_op_error(op, 500, "internal", "out of memory");
-		return 0;
-	}
-	op->lim_owned = 1;
 	if (put && cp_limits_parse(req->entity.base ? req->entity.base : "", req->entity.len,
-				   key ? ALL_MASK : SESSION_MASK, &op->treq.limits,
+				   key ? ALL_MASK : SESSION_MASK, &limits_of(op)->asked,
 				   &op->deferred_error) < 0)
 		op->has_deferred_error = 1;
 	if (key)

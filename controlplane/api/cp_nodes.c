@@ -65,6 +65,24 @@
 
 enum { F_NAME, F_HOST, F_PORT, F_USER, F_HOSTKEY, F_CREATED, F_CREDS };
 
+/* The work a node's thread does for exec, diagnose and health. */
+enum nexec_kind { NX_EXEC = 0, NX_DIAGNOSE, NX_HEALTH };
+
+/*
+ * A nodes request. The op's own (cp_op_new with this size); it owns nothing
+ * more (a body kept for exec or provision is op->acc).
+ */
+struct node_op {
+	struct cp_op op;
+	enum nexec_kind kind; /* exec, diagnose, health: which */
+	long pending;	      /* list: the HMGETs still to answer */
+};
+
+static struct node_op *node_of(struct cp_op *op)
+{
+	return H2O_STRUCT_FROM_MEMBER(struct node_op, op, op);
+}
+
 static const char *fld(const redisReply *r, int i)
 {
 	const redisReply *e = r->element[i];
@@ -262,7 +280,7 @@ static void on_list(void *ud, redisReply *r, const char *err)
 					      json_string(r->element[i]->str));
 			cp_rdb_cmdf(op->s->db, on_list, op, "HMGET sl:node:%s " NODE_FIELDS,
 				    r->element[i]->str);
-			op->limit++;
+			node_of(op)->pending++;
 		}
 	} else if (step > 0 && r->type == REDIS_REPLY_ARRAY && r->elements == NODE_NFIELDS) {
 		json_t *list = json_object_get(op->acc, "nodes");
@@ -270,7 +288,7 @@ static void on_list(void *ud, redisReply *r, const char *err)
 
 		json_array_set_new(list, step - 1, node_json(json_string_value(id), r));
 	}
-	if ((long)step < op->limit)
+	if ((long)step < node_of(op)->pending)
 		return;
 	if (op->step_failed) {
 		cp_op_step_error(op, "nodes");
@@ -283,7 +301,6 @@ static void nodes_list(struct cp_op *op)
 {
 	op->acc = json_pack("{s:[]}", "nodes");
 	op->step = 0;
-	op->limit = 0;
 	cp_rdb_cmdf(op->s->db, on_list, op, "SMEMBERS sl:nodes");
 }
 
@@ -353,7 +370,7 @@ struct nexec {
 	h2o_generator_t gen;
 	h2o_socket_t *sock; /* the pipe's read end, on the loop */
 	int fds[2];
-	enum { NX_EXEC = 0, NX_DIAGNOSE, NX_HEALTH } kind;
+	enum nexec_kind kind;
 	char node_id[64];
 	int client_fd; /* to see a hang-up while nothing is written; -1: unknown */
 	h2o_timeout_entry_t tick;
@@ -691,7 +708,7 @@ static void on_exec_node(void *ud, redisReply *r, const char *err)
 		return;
 	}
 	x->s = op->s;
-	x->kind = op->reply_status;
+	x->kind = node_of(op)->kind;
 	snprintf(x->node_id, sizeof(x->node_id), "%s", op->id);
 	x->body = op->acc ? json_incref(op->acc) : json_object();
 	snprintf(x->actor, sizeof(x->actor), "%s", op->actor.key_id);
@@ -783,7 +800,7 @@ static void nodes_exec(struct cp_op *op)
 		cp_op_reply(op, 499, json_null());
 		return;
 	}
-	if (op->reply_status == NX_EXEC) {
+	if (node_of(op)->kind == NX_EXEC) {
 		o = json_loadb(op->req->entity.base ? op->req->entity.base : "",
 			       op->req->entity.len, JSON_REJECT_DUPLICATES, NULL);
 		if (check_exec_body(op, o) < 0) {
@@ -848,7 +865,7 @@ int cp_nodes_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t i
 	const char *slash = id ? memchr(id, '/', id_len) : NULL;
 	size_t n = slash ? (size_t)(slash - id) : id_len;
 	void (*next)(struct cp_op *) = NULL;
-	int kind = NX_EXEC;
+	enum nexec_kind kind = NX_EXEC;
 	struct cp_op *op;
 
 	if (!id) {
@@ -876,13 +893,13 @@ int cp_nodes_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t i
 		cp_send_error(s, req, 405, "method_not_allowed", "method not allowed on this path");
 		return 0;
 	}
-	if ((op = cp_op_new(s, req)) == NULL)
+	if ((op = cp_op_new(s, req, sizeof(struct node_op))) == NULL)
 		return -1;
 	if (id) {
 		memcpy(op->id, id, n);
 		op->id[n] = '\0';
 	}
-	op->reply_status = kind; /* which work the thread does */
+	node_of(op)->kind = kind;
 	cp_auth(op, CP_SCOPE_ADMIN, next);
 	return 0;
 }

@@ -23,6 +23,18 @@
 #define RELAY_ALIVE_MS 5000 /* a heartbeat older than this: not alive */
 #define RELAYS_MAX     256
 
+/* GET /api/v1/relays: the replies still to come after the zset's. The
+ * op's own (cp_op_new with this size); it owns nothing more. */
+struct relays_op {
+	struct cp_op op;
+	long pending;
+};
+
+static struct relays_op *relays_of(struct cp_op *op)
+{
+	return H2O_STRUCT_FROM_MEMBER(struct relays_op, op, op);
+}
+
 /* Replies: the zset (WITHSCORES), then per relay GET and HGET, pipelined. */
 static void on_relays(void *ud, redisReply *r, const char *err)
 {
@@ -42,7 +54,7 @@ static void on_relays(void *ud, redisReply *r, const char *err)
 				list, json_pack("{s:s,s:s,s:s,s:o}", "id", id, "state", "serving",
 						"link", "", "lastSeen", cp_iso_time((uint64_t)at)));
 			cp_rdb_cmdf(op->s->db, on_relays, op, "GET sl:relay:%s", id);
-			op->limit++;
+			relays_of(op)->pending++;
 		}
 	} else if (step > 0 && r->type == REDIS_REPLY_STRING) {
 		json_t *rel = json_array_get(json_object_get(op->acc, "relays"), step - 1);
@@ -53,7 +65,7 @@ static void on_relays(void *ud, redisReply *r, const char *err)
 			json_object_set_new(rel, "link", json_string(link));
 		}
 	}
-	if ((long)step < op->limit)
+	if ((long)step < relays_of(op)->pending)
 		return;
 	if (op->step_failed) {
 		cp_op_step_error(op, "relay registry");
@@ -66,7 +78,6 @@ static void relays_list(struct cp_op *op)
 {
 	op->acc = json_pack("{s:[]}", "relays");
 	op->step = 0;
-	op->limit = 0; /* replies still to come after the zset's */
 	cp_rdb_cmdf(op->s->db, on_relays, op, "ZRANGEBYSCORE sl:relays %llu +inf WITHSCORES",
 		    (unsigned long long)(sl_wall_ms() - RELAY_ALIVE_MS));
 }
@@ -110,7 +121,7 @@ int cp_relays_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t 
 	size_t n = id_len > 6 ? id_len - 6 : 0;
 
 	if (id == NULL && get) {
-		if ((op = cp_op_new(s, req)) == NULL)
+		if ((op = cp_op_new(s, req, sizeof(struct relays_op))) == NULL)
 			return -1;
 		cp_auth(op, CP_SCOPE_ADMIN, relays_list);
 		return 0;
@@ -127,7 +138,7 @@ int cp_relays_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t 
 			cp_send_error(s, req, 400, "invalid_relay_id", "relay ids are printable");
 			return 0;
 		}
-	if ((op = cp_op_new(s, req)) == NULL)
+	if ((op = cp_op_new(s, req, sizeof(*op))) == NULL)
 		return -1;
 	memcpy(op->id, id, n);
 	op->id[n] = '\0';

@@ -29,6 +29,28 @@
 #define SHARE_TTL_DEFAULT 3600
 #define SHARE_TTL_MAX	  86400
 
+/*
+ * A share link's request. Ownership: the op's (cp_op_new with this size);
+ * share_dispose frees the record kept.
+ */
+struct share_op {
+	struct cp_op op;
+	struct cp_record rec; /* the session's, read (and rewritten by a revoke) */
+	char share[64];	      /* revoke: the share id */
+	long ttl;	      /* create: the link's lifetime, seconds */
+	int found;	      /* revoke: the share exists */
+};
+
+static struct share_op *share_of(struct cp_op *op)
+{
+	return H2O_STRUCT_FROM_MEMBER(struct share_op, op, op);
+}
+
+static void share_dispose(struct cp_op *op)
+{
+	cp_record_free(&share_of(op)->rec);
+}
+
 static void on_share_saved(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
@@ -48,20 +70,21 @@ static void on_share_saved(void *ud, redisReply *r, const char *err)
 /* Reply to GET sl:sess: sign a share link and remember it for the listing. */
 static void on_share_create(void *ud, redisReply *r, const char *err)
 {
-	struct cp_op *op = ud;
+	struct share_op *sh = share_of(ud);
+	struct cp_op *op = &sh->op;
 	const char *secret = op->s->cfg.session_secret;
 	char share[13], token[PR_SIGNED_MAX], url[400], link[700];
 	struct pr_session ps;
 	uint64_t expires;
 
-	cp_keep_record(op, r, err);
-	if (cp_kept_record(op, &ps, 0) < 0)
+	cp_record_keep(op, &sh->rec, r, err);
+	if (cp_record_kept(op, &sh->rec, &ps, 0) < 0)
 		return;
 	if (ps.proto != PR_PROTO_HTTP) {
 		cp_op_error(op, 400, "invalid_combination", "share links are for http tunnels");
 		return;
 	}
-	expires = op->now + (uint64_t)op->ttl;
+	expires = op->now + (uint64_t)sh->ttl;
 	if (expires > ps.expires)
 		expires = ps.expires;
 	pr_random_alnum(share, 12);
@@ -88,15 +111,16 @@ static void share_create_start(struct cp_op *op)
 /* Replies: GET sl:sess, HGETALL sl:shares. */
 static void on_share_list(void *ud, redisReply *r, const char *err)
 {
-	struct cp_op *op = ud;
+	struct share_op *sh = share_of(ud);
+	struct cp_op *op = &sh->op;
 	struct pr_session ps;
 	json_t *items;
 
 	if (op->step++ == 0) {
-		cp_keep_record(op, r, err);
+		cp_record_keep(op, &sh->rec, r, err);
 		return;
 	}
-	if (cp_kept_record(op, &ps, 0) < 0)
+	if (cp_record_kept(op, &sh->rec, &ps, 0) < 0)
 		return;
 	if (err || r->type != REDIS_REPLY_ARRAY) {
 		cp_op_redis_error(op, r, err);
@@ -124,31 +148,33 @@ static void share_list_start(struct cp_op *op)
 
 static void on_share_revoked(void *ud, redisReply *r, const char *err)
 {
-	struct cp_op *op = ud;
+	struct share_op *sh = share_of(ud);
+	struct cp_op *op = &sh->op;
 
-	if (cp_update_result(op, r, err) < 0)
+	if (cp_record_update_result(op, r, err) < 0)
 		return;
 	if (op->req)
-		cp_audit(op->s, op->req, "share_revoked", op->actor.key_id, op->name);
-	cp_op_reply(op, 200, json_pack("{s:s,s:b}", "shareId", op->name, "revoked", 1));
+		cp_audit(op->s, op->req, "share_revoked", op->actor.key_id, sh->share);
+	cp_op_reply(op, 200, json_pack("{s:s,s:b}", "shareId", sh->share, "revoked", 1));
 }
 
 /* Replies: GET sl:sess, HEXISTS sl:shares, INCR sl:rev: the share id joins
  * the record's revoked list, which every relay then holds. */
 static void on_share_revoke(void *ud, redisReply *r, const char *err)
 {
-	struct cp_op *op = ud;
+	struct share_op *sh = share_of(ud);
+	struct cp_op *op = &sh->op;
 	struct pr_session ps;
 	uint64_t read_rev;
 	size_t len;
 	int step = (int)op->step++;
 
 	if (step == 0) {
-		cp_keep_record(op, r, err);
+		cp_record_keep(op, &sh->rec, r, err);
 		return;
 	}
 	if (step == 1) {
-		op->found = !err && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+		sh->found = !err && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
 		if (!op->step_failed && (err || r->type != REDIS_REPLY_INTEGER)) {
 			op->step_failed = 1;
 			op->why_redis_down = err != NULL;
@@ -156,42 +182,42 @@ static void on_share_revoke(void *ud, redisReply *r, const char *err)
 		}
 		return;
 	}
-	if (cp_kept_record(op, &ps, 0) < 0)
+	if (cp_record_kept(op, &sh->rec, &ps, 0) < 0)
 		return;
 	if (err || r->type != REDIS_REPLY_INTEGER) {
 		cp_op_redis_error(op, r, err);
 		return;
 	}
-	if (!op->found) {
-		cp_op_error(op, 404, "not_found", "no share %s on session %s", op->name, op->id);
+	if (!sh->found) {
+		cp_op_error(op, 404, "not_found", "no share %s on session %s", sh->share, op->id);
 		return;
 	}
-	if (!pr_list_has(ps.revoked_shares, op->name)) {
+	if (!pr_list_has(ps.revoked_shares, sh->share)) {
 		len = strlen(ps.revoked_shares);
-		if (len + strlen(op->name) + 2 > sizeof(ps.revoked_shares)) {
+		if (len + strlen(sh->share) + 2 > sizeof(ps.revoked_shares)) {
 			cp_op_error(op, 409, "too_many_revocations",
 				    "this session has revoked all the share links it can");
 			return;
 		}
 		snprintf(ps.revoked_shares + len, sizeof(ps.revoked_shares) - len, "%s%s",
-			 len ? "," : "", op->name);
+			 len ? "," : "", sh->share);
 	}
 	read_rev = ps.rev;
 	ps.rev = (uint64_t)r->integer;
-	free(op->blob);
-	op->blob = NULL;
-	if (cp_encode_record(op, &ps) < 0) {
+	if (cp_record_encode(&sh->rec, &ps) < 0) {
 		cp_op_error(op, 500, "internal", "cannot encode the session");
 		return;
 	}
-	cp_update_record(op, &ps, read_rev, 0, 0, on_share_revoked);
+	cp_record_update(op, &sh->rec, &ps, read_rev, 0, 0, on_share_revoked);
 }
 
 static void share_revoke_start(struct cp_op *op)
 {
+	const char *share = share_of(op)->share;
+
 	op->step = 0;
 	cp_rdb_cmdf(op->s->db, on_share_revoke, op, "GET sl:sess:%s", op->id);
-	cp_rdb_cmdf(op->s->db, on_share_revoke, op, "HEXISTS sl:shares:%s %s", op->id, op->name);
+	cp_rdb_cmdf(op->s->db, on_share_revoke, op, "HEXISTS sl:shares:%s %s", op->id, share);
 	cp_rdb_cmdf(op->s->db, on_share_revoke, op, "INCR sl:rev");
 }
 
@@ -231,6 +257,7 @@ int cp_shares_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t 
 	const char *slash = memchr(id, '/', id_len), *rest;
 	size_t sid_len = (size_t)(slash - id), rest_len;
 	void (*next)(struct cp_op *) = NULL;
+	struct share_op *sh;
 	struct cp_op *op;
 	struct cp_err e = {.status = 400};
 
@@ -251,13 +278,15 @@ int cp_shares_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t 
 		cp_send_error(s, req, 405, "method_not_allowed", "method not allowed on this path");
 		return 0;
 	}
-	if ((op = cp_op_new(s, req)) == NULL)
+	if ((op = cp_op_new(s, req, sizeof(struct share_op))) == NULL)
 		return -1;
+	op->dispose = share_dispose;
+	sh = share_of(op);
 	memcpy(op->id, id, sid_len);
 	op->id[sid_len] = '\0';
 	if (rest_len > 6)
-		snprintf(op->name, sizeof(op->name), "%.*s", (int)(rest_len - 7), rest + 7);
-	if (next == share_create_start && share_body(req, &op->ttl, &e) < 0) {
+		snprintf(sh->share, sizeof(sh->share), "%.*s", (int)(rest_len - 7), rest + 7);
+	if (next == share_create_start && share_body(req, &sh->ttl, &e) < 0) {
 		snprintf(e.code, sizeof(e.code), "invalid_value");
 		op->deferred_error = e;
 		op->has_deferred_error = 1;

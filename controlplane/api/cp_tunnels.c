@@ -1,19 +1,15 @@
 /*
- * cp_tunnels.c: tunnel sessions, the API's main resource:
+ * cp_tunnels.c: tunnel sessions, the API's main resource, and how a session
+ * looks in its answers (its JSON and public URL, which creation and share
+ * links use too):
  *
- *   POST   /api/v1/tunnels        create one (http/cp_tunnel_req.h's body):
- *                                 201 with the agent's token and relay
+ *   POST   /api/v1/tunnels        create one (cp_tunnel_create.c)
  *   GET    /api/v1/tunnels        list (?status=&limit=&offset=)
  *   GET    /api/v1/tunnels/{id}   one, with the relays' counters summed
+ *                                 (sl:stat:<sid>, api/cp_stats.c)
  *   DELETE /api/v1/tunnels/{id}   delete: a tombstone every relay follows
  *
- * and the localtunnel client's GET /?new and GET /<name> (--localtunnel),
- * which create a session without a key. Records are written through
- * http/cp_record.h; a session's limits are fixed by api/cp_limits.h when it
- * is created. Besides the records, creation claims in Redis
- *
- *   sl:name:<name>     the subdomain, SET NX, expiring with the session
- *   sl:ltport:<port>   a localtunnel client's relay port, SET NX
+ * Records are read and written through http/cp_record.h.
  */
 #include "api/cp_limits.h"
 #include "api/cp_tunnels.h"
@@ -22,23 +18,40 @@
 #include "http/cp_record.h"
 #include "http/cp_reply.h"
 #include "pr_state.h"
-#include "pr_token.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <sys/random.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <hiredis.h>
 
-#define NAME_TRIES    3 /* random names drawn before giving up */
-#define LIST_MAX      100
-#define LIST_DEFAULT  20
-#define LT_PORT_TRIES 8
-#define LT_MAX_CONN   10 /* sockets a localtunnel client keeps open */
+#define LIST_MAX     100
+#define LIST_DEFAULT 20
+#define KEY_SLOT     48 /* "sl:sess:" and a session id, in the listing's MGET */
 
-/* ---- URLs ---- */
+/*
+ * A get, delete or list. Ownership: the op's (cp_op_new with this size);
+ * tunnel_dispose frees the record kept.
+ */
+struct tunnel_op {
+	struct cp_op op;
+	struct cp_record rec; /* get, delete: the record read, then the tombstone */
+	char status[32];      /* list: the status asked for, "" for all */
+	long limit, offset;   /* list: the page */
+};
+
+static struct tunnel_op *tunnel_of(struct cp_op *op)
+{
+	return H2O_STRUCT_FROM_MEMBER(struct tunnel_op, op, op);
+}
+
+static void tunnel_dispose(struct cp_op *op)
+{
+	cp_record_free(&tunnel_of(op)->rec);
+}
+
+/* ---- how a session looks ---- */
 
 /* "http://<name>.<host>/" from the public base "http://host[:port]". */
 void cp_tunnel_url(const struct cp_server *s, const struct pr_session *ps, char *out, size_t cap)
@@ -74,7 +87,7 @@ static json_t *split_list(const char *s)
 	return a;
 }
 
-static json_t *session_json(const struct cp_server *s, const struct pr_session *ps, uint64_t now)
+json_t *cp_tunnel_json(const struct cp_server *s, const struct pr_session *ps, uint64_t now)
 {
 	static const char *const auth_names[] = {"none", "basic", "bearer"};
 	json_t *o;
@@ -109,359 +122,6 @@ static json_t *session_json(const struct cp_server *s, const struct pr_session *
 	return o;
 }
 
-/* ---- POST /api/v1/tunnels ---- */
-
-/* A session being created rides in op->acc's place: kept in a heap copy. */
-struct creating {
-	struct pr_session ps;
-	int tries;
-	long long active;
-	int name_ok;
-};
-
-static void create_claim(struct cp_op *op);
-
-static void release_name(struct cp_op *op, const struct pr_session *ps)
-{
-	cp_rdb_cmdf(op->s->db, NULL, NULL, "DEL sl:name:%s", ps->name);
-}
-
-static void fill_auth(struct cp_op *op, struct pr_session *ps)
-{
-	const struct cp_tunnel_req *q = &op->treq;
-
-	ps->auth = (uint8_t)(q->auth == CP_AUTH_BASIC	 ? PR_AUTH_BASIC
-			     : q->auth == CP_AUTH_BEARER ? PR_AUTH_BEARER
-							 : PR_AUTH_NONE);
-	if (ps->auth == PR_AUTH_NONE)
-		return;
-	snprintf(ps->auth_user, sizeof(ps->auth_user), "%s", q->username);
-	pr_url_auth_mac((const uint8_t *)op->s->cfg.session_secret,
-			strlen(op->s->cfg.session_secret), ps->sid, q->username, q->secret,
-			ps->auth_mac);
-}
-
-/* What the localtunnel client (npm "localtunnel") expects: its id (the
- * name), the port for its sockets, how many to open, the URL; and ip, the
- * relay's host, since the sockets go there and not to the control plane. */
-static void lt_reply(struct cp_op *op, struct creating *c)
-{
-	const char *relay = op->s->cfg.relay, *colon = strrchr(relay, ':');
-	char url[400], ip[256];
-
-	snprintf(ip, sizeof(ip), "%.*s", (int)(colon ? (size_t)(colon - relay) : strlen(relay)),
-		 relay);
-	cp_tunnel_url(op->s, &c->ps, url, sizeof(url));
-	url[strlen(url) - 1] = '\0'; /* lt prints it as is: no trailing slash */
-	op->s->m.sessions_created++;
-	if (op->req)
-		cp_audit(op->s, op->req, "session_created", "localtunnel", c->ps.sid);
-	cp_op_reply(op, 200,
-		    json_pack("{s:s,s:i,s:i,s:s,s:s,s:s}", "id", c->ps.name, "port",
-			      (int)c->ps.lt_port, "max_conn_count", LT_MAX_CONN, "url", url, "ip",
-			      ip, "sessionId", c->ps.sid));
-}
-
-static void created_reply(struct cp_op *op, struct creating *c)
-{
-	const char *secret = op->s->cfg.session_secret;
-	char token[PR_SIGNED_MAX];
-	json_t *body;
-
-	if (op->lt) {
-		op->blob_owner = NULL;
-		lt_reply(op, c);
-		free(c);
-		return;
-	}
-	if (pr_token_sign((const uint8_t *)secret, strlen(secret), c->ps.sid, c->ps.epoch,
-			  c->ps.expires, token, sizeof(token)) < 0) {
-		free(c);
-		cp_op_error(op, 500, "internal", "cannot sign the agent token");
-		return;
-	}
-	op->s->m.sessions_created++;
-	body = session_json(op->s, &c->ps, op->now);
-	json_object_set_new(body, "agentToken", json_string(token));
-	json_object_set_new(body, "relay", json_string(op->s->cfg.relay));
-	if (op->req) {
-		char detail[120];
-
-		snprintf(detail, sizeof(detail), "session %s name %s", c->ps.sid, c->ps.name);
-		cp_audit(op->s, op->req, "session_created", op->actor.key_id, detail);
-	}
-	free(c);
-	cp_op_reply(op, 201, body);
-}
-
-static void on_exec_created(void *ud, redisReply *r, const char *err)
-{
-	struct cp_op *op = ud;
-	struct creating *c = (struct creating *)(void *)op->blob_owner;
-
-	if (err || !cp_exec_ok(r)) {
-		/* Nothing was written: the name and port claimed go back. */
-		release_name(op, &c->ps);
-		if (c->ps.lt_port)
-			cp_rdb_cmdf(op->s->db, NULL, NULL, "DEL sl:ltport:%u",
-				    (unsigned)c->ps.lt_port);
-		op->blob_owner = NULL;
-		free(c);
-		cp_op_redis_error(op, r && r->type == REDIS_REPLY_ERROR ? r : NULL,
-				  err ? err : "a command of the transaction failed");
-		return;
-	}
-	op->blob_owner = NULL;
-	created_reply(op, c);
-}
-
-static void finish_create(struct cp_op *op, struct creating *c)
-{
-	if (cp_encode_record(op, &c->ps) < 0) {
-		release_name(op, &c->ps);
-		op->blob_owner = NULL;
-		free(c);
-		cp_op_error(op, 500, "internal", "cannot encode the session");
-		return;
-	}
-	cp_create_record(op, &c->ps, on_exec_created);
-}
-
-static void claim_lt_port(struct cp_op *op);
-
-/* SET sl:ltport:<port> NX: the port is this session's, or try another. */
-static void on_lt_port(void *ud, redisReply *r, const char *err)
-{
-	struct cp_op *op = ud;
-	struct creating *c = op->blob_owner;
-
-	if (err || r->type == REDIS_REPLY_ERROR) {
-		release_name(op, &c->ps);
-		cp_op_redis_error(op, r, err);
-		return;
-	}
-	if (r->type == REDIS_REPLY_STATUS) {
-		finish_create(op, c);
-		return;
-	}
-	if (++op->step < LT_PORT_TRIES) {
-		claim_lt_port(op);
-		return;
-	}
-	release_name(op, &c->ps);
-	cp_op_error(op, 503, "no_port", "no localtunnel port free; retry");
-}
-
-/* A random port of --lt-ports for the client's sockets, held in Redis for
- * the session's life so that no two sessions share one. */
-static void claim_lt_port(struct cp_op *op)
-{
-	struct creating *c = op->blob_owner;
-	uint32_t span = (uint32_t)(op->s->cfg.lt_hi - op->s->cfg.lt_lo) + 1, rnd;
-
-	if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-		rnd = (uint32_t)op->now;
-	c->ps.lt_port = (uint16_t)(op->s->cfg.lt_lo + rnd % span);
-	cp_rdb_cmdf(op->s->db, on_lt_port, op, "SET sl:ltport:%u %s NX EX %llu",
-		    (unsigned)c->ps.lt_port, c->ps.sid,
-		    (unsigned long long)(c->ps.expires - op->now + 60));
-}
-
-/* Replies of SET NX, INCR, ZREMRANGEBYSCORE, ZCARD, in that order. */
-static void on_claim(void *ud, redisReply *r, const char *err)
-{
-	struct cp_op *op = ud;
-	struct creating *c = (struct creating *)(void *)op->blob_owner;
-	int step = op->step++;
-
-	if (op->step_failed)
-		goto last;
-	if (err || r->type == REDIS_REPLY_ERROR) {
-		cp_op_step_failed(op, r, err);
-		goto last;
-	}
-	if (step == 0)
-		c->name_ok = r->type == REDIS_REPLY_STATUS;
-	else if (step == 1)
-		c->ps.rev = (uint64_t)r->integer;
-	else if (step == 3)
-		c->active = r->integer;
-last:
-	if (step != 3)
-		return;
-	if (op->step_failed) {
-		if (c->name_ok)
-			release_name(op, &c->ps);
-		op->blob_owner = NULL;
-		free(c);
-		cp_op_error(op, op->why_redis_down ? 503 : 500,
-			    op->why_redis_down ? "redis_unavailable" : "redis_error",
-			    "session store %s: %s", op->why_redis_down ? "unavailable" : "error",
-			    op->why);
-		return;
-	}
-	if (!c->name_ok && op->treq.subdomain[0]) {
-		op->blob_owner = NULL;
-		free(c);
-		cp_op_error(op, 409, "subdomain_taken", "subdomain \"%s\" is taken",
-			    op->treq.subdomain);
-		return;
-	}
-	if (!c->name_ok) {
-		if (++c->tries < NAME_TRIES) {
-			create_claim(op);
-			return;
-		}
-		op->blob_owner = NULL;
-		free(c);
-		cp_op_error(op, 503, "no_name", "no free random name; retry");
-		return;
-	}
-	if (c->active >= op->s->cfg.max_sessions) {
-		release_name(op, &c->ps);
-		op->blob_owner = NULL;
-		free(c);
-		cp_op_error(op, 503, "capacity", "the service is at its session capacity (%ld)",
-			    op->s->cfg.max_sessions);
-		return;
-	}
-	if (op->lt) {
-		op->step = 0;
-		claim_lt_port(op);
-		return;
-	}
-	finish_create(op, c);
-}
-
-/* Pipeline: claim the name, take a revision, count active sessions. */
-static void create_claim(struct cp_op *op)
-{
-	struct creating *c = (struct creating *)(void *)op->blob_owner;
-	struct cp_rdb *db = op->s->db;
-
-	if (op->treq.subdomain[0])
-		snprintf(c->ps.name, sizeof(c->ps.name), "%s", op->treq.subdomain);
-	else
-		pr_random_alnum(c->ps.name, 10);
-	op->step = 0;
-	cp_rdb_cmdf(db, on_claim, op, "SET sl:name:%s %s NX EX %llu", c->ps.name, c->ps.sid,
-		    (unsigned long long)(c->ps.expires - op->now + 60));
-	cp_rdb_cmdf(db, on_claim, op, "INCR sl:rev");
-	/* Listing's index forgets sessions whose records are gone. */
-	cp_rdb_cmdf(db, NULL, NULL, "ZREMRANGEBYSCORE sl:sessions -inf %llu",
-		    (unsigned long long)(op->now - CP_RETAIN_S - 86400));
-	cp_rdb_cmdf(db, on_claim, op, "ZREMRANGEBYSCORE sl:active -inf %llu",
-		    (unsigned long long)op->now);
-	cp_rdb_cmdf(db, on_claim, op, "ZCARD sl:active");
-}
-
-/* HMGET sl:domain:<d> key status: a domain of this key (verified, or
- * pending: relays then route only its challenge path here). */
-static void on_custom_domain(void *ud, redisReply *r, const char *err)
-{
-	struct cp_op *op = ud;
-	struct creating *c = op->blob_owner;
-
-	if (err || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-		cp_op_redis_error(op, r, err);
-		return;
-	}
-	if (r->element[0]->type != REDIS_REPLY_STRING ||
-	    (strcmp(r->element[0]->str, op->actor.key_id) != 0 &&
-	     !(op->actor.scopes & CP_SCOPE_ADMIN))) {
-		cp_op_error(op, 409, "domain_not_registered",
-			    "customDomain \"%s\" is not a domain of this key: POST /api/v1/domains "
-			    "first",
-			    op->treq.custom_domain);
-		return;
-	}
-	snprintf(c->ps.domain, sizeof(c->ps.domain), "%s", op->treq.custom_domain);
-	c->ps.domain_verified = r->element[1]->type == REDIS_REPLY_STRING &&
-				strcmp(r->element[1]->str, "verified") == 0;
-	create_claim(op);
-}
-
-static void create_checked(struct cp_op *op);
-
-static void create_start(struct cp_op *op)
-{
-	struct creating *c = calloc(1, sizeof(*c));
-
-	if (c == NULL) {
-		cp_op_error(op, 500, "internal", "out of memory");
-		return;
-	}
-	pr_random_alnum(c->ps.sid, 16);
-	c->ps.epoch = 1;
-	c->ps.status = PR_SS_ACTIVE;
-	c->ps.proto = op->treq.proto == CP_TPROTO_TCP ? PR_PROTO_TCP : PR_PROTO_HTTP;
-	c->ps.port = op->treq.port;
-	c->ps.created = op->now;
-	c->ps.expires = op->now + op->treq.duration;
-	snprintf(c->ps.key_id, sizeof(c->ps.key_id), "%s", op->actor.key_id);
-	op->blob_owner = c;
-	fill_auth(op, &c->ps);
-	snprintf(c->ps.allow_ips, sizeof(c->ps.allow_ips), "%s", op->treq.allow_ips);
-	snprintf(c->ps.deny_ips, sizeof(c->ps.deny_ips), "%s", op->treq.deny_ips);
-	memset(op->treq.secret, 0, sizeof(op->treq.secret));
-	cp_limits_begin(op, &c->ps, create_checked);
-}
-
-/* Limits are set and the key may create one more session. */
-static void create_checked(struct cp_op *op)
-{
-	if (op->treq.custom_domain[0]) {
-		/* The domain must be this key's: look it up before the claim. */
-		cp_rdb_cmdf(op->s->db, on_custom_domain, op, "HMGET sl:domain:%s key status",
-			    op->treq.custom_domain);
-		return;
-	}
-	create_claim(op);
-}
-
-/* GET /?new or GET /<subdomain>: the localtunnel client's request, without
- * a key (the client cannot send one): only with --localtunnel. */
-int cp_tunnels_localtunnel(struct cp_server *s, h2o_req_t *req, const char *name, size_t len)
-{
-	struct cp_op *op;
-	struct cp_err e;
-
-	if ((op = cp_op_new(s, req)) == NULL)
-		return -1;
-	op->lt = 1;
-	op->treq.port = 0;
-	op->treq.duration = s->policy.duration_default;
-	snprintf(op->actor.key_id, sizeof(op->actor.key_id), "localtunnel");
-	if (len) {
-		snprintf(op->treq.subdomain, sizeof(op->treq.subdomain), "%.*s", (int)len, name);
-		if (len > CP_SUBDOMAIN_MAX ||
-		    cp_subdomain_check(op->treq.subdomain, &s->policy, &e) < 0) {
-			cp_op_error(op, 400, "invalid_subdomain", "%s",
-				    len > CP_SUBDOMAIN_MAX ? "subdomain too long" : e.message);
-			return 0;
-		}
-	}
-	create_start(op);
-	return 0;
-}
-
-static int tunnels_create(struct cp_server *s, h2o_req_t *req)
-{
-	struct cp_op *op;
-	struct cp_err e;
-
-	op = cp_op_new(s, req);
-	if (op == NULL)
-		return -1;
-	if (cp_tunnel_req_parse(req->entity.base ? req->entity.base : "", req->entity.len,
-				&s->policy, &op->treq, &e) < 0) {
-		op->deferred_error = e;
-		op->has_deferred_error = 1;
-	}
-	cp_auth(op, CP_SCOPE_TUNNELS, create_start);
-	return 0;
-}
-
 /* ---- GET /api/v1/tunnels/{id} ---- */
 
 static uint64_t sum_field(redisReply *h, const char *suffix)
@@ -484,17 +144,18 @@ static uint64_t sum_field(redisReply *h, const char *suffix)
 /* Replies: GET sl:sess, HGETALL sl:stat. */
 static void on_get(void *ud, redisReply *r, const char *err)
 {
-	struct cp_op *op = ud;
+	struct tunnel_op *t = tunnel_of(ud);
+	struct cp_op *op = &t->op;
 	struct pr_session ps;
 	json_t *body;
 
 	if (op->step++ == 0) {
-		cp_keep_record(op, r, err);
+		cp_record_keep(op, &t->rec, r, err);
 		return;
 	}
-	if (cp_kept_record(op, &ps, 0) < 0)
+	if (cp_record_kept(op, &t->rec, &ps, 0) < 0)
 		return;
-	body = session_json(op->s, &ps, op->now);
+	body = cp_tunnel_json(op->s, &ps, op->now);
 	r = err ? NULL : r;
 	json_object_set_new(body, "connections", json_integer((json_int_t)sum_field(r, ".conn")));
 	json_object_set_new(body, "liveConnections",
@@ -520,7 +181,7 @@ static void on_exec_deleted(void *ud, redisReply *r, const char *err)
 	struct cp_op *op = ud;
 	char detail[80];
 
-	if (cp_update_result(op, r, err) < 0)
+	if (cp_record_update_result(op, r, err) < 0)
 		return;
 	op->s->m.sessions_deleted++;
 	snprintf(detail, sizeof(detail), "session %s", op->id);
@@ -532,21 +193,21 @@ static void on_exec_deleted(void *ud, redisReply *r, const char *err)
 /* Replies: GET sl:sess, INCR sl:rev. */
 static void on_delete(void *ud, redisReply *r, const char *err)
 {
-	struct cp_op *op = ud;
+	struct tunnel_op *t = tunnel_of(ud);
+	struct cp_op *op = &t->op;
 	struct pr_session ps;
+	uint64_t read_rev;
+	int live;
 
 	if (op->step++ == 0) {
-		cp_keep_record(op, r, err);
+		cp_record_keep(op, &t->rec, r, err);
 		return;
 	}
 	if (!op->step_failed && (err || r->type != REDIS_REPLY_INTEGER)) {
 		cp_op_redis_error(op, r, err);
 		return;
 	}
-	uint64_t read_rev;
-	int live;
-
-	if (cp_kept_record(op, &ps, 1) < 0)
+	if (cp_record_kept(op, &t->rec, &ps, 1) < 0)
 		return;
 	/* The name (compared with this sid, in the update) and the lt port are
 	 * released only while the session still holds them: after expiry
@@ -557,13 +218,11 @@ static void on_delete(void *ud, redisReply *r, const char *err)
 	read_rev = ps.rev;
 	ps.status = PR_SS_DELETED;
 	ps.rev = (uint64_t)r->integer;
-	free(op->blob);
-	op->blob = NULL;
-	if (cp_encode_record(op, &ps) < 0) {
+	if (cp_record_encode(&t->rec, &ps) < 0) {
 		cp_op_error(op, 500, "internal", "cannot encode the session");
 		return;
 	}
-	cp_update_record(op, &ps, read_rev, 1, live, on_exec_deleted);
+	cp_record_update(op, &t->rec, &ps, read_rev, 1, live, on_exec_deleted);
 }
 
 static void delete_start(struct cp_op *op)
@@ -576,13 +235,13 @@ static void delete_start(struct cp_op *op)
 /* ---- GET /api/v1/tunnels ---- */
 
 /* ?status=active|expired|deleted|all&limit=N&offset=N */
-static int list_query(h2o_req_t *req, struct cp_op *op, long *limit, long *offset, struct cp_err *e)
+static int list_query(h2o_req_t *req, struct tunnel_op *t, struct cp_err *e)
 {
 	const char *q, *end;
 
-	*limit = LIST_DEFAULT;
-	*offset = 0;
-	op->name[0] = '\0';
+	t->limit = LIST_DEFAULT;
+	t->offset = 0;
+	t->status[0] = '\0';
 	if (req->query_at == SIZE_MAX)
 		return 0;
 	q = req->path.base + req->query_at + 1;
@@ -604,14 +263,14 @@ static int list_query(h2o_req_t *req, struct cp_op *op, long *limit, long *offse
 				if (strcmp(val, "active") && strcmp(val, "expired") &&
 				    strcmp(val, "deleted") && strcmp(val, "all"))
 					goto bad_status;
-				snprintf(op->name, sizeof(op->name), "%s", val);
+				snprintf(t->status, sizeof(t->status), "%s", val);
 			} else if (h2o_memis(q, kl, H2O_STRLIT("limit"))) {
-				*limit = strtol(val, &stop, 10);
-				if (*stop || *limit < 1 || *limit > LIST_MAX)
+				t->limit = strtol(val, &stop, 10);
+				if (*stop || t->limit < 1 || t->limit > LIST_MAX)
 					goto bad_limit;
 			} else if (h2o_memis(q, kl, H2O_STRLIT("offset"))) {
-				*offset = strtol(val, &stop, 10);
-				if (*stop || *offset < 0 || *offset > 1000000000L)
+				t->offset = strtol(val, &stop, 10);
+				if (*stop || t->offset < 0 || t->offset > 1000000000L)
 					goto bad_offset;
 			}
 		} else if (eq)
@@ -633,9 +292,10 @@ bad_value:
 
 static void on_list_records(void *ud, redisReply *r, const char *err)
 {
-	struct cp_op *op = ud;
+	struct tunnel_op *t = tunnel_of(ud);
+	struct cp_op *op = &t->op;
 	json_t *items = json_array();
-	const char *want = op->name[0] ? op->name : "all";
+	const char *want = t->status[0] ? t->status : "all";
 
 	if (err || r->type != REDIS_REPLY_ARRAY) {
 		json_decref(items);
@@ -646,9 +306,9 @@ static void on_list_records(void *ud, redisReply *r, const char *err)
 		struct pr_session ps;
 		json_t *one;
 
-		if (cp_record_of(r->element[i], &ps) < 0 || !cp_can_see(op, &ps))
+		if (cp_record_decode(r->element[i], &ps) < 0 || !cp_can_see(op, &ps))
 			continue;
-		one = session_json(op->s, &ps, op->now);
+		one = cp_tunnel_json(op->s, &ps, op->now);
 		if (strcmp(want, "all") == 0 ||
 		    strcmp(json_string_value(json_object_get(one, "status")), want) == 0)
 			json_array_append_new(items, one);
@@ -659,68 +319,71 @@ static void on_list_records(void *ud, redisReply *r, const char *err)
 	cp_op_reply(op, 200, json_incref(op->acc));
 }
 
+/* MGET of the records of the ids in r, their keys built in one block (the
+ * command is formatted at once: the block goes right after). 0, or -ENOMEM. */
+static int mget_records(struct cp_op *op, const redisReply *r)
+{
+	const char **argv = calloc(r->elements + 1, sizeof(*argv));
+	size_t *lens = calloc(r->elements + 1, sizeof(*lens));
+	char *keys = malloc(r->elements * KEY_SLOT);
+	int rc = argv && lens && keys ? 0 : -ENOMEM;
+
+	for (size_t i = 0; rc == 0 && i < r->elements; i++) {
+		char *k = keys + i * KEY_SLOT;
+
+		argv[i + 1] = k;
+		lens[i + 1] = (size_t)snprintf(k, KEY_SLOT, "sl:sess:%.*s", (int)r->element[i]->len,
+					       r->element[i]->str);
+	}
+	if (rc == 0) {
+		argv[0] = "MGET";
+		lens[0] = 4;
+		cp_rdb_cmdv(op->s->db, on_list_records, op, (int)r->elements + 1, argv, lens);
+	}
+	free(keys);
+	free(argv);
+	free(lens);
+	return rc;
+}
+
 static void on_list_ids(void *ud, redisReply *r, const char *err)
 {
-	struct cp_op *op = ud;
-	const char **argv;
-	size_t *lens;
+	struct tunnel_op *t = tunnel_of(ud);
+	struct cp_op *op = &t->op;
 
 	if (err || r->type != REDIS_REPLY_ARRAY) {
 		cp_op_redis_error(op, r, err);
 		return;
 	}
 	json_object_set_new(op->acc, "next",
-			    r->elements == (size_t)op->limit
-				    ? json_integer((json_int_t)(op->offset + op->limit))
+			    r->elements == (size_t)t->limit
+				    ? json_integer((json_int_t)(t->offset + t->limit))
 				    : json_null());
 	if (r->elements == 0) {
 		json_object_set_new(op->acc, "tunnels", json_array());
 		cp_op_reply(op, 200, json_incref(op->acc));
 		return;
 	}
-	argv = calloc(r->elements + 1, sizeof(*argv));
-	lens = calloc(r->elements + 1, sizeof(*lens));
-	if (argv == NULL || lens == NULL) {
-		free(argv);
-		free(lens);
+	if (mget_records(op, r) < 0)
 		cp_op_error(op, 500, "internal", "out of memory");
-		return;
-	}
-	/* MGET with keys built in one buffer. */
-	op->blob = malloc(r->elements * 48);
-	argv[0] = "MGET";
-	lens[0] = 4;
-	for (size_t i = 0; op->blob && i < r->elements; i++) {
-		char *k = op->blob + i * 48;
-		int n = snprintf(k, 48, "sl:sess:%.*s", (int)r->element[i]->len,
-				 r->element[i]->str);
-
-		argv[i + 1] = k;
-		lens[i + 1] = (size_t)n;
-	}
-	if (op->blob)
-		cp_rdb_cmdv(op->s->db, on_list_records, op, (int)r->elements + 1, argv, lens);
-	else
-		cp_op_error(op, 500, "internal", "out of memory");
-	free(argv);
-	free(lens);
 }
 
 static void list_start(struct cp_op *op)
 {
-	cp_rdb_cmdf(op->s->db, on_list_ids, op, "ZREVRANGE sl:sessions %ld %ld", op->offset,
-		    op->offset + op->limit - 1);
+	struct tunnel_op *t = tunnel_of(op);
+
+	cp_rdb_cmdf(op->s->db, on_list_ids, op, "ZREVRANGE sl:sessions %ld %ld", t->offset,
+		    t->offset + t->limit - 1);
 }
 
 /* ---- the collection ---- */
 
 int cp_tunnels_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
 {
+	struct tunnel_op *t;
 	struct cp_op *op;
 	struct cp_err e = {0};
 
-	if (id == NULL && cp_is_method(req, "POST"))
-		return tunnels_create(s, req);
 	if (id && !pr_session_id_valid(id, id_len)) {
 		cp_send_error(s, req, 400, "invalid_session_id",
 			      "session ids are 8 to 32 letters and digits");
@@ -731,23 +394,25 @@ int cp_tunnels_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t
 		cp_send_error(s, req, 405, "method_not_allowed", "method not allowed on this path");
 		return 0;
 	}
-	if ((op = cp_op_new(s, req)) == NULL)
+	if ((op = cp_op_new(s, req, sizeof(struct tunnel_op))) == NULL)
 		return -1;
+	op->dispose = tunnel_dispose;
+	t = tunnel_of(op);
 	if (id) {
-		memcpy(op->id, id, id_len);
-		op->id[id_len] = '\0';
-		cp_auth(op, CP_SCOPE_TUNNELS,
+		memcpy(t->op.id, id, id_len);
+		t->op.id[id_len] = '\0';
+		cp_auth(&t->op, CP_SCOPE_TUNNELS,
 			cp_is_method(req, "DELETE") ? delete_start : get_start);
 		return 0;
 	}
-	if (list_query(req, op, &op->limit, &op->offset, &e) < 0) {
+	if (list_query(req, t, &e) < 0) {
 		snprintf(e.code, sizeof(e.code), "invalid_query");
 		e.status = 400;
-		op->deferred_error = e;
-		op->has_deferred_error = 1;
+		t->op.deferred_error = e;
+		t->op.has_deferred_error = 1;
 	}
-	op->acc = json_pack("{s:I,s:I}", "offset", (json_int_t)op->offset, "limit",
-			    (json_int_t)op->limit);
-	cp_auth(op, CP_SCOPE_TUNNELS, list_start);
+	t->op.acc = json_pack("{s:I,s:I}", "offset", (json_int_t)t->offset, "limit",
+			      (json_int_t)t->limit);
+	cp_auth(&t->op, CP_SCOPE_TUNNELS, list_start);
 	return 0;
 }

@@ -26,9 +26,9 @@ static void on_guard_dispose(void *p)
 		g->op->req = NULL;
 }
 
-struct cp_op *cp_op_new(struct cp_server *s, h2o_req_t *req)
+struct cp_op *cp_op_new(struct cp_server *s, h2o_req_t *req, size_t size)
 {
-	struct cp_op *op = calloc(1, sizeof(*op));
+	struct cp_op *op = size >= sizeof(*op) ? calloc(1, size) : NULL;
 
 	if (op == NULL)
 		return NULL;
@@ -46,14 +46,9 @@ static void op_free(struct cp_op *op)
 	if (op->req)
 		op->guard->op = NULL;
 	op->s->inflight--;
-	for (size_t i = 0; i < op->nids; i++)
-		free(op->ids[i]);
-	free(op->ids);
-	free(op->blob_owner);
-	if (op->lim_owned)
-		free(op->lim_ps);
+	if (op->dispose)
+		op->dispose(op);
 	json_decref(op->acc);
-	free(op->blob);
 	free(op);
 }
 

@@ -8,6 +8,8 @@
 
 #include "http/cp_server.h"
 
+#include <stdlib.h>
+
 /* The caller of an API route, once authenticated. */
 struct cp_actor {
 	char key_id[CP_KEY_ID_LEN + 8]; /* "admin" for the bootstrap key */
@@ -17,10 +19,16 @@ struct cp_actor {
 struct cp_op_guard;
 
 /*
- * One API request waiting on Redis. Ownership: malloc'd by cp_op_new(),
- * freed by cp_op_finish() once the response is sent. If the client goes
- * away first, h2o frees the request's pool and the guard in it clears
- * op->req, so a late reply answers nobody instead of touching freed memory.
+ * One API request waiting on Redis: what every route's request has. A route
+ * with state of its own makes a larger struct with this one as its first
+ * member (struct tunnel_op { struct cp_op op; ... }), asks cp_op_new for its
+ * size and sets dispose when that part owns memory.
+ *
+ * Ownership: calloc'd by cp_op_new(), freed by whichever of cp_op_reply,
+ * cp_op_error and cp_op_release ends it: dispose first, then acc. If the
+ * client goes away first, h2o frees the request's pool and the guard in it
+ * clears op->req, so a late reply answers nobody instead of touching freed
+ * memory.
  */
 struct cp_op {
 	struct cp_server *s;
@@ -30,40 +38,21 @@ struct cp_op {
 	void (*next)(struct cp_op *op); /* what runs once auth succeeded */
 	unsigned need;			/* scopes the route requires */
 	char id[64];			/* the path's {id}, when any */
-	char name[CP_SUBDOMAIN_MAX + 1];
-	struct cp_tunnel_req treq;
-	struct cp_key_req kreq;
-	struct cp_err deferred_error; /* a bad request, told only once authenticated */
+	struct cp_err deferred_error;	/* a bad request, told only once authenticated */
 	int has_deferred_error;
-	uint64_t now;	     /* unix seconds when the request came */
-	uint64_t started_ms; /* health: when the PING went out */
-	size_t step;	     /* replies received in a pipeline */
-	int found;	     /* a share exists (revoke); the domain became ours (register) */
-	int reply_status;    /* domains: the answer's status once sessions are rewritten */
-	unsigned domain_deleted : 1, http_check : 1; /* domains: the rewrite's kind; the method */
+	uint64_t now; /* unix seconds when the request came */
+	/* A pipeline's bookkeeping: replies received, and the first failure
+	 * (Redis unreachable, or an error reply) told at its last reply. */
+	size_t step;
 	int step_failed, why_redis_down;
-	char why[200];	    /* the first failure within a pipeline */
-	long limit, offset; /* listing's page */
-	long ttl;	    /* a share link's lifetime, seconds */
-	size_t next_id;	    /* domains: the next of ids to rewrite */
-	char **ids;	    /* key ids being listed, nids of them */
-	size_t nids;
-	json_t *acc; /* a response being gathered */
-	char *blob;  /* an encoded record, or a copy of one read */
-	size_t blob_len;
-	int blob_nil;	  /* the record read was missing */
-	void *blob_owner; /* a session being created (heap) */
-	int lt;		  /* a localtunnel client's request */
-	/* Limits (cp_limits.c): the session they are for (owned when
-	 * lim_owned), the key's effective ones, and what runs after. */
-	struct pr_session *lim_ps;
-	int lim_owned;
-	struct cp_limits lim_eff;
-	void (*lim_next)(struct cp_op *op);
-	char name_long[254]; /* a domain */
+	char why[200];
+	json_t *acc;			   /* a response being gathered (or a body kept) */
+	void (*dispose)(struct cp_op *op); /* frees the route's part; NULL: nothing */
 };
 
-struct cp_op *cp_op_new(struct cp_server *s, h2o_req_t *req);
+/* An op of size bytes (sizeof(struct cp_op) or a route's struct that starts
+ * with one), zeroed but for the common part; NULL when out of memory. */
+struct cp_op *cp_op_new(struct cp_server *s, h2o_req_t *req, size_t size);
 /* Send status + body (a jansson value, stolen) and free op. */
 void cp_op_reply(struct cp_op *op, int status, json_t *body);
 void cp_op_error(struct cp_op *op, int status, const char *code, const char *fmt, ...)
@@ -79,6 +68,25 @@ void cp_op_step_error(struct cp_op *op, const char *store);
 /* key's index in fields (a body's allowed keys), or -1 with a 400
  * unknown_field answered (op freed). */
 int cp_op_field(struct cp_op *op, const char *const *fields, size_t n, const char *key);
+
+/*
+ * Strings a route gathers from one reply to look each up in the next
+ * (key ids, domains, session ids). Ownership: a member of the route's op;
+ * cp_strings_free frees them and the array (in the op's dispose).
+ */
+struct cp_strings {
+	char **v;
+	size_t n;
+};
+
+static inline void cp_strings_free(struct cp_strings *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
 
 /* Free op without answering: its request is answered by someone else
  * (a streamed response). */

@@ -3,8 +3,8 @@
  * with their stream event in one MULTI or one script, so a relay never sees
  * one without the other; read back and checked for whose they are.
  */
-#include "http/cp_op.h"
 #include "http/cp_record.h"
+#include "pr_state.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -18,15 +18,34 @@ int cp_can_see(const struct cp_op *op, const struct pr_session *ps)
 	return (op->actor.scopes & CP_SCOPE_ADMIN) || strcmp(ps->key_id, op->actor.key_id) == 0;
 }
 
-/* A new session: MULTI, SET record, the indexes, XADD, EXEC; the EXEC reply
- * goes to done. Changes to existing records go through cp_update_record. */
-void cp_create_record(struct cp_op *op, const struct pr_session *ps, cp_rdb_cb done)
+int cp_record_encode(struct cp_record *rec, const struct pr_session *ps)
+{
+	int n;
+
+	rec->buf.len = 0;
+	if (sl_buf_reserve(&rec->buf, PR_STATE_MAX) < 0)
+		return -ENOMEM;
+	if ((n = pr_session_encode(ps, rec->buf.p, PR_STATE_MAX)) < 0)
+		return n;
+	rec->buf.len = (size_t)n;
+	rec->buf.p[n] = '\0';
+	rec->nil = 0;
+	return 0;
+}
+
+void cp_record_free(struct cp_record *rec)
+{
+	sl_buf_free(&rec->buf);
+}
+
+void cp_record_create(struct cp_op *op, const struct cp_record *rec, const struct pr_session *ps,
+		      cp_rdb_cb done)
 {
 	struct cp_rdb *db = op->s->db;
 	uint64_t ttl = ps->expires + CP_RETAIN_S - op->now;
 
 	cp_rdb_cmdf(db, NULL, NULL, "MULTI");
-	cp_rdb_cmdf(db, NULL, NULL, "SET sl:sess:%s %b EX %llu", ps->sid, op->blob, op->blob_len,
+	cp_rdb_cmdf(db, NULL, NULL, "SET sl:sess:%s %b EX %llu", ps->sid, rec->buf.p, rec->buf.len,
 		    (unsigned long long)ttl);
 	cp_rdb_cmdf(db, NULL, NULL, "ZADD sl:sessions %llu %s", (unsigned long long)ps->created,
 		    ps->sid);
@@ -34,8 +53,8 @@ void cp_create_record(struct cp_op *op, const struct pr_session *ps, cp_rdb_cb d
 		    ps->sid);
 	if (ps->domain[0])
 		cp_rdb_cmdf(db, NULL, NULL, "SADD sl:domsess:%s %s", ps->domain, ps->sid);
-	cp_rdb_cmdf(db, NULL, NULL, "XADD sl:events MAXLEN ~ " CP_EVENTS_MAXLEN " * m %b", op->blob,
-		    op->blob_len);
+	cp_rdb_cmdf(db, NULL, NULL, "XADD sl:events MAXLEN ~ " CP_EVENTS_MAXLEN " * m %b",
+		    rec->buf.p, rec->buf.len);
 	cp_rdb_cmdf(db, done, op, "EXEC");
 }
 
@@ -64,8 +83,8 @@ static const char update_lua[] =
 	"redis.call('XADD', KEYS[2], 'MAXLEN', '~', '" CP_EVENTS_MAXLEN "', '*', 'm', ARGV[2])\n"
 	"return 1\n";
 
-void cp_update_record(struct cp_op *op, const struct pr_session *ps, uint64_t read_rev,
-		      int deleting, int free_name, cp_rdb_cb done)
+void cp_record_update(struct cp_op *op, const struct cp_record *rec, const struct pr_session *ps,
+		      uint64_t read_rev, int deleting, int free_name, cp_rdb_cb done)
 {
 	uint64_t ttl = ps->expires > op->now ? ps->expires + CP_RETAIN_S - op->now : CP_RETAIN_S;
 
@@ -74,12 +93,11 @@ void cp_update_record(struct cp_op *op, const struct pr_session *ps, uint64_t re
 		"EVAL %s 5 sl:sess:%s sl:events sl:active sl:name:%s sl:domsess:%s %llu %b %llu "
 		"%s %d %d",
 		update_lua, ps->sid, ps->name, ps->domain[0] ? ps->domain : "-",
-		(unsigned long long)read_rev, op->blob, op->blob_len, (unsigned long long)ttl,
+		(unsigned long long)read_rev, rec->buf.p, rec->buf.len, (unsigned long long)ttl,
 		ps->sid, deleting ? 0 : 2, free_name);
 }
 
-/* The reply of cp_update_record: 0 when written, else an answer sent. */
-int cp_update_result(struct cp_op *op, redisReply *r, const char *err)
+int cp_record_update_result(struct cp_op *op, redisReply *r, const char *err)
 {
 	if (err || r->type != REDIS_REPLY_INTEGER) {
 		cp_op_redis_error(op, r, err);
@@ -96,21 +114,7 @@ int cp_update_result(struct cp_op *op, redisReply *r, const char *err)
 	return 0;
 }
 
-int cp_encode_record(struct cp_op *op, const struct pr_session *ps)
-{
-	free(op->blob);
-	op->blob = malloc(PR_STATE_MAX);
-	if (op->blob == NULL)
-		return -ENOMEM;
-	int n = pr_session_encode(ps, op->blob, PR_STATE_MAX);
-
-	if (n < 0)
-		return n;
-	op->blob_len = (size_t)n;
-	return 0;
-}
-/* Decode a GET reply into ps: 0, -ENOENT (no record), -EBADMSG. */
-int cp_record_of(redisReply *r, struct pr_session *ps)
+int cp_record_decode(const redisReply *r, struct pr_session *ps)
 {
 	if (r->type == REDIS_REPLY_NIL)
 		return -ENOENT;
@@ -119,17 +123,37 @@ int cp_record_of(redisReply *r, struct pr_session *ps)
 	return pr_session_decode(r->str, r->len, ps) < 0 ? -EBADMSG : 0;
 }
 
-/* The record of op->id decoded from r into ps, or an error sent. */
-static int visible_record(struct cp_op *op, redisReply *r, struct pr_session *ps, int expired_ok)
+void cp_record_keep(struct cp_op *op, struct cp_record *rec, redisReply *r, const char *err)
 {
-	int e = cp_record_of(r, ps);
+	if (err || r->type == REDIS_REPLY_ERROR) {
+		cp_op_step_failed(op, r, err);
+		return;
+	}
+	rec->buf.len = 0;
+	rec->nil = r->type != REDIS_REPLY_STRING;
+	if (sl_buf_append(&rec->buf, rec->nil ? "" : r->str, rec->nil ? 0 : r->len) < 0) {
+		op->step_failed = 1;
+		snprintf(op->why, sizeof(op->why), "out of memory");
+	}
+}
 
-	if (e == -EBADMSG) {
+int cp_record_kept(struct cp_op *op, const struct cp_record *rec, struct pr_session *ps,
+		   int expired_ok)
+{
+	if (op->step_failed) {
+		cp_op_step_error(op, "session store");
+		return -1;
+	}
+	if (rec->nil) {
+		cp_op_error(op, 404, "not_found", "no session %s", op->id);
+		return -1;
+	}
+	if (pr_session_decode(rec->buf.p, rec->buf.len, ps) < 0) {
 		cp_op_error(op, 500, "corrupt_record", "session %s has an unreadable record",
 			    op->id);
 		return -1;
 	}
-	if (e == -ENOENT || !cp_can_see(op, ps) || ps->status == PR_SS_DELETED) {
+	if (!cp_can_see(op, ps) || ps->status == PR_SS_DELETED) {
 		cp_op_error(op, 404, "not_found", "no session %s", op->id);
 		return -1;
 	}
@@ -138,40 +162,4 @@ static int visible_record(struct cp_op *op, redisReply *r, struct pr_session *ps
 		return -1;
 	}
 	return 0;
-}
-
-/* The first reply of a pipeline, GET sl:sess:<sid>: copied into op->blob
- * (replies are freed after their callback) until the last reply is in. */
-void cp_keep_record(struct cp_op *op, redisReply *r, const char *err)
-{
-	if (err || r->type == REDIS_REPLY_ERROR) {
-		cp_op_step_failed(op, r, err);
-		return;
-	}
-	op->blob_len = r->type == REDIS_REPLY_STRING ? r->len : 0;
-	op->blob_nil = r->type != REDIS_REPLY_STRING;
-	op->blob = malloc(op->blob_len + 1);
-	if (op->blob == NULL) {
-		op->step_failed = 1;
-		snprintf(op->why, sizeof(op->why), "out of memory");
-		return;
-	}
-	memcpy(op->blob, r->str ? r->str : "", op->blob_len);
-}
-
-/* The record of op->id into *ps from the kept GET reply, or an error sent
- * (404 for none or another key's, 410 for an expired one unless expired_ok). */
-int cp_kept_record(struct cp_op *op, struct pr_session *ps, int expired_ok)
-{
-	redisReply fake = {.type = REDIS_REPLY_STRING, .str = op->blob, .len = op->blob_len};
-
-	if (op->step_failed) {
-		cp_op_step_error(op, "session store");
-		return -1;
-	}
-	if (op->blob_nil) {
-		cp_op_error(op, 404, "not_found", "no session %s", op->id);
-		return -1;
-	}
-	return visible_record(op, &fake, ps, expired_ok);
 }
