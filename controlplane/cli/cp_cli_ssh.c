@@ -1,19 +1,23 @@
 /*
- * cp_ssh_cli.c: `sluice-control ssh exec|put|get|diagnose HOST ...`, the
- * executor from a shell: for operators, for the tests and the benchmark.
+ * cp_cli_ssh.c: `sluice-control ssh ...` and `sluice-control node ...`: their
+ * options, and the verbs that run the executor from a shell (for operators,
+ * for the tests and the benchmark); the node verbs, which drive the
+ * managers, are cp_cli_node.c's.
  *
  *   exec  streams the command's output as it comes and exits with its exit
  *         code (255 when SSH itself failed, as ssh(1) does); --json prints
  *         one result object instead; --repeat/--parallel run it many times
  *         on one pool and print latency figures.
- *   put, get  SFTP with checksums; one JSON line with the result.
+ *   put, get, sync  SFTP with checksums; one JSON line with the result.
+ *   health, diagnose  the health monitor and the troubleshooter.
+ *   provision, lockdown, audit  (node) see cp_cli_node.c.
  *
  * Secrets come from environment variables named by flags
  * (--sudo-password-env NAME), never from the command line, where ps shows them.
  */
+#include "cli/cp_cli.h"
+#include "cli/cp_cli_node.h"
 #include "cli/cp_cli_ssh.h"
-#include "mgr/cp_provision.h"
-#include "mgr/cp_security.h"
 #include "ssh/cp_ssh_diag.h"
 #include "sl_cli.h"
 #include "sl_log.h"
@@ -240,14 +244,6 @@ static const struct sl_cli ssh_cli = {
 	.versions = versions,
 };
 
-static void env_secret(const struct sl_config *cfg, const char *opt, char *dst, size_t cap)
-{
-	const char *name = sl_config_str(cfg, opt), *v = *name ? getenv(name) : NULL;
-
-	if (v)
-		snprintf(dst, cap, "%s", v);
-}
-
 /* The host's configuration from flags and the target word. */
 static int build_config(const struct sl_config *cfg, const char *target, struct cp_ssh_config *c)
 {
@@ -264,8 +260,8 @@ static int build_config(const struct sl_config *cfg, const char *target, struct 
 		c->port = (int)sl_config_int(cfg, "port");
 	snprintf(c->key_file, sizeof(c->key_file), "%s", sl_config_str(cfg, "key"));
 	snprintf(c->known_hosts, sizeof(c->known_hosts), "%s", sl_config_str(cfg, "known-hosts"));
-	env_secret(cfg, "key-passphrase-env", c->key_passphrase, sizeof(c->key_passphrase));
-	env_secret(cfg, "password-env", c->password, sizeof(c->password));
+	cp_cli_env_secret(cfg, "key-passphrase-env", c->key_passphrase, sizeof(c->key_passphrase));
+	cp_cli_env_secret(cfg, "password-env", c->password, sizeof(c->password));
 	c->use_agent = (int)sl_config_int(cfg, "agent");
 	c->hostkey_policy = strcmp(pol, "accept-new") == 0 ? CP_SSH_HOSTKEY_ACCEPT_NEW
 			    : strcmp(pol, "off") == 0	   ? CP_SSH_HOSTKEY_OFF
@@ -437,7 +433,7 @@ static int do_exec(const struct sl_config *cfg, struct cp_ssh_pool *pool, int js
 
 	snprintf(envs, sizeof(envs), "%s", sl_config_str(cfg, "env"));
 	split(envs, env, ENV_MAX);
-	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
+	cp_cli_env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
 	for (size_t i = 2; i < cfg->nargs; i++)
 		words[i - 2] = cfg->args[i];
 	words[cfg->nargs >= 2 ? cfg->nargs - 2 : 0] = NULL;
@@ -555,7 +551,7 @@ static int do_sync(const struct sl_config *cfg, struct cp_ssh_pool *pool)
 		fprintf(stderr, "sluice-control ssh sync: want HOST LOCAL_DIR REMOTE_DIR\n");
 		return SL_EXIT_USAGE;
 	}
-	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
+	cp_cli_env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
 	xf.sudo = (int)sl_config_int(cfg, "sudo");
 	xf.sudo_password = sudo_pw[0] ? sudo_pw : NULL;
 	xf.owner = *sl_config_str(cfg, "owner") ? sl_config_str(cfg, "owner") : NULL;
@@ -606,134 +602,6 @@ static int do_health(const struct sl_config *cfg, struct cp_ssh_pool *pool)
 	return ok ? SL_EXIT_OK : SL_EXIT_FAIL;
 }
 
-static void print_event(void *arg, const struct cp_mgr_event *ev)
-{
-	json_t *o = cp_mgr_event_json(ev);
-
-	(void)arg;
-	json_dumpf(o, stdout, JSON_COMPACT);
-	printf("\n");
-	fflush(stdout);
-	json_decref(o);
-}
-
-/* "a\\nb" (as a flag carries it) into "a\nb\n". */
-static void unescape_lines(const char *in, char *out, size_t cap)
-{
-	size_t o = 0;
-
-	for (; *in && o + 2 < cap; in++) {
-		if (in[0] == '\\' && in[1] == 'n') {
-			out[o++] = '\n';
-			in++;
-		} else {
-			out[o++] = *in;
-		}
-	}
-	if (o && out[o - 1] != '\n' && o + 1 < cap)
-		out[o++] = '\n';
-	out[o] = '\0';
-}
-
-static void print_summary(const struct cp_mgr *m, int rc, double t0)
-{
-	json_t *o = cp_mgr_result_json(m, rc, sl_mono_ms_f() - t0);
-
-	json_dumpf(o, stdout, JSON_COMPACT);
-	printf("\n");
-	json_decref(o);
-}
-
-/* `node lockdown TARGET` and `node audit TARGET`. */
-static int do_security(const struct sl_config *cfg, struct cp_ssh_pool *pool,
-		       const struct cp_ssh_config *c, int audit)
-{
-	static char sudo_pw[128];
-	struct cp_mgr m = {
-		.pool = pool, .check = (int)sl_config_int(cfg, "check"), .on_event = print_event};
-	struct cp_provision_spec s = {.http = sl_config_str(cfg, "relay-http"),
-				      .agents = sl_config_str(cfg, "relay-agents")};
-	int ports[4], rc;
-	size_t n = cp_provision_ports(&s, ports, 4);
-	char extra[1024];
-	double t0 = sl_mono_ms_f();
-
-	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
-	m.sudo = strcmp(c->user, "root") != 0;
-	m.sudo_password = sudo_pw[0] ? sudo_pw : NULL;
-	if (audit) {
-		json_t *rep = cp_security_audit(&m, ports, n);
-
-		if (!rep) {
-			fprintf(stderr, "sluice-control node audit: %s\n", m.err.cause);
-			return SL_EXIT_FAIL;
-		}
-		if (sl_config_int(cfg, "json")) {
-			json_dumpf(rep, stdout, JSON_COMPACT);
-			printf("\n");
-		} else {
-			cp_security_audit_print(rep, stdout);
-		}
-		json_decref(rep);
-		return SL_EXIT_OK;
-	}
-	unescape_lines(sl_config_str(cfg, "ssh-extra"), extra, sizeof(extra));
-	rc = cp_security_lockdown(
-		&m, &(struct cp_lockdown_spec){.level = (enum cp_lockdown)cp_lockdown_parse(
-						       sl_config_str(cfg, "lockdown")),
-					       .ports = ports,
-					       .nports = n,
-					       .ssh_extra = extra,
-					       .firewall = (enum cp_firewall)cp_firewall_parse(
-						       sl_config_str(cfg, "firewall"))});
-	print_summary(&m, rc, t0);
-	explicit_bzero(sudo_pw, sizeof(sudo_pw));
-	return rc == 0 ? SL_EXIT_OK : SL_EXIT_FAIL;
-}
-
-/* `node provision TARGET`: events as JSON lines, then the result. */
-static int do_provision(const struct sl_config *cfg, struct cp_ssh_pool *pool,
-			const struct cp_ssh_config *c)
-{
-	static char sudo_pw[128];
-	const char *secret = getenv(sl_config_str(cfg, "session-secret-env"));
-	char ssh_extra[1024];
-	struct cp_mgr m = {
-		.pool = pool, .check = (int)sl_config_int(cfg, "check"), .on_event = print_event};
-	struct cp_provision_spec s = {.relay_binary = sl_config_str(cfg, "relay-binary"),
-				      .relay_id = *sl_config_str(cfg, "relay-id")
-							  ? sl_config_str(cfg, "relay-id")
-							  : c->host,
-				      .redis_url = sl_config_str(cfg, "relay-redis"),
-				      .session_secret = secret ? secret : "",
-				      .http = sl_config_str(cfg, "relay-http"),
-				      .agents = sl_config_str(cfg, "relay-agents"),
-				      .admin = sl_config_str(cfg, "relay-admin"),
-				      .domain = sl_config_str(cfg, "relay-domain"),
-				      .lockdown = cp_lockdown_parse(sl_config_str(cfg, "lockdown")),
-				      .firewall = cp_firewall_parse(sl_config_str(cfg, "firewall")),
-				      .ssh_extra = ssh_extra,
-				      .verify_redis = sl_config_str(cfg, "verify-redis")};
-	double t0 = sl_mono_ms_f();
-	int rc;
-
-	if (!*s.relay_binary || strlen(s.session_secret) < 32) {
-		fprintf(stderr,
-			"sluice-control node provision: give --relay-binary and the session "
-			"secret (32 bytes or more) in $%s\n",
-			sl_config_str(cfg, "session-secret-env"));
-		return SL_EXIT_USAGE;
-	}
-	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
-	unescape_lines(sl_config_str(cfg, "ssh-extra"), ssh_extra, sizeof(ssh_extra));
-	m.sudo = strcmp(c->user, "root") != 0;
-	m.sudo_password = sudo_pw[0] ? sudo_pw : NULL;
-	rc = cp_provision(&m, &s);
-	print_summary(&m, rc, t0);
-	explicit_bzero(sudo_pw, sizeof(sudo_pw));
-	return rc == 0 ? SL_EXIT_OK : SL_EXIT_FAIL;
-}
-
 static int do_xfer(const struct sl_config *cfg, struct cp_ssh_pool *pool, int put)
 {
 	static char sudo_pw[128];
@@ -749,7 +617,7 @@ static int do_xfer(const struct sl_config *cfg, struct cp_ssh_pool *pool, int pu
 			put ? "LOCAL REMOTE" : "REMOTE LOCAL");
 		return SL_EXIT_USAGE;
 	}
-	env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
+	cp_cli_env_secret(cfg, "sudo-password-env", sudo_pw, sizeof(sudo_pw));
 	xf.mode = *mode ? (unsigned)strtoul(mode, NULL, 8) : 0;
 	xf.owner = *sl_config_str(cfg, "owner") ? sl_config_str(cfg, "owner") : NULL;
 	xf.sudo = (int)sl_config_int(cfg, "sudo");
@@ -831,9 +699,9 @@ int cp_ssh_cli_main(int argc, char **argv)
 	if (strcmp(verb, "exec") == 0)
 		rc = do_exec(&cfg, pool, json);
 	else if (strcmp(verb, "lockdown") == 0 || strcmp(verb, "audit") == 0)
-		rc = do_security(&cfg, pool, &c, verb[0] == 'a');
+		rc = cp_cli_node_security(&cfg, pool, &c, verb[0] == 'a');
 	else if (strcmp(verb, "provision") == 0)
-		rc = do_provision(&cfg, pool, &c);
+		rc = cp_cli_node_provision(&cfg, pool, &c);
 	else if (strcmp(verb, "health") == 0)
 		rc = do_health(&cfg, pool);
 	else if (strcmp(verb, "sync") == 0)

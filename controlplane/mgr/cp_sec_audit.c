@@ -1,9 +1,10 @@
 /*
- * cp_audit.c: AuditSecurity, a scored report of a host in the manner of
+ * cp_sec_audit.c: AuditSecurity, a scored report of a host in the manner of
  * Lynis: one shell probe gathers every fact (read-only), each check passes
  * or fails with a weight, and each failure comes with what to do about it.
  */
 #include "mgr/cp_mgr_int.h"
+#include "mgr/cp_sec_audit.h"
 #include "mgr/cp_security.h"
 
 #include <stdio.h>

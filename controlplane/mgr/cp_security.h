@@ -1,6 +1,8 @@
 /*
- * cp_security.h: the security manager (cp_security.c) and the audit
- * (cp_audit.c).
+ * cp_security.h: the security manager (cp_security.c): a host locked down
+ * to a level (SSH hardening, a firewall, fail2ban, security updates), each
+ * change behind a dead man's switch. The audit that scores a host is
+ * mgr/cp_sec_audit.h's.
  */
 #ifndef CP_SECURITY_H
 #define CP_SECURITY_H
@@ -63,12 +65,5 @@ int cp_security_fail2ban(struct cp_mgr *m);
 int cp_security_updates(struct cp_mgr *m);
 /* Everything the level includes, in order. */
 int cp_security_lockdown(struct cp_mgr *m, const struct cp_lockdown_spec *l);
-
-/* A scored report in the manner of Lynis: {"score": 0..100, "checks":
- * [{"id", "ok", "weight", "detail", "recommendation"}]}; NULL when the host
- * cannot be read. ports: those expected to listen. */
-json_t *cp_security_audit(struct cp_mgr *m, const int *ports, size_t nports);
-/* The same as text for a person. */
-void cp_security_audit_print(const json_t *report, FILE *out);
 
 #endif
