@@ -226,17 +226,14 @@ static void restore_dropin(struct cp_mgr *m, const char *old)
 	m->check = check;
 }
 
-int cp_security_ssh(struct cp_mgr *m, enum cp_lockdown level, const char *extra)
+/* The drop-in's text for level, refused (-1, the run failed) when its
+ * algorithm lists would leave the control plane unable to connect. */
+static int sshd_text(struct cp_mgr *m, enum cp_lockdown level, const char *extra, char *text,
+		     size_t cap, double t0)
 {
-	static const char *const test[] = {"sshd", "-t", NULL};
-	static const char *const reload[] = {"systemctl", "reload", "ssh", NULL};
-	char text[4096], kex[1024], ciphers[1024], macs[1024], why[600], *old = NULL;
-	struct cp_ssh_result r;
-	double t0 = sl_mono_ms_f();
-	unsigned before = m->changed;
-	int armed = 0, undone = 0;
+	char kex[1024], ciphers[1024], macs[1024], why[600];
 
-	if (cp_sshd_dropin(level, extra, text, sizeof(text)) < 0) {
+	if (cp_sshd_dropin(level, extra, text, cap) < 0) {
 		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "drop-in", 0, "settings too long");
 		return -1;
 	}
@@ -250,27 +247,76 @@ int cp_security_ssh(struct cp_mgr *m, enum cp_lockdown level, const char *extra)
 		cp_mgr_emit(m, "ssh-hardening", SSHD_DROPIN, CP_MGR_FAILED, t0, m->err.cause);
 		return -1;
 	}
+	return 0;
+}
+
+/* A change is coming: the old drop-in kept on the host and a dead man's
+ * switch that puts it back, should this run lose the host half-way. 1 when
+ * the switch is armed. */
+static int sshd_arm(struct cp_mgr *m)
+{
+	static const char KEEP[] = "if [ -f \"$1\" ]; then cp -p \"$1\" \"$1.sluice-prev\"; "
+				   "else rm -f \"$1.sluice-prev\"; fi";
+	struct cp_ssh_result k;
+	int armed;
+
+	cp_mgr_sh(m, KEEP, SSHD_DROPIN, &k);
+	cp_ssh_result_free(&k);
+	armed = deadman_arm(m, DM_SSHD,
+			    "if [ -f " SSHD_PREV " ]; then mv -f " SSHD_PREV " " SSHD_DROPIN
+			    "; else rm -f " SSHD_DROPIN "; fi; systemctl reload ssh");
+	if (!armed) /* no switch to restore from it */
+		deadman_disarm(m, DM_SSHD, SSHD_PREV);
+	return armed;
+}
+
+/* The new drop-in in place: checked by sshd -t, reloaded, and a fresh
+ * connection proven; otherwise the old one back (*undone: and the host
+ * answers as before) and -1. */
+static int sshd_reload_proven(struct cp_mgr *m, const char *old, int *undone)
+{
+	static const char *const test[] = {"sshd", "-t", NULL};
+	static const char *const reload[] = {"systemctl", "reload", "ssh", NULL};
+	char why[600], back[400];
+
+	if (run_ok(m, test, why, sizeof(why)) < 0) {
+		restore_dropin(m, old);
+		*undone = 1;
+		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "sshd -t", 0,
+			    "the new settings were refused "
+			    "(%s); the previous ones are back",
+			    why);
+		return -1;
+	}
+	if (run_ok(m, reload, why, sizeof(why)) == 0 && fresh_connection(m, why, sizeof(why)) == 0)
+		return 0;
+	restore_dropin(m, old);
+	*undone = fresh_connection(m, back, sizeof(back)) == 0;
+	cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "fresh connection", 0,
+		    "after the reload a new connection failed (%.300s): rolled back, %s", why,
+		    *undone ? "the host is reachable as before"
+			    : "but the host does not answer yet (its dead man's switch "
+			      "restores the old settings within " DEADMAN_S " s)");
+	return -1;
+}
+
+int cp_security_ssh(struct cp_mgr *m, enum cp_lockdown level, const char *extra)
+{
+	char text[4096], *old = NULL;
+	struct cp_ssh_result r;
+	double t0 = sl_mono_ms_f();
+	unsigned before = m->changed;
+	int armed = 0, undone = 0;
+
+	if (sshd_text(m, level, extra, text, sizeof(text), t0) < 0)
+		return -1;
 	/* The old content, for the rollback. */
 	if (cp_mgr_sh(m, "cat -- \"$1\" 2>/dev/null || true", SSHD_DROPIN, &r) == 0 && r.out &&
 	    *r.out)
 		old = strdup(r.out);
 	cp_ssh_result_free(&r);
-	/* A change: the old drop-in kept on the host and a dead man's switch
-	 * that puts it back, should this run lose the host half-way. */
-	if (!m->check && (!old || strcmp(old, text) != 0)) {
-		static const char KEEP[] =
-			"if [ -f \"$1\" ]; then cp -p \"$1\" \"$1.sluice-prev\"; "
-			"else rm -f \"$1.sluice-prev\"; fi";
-		struct cp_ssh_result k;
-
-		cp_mgr_sh(m, KEEP, SSHD_DROPIN, &k);
-		cp_ssh_result_free(&k);
-		armed = deadman_arm(m, DM_SSHD,
-				    "if [ -f " SSHD_PREV " ]; then mv -f " SSHD_PREV " " SSHD_DROPIN
-				    "; else rm -f " SSHD_DROPIN "; fi; systemctl reload ssh");
-		if (!armed) /* no switch to restore from it */
-			deadman_disarm(m, DM_SSHD, SSHD_PREV);
-	}
+	if (!m->check && (!old || strcmp(old, text) != 0))
+		armed = sshd_arm(m);
 	if (cp_mgr_file(m, "ssh-hardening", SSHD_DROPIN, text, "root:root", 0644, NULL, 0) < 0)
 		goto out_fail;
 	if (m->check || m->changed == before) {
@@ -279,28 +325,8 @@ int cp_security_ssh(struct cp_mgr *m, enum cp_lockdown level, const char *extra)
 		free(old);
 		return 0;
 	}
-	if (run_ok(m, test, why, sizeof(why)) < 0) {
-		restore_dropin(m, old);
-		undone = 1;
-		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "sshd -t", 0,
-			    "the new settings were refused "
-			    "(%s); the previous ones are back",
-			    why);
+	if (sshd_reload_proven(m, old, &undone) < 0)
 		goto out_fail;
-	}
-	if (run_ok(m, reload, why, sizeof(why)) < 0 || fresh_connection(m, why, sizeof(why)) < 0) {
-		char back[400];
-
-		restore_dropin(m, old);
-		undone = fresh_connection(m, back, sizeof(back)) == 0;
-		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "fresh connection", 0,
-			    "after the reload a new connection failed (%.300s): rolled back, %s",
-			    why,
-			    undone ? "the host is reachable as before"
-				   : "but the host does not answer yet (its dead man's switch "
-				     "restores the old settings within " DEADMAN_S " s)");
-		goto out_fail;
-	}
 	if (armed && disarm_proven(m, "sshd", DM_SSHD, SSHD_PREV) < 0)
 		goto out_fail;
 	free(old);
