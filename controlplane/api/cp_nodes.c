@@ -36,6 +36,7 @@
 #include "ssh/cp_ssh_diag.h"
 #include "pr_seal.h"
 #include "pr_token.h"
+#include "sl_buf.h"
 #include "sl_thread.h"
 
 #include <errno.h>
@@ -358,10 +359,11 @@ static void nodes_delete(struct cp_op *op)
 /* ---- exec and diagnose: a thread per request ---- */
 
 /*
- * One exec or diagnose. Two references: the loop's (until the answer is
- * complete or the client is gone) and the thread's (until it has posted its
- * last output). The thread appends to out under mu and writes a byte to the
- * pipe; the loop reads the pipe and sends what out holds.
+ * One exec, diagnose or health check. Ownership: counted, two references:
+ * the loop's (until the answer is complete or the client is gone) and the
+ * thread's (until it has posted its last output); nexec_unref drops one, the last frees out and
+ * body and wipes the secrets. The thread appends to out under mu and writes a byte to the pipe; the
+ * loop reads the pipe and sends what out holds.
  */
 struct nexec {
 	atomic_int refs;
@@ -375,11 +377,10 @@ struct nexec {
 	int client_fd; /* to see a hang-up while nothing is written; -1: unknown */
 	h2o_timeout_entry_t tick;
 	pthread_mutex_t mu;
-	char *out; /* NDJSON not yet sent */
-	size_t out_len;
-	int dropped; /* output beyond OUT_MAX */
-	int done;    /* the thread posted its last line */
-	int sending; /* an h2o_send awaits proceed */
+	struct sl_buf out; /* NDJSON not yet sent */
+	int dropped;	   /* output beyond OUT_MAX */
+	int done;	   /* the thread posted its last line */
+	int sending;	   /* an h2o_send awaits proceed */
 	int final_sent;
 	volatile int cancel;
 	struct cp_ssh_config cfg;
@@ -393,7 +394,7 @@ static void nexec_unref(struct nexec *x)
 	if (atomic_fetch_sub(&x->refs, 1) != 1)
 		return;
 	pthread_mutex_destroy(&x->mu);
-	free(x->out);
+	sl_buf_free(&x->out);
 	json_decref(x->body);
 	cp_ssh_config_wipe(&x->cfg);
 	explicit_bzero(x->sudo_pw, sizeof(x->sudo_pw));
@@ -408,14 +409,11 @@ static void post(struct nexec *x, json_t *o, int last)
 
 	json_decref(o);
 	pthread_mutex_lock(&x->mu);
-	if (line && (x->out_len + n + 1 <= OUT_MAX || last)) {
-		char *p = realloc(x->out, x->out_len + n + 1);
-
-		if (p) {
-			memcpy(p + x->out_len, line, n);
-			p[x->out_len + n] = '\n';
-			x->out = p;
-			x->out_len += n + 1;
+	if (line && (x->out.len + n + 1 <= OUT_MAX || last)) {
+		/* Room for the whole line first: a line is sent whole or not at all. */
+		if (sl_buf_reserve(&x->out, n + 1) == 0) {
+			sl_buf_append(&x->out, line, n);
+			sl_buf_append(&x->out, "\n", 1);
 		}
 	} else {
 		x->dropped = 1;
@@ -553,11 +551,11 @@ static void flush_out(struct nexec *x)
 	if (!x->req || x->sending || x->final_sent)
 		return;
 	pthread_mutex_lock(&x->mu);
-	if (x->out_len) {
-		buf.base = h2o_mem_alloc_pool(&x->req->pool, x->out_len);
-		memcpy(buf.base, x->out, x->out_len);
-		buf.len = x->out_len;
-		x->out_len = 0;
+	if (x->out.len) {
+		buf.base = h2o_mem_alloc_pool(&x->req->pool, x->out.len);
+		memcpy(buf.base, x->out.p, x->out.len);
+		buf.len = x->out.len;
+		sl_buf_consume(&x->out, x->out.len);
 	}
 	last = x->done;
 	pthread_mutex_unlock(&x->mu);

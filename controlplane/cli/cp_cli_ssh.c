@@ -19,6 +19,7 @@
 #include "cli/cp_cli_node.h"
 #include "cli/cp_cli_ssh.h"
 #include "ssh/cp_ssh_diag.h"
+#include "sl_buf.h"
 #include "sl_cli.h"
 #include "sl_log.h"
 #include "sl_time.h"
@@ -506,36 +507,31 @@ static void progress(void *arg, uint64_t done, uint64_t total)
 		__atomic_store_n(&x->cancel, 1, __ATOMIC_RELEASE);
 }
 
+#define STDIN_CHUNK (1 << 16)
+#define STDIN_MAX   ((size_t)1 << 30) /* `put -` reads at most this much */
+
 /* `put - REMOTE`: the file's content from stdin (CreateRemoteFile). */
 static int put_stdin(struct cp_ssh_pool *pool, const char *remote, const struct cp_ssh_xfer *xf,
 		     struct cp_ssh_xfer_result *r)
 {
-	size_t len = 0, cap = 1 << 16;
-	char *buf = malloc(cap);
-	ssize_t n;
+	struct sl_buf b = {0};
+	ssize_t n = 1;
 	int rc;
 
-	while (buf && (n = read(0, buf + len, cap - len)) > 0) {
-		len += (size_t)n;
-		if (len == cap) {
-			char *p = cap < ((size_t)1 << 30) ? realloc(buf, cap * 2) : NULL;
-
-			if (!p) {
-				free(buf);
-				buf = NULL;
-				break;
-			}
-			buf = p;
-			cap *= 2;
+	/* Bounded by STDIN_MAX. */
+	while (n > 0) {
+		if (b.len >= STDIN_MAX || sl_buf_reserve(&b, STDIN_CHUNK) < 0) {
+			sl_buf_free(&b);
+			memset(r, 0, sizeof(*r));
+			cp_ssh_err_set(&r->error, CP_SSH_E_TRANSFER,
+				       "stdin: too large or out of memory");
+			return -ENOMEM;
 		}
+		if ((n = read(0, b.p + b.len, b.cap - b.len - 1)) > 0)
+			b.len += (size_t)n;
 	}
-	if (!buf) {
-		memset(r, 0, sizeof(*r));
-		cp_ssh_err_set(&r->error, CP_SSH_E_TRANSFER, "stdin: too large or out of memory");
-		return -ENOMEM;
-	}
-	rc = cp_ssh_put_mem(pool, buf, len, remote, xf, r);
-	free(buf);
+	rc = cp_ssh_put_mem(pool, b.p, b.len, remote, xf, r);
+	sl_buf_free(&b);
 	return rc;
 }
 

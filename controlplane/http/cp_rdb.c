@@ -10,6 +10,7 @@
 #include <h2o.h>
 
 #include "http/cp_rdb.h"
+#include "sl_buf.h"
 #include "sl_log.h"
 
 #include <errno.h>
@@ -36,11 +37,6 @@ struct pending {
 	struct pending *next;
 };
 
-struct buf {
-	char *p;
-	size_t len, cap;
-};
-
 /* Ownership: created by cp_rdb_create(), freed by cp_rdb_free(); the socket,
  * the reader, both buffers and the FIFO belong to it. */
 struct cp_rdb {
@@ -50,8 +46,8 @@ struct cp_rdb {
 	enum rdb_state state;
 	h2o_socket_t *sock;
 	redisReader *reader;
-	struct buf out;	 /* commands not yet handed to the socket */
-	struct buf wbuf; /* the write in flight */
+	struct sl_buf out;  /* commands not yet handed to the socket */
+	struct sl_buf wbuf; /* the write in flight */
 	int writing;
 	struct pending *head, *tail;
 	uint64_t state_since, retry_at;
@@ -63,25 +59,6 @@ struct cp_rdb {
 };
 
 static void rdb_reset(struct cp_rdb *db, const char *why);
-
-static int buf_append(struct buf *b, const char *p, size_t n)
-{
-	if (b->len + n > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		char *np;
-
-		while (cap < b->len + n)
-			cap *= 2;
-		np = realloc(b->p, cap);
-		if (np == NULL)
-			return -ENOMEM;
-		b->p = np;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, p, n);
-	b->len += n;
-	return 0;
-}
 
 static void fifo_push(struct cp_rdb *db, struct pending *p)
 {
@@ -126,7 +103,7 @@ static void on_write(h2o_socket_t *sock, const char *err);
 /* Hand everything queued to the socket, unless a write is in flight. */
 static void flush(struct cp_rdb *db)
 {
-	struct buf tmp;
+	struct sl_buf tmp;
 	h2o_iovec_t iov;
 
 	if (db->state != RDB_UP || db->writing || db->out.len == 0)
@@ -134,7 +111,7 @@ static void flush(struct cp_rdb *db)
 	tmp = db->wbuf;
 	db->wbuf = db->out;
 	db->out = tmp;
-	db->out.len = 0;
+	sl_buf_consume(&db->out, db->out.len);
 	iov = h2o_iovec_init(db->wbuf.p, db->wbuf.len);
 	db->writing = 1;
 	h2o_socket_write(db->sock, &iov, 1, on_write);
@@ -145,7 +122,7 @@ static void on_write(h2o_socket_t *sock, const char *err)
 	struct cp_rdb *db = sock->data;
 
 	db->writing = 0;
-	db->wbuf.len = 0;
+	sl_buf_consume(&db->wbuf, db->wbuf.len);
 	if (err != NULL) {
 		rdb_reset(db, err);
 		return;
@@ -216,7 +193,7 @@ static int queue_cmd(struct cp_rdb *db, cp_rdb_cb cb, void *ud, const char *cmd,
 {
 	struct pending *p = malloc(sizeof(*p));
 
-	if (p == NULL || buf_append(&db->out, cmd, len) < 0) {
+	if (p == NULL || sl_buf_append(&db->out, cmd, len) < 0) {
 		free(p);
 		return -ENOMEM;
 	}
@@ -351,7 +328,8 @@ static void rdb_reset(struct cp_rdb *db, const char *why)
 	}
 	db->state = RDB_DOWN;
 	db->writing = 0;
-	db->out.len = db->wbuf.len = 0;
+	sl_buf_consume(&db->out, db->out.len);
+	sl_buf_consume(&db->wbuf, db->wbuf.len);
 	db->backoff_ms = db->backoff_ms ? db->backoff_ms * 2 : BACKOFF_MIN_MS;
 	if (db->backoff_ms > BACKOFF_MAX_MS)
 		db->backoff_ms = BACKOFF_MAX_MS;
@@ -464,8 +442,8 @@ void cp_rdb_free(struct cp_rdb *db)
 	rdb_reset(db, "shutting down");
 	h2o_timeout_unlink(&db->tick);
 	h2o_timeout_dispose(db->loop, &db->tick_timeout);
-	free(db->out.p);
-	free(db->wbuf.p);
+	sl_buf_free(&db->out);
+	sl_buf_free(&db->wbuf);
 	memset(db->t.password, 0, sizeof(db->t.password));
 	free(db);
 }
