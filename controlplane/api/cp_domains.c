@@ -92,7 +92,7 @@ static json_t *domain_json(const char *domain, redisReply *r)
 	return o;
 }
 
-/* The HMGET reply of op->name's record: 0 when it exists and op's key may
+/* The HMGET reply of the domain's record: 0 when it exists and op's key may
  * see it, else an error is sent. */
 static int own_domain(struct cp_op *op, redisReply *r, const char *err)
 {

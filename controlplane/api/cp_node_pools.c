@@ -20,6 +20,9 @@
 
 #define POOLS_MAX 64 /* nodes with warm connections at once */
 
+/* A slot of the table (under mu). Ownership: the table holds pool; it is
+ * freed when evicted, forgotten or at exit with refs 0, else by the last
+ * cp_node_pool_put. */
 struct entry {
 	char id[64];
 	struct cp_ssh_pool *pool;
@@ -31,7 +34,9 @@ static struct entry table[POOLS_MAX];
 static uint64_t ticks;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* Orphans: pools out of the table with references still held. */
+/* Orphans: pools out of the table with references still held (under mu).
+ * Ownership: calloc'd by cp_node_pool_forget; the last cp_node_pool_put
+ * frees the orphan and its pool. */
 struct orphan {
 	struct cp_ssh_pool *pool;
 	int refs;

@@ -285,6 +285,9 @@ static size_t split(char *s, const char **out, size_t max)
 	return n;
 }
 
+/* One exec (or its --repeat runs) from do_exec, shared by its worker
+ * threads under mu. Ownership: on do_exec's stack; lat (calloc'd) and the
+ * last result's buffers (cp_ssh_result_free) are freed by do_exec. */
 struct run_ctx {
 	struct cp_ssh_pool *pool;
 	struct cp_ssh_cmd cmd;

@@ -180,6 +180,8 @@ struct cp_ssh_cmd {
 
 #define CP_SSH_EXIT_NONE (-1) /* no exit status: killed, lost, or the server sent none */
 
+/* A command's outcome. Ownership: the caller's (usually on its stack); out
+ * and err are malloc'd by the run and freed by cp_ssh_result_free. */
 struct cp_ssh_result {
 	int exit_code;	 /* CP_SSH_EXIT_NONE when unknown (see exit_known) */
 	int exit_known;	 /* 1 when the exit status is known, 0 when it is not */

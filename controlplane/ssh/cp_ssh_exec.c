@@ -47,6 +47,8 @@
 
 enum xstate { X_OPEN = 0, X_EXEC, X_RUN, X_CLOSE, X_WAIT_CLOSED, X_FREE, X_DONE };
 
+/* Bytes not yet a whole line. Ownership: a member of struct cp_ssh_exec;
+ * p is freed with it (cp_ssh_exec_free). */
 struct linebuf {
 	char *p;
 	size_t len, cap;
@@ -115,6 +117,8 @@ int cp_ssh_quote(char *dst, size_t cap, const char *s)
 	return (int)o;
 }
 
+/* A command line being built; err: an allocation failed (the line is
+ * unusable). Ownership: the builder's (on its stack), which frees p. */
 struct sbuf {
 	char *p;
 	size_t len, cap;

@@ -16,6 +16,8 @@
 
 #define DISPLAY_MAX 2048 /* the command as audited and matched, cut beyond */
 
+/* A command as the pool's job. Ownership: on cp_ssh_run_on's stack; e
+ * (cp_ssh_exec_new) is freed there once the job is done, r is the caller's. */
 struct run_job {
 	struct cp_ssh_job base;
 	struct cp_ssh_exec *e;

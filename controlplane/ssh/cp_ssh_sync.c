@@ -24,6 +24,8 @@ static const char LIST_SH[] =
 	"'for f; do h=$(sha256sum < \"$f\") && echo \"${h%% *} $(stat -c %a -- \"$f\") $f\"; done' "
 	"sh {} +";
 
+/* A local file to sync. Ownership: rel is malloc'd by the walk and freed
+ * with the list by cp_ssh_sync. */
 struct lfile {
 	char *rel; /* "./a/b" */
 	unsigned mode;
