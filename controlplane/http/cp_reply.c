@@ -86,13 +86,20 @@ static void add_common_headers(struct cp_server *s, h2o_req_t *req)
 	}
 }
 
-void cp_send_body(struct cp_server *s, h2o_req_t *req, int status, const char *type,
-		  const char *body, size_t len)
+/* The status line and the common headers of every answer, counted for
+ * /metrics. */
+static void head(struct cp_server *s, h2o_req_t *req, int status)
 {
 	s->m.responses[status / 100 < 6 ? status / 100 : 5]++;
 	req->res.status = status;
 	req->res.reason = reason_of(status);
 	add_common_headers(s, req);
+}
+
+void cp_send_body(struct cp_server *s, h2o_req_t *req, int status, const char *type,
+		  const char *body, size_t len)
+{
+	head(s, req, status);
 	if (status == 204) {
 		h2o_send_inline(req, NULL, 0);
 		return;
@@ -105,10 +112,7 @@ void cp_send_body(struct cp_server *s, h2o_req_t *req, int status, const char *t
 
 void cp_start_stream(struct cp_server *s, h2o_req_t *req, int status, const char *type)
 {
-	s->m.responses[status / 100 < 6 ? status / 100 : 5]++;
-	req->res.status = status;
-	req->res.reason = reason_of(status);
-	add_common_headers(s, req);
+	head(s, req, status);
 	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type,
 		       strlen(type));
 }
