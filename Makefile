@@ -93,7 +93,9 @@ LDFLAGS_BASE := $(LDSAN) -pthread
 COMMON_SRC := $(wildcard common/*.c)
 PROTO_SRC := $(wildcard proto/*.c)
 DP_SRC := $(filter-out dataplane/relay_main.c dataplane/agent_main.c,$(wildcard dataplane/*.c))
-CP_SRC := $(filter-out controlplane/control_main.c,$(wildcard controlplane/*.c))
+# The control plane's layers are folders (http/, api/, ssh/, mgr/, cli/);
+# headers are included with their folder ("http/cp_server.h") from -Icontrolplane.
+CP_SRC := $(filter-out controlplane/control_main.c,$(wildcard controlplane/*.c controlplane/*/*.c))
 obj = $(patsubst %.c,$(OBJ)/%.o,$(1))
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
 PROTO_OBJ := $(call obj,$(PROTO_SRC))
@@ -237,7 +239,7 @@ bench-smoke: $(BENCH_BINS) $(BINS) | $(DEPS)/bench
 FUZZ_SECONDS ?= 30
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_DP_SRC := dataplane/dp_http.c # pure parsers only: no io_uring in fuzz builds
-FUZZ_CP_SRC := controlplane/cp_tunnel_req.c # pure parsers only: no h2o in fuzz builds
+FUZZ_CP_SRC := controlplane/http/cp_tunnel_req.c # pure parsers only: no h2o in fuzz builds
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 FUZZ_FLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(INCS) -Ibuild/fuzz/gen
 build/fuzz/gen/version_gen.h:
@@ -254,7 +256,7 @@ fuzz: $(FUZZ_BINS)
 	      -artifact_prefix=build/fuzz/ $$work $$corpus; done
 
 # --- style ------------------------------------------------------------------
-STYLE_SRC := $(wildcard common/*.[ch] proto/*.[ch] dataplane/*.[ch] controlplane/*.[ch] tests/unit/*.c tests/fuzz/*.c bench/micro/*.cc)
+STYLE_SRC := $(wildcard common/*.[ch] proto/*.[ch] dataplane/*.[ch] controlplane/*.[ch] controlplane/*/*.[ch] tests/unit/*.c tests/fuzz/*.c bench/micro/*.cc)
 format format-check lint: | $(DEPS)/style
 format:
 	clang-format -i $(STYLE_SRC)
@@ -264,6 +266,9 @@ lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --std=c11 --inline-suppr -D_GNU_SOURCE -Icommon -Iproto -Icontrolplane -Idataplane \
 	  --suppress=missingIncludeSystem common proto dataplane controlplane
+	$(MAKE) --no-print-directory all
+	$(PYTHON) tests/lint/layers.py --objs $(OBJ)
+	$(PYTHON) tests/lint/sizes.py
 
 clean:
 	rm -rf build

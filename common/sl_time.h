@@ -21,6 +21,12 @@ static inline uint64_t sl_mono_ms(void)
 	return sl_mono_ns() / 1000000u;
 }
 
+/* The same clock in fractional milliseconds, for durations people read. */
+static inline double sl_mono_ms_f(void)
+{
+	return (double)sl_mono_ns() / 1e6;
+}
+
 /* Unix time in ms: for what other processes read (Redis heartbeats). */
 static inline uint64_t sl_wall_ms(void)
 {

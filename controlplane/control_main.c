@@ -3,9 +3,10 @@
  * then the h2o server; or `sluice-control keys create [--admin]`, which
  * writes an API key into Redis and prints it once.
  */
-#include "cp_http.h"
-#include "cp_keys.h"
-#include "cp_ssh_cli.h"
+#include "api/cp_api.h"
+#include "http/cp_http.h"
+#include "http/cp_key.h"
+#include "cli/cp_cli_ssh.h"
 #include "sl_redis.h"
 #include "pr_token.h"
 #include "sl_cli.h"
@@ -196,6 +197,7 @@ static int serve(const struct sl_config *cfg)
 	/* Before the listener opens: a SIGTERM as soon as the port answers
 	 * must find the handler (the loop then sees the flag and stops). */
 	sl_cli_stop_on_signals(&stop_requested);
+	scfg.routes = &cp_api_routes;
 	err = cp_server_create(&srv, &scfg);
 	if (err < 0) {
 		sl_error("cannot listen on %s: %s", scfg.listen, strerror(-err));

@@ -3,7 +3,7 @@
  * into a request inside the policy or are refused with a status, a code and
  * an error that renders as JSON; nothing else.
  */
-#include "cp_tunnel_req.h"
+#include "http/cp_tunnel_req.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -11,10 +11,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cp_mgr.h"
-#include "cp_provision.h"
-#include "cp_security.h"
-#include "cp_service.h"
+#include "mgr/cp_mgr.h"
+#include "mgr/cp_provision.h"
+#include "mgr/cp_security.h"
+#include "mgr/cp_service.h"
 
 /* The plan's commands joined: "useradd --system ...|usermod ...". */
 static const char *joined(const struct cp_plan *p)

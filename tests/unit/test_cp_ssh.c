@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cp_ssh.h"
+#include "ssh/cp_ssh.h"
 
 /* sh -c "printf %s QUOTED" must print s exactly. */
 static void round_trip(const char *s)

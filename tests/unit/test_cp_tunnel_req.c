@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cp_tunnel_req.h"
+#include "http/cp_tunnel_req.h"
 
 static struct cp_policy pol;
 static struct cp_tunnel_req req;

@@ -1,0 +1,474 @@
+/*
+ * cp_rdb.c: asynchronous Redis on the h2o loop (see cp_rdb.h).
+ *
+ * Commands are formatted by hiredis into an output buffer; one write is in
+ * flight at a time and carries everything queued so far (a pipeline), while
+ * the next commands gather in a second buffer. Replies are parsed with
+ * hiredis's reader and matched, in order, to a FIFO of callbacks.
+ */
+#define H2O_USE_LIBUV 0
+#include <h2o.h>
+
+#include "http/cp_rdb.h"
+#include "sl_buf.h"
+#include "sl_log.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include <hiredis.h>
+
+#define TICK_MS	       100
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+
+enum rdb_state { RDB_DOWN = 0, RDB_CONNECTING, RDB_UP };
+
+/* One command waiting for its reply; owned by the FIFO. */
+struct pending {
+	cp_rdb_cb cb;
+	void *ud;
+	uint64_t queued_at;
+	struct pending *next;
+};
+
+/* Ownership: created by cp_rdb_create(), freed by cp_rdb_free(); the socket,
+ * the reader, both buffers and the FIFO belong to it. */
+struct cp_rdb {
+	h2o_evloop_t *loop;
+	struct sl_redis_target t;
+	int timeout_ms;
+	enum rdb_state state;
+	h2o_socket_t *sock;
+	redisReader *reader;
+	struct sl_buf out;  /* commands not yet handed to the socket */
+	struct sl_buf wbuf; /* the write in flight */
+	int writing;
+	struct pending *head, *tail;
+	uint64_t state_since, retry_at;
+	uint32_t backoff_ms;
+	h2o_timeout_t tick_timeout;
+	h2o_timeout_entry_t tick;
+	char last_err[300];
+	struct cp_rdb_stats st;
+};
+
+static void rdb_reset(struct cp_rdb *db, const char *why);
+
+static void fifo_push(struct cp_rdb *db, struct pending *p)
+{
+	p->next = NULL;
+	if (db->tail)
+		db->tail->next = p;
+	else
+		db->head = p;
+	db->tail = p;
+}
+
+static struct pending *fifo_pop(struct cp_rdb *db)
+{
+	struct pending *p = db->head;
+
+	if (p) {
+		db->head = p->next;
+		if (db->head == NULL)
+			db->tail = NULL;
+	}
+	return p;
+}
+
+/* Fail every waiting command with why. The list is detached first: a
+ * callback may queue new commands, which then meet the new state. */
+static void fail_all(struct cp_rdb *db, const char *why)
+{
+	struct pending *p = db->head, *next;
+
+	db->head = db->tail = NULL;
+	for (; p; p = next) {
+		next = p->next;
+		db->st.failures++;
+		if (p->cb)
+			p->cb(p->ud, NULL, why);
+		free(p);
+	}
+}
+
+static void on_write(h2o_socket_t *sock, const char *err);
+
+/* Hand everything queued to the socket, unless a write is in flight. */
+static void flush(struct cp_rdb *db)
+{
+	struct sl_buf tmp;
+	h2o_iovec_t iov;
+
+	if (db->state != RDB_UP || db->writing || db->out.len == 0)
+		return;
+	tmp = db->wbuf;
+	db->wbuf = db->out;
+	db->out = tmp;
+	sl_buf_consume(&db->out, db->out.len);
+	iov = h2o_iovec_init(db->wbuf.p, db->wbuf.len);
+	db->writing = 1;
+	h2o_socket_write(db->sock, &iov, 1, on_write);
+}
+
+static void on_write(h2o_socket_t *sock, const char *err)
+{
+	struct cp_rdb *db = sock->data;
+
+	db->writing = 0;
+	sl_buf_consume(&db->wbuf, db->wbuf.len);
+	if (err != NULL) {
+		rdb_reset(db, err);
+		return;
+	}
+	flush(db);
+}
+
+static void deliver(struct cp_rdb *db, redisReply *r)
+{
+	struct pending *p = fifo_pop(db);
+
+	if (p == NULL) {
+		/* A reply nobody asked for: the stream is out of step. */
+		freeReplyObject(r);
+		rdb_reset(db, "unexpected reply from redis");
+		return;
+	}
+	if (p->cb)
+		p->cb(p->ud, r, NULL);
+	freeReplyObject(r);
+	free(p);
+}
+
+static void on_read(h2o_socket_t *sock, const char *err)
+{
+	struct cp_rdb *db = sock->data;
+	void *reply;
+
+	if (err != NULL) {
+		rdb_reset(db, "connection to redis closed");
+		return;
+	}
+	if (redisReaderFeed(db->reader, sock->input->bytes, sock->input->size) != REDIS_OK) {
+		rdb_reset(db, "redis reply buffer: out of memory");
+		return;
+	}
+	h2o_buffer_consume(&sock->input, sock->input->size);
+	/* Bounded by the bytes just fed: each reply consumes some. */
+	for (;;) {
+		if (redisReaderGetReply(db->reader, &reply) != REDIS_OK) {
+			rdb_reset(db, "malformed reply from redis");
+			return;
+		}
+		if (reply == NULL)
+			break;
+		deliver(db, reply);
+		if (db->state != RDB_UP)
+			return; /* a callback or the reply reset the connection */
+	}
+}
+
+/* AUTH and SELECT answers: an error here is a configuration mistake. */
+static void on_handshake(void *ud, redisReply *r, const char *err)
+{
+	struct cp_rdb *db = ud;
+	char why[200];
+
+	if (err != NULL || r->type != REDIS_REPLY_ERROR)
+		return;
+	snprintf(why, sizeof(why), "redis refused the handshake: %.*s", (int)r->len, r->str);
+	/* Not from inside deliver's loop with the reader live: mark only. */
+	snprintf(db->last_err, sizeof(db->last_err), "%s", why);
+	db->state = RDB_CONNECTING; /* deliver's loop stops; the tick resets */
+	db->state_since = 0;
+}
+
+static int queue_cmd(struct cp_rdb *db, cp_rdb_cb cb, void *ud, const char *cmd, size_t len)
+{
+	struct pending *p = malloc(sizeof(*p));
+
+	if (p == NULL || sl_buf_append(&db->out, cmd, len) < 0) {
+		free(p);
+		return -ENOMEM;
+	}
+	p->cb = cb;
+	p->ud = ud;
+	p->queued_at = h2o_now(db->loop);
+	fifo_push(db, p);
+	db->st.commands++;
+	return 0;
+}
+
+static int queue_handshake(struct cp_rdb *db)
+{
+	const char *argv[3];
+	size_t lens[3];
+	char *cmd = NULL, dbnum[16];
+	int n, argc = 0, err = 0;
+
+	if (db->t.password[0]) {
+		argv[argc++] = "AUTH";
+		if (db->t.user[0])
+			argv[argc++] = db->t.user;
+		argv[argc++] = db->t.password;
+	} else if (db->t.db == 0)
+		return 0;
+	if (argc) {
+		for (int i = 0; i < argc; i++)
+			lens[i] = strlen(argv[i]);
+		if ((n = redisFormatCommandArgv(&cmd, argc, argv, lens)) < 0)
+			return -ENOMEM;
+		err = queue_cmd(db, on_handshake, db, cmd, (size_t)n);
+		free(cmd);
+	}
+	if (err == 0 && db->t.db) {
+		snprintf(dbnum, sizeof(dbnum), "%d", db->t.db);
+		argv[0] = "SELECT";
+		argv[1] = dbnum;
+		lens[0] = 6;
+		lens[1] = strlen(dbnum);
+		if ((n = redisFormatCommandArgv(&cmd, 2, argv, lens)) < 0)
+			return -ENOMEM;
+		err = queue_cmd(db, on_handshake, db, cmd, (size_t)n);
+		free(cmd);
+	}
+	return err;
+}
+
+static void on_connect(h2o_socket_t *sock, const char *err)
+{
+	struct cp_rdb *db = sock->data;
+
+	if (err != NULL) {
+		char why[160];
+
+		snprintf(why, sizeof(why), "cannot connect to redis: %s", err);
+		rdb_reset(db, why);
+		return;
+	}
+	db->state = RDB_UP;
+	db->state_since = h2o_now(db->loop);
+	db->backoff_ms = 0;
+	db->st.connects++;
+	h2o_socket_read_start(sock, on_read);
+	flush(db);
+}
+
+static int resolve(const struct sl_redis_target *t, struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+	char port[8];
+
+	if (t->is_unix) {
+		struct sockaddr_un *un = (struct sockaddr_un *)ss;
+
+		memset(un, 0, sizeof(*un));
+		un->sun_family = AF_UNIX;
+		snprintf(un->sun_path, sizeof(un->sun_path), "%s", t->path);
+		*len = sizeof(*un);
+		return 0;
+	}
+	snprintf(port, sizeof(port), "%d", t->port);
+	/* getaddrinfo blocks: fine for the IP addresses and local names
+	 * operators give here; it runs once per reconnect, not per command. */
+	if (getaddrinfo(t->host, port, &hints, &res) != 0)
+		return -EHOSTUNREACH;
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+/* Start connecting; commands queue behind the handshake meanwhile. */
+static int rdb_connect(struct cp_rdb *db)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	if (resolve(&db->t, &ss, &len) < 0) {
+		snprintf(db->last_err, sizeof(db->last_err), "cannot resolve redis host %.200s",
+			 db->t.host);
+		return -EHOSTUNREACH;
+	}
+	db->sock = h2o_socket_connect(&db->loop[0], (struct sockaddr *)&ss, len, on_connect);
+	if (db->sock == NULL) {
+		snprintf(db->last_err, sizeof(db->last_err), "cannot connect to redis: %s",
+			 strerror(errno));
+		return -errno;
+	}
+	db->sock->data = db;
+	db->reader = redisReaderCreate();
+	db->state = RDB_CONNECTING;
+	db->state_since = h2o_now(db->loop);
+	return queue_handshake(db);
+}
+
+/* Drop the connection: fail what waits, retry after a backoff. */
+static void rdb_reset(struct cp_rdb *db, const char *why)
+{
+	if (db->state == RDB_DOWN)
+		return;
+	if (why != db->last_err)
+		snprintf(db->last_err, sizeof(db->last_err), "%s", why);
+	if (strcmp(why, "shutting down") != 0)
+		sl_warn("redis: %s", db->last_err);
+	if (db->sock) {
+		h2o_socket_close(db->sock);
+		db->sock = NULL;
+	}
+	if (db->reader) {
+		redisReaderFree(db->reader);
+		db->reader = NULL;
+	}
+	db->state = RDB_DOWN;
+	db->writing = 0;
+	sl_buf_consume(&db->out, db->out.len);
+	sl_buf_consume(&db->wbuf, db->wbuf.len);
+	db->backoff_ms = db->backoff_ms ? db->backoff_ms * 2 : BACKOFF_MIN_MS;
+	if (db->backoff_ms > BACKOFF_MAX_MS)
+		db->backoff_ms = BACKOFF_MAX_MS;
+	db->retry_at = h2o_now(db->loop) + db->backoff_ms;
+	fail_all(db, db->last_err);
+}
+
+/* Every TICK_MS: a reply overdue, a connect too slow or a refused handshake
+ * resets the connection. */
+static void on_tick(h2o_timeout_entry_t *e)
+{
+	struct cp_rdb *db = H2O_STRUCT_FROM_MEMBER(struct cp_rdb, tick, e);
+	uint64_t now = h2o_now(db->loop);
+	char why[160];
+
+	if (db->state == RDB_CONNECTING && db->state_since == 0)
+		rdb_reset(db, db->last_err);
+	else if (db->state == RDB_CONNECTING && now - db->state_since > (uint64_t)db->timeout_ms) {
+		snprintf(why, sizeof(why), "connect to redis timed out after %d ms",
+			 db->timeout_ms);
+		rdb_reset(db, why);
+	} else if (db->state == RDB_UP && db->head &&
+		   now - db->head->queued_at > (uint64_t)db->timeout_ms) {
+		db->st.timeouts++;
+		snprintf(why, sizeof(why), "redis did not answer within %d ms", db->timeout_ms);
+		rdb_reset(db, why);
+	}
+	h2o_timeout_link(db->loop, &db->tick_timeout, &db->tick);
+}
+
+static int submit(struct cp_rdb *db, cp_rdb_cb cb, void *ud, const char *cmd, size_t len)
+{
+	int err;
+
+	if (db->state == RDB_DOWN) {
+		if (h2o_now(db->loop) < db->retry_at) {
+			db->st.failures++;
+			if (cb)
+				cb(ud, NULL, db->last_err);
+			return 0;
+		}
+		if (rdb_connect(db) < 0) {
+			if (db->sock)
+				h2o_socket_close(db->sock);
+			db->sock = NULL;
+			db->state = RDB_CONNECTING; /* so that reset runs */
+			rdb_reset(db, db->last_err);
+			db->st.failures++;
+			if (cb)
+				cb(ud, NULL, db->last_err);
+			return 0;
+		}
+	}
+	err = queue_cmd(db, cb, ud, cmd, len);
+	if (err == 0)
+		flush(db);
+	return err;
+}
+
+int cp_rdb_cmdv(struct cp_rdb *db, cp_rdb_cb cb, void *ud, int argc, const char **argv,
+		const size_t *argvlen)
+{
+	char *cmd = NULL;
+	int n = redisFormatCommandArgv(&cmd, argc, argv, argvlen), err;
+
+	if (n < 0)
+		return -ENOMEM;
+	err = submit(db, cb, ud, cmd, (size_t)n);
+	free(cmd);
+	return err;
+}
+
+int cp_rdb_cmdf(struct cp_rdb *db, cp_rdb_cb cb, void *ud, const char *fmt, ...)
+{
+	char *cmd = NULL;
+	va_list ap;
+	int n, err;
+
+	va_start(ap, fmt);
+	n = redisvFormatCommand(&cmd, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -ENOMEM;
+	err = submit(db, cb, ud, cmd, (size_t)n);
+	free(cmd);
+	return err;
+}
+
+int cp_rdb_create(struct cp_rdb **out, void *loop, const struct sl_redis_target *t, int timeout_ms)
+{
+	struct cp_rdb *db = calloc(1, sizeof(*db));
+
+	if (db == NULL)
+		return -ENOMEM;
+	db->loop = loop;
+	db->t = *t;
+	db->timeout_ms = timeout_ms;
+	h2o_timeout_init(db->loop, &db->tick_timeout, TICK_MS);
+	db->tick.cb = on_tick;
+	h2o_timeout_link(db->loop, &db->tick_timeout, &db->tick);
+	*out = db;
+	return 0;
+}
+
+void cp_rdb_free(struct cp_rdb *db)
+{
+	if (db == NULL)
+		return;
+	db->state = RDB_CONNECTING;
+	rdb_reset(db, "shutting down");
+	h2o_timeout_unlink(&db->tick);
+	h2o_timeout_dispose(db->loop, &db->tick_timeout);
+	sl_buf_free(&db->out);
+	sl_buf_free(&db->wbuf);
+	memset(db->t.password, 0, sizeof(db->t.password));
+	free(db);
+}
+
+int cp_rdb_up(const struct cp_rdb *db)
+{
+	return db->state == RDB_UP;
+}
+
+const char *cp_rdb_last_error(const struct cp_rdb *db)
+{
+	return db->last_err;
+}
+
+void cp_rdb_get_stats(const struct cp_rdb *db, struct cp_rdb_stats *st)
+{
+	*st = db->st;
+}
+
+int cp_exec_ok(const redisReply *r)
+{
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+		return 0;
+	for (size_t i = 0; i < r->elements; i++)
+		if (r->element[i]->type == REDIS_REPLY_ERROR)
+			return 0;
+	return 1;
+}
