@@ -66,6 +66,8 @@ def forbidden(src, dst):
         return "the managers never include the HTTP API"
     if a == "controlplane/ssh" and b in ("controlplane/mgr", "controlplane/http", "controlplane/api"):
         return "the SSH executor includes only itself, common/ and proto/"
+    if a == "controlplane/cli" and b in ("controlplane/http", "controlplane/api"):
+        return "the CLI verbs drive the managers and the executor, not the HTTP API"
     if a == "controlplane/http" and b == "controlplane/api":
         return "the HTTP layer never includes the routes (they register with it)"
     return None
