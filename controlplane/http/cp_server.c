@@ -139,12 +139,12 @@ int cp_server_create(struct cp_server **out, const struct cp_server_config *cfg)
 	s->accept_ctx.hosts = s->globalconf.hosts;
 	s->listener = h2o_evloop_socket_create(s->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
 	s->listener->data = s;
-	cp_rdb_create(&s->db, s->loop, cfg->redis, cfg->redis_timeout_ms);
-	h2o_socket_read_start(s->listener, on_accept);
-	if (cfg->routes->start && (err = cfg->routes->start(s)) < 0) {
+	if ((err = cp_rdb_create(&s->db, s->loop, cfg->redis, cfg->redis_timeout_ms)) < 0 ||
+	    (cfg->routes->start && (err = cfg->routes->start(s)) < 0)) {
 		cp_server_free(s);
 		return err;
 	}
+	h2o_socket_read_start(s->listener, on_accept);
 	*out = s;
 	return 0;
 }
