@@ -93,19 +93,16 @@ static json_t *domain_json(const char *domain, redisReply *r)
 }
 
 /* The HMGET reply of the domain's record: 0 when it exists and op's key may
- * see it, else an error is sent. */
-static int own_domain(struct cp_op *op, redisReply *r, const char *err)
+ * see it, else a negative errno (-ENOENT: not one of its) with *e to
+ * answer. */
+static int own_domain(struct cp_op *op, redisReply *r, const char *err, struct cp_err *e)
 {
-	if (err || r->type != REDIS_REPLY_ARRAY || r->elements != F_COUNT) {
-		cp_op_redis_error(op, r, err);
-		return -1;
-	}
+	if (err || r->type != REDIS_REPLY_ARRAY || r->elements != F_COUNT)
+		return cp_err_redis(e, r, err);
 	if (r->element[F_KEY]->type != REDIS_REPLY_STRING ||
 	    (!(op->actor.scopes & CP_SCOPE_ADMIN) &&
-	     strcmp(field(r, F_KEY), op->actor.key_id) != 0)) {
-		cp_op_error(op, 404, "not_found", "no domain %s", dom(op)->domain);
-		return -1;
-	}
+	     strcmp(field(r, F_KEY), op->actor.key_id) != 0))
+		return cp_err_set(e, -ENOENT, 404, "not_found", "no domain %s", dom(op)->domain);
 	return 0;
 }
 
@@ -342,10 +339,13 @@ static void start_verify(struct cp_op *op, redisReply *r)
 
 static void on_verify_lookup(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct cp_op *op = ud;
 
-	if (own_domain(op, r, err) < 0)
+	if (own_domain(op, r, err, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	if (strcmp(field(r, F_STATUS), "verified") == 0) {
 		cp_op_reply(
 			op, 200,
@@ -417,10 +417,13 @@ static void register_start(struct cp_op *op)
 
 static void on_show(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct cp_op *op = ud;
 
-	if (own_domain(op, r, err) < 0)
+	if (own_domain(op, r, err, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	cp_op_reply(op, 200, domain_json(dom(op)->domain, r));
 }
 
@@ -475,11 +478,14 @@ static void list_start(struct cp_op *op)
 
 static void on_delete_lookup(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct cp_op *op = ud;
 	const char *key;
 
-	if (own_domain(op, r, err) < 0)
+	if (own_domain(op, r, err, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	key = field(r, F_KEY);
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "MULTI");
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "DEL sl:domain:%s", dom(op)->domain);
@@ -499,7 +505,8 @@ static void delete_start(struct cp_op *op)
 		    dom(op)->domain);
 }
 
-/* {"domain": "..."} or {"method": "dns"|"http"}: the one string field. */
+/* {"domain": "..."} or {"method": "dns"|"http"}: the one string field into
+ * out: 0, or -EINVAL with e's message set. */
 static int body_field(h2o_req_t *req, const char *name, char *out, size_t cap, struct cp_err *e)
 {
 	json_t *o = req->entity.len ? json_loadb(req->entity.base, req->entity.len,
@@ -514,7 +521,7 @@ static int body_field(h2o_req_t *req, const char *name, char *out, size_t cap, s
 		snprintf(e->message, sizeof(e->message), "the body must be {\"%s\": \"...\"}",
 			 name);
 	json_decref(o);
-	return ok ? 0 : -1;
+	return ok ? 0 : -EINVAL;
 }
 
 int cp_domains_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
@@ -544,7 +551,7 @@ int cp_domains_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t
 		return 0;
 	}
 	if ((op = cp_op_new(s, req, sizeof(struct domain_op))) == NULL)
-		return -1;
+		return -ENOMEM;
 	op->dispose = domain_dispose;
 	if (id)
 		snprintf(dom(op)->domain, sizeof(dom(op)->domain), "%.*s", (int)dlen, id);

@@ -264,11 +264,14 @@ static int visible(struct cp_op *op, redisReply *r, struct pr_session *ps)
 
 static void on_limits_written(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct cp_op *op = ud;
 	struct pr_session *ps = &limits_of(op)->ps;
 
-	if (cp_record_update_result(op, r, err) < 0)
+	if (cp_record_update_result(op, r, err, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	if (op->req)
 		cp_audit(op->s, op->req, "session_limits_changed", op->actor.key_id, ps->sid);
 	cp_op_reply(op, 200, session_limits_json(ps));

@@ -366,38 +366,31 @@ void cp_node_exec_start(struct cp_op *op, enum cp_node_exec_kind kind,
 	h2o_timeout_link(x->s->loop, &hangup_timeout, &x->tick);
 }
 
-int cp_node_exec_check(struct cp_op *op, json_t *o)
+int cp_node_exec_check(json_t *o, struct cp_err *e)
 {
 	json_t *c = json_object_get(o, "command"), *sh = json_object_get(o, "shell");
 
-	if (!json_is_object(o) || (!!c == !!sh)) {
-		cp_op_error(op, 400, "invalid_command",
-			    "give \"command\" (an array of strings) or \"shell\" (a string)");
-		return -1;
-	}
+	if (!json_is_object(o) || (!!c == !!sh))
+		return cp_err_set(e, -EINVAL, 400, "invalid_command",
+				  "give \"command\" (an array of strings) or \"shell\" (a string)");
 	if (c &&
-	    (!json_is_array(c) || json_array_size(c) == 0 || json_array_size(c) >= EXEC_ARGS_MAX)) {
-		cp_op_error(op, 400, "invalid_command", "command: 1 to %d strings",
-			    EXEC_ARGS_MAX - 1);
-		return -1;
-	}
+	    (!json_is_array(c) || json_array_size(c) == 0 || json_array_size(c) >= EXEC_ARGS_MAX))
+		return cp_err_set(e, -EINVAL, 400, "invalid_command", "command: 1 to %d strings",
+				  EXEC_ARGS_MAX - 1);
 	for (size_t i = 0; c && i < json_array_size(c); i++)
-		if (!json_is_string(json_array_get(c, i))) {
-			cp_op_error(op, 400, "invalid_command", "command: strings only");
-			return -1;
-		}
+		if (!json_is_string(json_array_get(c, i)))
+			return cp_err_set(e, -EINVAL, 400, "invalid_command",
+					  "command: strings only");
 	if ((sh && !json_is_string(sh)) ||
 	    (json_object_get(o, "timeoutMs") &&
 	     (!json_is_integer(json_object_get(o, "timeoutMs")) ||
 	      json_integer_value(json_object_get(o, "timeoutMs")) < 1 ||
 	      json_integer_value(json_object_get(o, "timeoutMs")) > EXEC_TIMEOUT_MS)) ||
 	    (json_object_get(o, "env") && !json_is_object(json_object_get(o, "env"))) ||
-	    (json_object_get(o, "cwd") && !json_is_string(json_object_get(o, "cwd")))) {
-		cp_op_error(op, 400, "invalid_command",
-			    "shell: a string; timeoutMs: 1..%d; env: an object of strings; cwd: a "
-			    "string",
-			    EXEC_TIMEOUT_MS);
-		return -1;
-	}
+	    (json_object_get(o, "cwd") && !json_is_string(json_object_get(o, "cwd"))))
+		return cp_err_set(e, -EINVAL, 400, "invalid_command",
+				  "shell: a string; timeoutMs: 1..%d; env: an object of strings; "
+				  "cwd: a string",
+				  EXEC_TIMEOUT_MS);
 	return 0;
 }

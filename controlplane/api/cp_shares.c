@@ -70,6 +70,7 @@ static void on_share_saved(void *ud, redisReply *r, const char *err)
 /* Reply to GET sl:sess: sign a share link and remember it for the listing. */
 static void on_share_create(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct share_op *sh = share_of(ud);
 	struct cp_op *op = &sh->op;
 	const char *secret = op->s->cfg.session_secret;
@@ -78,8 +79,10 @@ static void on_share_create(void *ud, redisReply *r, const char *err)
 	uint64_t expires;
 
 	cp_record_keep(op, &sh->rec, r, err);
-	if (cp_record_kept(op, &sh->rec, &ps, 0) < 0)
+	if (cp_record_kept(op, &sh->rec, &ps, 0, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	if (ps.proto != PR_PROTO_HTTP) {
 		cp_op_error(op, 400, "invalid_combination", "share links are for http tunnels");
 		return;
@@ -111,6 +114,7 @@ static void share_create_start(struct cp_op *op)
 /* Replies: GET sl:sess, HGETALL sl:shares. */
 static void on_share_list(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct share_op *sh = share_of(ud);
 	struct cp_op *op = &sh->op;
 	struct pr_session ps;
@@ -120,8 +124,10 @@ static void on_share_list(void *ud, redisReply *r, const char *err)
 		cp_record_keep(op, &sh->rec, r, err);
 		return;
 	}
-	if (cp_record_kept(op, &sh->rec, &ps, 0) < 0)
+	if (cp_record_kept(op, &sh->rec, &ps, 0, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	if (err || r->type != REDIS_REPLY_ARRAY) {
 		cp_op_redis_error(op, r, err);
 		return;
@@ -148,11 +154,14 @@ static void share_list_start(struct cp_op *op)
 
 static void on_share_revoked(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct share_op *sh = share_of(ud);
 	struct cp_op *op = &sh->op;
 
-	if (cp_record_update_result(op, r, err) < 0)
+	if (cp_record_update_result(op, r, err, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	if (op->req)
 		cp_audit(op->s, op->req, "share_revoked", op->actor.key_id, sh->share);
 	cp_op_reply(op, 200, json_pack("{s:s,s:b}", "shareId", sh->share, "revoked", 1));
@@ -162,6 +171,7 @@ static void on_share_revoked(void *ud, redisReply *r, const char *err)
  * the record's revoked list, which every relay then holds. */
 static void on_share_revoke(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct share_op *sh = share_of(ud);
 	struct cp_op *op = &sh->op;
 	struct pr_session ps;
@@ -182,8 +192,10 @@ static void on_share_revoke(void *ud, redisReply *r, const char *err)
 		}
 		return;
 	}
-	if (cp_record_kept(op, &sh->rec, &ps, 0) < 0)
+	if (cp_record_kept(op, &sh->rec, &ps, 0, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	if (err || r->type != REDIS_REPLY_INTEGER) {
 		cp_op_redis_error(op, r, err);
 		return;

@@ -80,11 +80,13 @@ struct cp_tunnel_req {
 	struct cp_limits limits; /* "limits": requests, bandwidth, tcpConnections */
 };
 
-/* An error for the client: HTTP status, a stable code, a message. */
+/* An error for the client: HTTP status, a stable code, a message (as long
+ * as cp_op_error's). A value: filled by whatever found the error, answered
+ * by whoever owns the request (cp_op_fail). */
 struct cp_err {
 	int status;
 	char code[32];
-	char message[256];
+	char message[300];
 };
 
 void cp_policy_default(struct cp_policy *p);
