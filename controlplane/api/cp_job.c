@@ -189,8 +189,8 @@ static void *job_main(void *arg)
 	if (pool) {
 		rc = cp_provision(&m, &j->spec);
 	} else {
-		cp_mgr_fail(&m, CP_MGR_SETUP, "connect", j->node_id, 1, "out of memory");
-		rc = -1;
+		rc = cp_mgr_fail(&m, -ENOMEM, CP_MGR_SETUP, "connect", j->node_id, 1,
+				 "out of memory");
 	}
 	pthread_mutex_lock(&j->mu);
 	j->result = cp_mgr_result_json(&m, rc, sl_mono_ms_f() - t0);

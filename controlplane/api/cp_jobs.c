@@ -148,7 +148,7 @@ int cp_jobs_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id
 		return 0;
 	}
 	if ((op = cp_op_new(s, req, sizeof(struct job_op))) == NULL)
-		return -1;
+		return -ENOMEM;
 	memcpy(op->id, id, n);
 	op->id[n] = '\0';
 	H2O_STRUCT_FROM_MEMBER(struct job_op, op, op)->events = events;

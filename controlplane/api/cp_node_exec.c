@@ -14,6 +14,7 @@
 #include "sl_buf.h"
 #include "sl_thread.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -47,7 +48,7 @@ struct nexec {
 	int fds[2];
 	enum cp_node_exec_kind kind;
 	char node_id[64];
-	int client_fd; /* to see a hang-up while nothing is written; -1: unknown */
+	int client_fd; /* to see a hang-up while nothing is written; < 0: unknown */
 	h2o_timeout_entry_t tick;
 	pthread_mutex_t mu;
 	struct sl_buf out; /* NDJSON not yet sent */
@@ -110,7 +111,8 @@ static void on_line(void *arg, int stream, const char *line, size_t len)
 	post(arg, o, 0);
 }
 
-/* The body's command: {"command": [...]} or {"shell": "..."}. */
+/* The body's command: {"command": [...]} or {"shell": "..."}: 0, or
+ * -EINVAL (a word that is not a string). */
 static int build_cmd(struct nexec *x, struct cp_ssh_cmd *cmd, const char **argv, const char **env,
 		     char envbuf[][300])
 {
@@ -121,7 +123,7 @@ static int build_cmd(struct nexec *x, struct cp_ssh_cmd *cmd, const char **argv,
 	if (json_is_array(c)) {
 		for (size_t i = 0; i < json_array_size(c) && i + 1 < EXEC_ARGS_MAX; i++)
 			if ((argv[n++] = json_string_value(json_array_get(c, i))) == NULL)
-				return -1;
+				return -EINVAL;
 		argv[n] = NULL;
 		cmd->argv = argv;
 	} else {

@@ -20,6 +20,7 @@
 #include "pr_state.h"
 #include "pr_token.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,7 +234,8 @@ static void share_revoke_start(struct cp_op *op)
 	cp_rdb_cmdf(op->s->db, on_share_revoke, op, "INCR sl:rev");
 }
 
-/* {"ttl": seconds} (optional, 60..86400). */
+/* {"ttl": seconds} (optional, 60..86400): 0, or -EINVAL with e's message
+ * set. */
 static int share_body(h2o_req_t *req, long *ttl, struct cp_err *e)
 {
 	json_t *o, *v;
@@ -246,7 +248,7 @@ static int share_body(h2o_req_t *req, long *ttl, struct cp_err *e)
 	if (!json_is_object(o)) {
 		json_decref(o);
 		snprintf(e->message, sizeof(e->message), "the body must be a JSON object");
-		return -1;
+		return -EINVAL;
 	}
 	json_object_foreach(o, k, v)
 	{
@@ -256,7 +258,7 @@ static int share_body(h2o_req_t *req, long *ttl, struct cp_err *e)
 			snprintf(e->message, sizeof(e->message),
 				 "only ttl, an integer of 60 to %d seconds, is accepted",
 				 SHARE_TTL_MAX);
-			return -1;
+			return -EINVAL;
 		}
 		*ttl = (long)json_integer_value(v);
 	}
@@ -291,7 +293,7 @@ int cp_shares_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t 
 		return 0;
 	}
 	if ((op = cp_op_new(s, req, sizeof(struct share_op))) == NULL)
-		return -1;
+		return -ENOMEM;
 	op->dispose = share_dispose;
 	sh = share_of(op);
 	memcpy(op->id, id, sid_len);

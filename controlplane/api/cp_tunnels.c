@@ -404,7 +404,7 @@ int cp_tunnels_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t
 		return 0;
 	}
 	if ((op = cp_op_new(s, req, sizeof(struct tunnel_op))) == NULL)
-		return -1;
+		return -ENOMEM;
 	op->dispose = tunnel_dispose;
 	t = tunnel_of(op);
 	if (id) {

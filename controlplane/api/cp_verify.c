@@ -120,8 +120,8 @@ static int internal_address(const struct sockaddr_storage *ss)
 	       (a[0] == 100 && (a[1] & 0xc0) == 64) || a[0] >= 224;
 }
 
-/* A connected socket to addr ("host:port") within timeout_ms, or -1;
- * public: refuse internal addresses. */
+/* A connected socket to addr ("host:port") within timeout_ms, or a
+ * negative errno with why set; public: refuse internal addresses. */
 static int dial(const char *addr, int timeout_ms, int public, char *why, size_t cap)
 {
 	struct sockaddr_storage ss;
@@ -130,17 +130,15 @@ static int dial(const char *addr, int timeout_ms, int public, char *why, size_t 
 
 	if (sl_addr_parse(addr, &ss, &len) < 0) {
 		snprintf(why, cap, "cannot resolve %s", addr);
-		return -1;
+		return -EHOSTUNREACH;
 	}
 	if (public && internal_address(&ss)) {
 		snprintf(why, cap, "%s resolves to an internal address: refused", addr);
-		return -1;
+		return -EACCES;
 	}
 	fd = sl_connect_tcp(&ss, len, timeout_ms);
-	if (fd < 0) {
+	if (fd < 0)
 		snprintf(why, cap, "cannot connect to %s: %s", addr, strerror(-fd));
-		return -1;
-	}
 	return fd;
 }
 

@@ -41,7 +41,7 @@ int cp_client_fd(struct cp_server *s, h2o_req_t *req)
 		if (gl == wl && memcmp(&got, &want, wl) == 0)
 			return h2o_socket_get_fd(c->sock);
 	}
-	return -1;
+	return -ENOENT;
 }
 
 static void on_client_close(void *data)

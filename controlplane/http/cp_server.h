@@ -54,8 +54,8 @@ struct cp_server {
 	struct cp_api_state *api;
 };
 
-/* The client connection's fd behind req, or -1: to watch for a client that
- * hangs up while a streamed answer waits for output. */
+/* The client connection's fd behind req, or -ENOENT: to watch for a client
+ * that hangs up while a streamed answer waits for output. */
 int cp_client_fd(struct cp_server *s, h2o_req_t *req);
 
 static inline int cp_is_method(const h2o_req_t *req, const char *m)

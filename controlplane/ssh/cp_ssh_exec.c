@@ -330,7 +330,7 @@ static void sudo_prompt(struct cp_ssh_exec *e)
 }
 
 /* How a marker at p (n bytes available) reads: its length, 0 when more
- * bytes are needed to tell, -1 when it is not one of ours. */
+ * bytes are needed to tell, -EBADMSG when it is not one of ours. */
 static int marker_at(struct cp_ssh_exec *e, const char *p, size_t n)
 {
 	size_t l = strlen(MARK_PROMPT);
@@ -345,10 +345,10 @@ static int marker_at(struct cp_ssh_exec *e, const char *p, size_t n)
 	if (n < 2)
 		return 0;
 	if (p[1] != 'X' && p[1] != 'R')
-		return -1;
+		return -EBADMSG;
 	nl = memchr(p, '\n', n < 24 ? n : 24);
 	if (!nl)
-		return n < 24 ? 0 : -1;
+		return n < 24 ? 0 : -EBADMSG;
 	if (p[1] == 'R') {
 		e->ready = 1;
 		e->pgid = atol(p + 2);
