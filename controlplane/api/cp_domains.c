@@ -25,13 +25,10 @@
 #include "sl_thread.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <hiredis.h>
 
@@ -120,9 +117,8 @@ static void rewrite_done(struct cp_op *op)
 }
 
 /* Redis failed during the rewrite: stop here rather than fail every
- * remaining session one by one (a failure can come back at once, and
- * going on would recurse once per session). The next verify or delete
- * rewrites them again. */
+ * remaining session one by one (they would meet the same Redis). The next
+ * verify or delete rewrites them again. */
 static void rewrite_abort(struct cp_op *op, const char *err)
 {
 	sl_warn("domain %s: session records not rewritten: %s", dom(op)->domain, err);
@@ -229,32 +225,32 @@ static void rewrite_sessions(struct cp_op *op, int status)
 /*
  * One verification. Ownership: two references, the thread's and the
  * loop's; whichever drops the last frees it. The thread touches nothing but
- * this struct and the pipe's write end.
+ * this struct: it writes res, then wakes the loop through port (one wake:
+ * its result), which answers op (held until then; a client gone meanwhile
+ * is answered nobody).
  */
 struct vjob {
 	atomic_int refs;
 	struct cp_verify_req q;
 	struct cp_verify_result res;
-	int fds[2];
+	struct cp_bridge_port port;
 	struct cp_op *op;
-	h2o_socket_t *sock;
 };
 
 static void vjob_unref(struct vjob *j)
 {
-	if (atomic_fetch_sub(&j->refs, 1) == 1)
-		free(j);
+	if (atomic_fetch_sub(&j->refs, 1) != 1)
+		return;
+	cp_bridge_port_release(&j->port);
+	free(j);
 }
 
 static void *vthread(void *arg)
 {
 	struct vjob *j = arg;
-	char c = 1;
 
 	cp_verify_run(&j->q, &j->res);
-	if (write(j->fds[1], &c, 1) < 0)
-		sl_debug("verify: the loop is gone");
-	close(j->fds[1]);
+	cp_bridge_wake(&j->port);
 	vjob_unref(j);
 	return NULL;
 }
@@ -274,14 +270,12 @@ static void on_verified_saved(void *ud, redisReply *r, const char *err)
 	rewrite_sessions(op, 200);
 }
 
-static void on_vdone(h2o_socket_t *sock, const char *err)
+static void on_vdone(struct cp_bridge_port *p)
 {
-	struct vjob *j = sock->data;
+	struct vjob *j = H2O_STRUCT_FROM_MEMBER(struct vjob, port, p);
 	struct cp_op *op = j->op;
 
-	(void)err;
-	h2o_socket_read_stop(sock);
-	h2o_socket_close(sock); /* closes the read end */
+	cp_bridge_port_close(p);
 	op->s->api->verifying--;
 	if (op->s->stopping) {
 		cp_op_error(op, 503, "shutting_down", "the control plane is stopping; retry");
@@ -309,8 +303,7 @@ static void start_verify(struct cp_op *op, redisReply *r)
 		cp_op_error(op, 503, "busy", "too many verifications at once; retry");
 		return;
 	}
-	if ((j = calloc(1, sizeof(*j))) == NULL || pipe2(j->fds, O_CLOEXEC) < 0) {
-		free(j);
+	if ((j = calloc(1, sizeof(*j))) == NULL) {
 		cp_op_error(op, 500, "internal", "cannot start the verification");
 		return;
 	}
@@ -324,17 +317,14 @@ static void start_verify(struct cp_op *op, redisReply *r)
 		 op->s->cfg.dns_server ? op->s->cfg.dns_server : "");
 	snprintf(j->q.connect, sizeof(j->q.connect), "%s",
 		 op->s->cfg.challenge_connect ? op->s->cfg.challenge_connect : "");
-	j->sock = h2o_evloop_socket_create(op->s->loop, j->fds[0], 0);
-	j->sock->data = j;
-	if (sl_thread_detached(vthread, j) < 0) {
-		h2o_socket_close(j->sock);
-		close(j->fds[1]);
-		free(j);
-		cp_op_error(op, 500, "internal", "cannot start the verification");
-		return;
-	}
+	cp_bridge_port_open(op->s->bridge, &j->port, on_vdone);
 	op->s->api->verifying++;
-	h2o_socket_read_start(j->sock, on_vdone);
+	if (sl_thread_detached(vthread, j) < 0) {
+		op->s->api->verifying--;
+		atomic_store(&j->refs, 1);
+		vjob_unref(j);
+		cp_op_error(op, 500, "internal", "cannot start the verification");
+	}
 }
 
 static void on_verify_lookup(void *ud, redisReply *r, const char *err)
@@ -581,8 +571,8 @@ int cp_domains_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t
 	return 0;
 }
 
-/* A check runs on a thread with its own bound (3 s): its pipe is a socket
- * of this loop, so the loop outlives it. */
+/* A check runs on a thread with its own bound (3 s): waited for here, while
+ * the bridge still answers its wake. */
 void cp_domains_drain(struct cp_server *s)
 {
 	uint64_t until = h2o_now(s->loop) + 4000;

@@ -1,10 +1,10 @@
 /*
  * cp_node_exec.c: a command, a diagnosis or a health check on a node, on a
  * thread of its own, its answer streamed as it comes (see cp_node_exec.h).
- * The thread hands output to the loop through a buffer and a pipe the loop
- * watches, so a slow host or a slow client holds up neither the API nor the
- * SSH connection. A client that goes away cancels its command (the remote
- * process is killed).
+ * The thread hands output to the loop through a buffer and a wake of the
+ * server's bridge (http/cp_bridge.h), so a slow host or a slow client holds
+ * up neither the API nor the SSH connection. A client that goes away cancels its command (the
+ * remote process is killed).
  */
 #include "api/cp_node_exec.h"
 #include "api/cp_node_pools.h"
@@ -15,14 +15,12 @@
 #include "sl_thread.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define OUT_MAX		(4u << 20) /* streamed output buffered at most; more is dropped */
 #define EXEC_ARGS_MAX	64
@@ -35,17 +33,19 @@
 /*
  * One exec, diagnose or health check. Ownership: counted, two references:
  * the loop's (until the answer is complete or the client is gone) and the
- * thread's (until it has posted its last output); nexec_unref drops one, the last frees out and
- * body and wipes the secrets. The thread appends to out under mu and writes a byte to the pipe; the
- * loop reads the pipe and sends what out holds.
+ * thread's (until it has posted its last output); nexec_unref drops one,
+ * the last frees out and body and wipes the secrets. The thread appends to
+ * out under mu and wakes port; the loop sends what out holds. A client
+ * gone meanwhile (on_stop: req NULL) cancels the command; the loop's part
+ * ends once the thread's last line is in.
  */
 struct nexec {
 	atomic_int refs;
 	struct cp_server *s;
 	h2o_req_t *req; /* NULL once the client is gone */
 	h2o_generator_t gen;
-	h2o_socket_t *sock; /* the pipe's read end, on the loop */
-	int fds[2];
+	struct cp_bridge_port port;
+	int loop_held; /* the loop's reference, and s->inflight, not yet given back */
 	enum cp_node_exec_kind kind;
 	char node_id[64];
 	int client_fd; /* to see a hang-up while nothing is written; < 0: unknown */
@@ -67,6 +67,7 @@ static void nexec_unref(struct nexec *x)
 {
 	if (atomic_fetch_sub(&x->refs, 1) != 1)
 		return;
+	cp_bridge_port_release(&x->port);
 	pthread_mutex_destroy(&x->mu);
 	sl_buf_free(&x->out);
 	json_decref(x->body);
@@ -95,9 +96,7 @@ static void post(struct nexec *x, json_t *o, int last)
 	x->done |= last;
 	pthread_mutex_unlock(&x->mu);
 	free(line);
-	if (write(x->fds[1], "x", 1) < 0) {
-		/* the pipe is full: the loop has a wake-up pending already */
-	}
+	cp_bridge_wake(&x->port);
 }
 
 static void on_line(void *arg, int stream, const char *line, size_t len)
@@ -210,10 +209,7 @@ static void *nexec_main(void *arg)
 		run_health(x);
 	else
 		run_exec(x);
-	/* The write end is the thread's: closed after its last post, so the loop
-	 * never closes a descriptor the thread may still write to. */
-	close(x->fds[1]);
-	nexec_unref(x);
+	nexec_unref(x); /* the last post woke the loop */
 	return NULL;
 }
 
@@ -248,10 +244,9 @@ static void loop_done(struct nexec *x)
 {
 	if (h2o_timeout_is_linked(&x->tick))
 		h2o_timeout_unlink(&x->tick);
-	if (x->sock) {
-		h2o_socket_read_stop(x->sock);
-		h2o_socket_close(x->sock);
-		x->sock = NULL;
+	if (x->loop_held) {
+		x->loop_held = 0;
+		cp_bridge_port_close(&x->port);
 		x->s->inflight--;
 		nexec_unref(x);
 	}
@@ -304,13 +299,10 @@ static void on_tick(h2o_timeout_entry_t *e)
 	h2o_timeout_link(x->s->loop, &hangup_timeout, &x->tick);
 }
 
-static void on_wake(h2o_socket_t *sock, const char *err)
+static void on_wake(struct cp_bridge_port *p)
 {
-	struct nexec *x = sock->data;
+	struct nexec *x = H2O_STRUCT_FROM_MEMBER(struct nexec, port, p);
 
-	h2o_buffer_consume(&sock->input, sock->input->size);
-	if (err) /* the thread closed its end after its last post */
-		h2o_socket_read_stop(sock);
 	flush_out(x);
 	maybe_finish(x);
 }
@@ -321,8 +313,7 @@ void cp_node_exec_start(struct cp_op *op, enum cp_node_exec_kind kind,
 	struct nexec *x = calloc(1, sizeof(*x));
 	h2o_req_t *req = op->req;
 
-	if (!x || pipe2(x->fds, O_CLOEXEC | O_NONBLOCK) < 0) {
-		free(x);
+	if (!x) {
 		cp_op_error(op, 500, "internal", "cannot start the command");
 		return;
 	}
@@ -341,16 +332,14 @@ void cp_node_exec_start(struct cp_op *op, enum cp_node_exec_kind kind,
 					   : "node_exec",
 		 op->actor.key_id, op->id);
 	x->req = req;
-	x->sock = h2o_evloop_socket_create(op->s->loop, x->fds[0], 0);
-	x->sock->data = x;
+	cp_bridge_port_open(x->s->bridge, &x->port, on_wake);
 	if (sl_thread_detached(nexec_main, x) < 0) {
-		h2o_socket_close(x->sock);
-		close(x->fds[1]);
-		x->refs = 1;
+		atomic_store(&x->refs, 1);
 		nexec_unref(x);
 		cp_op_error(op, 500, "internal", "cannot start the command");
 		return;
 	}
+	x->loop_held = 1;
 	x->s->inflight++;
 	cp_op_release(op); /* the request is x's now */
 	x->gen.proceed = on_proceed;
@@ -358,7 +347,6 @@ void cp_node_exec_start(struct cp_op *op, enum cp_node_exec_kind kind,
 	cp_start_stream(x->s, req, 200,
 			x->kind == CP_NX_EXEC ? "application/x-ndjson" : "application/json");
 	h2o_start_response(req, &x->gen);
-	h2o_socket_read_start(x->sock, on_wake);
 	if (!hangup_timeout_ready) {
 		h2o_timeout_init(x->s->loop, &hangup_timeout, HANGUP_CHECK_MS);
 		hangup_timeout_ready = 1;

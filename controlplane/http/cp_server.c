@@ -140,6 +140,7 @@ int cp_server_create(struct cp_server **out, const struct cp_server_config *cfg)
 	s->listener = h2o_evloop_socket_create(s->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
 	s->listener->data = s;
 	if ((err = cp_rdb_create(&s->db, s->loop, cfg->redis, cfg->redis_timeout_ms)) < 0 ||
+	    (err = cp_bridge_create(&s->bridge, s->loop)) < 0 ||
 	    (cfg->routes->start && (err = cfg->routes->start(s)) < 0)) {
 		cp_server_free(s);
 		return err;
@@ -184,6 +185,8 @@ void cp_server_free(struct cp_server *s)
 	s->stopping = 1;
 	if (s->cfg.routes->dispose)
 		s->cfg.routes->dispose(s);
+	/* A thread still running wakes into a closed bridge (cp_bridge.h). */
+	cp_bridge_close(s->bridge);
 	cp_rdb_free(s->db);
 	h2o_evloop_run(s->loop, 0);
 	h2o_context_dispose(&s->ctx);
