@@ -20,9 +20,9 @@
 struct cp_bridge {
 	atomic_int refs;
 	pthread_mutex_t mu;
-	int closed;			    /* under mu */
-	struct cp_bridge_port *head, *tail; /* ready, under mu */
-	size_t nready;			    /* under mu */
+	int closed;	      /* under mu */
+	h2o_linklist_t ready; /* ports woken, oldest first (under mu) */
+	size_t nready;	      /* under mu */
 	int fds[2];
 	h2o_socket_t *sock; /* fds[0] on the loop; NULL once closed */
 };
@@ -36,8 +36,7 @@ static void bridge_unref(struct cp_bridge *b)
 	free(b);
 }
 
-/* With mu held: a byte down the pipe, which the loop reads. EAGAIN: the
- * pipe is full, so a byte waits already. */
+/* With mu held: a byte down the pipe, which the loop reads. */
 static void ring(struct cp_bridge *b)
 {
 	if (write(b->fds[1], "", 1) < 0) {
@@ -45,41 +44,25 @@ static void ring(struct cp_bridge *b)
 	}
 }
 
-/* With mu held: the first ready port, off the list. */
-static struct cp_bridge_port *pop(struct cp_bridge *b)
+/* With mu held: p off the ready list (if it is on it). */
+static void unready(struct cp_bridge *b, struct cp_bridge_port *p)
 {
-	struct cp_bridge_port *p = b->head;
-
-	if (p) {
-		b->head = p->next;
-		if (b->head == NULL)
-			b->tail = NULL;
-		p->next = NULL;
-		p->queued = 0;
-		b->nready--;
-	}
-	return p;
+	if (!h2o_linklist_is_linked(&p->ready))
+		return;
+	h2o_linklist_unlink(&p->ready);
+	b->nready--;
 }
 
-/* With mu held: p off the list, wherever it is. */
-static void unlink_port(struct cp_bridge *b, struct cp_bridge_port *p)
+/* With mu held: the first ready port, off the list, or NULL. */
+static struct cp_bridge_port *pop(struct cp_bridge *b)
 {
-	struct cp_bridge_port *prev = NULL;
+	struct cp_bridge_port *p;
 
-	for (struct cp_bridge_port *q = b->head; q; prev = q, q = q->next) {
-		if (q != p)
-			continue;
-		if (prev)
-			prev->next = q->next;
-		else
-			b->head = q->next;
-		if (b->tail == q)
-			b->tail = prev;
-		b->nready--;
-		break;
-	}
-	p->next = NULL;
-	p->queued = 0;
+	if (h2o_linklist_is_empty(&b->ready))
+		return NULL;
+	p = H2O_STRUCT_FROM_MEMBER(struct cp_bridge_port, ready, b->ready.next);
+	unready(b, p);
+	return p;
 }
 
 /* The ports ready when the loop looked: bounded by their number then, so a
@@ -108,7 +91,7 @@ static void on_readable(h2o_socket_t *sock, const char *err)
 		p->on_wake(p);
 	}
 	pthread_mutex_lock(&b->mu);
-	if (b->head && !b->closed)
+	if (b->nready && !b->closed)
 		ring(b);
 	pthread_mutex_unlock(&b->mu);
 }
@@ -126,6 +109,7 @@ int cp_bridge_create(struct cp_bridge **out, void *loop)
 		return err;
 	}
 	pthread_mutex_init(&b->mu, NULL);
+	h2o_linklist_init_anchor(&b->ready);
 	atomic_init(&b->refs, 1);
 	b->sock = h2o_evloop_socket_create(loop, b->fds[0], 0);
 	b->sock->data = b;
@@ -154,8 +138,7 @@ void cp_bridge_port_open(struct cp_bridge *b, struct cp_bridge_port *p, cp_bridg
 	atomic_fetch_add(&b->refs, 1);
 	p->b = b;
 	p->on_wake = on_wake;
-	p->next = NULL;
-	p->queued = 0;
+	p->ready = (h2o_linklist_t){NULL, NULL};
 	p->open = 1;
 }
 
@@ -164,13 +147,8 @@ void cp_bridge_wake(struct cp_bridge_port *p)
 	struct cp_bridge *b = p->b;
 
 	pthread_mutex_lock(&b->mu);
-	if (p->open && !p->queued && !b->closed) {
-		p->queued = 1;
-		if (b->tail)
-			b->tail->next = p;
-		else
-			b->head = p;
-		b->tail = p;
+	if (p->open && !h2o_linklist_is_linked(&p->ready) && !b->closed) {
+		h2o_linklist_insert(&b->ready, &p->ready); /* at the end */
 		if (b->nready++ == 0)
 			ring(b);
 	}
@@ -184,8 +162,7 @@ void cp_bridge_port_close(struct cp_bridge_port *p)
 	if (b == NULL)
 		return;
 	pthread_mutex_lock(&b->mu);
-	if (p->queued)
-		unlink_port(b, p);
+	unready(b, p);
 	p->open = 0;
 	pthread_mutex_unlock(&b->mu);
 }

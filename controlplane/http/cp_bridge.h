@@ -42,6 +42,8 @@
 #ifndef CP_BRIDGE_H
 #define CP_BRIDGE_H
 
+#include <h2o/linklist.h>
+
 struct cp_bridge;
 struct cp_bridge_port;
 
@@ -51,9 +53,8 @@ typedef void (*cp_bridge_cb)(struct cp_bridge_port *p);
 struct cp_bridge_port {
 	struct cp_bridge *b; /* NULL until opened */
 	cp_bridge_cb on_wake;
-	struct cp_bridge_port *next; /* on the ready list (under b's lock) */
-	int queued;		     /* on the ready list (under b's lock) */
-	int open;		     /* wakes reach on_wake (under b's lock) */
+	h2o_linklist_t ready; /* linked while on the ready list (under b's lock) */
+	int open;	      /* wakes reach on_wake (under b's lock) */
 };
 
 /* A bridge on loop (an h2o_evloop_t, as void * to keep h2o out of this

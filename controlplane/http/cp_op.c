@@ -85,18 +85,6 @@ void cp_op_fail(struct cp_op *op, const struct cp_err *e)
 	cp_op_error(op, e->status, e->code, "%s", e->message);
 }
 
-int cp_err_set(struct cp_err *e, int err, int status, const char *code, const char *fmt, ...)
-{
-	va_list ap;
-
-	e->status = status;
-	snprintf(e->code, sizeof(e->code), "%s", code);
-	va_start(ap, fmt);
-	vsnprintf(e->message, sizeof(e->message), fmt, ap);
-	va_end(ap);
-	return err;
-}
-
 int cp_field_index(const char *const *fields, size_t n, const char *key, struct cp_err *e)
 {
 	for (size_t i = 0; i < n; i++)

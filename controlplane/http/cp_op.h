@@ -68,10 +68,7 @@ void cp_op_redis_error(struct cp_op *op, struct redisReply *r, const char *err);
  * and returns a negative errno, and the caller, who owns the op, answers
  * with cp_op_fail. A function that ends op says so and returns void.
  */
-/* Fill e (message printf-formatted as cp_op_error sends it); returns err,
- * a negative errno. */
-int cp_err_set(struct cp_err *e, int err, int status, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
+/* (cp_err_set, in http/cp_tunnel_req.h, fills one.) */
 /* e for a Redis failure, as cp_op_redis_error answers it: -ENOTCONN with
  * a 503 (Redis unreachable: err set), or -EIO with a 500 (an error reply
  * r, or none). */

@@ -32,14 +32,30 @@ void cp_policy_default(struct cp_policy *p)
 static int fail(struct cp_err *err, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+static void err_vset(struct cp_err *e, int status, const char *code, const char *fmt, va_list ap)
+{
+	e->status = status;
+	snprintf(e->code, sizeof(e->code), "%s", code);
+	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+}
+
+int cp_err_set(struct cp_err *e, int err, int status, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	err_vset(e, status, code, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+/* cp_err_set for a client's body: -EINVAL, the message made printable. */
 static int fail(struct cp_err *err, int status, const char *code, const char *fmt, ...)
 {
 	va_list ap;
 
-	err->status = status;
-	snprintf(err->code, sizeof(err->code), "%s", code);
 	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	err_vset(err, status, code, fmt, ap);
 	va_end(ap);
 	/* The message quotes the client (jansson's error text shows the bytes
 	 * it stopped at): only printable ASCII goes back, so the JSON error is

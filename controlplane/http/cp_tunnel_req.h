@@ -89,6 +89,12 @@ struct cp_err {
 	char message[300];
 };
 
+/* Fill e (the message printf-formatted, as cp_op_error would send it);
+ * returns err, a negative errno, so that a check ends with
+ * return cp_err_set(e, -EINVAL, 400, "invalid_x", "..."). */
+int cp_err_set(struct cp_err *e, int err, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
 void cp_policy_default(struct cp_policy *p);
 
 /* Parse and check body[0..len). Returns 0, or -EINVAL with *err filled. */
