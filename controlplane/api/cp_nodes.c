@@ -57,6 +57,7 @@ enum { F_NAME, F_HOST, F_PORT, F_USER, F_HOSTKEY, F_CREATED, F_CREDS };
 struct node_op {
 	struct cp_op op;
 	enum cp_node_exec_kind kind; /* exec, diagnose, health: which */
+	int provision;		     /* the work is a provision job instead */
 	long pending;		     /* list: the HMGETs still to answer */
 };
 
@@ -379,31 +380,38 @@ static int node_config(const struct cp_op *op, redisReply *r, struct cp_ssh_conf
 	return 0;
 }
 
-static void on_exec_node(void *ud, redisReply *r, const char *err)
+/* The node read for its work (exec, diagnose, health, or a provision
+ * job): its configuration unsealed and handed on, or the error answered. */
+static void on_work_node(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
-	struct cp_ssh_config *cfg;
+	struct node_op *n = node_of(op);
+	struct cp_ssh_config *cfg = NULL;
 	struct cp_err e;
 	char pw[128] = "";
+	int rc = got_node(op, r, err, &e);
 
-	if (got_node(op, r, err, &e) < 0) {
+	if (rc == 0 && !n->provision && (!op->req || op->s->stopping))
+		rc = cp_err_set(&e, -ESHUTDOWN, 503, "shutting_down",
+				"the control plane is stopping; retry");
+	if (rc == 0 && !(cfg = calloc(1, sizeof(*cfg))))
+		rc = cp_err_set(&e, -ENOMEM, 500, "internal", "%s",
+				n->provision ? "out of memory" : "cannot start the command");
+	if (rc == 0)
+		rc = node_config(op, r, cfg, pw, sizeof(pw), &e);
+	if (rc < 0)
 		cp_op_fail(op, &e);
-		return;
-	}
-	if (!op->req || op->s->stopping) {
-		cp_op_error(op, 503, "shutting_down", "the control plane is stopping; retry");
-		return;
-	}
-	if (!(cfg = calloc(1, sizeof(*cfg)))) {
-		cp_op_error(op, 500, "internal", "cannot start the command");
-		return;
-	}
-	if (node_config(op, r, cfg, pw, sizeof(pw), &e) == 0)
-		cp_node_exec_start(op, node_of(op)->kind, cfg, pw);
+	else if (n->provision)
+		cp_jobs_provision(op, &(struct cp_job_node){.id = op->id,
+							    .name = fld(r, F_NAME),
+							    .cfg = cfg,
+							    .sudo_password = pw});
 	else
-		cp_op_fail(op, &e);
-	cp_ssh_config_wipe(cfg);
-	free(cfg);
+		cp_node_exec_start(op, n->kind, cfg, pw);
+	if (cfg) {
+		cp_ssh_config_wipe(cfg);
+		free(cfg);
+	}
 	explicit_bzero(pw, sizeof(pw));
 }
 
@@ -426,37 +434,10 @@ static void nodes_exec(struct cp_op *op)
 		}
 		op->acc = o;
 	}
-	cp_rdb_cmdf(op->s->db, on_exec_node, op, "HMGET sl:node:%s " NODE_FIELDS, op->id);
+	cp_rdb_cmdf(op->s->db, on_work_node, op, "HMGET sl:node:%s " NODE_FIELDS, op->id);
 }
 
 /* ---- provisioning: the node's configuration handed to a job ---- */
-
-static void on_provision_node(void *ud, redisReply *r, const char *err)
-{
-	struct cp_op *op = ud;
-	struct cp_ssh_config *cfg;
-	struct cp_err e;
-	char pw[128] = "";
-
-	if (got_node(op, r, err, &e) < 0) {
-		cp_op_fail(op, &e);
-		return;
-	}
-	if (!(cfg = calloc(1, sizeof(*cfg)))) {
-		cp_op_error(op, 500, "internal", "out of memory");
-		return;
-	}
-	if (node_config(op, r, cfg, pw, sizeof(pw), &e) == 0)
-		cp_jobs_provision(op, &(struct cp_job_node){.id = op->id,
-							    .name = fld(r, F_NAME),
-							    .cfg = cfg,
-							    .sudo_password = pw});
-	else
-		cp_op_fail(op, &e);
-	cp_ssh_config_wipe(cfg);
-	free(cfg);
-	explicit_bzero(pw, sizeof(pw));
-}
 
 static void nodes_provision(struct cp_op *op)
 {
@@ -476,7 +457,8 @@ static void nodes_provision(struct cp_op *op)
 		return;
 	}
 	op->acc = o;
-	cp_rdb_cmdf(op->s->db, on_provision_node, op, "HMGET sl:node:%s " NODE_FIELDS, op->id);
+	node_of(op)->provision = 1;
+	cp_rdb_cmdf(op->s->db, on_work_node, op, "HMGET sl:node:%s " NODE_FIELDS, op->id);
 }
 
 /* ---- routing ---- */
