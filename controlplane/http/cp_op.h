@@ -65,10 +65,10 @@ void cp_op_redis_error(struct cp_op *op, struct redisReply *r, const char *err);
 /*
  * The error convention of the routes' helpers: a helper that finds an
  * error for the client never answers; it fills the caller's struct cp_err
- * and returns a negative errno, and the caller, who owns the op, answers
- * with cp_op_fail. A function that ends op says so and returns void.
+ * (cp_err_set, http/cp_tunnel_req.h, or those below) and returns a
+ * negative errno, and the caller, who owns the op, answers with
+ * cp_op_fail. A function that ends op says so and returns void.
  */
-/* (cp_err_set, in http/cp_tunnel_req.h, fills one.) */
 /* e for a Redis failure, as cp_op_redis_error answers it: -ENOTCONN with
  * a 503 (Redis unreachable: err set), or -EIO with a 500 (an error reply
  * r, or none). */
