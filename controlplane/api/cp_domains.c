@@ -53,6 +53,8 @@ struct domain_op {
 	struct cp_strings ids;	 /* list: the domains; rewrite: the sessions */
 	size_t next_id;		 /* rewrite: the next of ids */
 	struct cp_record rec;	 /* rewrite: the session being rewritten */
+	/* show, verify, delete: what follows the lookup of a domain the key owns */
+	void (*owned)(struct cp_op *op, redisReply *r);
 };
 
 static struct domain_op *dom(struct cp_op *op)
@@ -101,6 +103,24 @@ static int own_domain(struct cp_op *op, redisReply *r, const char *err, struct c
 	     strcmp(field(r, F_KEY), op->actor.key_id) != 0))
 		return cp_err_set(e, -ENOENT, 404, "not_found", "no domain %s", dom(op)->domain);
 	return 0;
+}
+
+static void on_lookup(void *ud, redisReply *r, const char *err)
+{
+	struct cp_op *op = ud;
+	struct cp_err e;
+
+	if (own_domain(op, r, err, &e) < 0)
+		cp_op_fail(op, &e);
+	else
+		dom(op)->owned(op, r);
+}
+
+/* The domain's record read, then owned(op, r) if op's key may see it. */
+static void lookup(struct cp_op *op, void (*owned)(struct cp_op *op, redisReply *r))
+{
+	dom(op)->owned = owned;
+	cp_rdb_cmdf(op->s->db, on_lookup, op, "HMGET sl:domain:%s " DOMAIN_FIELDS, dom(op)->domain);
 }
 
 /* ---- rewriting the sessions that name a domain ---- */
@@ -327,15 +347,8 @@ static void start_verify(struct cp_op *op, redisReply *r)
 	}
 }
 
-static void on_verify_lookup(void *ud, redisReply *r, const char *err)
+static void verify_owned(struct cp_op *op, redisReply *r)
 {
-	struct cp_err e;
-	struct cp_op *op = ud;
-
-	if (own_domain(op, r, err, &e) < 0) {
-		cp_op_fail(op, &e);
-		return;
-	}
 	if (strcmp(field(r, F_STATUS), "verified") == 0) {
 		cp_op_reply(
 			op, 200,
@@ -347,8 +360,7 @@ static void on_verify_lookup(void *ud, redisReply *r, const char *err)
 
 static void verify_start(struct cp_op *op)
 {
-	cp_rdb_cmdf(op->s->db, on_verify_lookup, op, "HMGET sl:domain:%s " DOMAIN_FIELDS,
-		    dom(op)->domain);
+	lookup(op, verify_owned);
 }
 
 /* ---- register, list, show, delete ---- */
@@ -405,21 +417,14 @@ static void register_start(struct cp_op *op)
 		    op->actor.key_id);
 }
 
-static void on_show(void *ud, redisReply *r, const char *err)
+static void show_owned(struct cp_op *op, redisReply *r)
 {
-	struct cp_err e;
-	struct cp_op *op = ud;
-
-	if (own_domain(op, r, err, &e) < 0) {
-		cp_op_fail(op, &e);
-		return;
-	}
 	cp_op_reply(op, 200, domain_json(dom(op)->domain, r));
 }
 
 static void show_start(struct cp_op *op)
 {
-	cp_rdb_cmdf(op->s->db, on_show, op, "HMGET sl:domain:%s " DOMAIN_FIELDS, dom(op)->domain);
+	lookup(op, show_owned);
 }
 
 /* Replies: the names, then one HMGET each. */
@@ -466,17 +471,10 @@ static void list_start(struct cp_op *op)
 		cp_rdb_cmdf(op->s->db, on_list, op, "SMEMBERS sl:domains:%s", op->actor.key_id);
 }
 
-static void on_delete_lookup(void *ud, redisReply *r, const char *err)
+static void delete_owned(struct cp_op *op, redisReply *r)
 {
-	struct cp_err e;
-	struct cp_op *op = ud;
-	const char *key;
+	const char *key = field(r, F_KEY);
 
-	if (own_domain(op, r, err, &e) < 0) {
-		cp_op_fail(op, &e);
-		return;
-	}
-	key = field(r, F_KEY);
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "MULTI");
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "DEL sl:domain:%s", dom(op)->domain);
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "ZREM sl:domains %s", dom(op)->domain);
@@ -491,8 +489,7 @@ static void on_delete_lookup(void *ud, redisReply *r, const char *err)
 
 static void delete_start(struct cp_op *op)
 {
-	cp_rdb_cmdf(op->s->db, on_delete_lookup, op, "HMGET sl:domain:%s " DOMAIN_FIELDS,
-		    dom(op)->domain);
+	lookup(op, delete_owned);
 }
 
 /* {"domain": "..."} or {"method": "dns"|"http"}: the one string field into

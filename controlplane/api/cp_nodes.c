@@ -297,10 +297,11 @@ static void on_show(void *ud, redisReply *r, const char *err)
 	struct cp_op *op = ud;
 	struct cp_err e;
 
-	if (got_node(op, r, err, &e) < 0)
-		cp_op_fail(op, &e);
-	else
+	if (got_node(op, r, err, &e) == 0) {
 		cp_op_reply(op, 200, node_json(op->id, r));
+		return;
+	}
+	cp_op_fail(op, &e);
 }
 
 static void nodes_show(struct cp_op *op)
