@@ -1,6 +1,6 @@
 /*
  * sl_thread.h: the two ways sluice starts a thread. A detached one, for
- * work that hands its result back through a pipe (node commands,
+ * work that hands its result back to the loop (node commands,
  * provisioning jobs, domain checks, a pool freed off the loop); and a
  * background thread that runs until told to stop (struct sl_bg: the
  * relay's followers of Redis: session table, leases, cluster).

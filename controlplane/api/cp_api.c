@@ -79,8 +79,7 @@ static int api_start(struct cp_server *s)
 {
 	if ((s->api = calloc(1, sizeof(*s->api))) == NULL)
 		return -ENOMEM;
-	cp_stats_follow(&s->api->stats, s);
-	return 0;
+	return cp_stats_follow(&s->api->stats, s);
 }
 
 static void api_stop(struct cp_server *s)

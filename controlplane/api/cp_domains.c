@@ -25,13 +25,10 @@
 #include "sl_thread.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <hiredis.h>
 
@@ -56,6 +53,8 @@ struct domain_op {
 	struct cp_strings ids;	 /* list: the domains; rewrite: the sessions */
 	size_t next_id;		 /* rewrite: the next of ids */
 	struct cp_record rec;	 /* rewrite: the session being rewritten */
+	/* show, verify, delete: what follows the lookup of a domain the key owns */
+	void (*owned)(struct cp_op *op, redisReply *r);
 };
 
 static struct domain_op *dom(struct cp_op *op)
@@ -93,20 +92,35 @@ static json_t *domain_json(const char *domain, redisReply *r)
 }
 
 /* The HMGET reply of the domain's record: 0 when it exists and op's key may
- * see it, else an error is sent. */
-static int own_domain(struct cp_op *op, redisReply *r, const char *err)
+ * see it, else a negative errno (-ENOENT: not one of its) with *e to
+ * answer. */
+static int own_domain(struct cp_op *op, redisReply *r, const char *err, struct cp_err *e)
 {
-	if (err || r->type != REDIS_REPLY_ARRAY || r->elements != F_COUNT) {
-		cp_op_redis_error(op, r, err);
-		return -1;
-	}
+	if (err || r->type != REDIS_REPLY_ARRAY || r->elements != F_COUNT)
+		return cp_err_redis(e, r, err);
 	if (r->element[F_KEY]->type != REDIS_REPLY_STRING ||
 	    (!(op->actor.scopes & CP_SCOPE_ADMIN) &&
-	     strcmp(field(r, F_KEY), op->actor.key_id) != 0)) {
-		cp_op_error(op, 404, "not_found", "no domain %s", dom(op)->domain);
-		return -1;
-	}
+	     strcmp(field(r, F_KEY), op->actor.key_id) != 0))
+		return cp_err_set(e, -ENOENT, 404, "not_found", "no domain %s", dom(op)->domain);
 	return 0;
+}
+
+static void on_lookup(void *ud, redisReply *r, const char *err)
+{
+	struct cp_op *op = ud;
+	struct cp_err e;
+
+	if (own_domain(op, r, err, &e) < 0)
+		cp_op_fail(op, &e);
+	else
+		dom(op)->owned(op, r);
+}
+
+/* The domain's record read, then owned(op, r) if op's key may see it. */
+static void lookup(struct cp_op *op, void (*owned)(struct cp_op *op, redisReply *r))
+{
+	dom(op)->owned = owned;
+	cp_rdb_cmdf(op->s->db, on_lookup, op, "HMGET sl:domain:%s " DOMAIN_FIELDS, dom(op)->domain);
 }
 
 /* ---- rewriting the sessions that name a domain ---- */
@@ -123,9 +137,8 @@ static void rewrite_done(struct cp_op *op)
 }
 
 /* Redis failed during the rewrite: stop here rather than fail every
- * remaining session one by one (a failure can come back at once, and
- * going on would recurse once per session). The next verify or delete
- * rewrites them again. */
+ * remaining session one by one (they would meet the same Redis). The next
+ * verify or delete rewrites them again. */
 static void rewrite_abort(struct cp_op *op, const char *err)
 {
 	sl_warn("domain %s: session records not rewritten: %s", dom(op)->domain, err);
@@ -232,32 +245,32 @@ static void rewrite_sessions(struct cp_op *op, int status)
 /*
  * One verification. Ownership: two references, the thread's and the
  * loop's; whichever drops the last frees it. The thread touches nothing but
- * this struct and the pipe's write end.
+ * this struct: it writes res, then wakes the loop through port (one wake:
+ * its result), which answers op (held until then; a client gone meanwhile
+ * is answered nobody).
  */
 struct vjob {
 	atomic_int refs;
 	struct cp_verify_req q;
 	struct cp_verify_result res;
-	int fds[2];
+	struct cp_bridge_port port;
 	struct cp_op *op;
-	h2o_socket_t *sock;
 };
 
 static void vjob_unref(struct vjob *j)
 {
-	if (atomic_fetch_sub(&j->refs, 1) == 1)
-		free(j);
+	if (atomic_fetch_sub(&j->refs, 1) != 1)
+		return;
+	cp_bridge_port_release(&j->port);
+	free(j);
 }
 
 static void *vthread(void *arg)
 {
 	struct vjob *j = arg;
-	char c = 1;
 
 	cp_verify_run(&j->q, &j->res);
-	if (write(j->fds[1], &c, 1) < 0)
-		sl_debug("verify: the loop is gone");
-	close(j->fds[1]);
+	cp_bridge_wake(&j->port);
 	vjob_unref(j);
 	return NULL;
 }
@@ -277,14 +290,12 @@ static void on_verified_saved(void *ud, redisReply *r, const char *err)
 	rewrite_sessions(op, 200);
 }
 
-static void on_vdone(h2o_socket_t *sock, const char *err)
+static void on_vdone(struct cp_bridge_port *p)
 {
-	struct vjob *j = sock->data;
+	struct vjob *j = H2O_STRUCT_FROM_MEMBER(struct vjob, port, p);
 	struct cp_op *op = j->op;
 
-	(void)err;
-	h2o_socket_read_stop(sock);
-	h2o_socket_close(sock); /* closes the read end */
+	cp_bridge_port_close(p);
 	op->s->api->verifying--;
 	if (op->s->stopping) {
 		cp_op_error(op, 503, "shutting_down", "the control plane is stopping; retry");
@@ -312,8 +323,7 @@ static void start_verify(struct cp_op *op, redisReply *r)
 		cp_op_error(op, 503, "busy", "too many verifications at once; retry");
 		return;
 	}
-	if ((j = calloc(1, sizeof(*j))) == NULL || pipe2(j->fds, O_CLOEXEC) < 0) {
-		free(j);
+	if ((j = calloc(1, sizeof(*j))) == NULL) {
 		cp_op_error(op, 500, "internal", "cannot start the verification");
 		return;
 	}
@@ -327,25 +337,18 @@ static void start_verify(struct cp_op *op, redisReply *r)
 		 op->s->cfg.dns_server ? op->s->cfg.dns_server : "");
 	snprintf(j->q.connect, sizeof(j->q.connect), "%s",
 		 op->s->cfg.challenge_connect ? op->s->cfg.challenge_connect : "");
-	j->sock = h2o_evloop_socket_create(op->s->loop, j->fds[0], 0);
-	j->sock->data = j;
-	if (sl_thread_detached(vthread, j) < 0) {
-		h2o_socket_close(j->sock);
-		close(j->fds[1]);
-		free(j);
-		cp_op_error(op, 500, "internal", "cannot start the verification");
-		return;
-	}
+	cp_bridge_port_open(op->s->bridge, &j->port, on_vdone);
 	op->s->api->verifying++;
-	h2o_socket_read_start(j->sock, on_vdone);
+	if (sl_thread_detached(vthread, j) < 0) {
+		op->s->api->verifying--;
+		atomic_store(&j->refs, 1);
+		vjob_unref(j);
+		cp_op_error(op, 500, "internal", "cannot start the verification");
+	}
 }
 
-static void on_verify_lookup(void *ud, redisReply *r, const char *err)
+static void verify_owned(struct cp_op *op, redisReply *r)
 {
-	struct cp_op *op = ud;
-
-	if (own_domain(op, r, err) < 0)
-		return;
 	if (strcmp(field(r, F_STATUS), "verified") == 0) {
 		cp_op_reply(
 			op, 200,
@@ -357,8 +360,7 @@ static void on_verify_lookup(void *ud, redisReply *r, const char *err)
 
 static void verify_start(struct cp_op *op)
 {
-	cp_rdb_cmdf(op->s->db, on_verify_lookup, op, "HMGET sl:domain:%s " DOMAIN_FIELDS,
-		    dom(op)->domain);
+	lookup(op, verify_owned);
 }
 
 /* ---- register, list, show, delete ---- */
@@ -415,18 +417,14 @@ static void register_start(struct cp_op *op)
 		    op->actor.key_id);
 }
 
-static void on_show(void *ud, redisReply *r, const char *err)
+static void show_owned(struct cp_op *op, redisReply *r)
 {
-	struct cp_op *op = ud;
-
-	if (own_domain(op, r, err) < 0)
-		return;
 	cp_op_reply(op, 200, domain_json(dom(op)->domain, r));
 }
 
 static void show_start(struct cp_op *op)
 {
-	cp_rdb_cmdf(op->s->db, on_show, op, "HMGET sl:domain:%s " DOMAIN_FIELDS, dom(op)->domain);
+	lookup(op, show_owned);
 }
 
 /* Replies: the names, then one HMGET each. */
@@ -473,14 +471,10 @@ static void list_start(struct cp_op *op)
 		cp_rdb_cmdf(op->s->db, on_list, op, "SMEMBERS sl:domains:%s", op->actor.key_id);
 }
 
-static void on_delete_lookup(void *ud, redisReply *r, const char *err)
+static void delete_owned(struct cp_op *op, redisReply *r)
 {
-	struct cp_op *op = ud;
-	const char *key;
+	const char *key = field(r, F_KEY);
 
-	if (own_domain(op, r, err) < 0)
-		return;
-	key = field(r, F_KEY);
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "MULTI");
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "DEL sl:domain:%s", dom(op)->domain);
 	cp_rdb_cmdf(op->s->db, NULL, NULL, "ZREM sl:domains %s", dom(op)->domain);
@@ -495,11 +489,11 @@ static void on_delete_lookup(void *ud, redisReply *r, const char *err)
 
 static void delete_start(struct cp_op *op)
 {
-	cp_rdb_cmdf(op->s->db, on_delete_lookup, op, "HMGET sl:domain:%s " DOMAIN_FIELDS,
-		    dom(op)->domain);
+	lookup(op, delete_owned);
 }
 
-/* {"domain": "..."} or {"method": "dns"|"http"}: the one string field. */
+/* {"domain": "..."} or {"method": "dns"|"http"}: the one string field into
+ * out: 0, or -EINVAL with e's message set. */
 static int body_field(h2o_req_t *req, const char *name, char *out, size_t cap, struct cp_err *e)
 {
 	json_t *o = req->entity.len ? json_loadb(req->entity.base, req->entity.len,
@@ -514,7 +508,7 @@ static int body_field(h2o_req_t *req, const char *name, char *out, size_t cap, s
 		snprintf(e->message, sizeof(e->message), "the body must be {\"%s\": \"...\"}",
 			 name);
 	json_decref(o);
-	return ok ? 0 : -1;
+	return ok ? 0 : -EINVAL;
 }
 
 int cp_domains_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len)
@@ -544,7 +538,7 @@ int cp_domains_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t
 		return 0;
 	}
 	if ((op = cp_op_new(s, req, sizeof(struct domain_op))) == NULL)
-		return -1;
+		return -ENOMEM;
 	op->dispose = domain_dispose;
 	if (id)
 		snprintf(dom(op)->domain, sizeof(dom(op)->domain), "%.*s", (int)dlen, id);
@@ -574,8 +568,8 @@ int cp_domains_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t
 	return 0;
 }
 
-/* A check runs on a thread with its own bound (3 s): its pipe is a socket
- * of this loop, so the loop outlives it. */
+/* A check runs on a thread with its own bound (3 s): waited for here, while
+ * the bridge still answers its wake. */
 void cp_domains_drain(struct cp_server *s)
 {
 	uint64_t until = h2o_now(s->loop) + 4000;

@@ -14,6 +14,7 @@
 #include "http/cp_reply.h"
 #include "sl_cli.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -80,7 +81,7 @@ int cp_health_route(struct cp_server *s, h2o_req_t *req)
 	char since[32], now[32];
 
 	if (op == NULL)
-		return -1;
+		return -ENOMEM;
 	op->acc = json_object();
 	H2O_STRUCT_FROM_MEMBER(struct health_op, op, op)->started_ms = h2o_now(s->loop);
 	snprintf(now, sizeof(now), "%llu", (unsigned long long)time(NULL));

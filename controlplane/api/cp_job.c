@@ -4,8 +4,9 @@
  * table of this control plane's jobs.
  *
  * The work runs on a thread of its own (cp_provision over the node's warm
- * pool); each step's event goes to the job under its mutex and a byte down a
- * pipe wakes the loop, which feeds the job's event streams and mirrors the
+ * pool); each step's event goes to the job under its mutex and a wake
+ * through the server's bridge (http/cp_bridge.h) tells the loop, which
+ * feeds the job's event streams and mirrors the
  * job into Redis (sl:job:<id>, JSON, kept 7 days) so that any control plane
  * sharing the Redis answers GET and streams the events (by polling the
  * record), and a job outlives the process that ran it as a record. While it
@@ -18,9 +19,9 @@
  *
  * Ownership: each struct cp_job is counted: the loop's table (until it is
  * pruned, an hour after it ends), the thread (until it returns), each event
- * stream and each Redis command in flight. The pipe's write end is the
- * thread's (closed after its last event, so the loop never closes a
- * descriptor the thread may still write to); the read end is the loop's.
+ * stream and each Redis command in flight. Its bridge port is closed by the
+ * loop once the thread said it exited (or at exit, for a thread still in a
+ * step, whose later wakes are then dropped) and released with the job.
  */
 #include "api/cp_job.h"
 #include "api/cp_jobs.h"
@@ -31,14 +32,12 @@
 #include "sl_time.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <hiredis.h>
 
@@ -79,6 +78,7 @@ void cp_job_unref(struct cp_job *j)
 {
 	if (atomic_fetch_sub(&j->refs, 1) != 1)
 		return;
+	cp_bridge_port_release(&j->port);
 	pthread_mutex_destroy(&j->mu);
 	json_decref(j->events);
 	json_decref(j->result);
@@ -151,13 +151,6 @@ json_t *cp_job_remote_doc(const char *text, size_t len)
 
 /* ---- the thread ---- */
 
-static void wake(struct cp_job *j)
-{
-	if (write(j->fds[1], "x", 1) < 0) {
-		/* full: a wake-up is pending already; EPIPE: the loop is gone */
-	}
-}
-
 static void on_event(void *arg, const struct cp_mgr_event *ev)
 {
 	struct cp_job *j = arg;
@@ -169,7 +162,7 @@ static void on_event(void *arg, const struct cp_mgr_event *ev)
 		json_array_append_new(j->events, o);
 	}
 	pthread_mutex_unlock(&j->mu);
-	wake(j);
+	cp_bridge_wake(&j->port);
 }
 
 static void *job_main(void *arg)
@@ -189,8 +182,8 @@ static void *job_main(void *arg)
 	if (pool) {
 		rc = cp_provision(&m, &j->spec);
 	} else {
-		cp_mgr_fail(&m, CP_MGR_SETUP, "connect", j->node_id, 1, "out of memory");
-		rc = -1;
+		rc = cp_mgr_fail(&m, -ENOMEM, CP_MGR_SETUP, "connect", j->node_id, 1,
+				 "out of memory");
 	}
 	pthread_mutex_lock(&j->mu);
 	j->result = cp_mgr_result_json(&m, rc, sl_mono_ms_f() - t0);
@@ -202,7 +195,10 @@ static void *job_main(void *arg)
 	pthread_mutex_unlock(&j->mu);
 	if (pool)
 		cp_node_pool_put(pool);
-	close(j->fds[1]); /* the loop sees EOF: the job ended */
+	pthread_mutex_lock(&j->mu);
+	j->exited = 1; /* nothing of the loop's is used any more */
+	pthread_mutex_unlock(&j->mu);
+	cp_bridge_wake(&j->port);
 	cp_job_unref(j);
 	return NULL;
 }
@@ -324,15 +320,18 @@ static void prune(void)
 	}
 }
 
-static void on_wake(h2o_socket_t *sock, const char *err)
+/* The thread posted events, or exited: the streams and the record follow.
+ * The table's reference keeps j alive through this. */
+static void on_wake(struct cp_bridge_port *p)
 {
-	struct cp_job *j = sock->data;
+	struct cp_job *j = H2O_STRUCT_FROM_MEMBER(struct cp_job, port, p);
+	int exited;
 
-	h2o_buffer_consume(&sock->input, sock->input->size);
-	if (err) { /* EOF: the thread has posted its result and returned */
-		h2o_socket_read_stop(sock);
-		h2o_socket_close(sock);
-		j->sock = NULL;
+	pthread_mutex_lock(&j->mu);
+	exited = j->exited;
+	pthread_mutex_unlock(&j->mu);
+	if (exited && !j->thread_done) {
+		cp_bridge_port_close(p);
 		j->thread_done = 1;
 	}
 	mirror(j);
@@ -340,7 +339,7 @@ static void on_wake(h2o_socket_t *sock, const char *err)
 		nx = u->next; /* a stream that sends its last frame is freed */
 		sub_flush(u);
 	}
-	if (err)
+	if (exited)
 		prune();
 }
 
@@ -562,7 +561,6 @@ struct cp_job *cp_job_new(struct cp_server *s, const char *node_id, const char *
 	snprintf(j->actor, sizeof(j->actor), "%s", actor);
 	j->s = s;
 	j->created_ms = sl_wall_ms();
-	j->fds[0] = j->fds[1] = -1;
 	pthread_mutex_init(&j->mu, NULL);
 	atomic_init(&j->refs, 1);
 	return j;
@@ -572,18 +570,13 @@ static int start_thread(struct cp_job *j)
 {
 	int rc;
 
-	if (pipe2(j->fds, O_CLOEXEC | O_NONBLOCK) < 0)
-		return -errno;
+	cp_bridge_port_open(j->s->bridge, &j->port, on_wake);
 	atomic_fetch_add(&j->refs, 1); /* the thread's */
 	if ((rc = sl_thread_detached(job_main, j)) < 0) {
 		atomic_fetch_sub(&j->refs, 1);
-		close(j->fds[0]);
-		close(j->fds[1]);
+		cp_bridge_port_close(&j->port);
 		return rc;
 	}
-	j->sock = h2o_evloop_socket_create(j->s->loop, j->fds[0], 0);
-	j->sock->data = j;
-	h2o_socket_read_start(j->sock, on_wake);
 	return 0;
 }
 
@@ -646,9 +639,7 @@ void cp_jobs_shutdown(struct cp_server *s)
 		pthread_mutex_unlock(&j->mu);
 		if (h2o_timeout_is_linked(&j->refresh))
 			h2o_timeout_unlink(&j->refresh);
-		h2o_socket_read_stop(j->sock);
-		h2o_socket_close(j->sock);
-		j->sock = NULL;
+		cp_bridge_port_close(&j->port); /* its later wakes are dropped */
 		j->thread_done = 1;
 		j->mirror_busy = 0;
 		mirror(j);

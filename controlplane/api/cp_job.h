@@ -44,12 +44,12 @@ struct cp_job {
 	json_t *events;	    /* array of event objects, each with its "seq" */
 	json_t *result;	    /* cp_mgr_result_json once ended, else NULL */
 	enum cp_job_status status;
-	int ended; /* the thread posted its result (under mu) */
-	int check; /* plan only */
+	int ended;  /* the thread posted its result (under mu) */
+	int exited; /* the thread is done with the pool, about to return (under mu) */
+	int check;  /* plan only */
 	volatile int cancel;
-	int fds[2];
-	h2o_socket_t *sock; /* the pipe's read end (loop) */
-	int thread_done;    /* the loop saw the pipe's EOF */
+	struct cp_bridge_port port; /* the thread's wakes: an event, its end */
+	int thread_done;	    /* the loop saw exited (or gave up at exit) */
 	/* The record: a write in flight, another due, the one in flight the
 	 * final one, the final one stored; then the node's lock freed. */
 	int mirror_busy, mirror_again, mirror_final, final_mirrored, lock_released;

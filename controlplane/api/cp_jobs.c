@@ -148,7 +148,7 @@ int cp_jobs_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id
 		return 0;
 	}
 	if ((op = cp_op_new(s, req, sizeof(struct job_op))) == NULL)
-		return -1;
+		return -ENOMEM;
 	memcpy(op->id, id, n);
 	op->id[n] = '\0';
 	H2O_STRUCT_FROM_MEMBER(struct job_op, op, op)->events = events;
@@ -183,60 +183,48 @@ static int addr_ok(const char *v)
 	return conf_value_ok(v, 200) && c && c != v && atoi(c + 1) > 0 && atoi(c + 1) < 65536;
 }
 
-int cp_jobs_check_provision(struct cp_op *op, json_t *o)
+int cp_jobs_check_provision(json_t *o, struct cp_err *e)
 {
 	static const char *const addrs[] = {"http", "agents", "admin"};
 	const char *k, *v;
 	json_t *val;
 	char why[200];
 
-	if (!json_is_object(o)) {
-		cp_op_error(op, 400, "invalid_json", "the body must be a JSON object");
-		return -1;
-	}
+	if (!json_is_object(o))
+		return cp_err_set(e, -EINVAL, 400, "invalid_json",
+				  "the body must be a JSON object");
 	json_object_foreach(o, k, val)
 	{
-		int i = cp_op_field(op, provision_fields,
-				    sizeof(provision_fields) / sizeof(provision_fields[0]), k);
+		int i = cp_field_index(provision_fields,
+				       sizeof(provision_fields) / sizeof(provision_fields[0]), k,
+				       e);
 
 		if (i < 0)
-			return -1;
-		if (i == 0 ? !json_is_boolean(val) : !json_is_string(val)) {
-			cp_op_error(op, 400, "invalid_type", "%s: %s", k,
-				    i == 0 ? "true or false" : "a string");
-			return -1;
-		}
+			return -EINVAL;
+		if (i == 0 ? !json_is_boolean(val) : !json_is_string(val))
+			return cp_err_set(e, -EINVAL, 400, "invalid_type", "%s: %s", k,
+					  i == 0 ? "true or false" : "a string");
 	}
 	for (size_t i = 0; i < 3; i++)
-		if ((v = json_string_value(json_object_get(o, addrs[i]))) && !addr_ok(v)) {
-			cp_op_error(op, 400, "invalid_address", "%s: host:port", addrs[i]);
-			return -1;
-		}
-	if ((v = json_string_value(json_object_get(o, "lockdown"))) && cp_lockdown_parse(v) < 0) {
-		cp_op_error(op, 400, "invalid_lockdown",
-			    "lockdown: none, basic, standard or strict");
-		return -1;
-	}
-	if ((v = json_string_value(json_object_get(o, "firewall"))) && cp_firewall_parse(v) < 0) {
-		cp_op_error(op, 400, "invalid_firewall", "firewall: auto, ufw or iptables");
-		return -1;
-	}
+		if ((v = json_string_value(json_object_get(o, addrs[i]))) && !addr_ok(v))
+			return cp_err_set(e, -EINVAL, 400, "invalid_address", "%s: host:port",
+					  addrs[i]);
+	if ((v = json_string_value(json_object_get(o, "lockdown"))) && cp_lockdown_parse(v) < 0)
+		return cp_err_set(e, -EINVAL, 400, "invalid_lockdown",
+				  "lockdown: none, basic, standard or strict");
+	if ((v = json_string_value(json_object_get(o, "firewall"))) && cp_firewall_parse(v) < 0)
+		return cp_err_set(e, -EINVAL, 400, "invalid_firewall",
+				  "firewall: auto, ufw or iptables");
 	if (((v = json_string_value(json_object_get(o, "relayId"))) && !conf_value_ok(v, 64)) ||
-	    ((v = json_string_value(json_object_get(o, "domain"))) && !conf_value_ok(v, 253))) {
-		cp_op_error(op, 400, "invalid_value",
-			    "relayId, domain: no spaces, quotes or controls");
-		return -1;
-	}
+	    ((v = json_string_value(json_object_get(o, "domain"))) && !conf_value_ok(v, 253)))
+		return cp_err_set(e, -EINVAL, 400, "invalid_value",
+				  "relayId, domain: no spaces, quotes or controls");
 	if ((v = json_string_value(json_object_get(o, "redisUrl"))) &&
-	    (!conf_value_ok(v, CP_JOB_STR_MAX - 1) ||
-	     sl_redis_url_check(v, why, sizeof(why)) < 0)) {
-		cp_op_error(op, 400, "invalid_redis_url", "redisUrl: a redis:// URL");
-		return -1;
-	}
-	if ((v = json_string_value(json_object_get(o, "sshExtra"))) && strlen(v) > 1000) {
-		cp_op_error(op, 400, "invalid_value", "sshExtra: 1000 characters at most");
-		return -1;
-	}
+	    (!conf_value_ok(v, CP_JOB_STR_MAX - 1) || sl_redis_url_check(v, why, sizeof(why)) < 0))
+		return cp_err_set(e, -EINVAL, 400, "invalid_redis_url", "redisUrl: a redis:// URL");
+	if ((v = json_string_value(json_object_get(o, "sshExtra"))) && strlen(v) > 1000)
+		return cp_err_set(e, -EINVAL, 400, "invalid_value",
+				  "sshExtra: 1000 characters at most");
 	return 0;
 }
 

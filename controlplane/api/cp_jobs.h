@@ -17,9 +17,10 @@ struct cp_job_node {
 	const char *sudo_password; /* "" when none */
 };
 
-/* A provision request's body checked before the node is read (400 and -1
- * when it is wrong); it stays op->acc for cp_jobs_provision. */
-int cp_jobs_check_provision(struct cp_op *op, json_t *body);
+/* A provision request's body checked before the node is read: 0, or
+ * -EINVAL with *e the 400 to answer. The caller keeps it as op->acc for
+ * cp_jobs_provision. */
+int cp_jobs_check_provision(json_t *body, struct cp_err *e);
 /* Take the node's job lock, start the job on a thread of its own and answer
  * 202 with the job (409 when the node has a job running). */
 void cp_jobs_provision(struct cp_op *op, const struct cp_job_node *node);

@@ -17,6 +17,7 @@
 #include "http/cp_auth.h"
 #include "http/cp_reply.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,7 +204,7 @@ int cp_keys_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t id
 		return 0;
 	}
 	if ((op = cp_op_new(s, req, sizeof(struct key_op))) == NULL)
-		return -1;
+		return -ENOMEM;
 	op->dispose = key_dispose;
 	if (id) {
 		memcpy(op->id, id, id_len);

@@ -25,6 +25,7 @@
 #include "pr_window.h"
 #include "sl_log.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,10 +66,10 @@ static int more_than(const struct pr_limit *a, const struct pr_limit *b)
 	return (unsigned __int128)a->limit * b->window > (unsigned __int128)b->limit * a->window;
 }
 
-/* The session's limits: the key's, lowered by the request's. -1 after an
- * answer (a request above its key's ceiling). */
-static int session_limits(struct cp_op *op, const struct cp_limits *key,
-			  const struct cp_limits *asked, struct pr_session *ps)
+/* The session's limits: the key's, lowered by the request's: 0, or
+ * -EPERM with *e the 403 to answer (a request above its key's ceiling). */
+static int session_limits(const struct cp_op *op, const struct cp_limits *key,
+			  const struct cp_limits *asked, struct pr_session *ps, struct cp_err *e)
 {
 	struct pr_limit v[CP_LIM_N];
 
@@ -76,13 +77,12 @@ static int session_limits(struct cp_op *op, const struct cp_limits *key,
 	for (int i = 0; i < CP_LIM_N; i++) {
 		if (!((asked->set >> i) & 1))
 			continue;
-		if (!(op->actor.scopes & CP_SCOPE_ADMIN) && more_than(&asked->v[i], &key->v[i])) {
-			cp_op_error(op, 403, "limit_above_key",
-				    "limits.%s asks for more than this key allows (%llu per %u s)",
-				    cp_limit_names[i], (unsigned long long)key->v[i].limit,
-				    key->v[i].window);
-			return -1;
-		}
+		if (!(op->actor.scopes & CP_SCOPE_ADMIN) && more_than(&asked->v[i], &key->v[i]))
+			return cp_err_set(e, -EPERM, 403, "limit_above_key",
+					  "limits.%s asks for more than this key allows (%llu per "
+					  "%u s)",
+					  cp_limit_names[i], (unsigned long long)key->v[i].limit,
+					  key->v[i].window);
 		v[i] = asked->v[i];
 	}
 	ps->lim_req = v[CP_LIM_REQUESTS];
@@ -173,6 +173,7 @@ static const char *subject(const struct cp_limits_check *c, char *out, size_t ca
 
 static void on_key_limits(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct cp_limits_check *c = ud;
 	struct cp_op *op = c->op;
 	const struct pr_limit *sl;
@@ -184,8 +185,10 @@ static void on_key_limits(void *ud, redisReply *r, const char *err)
 	}
 	key_limits(op->s, r->type == REDIS_REPLY_STRING ? r->str : NULL,
 		   r->type == REDIS_REPLY_STRING ? r->len : 0, &c->eff);
-	if (session_limits(op, &c->eff, c->asked, c->ps) < 0)
+	if (session_limits(op, &c->eff, c->asked, c->ps, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	sl = &c->eff.v[CP_LIM_SESSIONS];
 	/* The operator's own keys are not counted unless told to be. */
 	if (sl->limit == 0 ||
@@ -264,11 +267,14 @@ static int visible(struct cp_op *op, redisReply *r, struct pr_session *ps)
 
 static void on_limits_written(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct cp_op *op = ud;
 	struct pr_session *ps = &limits_of(op)->ps;
 
-	if (cp_record_update_result(op, r, err) < 0)
+	if (cp_record_update_result(op, r, err, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	if (op->req)
 		cp_audit(op->s, op->req, "session_limits_changed", op->actor.key_id, ps->sid);
 	cp_op_reply(op, 200, session_limits_json(ps));
@@ -277,6 +283,7 @@ static void on_limits_written(void *ud, redisReply *r, const char *err)
 /* Replies: GET sl:sess, then HGET the key's limits, then INCR sl:rev. */
 static void on_put_step(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct cp_op *op = ud;
 	struct limits_op *l = limits_of(op);
 	struct pr_session *ps = &l->ps;
@@ -304,8 +311,10 @@ static void on_put_step(void *ud, redisReply *r, const char *err)
 		if (!((l->asked.set >> CP_LIM_TCP) & 1))
 			key.v[CP_LIM_TCP] = ps->lim_tcp;
 		key.v[CP_LIM_KEY_REQUESTS] = ps->key_req;
-		if (session_limits(op, &key, &l->asked, ps) < 0)
+		if (session_limits(op, &key, &l->asked, ps, &e) < 0) {
+			cp_op_fail(op, &e);
 			return;
+		}
 		cp_rdb_cmdf(op->s->db, on_put_step, op, "INCR sl:rev");
 		return;
 	default:
@@ -421,7 +430,7 @@ int cp_limits_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t 
 		return 0;
 	}
 	if ((op = cp_op_new(s, req, sizeof(struct limits_op))) == NULL)
-		return -1;
+		return -ENOMEM;
 	op->dispose = limits_dispose;
 	memcpy(op->id, id, id_len);
 	op->id[id_len] = '\0';

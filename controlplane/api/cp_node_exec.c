@@ -1,10 +1,10 @@
 /*
  * cp_node_exec.c: a command, a diagnosis or a health check on a node, on a
  * thread of its own, its answer streamed as it comes (see cp_node_exec.h).
- * The thread hands output to the loop through a buffer and a pipe the loop
- * watches, so a slow host or a slow client holds up neither the API nor the
- * SSH connection. A client that goes away cancels its command (the remote
- * process is killed).
+ * The thread hands output to the loop through a buffer and a wake of the
+ * server's bridge (http/cp_bridge.h), so a slow host or a slow client holds
+ * up neither the API nor the SSH connection. A client that goes away cancels its command (the
+ * remote process is killed).
  */
 #include "api/cp_node_exec.h"
 #include "api/cp_node_pools.h"
@@ -14,14 +14,13 @@
 #include "sl_buf.h"
 #include "sl_thread.h"
 
-#include <fcntl.h>
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define OUT_MAX		(4u << 20) /* streamed output buffered at most; more is dropped */
 #define EXEC_ARGS_MAX	64
@@ -34,20 +33,22 @@
 /*
  * One exec, diagnose or health check. Ownership: counted, two references:
  * the loop's (until the answer is complete or the client is gone) and the
- * thread's (until it has posted its last output); nexec_unref drops one, the last frees out and
- * body and wipes the secrets. The thread appends to out under mu and writes a byte to the pipe; the
- * loop reads the pipe and sends what out holds.
+ * thread's (until it has posted its last output); nexec_unref drops one,
+ * the last frees out and body and wipes the secrets. The thread appends to
+ * out under mu and wakes port; the loop sends what out holds. A client
+ * gone meanwhile (on_stop: req NULL) cancels the command; the loop's part
+ * ends once the thread's last line is in.
  */
 struct nexec {
 	atomic_int refs;
 	struct cp_server *s;
 	h2o_req_t *req; /* NULL once the client is gone */
 	h2o_generator_t gen;
-	h2o_socket_t *sock; /* the pipe's read end, on the loop */
-	int fds[2];
+	struct cp_bridge_port port;
+	int loop_held; /* the loop's reference, and s->inflight, not yet given back */
 	enum cp_node_exec_kind kind;
 	char node_id[64];
-	int client_fd; /* to see a hang-up while nothing is written; -1: unknown */
+	int client_fd; /* to see a hang-up while nothing is written; < 0: unknown */
 	h2o_timeout_entry_t tick;
 	pthread_mutex_t mu;
 	struct sl_buf out; /* NDJSON not yet sent */
@@ -66,6 +67,7 @@ static void nexec_unref(struct nexec *x)
 {
 	if (atomic_fetch_sub(&x->refs, 1) != 1)
 		return;
+	cp_bridge_port_release(&x->port);
 	pthread_mutex_destroy(&x->mu);
 	sl_buf_free(&x->out);
 	json_decref(x->body);
@@ -94,9 +96,7 @@ static void post(struct nexec *x, json_t *o, int last)
 	x->done |= last;
 	pthread_mutex_unlock(&x->mu);
 	free(line);
-	if (write(x->fds[1], "x", 1) < 0) {
-		/* the pipe is full: the loop has a wake-up pending already */
-	}
+	cp_bridge_wake(&x->port);
 }
 
 static void on_line(void *arg, int stream, const char *line, size_t len)
@@ -110,7 +110,8 @@ static void on_line(void *arg, int stream, const char *line, size_t len)
 	post(arg, o, 0);
 }
 
-/* The body's command: {"command": [...]} or {"shell": "..."}. */
+/* The body's command: {"command": [...]} or {"shell": "..."}: 0, or
+ * -EINVAL (a word that is not a string). */
 static int build_cmd(struct nexec *x, struct cp_ssh_cmd *cmd, const char **argv, const char **env,
 		     char envbuf[][300])
 {
@@ -121,7 +122,7 @@ static int build_cmd(struct nexec *x, struct cp_ssh_cmd *cmd, const char **argv,
 	if (json_is_array(c)) {
 		for (size_t i = 0; i < json_array_size(c) && i + 1 < EXEC_ARGS_MAX; i++)
 			if ((argv[n++] = json_string_value(json_array_get(c, i))) == NULL)
-				return -1;
+				return -EINVAL;
 		argv[n] = NULL;
 		cmd->argv = argv;
 	} else {
@@ -208,10 +209,7 @@ static void *nexec_main(void *arg)
 		run_health(x);
 	else
 		run_exec(x);
-	/* The write end is the thread's: closed after its last post, so the loop
-	 * never closes a descriptor the thread may still write to. */
-	close(x->fds[1]);
-	nexec_unref(x);
+	nexec_unref(x); /* the last post woke the loop */
 	return NULL;
 }
 
@@ -246,10 +244,9 @@ static void loop_done(struct nexec *x)
 {
 	if (h2o_timeout_is_linked(&x->tick))
 		h2o_timeout_unlink(&x->tick);
-	if (x->sock) {
-		h2o_socket_read_stop(x->sock);
-		h2o_socket_close(x->sock);
-		x->sock = NULL;
+	if (x->loop_held) {
+		x->loop_held = 0;
+		cp_bridge_port_close(&x->port);
 		x->s->inflight--;
 		nexec_unref(x);
 	}
@@ -302,13 +299,10 @@ static void on_tick(h2o_timeout_entry_t *e)
 	h2o_timeout_link(x->s->loop, &hangup_timeout, &x->tick);
 }
 
-static void on_wake(h2o_socket_t *sock, const char *err)
+static void on_wake(struct cp_bridge_port *p)
 {
-	struct nexec *x = sock->data;
+	struct nexec *x = H2O_STRUCT_FROM_MEMBER(struct nexec, port, p);
 
-	h2o_buffer_consume(&sock->input, sock->input->size);
-	if (err) /* the thread closed its end after its last post */
-		h2o_socket_read_stop(sock);
 	flush_out(x);
 	maybe_finish(x);
 }
@@ -319,8 +313,7 @@ void cp_node_exec_start(struct cp_op *op, enum cp_node_exec_kind kind,
 	struct nexec *x = calloc(1, sizeof(*x));
 	h2o_req_t *req = op->req;
 
-	if (!x || pipe2(x->fds, O_CLOEXEC | O_NONBLOCK) < 0) {
-		free(x);
+	if (!x) {
 		cp_op_error(op, 500, "internal", "cannot start the command");
 		return;
 	}
@@ -339,16 +332,14 @@ void cp_node_exec_start(struct cp_op *op, enum cp_node_exec_kind kind,
 					   : "node_exec",
 		 op->actor.key_id, op->id);
 	x->req = req;
-	x->sock = h2o_evloop_socket_create(op->s->loop, x->fds[0], 0);
-	x->sock->data = x;
+	cp_bridge_port_open(x->s->bridge, &x->port, on_wake);
 	if (sl_thread_detached(nexec_main, x) < 0) {
-		h2o_socket_close(x->sock);
-		close(x->fds[1]);
-		x->refs = 1;
+		atomic_store(&x->refs, 1);
 		nexec_unref(x);
 		cp_op_error(op, 500, "internal", "cannot start the command");
 		return;
 	}
+	x->loop_held = 1;
 	x->s->inflight++;
 	cp_op_release(op); /* the request is x's now */
 	x->gen.proceed = on_proceed;
@@ -356,7 +347,6 @@ void cp_node_exec_start(struct cp_op *op, enum cp_node_exec_kind kind,
 	cp_start_stream(x->s, req, 200,
 			x->kind == CP_NX_EXEC ? "application/x-ndjson" : "application/json");
 	h2o_start_response(req, &x->gen);
-	h2o_socket_read_start(x->sock, on_wake);
 	if (!hangup_timeout_ready) {
 		h2o_timeout_init(x->s->loop, &hangup_timeout, HANGUP_CHECK_MS);
 		hangup_timeout_ready = 1;
@@ -366,38 +356,31 @@ void cp_node_exec_start(struct cp_op *op, enum cp_node_exec_kind kind,
 	h2o_timeout_link(x->s->loop, &hangup_timeout, &x->tick);
 }
 
-int cp_node_exec_check(struct cp_op *op, json_t *o)
+int cp_node_exec_check(json_t *o, struct cp_err *e)
 {
 	json_t *c = json_object_get(o, "command"), *sh = json_object_get(o, "shell");
 
-	if (!json_is_object(o) || (!!c == !!sh)) {
-		cp_op_error(op, 400, "invalid_command",
-			    "give \"command\" (an array of strings) or \"shell\" (a string)");
-		return -1;
-	}
+	if (!json_is_object(o) || (!!c == !!sh))
+		return cp_err_set(e, -EINVAL, 400, "invalid_command",
+				  "give \"command\" (an array of strings) or \"shell\" (a string)");
 	if (c &&
-	    (!json_is_array(c) || json_array_size(c) == 0 || json_array_size(c) >= EXEC_ARGS_MAX)) {
-		cp_op_error(op, 400, "invalid_command", "command: 1 to %d strings",
-			    EXEC_ARGS_MAX - 1);
-		return -1;
-	}
+	    (!json_is_array(c) || json_array_size(c) == 0 || json_array_size(c) >= EXEC_ARGS_MAX))
+		return cp_err_set(e, -EINVAL, 400, "invalid_command", "command: 1 to %d strings",
+				  EXEC_ARGS_MAX - 1);
 	for (size_t i = 0; c && i < json_array_size(c); i++)
-		if (!json_is_string(json_array_get(c, i))) {
-			cp_op_error(op, 400, "invalid_command", "command: strings only");
-			return -1;
-		}
+		if (!json_is_string(json_array_get(c, i)))
+			return cp_err_set(e, -EINVAL, 400, "invalid_command",
+					  "command: strings only");
 	if ((sh && !json_is_string(sh)) ||
 	    (json_object_get(o, "timeoutMs") &&
 	     (!json_is_integer(json_object_get(o, "timeoutMs")) ||
 	      json_integer_value(json_object_get(o, "timeoutMs")) < 1 ||
 	      json_integer_value(json_object_get(o, "timeoutMs")) > EXEC_TIMEOUT_MS)) ||
 	    (json_object_get(o, "env") && !json_is_object(json_object_get(o, "env"))) ||
-	    (json_object_get(o, "cwd") && !json_is_string(json_object_get(o, "cwd")))) {
-		cp_op_error(op, 400, "invalid_command",
-			    "shell: a string; timeoutMs: 1..%d; env: an object of strings; cwd: a "
-			    "string",
-			    EXEC_TIMEOUT_MS);
-		return -1;
-	}
+	    (json_object_get(o, "cwd") && !json_is_string(json_object_get(o, "cwd"))))
+		return cp_err_set(e, -EINVAL, 400, "invalid_command",
+				  "shell: a string; timeoutMs: 1..%d; env: an object of strings; "
+				  "cwd: a string",
+				  EXEC_TIMEOUT_MS);
 	return 0;
 }

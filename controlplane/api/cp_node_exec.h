@@ -13,9 +13,9 @@
 enum cp_node_exec_kind { CP_NX_EXEC = 0, CP_NX_DIAGNOSE, CP_NX_HEALTH };
 
 /* An exec body ({"command": [...]} or {"shell": "..."}, with env, cwd,
- * sudo, timeoutMs), checked before the node is read: 0, or a 400 answered
- * (op freed) and -1. */
-int cp_node_exec_check(struct cp_op *op, json_t *body);
+ * sudo, timeoutMs), checked before the node is read: 0, or -EINVAL with *e
+ * the 400 to answer. */
+int cp_node_exec_check(json_t *body, struct cp_err *e);
 
 /* Start kind on the node op->id (cfg and sudo_password copied; op->acc the
  * exec's body) and answer op's request with its stream, which releases op;

@@ -57,6 +57,7 @@ enum { F_NAME, F_HOST, F_PORT, F_USER, F_HOSTKEY, F_CREATED, F_CREDS };
 struct node_op {
 	struct cp_op op;
 	enum cp_node_exec_kind kind; /* exec, diagnose, health: which */
+	int provision;		     /* the work is a provision job instead */
 	long pending;		     /* list: the HMGETs still to answer */
 };
 
@@ -113,47 +114,39 @@ static const char *const create_fields[] = {"name",	     "host",	 "port",
 					    "user",	     "hostKey",	 "privateKey",
 					    "keyPassphrase", "password", "sudoPassword"};
 
-/* Validate the body; on success *creds is the JSON of the secrets (caller frees). */
-static int parse_create(struct cp_op *op, json_t *o, char **creds)
+/* Validate the body: 0 with *creds the JSON of the secrets (caller frees),
+ * or -EINVAL (-E2BIG: credentials too large) with *e to answer. */
+static int parse_create(json_t *o, char **creds, struct cp_err *e)
 {
 	const char *key;
 	json_t *v, *c;
 
 	json_object_foreach(o, key, v)
 	{
-		if (cp_op_field(op, create_fields, sizeof(create_fields) / sizeof(create_fields[0]),
-				key) < 0)
-			return -1;
-		if (strcmp(key, "port") == 0 ? !json_is_integer(v) : !json_is_string(v)) {
-			cp_op_error(op, 400, "invalid_type", "%s must be a %s", key,
-				    strcmp(key, "port") == 0 ? "number" : "string");
-			return -1;
-		}
+		if (cp_field_index(create_fields, sizeof(create_fields) / sizeof(create_fields[0]),
+				   key, e) < 0)
+			return -EINVAL;
+		if (strcmp(key, "port") == 0 ? !json_is_integer(v) : !json_is_string(v))
+			return cp_err_set(e, -EINVAL, 400, "invalid_type", "%s must be a %s", key,
+					  strcmp(key, "port") == 0 ? "number" : "string");
 	}
-	if (!printable(json_string_value(json_object_get(o, "host")) ?: "", 253)) {
-		cp_op_error(op, 400, "invalid_host", "host: a name or address is required");
-		return -1;
-	}
-	if (!printable(json_string_value(json_object_get(o, "user")) ?: "", 32)) {
-		cp_op_error(op, 400, "invalid_user", "user: a login name is required");
-		return -1;
-	}
-	if (json_object_get(o, "port") &&
-	    (json_integer_value(json_object_get(o, "port")) < 1 ||
-	     json_integer_value(json_object_get(o, "port")) > 65535)) {
-		cp_op_error(op, 400, "invalid_port", "port must be 1..65535");
-		return -1;
-	}
-	if (!host_key_ok(json_string_value(json_object_get(o, "hostKey")) ?: "")) {
-		cp_op_error(op, 400, "invalid_host_key",
-			    "hostKey: the host's public key as known_hosts has it (\"ssh-ed25519 "
-			    "AAAA...\", from ssh-keyscan), checked strictly on every connection");
-		return -1;
-	}
-	if (!json_object_get(o, "privateKey") && !json_object_get(o, "password")) {
-		cp_op_error(op, 400, "missing_credential", "give privateKey or password");
-		return -1;
-	}
+	if (!printable(json_string_value(json_object_get(o, "host")) ?: "", 253))
+		return cp_err_set(e, -EINVAL, 400, "invalid_host",
+				  "host: a name or address is required");
+	if (!printable(json_string_value(json_object_get(o, "user")) ?: "", 32))
+		return cp_err_set(e, -EINVAL, 400, "invalid_user",
+				  "user: a login name is required");
+	if (json_object_get(o, "port") && (json_integer_value(json_object_get(o, "port")) < 1 ||
+					   json_integer_value(json_object_get(o, "port")) > 65535))
+		return cp_err_set(e, -EINVAL, 400, "invalid_port", "port must be 1..65535");
+	if (!host_key_ok(json_string_value(json_object_get(o, "hostKey")) ?: ""))
+		return cp_err_set(e, -EINVAL, 400, "invalid_host_key",
+				  "hostKey: the host's public key as known_hosts has it "
+				  "(\"ssh-ed25519 AAAA...\", from ssh-keyscan), checked strictly "
+				  "on every connection");
+	if (!json_object_get(o, "privateKey") && !json_object_get(o, "password"))
+		return cp_err_set(e, -EINVAL, 400, "missing_credential",
+				  "give privateKey or password");
 	c = json_object();
 	json_object_foreach(o, key, v)
 	{
@@ -165,8 +158,8 @@ static int parse_create(struct cp_op *op, json_t *o, char **creds)
 	json_decref(c);
 	if (!*creds || strlen(*creds) > CREDS_MAX) {
 		free(*creds);
-		cp_op_error(op, 413, "too_large", "credentials too large");
-		return -1;
+		*creds = NULL;
+		return cp_err_set(e, -E2BIG, 413, "too_large", "credentials too large");
 	}
 	return 0;
 }
@@ -188,6 +181,7 @@ static void nodes_create(struct cp_op *op)
 {
 	const uint8_t *sec = (const uint8_t *)op->s->cfg.session_secret;
 	char *creds = NULL, *sealed = NULL, aad[80], rnd[13];
+	struct cp_err e;
 	json_t *o;
 	int n;
 
@@ -203,8 +197,9 @@ static void nodes_create(struct cp_op *op)
 		cp_op_error(op, 400, "invalid_json", "the body must be a JSON object");
 		return;
 	}
-	if (parse_create(op, o, &creds) < 0) {
+	if (parse_create(o, &creds, &e) < 0) {
 		json_decref(o);
+		cp_op_fail(op, &e);
 		return;
 	}
 	pr_random_alnum(rnd, 12);
@@ -286,26 +281,27 @@ static void nodes_list(struct cp_op *op)
 	cp_rdb_cmdf(op->s->db, on_list, op, "SMEMBERS sl:nodes");
 }
 
-/* The record, or an answer (404, 503) and -1. */
-static int got_node(struct cp_op *op, redisReply *r, const char *err)
+/* The node's HMGET reply: 0 when it is a node, else a negative errno
+ * (-ENOENT: none) with *e to answer. */
+static int got_node(const struct cp_op *op, redisReply *r, const char *err, struct cp_err *e)
 {
-	if (err || !r || r->type != REDIS_REPLY_ARRAY || r->elements != NODE_NFIELDS) {
-		cp_op_redis_error(op, r, err);
-		return -1;
-	}
-	if (!*fld(r, F_HOST)) {
-		cp_op_error(op, 404, "not_found", "no node %s", op->id);
-		return -1;
-	}
+	if (err || !r || r->type != REDIS_REPLY_ARRAY || r->elements != NODE_NFIELDS)
+		return cp_err_redis(e, r, err);
+	if (!*fld(r, F_HOST))
+		return cp_err_set(e, -ENOENT, 404, "not_found", "no node %s", op->id);
 	return 0;
 }
 
 static void on_show(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
+	struct cp_err e;
 
-	if (got_node(op, r, err) == 0)
+	if (got_node(op, r, err, &e) == 0) {
 		cp_op_reply(op, 200, node_json(op->id, r));
+		return;
+	}
+	cp_op_fail(op, &e);
 }
 
 static void nodes_show(struct cp_op *op)
@@ -339,9 +335,10 @@ static void nodes_delete(struct cp_op *op)
 
 /* ---- exec, diagnose, health: the node read, the work cp_node_exec.c's ---- */
 
-/* The node's configuration from its record; the secrets unsealed. */
-static int node_config(struct cp_op *op, redisReply *r, struct cp_ssh_config *cfg, char *sudo_pw,
-		       size_t pw_cap)
+/* The node's configuration from its record, the secrets unsealed: 0, or
+ * -EKEYREJECTED (they cannot be opened) with *e to answer. */
+static int node_config(const struct cp_op *op, redisReply *r, struct cp_ssh_config *cfg,
+		       char *sudo_pw, size_t pw_cap, struct cp_err *e)
 {
 	const uint8_t *sec = (const uint8_t *)op->s->cfg.session_secret;
 	char aad[80], *plain = malloc(CREDS_MAX + 1);
@@ -357,12 +354,10 @@ static int node_config(struct cp_op *op, redisReply *r, struct cp_ssh_config *cf
 		explicit_bzero(plain, CREDS_MAX + 1);
 		free(plain);
 	}
-	if (!c) {
-		cp_op_error(op, 500, "sealed_credentials",
-			    "the node's credentials cannot be opened (was the session secret "
-			    "changed?): register the node again");
-		return -1;
-	}
+	if (!c)
+		return cp_err_set(e, -EKEYREJECTED, 500, "sealed_credentials",
+				  "the node's credentials cannot be opened (was the session secret "
+				  "changed?): register the node again");
 	snprintf(cfg->host, sizeof(cfg->host), "%s", fld(r, F_HOST));
 	cfg->port = port;
 	snprintf(cfg->user, sizeof(cfg->user), "%s", fld(r, F_USER));
@@ -386,31 +381,44 @@ static int node_config(struct cp_op *op, redisReply *r, struct cp_ssh_config *cf
 	return 0;
 }
 
-static void on_exec_node(void *ud, redisReply *r, const char *err)
+/* The node read for its work (exec, diagnose, health, or a provision
+ * job): its configuration unsealed and handed on, or the error answered. */
+static void on_work_node(void *ud, redisReply *r, const char *err)
 {
 	struct cp_op *op = ud;
-	struct cp_ssh_config *cfg;
+	struct node_op *n = node_of(op);
+	struct cp_ssh_config *cfg = NULL;
+	struct cp_err e;
 	char pw[128] = "";
+	int rc = got_node(op, r, err, &e);
 
-	if (got_node(op, r, err) < 0)
-		return;
-	if (!op->req || op->s->stopping) {
-		cp_op_error(op, 503, "shutting_down", "the control plane is stopping; retry");
-		return;
+	if (rc == 0 && !n->provision && (!op->req || op->s->stopping))
+		rc = cp_err_set(&e, -ESHUTDOWN, 503, "shutting_down",
+				"the control plane is stopping; retry");
+	if (rc == 0 && !(cfg = calloc(1, sizeof(*cfg))))
+		rc = cp_err_set(&e, -ENOMEM, 500, "internal", "%s",
+				n->provision ? "out of memory" : "cannot start the command");
+	if (rc == 0)
+		rc = node_config(op, r, cfg, pw, sizeof(pw), &e);
+	if (rc < 0)
+		cp_op_fail(op, &e);
+	else if (n->provision)
+		cp_jobs_provision(op, &(struct cp_job_node){.id = op->id,
+							    .name = fld(r, F_NAME),
+							    .cfg = cfg,
+							    .sudo_password = pw});
+	else
+		cp_node_exec_start(op, n->kind, cfg, pw);
+	if (cfg) {
+		cp_ssh_config_wipe(cfg);
+		free(cfg);
 	}
-	if (!(cfg = calloc(1, sizeof(*cfg)))) {
-		cp_op_error(op, 500, "internal", "cannot start the command");
-		return;
-	}
-	if (node_config(op, r, cfg, pw, sizeof(pw)) == 0)
-		cp_node_exec_start(op, node_of(op)->kind, cfg, pw);
-	cp_ssh_config_wipe(cfg);
-	free(cfg);
 	explicit_bzero(pw, sizeof(pw));
 }
 
 static void nodes_exec(struct cp_op *op)
 {
+	struct cp_err e;
 	json_t *o = NULL;
 
 	if (!op->req) {
@@ -420,41 +428,21 @@ static void nodes_exec(struct cp_op *op)
 	if (node_of(op)->kind == CP_NX_EXEC) {
 		o = json_loadb(op->req->entity.base ? op->req->entity.base : "",
 			       op->req->entity.len, JSON_REJECT_DUPLICATES, NULL);
-		if (cp_node_exec_check(op, o) < 0) {
+		if (cp_node_exec_check(o, &e) < 0) {
 			json_decref(o);
+			cp_op_fail(op, &e);
 			return;
 		}
 		op->acc = o;
 	}
-	cp_rdb_cmdf(op->s->db, on_exec_node, op, "HMGET sl:node:%s " NODE_FIELDS, op->id);
+	cp_rdb_cmdf(op->s->db, on_work_node, op, "HMGET sl:node:%s " NODE_FIELDS, op->id);
 }
 
 /* ---- provisioning: the node's configuration handed to a job ---- */
 
-static void on_provision_node(void *ud, redisReply *r, const char *err)
-{
-	struct cp_op *op = ud;
-	struct cp_ssh_config *cfg;
-	char pw[128] = "";
-
-	if (got_node(op, r, err) < 0)
-		return;
-	if (!(cfg = calloc(1, sizeof(*cfg)))) {
-		cp_op_error(op, 500, "internal", "out of memory");
-		return;
-	}
-	if (node_config(op, r, cfg, pw, sizeof(pw)) == 0)
-		cp_jobs_provision(op, &(struct cp_job_node){.id = op->id,
-							    .name = fld(r, F_NAME),
-							    .cfg = cfg,
-							    .sudo_password = pw});
-	cp_ssh_config_wipe(cfg);
-	free(cfg);
-	explicit_bzero(pw, sizeof(pw));
-}
-
 static void nodes_provision(struct cp_op *op)
 {
+	struct cp_err e;
 	json_t *o;
 
 	if (!op->req) {
@@ -464,12 +452,14 @@ static void nodes_provision(struct cp_op *op)
 	o = op->req->entity.len ? json_loadb(op->req->entity.base, op->req->entity.len,
 					     JSON_REJECT_DUPLICATES, NULL)
 				: json_object();
-	if (cp_jobs_check_provision(op, o) < 0) {
+	if (cp_jobs_check_provision(o, &e) < 0) {
 		json_decref(o);
+		cp_op_fail(op, &e);
 		return;
 	}
 	op->acc = o;
-	cp_rdb_cmdf(op->s->db, on_provision_node, op, "HMGET sl:node:%s " NODE_FIELDS, op->id);
+	node_of(op)->provision = 1;
+	cp_rdb_cmdf(op->s->db, on_work_node, op, "HMGET sl:node:%s " NODE_FIELDS, op->id);
 }
 
 /* ---- routing ---- */
@@ -511,7 +501,7 @@ int cp_nodes_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t i
 		return 0;
 	}
 	if ((op = cp_op_new(s, req, sizeof(struct node_op))) == NULL)
-		return -1;
+		return -ENOMEM;
 	if (id) {
 		memcpy(op->id, id, n);
 		op->id[n] = '\0';

@@ -14,6 +14,7 @@
 #include "http/cp_reply.h"
 #include "sl_time.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,7 +123,7 @@ int cp_relays_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t 
 
 	if (id == NULL && get) {
 		if ((op = cp_op_new(s, req, sizeof(struct relays_op))) == NULL)
-			return -1;
+			return -ENOMEM;
 		cp_auth(op, CP_SCOPE_ADMIN, relays_list);
 		return 0;
 	}
@@ -139,7 +140,7 @@ int cp_relays_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t 
 			return 0;
 		}
 	if ((op = cp_op_new(s, req, sizeof(*op))) == NULL)
-		return -1;
+		return -ENOMEM;
 	memcpy(op->id, id, n);
 	op->id[n] = '\0';
 	cp_auth(op, CP_SCOPE_ADMIN, relay_drain);

@@ -20,6 +20,7 @@
 #include "pr_state.h"
 #include "pr_token.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,7 @@ static void on_share_saved(void *ud, redisReply *r, const char *err)
 /* Reply to GET sl:sess: sign a share link and remember it for the listing. */
 static void on_share_create(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct share_op *sh = share_of(ud);
 	struct cp_op *op = &sh->op;
 	const char *secret = op->s->cfg.session_secret;
@@ -78,8 +80,10 @@ static void on_share_create(void *ud, redisReply *r, const char *err)
 	uint64_t expires;
 
 	cp_record_keep(op, &sh->rec, r, err);
-	if (cp_record_kept(op, &sh->rec, &ps, 0) < 0)
+	if (cp_record_kept(op, &sh->rec, &ps, 0, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	if (ps.proto != PR_PROTO_HTTP) {
 		cp_op_error(op, 400, "invalid_combination", "share links are for http tunnels");
 		return;
@@ -111,6 +115,7 @@ static void share_create_start(struct cp_op *op)
 /* Replies: GET sl:sess, HGETALL sl:shares. */
 static void on_share_list(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct share_op *sh = share_of(ud);
 	struct cp_op *op = &sh->op;
 	struct pr_session ps;
@@ -120,8 +125,10 @@ static void on_share_list(void *ud, redisReply *r, const char *err)
 		cp_record_keep(op, &sh->rec, r, err);
 		return;
 	}
-	if (cp_record_kept(op, &sh->rec, &ps, 0) < 0)
+	if (cp_record_kept(op, &sh->rec, &ps, 0, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	if (err || r->type != REDIS_REPLY_ARRAY) {
 		cp_op_redis_error(op, r, err);
 		return;
@@ -148,11 +155,14 @@ static void share_list_start(struct cp_op *op)
 
 static void on_share_revoked(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct share_op *sh = share_of(ud);
 	struct cp_op *op = &sh->op;
 
-	if (cp_record_update_result(op, r, err) < 0)
+	if (cp_record_update_result(op, r, err, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	if (op->req)
 		cp_audit(op->s, op->req, "share_revoked", op->actor.key_id, sh->share);
 	cp_op_reply(op, 200, json_pack("{s:s,s:b}", "shareId", sh->share, "revoked", 1));
@@ -162,6 +172,7 @@ static void on_share_revoked(void *ud, redisReply *r, const char *err)
  * the record's revoked list, which every relay then holds. */
 static void on_share_revoke(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct share_op *sh = share_of(ud);
 	struct cp_op *op = &sh->op;
 	struct pr_session ps;
@@ -182,8 +193,10 @@ static void on_share_revoke(void *ud, redisReply *r, const char *err)
 		}
 		return;
 	}
-	if (cp_record_kept(op, &sh->rec, &ps, 0) < 0)
+	if (cp_record_kept(op, &sh->rec, &ps, 0, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	if (err || r->type != REDIS_REPLY_INTEGER) {
 		cp_op_redis_error(op, r, err);
 		return;
@@ -221,7 +234,8 @@ static void share_revoke_start(struct cp_op *op)
 	cp_rdb_cmdf(op->s->db, on_share_revoke, op, "INCR sl:rev");
 }
 
-/* {"ttl": seconds} (optional, 60..86400). */
+/* {"ttl": seconds} (optional, 60..86400): 0, or -EINVAL with e's message
+ * set. */
 static int share_body(h2o_req_t *req, long *ttl, struct cp_err *e)
 {
 	json_t *o, *v;
@@ -234,7 +248,7 @@ static int share_body(h2o_req_t *req, long *ttl, struct cp_err *e)
 	if (!json_is_object(o)) {
 		json_decref(o);
 		snprintf(e->message, sizeof(e->message), "the body must be a JSON object");
-		return -1;
+		return -EINVAL;
 	}
 	json_object_foreach(o, k, v)
 	{
@@ -244,7 +258,7 @@ static int share_body(h2o_req_t *req, long *ttl, struct cp_err *e)
 			snprintf(e->message, sizeof(e->message),
 				 "only ttl, an integer of 60 to %d seconds, is accepted",
 				 SHARE_TTL_MAX);
-			return -1;
+			return -EINVAL;
 		}
 		*ttl = (long)json_integer_value(v);
 	}
@@ -279,7 +293,7 @@ int cp_shares_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t 
 		return 0;
 	}
 	if ((op = cp_op_new(s, req, sizeof(struct share_op))) == NULL)
-		return -1;
+		return -ENOMEM;
 	op->dispose = share_dispose;
 	sh = share_of(op);
 	memcpy(op->id, id, sid_len);

@@ -108,14 +108,19 @@ static void stats_read(struct cp_stats *st)
 		    st->last_id);
 }
 
-void cp_stats_follow(struct cp_stats *st, struct cp_server *s)
+int cp_stats_follow(struct cp_stats *st, struct cp_server *s)
 {
+	int err;
+
 	st->s = s;
+	h2o_timeout_init(s->loop, &st->retry_timeout, 1000);
 	/* The XREAD blocks up to a second: its own connection, with room above
 	 * that in its timeout. */
-	cp_rdb_create(&st->db, s->loop, s->cfg.redis, 1000 + s->cfg.redis_timeout_ms * 4);
-	h2o_timeout_init(s->loop, &st->retry_timeout, 1000);
+	if ((err = cp_rdb_create(&st->db, s->loop, s->cfg.redis,
+				 1000 + s->cfg.redis_timeout_ms * 4)) < 0)
+		return err;
 	stats_read(st);
+	return 0;
 }
 
 void cp_stats_stop(struct cp_stats *st)

@@ -20,8 +20,9 @@ struct cp_stats {
 	h2o_timeout_entry_t retry; /* the XREAD again after a failure */
 };
 
-/* Start reading on s's loop. */
-void cp_stats_follow(struct cp_stats *st, struct cp_server *s);
+/* Start reading on s's loop: 0, or -ENOMEM (cp_stats_stop still frees
+ * what was made). */
+int cp_stats_follow(struct cp_stats *st, struct cp_server *s);
 /* Stop: the read in flight fails, none starts again. */
 void cp_stats_stop(struct cp_stats *st);
 

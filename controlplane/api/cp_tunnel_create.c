@@ -20,6 +20,7 @@
 #include "pr_state.h"
 #include "pr_token.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,7 +354,7 @@ int cp_tunnels_localtunnel(struct cp_server *s, h2o_req_t *req, const char *name
 	struct cp_err e;
 
 	if ((c = create_op_new(s, req)) == NULL)
-		return -1;
+		return -ENOMEM;
 	c->lt = 1;
 	c->treq.port = 0;
 	c->treq.duration = s->policy.duration_default;
@@ -377,7 +378,7 @@ int cp_tunnels_create(struct cp_server *s, h2o_req_t *req)
 	struct cp_err e;
 
 	if ((c = create_op_new(s, req)) == NULL)
-		return -1;
+		return -ENOMEM;
 	if (cp_tunnel_req_parse(req->entity.base ? req->entity.base : "", req->entity.len,
 				&s->policy, &c->treq, &e) < 0) {
 		c->op.deferred_error = e;

@@ -144,6 +144,7 @@ static uint64_t sum_field(redisReply *h, const char *suffix)
 /* Replies: GET sl:sess, HGETALL sl:stat. */
 static void on_get(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct tunnel_op *t = tunnel_of(ud);
 	struct cp_op *op = &t->op;
 	struct pr_session ps;
@@ -153,8 +154,10 @@ static void on_get(void *ud, redisReply *r, const char *err)
 		cp_record_keep(op, &t->rec, r, err);
 		return;
 	}
-	if (cp_record_kept(op, &t->rec, &ps, 0) < 0)
+	if (cp_record_kept(op, &t->rec, &ps, 0, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	body = cp_tunnel_json(op->s, &ps, op->now);
 	r = err ? NULL : r;
 	json_object_set_new(body, "connections", json_integer((json_int_t)sum_field(r, ".conn")));
@@ -178,11 +181,14 @@ static void get_start(struct cp_op *op)
 
 static void on_exec_deleted(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct cp_op *op = ud;
 	char detail[80];
 
-	if (cp_record_update_result(op, r, err) < 0)
+	if (cp_record_update_result(op, r, err, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	op->s->m.sessions_deleted++;
 	snprintf(detail, sizeof(detail), "session %s", op->id);
 	if (op->req)
@@ -193,6 +199,7 @@ static void on_exec_deleted(void *ud, redisReply *r, const char *err)
 /* Replies: GET sl:sess, INCR sl:rev. */
 static void on_delete(void *ud, redisReply *r, const char *err)
 {
+	struct cp_err e;
 	struct tunnel_op *t = tunnel_of(ud);
 	struct cp_op *op = &t->op;
 	struct pr_session ps;
@@ -207,8 +214,10 @@ static void on_delete(void *ud, redisReply *r, const char *err)
 		cp_op_redis_error(op, r, err);
 		return;
 	}
-	if (cp_record_kept(op, &t->rec, &ps, 1) < 0)
+	if (cp_record_kept(op, &t->rec, &ps, 1, &e) < 0) {
+		cp_op_fail(op, &e);
 		return;
+	}
 	/* The name (compared with this sid, in the update) and the lt port are
 	 * released only while the session still holds them: after expiry
 	 * another session may own them. */
@@ -395,7 +404,7 @@ int cp_tunnels_route(struct cp_server *s, h2o_req_t *req, const char *id, size_t
 		return 0;
 	}
 	if ((op = cp_op_new(s, req, sizeof(struct tunnel_op))) == NULL)
-		return -1;
+		return -ENOMEM;
 	op->dispose = tunnel_dispose;
 	t = tunnel_of(op);
 	if (id) {

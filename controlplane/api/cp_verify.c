@@ -10,6 +10,7 @@
 
 #include <arpa/nameser.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -120,27 +121,35 @@ static int internal_address(const struct sockaddr_storage *ss)
 	       (a[0] == 100 && (a[1] & 0xc0) == 64) || a[0] >= 224;
 }
 
-/* A connected socket to addr ("host:port") within timeout_ms, or -1;
- * public: refuse internal addresses. */
+/* why (cap bytes) said, and err (a negative errno) returned. */
+static int refused(int err, char *why, size_t cap, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int refused(int err, char *why, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, cap, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+/* A connected socket to addr ("host:port") within timeout_ms, or a
+ * negative errno with why set; public: refuse internal addresses. */
 static int dial(const char *addr, int timeout_ms, int public, char *why, size_t cap)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
 	int fd;
 
-	if (sl_addr_parse(addr, &ss, &len) < 0) {
-		snprintf(why, cap, "cannot resolve %s", addr);
-		return -1;
-	}
-	if (public && internal_address(&ss)) {
-		snprintf(why, cap, "%s resolves to an internal address: refused", addr);
-		return -1;
-	}
-	fd = sl_connect_tcp(&ss, len, timeout_ms);
-	if (fd < 0) {
-		snprintf(why, cap, "cannot connect to %s: %s", addr, strerror(-fd));
-		return -1;
-	}
+	if (sl_addr_parse(addr, &ss, &len) < 0)
+		return refused(-EHOSTUNREACH, why, cap, "cannot resolve %s", addr);
+	if (public && internal_address(&ss))
+		return refused(-EACCES, why, cap, "%s resolves to an internal address: refused",
+			       addr);
+	if ((fd = sl_connect_tcp(&ss, len, timeout_ms)) < 0)
+		return refused(fd, why, cap, "cannot connect to %s: %s", addr, strerror(-fd));
 	return fd;
 }
 

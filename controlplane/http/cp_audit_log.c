@@ -31,7 +31,7 @@ int cp_client_ip(h2o_req_t *req, char ip[64])
 	struct sockaddr_storage ss;
 
 	if (req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) <= 0)
-		return -1;
+		return -ENOTCONN;
 	return sl_addr_ip((struct sockaddr *)&ss, ip);
 }
 

@@ -20,8 +20,8 @@ void cp_audit_log_close(struct cp_server *s);
 void cp_audit(struct cp_server *s, h2o_req_t *req, const char *event, const char *actor,
 	      const char *detail);
 
-/* The client's address (text) into ip: 0 (IPv4), 1 (IPv6), or -1 when
- * the connection cannot tell (ip left as it was). */
+/* The client's address (text) into ip: 0 (IPv4), 1 (IPv6), or -ENOTCONN
+ * when the connection cannot tell (ip left as it was). */
 int cp_client_ip(h2o_req_t *req, char ip[64]);
 
 #endif

@@ -50,8 +50,7 @@ static void auth_granted(struct cp_op *op)
 		return;
 	}
 	if (op->has_deferred_error) {
-		cp_op_error(op, op->deferred_error.status, op->deferred_error.code, "%s",
-			    op->deferred_error.message);
+		cp_op_fail(op, &op->deferred_error);
 		return;
 	}
 	op->next(op);

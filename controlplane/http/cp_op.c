@@ -5,6 +5,7 @@
 #include "http/cp_op.h"
 #include "http/cp_reply.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,22 +80,34 @@ void cp_op_error(struct cp_op *op, int status, const char *code, const char *fmt
 	op_free(op);
 }
 
-int cp_op_field(struct cp_op *op, const char *const *fields, size_t n, const char *key)
+void cp_op_fail(struct cp_op *op, const struct cp_err *e)
+{
+	cp_op_error(op, e->status, e->code, "%s", e->message);
+}
+
+int cp_field_index(const char *const *fields, size_t n, const char *key, struct cp_err *e)
 {
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(key, fields[i]) == 0)
 			return (int)i;
-	cp_op_error(op, 400, "unknown_field", "unknown field \"%.64s\"", key);
-	return -1;
+	return cp_err_set(e, -ENOENT, 400, "unknown_field", "unknown field \"%.64s\"", key);
+}
+
+int cp_err_redis(struct cp_err *e, const redisReply *r, const char *err)
+{
+	if (err != NULL)
+		return cp_err_set(e, -ENOTCONN, 503, "redis_unavailable",
+				  "session store unavailable: %s", err);
+	return cp_err_set(e, -EIO, 500, "redis_error", "session store error: %.*s",
+			  r ? (int)r->len : 0, r ? r->str : "");
 }
 
 void cp_op_redis_error(struct cp_op *op, redisReply *r, const char *err)
 {
-	if (err != NULL)
-		cp_op_error(op, 503, "redis_unavailable", "session store unavailable: %s", err);
-	else
-		cp_op_error(op, 500, "redis_error", "session store error: %.*s",
-			    r ? (int)r->len : 0, r ? r->str : "");
+	struct cp_err e;
+
+	cp_err_redis(&e, r, err);
+	cp_op_fail(op, &e);
 }
 
 void cp_op_step_failed(struct cp_op *op, redisReply *r, const char *err)
@@ -109,9 +122,17 @@ void cp_op_step_failed(struct cp_op *op, redisReply *r, const char *err)
 						     : "unexpected reply");
 }
 
+int cp_err_step(struct cp_err *e, const struct cp_op *op, const char *store)
+{
+	return cp_err_set(e, op->why_redis_down ? -ENOTCONN : -EIO, op->why_redis_down ? 503 : 500,
+			  op->why_redis_down ? "redis_unavailable" : "redis_error", "%s: %s", store,
+			  op->why);
+}
+
 void cp_op_step_error(struct cp_op *op, const char *store)
 {
-	cp_op_error(op, op->why_redis_down ? 503 : 500,
-		    op->why_redis_down ? "redis_unavailable" : "redis_error", "%s: %s", store,
-		    op->why);
+	struct cp_err e;
+
+	cp_err_step(&e, op, store);
+	cp_op_fail(op, &e);
 }

@@ -57,17 +57,33 @@ struct cp_op *cp_op_new(struct cp_server *s, h2o_req_t *req, size_t size);
 void cp_op_reply(struct cp_op *op, int status, json_t *body);
 void cp_op_error(struct cp_op *op, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* Answer e (its status, code and message); ends op. */
+void cp_op_fail(struct cp_op *op, const struct cp_err *e);
 /* A Redis failure (err from cp_rdb, or an error reply): 503 / 500. */
 void cp_op_redis_error(struct cp_op *op, struct redisReply *r, const char *err);
+
+/*
+ * The error convention of the routes' helpers: a helper that finds an
+ * error for the client never answers; it fills the caller's struct cp_err
+ * (cp_err_set, http/cp_tunnel_req.h, or those below) and returns a
+ * negative errno, and the caller, who owns the op, answers with
+ * cp_op_fail. A function that ends op says so and returns void.
+ */
+/* e for a Redis failure, as cp_op_redis_error answers it: -ENOTCONN with
+ * a 503 (Redis unreachable: err set), or -EIO with a 500 (an error reply
+ * r, or none). */
+int cp_err_redis(struct cp_err *e, const struct redisReply *r, const char *err);
 /* Within a pipeline: a failed reply (err from cp_rdb, or r), of which the
  * first is kept in op->why; then, at its last reply, cp_op_step_error
  * answers 503 (Redis unreachable) or 500 with "<store>: <why>". */
 void cp_op_step_failed(struct cp_op *op, struct redisReply *r, const char *err);
 void cp_op_step_error(struct cp_op *op, const char *store);
+/* The same answer into *e: -ENOTCONN (503) or -EIO (500). */
+int cp_err_step(struct cp_err *e, const struct cp_op *op, const char *store);
 
-/* key's index in fields (a body's allowed keys), or -1 with a 400
- * unknown_field answered (op freed). */
-int cp_op_field(struct cp_op *op, const char *const *fields, size_t n, const char *key);
+/* key's index in fields (a body's allowed keys), or -ENOENT with *e the
+ * 400 unknown_field to answer. */
+int cp_field_index(const char *const *fields, size_t n, const char *key, struct cp_err *e);
 
 /*
  * Strings a route gathers from one reply to look each up in the next

@@ -97,20 +97,16 @@ void cp_record_update(struct cp_op *op, const struct cp_record *rec, const struc
 		ps->sid, deleting ? 0 : 2, free_name);
 }
 
-int cp_record_update_result(struct cp_op *op, redisReply *r, const char *err)
+int cp_record_update_result(const struct cp_op *op, redisReply *r, const char *err,
+			    struct cp_err *e)
 {
-	if (err || r->type != REDIS_REPLY_INTEGER) {
-		cp_op_redis_error(op, r, err);
-		return -1;
-	}
-	if (r->integer == -1 || r->integer == -2) {
-		cp_op_error(op, 404, "not_found", "no session %s", op->id);
-		return -1;
-	}
-	if (r->integer == -3) {
-		cp_op_error(op, 409, "conflict", "session %s changed meanwhile; retry", op->id);
-		return -1;
-	}
+	if (err || r->type != REDIS_REPLY_INTEGER)
+		return cp_err_redis(e, r, err);
+	if (r->integer == -1 || r->integer == -2)
+		return cp_err_set(e, -ENOENT, 404, "not_found", "no session %s", op->id);
+	if (r->integer == -3)
+		return cp_err_set(e, -EAGAIN, 409, "conflict",
+				  "session %s changed meanwhile; retry", op->id);
 	return 0;
 }
 
@@ -137,29 +133,19 @@ void cp_record_keep(struct cp_op *op, struct cp_record *rec, redisReply *r, cons
 	}
 }
 
-int cp_record_kept(struct cp_op *op, const struct cp_record *rec, struct pr_session *ps,
-		   int expired_ok)
+int cp_record_kept(const struct cp_op *op, const struct cp_record *rec, struct pr_session *ps,
+		   int expired_ok, struct cp_err *e)
 {
-	if (op->step_failed) {
-		cp_op_step_error(op, "session store");
-		return -1;
-	}
-	if (rec->nil) {
-		cp_op_error(op, 404, "not_found", "no session %s", op->id);
-		return -1;
-	}
-	if (pr_session_decode(rec->buf.p, rec->buf.len, ps) < 0) {
-		cp_op_error(op, 500, "corrupt_record", "session %s has an unreadable record",
-			    op->id);
-		return -1;
-	}
-	if (!cp_can_see(op, ps) || ps->status == PR_SS_DELETED) {
-		cp_op_error(op, 404, "not_found", "no session %s", op->id);
-		return -1;
-	}
-	if (!expired_ok && (ps->status == PR_SS_EXPIRED || op->now >= ps->expires)) {
-		cp_op_error(op, 410, "session_expired", "session %s expired", op->id);
-		return -1;
-	}
+	if (op->step_failed)
+		return cp_err_step(e, op, "session store");
+	if (rec->nil)
+		return cp_err_set(e, -ENOENT, 404, "not_found", "no session %s", op->id);
+	if (pr_session_decode(rec->buf.p, rec->buf.len, ps) < 0)
+		return cp_err_set(e, -EBADMSG, 500, "corrupt_record",
+				  "session %s has an unreadable record", op->id);
+	if (!cp_can_see(op, ps) || ps->status == PR_SS_DELETED)
+		return cp_err_set(e, -ENOENT, 404, "not_found", "no session %s", op->id);
+	if (!expired_ok && (ps->status == PR_SS_EXPIRED || op->now >= ps->expires))
+		return cp_err_set(e, -ETIME, 410, "session_expired", "session %s expired", op->id);
 	return 0;
 }

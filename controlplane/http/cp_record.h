@@ -50,18 +50,22 @@ void cp_record_create(struct cp_op *op, const struct cp_record *rec, const struc
  * cp_record_update_result. */
 void cp_record_update(struct cp_op *op, const struct cp_record *rec, const struct pr_session *ps,
 		      uint64_t read_rev, int deleting, int free_name, cp_rdb_cb done);
-/* The reply of cp_record_update: 0 when written, else an answer sent. */
-int cp_record_update_result(struct cp_op *op, struct redisReply *r, const char *err);
+/* The reply of cp_record_update: 0 when written, else a negative errno
+ * (-ENOENT gone or deleted, -EAGAIN changed meanwhile, or Redis's) with *e
+ * to answer. */
+int cp_record_update_result(const struct cp_op *op, struct redisReply *r, const char *err,
+			    struct cp_err *e);
 
 /* Decode a GET reply into ps: 0, -ENOENT (no record), -EBADMSG. */
 int cp_record_decode(const struct redisReply *r, struct pr_session *ps);
 /* The first reply of a pipeline, GET sl:sess:<sid>, kept in rec (a failure
  * is the pipeline's, op->why). */
 void cp_record_keep(struct cp_op *op, struct cp_record *rec, struct redisReply *r, const char *err);
-/* The record of op->id into *ps from what cp_record_keep kept, or an error
- * sent (404 for none or another key's, 410 for an expired one unless
- * expired_ok). */
-int cp_record_kept(struct cp_op *op, const struct cp_record *rec, struct pr_session *ps,
-		   int expired_ok);
+/* The record of op->id into *ps from what cp_record_keep kept: 0, or a
+ * negative errno with *e to answer (-ENOENT, a 404, for none or another
+ * key's; -EBADMSG unreadable; -ETIME, a 410, for an expired one unless
+ * expired_ok; or the pipeline's Redis failure). */
+int cp_record_kept(const struct cp_op *op, const struct cp_record *rec, struct pr_session *ps,
+		   int expired_ok, struct cp_err *e);
 
 #endif

@@ -14,7 +14,9 @@
  *                    no fixed route knows
  *   otherwise        405 for a known path, 404
  * Every route returns 0 once it has answered or will (h2o's convention), or
- * -1 when it could not start (out of memory).
+ * -ENOMEM when it could not start (nothing answered: a collection's or a
+ * fixed route's request then goes on as unrouted, h2o's for a handler that
+ * declines; the localtunnel client's gets a 503).
  */
 #ifndef CP_ROUTE_H
 #define CP_ROUTE_H

@@ -41,7 +41,7 @@ int cp_client_fd(struct cp_server *s, h2o_req_t *req)
 		if (gl == wl && memcmp(&got, &want, wl) == 0)
 			return h2o_socket_get_fd(c->sock);
 	}
-	return -1;
+	return -ENOENT;
 }
 
 static void on_client_close(void *data)
@@ -139,12 +139,13 @@ int cp_server_create(struct cp_server **out, const struct cp_server_config *cfg)
 	s->accept_ctx.hosts = s->globalconf.hosts;
 	s->listener = h2o_evloop_socket_create(s->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
 	s->listener->data = s;
-	cp_rdb_create(&s->db, s->loop, cfg->redis, cfg->redis_timeout_ms);
-	h2o_socket_read_start(s->listener, on_accept);
-	if (cfg->routes->start && (err = cfg->routes->start(s)) < 0) {
+	if ((err = cp_rdb_create(&s->db, s->loop, cfg->redis, cfg->redis_timeout_ms)) < 0 ||
+	    (err = cp_bridge_create(&s->bridge, s->loop)) < 0 ||
+	    (cfg->routes->start && (err = cfg->routes->start(s)) < 0)) {
 		cp_server_free(s);
 		return err;
 	}
+	h2o_socket_read_start(s->listener, on_accept);
 	*out = s;
 	return 0;
 }
@@ -184,6 +185,8 @@ void cp_server_free(struct cp_server *s)
 	s->stopping = 1;
 	if (s->cfg.routes->dispose)
 		s->cfg.routes->dispose(s);
+	/* A thread still running wakes into a closed bridge (cp_bridge.h). */
+	cp_bridge_close(s->bridge);
 	cp_rdb_free(s->db);
 	h2o_evloop_run(s->loop, 0);
 	h2o_context_dispose(&s->ctx);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "http/cp_bridge.h"
 #include "http/cp_http.h"
 #include "http/cp_key.h"
 #include "http/cp_rdb.h"
@@ -32,8 +33,8 @@ struct cp_api_state; /* the routes' own (cp_routes.start makes it): never looked
 
 /*
  * Ownership: created by cp_server_create(), freed by cp_server_free(), which
- * closes the listener, the client connections, the Redis connection and the
- * audit log it opened; cfg's pointers stay the caller's (cp_server_config).
+ * closes the listener, the client connections, the Redis connection, the
+ * bridge and the audit log it opened; cfg's pointers stay the caller's (cp_server_config).
  * api is made by cfg.routes->start and freed by its dispose.
  */
 struct cp_server {
@@ -43,7 +44,8 @@ struct cp_server {
 	h2o_socket_t *listener;
 	h2o_evloop_t *loop;
 	struct cp_server_config cfg;
-	struct cp_rdb *db; /* commands of requests */
+	struct cp_rdb *db;	  /* commands of requests */
+	struct cp_bridge *bridge; /* threads' work back to the loop (cp_bridge.h) */
 	struct cp_policy policy;
 	struct cp_metrics m;
 	uint64_t inflight; /* requests waiting on Redis, or streaming an answer */
@@ -54,8 +56,8 @@ struct cp_server {
 	struct cp_api_state *api;
 };
 
-/* The client connection's fd behind req, or -1: to watch for a client that
- * hangs up while a streamed answer waits for output. */
+/* The client connection's fd behind req, or -ENOENT: to watch for a client
+ * that hangs up while a streamed answer waits for output. */
 int cp_client_fd(struct cp_server *s, h2o_req_t *req);
 
 static inline int cp_is_method(const h2o_req_t *req, const char *m)

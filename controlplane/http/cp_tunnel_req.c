@@ -5,6 +5,7 @@
 #include "pr_msg.h"
 #include "pr_state.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -31,14 +32,30 @@ void cp_policy_default(struct cp_policy *p)
 static int fail(struct cp_err *err, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+static void err_vset(struct cp_err *e, int status, const char *code, const char *fmt, va_list ap)
+{
+	e->status = status;
+	snprintf(e->code, sizeof(e->code), "%s", code);
+	vsnprintf(e->message, sizeof(e->message), fmt, ap);
+}
+
+int cp_err_set(struct cp_err *e, int err, int status, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	err_vset(e, status, code, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+/* cp_err_set for a client's body: -EINVAL, the message made printable. */
 static int fail(struct cp_err *err, int status, const char *code, const char *fmt, ...)
 {
 	va_list ap;
 
-	err->status = status;
-	snprintf(err->code, sizeof(err->code), "%s", code);
 	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	err_vset(err, status, code, fmt, ap);
 	va_end(ap);
 	/* The message quotes the client (jansson's error text shows the bytes
 	 * it stopped at): only printable ASCII goes back, so the JSON error is
@@ -46,7 +63,7 @@ static int fail(struct cp_err *err, int status, const char *code, const char *fm
 	for (char *c = err->message; *c; c++)
 		if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
 			*c = '?';
-	return -1;
+	return -EINVAL;
 }
 
 int cp_subdomain_check(const char *s, const struct cp_policy *pol, struct cp_err *err)
@@ -151,13 +168,13 @@ static int parse_auth(json_t *a, struct cp_tunnel_req *out, struct cp_err *err)
 	if (!json_is_object(a))
 		return fail(err, 400, "invalid_type", "auth must be an object");
 	if (get_str(a, "type", type, sizeof(type), err) < 0)
-		return -1;
+		return -EINVAL;
 	if (strcmp(type, "basic") == 0) {
 		out->auth = CP_AUTH_BASIC;
 		if (known_keys(a, basic, "auth", err) < 0 ||
 		    get_str(a, "username", out->username, sizeof(out->username), err) < 0 ||
 		    get_str(a, "password", out->secret, sizeof(out->secret), err) < 0)
-			return -1;
+			return -EINVAL;
 		if (strchr(out->username, ':'))
 			return fail(err, 400, "invalid_value",
 				    "auth.username must not contain ':'");
@@ -167,7 +184,7 @@ static int parse_auth(json_t *a, struct cp_tunnel_req *out, struct cp_err *err)
 		out->auth = CP_AUTH_BEARER;
 		if (known_keys(a, bearer, "auth", err) < 0 ||
 		    get_str(a, "token", out->secret, sizeof(out->secret), err) < 0)
-			return -1;
+			return -EINVAL;
 		return 0;
 	}
 	return fail(err, 400, "invalid_value", "auth.type must be \"basic\" or \"bearer\"");
@@ -223,7 +240,7 @@ static int parse_limit(json_t *v, const char *name, struct pr_limit *out, struct
 		return fail(err, 400, "invalid_type",
 			    "limits.%s must be {\"limit\": N, \"window\": seconds} or null", name);
 	if (known_keys(v, fields, "a limit", err) < 0)
-		return -1;
+		return -EINVAL;
 	l = json_object_get(v, "limit");
 	w = json_object_get(v, "window");
 	if (!json_is_integer(l) || json_integer_value(l) < 0)
@@ -258,7 +275,7 @@ static int parse_limits(json_t *o, unsigned mask, struct cp_limits *out, struct 
 		if (i == CP_LIM_N)
 			return fail(err, 400, "unknown_field", "unknown limit \"%.64s\"", key);
 		if (parse_limit(v, key, &out->v[i], err) < 0)
-			return -1;
+			return -EINVAL;
 		out->set |= 1u << i;
 	}
 	return 0;
@@ -271,7 +288,7 @@ int cp_limits_parse(const char *body, size_t len, unsigned mask, struct cp_limit
 	int rc;
 
 	if (load_object(body, len, &root, err) < 0)
-		return -1;
+		return -EINVAL;
 	rc = parse_limits(root, mask, out, err);
 	json_decref(root);
 	return rc;
@@ -305,19 +322,19 @@ static int parse_object(json_t *o, const struct cp_policy *pol, struct cp_tunnel
 	char proto[8];
 
 	if (known_keys(o, fields, "the request", err) < 0)
-		return -1;
+		return -EINVAL;
 	if (json_object_get(o, "port") == NULL)
 		return fail(err, 400, "missing_field", "port is required");
 	if (get_uint(o, "port", pol->port_min, pol->port_max, &v, err) < 0)
-		return -1;
+		return -EINVAL;
 	out->port = (uint16_t)v;
 	out->duration = pol->duration_default;
 	if (json_object_get(o, "duration") &&
 	    get_uint(o, "duration", pol->duration_min, pol->duration_max, &out->duration, err) < 0)
-		return -1;
+		return -EINVAL;
 	if (json_object_get(o, "protocol")) {
 		if (get_str(o, "protocol", proto, sizeof(proto), err) < 0)
-			return -1;
+			return -EINVAL;
 		if (strcmp(proto, "http") == 0)
 			out->proto = CP_TPROTO_HTTP;
 		else if (strcmp(proto, "tcp") == 0)
@@ -329,11 +346,11 @@ static int parse_object(json_t *o, const struct cp_policy *pol, struct cp_tunnel
 	if (json_object_get(o, "subdomain") &&
 	    (get_str(o, "subdomain", out->subdomain, sizeof(out->subdomain), err) < 0 ||
 	     cp_subdomain_check(out->subdomain, pol, err) < 0))
-		return -1;
+		return -EINVAL;
 	if (json_object_get(o, "customDomain")) {
 		if (get_str(o, "customDomain", out->custom_domain, sizeof(out->custom_domain),
 			    err) < 0)
-			return -1;
+			return -EINVAL;
 		if (!domain_ok(out->custom_domain))
 			return fail(err, 400, "invalid_domain",
 				    "customDomain must be a lowercase host name of two or more "
@@ -343,20 +360,20 @@ static int parse_object(json_t *o, const struct cp_policy *pol, struct cp_tunnel
 		return fail(err, 400, "invalid_combination",
 			    "a tcp tunnel has a port, not a subdomain or customDomain");
 	if (json_object_get(o, "auth") && parse_auth(json_object_get(o, "auth"), out, err) < 0)
-		return -1;
+		return -EINVAL;
 	if (out->proto == CP_TPROTO_TCP && out->auth != CP_AUTH_NONE)
 		return fail(err, 400, "invalid_combination", "auth protects http tunnels only");
 	if (get_ips(o, "allowIps", out->allow_ips, sizeof(out->allow_ips), err) < 0 ||
 	    get_ips(o, "denyIps", out->deny_ips, sizeof(out->deny_ips), err) < 0)
-		return -1;
+		return -EINVAL;
 	if (json_object_get(o, "limits") &&
 	    parse_limits(json_object_get(o, "limits"), SESSION_LIMITS, &out->limits, err) < 0)
-		return -1;
+		return -EINVAL;
 	return 0;
 }
 
 /* A request body that must be one JSON object, at most CP_BODY_MAX bytes:
- * 0 with *root (the caller's to release), or -1 with *err filled. */
+ * 0 with *root (the caller's to release), or -EINVAL with *err filled. */
 static int load_object(const char *body, size_t len, json_t **root, struct cp_err *err)
 {
 	json_error_t je;
@@ -383,7 +400,7 @@ int cp_tunnel_req_parse(const char *body, size_t len, const struct cp_policy *po
 
 	memset(out, 0, sizeof(*out));
 	if (load_object(body, len, &root, err) < 0)
-		return -1;
+		return -EINVAL;
 	rc = parse_object(root, pol, out, err);
 	json_decref(root);
 	if (rc < 0)
@@ -398,12 +415,12 @@ static int parse_key_object(json_t *o, struct cp_key_req *out, struct cp_err *er
 	size_t i;
 
 	if (known_keys(o, fields, "the request", err) < 0)
-		return -1;
+		return -EINVAL;
 	if (json_object_get(o, "limits") &&
 	    parse_limits(json_object_get(o, "limits"), (1u << CP_LIM_N) - 1, &out->limits, err) < 0)
-		return -1;
+		return -EINVAL;
 	if (json_object_get(o, "name") && get_str(o, "name", out->name, sizeof(out->name), err) < 0)
-		return -1;
+		return -EINVAL;
 	if (sc == NULL) {
 		out->tunnels = 1;
 		return 0;
@@ -437,7 +454,7 @@ int cp_key_req_parse(const char *body, size_t len, struct cp_key_req *out, struc
 		return 0;
 	}
 	if (load_object(body, len, &root, err) < 0)
-		return -1;
+		return -EINVAL;
 	rc = parse_key_object(root, out, err);
 	json_decref(root);
 	return rc;
@@ -473,11 +490,11 @@ int cp_err_json(const struct cp_err *e, char *out, size_t cap)
 	size_t n;
 
 	if (o == NULL)
-		return -1;
+		return -ENOMEM;
 	n = json_dumpb(o, out, cap, JSON_COMPACT);
 	json_decref(o);
 	if (n == 0 || n >= cap)
-		return -1;
+		return -ENOSPC;
 	out[n] = '\0'; /* json_dumpb writes no terminator */
 	return (int)n;
 }

@@ -80,21 +80,29 @@ struct cp_tunnel_req {
 	struct cp_limits limits; /* "limits": requests, bandwidth, tcpConnections */
 };
 
-/* An error for the client: HTTP status, a stable code, a message. */
+/* An error for the client: HTTP status, a stable code, a message (as long
+ * as cp_op_error's). A value: filled by whatever found the error, answered
+ * by whoever owns the request (cp_op_fail). */
 struct cp_err {
 	int status;
 	char code[32];
-	char message[256];
+	char message[300];
 };
+
+/* Fill e (the message printf-formatted, as cp_op_error would send it);
+ * returns err, a negative errno, so that a check ends with
+ * return cp_err_set(e, -EINVAL, 400, "invalid_x", "..."). */
+int cp_err_set(struct cp_err *e, int err, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
 
 void cp_policy_default(struct cp_policy *p);
 
-/* Parse and check body[0..len). Returns 0, or -1 with *err filled. */
+/* Parse and check body[0..len). Returns 0, or -EINVAL with *err filled. */
 int cp_tunnel_req_parse(const char *body, size_t len, const struct cp_policy *pol,
 			struct cp_tunnel_req *out, struct cp_err *err);
 
-/* A DNS label (a-z, 0-9, inner '-', 1..63) that is not reserved; 0 or -1
- * with *err filled (409 is the caller's for a taken one). */
+/* A DNS label (a-z, 0-9, inner '-', 1..63) that is not reserved; 0 or
+ * -EINVAL with *err filled (409 is the caller's for a taken one). */
 int cp_subdomain_check(const char *s, const struct cp_policy *pol, struct cp_err *err);
 
 /* The body of POST /api/v1/keys: {"name": "ci", "scopes": ["tunnels"]}.
@@ -106,21 +114,22 @@ struct cp_key_req {
 };
 
 /* {"requests": {...}, ...} with only the limits of mask (1 << CP_LIM_*)
- * into *out, its set bits marking those present: 0, or -1 with *err. */
+ * into *out, its set bits marking those present: 0, or -EINVAL with *err. */
 int cp_limits_parse(const char *body, size_t len, unsigned mask, struct cp_limits *out,
 		    struct cp_err *err);
 /* The limits of l (all of mask) as JSON: {"requests": {"limit", "window"} | null, ...}. */
 json_t *cp_limits_json(const struct pr_limit *v, unsigned mask);
 
-/* Parse and check body[0..len) (may be empty). 0, or -1 with *err filled. */
+/* Parse and check body[0..len) (may be empty). 0, or -EINVAL with *err filled. */
 int cp_key_req_parse(const char *body, size_t len, struct cp_key_req *out, struct cp_err *err);
 
 /* A custom domain: a lowercase host name of two or more DNS labels, not
- * the service's own domain or under it (public_url's host). 0, or -1 with
- * *err filled. */
+ * the service's own domain or under it (public_url's host). 0, or -EINVAL
+ * with *err filled. */
 int cp_domain_check(const char *domain, const char *public_url, struct cp_err *err);
 
-/* {"error": message, "code": code} into out; its length, or -1 (too small). */
+/* {"error": message, "code": code} into out; its length, or -ENOSPC (too
+ * small) or -ENOMEM. */
 int cp_err_json(const struct cp_err *e, char *out, size_t cap);
 
 #endif

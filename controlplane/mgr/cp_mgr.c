@@ -133,12 +133,13 @@ int cp_mgr_sh(struct cp_mgr *m, const char *script, const char *arg, struct cp_s
 	return cp_mgr_run(m, argv, NULL, r);
 }
 
-void cp_mgr_fail(struct cp_mgr *m, enum cp_mgr_err_type t, const char *what, const char *step,
-		 int retryable, const char *fmt, ...)
+int cp_mgr_fail(struct cp_mgr *m, int err, enum cp_mgr_err_type t, const char *what,
+		const char *step, int retryable, const char *fmt, ...)
 {
 	va_list ap;
 
 	m->err.type = t;
+	m->err.code = err;
 	snprintf(m->err.what, sizeof(m->err.what), "%s", what);
 	snprintf(m->err.step, sizeof(m->err.step), "%s", step);
 	m->err.retryable = retryable;
@@ -146,6 +147,7 @@ void cp_mgr_fail(struct cp_mgr *m, enum cp_mgr_err_type t, const char *what, con
 	va_start(ap, fmt);
 	vsnprintf(m->err.cause, sizeof(m->err.cause), fmt, ap);
 	va_end(ap);
+	return err;
 }
 
 void cp_mgr_emit(struct cp_mgr *m, const char *op, const char *step, enum cp_mgr_status st,
@@ -182,7 +184,7 @@ int cp_mgr_cancelled(struct cp_mgr *m, const char *op)
 {
 	if (!m->cancel || !__atomic_load_n(m->cancel, __ATOMIC_ACQUIRE))
 		return 0;
-	cp_mgr_fail(m, CP_MGR_SETUP, op, "cancelled", 1,
+	cp_mgr_fail(m, -ECANCELED, CP_MGR_SETUP, op, "cancelled", 1,
 		    "cancelled before this step (the steps before it are done)");
 	return 1;
 }
@@ -234,10 +236,10 @@ int cp_mgr_apply_guarded(struct cp_mgr *m, enum cp_mgr_err_type type, const char
 
 	if (cp_mgr_cancelled(m, op))
 		goto failed;
-	if (plan(m, spec, &p) < 0)
+	if (plan(m, spec, &p) < 0) /* m->err filled */
 		goto failed;
 	if (p.overflow) {
-		cp_mgr_fail(m, type, op, step, 0,
+		cp_mgr_fail(m, -E2BIG, type, op, step, 0,
 			    "the plan did not fit (too many changes at once)");
 		goto failed;
 	}
@@ -253,8 +255,8 @@ int cp_mgr_apply_guarded(struct cp_mgr *m, enum cp_mgr_err_type type, const char
 			char cause[500];
 
 			cause_of(&r, p.argv[i], cause, sizeof(cause));
-			cp_mgr_fail(m, type, op, step, r.error.retryable || r.exit_code == 100,
-				    "%s", cause);
+			cp_mgr_fail(m, cp_mgr_cmd_errno(rc), type, op, step,
+				    r.error.retryable || r.exit_code == 100, "%s", cause);
 		}
 		cp_ssh_result_free(&r);
 		if (!ok)
@@ -263,13 +265,13 @@ int cp_mgr_apply_guarded(struct cp_mgr *m, enum cp_mgr_err_type type, const char
 	if (plan(m, spec, &again) < 0)
 		goto failed;
 	if (again.n) {
-		cp_mgr_fail(m, type, op, step, 0, "still differs after the change: %.400s",
+		cp_mgr_fail(m, -EIO, type, op, step, 0, "still differs after the change: %.400s",
 			    again.diff);
 		goto failed;
 	}
 	cp_mgr_emit(m, op, step, CP_MGR_CHANGED, t0, p.diff);
 	return 0;
-failed:
+failed: /* every way here filled m->err */
 	cp_mgr_emit(m, op, step, CP_MGR_FAILED, t0, m->err.cause);
-	return -1;
+	return cp_mgr_failed(m);
 }

@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include <errno.h>
 #include <stddef.h>
 
 /* The issue's error types: SetupError{operation, step, cause, retryable},
@@ -26,6 +27,7 @@
 enum cp_mgr_err_type { CP_MGR_OK = 0, CP_MGR_SETUP, CP_MGR_SECURITY, CP_MGR_SERVICE };
 struct cp_mgr_err {
 	enum cp_mgr_err_type type;
+	int code; /* the negative errno the run failed with (cp_mgr_fail's err) */
 	char what[64];
 	char step[64];
 	char cause[600];
@@ -73,12 +75,27 @@ struct cp_mgr {
 };
 
 /* Record the failure that stops the run in m->err (a manager's, or its
- * caller's when the run cannot start: no connection). */
-void cp_mgr_fail(struct cp_mgr *m, enum cp_mgr_err_type t, const char *what, const char *step,
-		 int retryable, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+ * caller's when the run cannot start: no connection), err its cause as a
+ * negative errno (-EIO a command failed, -ETIMEDOUT, -ENOMEM, ...), which it
+ * returns: a manager ends with return cp_mgr_fail(...). */
+int cp_mgr_fail(struct cp_mgr *m, int err, enum cp_mgr_err_type t, const char *what,
+		const char *step, int retryable, const char *fmt, ...)
+	__attribute__((format(printf, 7, 8)));
+/* What a run that failed returns: the errno cp_mgr_fail recorded (-EIO
+ * should a failure have gone unrecorded: never 0, which reads as success). */
+static inline int cp_mgr_failed(const struct cp_mgr *m)
+{
+	return m->err.code < 0 ? m->err.code : -EIO;
+}
+/* The errno of a command that failed: cp_ssh_run's rc when it did not run,
+ * -EIO when it ran and exited non-zero. */
+static inline int cp_mgr_cmd_errno(int rc)
+{
+	return rc < 0 ? rc : -EIO;
+}
 
-/* The run was asked to stop: fails it (SetupError, step "cancelled") and
- * returns 1; 0 otherwise. */
+/* The run was asked to stop: fails it (SetupError, step "cancelled",
+ * -ECANCELED) and returns 1; 0 otherwise (a predicate). */
 int cp_mgr_cancelled(struct cp_mgr *m, const char *op);
 
 /* JSON as the CLI prints and the API streams them: an event
@@ -156,7 +173,8 @@ int cp_file_plan(const char *path, const char *content, const char *owner, unsig
 /* sudo reads /etc/sudoers.d files whose names have no dot and no trailing ~. */
 int cp_sudoers_name_ok(const char *name);
 
-/* Operations on the host (facts, plan, apply, verify); 0 or -1 with m->err. */
+/* Operations on the host (facts, plan, apply, verify): 0, or a negative
+ * errno (m->err.code) with m->err filled. */
 int cp_setup_user(struct cp_mgr *m, const struct cp_user_spec *u);
 int cp_setup_dir(struct cp_mgr *m, const struct cp_dir_spec *d);
 int cp_setup_packages(struct cp_mgr *m, const char *const *pkgs);

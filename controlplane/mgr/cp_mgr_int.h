@@ -8,7 +8,8 @@
 #include "mgr/cp_mgr.h"
 
 /* Read the host's facts for spec and plan the difference into p (which it
- * initialises); 0, or -1 with m->err set (the facts could not be read). */
+ * initialises); 0, or a negative errno with m->err set (the facts could
+ * not be read). */
 typedef int (*cp_mgr_plan_fn)(struct cp_mgr *m, const void *spec, struct cp_plan *p);
 
 /* Plan, apply unless m->check, re-plan (must be empty), one event. */

@@ -90,12 +90,13 @@ static int put_binary(struct cp_mgr *m, const char *local)
 				.timeout_ms = 600000};
 	struct cp_ssh_xfer_result r;
 	char diff[200];
+	int rc;
 
-	if (cp_ssh_put(m->pool, local, RELAY_BIN_PATH, &x, &r) < 0) {
-		cp_mgr_fail(m, CP_MGR_SETUP, "binary", RELAY_BIN_PATH, r.error.retryable, "%s",
+	if ((rc = cp_ssh_put(m->pool, local, RELAY_BIN_PATH, &x, &r)) < 0) {
+		cp_mgr_fail(m, rc, CP_MGR_SETUP, "binary", RELAY_BIN_PATH, r.error.retryable, "%s",
 			    r.error.msg);
 		cp_mgr_emit(m, "binary", RELAY_BIN_PATH, CP_MGR_FAILED, t0, m->err.cause);
-		return -1;
+		return rc;
 	}
 	snprintf(diff, sizeof(diff), "~ file %s (sha256 %.16s...)", RELAY_BIN_PATH, r.sha256);
 	cp_mgr_emit(m, "binary", RELAY_BIN_PATH,
@@ -122,20 +123,20 @@ static int check_answers(struct cp_mgr *m, const char *admin)
 	const char *argv[] = {"bash", "-c", HEALTH_SH, "bash", admin, NULL};
 	double t0 = sl_mono_ms_f();
 	struct cp_ssh_result r;
-	int ok;
+	int ok, rc;
 
 	if (m->check)
 		return 0;
-	ok = cp_mgr_run(m, argv, NULL, &r) == 0 && r.exit_code == 0 && r.out &&
-	     strstr(r.out, " 200 ") != NULL;
+	rc = cp_mgr_run(m, argv, NULL, &r);
+	ok = rc == 0 && r.exit_code == 0 && r.out && strstr(r.out, " 200 ") != NULL;
 	if (!ok)
-		cp_mgr_fail(m, CP_MGR_SERVICE, "sluice-relay", "health", 1,
+		cp_mgr_fail(m, cp_mgr_cmd_errno(rc), CP_MGR_SERVICE, "sluice-relay", "health", 1,
 			    "the relay's /health on %s answered: %.200s", admin,
 			    r.out ? r.out : r.error.msg);
 	cp_ssh_result_free(&r);
 	cp_mgr_emit(m, "health", admin, ok ? CP_MGR_UNCHANGED : CP_MGR_FAILED, t0,
 		    ok ? "" : m->err.cause);
-	return ok ? 0 : -1;
+	return ok ? 0 : cp_mgr_failed(m);
 }
 
 size_t cp_provision_ports(const struct cp_provision_spec *s, int *ports, size_t max)
@@ -152,16 +153,18 @@ size_t cp_provision_ports(const struct cp_provision_spec *s, int *ports, size_t 
 	return n;
 }
 
-/* The relay heartbeats into sl:relays: joined once its score is recent. */
+/* The relay heartbeats into sl:relays: joined once its score is recent:
+ * 0, or a negative errno (-ETIMEDOUT: no heartbeat in time) with why set. */
 static int joined(const char *url, const char *id, char *why, size_t cap)
 {
 	struct sl_redis_target t;
 	struct redisContext *rc;
 	uint64_t end = sl_wall_ms() + JOIN_TIMEOUT_MS;
 
-	if (sl_redis_url_parse(url, &t, why, cap) < 0 ||
-	    !(rc = sl_redis_connect(&t, 3000, why, cap)))
-		return -1;
+	if (sl_redis_url_parse(url, &t, why, cap) < 0)
+		return -EINVAL;
+	if (!(rc = sl_redis_connect(&t, 3000, why, cap)))
+		return -ECONNREFUSED;
 	while (sl_wall_ms() < end) {
 		redisReply *r = redisCommand(rc, "ZSCORE sl:relays %s", id);
 		long long at = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
@@ -176,7 +179,7 @@ static int joined(const char *url, const char *id, char *why, size_t cap)
 	redisFree(rc);
 	snprintf(why, cap, "no heartbeat from relay %s in sl:relays within %d s", id,
 		 JOIN_TIMEOUT_MS / 1000);
-	return -1;
+	return -ETIMEDOUT;
 }
 
 /* What the steps share over one run. */
@@ -208,7 +211,9 @@ static int st_dirs(struct prov *p)
 	struct cp_dir_spec var = {
 		.path = "/var/lib/sluice", .owner = "sluice", .group = "sluice", .mode = 0750};
 
-	return cp_setup_dir(p->m, &etc) < 0 || cp_setup_dir(p->m, &var) < 0 ? -1 : 0;
+	int rc = cp_setup_dir(p->m, &etc);
+
+	return rc < 0 ? rc : cp_setup_dir(p->m, &var);
 }
 
 /* Locked down before the relay listens: never a window with it exposed. */
@@ -269,13 +274,14 @@ static int st_join(struct prov *p)
 {
 	double t0 = sl_mono_ms_f();
 	char why[300];
+	int rc;
 
 	if (p->m->check || !p->s->verify_redis || !*p->s->verify_redis)
 		return 0;
-	if (joined(p->s->verify_redis, p->s->relay_id, why, sizeof(why)) < 0) {
-		cp_mgr_fail(p->m, CP_MGR_SERVICE, "sluice-relay", "join", 1, "%s", why);
+	if ((rc = joined(p->s->verify_redis, p->s->relay_id, why, sizeof(why))) < 0) {
+		cp_mgr_fail(p->m, rc, CP_MGR_SERVICE, "sluice-relay", "join", 1, "%s", why);
 		cp_mgr_emit(p->m, "join", p->s->relay_id, CP_MGR_FAILED, t0, why);
-		return -1;
+		return rc;
 	}
 	cp_mgr_emit(p->m, "join", p->s->relay_id, CP_MGR_UNCHANGED, t0, "");
 	return 0;
@@ -291,20 +297,20 @@ int cp_provision(struct cp_mgr *m, const struct cp_provision_spec *s)
 		     {"unit", st_unit},		{"enable", st_enable}, {"start", st_start},
 		     {"wait", st_wait},		{"health", st_health}, {"join", st_join}};
 	struct prov p = {.m = m, .s = s};
+	int rc;
 
 	p.nports = cp_provision_ports(s, p.ports, 4);
-	if (cp_provision_config(s, p.conf, sizeof(p.conf)) < 0) {
-		cp_mgr_fail(m, CP_MGR_SETUP, "config", RELAY_CONF, 0, "configuration too long");
-		return -1;
-	}
+	if (cp_provision_config(s, p.conf, sizeof(p.conf)) < 0)
+		return cp_mgr_fail(m, -E2BIG, CP_MGR_SETUP, "config", RELAY_CONF, 0,
+				   "configuration too long");
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
 		if (cp_mgr_cancelled(m, steps[i].name)) {
 			cp_mgr_emit(m, steps[i].name, "cancelled", CP_MGR_FAILED, sl_mono_ms_f(),
 				    m->err.cause);
-			return -1;
+			return cp_mgr_failed(m);
 		}
-		if (steps[i].run(&p) < 0)
-			return -1;
+		if ((rc = steps[i].run(&p)) < 0)
+			return rc;
 	}
 	return 0;
 }

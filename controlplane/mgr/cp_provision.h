@@ -25,8 +25,9 @@ size_t cp_provision_ports(const struct cp_provision_spec *s, int *ports, size_t 
 
 /* The relay's configuration file's text into out; its length or -ENOSPC. */
 int cp_provision_config(const struct cp_provision_spec *s, char *out, size_t cap);
-/* Every step, in order, stopping at the first failure (m->err) or when
- * m->cancel is set (between steps). */
+/* Every step, in order, stopping at the first failure or when m->cancel
+ * is set (between steps): 0, or the failed step's negative errno with
+ * m->err filled (-ECANCELED when cancelled). */
 int cp_provision(struct cp_mgr *m, const struct cp_provision_spec *s);
 
 #endif

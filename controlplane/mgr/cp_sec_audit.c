@@ -114,7 +114,7 @@ json_t *cp_security_audit(struct cp_mgr *m, const int *ports, size_t nports)
 
 	m->check = 0; /* reading only */
 	if (cp_mgr_sh(m, FACTS_SH, NULL, &r) < 0 || !r.out) {
-		cp_mgr_fail(m, CP_MGR_SECURITY, "audit", "facts", r.error.retryable, "%s",
+		cp_mgr_fail(m, -EIO, CP_MGR_SECURITY, "audit", "facts", r.error.retryable, "%s",
 			    r.error.msg[0] ? r.error.msg : "no output");
 		cp_ssh_result_free(&r);
 		m->check = check;

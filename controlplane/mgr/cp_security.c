@@ -131,10 +131,12 @@ static int fresh_connection(struct cp_mgr *m, char *why, size_t cap)
 	return rc;
 }
 
-static int run_ok(struct cp_mgr *m, const char *const *argv, char *why, size_t cap)
+/* argv run to a zero exit: 0, or a negative errno (cp_mgr_cmd_errno) with
+ * why set. */
+static int run_cmd(struct cp_mgr *m, const char *const *argv, char *why, size_t cap)
 {
 	struct cp_ssh_result r;
-	int ok = cp_mgr_run(m, argv, NULL, &r) == 0 && r.exit_code == 0;
+	int rc = cp_mgr_run(m, argv, NULL, &r), ok = rc == 0 && r.exit_code == 0;
 
 	if (!ok)
 		snprintf(why, cap, "%s: %.300s", argv[0],
@@ -142,7 +144,7 @@ static int run_ok(struct cp_mgr *m, const char *const *argv, char *why, size_t c
 			 : r.err && *r.err ? r.err
 					   : "failed");
 	cp_ssh_result_free(&r);
-	return ok ? 0 : -1;
+	return ok ? 0 : cp_mgr_cmd_errno(rc);
 }
 
 /*
@@ -203,10 +205,9 @@ static int disarm_proven(struct cp_mgr *m, const char *what, const char *name, c
 {
 	if (deadman_disarm(m, name, keep))
 		return 0;
-	cp_mgr_fail(m, CP_MGR_SECURITY, what, "dead man's switch", 1,
-		    "the change took longer than its dead man's switch allowed and the host "
-		    "undid it; run again");
-	return -1;
+	return cp_mgr_fail(m, -ETIMEDOUT, CP_MGR_SECURITY, what, "dead man's switch", 1,
+			   "the change took longer than its dead man's switch allowed and the "
+			   "host undid it; run again");
 }
 
 /* Put the old drop-in back (or remove ours) and reload: the rollback. */
@@ -221,31 +222,31 @@ static void restore_dropin(struct cp_mgr *m, const char *old)
 	if (old)
 		cp_mgr_file(m, "ssh-rollback", SSHD_DROPIN, old, "root:root", 0644, NULL, 0);
 	else
-		run_ok(m, rm, why, sizeof(why));
-	run_ok(m, reload, why, sizeof(why));
+		run_cmd(m, rm, why, sizeof(why));
+	run_cmd(m, reload, why, sizeof(why));
 	m->check = check;
 }
 
-/* The drop-in's text for level, refused (-1, the run failed) when its
- * algorithm lists would leave the control plane unable to connect. */
+/* The drop-in's text for level: 0, or refused (-EPERM, the run failed)
+ * when its algorithm lists would leave the control plane unable to
+ * connect. */
 static int sshd_text(struct cp_mgr *m, enum cp_lockdown level, const char *extra, char *text,
 		     size_t cap, double t0)
 {
 	char kex[1024], ciphers[1024], macs[1024], why[600];
 
-	if (cp_sshd_dropin(level, extra, text, cap) < 0) {
-		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "drop-in", 0, "settings too long");
-		return -1;
-	}
+	if (cp_sshd_dropin(level, extra, text, cap) < 0)
+		return cp_mgr_fail(m, -E2BIG, CP_MGR_SECURITY, "sshd", "drop-in", 0,
+				   "settings too long");
 	/* What the lists would leave the control plane: refused before any change. */
 	setting(text, "KexAlgorithms", kex, sizeof(kex));
 	setting(text, "Ciphers", ciphers, sizeof(ciphers));
 	setting(text, "MACs", macs, sizeof(macs));
 	if (!cp_ssh_algos_speakable(kex, ciphers, macs, why, sizeof(why))) {
-		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "algorithms", 0,
+		cp_mgr_fail(m, -EPERM, CP_MGR_SECURITY, "sshd", "algorithms", 0,
 			    "refused: %s; the control plane could not connect any more", why);
 		cp_mgr_emit(m, "ssh-hardening", SSHD_DROPIN, CP_MGR_FAILED, t0, m->err.cause);
-		return -1;
+		return -EPERM;
 	}
 	return 0;
 }
@@ -271,33 +272,34 @@ static int sshd_arm(struct cp_mgr *m)
 }
 
 /* The new drop-in in place: checked by sshd -t, reloaded, and a fresh
- * connection proven; otherwise the old one back (*undone: and the host
- * answers as before) and -1. */
+ * connection proven: 0; otherwise the old one back (*undone: and the host
+ * answers as before) and a negative errno. */
 static int sshd_reload_proven(struct cp_mgr *m, const char *old, int *undone)
 {
 	static const char *const test[] = {"sshd", "-t", NULL};
 	static const char *const reload[] = {"systemctl", "reload", "ssh", NULL};
 	char why[600], back[400];
+	int rc;
 
-	if (run_ok(m, test, why, sizeof(why)) < 0) {
+	if ((rc = run_cmd(m, test, why, sizeof(why))) < 0) {
 		restore_dropin(m, old);
 		*undone = 1;
-		cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "sshd -t", 0,
-			    "the new settings were refused "
-			    "(%s); the previous ones are back",
-			    why);
-		return -1;
+		return cp_mgr_fail(m, rc, CP_MGR_SECURITY, "sshd", "sshd -t", 0,
+				   "the new settings were refused "
+				   "(%s); the previous ones are back",
+				   why);
 	}
-	if (run_ok(m, reload, why, sizeof(why)) == 0 && fresh_connection(m, why, sizeof(why)) == 0)
+	if ((rc = run_cmd(m, reload, why, sizeof(why))) == 0 &&
+	    (rc = fresh_connection(m, why, sizeof(why))) == 0)
 		return 0;
 	restore_dropin(m, old);
 	*undone = fresh_connection(m, back, sizeof(back)) == 0;
-	cp_mgr_fail(m, CP_MGR_SECURITY, "sshd", "fresh connection", 0,
-		    "after the reload a new connection failed (%.300s): rolled back, %s", why,
-		    *undone ? "the host is reachable as before"
-			    : "but the host does not answer yet (its dead man's switch "
-			      "restores the old settings within " DEADMAN_S " s)");
-	return -1;
+	return cp_mgr_fail(m, rc, CP_MGR_SECURITY, "sshd", "fresh connection", 0,
+			   "after the reload a new connection failed (%.300s): rolled back, %s",
+			   why,
+			   *undone ? "the host is reachable as before"
+				   : "but the host does not answer yet (its dead man's switch "
+				     "restores the old settings within " DEADMAN_S " s)");
 }
 
 int cp_security_ssh(struct cp_mgr *m, enum cp_lockdown level, const char *extra)
@@ -309,7 +311,7 @@ int cp_security_ssh(struct cp_mgr *m, enum cp_lockdown level, const char *extra)
 	int armed = 0, undone = 0;
 
 	if (sshd_text(m, level, extra, text, sizeof(text), t0) < 0)
-		return -1;
+		return cp_mgr_failed(m);
 	/* The old content, for the rollback. */
 	if (cp_mgr_sh(m, "cat -- \"$1\" 2>/dev/null || true", SSHD_DROPIN, &r) == 0 && r.out &&
 	    *r.out)
@@ -338,7 +340,7 @@ out_fail:
 		deadman_disarm(m, DM_SSHD, SSHD_PREV);
 	free(old);
 	cp_mgr_emit(m, "ssh-hardening", SSHD_DROPIN, CP_MGR_FAILED, t0, m->err.cause);
-	return -1;
+	return cp_mgr_failed(m);
 }
 
 /* ---- firewall ---- */
@@ -388,10 +390,10 @@ static int plan_fw(struct cp_mgr *m, const void *spec, struct cp_plan *p)
 	int rc = cp_mgr_run(m, st, NULL, &r);
 
 	if (rc < 0) {
-		cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "status", r.error.retryable, "%s",
+		cp_mgr_fail(m, rc, CP_MGR_SECURITY, "firewall", "status", r.error.retryable, "%s",
 			    r.error.msg);
 		cp_ssh_result_free(&r);
-		return -1;
+		return rc;
 	}
 	/* Not installed yet (check mode): plan from nothing. */
 	cp_ufw_plan(r.exit_code == 0 ? r.out : NULL, f->ssh_port, f->ports, f->nports, p);
@@ -575,15 +577,16 @@ static int plan_ipt(struct cp_mgr *m, const void *spec, struct cp_plan *p)
 	const struct fw_spec *f = spec;
 	struct cp_ssh_result r;
 	const char *chain;
+	int rc;
 
-	if (cp_mgr_sh(m, FACTS, NULL, &r) < 0 || r.exit_code != 0) {
-		cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "iptables", r.error.retryable,
-			    "cannot read the rules: %.300s",
+	if ((rc = cp_mgr_sh(m, FACTS, NULL, &r)) < 0 || r.exit_code != 0) {
+		cp_mgr_fail(m, cp_mgr_cmd_errno(rc), CP_MGR_SECURITY, "firewall", "iptables",
+			    r.error.retryable, "cannot read the rules: %.300s",
 			    r.error.msg[0] ? r.error.msg
 			    : r.err	   ? r.err
 					   : "");
 		cp_ssh_result_free(&r);
-		return -1;
+		return cp_mgr_failed(m);
 	}
 	chain = r.out && strstr(r.out, "-N " FW_CHAIN) ? strstr(r.out, "-N " FW_CHAIN) : NULL;
 	cp_iptables_plan(chain, r.out && strncmp(r.out, "jumped\n", 7) == 0, f->ssh_port, f->ports,
@@ -606,24 +609,24 @@ static const char FW_UNIT_TEXT[] = "[Unit]\n"
 				   "[Install]\n"
 				   "WantedBy=multi-user.target\n";
 
-/* A firewall just changed is proven by a fresh connection; failing, the
- * command off undoes it and the run stops (undone says how). */
+/* A firewall just changed is proven by a fresh connection: 0; failing, the
+ * command off undoes it and the run stops with the connection's errno
+ * (undone says how). */
 static int proven_or_undone(struct cp_mgr *m, const char *const *off, const char *undone, int armed)
 {
 	char why[400];
-	int back;
+	int back, rc;
 
-	if (m->check || fresh_connection(m, why, sizeof(why)) == 0)
+	if (m->check || (rc = fresh_connection(m, why, sizeof(why))) == 0)
 		return armed ? disarm_proven(m, "firewall", DM_FW, NULL) : 0;
-	back = run_ok(m, off, why, sizeof(why)) == 0;
+	back = run_cmd(m, off, why, sizeof(why)) == 0;
 	if (armed && back)
 		deadman_disarm(m, DM_FW, NULL);
-	cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "fresh connection", 0,
-		    "with the firewall on a new connection failed: %s",
-		    back ? undone
-			 : "the host did not answer; its dead man's switch undoes the change "
-			   "within " DEADMAN_S " s");
-	return -1;
+	return cp_mgr_fail(m, rc, CP_MGR_SECURITY, "firewall", "fresh connection", 0,
+			   "with the firewall on a new connection failed: %s",
+			   back ? undone
+				: "the host did not answer; its dead man's switch undoes the "
+				  "change within " DEADMAN_S " s");
 }
 
 /* Before a firewall goes up where there was none (the plan's diff says
@@ -657,18 +660,17 @@ static int firewall_iptables(struct cp_mgr *m, int ssh_port, const int *ports, s
 	char script[2048];
 	int unit_changed = 0;
 
-	if (cp_iptables_script(ssh_port, ports, nports, script, sizeof(script)) < 0) {
-		cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "iptables", 0, "too many ports");
-		return -1;
-	}
+	if (cp_iptables_script(ssh_port, ports, nports, script, sizeof(script)) < 0)
+		return cp_mgr_fail(m, -E2BIG, CP_MGR_SECURITY, "firewall", "iptables", 0,
+				   "too many ports");
 	if (cp_setup_packages(m, pkgs) < 0 ||
 	    cp_mgr_file(m, "firewall", FW_SCRIPT, script, "root:root", 0755, NULL, 0) < 0 ||
 	    cp_service_unit(m, FW_UNIT, FW_UNIT_TEXT, &unit_changed) < 0 ||
 	    cp_service_action(m, FW_UNIT, "enable") < 0)
-		return -1;
+		return cp_mgr_failed(m);
 	if (cp_mgr_apply_guarded(m, CP_MGR_SECURITY, "firewall", "iptables", plan_ipt, &f,
 				 arm_if_first, &g) < 0)
-		return -1; /* armed: the host undoes it by itself */
+		return cp_mgr_failed(m); /* armed: the host undoes it by itself */
 	return proven_or_undone(m, off, "INPUT no longer jumps to " FW_CHAIN, g.armed);
 }
 
@@ -680,10 +682,10 @@ static int firewall_ufw(struct cp_mgr *m, int ssh_port, const int *ports, size_t
 	struct fw_guard g = {.first_time = "firewall enabled", .undo = "ufw disable"};
 
 	if (cp_setup_packages(m, pkgs) < 0)
-		return -1;
+		return cp_mgr_failed(m);
 	if (cp_mgr_apply_guarded(m, CP_MGR_SECURITY, "firewall", "ufw", plan_fw, &f, arm_if_first,
 				 &g) < 0)
-		return -1; /* armed: the host undoes it by itself */
+		return cp_mgr_failed(m); /* armed: the host undoes it by itself */
 	return proven_or_undone(m, off, "it was disabled again", g.armed);
 }
 
@@ -696,11 +698,13 @@ int cp_security_firewall(struct cp_mgr *m, enum cp_firewall fw, const int *ports
 	if (fw == CP_FW_AUTO) {
 		struct cp_ssh_result r;
 
-		if (cp_mgr_sh(m, HAS, NULL, &r) < 0) {
-			cp_mgr_fail(m, CP_MGR_SECURITY, "firewall", "facts", r.error.retryable,
+		int rc = cp_mgr_sh(m, HAS, NULL, &r);
+
+		if (rc < 0) {
+			cp_mgr_fail(m, rc, CP_MGR_SECURITY, "firewall", "facts", r.error.retryable,
 				    "%s", r.error.msg);
 			cp_ssh_result_free(&r);
-			return -1;
+			return rc;
 		}
 		fw = cp_firewall_choose(fw, r.out && strstr(r.out, "ufw\n"),
 					r.out && strstr(r.out, "iptables\n"));
@@ -729,13 +733,13 @@ int cp_security_fail2ban(struct cp_mgr *m)
 		 "findtime = 10m\nbantime = 1h\nignoreip = 127.0.0.1/8 ::1 %s\n",
 		 port, us);
 	if (cp_setup_packages(m, pkgs) < 0)
-		return -1;
+		return cp_mgr_failed(m);
 	before = m->changed;
 	if (cp_mgr_file(m, "fail2ban", F2B_JAIL, jail, "root:root", 0644, NULL, 0) < 0 ||
 	    cp_service_action(m, "fail2ban.service", "enable") < 0 ||
 	    cp_service_action(m, "fail2ban.service", m->changed != before ? "restart" : "start") <
 		    0)
-		return -1;
+		return cp_mgr_failed(m);
 	return cp_service_wait(m, "fail2ban.service", 60000);
 }
 
@@ -748,7 +752,7 @@ int cp_security_updates(struct cp_mgr *m)
 				   "APT::Periodic::Unattended-Upgrade \"1\";\n";
 
 	if (cp_setup_packages(m, pkgs) < 0)
-		return -1;
+		return cp_mgr_failed(m);
 	return cp_mgr_file(m, "updates", AUTO_UPG, conf, "root:root", 0644, NULL, 0);
 }
 
@@ -758,9 +762,9 @@ int cp_security_lockdown(struct cp_mgr *m, const struct cp_lockdown_spec *l)
 		return 0;
 	if (cp_security_ssh(m, l->level, l->ssh_extra) < 0 ||
 	    cp_security_firewall(m, l->firewall, l->ports, l->nports) < 0)
-		return -1;
+		return cp_mgr_failed(m);
 	if (l->level >= CP_LOCKDOWN_STANDARD &&
 	    (cp_security_fail2ban(m) < 0 || cp_security_updates(m) < 0))
-		return -1;
+		return cp_mgr_failed(m);
 	return 0;
 }

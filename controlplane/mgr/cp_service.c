@@ -66,14 +66,15 @@ int cp_service_status(struct cp_mgr *m, const char *unit, struct cp_service_stat
 	int rc = cp_mgr_run(m, argv, NULL, &r);
 
 	if (rc < 0 || r.exit_code != 0 || cp_service_status_parse(r.out, st) < 0) {
-		cp_mgr_fail(m, CP_MGR_SERVICE, unit, "status", r.error.retryable,
+		cp_mgr_fail(m, rc < 0 || r.exit_code != 0 ? cp_mgr_cmd_errno(rc) : -EBADMSG,
+			    CP_MGR_SERVICE, unit, "status", r.error.retryable,
 			    "systemctl show %s: %s", unit,
 			    r.error.msg[0] ? r.error.msg
 			    : r.err	   ? r.err
 					   : "no answer");
 		snprintf(m->err.state, sizeof(m->err.state), "unknown");
 		cp_ssh_result_free(&r);
-		return -1;
+		return cp_mgr_failed(m);
 	}
 	cp_ssh_result_free(&r);
 	return 0;
@@ -112,7 +113,7 @@ static int systemctl(struct cp_mgr *m, const char *action, const char *unit)
 {
 	const char *argv[] = {"systemctl", action, unit, NULL};
 	struct cp_ssh_result r;
-	int ok = cp_mgr_run(m, argv, NULL, &r) == 0 && r.exit_code == 0;
+	int rc = cp_mgr_run(m, argv, NULL, &r), ok = rc == 0 && r.exit_code == 0;
 
 	if (!ok) {
 		struct cp_service_status st;
@@ -125,10 +126,10 @@ static int systemctl(struct cp_mgr *m, const char *action, const char *unit)
 		cp_ssh_result_free(&r);
 		if (cp_service_status(m, unit, &st) < 0)
 			snprintf(st.active, sizeof(st.active), "unknown");
-		cp_mgr_fail(m, CP_MGR_SERVICE, unit, action, 0, "systemctl %s %s: %s", action, unit,
-			    cause);
+		cp_mgr_fail(m, cp_mgr_cmd_errno(rc), CP_MGR_SERVICE, unit, action, 0,
+			    "systemctl %s %s: %s", action, unit, cause);
 		snprintf(m->err.state, sizeof(m->err.state), "%s", st.active);
-		return -1;
+		return cp_mgr_failed(m);
 	}
 	cp_ssh_result_free(&r);
 	return 0;
@@ -172,9 +173,9 @@ int cp_service_action(struct cp_mgr *m, const char *unit, const char *action)
 		goto failed;
 	cp_mgr_emit(m, action, unit, CP_MGR_CHANGED, t0, diff);
 	return 0;
-failed:
+failed: /* every way here filled m->err */
 	cp_mgr_emit(m, action, unit, CP_MGR_FAILED, t0, m->err.cause);
-	return -1;
+	return cp_mgr_failed(m);
 }
 
 int cp_service_wait(struct cp_mgr *m, const char *unit, int timeout_ms)
@@ -210,22 +211,24 @@ int cp_service_wait(struct cp_mgr *m, const char *unit, int timeout_ms)
 	{
 		char *logs = cp_service_logs(m, unit, LOG_LINES, NULL);
 
-		cp_mgr_fail(m, CP_MGR_SERVICE, unit, "wait", 0,
+		cp_mgr_fail(m, strcmp(st.active, "failed") == 0 ? -EIO : -ETIMEDOUT, CP_MGR_SERVICE,
+			    unit, "wait", 0,
 			    "%s is %s/%s (%s) after %.0f ms; last log lines:\n%.400s", unit,
 			    st.active, st.sub, st.result, sl_mono_ms_f() - t0,
 			    logs ? logs : "(journalctl gave nothing)");
 		snprintf(m->err.state, sizeof(m->err.state), "%s", st.active);
 		free(logs);
 	}
-failed:
+failed: /* every way here filled m->err */
 	cp_mgr_emit(m, "wait", unit, CP_MGR_FAILED, t0, m->err.cause);
-	return -1;
+	return cp_mgr_failed(m);
 }
 
 int cp_service_unit(struct cp_mgr *m, const char *name, const char *content, int *changed)
 {
 	char path[200], validate[400];
 	unsigned before = m->changed;
+	int rc;
 
 	snprintf(path, sizeof(path), "/etc/systemd/system/%s", name);
 	/* systemd-analyze verify wants the unit's own name: the staged copy is
@@ -234,20 +237,18 @@ int cp_service_unit(struct cp_mgr *m, const char *name, const char *content, int
 		 "d=$(mktemp -d) && cp \"$1\" \"$d/%s\" && systemd-analyze verify \"$d/%s\"; "
 		 "r=$?; rm -rf \"$d\"; exit $r",
 		 name, name);
-	if (cp_mgr_file(m, "unit", path, content, "root:root", 0644, validate, 0) < 0)
-		return -1;
+	if ((rc = cp_mgr_file(m, "unit", path, content, "root:root", 0644, validate, 0)) < 0)
+		return rc;
 	*changed = m->changed != before;
 	if (*changed && !m->check) {
 		const char *argv[] = {"systemctl", "daemon-reload", NULL};
 		struct cp_ssh_result r;
-		int ok = cp_mgr_run(m, argv, NULL, &r) == 0 && r.exit_code == 0;
+		int ok = (rc = cp_mgr_run(m, argv, NULL, &r)) == 0 && r.exit_code == 0;
 
 		cp_ssh_result_free(&r);
-		if (!ok) {
-			cp_mgr_fail(m, CP_MGR_SERVICE, name, "daemon-reload", 0,
-				    "systemctl daemon-reload failed");
-			return -1;
-		}
+		if (!ok)
+			return cp_mgr_fail(m, cp_mgr_cmd_errno(rc), CP_MGR_SERVICE, name,
+					   "daemon-reload", 0, "systemctl daemon-reload failed");
 	}
 	return 0;
 }

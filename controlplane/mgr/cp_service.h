@@ -18,8 +18,8 @@ int cp_service_status(struct cp_mgr *m, const char *unit, struct cp_service_stat
 char *cp_service_logs(struct cp_mgr *m, const char *unit, int lines, const char *since);
 /* start, stop, restart, reload, enable: a change only when it changes state. */
 int cp_service_action(struct cp_mgr *m, const char *unit, const char *action);
-/* Until active and running (0), or failed or timeout_ms (-1: a ServiceError
- * with the unit's state and its last log lines). */
+/* Until active and running (0), or failed (-EIO) or timeout_ms (-ETIMEDOUT),
+ * with a ServiceError naming the unit's state and its last log lines. */
 int cp_service_wait(struct cp_mgr *m, const char *unit, int timeout_ms);
 /* /etc/systemd/system/<name> with this content, checked by systemd-analyze
  * verify before it is put in place, then daemon-reload; *changed says

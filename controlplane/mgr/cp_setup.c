@@ -136,18 +136,18 @@ static int plan_user(struct cp_mgr *m, const void *spec, struct cp_plan *p)
 	int rc = cp_mgr_sh(m, USER_FACTS_SH, u->name, &r);
 
 	if (rc < 0 || r.exit_code != 0) {
-		cp_mgr_fail(m, CP_MGR_SETUP, "user", u->name, r.error.retryable,
-			    "reading the user: %s", r.error.msg[0] ? r.error.msg : "failed");
+		cp_mgr_fail(m, cp_mgr_cmd_errno(rc), CP_MGR_SETUP, "user", u->name,
+			    r.error.retryable, "reading the user: %s",
+			    r.error.msg[0] ? r.error.msg : "failed");
 		cp_ssh_result_free(&r);
-		return -1;
+		return cp_mgr_failed(m);
 	}
 	split_facts(r.out, &pw, &groups);
 	rc = cp_user_facts_parse(pw, groups, &f);
 	cp_ssh_result_free(&r);
-	if (rc < 0) {
-		cp_mgr_fail(m, CP_MGR_SETUP, "user", u->name, 0, "unreadable passwd entry");
-		return -1;
-	}
+	if (rc < 0)
+		return cp_mgr_fail(m, -EBADMSG, CP_MGR_SETUP, "user", u->name, 0,
+				   "unreadable passwd entry");
 	return cp_user_plan(u, &f, p);
 }
 
@@ -205,13 +205,14 @@ static int plan_dir(struct cp_mgr *m, const void *spec, struct cp_plan *p)
 	int rc = cp_mgr_sh(m, DIR_FACTS_SH, d->path, &r);
 
 	if (rc < 0 || r.exit_code != 0 || cp_dir_facts_parse(r.out, &f) < 0) {
-		cp_mgr_fail(m, CP_MGR_SETUP, "directory", d->path, r.error.retryable, "%s: %s",
+		cp_mgr_fail(m, rc < 0 || r.exit_code != 0 ? cp_mgr_cmd_errno(rc) : -EBADMSG,
+			    CP_MGR_SETUP, "directory", d->path, r.error.retryable, "%s: %s",
 			    d->path,
 			    r.error.msg[0]    ? r.error.msg
 			    : r.err && *r.err ? r.err
 					      : "unreadable");
 		cp_ssh_result_free(&r);
-		return -1;
+		return cp_mgr_failed(m);
 	}
 	cp_ssh_result_free(&r);
 	return cp_dir_plan(d, &f, p);
@@ -289,14 +290,16 @@ static int plan_pkgs(struct cp_mgr *m, const void *spec, struct cp_plan *p)
 	/* dpkg-query exits 1 when some are unknown: the output is what counts. */
 	rc = cp_mgr_run(m, argv, NULL, &r);
 	if (rc < 0) {
-		cp_mgr_fail(m, CP_MGR_SETUP, "packages", pkgs[0], r.error.retryable,
+		cp_mgr_fail(m, rc, CP_MGR_SETUP, "packages", pkgs[0], r.error.retryable,
 			    "asking dpkg: %s", r.error.msg);
 		cp_ssh_result_free(&r);
-		return -1;
+		return rc;
 	}
-	rc = cp_pkgs_plan(pkgs, r.out ? r.out : "", p);
+	/* Its only failure, -ENOSPC, leaves p->overflow set: cp_mgr_apply
+	 * refuses such a plan with its reason. */
+	cp_pkgs_plan(pkgs, r.out ? r.out : "", p);
 	cp_ssh_result_free(&r);
-	return rc < 0 ? -1 : 0;
+	return 0;
 }
 
 int cp_setup_packages(struct cp_mgr *m, const char *const *pkgs)

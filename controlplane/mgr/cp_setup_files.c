@@ -81,21 +81,20 @@ static int file_state(struct cp_mgr *m, const char *op, const char *path, struct
 	char *nl;
 
 	memset(f, 0, sizeof(*f));
-	if (rc < 0 || r->exit_code != 0 || r->truncated) {
-		cp_mgr_fail(m, CP_MGR_SETUP, op, path, r->error.retryable, "reading %s: %s", path,
-			    r->error.msg[0] ? r->error.msg
-			    : r->truncated  ? "too large"
-			    : r->err	    ? r->err
-					    : "failed");
-		return -1;
-	}
+	if (rc < 0 || r->exit_code != 0 || r->truncated)
+		return cp_mgr_fail(m, r->truncated && rc == 0 ? -E2BIG : cp_mgr_cmd_errno(rc),
+				   CP_MGR_SETUP, op, path, r->error.retryable, "reading %s: %s",
+				   path,
+				   r->error.msg[0] ? r->error.msg
+				   : r->truncated  ? "too large"
+				   : r->err	   ? r->err
+						   : "failed");
 	if (!r->out || !*r->out)
 		return 0;
 	nl = strchr(r->out, '\n');
-	if (!nl || sscanf(r->out, "%139s %o", f->owner, &f->mode) != 2) {
-		cp_mgr_fail(m, CP_MGR_SETUP, op, path, 0, "unreadable state of %s", path);
-		return -1;
-	}
+	if (!nl || sscanf(r->out, "%139s %o", f->owner, &f->mode) != 2)
+		return cp_mgr_fail(m, -EBADMSG, CP_MGR_SETUP, op, path, 0, "unreadable state of %s",
+				   path);
 	f->exists = 1;
 	f->content = nl + 1;
 	return 0;
@@ -115,11 +114,12 @@ int cp_mgr_file(struct cp_mgr *m, const char *op, const char *path, const char *
 				.validate = validate,
 				.timeout_ms = 120000};
 	struct cp_ssh_xfer_result xr;
+	int rc;
 
 	if (cp_mgr_cancelled(m, op))
 		goto failed;
 	if (strlen(content) > FILE_MAX) {
-		cp_mgr_fail(m, CP_MGR_SETUP, op, path, 0, "content too large");
+		cp_mgr_fail(m, -E2BIG, CP_MGR_SETUP, op, path, 0, "content too large");
 		goto failed;
 	}
 	if (file_state(m, op, path, &r, &f) < 0) {
@@ -136,8 +136,8 @@ int cp_mgr_file(struct cp_mgr *m, const char *op, const char *path, const char *
 		return 0;
 	/* Root puts files in place itself (x.sudo 0); a login user stages them
 	 * and sudo installs them (m->sudo). */
-	if (cp_ssh_put_mem(m->pool, content, strlen(content), path, &x, &xr) < 0) {
-		cp_mgr_fail(m, CP_MGR_SETUP, op, path, xr.error.retryable, "%s", xr.error.msg);
+	if ((rc = cp_ssh_put_mem(m->pool, content, strlen(content), path, &x, &xr)) < 0) {
+		cp_mgr_fail(m, rc, CP_MGR_SETUP, op, path, xr.error.retryable, "%s", xr.error.msg);
 		goto failed;
 	}
 	if (file_state(m, op, path, &r, &f) < 0) {
@@ -147,14 +147,14 @@ int cp_mgr_file(struct cp_mgr *m, const char *op, const char *path, const char *
 	cp_file_plan(path, content, owner, mode, f.exists, f.owner, f.mode, f.content, &again);
 	cp_ssh_result_free(&r);
 	if (again.n) {
-		cp_mgr_fail(m, CP_MGR_SETUP, op, path, 0, "still differs after the change");
+		cp_mgr_fail(m, -EIO, CP_MGR_SETUP, op, path, 0, "still differs after the change");
 		goto failed;
 	}
 	cp_mgr_emit(m, op, path, CP_MGR_CHANGED, t0, p.diff);
 	return 0;
-failed:
+failed: /* every way here filled m->err */
 	cp_mgr_emit(m, op, path, CP_MGR_FAILED, t0, m->err.cause);
-	return -1;
+	return cp_mgr_failed(m);
 }
 
 int cp_setup_file(struct cp_mgr *m, const char *path, const char *content, const char *owner,
@@ -179,13 +179,11 @@ int cp_setup_sudoers(struct cp_mgr *m, const char *name, const char *content)
 {
 	char path[128];
 
-	if (!cp_sudoers_name_ok(name)) {
-		cp_mgr_fail(m, CP_MGR_SETUP, "sudoers", name ? name : "", 0,
-			    "drop-in name \"%s\": letters, digits, _ and - only (sudo ignores "
-			    "names with a dot or a trailing ~)",
-			    name ? name : "");
-		return -1;
-	}
+	if (!cp_sudoers_name_ok(name))
+		return cp_mgr_fail(m, -EINVAL, CP_MGR_SETUP, "sudoers", name ? name : "", 0,
+				   "drop-in name \"%s\": letters, digits, _ and - only (sudo "
+				   "ignores names with a dot or a trailing ~)",
+				   name ? name : "");
 	snprintf(path, sizeof(path), "/etc/sudoers.d/%s", name);
 	return cp_mgr_file(m, "sudoers", path, content, "root:root", 0440, "visudo -cf \"$1\"", 0);
 }
@@ -200,16 +198,16 @@ int cp_setup_authorized_key(struct cp_mgr *m, const char *user, const char *key)
 
 	rc = cp_mgr_sh(m, "getent passwd \"$1\" | cut -d: -f6", user, &r);
 	if (rc < 0 || r.exit_code != 0 || !r.out || !*r.out) {
-		cp_mgr_fail(m, CP_MGR_SETUP, "authorized_key", user, 0, "no user %s", user);
 		cp_ssh_result_free(&r);
-		return -1;
+		return cp_mgr_fail(m, rc < 0 ? rc : -ENOENT, CP_MGR_SETUP, "authorized_key", user,
+				   0, "no user %s", user);
 	}
 	snprintf(home, sizeof(home), "%.*s", (int)strcspn(r.out, "\n"), r.out);
 	cp_ssh_result_free(&r);
 	snprintf(path, sizeof(path), "%s/.ssh", home);
 	d.path = path;
-	if (cp_setup_dir(m, &d) < 0)
-		return -1;
+	if ((rc = cp_setup_dir(m, &d)) < 0)
+		return rc;
 	snprintf(path, sizeof(path), "%s/.ssh/authorized_keys", home);
 	rc = cp_mgr_sh(m, "cat -- \"$1\" 2>/dev/null || true", path, &r);
 	cur = rc == 0 && r.out ? r.out : "";
@@ -220,10 +218,9 @@ int cp_setup_authorized_key(struct cp_mgr *m, const char *user, const char *key)
 		content = NULL;
 	}
 	cp_ssh_result_free(&r);
-	if (!content) {
-		cp_mgr_fail(m, CP_MGR_SETUP, "authorized_key", user, 0, "out of memory");
-		return -1;
-	}
+	if (!content)
+		return cp_mgr_fail(m, -ENOMEM, CP_MGR_SETUP, "authorized_key", user, 0,
+				   "out of memory");
 	snprintf(owner, sizeof(owner), "%s:%s", user, user);
 	rc = cp_mgr_file(m, "authorized_key", path, content, owner, 0600, NULL, 0);
 	free(content);

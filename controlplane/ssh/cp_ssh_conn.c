@@ -413,14 +413,14 @@ static int try_key(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, char *why,
 			 kname, c->user);
 	else
 		snprintf(why, cap, "key %.200s: %.100s (libssh2 %d)", kname, m ? m : "", rc);
-	return rc;
+	return -EACCES; /* libssh2's code is in why */
 }
 
 static int try_agent(const struct cp_ssh_config *c, LIBSSH2_SESSION *s, char *why, size_t cap)
 {
 	LIBSSH2_AGENT *a = libssh2_agent_init(s);
 	struct libssh2_agent_publickey *id = NULL, *prev = NULL;
-	int rc = -1, n = 0;
+	int rc = -EACCES, n = 0;
 
 	if (!a || libssh2_agent_connect(a) != 0) {
 		snprintf(why, cap, "no ssh-agent to ask (SSH_AUTH_SOCK)");

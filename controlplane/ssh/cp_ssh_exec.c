@@ -24,6 +24,7 @@
  * So the remote process is killed, not orphaned.
  */
 #include "ssh/cp_ssh_int.h"
+#include "sl_buf.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,13 +48,6 @@
 
 enum xstate { X_OPEN = 0, X_EXEC, X_RUN, X_CLOSE, X_WAIT_CLOSED, X_FREE, X_DONE };
 
-/* Bytes not yet a whole line. Ownership: a member of struct cp_ssh_exec;
- * p is freed with it (cp_ssh_exec_free). */
-struct linebuf {
-	char *p;
-	size_t len, cap;
-};
-
 /*
  * One command. Owned by whoever called cp_ssh_exec_new (cp_ssh_run, or a
  * transfer job); its channel is the connection thread's until X_DONE.
@@ -70,17 +64,17 @@ struct cp_ssh_exec {
 	int eof_sent, ready, prompts;
 	char pw[200];
 	size_t pw_len, pw_off;
-	struct linebuf lines[2]; /* partial stdout / stderr lines */
-	struct linebuf eraw;	 /* stderr not yet checked for markers */
+	/* Bytes not yet a whole line, freed with the exec (cp_ssh_exec_free). */
+	struct sl_buf lines[2]; /* partial stdout / stderr lines */
+	struct sl_buf eraw;	/* stderr not yet checked for markers */
+	size_t captured[2];	/* the capacity of r->out and r->err (capture) */
 	int eof[2];
 	int trailer, trailer_code;
 	int64_t deadline, kill_next;
-	int kill_stage; /* 0 none, 1 TERM to send, 2 TERM sent, 3 KILL sent */
-	long pgid;
-	int64_t close_by;
-	/* stop waiting for the server's close then */ /* the remote process group (from the
-							  ready marker), or 0 */
-	struct cp_ssh_exec *killer;		       /* `kill -SIG -PGID` on another channel */
+	int kill_stage;		    /* 0 none, 1 TERM to send, 2 TERM sent, 3 KILL sent */
+	long pgid;		    /* the remote process group (from the ready marker), or 0 */
+	int64_t close_by;	    /* stop waiting for the server's close then */
+	struct cp_ssh_exec *killer; /* `kill -SIG -PGID` on another channel */
 	struct cp_ssh_cmd kill_cmd;
 	struct cp_ssh_result kill_res;
 	const char *kill_argv[5];
@@ -117,52 +111,34 @@ int cp_ssh_quote(char *dst, size_t cap, const char *s)
 	return (int)o;
 }
 
-/* A command line being built; err: an allocation failed (the line is
- * unusable). Ownership: the builder's (on its stack), which frees p. */
+/* A command line being built in an sl_buf; err: an append failed (the
+ * line is unusable), so the builder checks once at the end. Ownership: the
+ * builder's (on its stack), which frees buf. */
 struct sbuf {
-	char *p;
-	size_t len, cap;
+	struct sl_buf buf;
 	int err;
 };
 
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-	if (b->err)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = (b->len + n + 1) * 2;
-		char *p = realloc(b->p, cap);
-
-		if (!p) {
-			b->err = -ENOMEM;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
 static void sb_str(struct sbuf *b, const char *s)
 {
-	sb_add(b, s, strlen(s));
+	if (!b->err && sl_buf_puts(&b->buf, s) < 0)
+		b->err = -ENOMEM;
 }
 
-/* s quoted for sh, appended. */
+/* s quoted for sh, appended: quoting at most quadruples it, plus quotes. */
 static void sb_quoted(struct sbuf *b, const char *s)
 {
 	size_t cap = strlen(s) * 4 + 3;
-	char *q = malloc(cap);
+	int n;
 
-	if (!q) {
+	if (b->err || sl_buf_reserve(&b->buf, cap) < 0) {
 		b->err = -ENOMEM;
 		return;
 	}
-	cp_ssh_quote(q, cap, s);
-	sb_str(b, q);
-	free(q);
+	if ((n = cp_ssh_quote(b->buf.p + b->buf.len, cap + 1, s)) < 0)
+		b->err = n; /* cannot be: cap is enough */
+	else
+		b->buf.len += (size_t)n;
 }
 
 static const char *interp_cmd(enum cp_ssh_interp i)
@@ -213,7 +189,7 @@ static char *remote_line(const struct cp_ssh_cmd *c)
 	core_line(&core, c);
 	sb_str(&w, "{ read -r _ _ _ _ g _ < /proc/$$/stat; } 2>/dev/null; "
 		   "printf '\\036R%s\\n' \"$g\" >&2; ");
-	sb_str(&w, core.p ? core.p : "true");
+	sb_str(&w, core.buf.p ? core.buf.p : "true");
 	sb_str(&w, "; s=$?; printf '\\036X%d\\n' \"$s\" >&2; exit \"$s\"");
 	if (c->sudo) {
 		sb_str(&out, c->sudo_password ? "sudo -S -p '\036P\036' " : "sudo -n ");
@@ -227,62 +203,46 @@ static char *remote_line(const struct cp_ssh_cmd *c)
 		sb_str(&out, "exec ");
 	}
 	sb_str(&out, "sh -c ");
-	sb_quoted(&out, w.p ? w.p : "");
-	free(core.p);
-	free(w.p);
+	sb_quoted(&out, w.buf.p ? w.buf.p : "");
+	sl_buf_free(&core.buf);
+	sl_buf_free(&w.buf);
 	if (core.err || w.err || out.err) {
-		free(out.p);
+		sl_buf_free(&out.buf);
 		return NULL;
 	}
-	return out.p;
+	return sl_buf_steal(&out.buf);
 }
 
 /* --- output ------------------------------------------------------------------- */
 
-static int lb_add(struct linebuf *b, const char *s, size_t n)
-{
-	if (b->len + n > b->cap) {
-		size_t cap = (b->len + n) * 2 < 256 ? 256 : (b->len + n) * 2;
-		char *p = realloc(b->p, cap + 1);
-
-		if (!p)
-			return -ENOMEM;
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	return 0;
-}
-
-/* Keep what was captured (up to the cap) in the result. */
+/* Keep what was captured (up to the cap) in the result: its out or err
+ * grown as an sl_buf whose capacity the exec remembers (captured[]; a
+ * result emptied meanwhile starts again from nothing). */
 static int capture(struct cp_ssh_exec *e, int stream, const char *s, size_t n)
 {
-	size_t cap = e->cmd->capture_max ? e->cmd->capture_max : CAPTURE_DEF;
+	size_t max = e->cmd->capture_max ? e->cmd->capture_max : CAPTURE_DEF;
 	char **dst = stream == 1 ? &e->r->out : &e->r->err;
 	size_t *len = stream == 1 ? &e->r->out_len : &e->r->err_len;
-	char *p;
+	struct sl_buf b = {*dst, *len, *dst ? e->captured[stream - 1] : 0};
 
-	if (*len + n > cap) {
+	if (*len + n > max) {
 		e->r->truncated = 1;
-		n = cap - *len;
+		n = max - *len;
 	}
 	if (!n)
 		return 0;
-	p = realloc(*dst, *len + n + 1);
-	if (!p)
+	if (sl_buf_append(&b, s, n) < 0)
 		return -ENOMEM;
-	memcpy(p + *len, s, n);
-	*len += n;
-	p[*len] = '\0';
-	*dst = p;
+	*dst = b.p;
+	*len = b.len;
+	e->captured[stream - 1] = b.cap;
 	return 0;
 }
 
 /* Split into lines for the callback; the rest waits in lines[stream-1]. */
 static void deliver(struct cp_ssh_exec *e, int stream, const char *s, size_t n)
 {
-	struct linebuf *b = &e->lines[stream - 1];
+	struct sl_buf *b = &e->lines[stream - 1];
 	const char *nl;
 
 	if (!e->cmd->on_line)
@@ -291,18 +251,18 @@ static void deliver(struct cp_ssh_exec *e, int stream, const char *s, size_t n)
 		size_t k = (size_t)(nl - s);
 
 		if (b->len) {
-			if (lb_add(b, s, k) == 0)
+			if (sl_buf_append(b, s, k) == 0)
 				e->cmd->on_line(e->cmd->arg, stream, b->p, b->len);
-			b->len = 0;
+			sl_buf_consume(b, b->len);
 		} else {
 			e->cmd->on_line(e->cmd->arg, stream, s, k);
 		}
 		s += k + 1;
 		n -= k + 1;
 	}
-	if (n && lb_add(b, s, n) == 0 && b->len >= LINE_MAX_KEEP) {
+	if (n && sl_buf_append(b, s, n) == 0 && b->len >= LINE_MAX_KEEP) {
 		e->cmd->on_line(e->cmd->arg, stream, b->p, b->len);
-		b->len = 0;
+		sl_buf_consume(b, b->len);
 	}
 }
 
@@ -330,7 +290,7 @@ static void sudo_prompt(struct cp_ssh_exec *e)
 }
 
 /* How a marker at p (n bytes available) reads: its length, 0 when more
- * bytes are needed to tell, -1 when it is not one of ours. */
+ * bytes are needed to tell, -EBADMSG when it is not one of ours. */
 static int marker_at(struct cp_ssh_exec *e, const char *p, size_t n)
 {
 	size_t l = strlen(MARK_PROMPT);
@@ -345,10 +305,10 @@ static int marker_at(struct cp_ssh_exec *e, const char *p, size_t n)
 	if (n < 2)
 		return 0;
 	if (p[1] != 'X' && p[1] != 'R')
-		return -1;
+		return -EBADMSG;
 	nl = memchr(p, '\n', n < 24 ? n : 24);
 	if (!nl)
-		return n < 24 ? 0 : -1;
+		return n < 24 ? 0 : -EBADMSG;
 	if (p[1] == 'R') {
 		e->ready = 1;
 		e->pgid = atol(p + 2);
@@ -362,10 +322,10 @@ static int marker_at(struct cp_ssh_exec *e, const char *p, size_t n)
 /* stderr: our markers out, the rest to the caller. */
 static void stderr_bytes(struct cp_ssh_exec *e, const char *s, size_t n, int final)
 {
-	struct linebuf *b = &e->eraw;
+	struct sl_buf *b = &e->eraw;
 	size_t i = 0;
 
-	if (lb_add(b, s, n) < 0)
+	if (sl_buf_append(b, s, n) < 0)
 		return;
 	while (i < b->len) {
 		char *m = memchr(b->p + i, MARK, b->len - i);
@@ -383,8 +343,7 @@ static void stderr_bytes(struct cp_ssh_exec *e, const char *s, size_t n, int fin
 			k = 1, user_bytes(e, 2, m, 1);
 		i += (size_t)k;
 	}
-	memmove(b->p, b->p + i, b->len - i);
-	b->len -= i;
+	sl_buf_consume(b, i);
 }
 
 /* --- the state machine ---------------------------------------------------------- */
@@ -724,7 +683,7 @@ static void flush_lines(struct cp_ssh_exec *e)
 	for (int s = 0; s < 2; s++) {
 		if (e->lines[s].len && e->cmd->on_line)
 			e->cmd->on_line(e->cmd->arg, s + 1, e->lines[s].p, e->lines[s].len);
-		e->lines[s].len = 0;
+		sl_buf_consume(&e->lines[s], e->lines[s].len);
 	}
 }
 
@@ -818,9 +777,9 @@ void cp_ssh_exec_free(struct cp_ssh_exec *e)
 	if (!e)
 		return;
 	free(e->line);
-	free(e->lines[0].p);
-	free(e->lines[1].p);
-	free(e->eraw.p);
+	sl_buf_free(&e->lines[0]);
+	sl_buf_free(&e->lines[1]);
+	sl_buf_free(&e->eraw);
 	cp_ssh_exec_free(e->killer);
 	cp_ssh_result_free(&e->kill_res);
 	explicit_bzero(e->pw, sizeof(e->pw));

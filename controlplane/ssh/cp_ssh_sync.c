@@ -7,6 +7,7 @@
  * sync's business unless asked, and nothing here asks.
  */
 #include "ssh/cp_ssh_int.h"
+#include "sl_buf.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -45,16 +46,13 @@ static int on_entry(const char *path, const struct stat *st, int type, struct FT
 	(void)f;
 	if (type != FTW_F || !S_ISREG(st->st_mode))
 		return 0;
-	if (walk.n == walk.cap) {
-		size_t cap = walk.cap ? walk.cap * 2 : 64;
-		struct lfile *v = cap <= SYNC_FILES_MAX ? realloc(walk.v, cap * sizeof(*v)) : NULL;
-
-		if (!v) {
-			walk.err = walk.cap >= SYNC_FILES_MAX ? -E2BIG : -ENOMEM;
-			return 1;
-		}
-		walk.v = v;
-		walk.cap = cap;
+	if (walk.n >= SYNC_FILES_MAX) {
+		walk.err = -E2BIG;
+		return 1;
+	}
+	if (sl_array_grow((void **)&walk.v, &walk.cap, walk.n + 1, sizeof(*walk.v), 64) < 0) {
+		walk.err = -ENOMEM;
+		return 1;
 	}
 	if (asprintf(&walk.v[walk.n].rel, ".%s", path + walk.root_len) < 0) {
 		walk.err = -ENOMEM;

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,7 @@ static int parse(const char *body)
 /* body is refused with status and code, and the message contains needle. */
 static void refused(const char *body, int status, const char *code, const char *needle)
 {
-	assert_int_equal(parse(body), -1);
+	assert_int_equal(parse(body), -EINVAL);
 	assert_int_equal(err.status, status);
 	assert_string_equal(err.code, code);
 	if (strstr(err.message, needle) == NULL)
@@ -135,7 +136,7 @@ static void subdomains_are_dns_labels_and_not_reserved(void **state)
 		char body[256];
 
 		snprintf(body, sizeof(body), "{\"port\": 3000, \"subdomain\": \"%s\"}", bad[i]);
-		assert_int_equal(parse(body), -1);
+		assert_int_equal(parse(body), -EINVAL);
 		assert_int_equal(err.status, 400);
 		/* jansson itself refuses \u0000 (malformed_json). */
 		if (strcmp(err.code, "invalid_subdomain") != 0 &&
@@ -182,7 +183,7 @@ static void huge_bodies_are_refused_before_parsing(void **state)
 	(void)state;
 	assert_non_null(body);
 	memset(body, ' ', n);
-	assert_int_equal(cp_tunnel_req_parse(body, n, &pol, &req, &err), -1);
+	assert_int_equal(cp_tunnel_req_parse(body, n, &pol, &req, &err), -EINVAL);
 	assert_int_equal(err.status, 413);
 	assert_string_equal(err.code, "body_too_large");
 	free(body);
@@ -199,7 +200,7 @@ static void errors_render_as_json(void **state)
 	assert_true(n > 0);
 	assert_string_equal(out, "{\"error\":\"subdomain \\\"www\\\" is reserved\","
 				 "\"code\":\"reserved_subdomain\"}");
-	assert_int_equal(cp_err_json(&err, out, 8), -1);
+	assert_int_equal(cp_err_json(&err, out, 8), -ENOSPC);
 }
 
 int main(void)
