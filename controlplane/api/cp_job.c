@@ -52,7 +52,8 @@
 #define RUNNING_ON_EXIT	 "interrupted"
 
 /* One event stream: a local job's (job set) or another control plane's,
- * polled from Redis (job NULL, doc the record last read). */
+ * polled from Redis (job NULL, doc the record last read). Ownership: malloc'd when a client
+ * subscribes; freed by sub_free when its stream ends or the client goes (sub_stop), with doc. */
 struct sub {
 	struct cp_server *s;
 	h2o_req_t *req;

@@ -10,7 +10,8 @@
 #include "ssh/cp_ssh.h"
 
 /* The node a provision job is for, read and unsealed by cp_nodes.c. The
- * job copies what it keeps; cfg's secrets are wiped by the caller. */
+ * job copies what it keeps; cfg's secrets are wiped by the caller. Ownership: the caller's for the
+ * call; the job copies what it keeps. */
 struct cp_job_node {
 	const char *id, *name;
 	const struct cp_ssh_config *cfg;

@@ -14,7 +14,8 @@
 
 #include <hiredis.h>
 
-/* Lives in the request's pool; see struct cp_op. */
+/* Lives in the request's pool; see struct cp_op. Ownership: allocated in the request's pool, freed
+ * by h2o with it (on_guard_dispose clears the op's req, so a late reply answers nobody). */
 struct cp_op_guard {
 	struct cp_op *op;
 };

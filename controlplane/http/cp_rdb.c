@@ -53,7 +53,8 @@ struct pending {
 	int from_reserve;
 };
 
-/* A FIFO of pending commands (in flight, or failed). */
+/* A FIFO of pending commands (in flight, or failed). Ownership: a member of struct cp_rdb; its
+ * pending entries are malloc'd (or the reserve's) and freed once their callback ran. */
 struct fifo {
 	struct pending *head, *tail;
 };

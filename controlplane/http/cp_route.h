@@ -28,12 +28,14 @@ typedef int (*cp_route_fn)(struct cp_server *s, h2o_req_t *req);
  * collection itself. */
 typedef int (*cp_collection_fn)(struct cp_server *s, h2o_req_t *req, const char *id, size_t id_len);
 
+/* Ownership: static tables. */
 struct cp_route {
 	const char *method;
 	const char *path;
 	cp_route_fn fn;
 };
 
+/* Ownership: static tables. */
 struct cp_collection {
 	const char *prefix; /* "/api/v1/tunnels" */
 	cp_collection_fn fn;

@@ -59,7 +59,8 @@ extern const char *const cp_limit_names[CP_LIM_N];
 enum cp_auth { CP_AUTH_NONE = 0, CP_AUTH_BASIC, CP_AUTH_BEARER };
 
 /* What the operator allows (configurable; cp_policy_default() fills the
- * issue's defaults). reserved: NULL-terminated, lowercase. */
+ * issue's defaults). reserved: NULL-terminated, lowercase. Ownership: a value in the server's
+ * config; reserved borrowed for the server's life. */
 struct cp_policy {
 	uint32_t port_min, port_max;
 	uint32_t duration_min, duration_max, duration_default;

@@ -45,6 +45,7 @@ enum cp_mgr_status {
 };
 const char *cp_mgr_status_name(enum cp_mgr_status s);
 
+/* Ownership: the manager's for the callback's duration: copy what you keep. */
 struct cp_mgr_event {
 	const char *operation; /* "user", "directory", "packages", ... */
 	const char *step;      /* what it is about: "sluice", "/etc/sluice", ... */
@@ -110,7 +111,8 @@ json_t *cp_mgr_result_json(const struct cp_mgr *m, int rc, double duration_ms);
 
 #define CP_PLAN_CMDS 16
 #define CP_PLAN_ARGS 24
-/* Commands (argv vectors) and a diff; strings live in the plan's arena. */
+/* Commands (argv vectors) and a diff; strings live in the plan's arena. Ownership: a value: its
+ * strings live in its own arena. */
 struct cp_plan {
 	size_t n;
 	const char *argv[CP_PLAN_CMDS][CP_PLAN_ARGS + 1];
@@ -130,6 +132,7 @@ void cp_plan_diff(struct cp_plan *p, const char *fmt, ...) __attribute__((format
 
 /* ---- setup manager ---- */
 
+/* Ownership: the caller's; every string borrowed. */
 struct cp_user_spec {
 	const char *name;
 	int system;	       /* a system user (no aging, uid below 1000) */
@@ -147,6 +150,7 @@ struct cp_user_facts {
 int cp_user_facts_parse(const char *passwd_line, const char *groups, struct cp_user_facts *f);
 int cp_user_plan(const struct cp_user_spec *u, const struct cp_user_facts *f, struct cp_plan *p);
 
+/* Ownership: the caller's; every string borrowed. */
 struct cp_dir_spec {
 	const char *path;
 	const char *owner, *group; /* names */

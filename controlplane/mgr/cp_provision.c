@@ -182,7 +182,8 @@ static int joined(const char *url, const char *id, char *why, size_t cap)
 	return -ETIMEDOUT;
 }
 
-/* What the steps share over one run. */
+/* What the steps share over one run. Ownership: on the provisioning run's stack; m and s borrowed
+ * for it. */
 struct prov {
 	struct cp_mgr *m;
 	const struct cp_provision_spec *s;

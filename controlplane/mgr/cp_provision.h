@@ -7,6 +7,7 @@
 
 #include "mgr/cp_mgr.h"
 
+/* Ownership: the caller's for the run; every string borrowed. */
 struct cp_provision_spec {
 	const char *relay_binary;	   /* local path of sluice-relay to install */
 	const char *relay_id;		   /* its id in the cluster registry */

@@ -376,6 +376,7 @@ int cp_ufw_plan(const char *status, int ssh_port, const int *ports, size_t nport
 	return 0;
 }
 
+/* Ownership: on the caller's stack; ports borrowed. */
 struct fw_spec {
 	int ssh_port;
 	const int *ports;

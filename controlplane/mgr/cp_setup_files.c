@@ -20,6 +20,7 @@ static const char FILE_FACTS_SH[] =
 	"[ -e \"$1\" ] || exit 0; [ -f \"$1\" ] || { echo 'not a regular file' >&2; exit 3; }; "
 	"stat -c '%U:%G %a' -- \"$1\"; cat -- \"$1\"";
 
+/* Ownership: a value; content points into the facts command's result, which the caller keeps. */
 struct file_facts {
 	int exists;
 	char owner[140];

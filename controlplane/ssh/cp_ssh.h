@@ -95,7 +95,8 @@ void cp_ssh_config_wipe(struct cp_ssh_config *c);
 
 /* Allow and deny lists: shell glob patterns (fnmatch) matched against the
  * command as the caller wrote it. A deny match refuses; a non-empty allow
- * list must match. Patterns are kept by pointer. */
+ * list must match. Patterns are kept by pointer. Ownership: the caller's; the pool keeps the
+ * pointers, which must outlive it. */
 struct cp_ssh_policy {
 	const char *const *allow;
 	size_t nallow;
@@ -157,7 +158,8 @@ enum cp_ssh_interp { CP_SSH_SH = 0, CP_SSH_BASH, CP_SSH_PYTHON3 };
 
 /* A command to run. argv (NULL-terminated) is quoted word by word; or
  * script: a whole shell command line (run by sh -c) or, with
- * as_script, a script fed to interp on stdin. */
+ * as_script, a script fed to interp on stdin. Ownership: the caller's for the call; every string
+ * borrowed. */
 struct cp_ssh_cmd {
 	const char *const *argv; /* the command, quoted safely; or NULL */
 	const char *shell;	 /* a command line for sh -c; or NULL */
@@ -206,6 +208,7 @@ int cp_ssh_run(struct cp_ssh_pool *pool, const struct cp_ssh_cmd *cmd, struct cp
  * checked by SHA-256 at both ends, given its mode (and owner, with sudo),
  * then renamed into place; on any failure the temporary file is removed. */
 typedef void (*cp_ssh_progress_cb)(void *arg, uint64_t done, uint64_t total);
+/* Ownership: the caller's for the call; every string borrowed. */
 struct cp_ssh_xfer {
 	unsigned mode;	   /* 0: 0644 for uploads, 0600 for downloads */
 	const char *owner; /* "user[:group]" for uploads (needs sudo), or NULL */

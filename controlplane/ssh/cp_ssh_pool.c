@@ -34,6 +34,10 @@
 /* How long a closing pool lets commands die (signalled) before cutting them off. */
 #define STOP_GRACE_MS 3000
 
+/* Ownership: made by cp_ssh_pool_new, freed by cp_ssh_pool_free once its
+ * connections' threads are joined; it owns its connections and mutex, and
+ * copies of the config and policy (whose patterns stay the caller's); the
+ * audit fd is the caller's. */
 struct cp_ssh_pool {
 	struct cp_ssh_config cfg;
 	struct cp_ssh_policy policy;
