@@ -433,6 +433,13 @@ static void on_bound(struct agent *a, const struct pr_msg *m)
 /* Refusals that retrying cannot fix end the agent. */
 static void on_refused(struct agent *a, const struct pr_msg *m)
 {
+	if (m->code == PR_E_REPLACED) {
+		/* Another agent holds the name now: reconnecting would take it back
+		 * and start a fight, so this one stops and says why. */
+		set_error(a, "replaced: %s; this agent stops", m->text);
+		a->fatal = -ECONNABORTED;
+		return;
+	}
 	set_error(a, "relay refused: %s", m->text);
 	if (m->code == PR_E_AUTH || m->code == PR_E_VERSION || m->code == PR_E_NAME_INVALID ||
 	    (m->code == PR_E_NAME_TAKEN && !a->ever_bound))

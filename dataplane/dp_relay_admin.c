@@ -167,6 +167,7 @@ static const struct metric rows_state[] = {
 	STATE("sluice_state_events_total", "counter", "{event=\"failure\"}", failures),
 	STATE("sluice_state_events_total", "counter", "{event=\"report\"}", reports),
 	SNAP("sluice_sessions_closed_total", "counter", "", m.sessions_closed),
+	SNAP("sluice_sessions_replaced_total", "counter", "", m.sessions_replaced),
 };
 
 #define ENGINE(ev, field) EVENT("sluice_engine_events_total", ev, field)

@@ -83,6 +83,10 @@ static int session_token_ok(struct relay *r, const char *tok, struct pr_session 
 			       : "session table not loaded yet; retry";
 		return PR_E_SESSION;
 	}
+	if (rec->status == PR_SS_DELETED && rec->replaced_by[0]) {
+		*why = "session replaced by a newer session of its name";
+		return PR_E_REPLACED;
+	}
 	if (rec->status != PR_SS_ACTIVE || now >= rec->expires) {
 		*why = rec->status == PR_SS_DELETED ? "session deleted" : "session expired";
 		return PR_E_AUTH;
@@ -112,12 +116,33 @@ struct refusal {
 	const char *text;
 };
 
+/* The name of managed tunnel t asked for by another session of the table
+ * (rec): t's session was taken over (the control plane marked it deleted,
+ * replaced by rec's) and t goes now, telling its agent; or t's session is
+ * still usable and the name is taken. 1 when t is gone. */
+static int hello_takes_over(struct relay *r, struct dp_tunnel *t, const struct pr_session *rec,
+			    struct refusal *why)
+{
+	char text[120];
+
+	if (dp_state_usable(&r->sh->state, t->sid, t->tok_epoch, (uint64_t)time(NULL))) {
+		*why = (struct refusal){PR_E_NAME_TAKEN, "name already in use"};
+		return 0;
+	}
+	r->m.sessions_replaced++;
+	snprintf(text, sizeof(text), "replaced by session %.32s", rec->sid);
+	dp_tunnel_kill(r, t, PR_E_REPLACED, text);
+	return 1;
+}
+
 /*
- * The session a HELLO resumes or the name it may take back (same token), or
- * NULL for a new session; sets *why when the HELLO must be refused.
+ * The session a HELLO resumes or the name it may take back (same token, or
+ * for a session of the control plane, rec, the one that replaced the
+ * holder's), or NULL for a new session; sets *why when the HELLO must be
+ * refused.
  */
 static struct dp_tunnel *hello_existing(struct relay *r, const struct pr_msg *m,
-					struct refusal *why)
+					const struct pr_session *rec, struct refusal *why)
 {
 	struct dp_tunnel *t = NULL;
 
@@ -125,6 +150,10 @@ static struct dp_tunnel *hello_existing(struct relay *r, const struct pr_msg *m,
 		t = dp_tunnels_by_sid(&r->tunnels, m->session, strlen(m->session));
 		if (t && !dp_ct_equal(t->token, m->token))
 			*why = (struct refusal){PR_E_AUTH, "token does not own this session"};
+		else if (t && m->epoch < t->epoch)
+			/* Fenced by epoch: a newer agent bound the session since this
+			 * one did; it must stop, not take the session back. */
+			*why = (struct refusal){PR_E_REPLACED, "a newer agent holds this session"};
 		if (t)
 			return t;
 	}
@@ -139,6 +168,8 @@ static struct dp_tunnel *hello_existing(struct relay *r, const struct pr_msg *m,
 	 * its old session); the latest agent wins and the old one is fenced.
 	 * Another token may not. */
 	t = dp_tunnels_by_name(&r->tunnels, m->name, strlen(m->name));
+	if (t && rec && t->managed && strcmp(t->sid, rec->sid) != 0)
+		return hello_takes_over(r, t, rec, why) ? NULL : t;
 	if (t && !dp_ct_equal(t->token, m->token))
 		*why = (struct refusal){PR_E_NAME_TAKEN, "name already in use"};
 	else if (t && t->proto != m->proto)
@@ -153,14 +184,22 @@ static void bind_ctrl(struct relay *r, uint32_t c, struct dp_tunnel *t)
 	struct agent *a = dp_c(&r->io, c)->owner;
 
 	if (t->ctrl != DP_NIL) {
-		/* Fence the ghost: the old control connection loses to the resume. */
+		/* Fence the ghost: the old control connection loses to the resume
+		 * and is told so (a live agent stops rather than take the name
+		 * back); closed once it has read that, or at the fresh deadline. */
 		uint32_t old = t->ctrl;
+		struct agent *oa = dp_c(&r->io, old)->owner;
+		struct pr_msg e = {.type = PR_ERROR, .code = PR_E_REPLACED};
 
-		((struct agent *)dp_c(&r->io, old)->owner)->t = NULL;
+		oa->t = NULL;
 		dp_tunnel_unref(t);
 		t->ctrl = DP_NIL;
 		r->nagents--;
-		dp_conn_close(&r->io, old);
+		r->m.sessions_replaced++;
+		snprintf(e.text, sizeof(e.text), "replaced by a newer agent from %s", a->ip);
+		dp_conn_send_msg(&r->io, old, &e);
+		dp_conn_shutdown(&r->io, old);
+		dp_agent_fresh_link(r, oa, old);
 		dp_pool_close_idle(r, t);
 	}
 	t->epoch++;
@@ -233,7 +272,7 @@ static int on_hello(struct relay *r, uint32_t c, const struct pr_msg *hello)
 		why = (struct refusal){PR_E_AUTH, "token refused"};
 	if (why.text == NULL && r->draining)
 		why = (struct refusal){PR_E_DRAIN, "relay is draining"};
-	t = why.text ? NULL : hello_existing(r, m, &why);
+	t = why.text ? NULL : hello_existing(r, m, recp, &why);
 	if (why.text == NULL && t == NULL) {
 		int w = dp_route_worker_of(r, m->session[0] ? m->session : NULL,
 					   m->name[0] ? m->name : NULL);

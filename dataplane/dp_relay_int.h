@@ -194,6 +194,7 @@ struct metrics {
 	uint64_t handoffs_out, handoffs_in, handoffs_failed;
 	uint64_t bytes_in, bytes_out; /* public side, closed connections */
 	uint64_t sessions_closed;     /* tunnels closed: session revoked or expired */
+	uint64_t sessions_replaced;   /* agents fenced by a newer one of their name or session */
 	uint64_t limited_req, limited_key, limited_tcp, throttles; /* rate limits */
 	uint64_t links_out, links_in, links_refused, link_failures, parked_cluster, replays;
 };
@@ -445,7 +446,7 @@ struct dp_tunnel *dp_tunnel_open(struct relay *r, const struct pr_msg *m,
 void dp_tunnel_url(struct relay *r, struct dp_tunnel *t, char *url, size_t cap);
 void dp_tunnel_set_limits(struct dp_tunnel *t, const struct pr_session *rec);
 void dp_tunnel_offline(struct relay *r, struct dp_tunnel *t);
-void dp_tunnel_kill(struct relay *r, struct dp_tunnel *t, const char *why);
+void dp_tunnel_kill(struct relay *r, struct dp_tunnel *t, enum pr_code code, const char *why);
 void dp_tunnel_release(struct relay *r, struct dp_tunnel *t);
 
 /* dp_relay_handoff.c: sockets handed to the worker that owns their tunnel */

@@ -20,7 +20,7 @@ void dp_sweep_tunnels(struct relay *r)
 		next = t->next;
 		/* A control-plane session ends at its expiry second. */
 		if (t->managed && now_s >= t->expires) {
-			dp_tunnel_kill(r, t, "expired");
+			dp_tunnel_kill(r, t, PR_E_AUTH, "expired");
 			continue;
 		}
 		if (t->ctrl != DP_NIL) {
@@ -45,6 +45,22 @@ void dp_sweep_tunnels(struct relay *r)
 	}
 }
 
+/* A session the table says is no longer usable: taken over by a new one
+ * of its name (its agent must stop, not retry), or revoked. */
+static void kill_unusable(struct relay *r, struct dp_tunnel *t)
+{
+	struct pr_session rec;
+	char why[80];
+
+	if (dp_state_get(&r->sh->state, t->sid, &rec) == 0 && rec.replaced_by[0]) {
+		r->m.sessions_replaced++;
+		snprintf(why, sizeof(why), "replaced by session %.32s", rec.replaced_by);
+		dp_tunnel_kill(r, t, PR_E_REPLACED, why);
+		return;
+	}
+	dp_tunnel_kill(r, t, PR_E_AUTH, "revoked");
+}
+
 /* Tunnels of control-plane sessions the table says stopped being usable
  * (checked only when it changed; expiry is the sweep's). */
 static void check_sessions(struct relay *r)
@@ -58,7 +74,7 @@ static void check_sessions(struct relay *r)
 	for (t = r->tunnels.all; t; t = next) {
 		next = t->next;
 		if (t->managed && !dp_state_usable(&r->sh->state, t->sid, t->tok_epoch, now))
-			dp_tunnel_kill(r, t, "revoked");
+			kill_unusable(r, t);
 	}
 }
 

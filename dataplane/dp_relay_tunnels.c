@@ -147,11 +147,11 @@ void dp_tunnel_offline(struct relay *r, struct dp_tunnel *t)
 	sl_info("tunnel %s: agent offline, name held for %u ms", t->name, r->cfg->grace_ms);
 }
 
-/* A session revoked, deleted or expired: its agent is told, every
+/* A session revoked, deleted, replaced or expired: its agent is told (code), every
  * connection of the tunnel closes now, and the name is free at once. */
-void dp_tunnel_kill(struct relay *r, struct dp_tunnel *t, const char *why)
+void dp_tunnel_kill(struct relay *r, struct dp_tunnel *t, enum pr_code code, const char *why)
 {
-	struct pr_msg e = {.type = PR_ERROR, .code = PR_E_AUTH};
+	struct pr_msg e = {.type = PR_ERROR, .code = code};
 
 	sl_info("tunnel %s: session %s %s; closing its connections", t->name, t->sid, why);
 	r->m.sessions_closed++;

@@ -57,6 +57,7 @@ enum pr_code {
 	PR_E_SESSION = 7, /* unknown session or stale epoch on a data connection */
 	PR_E_DRAIN = 8,	  /* relay shutting down */
 	PR_E_INTERNAL = 9,
+	PR_E_REPLACED = 10, /* a newer agent took the name or session over: stop, do not retry */
 };
 
 /*

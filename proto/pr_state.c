@@ -135,6 +135,7 @@ static const struct pr_mp_field session_fields[] = {
 	SESS(allow_ips, "ipa"),
 	SESS(deny_ips, "ipd"),
 	SESS(revoked_shares, "shr"),
+	SESS(replaced_by, "rpl"),
 	SESU(domain_verified, "domv", 1),
 	SESU(lim_req.limit, "lrq", UINT64_MAX),
 	SESU(lim_req.window, "lrqw", PR_LIMIT_WINDOW_MAX),

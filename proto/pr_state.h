@@ -59,6 +59,8 @@ struct pr_session {
 	char allow_ips[400]; /* "ipa", comma-separated addresses or CIDR blocks allowed ("": any) */
 	char deny_ips[400];  /* "ipd", comma-separated addresses or CIDR blocks refused */
 	char revoked_shares[300]; /* "shr", comma-separated ids of revoked share links */
+	char replaced_by[33];	  /* "rpl", a deleted session taken over by a new one of the same
+				     name and key: the new one's id ("" otherwise) */
 	uint8_t domain_verified;  /* "domv", 1 once the custom domain passed its challenge: before,
 				     relays route only the challenge path to the session */
 	/* Rate limits (docs/limits.md): at most `limit` per `window` seconds;

@@ -122,6 +122,8 @@ int cp_metrics_route(struct cp_server *s, h2o_req_t *req)
 		"sluice_control_sessions_created_total %llu\n"
 		"# TYPE sluice_control_sessions_deleted_total counter\n"
 		"sluice_control_sessions_deleted_total %llu\n"
+		"# TYPE sluice_control_sessions_replaced_total counter\n"
+		"sluice_control_sessions_replaced_total %llu\n"
 		"# TYPE sluice_control_keys_total counter\n"
 		"sluice_control_keys_total{event=\"created\"} %llu\n"
 		"sluice_control_keys_total{event=\"revoked\"} %llu\n"
@@ -141,7 +143,8 @@ int cp_metrics_route(struct cp_server *s, h2o_req_t *req)
 		(unsigned long long)s->m.requests, (unsigned long long)s->m.responses[2],
 		(unsigned long long)s->m.responses[4], (unsigned long long)s->m.responses[5],
 		(unsigned long long)s->m.auth_failures, (unsigned long long)s->m.sessions_created,
-		(unsigned long long)s->m.sessions_deleted, (unsigned long long)s->m.keys_created,
+		(unsigned long long)s->m.sessions_deleted,
+		(unsigned long long)s->m.sessions_replaced, (unsigned long long)s->m.keys_created,
 		(unsigned long long)s->m.keys_revoked, (unsigned long long)s->m.stats_folded,
 		(unsigned long long)s->m.rate_limited, (unsigned long long)s->inflight,
 		cp_rdb_up(s->db), (unsigned long long)rs.commands, (unsigned long long)rs.failures,

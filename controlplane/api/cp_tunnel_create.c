@@ -6,11 +6,19 @@
  *
  * The steps, each on Redis: the key's limits (api/cp_limits.h), the custom
  * domain's owner when one is named, then one pipeline that claims the name
- * (sl:name:<name>, SET NX, expiring with the session), takes a revision and
- * counts the active sessions; for a localtunnel client a relay port
+ * (claim_lua: sl:name:<name>, expiring with the session), takes a revision
+ * and counts the active sessions; for a localtunnel client a relay port
  * (sl:ltport:<port>, SET NX); last the record with its event
  * (http/cp_record.h). Whatever was claimed is given back when a later step
  * fails.
+ *
+ * A name belongs to the key that holds it, not to one agent process: a
+ * session asking for a name its own key's live session holds takes it over
+ * (a restarted agent gets its URL back at once). The old record becomes a
+ * tombstone naming its heir and the name moves to the new session in one
+ * script (cp_record_hand_over); relays then tell the old agent it was
+ * replaced. Another key gets 409, and so does anyone but its key for a
+ * reserved name (api/cp_names.c).
  */
 #include "api/cp_limits.h"
 #include "api/cp_tunnels.h"
@@ -44,7 +52,10 @@ struct create_op {
 	struct cp_record rec;	    /* ps encoded */
 	int lt;			    /* a localtunnel client's request */
 	int tries;		    /* random names drawn */
-	int name_ok;		    /* the name's SET NX was ours */
+	int name_ok;		    /* the name is ours (claimed or handed over) */
+	int reserved;		    /* the name is reserved for another key */
+	struct cp_record held;	    /* the record of our key's session holding the name */
+	struct pr_session old;	    /* that session, once taken over */
 	long long active;	    /* sessions active, against --max-sessions */
 };
 
@@ -56,6 +67,7 @@ static struct create_op *create_of(struct cp_op *op)
 static void create_dispose(struct cp_op *op)
 {
 	cp_record_free(&create_of(op)->rec);
+	cp_record_free(&create_of(op)->held);
 }
 
 static struct create_op *create_op_new(struct cp_server *s, h2o_req_t *req)
@@ -69,6 +81,31 @@ static struct create_op *create_op_new(struct cp_server *s, h2o_req_t *req)
 }
 
 static void create_claim(struct create_op *c);
+
+/*
+ * The name for session ARGV[1] of key ARGV[2] (KEYS[1] sl:name:<name>,
+ * KEYS[2] sl:resv:<name>; ARGV[3] the name's TTL, ARGV[4] now): {-2} reserved
+ * for another key; {1} claimed (free, or held by a session that is over);
+ * {0} held by another key's live session; {2, sid, record} held by a live
+ * session of this key, to take over. Records are read as update_lua reads
+ * them (http/cp_record.c): absent fields are 0.
+ */
+static const char claim_lua[] =
+	"local resv = redis.call('GET', KEYS[2])\n"
+	"if resv and resv ~= ARGV[2] then return {-2} end\n"
+	"local cur = redis.call('GET', KEYS[1])\n"
+	"if cur then\n"
+	"  local rec = redis.call('GET', 'sl:sess:' .. cur)\n"
+	"  if rec then\n"
+	"    local t = cmsgpack.unpack(rec)\n"
+	"    if (t['st'] or 0) == 0 and tonumber(t['ex'] or 0) > tonumber(ARGV[4]) then\n"
+	"      if t['key'] == ARGV[2] then return {2, cur, rec} end\n"
+	"      return {0}\n"
+	"    end\n"
+	"  end\n"
+	"end\n"
+	"redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])\n"
+	"return {1}\n";
 
 static void release_name(struct create_op *c)
 {
@@ -133,6 +170,8 @@ static void created_reply(struct create_op *c)
 	body = cp_tunnel_json(op->s, &c->ps, op->now);
 	json_object_set_new(body, "agentToken", json_string(token));
 	json_object_set_new(body, "relay", json_string(op->s->cfg.relay));
+	if (c->old.sid[0])
+		json_object_set_new(body, "replacedSession", json_string(c->old.sid));
 	if (op->req) {
 		char detail[120];
 
@@ -208,6 +247,78 @@ static void claim_lt_port(struct create_op *c)
 		    (unsigned long long)(c->ps.expires - op->now + 60));
 }
 
+static void claimed(struct create_op *c);
+
+/* The hand-over's reply: the name is ours, or it moved meanwhile (another
+ * claim, the old session changed or ended): claim again, a few times. */
+static void on_handed_over(void *ud, redisReply *r, const char *err)
+{
+	struct create_op *c = create_of(ud);
+	struct cp_err e;
+	int rc = cp_record_update_result(&c->op, r, err, &e);
+
+	if (rc == -EAGAIN || rc == -ENOENT) {
+		c->old.sid[0] = '\0';
+		if (++c->tries < NAME_TRIES) {
+			create_claim(c);
+			return;
+		}
+		cp_op_error(&c->op, 409, "conflict",
+			    "subdomain \"%s\" changed hands meanwhile; retry", c->ps.name);
+		return;
+	}
+	if (rc < 0) {
+		c->old.sid[0] = '\0';
+		cp_op_fail(&c->op, &e);
+		return;
+	}
+	c->name_ok = 1;
+	c->active--; /* the old session left the active set */
+	if (c->op.req) {
+		char detail[200];
+
+		snprintf(detail, sizeof(detail), "session %s replaced by %s name %s", c->old.sid,
+			 c->ps.sid, c->ps.name);
+		cp_audit(c->op.s, c->op.req, "session_replaced", c->op.actor.key_id, detail);
+	}
+	c->op.s->m.sessions_replaced++;
+	claimed(c);
+}
+
+/* Our key's live session holds the name: unless the service is full (the
+ * old session would be gone for nothing), its record becomes a tombstone
+ * naming this session, and the name comes here. */
+static void take_over(struct create_op *c)
+{
+	struct cp_op *op = &c->op;
+	struct pr_session *old = &c->old;
+	uint64_t read_rev;
+
+	if (pr_session_decode(c->held.buf.p, c->held.buf.len, old) < 0) {
+		cp_op_error(op, 500, "corrupt_record", "the session holding \"%s\" is unreadable",
+			    c->ps.name);
+		return;
+	}
+	c->held.buf.len = 0;
+	if (c->active - 1 >= op->s->cfg.max_sessions) {
+		old->sid[0] = '\0';
+		cp_op_error(op, 503, "capacity", "the service is at its session capacity (%ld)",
+			    op->s->cfg.max_sessions);
+		return;
+	}
+	read_rev = old->rev;
+	old->status = PR_SS_DELETED;
+	old->rev = c->ps.rev; /* this claim's revision: newer than any the old one had */
+	snprintf(old->replaced_by, sizeof(old->replaced_by), "%s", c->ps.sid);
+	if (cp_record_encode(&c->rec, old) < 0) {
+		old->sid[0] = '\0';
+		cp_op_error(op, 500, "internal", "cannot encode the replaced session");
+		return;
+	}
+	cp_record_hand_over(op, &c->rec, old, read_rev, c->ps.sid, c->ps.expires - op->now + 60,
+			    on_handed_over);
+}
+
 /* The claim's pipeline has answered: on to the next step, or an answer. */
 static void claimed(struct create_op *c)
 {
@@ -220,6 +331,15 @@ static void claimed(struct create_op *c)
 			    op->why_redis_down ? "redis_unavailable" : "redis_error",
 			    "session store %s: %s", op->why_redis_down ? "unavailable" : "error",
 			    op->why);
+		return;
+	}
+	if (c->reserved) {
+		cp_op_error(op, 409, "subdomain_reserved",
+			    "subdomain \"%s\" is reserved for another key", c->treq.subdomain);
+		return;
+	}
+	if (!c->name_ok && c->held.buf.len && !c->lt) {
+		take_over(c);
 		return;
 	}
 	if (!c->name_ok && c->treq.subdomain[0]) {
@@ -248,7 +368,23 @@ static void claimed(struct create_op *c)
 	finish_create(c);
 }
 
-/* Replies of SET NX, INCR, ZREMRANGEBYSCORE, ZCARD, in that order. */
+/* claim_lua's answer (see there). */
+static void claim_result(struct create_op *c, redisReply *r)
+{
+	long long v = r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+				      r->element[0]->type == REDIS_REPLY_INTEGER
+			      ? r->element[0]->integer
+			      : 0;
+
+	c->name_ok = v == 1;
+	c->reserved = v == -2;
+	c->held.buf.len = 0;
+	if (v == 2 && r->elements == 3 && r->element[2]->type == REDIS_REPLY_STRING &&
+	    sl_buf_append(&c->held.buf, r->element[2]->str, r->element[2]->len) < 0)
+		cp_op_step_failed(&c->op, NULL, "out of memory");
+}
+
+/* Replies of claim_lua, INCR, ZREMRANGEBYSCORE, ZCARD, in that order. */
 static void on_claim(void *ud, redisReply *r, const char *err)
 {
 	struct create_op *c = create_of(ud);
@@ -257,7 +393,7 @@ static void on_claim(void *ud, redisReply *r, const char *err)
 	if (!c->op.step_failed && (err || r->type == REDIS_REPLY_ERROR))
 		cp_op_step_failed(&c->op, r, err);
 	else if (!c->op.step_failed && step == 0)
-		c->name_ok = r->type == REDIS_REPLY_STATUS;
+		claim_result(c, r);
 	else if (!c->op.step_failed && step == 1)
 		c->ps.rev = (uint64_t)r->integer;
 	else if (!c->op.step_failed && step == 3)
@@ -277,8 +413,10 @@ static void create_claim(struct create_op *c)
 	else
 		pr_random_alnum(c->ps.name, 10);
 	op->step = 0;
-	cp_rdb_cmdf(db, on_claim, op, "SET sl:name:%s %s NX EX %llu", c->ps.name, c->ps.sid,
-		    (unsigned long long)(c->ps.expires - op->now + 60));
+	cp_rdb_cmdf(db, on_claim, op, "EVAL %s 2 sl:name:%s sl:resv:%s %s %s %llu %llu", claim_lua,
+		    c->ps.name, c->ps.name, c->ps.sid, op->actor.key_id,
+		    (unsigned long long)(c->ps.expires - op->now + 60),
+		    (unsigned long long)op->now);
 	cp_rdb_cmdf(db, on_claim, op, "INCR sl:rev");
 	/* Listing's index forgets sessions whose records are gone. */
 	cp_rdb_cmdf(db, NULL, NULL, "ZREMRANGEBYSCORE sl:sessions -inf %llu",

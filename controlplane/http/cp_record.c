@@ -63,8 +63,10 @@ void cp_record_create(struct cp_op *op, const struct cp_record *rec, const struc
  * stored record is still the revision the caller read and is not deleted
  * (two requests changing one session cannot undo each other, and nothing
  * brings a deleted session back). A delete also leaves the indexes and
- * frees the name if this session still holds it. Returns 1, or -1 (gone),
- * -2 (deleted), -3 (changed since it was read).
+ * frees the name if this session still holds it, or hands the name to the
+ * session that replaces this one (ARGV[7], only while this one still holds
+ * it). Returns 1, or -1 (gone), -2 (deleted), -3 (changed since it was
+ * read), -4 (the name is no longer this session's).
  */
 static const char update_lua[] =
 	"local cur = redis.call('GET', KEYS[1])\n"
@@ -72,6 +74,7 @@ static const char update_lua[] =
 	"local t = cmsgpack.unpack(cur)\n"
 	"if t['st'] == 1 then return -2 end\n"
 	"if tostring(t['rev']) ~= ARGV[1] then return -3 end\n"
+	"if ARGV[7] ~= '-' and redis.call('GET', KEYS[4]) ~= ARGV[4] then return -4 end\n"
 	"redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])\n"
 	"if ARGV[5] == '0' then\n"
 	"  redis.call('ZREM', KEYS[3], ARGV[4])\n"
@@ -80,21 +83,35 @@ static const char update_lua[] =
 	"    redis.call('DEL', KEYS[4])\n"
 	"  end\n"
 	"end\n"
+	"if ARGV[7] ~= '-' then redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[8]) end\n"
 	"redis.call('XADD', KEYS[2], 'MAXLEN', '~', '" CP_EVENTS_MAXLEN "', '*', 'm', ARGV[2])\n"
 	"return 1\n";
 
-void cp_record_update(struct cp_op *op, const struct cp_record *rec, const struct pr_session *ps,
-		      uint64_t read_rev, int deleting, int free_name, cp_rdb_cb done)
+static void update(struct cp_op *op, const struct cp_record *rec, const struct pr_session *ps,
+		   uint64_t read_rev, int deleting, int free_name, const char *heir,
+		   uint64_t name_ttl, cp_rdb_cb done)
 {
 	uint64_t ttl = ps->expires > op->now ? ps->expires + CP_RETAIN_S - op->now : CP_RETAIN_S;
 
 	cp_rdb_cmdf(
 		op->s->db, done, op,
 		"EVAL %s 5 sl:sess:%s sl:events sl:active sl:name:%s sl:domsess:%s %llu %b %llu "
-		"%s %d %d",
+		"%s %d %d %s %llu",
 		update_lua, ps->sid, ps->name, ps->domain[0] ? ps->domain : "-",
 		(unsigned long long)read_rev, rec->buf.p, rec->buf.len, (unsigned long long)ttl,
-		ps->sid, deleting ? 0 : 2, free_name);
+		ps->sid, deleting ? 0 : 2, free_name, heir, (unsigned long long)name_ttl);
+}
+
+void cp_record_update(struct cp_op *op, const struct cp_record *rec, const struct pr_session *ps,
+		      uint64_t read_rev, int deleting, int free_name, cp_rdb_cb done)
+{
+	update(op, rec, ps, read_rev, deleting, free_name, "-", 0, done);
+}
+
+void cp_record_hand_over(struct cp_op *op, const struct cp_record *rec, const struct pr_session *ps,
+			 uint64_t read_rev, const char *heir, uint64_t name_ttl, cp_rdb_cb done)
+{
+	update(op, rec, ps, read_rev, 1, 0, heir, name_ttl, done);
 }
 
 int cp_record_update_result(const struct cp_op *op, redisReply *r, const char *err,
@@ -104,7 +121,7 @@ int cp_record_update_result(const struct cp_op *op, redisReply *r, const char *e
 		return cp_err_redis(e, r, err);
 	if (r->integer == -1 || r->integer == -2)
 		return cp_err_set(e, -ENOENT, 404, "not_found", "no session %s", op->id);
-	if (r->integer == -3)
+	if (r->integer == -3 || r->integer == -4)
 		return cp_err_set(e, -EAGAIN, 409, "conflict",
 				  "session %s changed meanwhile; retry", op->id);
 	return 0;

@@ -7,6 +7,7 @@
  *   sl:sessions       zset sid by creation time (listing)
  *   sl:active         zset sid by expiry (capacity)
  *   sl:name:<name>    sid holding a subdomain, expiring with the session
+ *   sl:resv:<name>    id of the key that reserved a name (api/cp_names.c)
  *   sl:domsess:<dom>  set of the sessions naming a custom domain
  *   sl:rev            the global revision counter records carry
  *   sl:events         stream of records (field m): every change, for relays
@@ -50,7 +51,13 @@ void cp_record_create(struct cp_op *op, const struct cp_record *rec, const struc
  * cp_record_update_result. */
 void cp_record_update(struct cp_op *op, const struct cp_record *rec, const struct pr_session *ps,
 		      uint64_t read_rev, int deleting, int free_name, cp_rdb_cb done);
-/* The reply of cp_record_update: 0 when written, else a negative errno
+/* The takeover of ps's name: ps, still at read_rev and still holding its
+ * name, is replaced by rec (its tombstone: deleted, replaced_by set) and the
+ * name goes to session heir for name_ttl seconds, in one script. Check the
+ * reply with cp_record_update_result (-EAGAIN also when the name moved). */
+void cp_record_hand_over(struct cp_op *op, const struct cp_record *rec, const struct pr_session *ps,
+			 uint64_t read_rev, const char *heir, uint64_t name_ttl, cp_rdb_cb done);
+/* The reply of cp_record_update or cp_record_hand_over: 0 when written, else a negative errno
  * (-ENOENT gone or deleted, -EAGAIN changed meanwhile, or Redis's) with *e
  * to answer. */
 int cp_record_update_result(const struct cp_op *op, struct redisReply *r, const char *err,

@@ -24,8 +24,8 @@
  * counts requests, responses and refused keys; routes count their own. */
 struct cp_metrics {
 	uint64_t requests, responses[6]; /* responses by status class 1xx..5xx */
-	uint64_t auth_failures, sessions_created, sessions_deleted, keys_created, keys_revoked,
-		stats_folded, rate_limited;
+	uint64_t auth_failures, sessions_created, sessions_deleted, sessions_replaced, keys_created,
+		keys_revoked, stats_folded, rate_limited;
 };
 
 struct cp_client;
