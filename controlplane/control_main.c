@@ -50,6 +50,8 @@ static const struct sl_opt control_opts[] = {
 	       "scheme://domain[:port] under which tunnels are public (name.domain)"),
 	SL_INT("max-sessions", "10000", 1, 10000000,
 	       "active sessions at most (health fails at 90 percent)", .env_alias = "MAX_SESSIONS"),
+	SL_INT("max-reserved-names", "5", 0, 100000,
+	       "names one API key may reserve (POST /api/v1/names)"),
 	SL_INT("session-timeout", "3600", 60, 86400,
 	       "duration of a session that asks for none, seconds", .env_alias = "SESSION_TIMEOUT"),
 	SL_STR("limit-sessions", "10/1h",
@@ -170,6 +172,7 @@ static int serve(const struct sl_config *cfg)
 	scfg.cors_origins = sl_config_str(cfg, "cors-origins");
 	scfg.audit_path = sl_config_str(cfg, "audit-log");
 	scfg.max_sessions = sl_config_int(cfg, "max-sessions");
+	scfg.max_reserved_names = sl_config_int(cfg, "max-reserved-names");
 	scfg.duration_default = (int)sl_config_int(cfg, "session-timeout");
 	scfg.duration_min = (int)sl_config_int(cfg, "duration-min");
 	for (int i = 0; i < CP_LIM_N; i++) {

@@ -12,6 +12,7 @@
 #include "api/cp_jobs.h"
 #include "api/cp_keys.h"
 #include "api/cp_limits.h"
+#include "api/cp_names.h"
 #include "api/cp_node_pools.h"
 #include "api/cp_nodes.h"
 #include "api/cp_relays.h"
@@ -73,6 +74,7 @@ static const struct cp_collection collections[] = {
 	{"/api/v1/tunnels", tunnels},	       {"/api/v1/keys", keys},
 	{"/api/v1/domains", cp_domains_route}, {"/api/v1/relays", cp_relays_route},
 	{"/api/v1/nodes", cp_nodes_route},     {"/api/v1/jobs", cp_jobs_route},
+	{"/api/v1/names", cp_names_route},
 };
 
 static int api_start(struct cp_server *s)

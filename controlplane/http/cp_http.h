@@ -28,6 +28,7 @@ struct cp_server_config {
 	const char *cors_origins;      /* comma-separated allow-list, "" for none, "*" for any */
 	const char *audit_path;	       /* JSON lines file, NULL or "" for the log */
 	long max_sessions;	       /* active sessions at most */
+	long max_reserved_names;       /* names one key may reserve (api/cp_names.c) */
 	int port_min, port_max;	       /* the local ports agents may expose */
 	int min_relays;		       /* health fails with fewer relays heartbeating */
 	int duration_default;	       /* seconds of a session that asks for none */

@@ -194,3 +194,85 @@ def test_live_token_agent_is_replaced_and_another_token_refused(binary, tmp_path
     assert len([e for e in b.events() if e["event"] == "ready"]) == 1
     c = token_agent(binary, tmp_path, token_relay, app.port, "bob", "held", wait=False)
     assert "name already in use" in c.wait_event("error")["message"]
+
+
+# ---- reserved names ----
+
+def test_reserved_names_are_their_keys_alone(binary, tmp_path, stack, app):
+    control, relay = stack
+    k1, k2 = control.new_key(), control.new_key()
+    st, _, body = control.api("POST", "/api/v1/names", {"name": "demo"}, key=k1["key"])
+    assert st == 201 and body["name"] == "demo" and body["keyId"] == k1["id"]
+    assert control.api("POST", "/api/v1/names", {"name": "demo"}, key=k1["key"])[0] == 200
+    # Refused to another key, for a session or a reservation, while nobody uses it.
+    st, _, body = control.api("POST", "/api/v1/tunnels", {"port": app.port, "subdomain": "demo"},
+                              key=k2["key"])
+    assert st == 409 and body["code"] == "subdomain_reserved"
+    st, _, body = control.api("POST", "/api/v1/names", {"name": "demo"}, key=k2["key"])
+    assert st == 409 and body["code"] == "name_reserved"
+    a = api_agent(binary, tmp_path, control, app.port, k2["key"], "demo", wait=False)
+    harness.wait_for(lambda: not a.proc.alive(), timeout=10, what="refused agent exits")
+    assert "reserved" in a.proc.log()
+    # Its own key serves it.
+    b = api_agent(binary, tmp_path, control, app.port, k1["key"], "demo")
+    assert serves(relay, "demo")
+    # Seen by its key and the admin only.
+    assert [n["name"] for n in control.api("GET", "/api/v1/names", key=k1["key"])[2]["names"]] \
+        == ["demo"]
+    assert control.api("GET", "/api/v1/names", key=k2["key"])[2]["names"] == []
+    assert control.api("GET", "/api/v1/names/demo", key=k2["key"])[0] == 404
+    st, _, one = control.api("GET", "/api/v1/names/demo", key=k1["key"])
+    assert st == 200 and one["keyId"] == k1["id"]
+    assert "demo" in [n["name"] for n in control.api("GET", "/api/v1/names")[2]["names"]]
+    # Released by its key only; then another key may have it once free.
+    assert control.api("DELETE", "/api/v1/names/demo", key=k2["key"])[0] == 404
+    assert control.api("DELETE", "/api/v1/names/demo", key=k1["key"])[0] == 200
+    assert control.api("GET", "/api/v1/names", key=k1["key"])[2]["names"] == []
+    b.proc.signal(signal.SIGKILL)
+    b.proc.popen.wait(5)
+    # Still held by k1's session (the agent died, the session lives): 409.
+    st, _, body = control.api("POST", "/api/v1/tunnels", {"port": app.port, "subdomain": "demo"},
+                              key=k2["key"])
+    assert st == 409 and body["code"] == "subdomain_taken"
+
+
+def test_reservations_are_checked_and_limited(binary, tmp_path, redis_server):
+    relay = harness.session_relay(binary("sluice-relay"), tmp_path, redis_server.url)
+    control = harness.Control(binary("sluice-control"), tmp_path, redis_server.url,
+                              relay=relay.server, extra=["--max-reserved-names", "2"])
+    try:
+        k1, k2 = control.new_key(), control.new_key()
+        for n in ("one", "two"):
+            assert control.api("POST", "/api/v1/names", {"name": n}, key=k1["key"])[0] == 201
+        st, _, body = control.api("POST", "/api/v1/names", {"name": "three"}, key=k1["key"])
+        assert st == 403 and body["code"] == "reservation_limit"
+        for bad in ({"name": "Not_A_Label"}, {"name": ""}, {}, {"name": "x" * 64},
+                    {"name": "ok", "keyId": "nope"}):
+            st, _, body = control.api("POST", "/api/v1/names", bad, key=k1["key"])
+            assert st == 400, (bad, body)
+        st, _, body = control.api("POST", "/api/v1/names", raw=b"{not json", key=k1["key"])
+        assert st == 400
+        # Only an admin reserves for another key.
+        st, _, body = control.api("POST", "/api/v1/names", {"name": "forb", "keyId": k2["id"]},
+                                  key=k1["key"])
+        assert st == 403
+        st, _, body = control.api("POST", "/api/v1/names", {"name": "gift", "keyId": k2["id"]})
+        assert st == 201 and body["keyId"] == k2["id"]
+        assert [n["name"] for n in control.api("GET", "/api/v1/names", key=k2["key"])[2]["names"]] \
+            == ["gift"]
+        # A name another key's live session holds cannot be reserved.
+        st, _, s = control.api("POST", "/api/v1/tunnels", {"port": 3000, "subdomain": "busy"},
+                               key=k2["key"])
+        assert st == 201
+        st, _, body = control.api("POST", "/api/v1/names", {"name": "busy"}, key=k1["key"])
+        assert st == 409 and body["code"] == "subdomain_taken"
+        # The admin releases anyone's; the name is then free for others.
+        assert control.api("DELETE", "/api/v1/names/gift")[0] == 200
+        st, _, _ = control.api("POST", "/api/v1/tunnels", {"port": 3000, "subdomain": "gift"},
+                               key=k1["key"])
+        assert st == 201
+        assert control.api("DELETE", "/api/v1/names/Bad_Name")[0] == 400
+        assert control.api("PUT", "/api/v1/names/one", {}, key=k1["key"])[0] == 405
+    finally:
+        control.stop()
+        relay.stop()

@@ -78,8 +78,27 @@ def test_every_route_answers_as_documented(binary, tmp_path, spec):
         status, t = call("post", "/api/v1/tunnels", body={"port": 3000, "subdomain": "oa"},
                          key=tk)
         assert status == 201
-        assert call("post", "/api/v1/tunnels", body={"port": 3000, "subdomain": "oa"},
-                    key=tk)[0] == 409
+        # The same key takes its name over; another key is refused it.
+        status, t = call("post", "/api/v1/tunnels", body={"port": 3000, "subdomain": "oa"},
+                         key=tk)
+        assert status == 201 and t["replacedSession"]
+        assert call("post", "/api/v1/tunnels", body={"port": 3000, "subdomain": "oa"})[0] == 409
+        nm, one_nm = "/api/v1/names", "/api/v1/names/{name}"
+        assert call("post", nm, body={"name": "oaname"}, key=tk)[0] == 201
+        assert call("post", nm, body={"name": "oaname"}, key=tk)[0] == 200
+        assert call("post", nm, body={"name": "oaname"})[0] == 409
+        assert call("post", nm, body={"name": "Bad!"}, key=tk)[0] == 400
+        assert call("post", nm, body={"name": "x", "keyId": "kaaaaaaaaaaa"}, key=tk)[0] == 403
+        assert call("post", nm, body={"name": "x"}, key=None)[0] == 401
+        assert call("get", nm, key=tk)[0] == 200
+        assert call("get", nm, key=None)[0] == 401
+        assert call("get", one_nm, nm + "/oaname", key=tk)[0] == 200
+        assert call("get", one_nm, nm + "/nonesuch", key=tk)[0] == 404
+        assert call("get", one_nm, nm + "/Bad!", key=tk)[0] == 400
+        assert call("get", one_nm, nm + "/oaname", key=None)[0] == 401
+        assert call("delete", one_nm, nm + "/oaname", key=tk)[0] == 200
+        assert call("delete", one_nm, nm + "/oaname", key=tk)[0] == 404
+        assert call("delete", one_nm, nm + "/oaname", key=None)[0] == 401
         assert call("post", "/api/v1/tunnels", body={"port": 1}, key=tk)[0] == 400
         assert call("post", "/api/v1/tunnels", raw=b"x" * 17000, key=tk)[0] == 413
         assert call("post", "/api/v1/tunnels", body={"port": 3000}, key=None)[0] == 401

@@ -189,11 +189,12 @@ def test_create_get_list_delete(stack):
     assert status == 200 and g["status"] == "active" and g["requests"] == 0
     assert set(g) >= {"sessionId", "status", "createdAt", "expiresAt", "connections",
                       "bytesTransferred", "requests"}
-    status, _, body = control.api("POST", "/api/v1/tunnels", {"port": 3000, "subdomain": "crud"},
-                                  key=k)
-    assert status == 409 and body["code"] == "subdomain_taken"
-    # Another key does not see it.
+    # Another key is refused the name (the same key would take it over:
+    # tests/integration/test_names.py) and does not see the session.
     other = control.new_key()["key"]
+    status, _, body = control.api("POST", "/api/v1/tunnels", {"port": 3000, "subdomain": "crud"},
+                                  key=other)
+    assert status == 409 and body["code"] == "subdomain_taken"
     assert control.api("GET", "/api/v1/tunnels/" + s["sessionId"], key=other)[0] == 404
     status, _, lst = control.api("GET", "/api/v1/tunnels?status=active&limit=10", key=k)
     assert status == 200 and [t["sessionId"] for t in lst["tunnels"]] == [s["sessionId"]]
