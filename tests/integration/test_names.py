@@ -276,3 +276,35 @@ def test_reservations_are_checked_and_limited(binary, tmp_path, redis_server):
     finally:
         control.stop()
         relay.stop()
+
+
+def test_takeover_reaches_every_relay_within_a_second(binary, tmp_path, redis_server, app):
+    """The old agent on one relay, the new one on another (both following the
+    same Redis): the old relay tells its agent within a second of the new
+    session's creation."""
+    ra = harness.session_relay(binary("sluice-relay"), tmp_path, redis_server.url)
+    rb = harness.session_relay(binary("sluice-relay"), tmp_path, redis_server.url)
+    control = harness.Control(binary("sluice-control"), tmp_path, redis_server.url,
+                              relay=ra.server)
+    try:
+        key = control.new_key()["key"]
+        a = api_agent(binary, tmp_path, control, app.port, key, "far")
+        assert serves(ra, "far")
+        b = harness.Agent(binary("sluice"), tmp_path, app.port, rb.server,
+                          extra=["--api", control.url, "--api-key", key, "--name", "far"],
+                          wait=False)
+        # From the new session's creation (the agent logs it) to the old
+        # agent's exit: the old relay hears of it through Redis's stream.
+        harness.wait_for(lambda: "created by the control plane" in b.proc.log(), timeout=5,
+                         what="new session created")
+        t0 = time.monotonic()
+        harness.wait_for(lambda: not a.proc.alive(), timeout=5, what="old agent exits")
+        took = time.monotonic() - t0
+        b.wait_event("ready")
+        assert "replaced" in a.proc.log()
+        assert took <= 1.0, "the old agent heard after %.2f s" % took
+        assert serves(rb, "far")
+    finally:
+        control.stop()
+        ra.stop()
+        rb.stop()

@@ -42,6 +42,7 @@ static void full_session(struct pr_session *s)
 	memset(s->allow_ips, '1', sizeof(s->allow_ips) - 1);
 	memset(s->deny_ips, '2', sizeof(s->deny_ips) - 1);
 	memset(s->revoked_shares, 's', sizeof(s->revoked_shares) - 1);
+	memset(s->replaced_by, 'r', sizeof(s->replaced_by) - 1);
 	s->domain_verified = 1;
 	s->lim_req = (struct pr_limit){UINT64_MAX, PR_LIMIT_WINDOW_MAX};
 	s->lim_bw = (struct pr_limit){UINT64_MAX - 1, PR_LIMIT_WINDOW_MAX};
