@@ -45,7 +45,10 @@ struct dp_http_req {
  * more bytes are needed, or a negative DP_HTTP_* error. Both CRLF and bare LF
  * end lines; obsolete line folding, a space before a colon, conflicting
  * Content-Length values and Content-Length with Transfer-Encoding are refused
- * (request smuggling).
+ * (request smuggling), and so are two Host headers and a control character
+ * other than HTAB in a field value (RFC 9110 5.5; obs-text passes). A
+ * missing Host is the caller's to judge (the public side requires it of
+ * HTTP/1.1; /health probes on the admin port need not send it).
  */
 int dp_http_parse_request(const char *buf, size_t len, struct dp_http_req *r);
 
@@ -81,6 +84,14 @@ struct dp_http_client {
  */
 int dp_http_upstream_head(const struct dp_http_req *r, const char *target, size_t target_len,
 			  const struct dp_http_client *cl, char *out, size_t cap);
+
+/*
+ * 1 when buf[0..len) begins like a TLS record carrying a handshake (a
+ * ClientHello sent to a plain-HTTP port), else 0. Decided from the first
+ * byte (0x16 never begins a request), confirmed by the version bytes when
+ * they are there.
+ */
+int dp_http_is_tls_hello(const char *buf, size_t len);
 
 /*
  * A complete response from the relay itself (errors): status line,

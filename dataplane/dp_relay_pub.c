@@ -136,10 +136,23 @@ static enum req_outcome on_request(struct relay *r, struct pub *p, const struct 
 static int try_head(struct relay *r, struct pub *p, const char *buf, size_t len)
 {
 	static _Thread_local struct dp_http_req q; /* large: one per worker thread */
-	int n = dp_http_parse_request(buf, len, &q);
 	enum req_outcome out;
 	uint32_t seg;
+	int n;
 
+	if (!p->https && dp_http_is_tls_hello(buf, len)) {
+		/* A TLS client at the plain port (https:// to an http:// URL): said
+		 * at once, in plain text, rather than a 408 when the head timer
+		 * runs out. The client's TLS stack shows these bytes as a
+		 * protocol error; a person reading them with openssl s_client or
+		 * curl -v sees what to do (nginx's reverse case is its "plain
+		 * HTTP request was sent to HTTPS port"). */
+		dp_pub_error(
+			r, p, E_400, NULL,
+			"this is an HTTP port; use http:// (a TLS handshake was sent to it)\n");
+		return HEAD_FAILED;
+	}
+	n = dp_http_parse_request(buf, len, &q);
 	if (n == DP_HTTP_INCOMPLETE) {
 		if (len > DP_HTTP_HEAD_MAX) {
 			dp_pub_error(r, p, E_431, NULL, "request head over 64 KiB\n");
@@ -154,6 +167,13 @@ static int try_head(struct relay *r, struct pub *p, const char *buf, size_t len)
 			     n == DP_HTTP_TOO_MANY ? "request head too large"
 			     : n == DP_HTTP_BAD_TE ? "unsupported transfer coding"
 						   : "malformed request");
+		return HEAD_FAILED;
+	}
+	if (q.host == NULL && q.minor == 1) {
+		/* RFC 9112 3.2: an HTTP/1.1 request without Host gets 400. HTTP/1.0
+		 * predates Host, so such a request is still routed (by its
+		 * /session/<id>/ path, else 404): old clients and scripts send it. */
+		dp_pub_error(r, p, E_400, NULL, "an HTTP/1.1 request needs a Host header\n");
 		return HEAD_FAILED;
 	}
 	if (p->waiting == 0)
