@@ -238,6 +238,22 @@ int dp_http_is_tls_hello(const char *buf, size_t len)
 	return len > 0 && b[0] == 0x16 && (len < 2 || b[1] == 0x03) && (len < 3 || b[2] <= 0x04);
 }
 
+int dp_http_wants_html(const struct dp_http_req *r)
+{
+	static const char html[] = "text/html";
+
+	for (size_t i = 0; i < r->nheaders; i++) {
+		const struct dp_http_hdr *h = &r->headers[i];
+
+		if (!name_is(h, "accept"))
+			continue;
+		for (size_t j = 0; j + sizeof(html) - 1 <= h->value_len; j++)
+			if (strncasecmp(h->value + j, html, sizeof(html) - 1) == 0)
+				return 1;
+	}
+	return 0;
+}
+
 /* ---- chunked framing ---- */
 
 enum {
@@ -435,13 +451,19 @@ const char *dp_http_reason(int status)
 	}
 }
 
-int dp_http_response(int status, const char *extra_headers, const char *body, char *out, size_t cap)
+int dp_http_response_as(int status, const char *type, const char *extra_headers, const char *body,
+			char *out, size_t cap)
 {
 	int n = snprintf(out, cap,
-			 "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
 			 "Content-Length: %zu\r\nConnection: close\r\nServer: sluice\r\n%s\r\n%s",
-			 status, dp_http_reason(status), strlen(body),
+			 status, dp_http_reason(status), type, strlen(body),
 			 extra_headers ? extra_headers : "", body);
 
 	return n < 0 || (size_t)n >= cap ? -ENOSPC : n;
+}
+
+int dp_http_response(int status, const char *extra_headers, const char *body, char *out, size_t cap)
+{
+	return dp_http_response_as(status, DP_HTTP_TEXT, extra_headers, body, out, cap);
 }

@@ -93,11 +93,21 @@ int dp_http_upstream_head(const struct dp_http_req *r, const char *target, size_
  */
 int dp_http_is_tls_hello(const char *buf, size_t len);
 
+/* 1 when an Accept header of r names text/html (a browser), else 0. */
+int dp_http_wants_html(const struct dp_http_req *r);
+
+#define DP_HTTP_TEXT "text/plain; charset=utf-8"
+#define DP_HTTP_HTML "text/html; charset=utf-8"
+
 /*
  * A complete response from the relay itself (errors): status line,
- * Content-Type text/plain, Content-Length, Connection: close, any extra
- * header lines (each ending in CRLF), then body. Returns the length or -ENOSPC.
+ * Content-Type type, Content-Length, Connection: close, any extra header
+ * lines (each ending in CRLF), then body. Returns the length or -ENOSPC.
  */
+int dp_http_response_as(int status, const char *type, const char *extra_headers, const char *body,
+			char *out, size_t cap);
+
+/* dp_http_response_as with type DP_HTTP_TEXT. */
 int dp_http_response(int status, const char *extra_headers, const char *body, char *out,
 		     size_t cap);
 

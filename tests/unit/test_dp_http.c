@@ -154,6 +154,20 @@ static void tls_hello_recognised(void **state)
 	assert_false(dp_http_is_tls_hello("\x80\x2e\x01", 3)); /* an SSLv2 hello: not ours */
 }
 
+static void html_wanted_by_browsers_only(void **state)
+{
+	(void)state;
+	assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nAccept: "
+			  "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8\r\n\r\n") > 0);
+	assert_true(dp_http_wants_html(&req));
+	assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nAccept: TEXT/HTML\r\n\r\n") > 0);
+	assert_true(dp_http_wants_html(&req));
+	assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n") > 0);
+	assert_false(dp_http_wants_html(&req));
+	assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\n\r\n") > 0);
+	assert_false(dp_http_wants_html(&req));
+}
+
 static void too_many_headers_and_too_long_line(void **state)
 {
 	static char buf[DP_HTTP_HEAD_MAX + 100];
@@ -257,6 +271,13 @@ static void error_response_is_complete(void **state)
 	assert_non_null(strstr(out, "HTTP/1.1 502 Bad Gateway\r\n"));
 	assert_non_null(strstr(out, "Content-Length: 14\r\n"));
 	assert_non_null(strstr(out, "Retry-After: 5\r\n\r\nagent offline\n"));
+	assert_non_null(strstr(out, "Content-Type: text/plain; charset=utf-8\r\n"));
+	n = dp_http_response_as(502, DP_HTTP_HTML, NULL, "<p>x</p>\n", out, sizeof(out));
+	assert_true(n > 0);
+	assert_non_null(strstr(out, "Content-Type: text/html; charset=utf-8\r\n"));
+	assert_non_null(strstr(out, "Content-Length: 9\r\n"));
+	assert_int_equal(dp_http_response_as(502, DP_HTTP_HTML, NULL, "<p>x</p>\n", out, 20),
+			 -ENOSPC);
 }
 
 int main(void)
@@ -270,6 +291,7 @@ int main(void)
 		cmocka_unit_test(controls_in_field_values_refused_obs_text_kept),
 		cmocka_unit_test(missing_host_left_to_the_caller),
 		cmocka_unit_test(tls_hello_recognised),
+		cmocka_unit_test(html_wanted_by_browsers_only),
 		cmocka_unit_test(too_many_headers_and_too_long_line),
 		cmocka_unit_test(upgrade_and_connect_detected),
 		cmocka_unit_test(chunked_body_ends_exactly_in_any_split),
