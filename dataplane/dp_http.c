@@ -89,6 +89,12 @@ static int list_has(const char *v, size_t n, const char *token)
 	return 0;
 }
 
+/* RFC 9110 field-vchar, SP or HTAB: anything but a control other than HTAB. */
+static int is_field_char(unsigned char c)
+{
+	return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
 static int parse_header_line(const char *p, size_t n, struct dp_http_hdr *h)
 {
 	const char *colon = memchr(p, ':', n);
@@ -105,8 +111,12 @@ static int parse_header_line(const char *p, size_t n, struct dp_http_hdr *h)
 		a++;
 	while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t'))
 		b--;
+	/* RFC 9110 5.5: a field value is VCHAR, SP, HTAB and obs-text
+	 * (0x80-0xFF, kept for old clients' Latin-1); any other control (NUL,
+	 * CR, ESC, DEL...) is refused rather than passed to an app that may
+	 * read it as a line end or a terminal escape. */
 	for (size_t i = a; i < b; i++)
-		if (p[i] == '\0' || p[i] == '\r' || p[i] == '\n')
+		if (!is_field_char((unsigned char)p[i]))
 			return DP_HTTP_BAD;
 	h->name = p;
 	h->name_len = (size_t)(colon - p);
@@ -215,6 +225,33 @@ int dp_http_parse_request(const char *buf, size_t len, struct dp_http_req *r)
 	if ((err = derive(r)) < 0)
 		return err;
 	return (int)off;
+}
+
+int dp_http_is_tls_hello(const char *buf, size_t len)
+{
+	const unsigned char *b = (const unsigned char *)buf;
+
+	/* A TLS record: type 22 (handshake), then version 3.x (SSL 3.0 to
+	 * TLS 1.3's legacy 3.1 and 3.3). The first byte alone decides, since
+	 * 0x16 can never begin a request line; the next two only confirm it
+	 * when they have come. */
+	return len > 0 && b[0] == 0x16 && (len < 2 || b[1] == 0x03) && (len < 3 || b[2] <= 0x04);
+}
+
+int dp_http_wants_html(const struct dp_http_req *r)
+{
+	static const char html[] = "text/html";
+
+	for (size_t i = 0; i < r->nheaders; i++) {
+		const struct dp_http_hdr *h = &r->headers[i];
+
+		if (!name_is(h, "accept"))
+			continue;
+		for (size_t j = 0; j + sizeof(html) - 1 <= h->value_len; j++)
+			if (strncasecmp(h->value + j, html, sizeof(html) - 1) == 0)
+				return 1;
+	}
+	return 0;
 }
 
 /* ---- chunked framing ---- */
@@ -414,13 +451,19 @@ const char *dp_http_reason(int status)
 	}
 }
 
-int dp_http_response(int status, const char *extra_headers, const char *body, char *out, size_t cap)
+int dp_http_response_as(int status, const char *type, const char *extra_headers, const char *body,
+			char *out, size_t cap)
 {
 	int n = snprintf(out, cap,
-			 "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
 			 "Content-Length: %zu\r\nConnection: close\r\nServer: sluice\r\n%s\r\n%s",
-			 status, dp_http_reason(status), strlen(body),
+			 status, dp_http_reason(status), type, strlen(body),
 			 extra_headers ? extra_headers : "", body);
 
 	return n < 0 || (size_t)n >= cap ? -ENOSPC : n;
+}
+
+int dp_http_response(int status, const char *extra_headers, const char *body, char *out, size_t cap)
+{
+	return dp_http_response_as(status, DP_HTTP_TEXT, extra_headers, body, out, cap);
 }

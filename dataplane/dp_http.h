@@ -45,7 +45,10 @@ struct dp_http_req {
  * more bytes are needed, or a negative DP_HTTP_* error. Both CRLF and bare LF
  * end lines; obsolete line folding, a space before a colon, conflicting
  * Content-Length values and Content-Length with Transfer-Encoding are refused
- * (request smuggling).
+ * (request smuggling), and so are two Host headers and a control character
+ * other than HTAB in a field value (RFC 9110 5.5; obs-text passes). A
+ * missing Host is the caller's to judge (the public side requires it of
+ * HTTP/1.1; /health probes on the admin port need not send it).
  */
 int dp_http_parse_request(const char *buf, size_t len, struct dp_http_req *r);
 
@@ -83,10 +86,28 @@ int dp_http_upstream_head(const struct dp_http_req *r, const char *target, size_
 			  const struct dp_http_client *cl, char *out, size_t cap);
 
 /*
- * A complete response from the relay itself (errors): status line,
- * Content-Type text/plain, Content-Length, Connection: close, any extra
- * header lines (each ending in CRLF), then body. Returns the length or -ENOSPC.
+ * 1 when buf[0..len) begins like a TLS record carrying a handshake (a
+ * ClientHello sent to a plain-HTTP port), else 0. Decided from the first
+ * byte (0x16 never begins a request), confirmed by the version bytes when
+ * they are there.
  */
+int dp_http_is_tls_hello(const char *buf, size_t len);
+
+/* 1 when an Accept header of r names text/html (a browser), else 0. */
+int dp_http_wants_html(const struct dp_http_req *r);
+
+#define DP_HTTP_TEXT "text/plain; charset=utf-8"
+#define DP_HTTP_HTML "text/html; charset=utf-8"
+
+/*
+ * A complete response from the relay itself (errors): status line,
+ * Content-Type type, Content-Length, Connection: close, any extra header
+ * lines (each ending in CRLF), then body. Returns the length or -ENOSPC.
+ */
+int dp_http_response_as(int status, const char *type, const char *extra_headers, const char *body,
+			char *out, size_t cap);
+
+/* dp_http_response_as with type DP_HTTP_TEXT. */
 int dp_http_response(int status, const char *extra_headers, const char *body, char *out,
 		     size_t cap);
 

@@ -143,11 +143,9 @@ static int share_check(struct relay *r, struct pub *p, const struct dp_tunnel *t
 	return 0;
 }
 
-int dp_access_check(struct relay *r, struct pub *p, const struct dp_route *rt,
-		    const struct dp_http_req *q)
+int dp_access_domain(struct relay *r, struct pub *p, const struct dp_route *rt,
+		     const struct dp_http_req *q)
 {
-	const struct dp_tunnel *t = rt->t;
-
 	if (rt->custom && !rt->verified &&
 	    (q->target_len < sizeof(CHALLENGE_PATH) - 1 ||
 	     memcmp(q->target, CHALLENGE_PATH, sizeof(CHALLENGE_PATH) - 1) != 0)) {
@@ -155,6 +153,16 @@ int dp_access_check(struct relay *r, struct pub *p, const struct dp_route *rt,
 			     "this domain is not verified yet: only its challenge is served\n");
 		return -EACCES;
 	}
+	return 0;
+}
+
+int dp_access_check(struct relay *r, struct pub *p, const struct dp_route *rt,
+		    const struct dp_http_req *q)
+{
+	const struct dp_tunnel *t = rt->t;
+
+	if (dp_access_domain(r, p, rt, q) < 0)
+		return -EACCES;
 	if (!dp_acl_ok(t->acl, p->ip, p->ipv6)) {
 		dp_pub_error(r, p, E_403, NULL, "your address may not use this tunnel\n");
 		return -EACCES;

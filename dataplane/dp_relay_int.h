@@ -197,6 +197,7 @@ struct metrics {
 	uint64_t sessions_replaced;   /* agents fenced by a newer one of their name or session */
 	uint64_t limited_req, limited_key, limited_tcp, throttles; /* rate limits */
 	uint64_t links_out, links_in, links_refused, link_failures, parked_cluster, replays;
+	uint64_t offline; /* requests for a tunnel whose agent is not connected (a 502 each) */
 };
 
 /*
@@ -320,7 +321,7 @@ enum dp_route_kind {
 	DP_ROUTE_WORKER,   /* worker: another worker of this relay holds it */
 	DP_ROUTE_RELAY,	   /* addr: another relay of the cluster holds it (session sid) */
 	DP_ROUTE_WAIT,	   /* its place is being asked, or its agent is between relays: park */
-	DP_ROUTE_OFFLINE,  /* a session that exists, with no agent now: 502 */
+	DP_ROUTE_OFFLINE,  /* a tunnel or session that exists, with no agent now: 502 page */
 	DP_ROUTE_UNKNOWN,  /* nobody holds what the request names: 404 */
 };
 
@@ -337,6 +338,7 @@ struct dp_route {
 	size_t rest_len;
 	int custom, verified;	  /* Host is a session's custom domain; it passed its challenge */
 	char sid[PR_SESSION_MAX]; /* RELAY: the session; a custom domain's id */
+	char tname[64];		  /* OFFLINE without t: the session's name, from the table */
 	socklen_t addr_len;	  /* RELAY */
 	struct sockaddr_storage addr; /* last: dp_route_find clears what comes before */
 };
@@ -391,6 +393,10 @@ int dp_route_worker_of(struct relay *r, const char *sid, const char *name);
 /* 0 to go on, or -EACCES once p was answered (403, 401, a share link's 302). */
 int dp_access_check(struct relay *r, struct pub *p, const struct dp_route *rt,
 		    const struct dp_http_req *q);
+/* The first of those checks, which needs no tunnel: an unverified custom
+ * domain serves only its challenge path. 0, or -EACCES once p got its 403. */
+int dp_access_domain(struct relay *r, struct pub *p, const struct dp_route *rt,
+		     const struct dp_http_req *q);
 
 /* dp_relay_limits.c: rate limits and parking */
 /* A request waits this long for a lease, then is decided on the local

@@ -58,17 +58,16 @@ void dp_pub_expire(struct relay *r)
 	dp_timers_expire(&r->timed, r->now_ms, pub_due, r);
 }
 
-void dp_pub_error(struct relay *r, struct pub *p, int e, const char *extra, const char *fmt, ...)
+/* Queue error e: a body of the given type (DP_HTTP_TEXT, DP_HTTP_HTML)
+ * after the extra headers, then close; why is what the log says. */
+static void pub_answer(struct relay *r, struct pub *p, int e, const char *type, const char *extra,
+		       const char *body, const char *why)
 {
-	char body[512], resp[1024];
-	va_list ap;
+	char resp[2048];
 	int n;
 
-	va_start(ap, fmt);
-	vsnprintf(body, sizeof(body), fmt, ap);
-	va_end(ap);
 	r->m.errors[e]++;
-	sl_debug("client %s: %d %s", p->ip, dp_err_status[e], body);
+	sl_debug("client %s: %d %s", p->ip, dp_err_status[e], why);
 	p->phase = P_DONE;
 	if (dp_c(&r->io, p->slot)->peer != DP_NIL || p->tcp) {
 		/* Mid-stream (or raw TCP): an HTTP error would interleave with the
@@ -81,7 +80,7 @@ void dp_pub_error(struct relay *r, struct pub *p, int e, const char *extra, cons
 		dp_conn_close(&r->io, p->slot);
 		return;
 	}
-	n = dp_http_response(dp_err_status[e], extra, body, resp, sizeof(resp));
+	n = dp_http_response_as(dp_err_status[e], type, extra, body, resp, sizeof(resp));
 	if (n > 0)
 		dp_conn_send(&r->io, p->slot, resp, (uint32_t)n);
 	dp_conn_shutdown(&r->io, p->slot);
@@ -89,6 +88,58 @@ void dp_pub_error(struct relay *r, struct pub *p, int e, const char *extra, cons
 	 * response is not lost to a reset), for at most LINGER_MS. */
 	dp_pub_deadline(r, p, LINGER_MS, E_COUNT);
 	dp_conn_recv(&r->io, p->slot);
+}
+
+void dp_pub_error(struct relay *r, struct pub *p, int e, const char *extra, const char *fmt, ...)
+{
+	char body[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(body, sizeof(body), fmt, ap);
+	va_end(ap);
+	pub_answer(r, p, e, DP_HTTP_TEXT, extra, body, body);
+}
+
+/*
+ * Retry-After of the offline answer: 5 s. An agent whose control connection
+ * dropped reconnects by itself within a few seconds (its backoff starts at
+ * 250 ms and doubles, each wait 50-150% of the step: four tries take 2 to
+ * 6 s, docs/protocol.md), while the relay holds its name for the grace
+ * period (--grace-ms, 30 s by default); so a client that waits 5 s most
+ * often finds the tunnel back, and a crawler or script that honours the
+ * header does not hammer the relay meanwhile. It is also what the relay's
+ * other 502s say.
+ */
+#define OFFLINE_RETRY "Retry-After: 5\r\n"
+
+/* The page a browser gets (Accept: text/html); %s is the tunnel's name
+ * three times. Names are DNS labels (checked at HELLO and in session
+ * records, pr_label_valid): nothing in them needs escaping. */
+#define OFFLINE_HTML                                                                               \
+	"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>%s is offline</title>"        \
+	"</head>\n<body><h1>Tunnel offline</h1>\n<p>tunnel %s is offline: its agent is not "       \
+	"connected.</p>\n<p>If it is reconnecting, this page works again in a few seconds."        \
+	"</p>\n<hr><p><small>sluice relay, tunnel %s</small></p></body></html>\n"
+
+/* A tunnel that exists (here, in its grace period, or in the session
+ * table) with no agent: 502 with Retry-After, as HTML for a browser and as
+ * text for anything else, naming the tunnel. */
+static void answer_offline(struct relay *r, struct pub *p, const struct dp_http_req *q,
+			   const struct dp_route *rt)
+{
+	const char *name = rt->t ? rt->t->name : rt->tname;
+	char text[160], html[768];
+
+	r->m.offline++;
+	snprintf(text, sizeof(text),
+		 "tunnel %s is offline: its agent is not connected; retry shortly\n", name);
+	if (!dp_http_wants_html(q)) {
+		pub_answer(r, p, E_502, DP_HTTP_TEXT, OFFLINE_RETRY, text, text);
+		return;
+	}
+	snprintf(html, sizeof(html), OFFLINE_HTML, name, name, name);
+	pub_answer(r, p, E_502, DP_HTTP_HTML, OFFLINE_RETRY, html, text);
 }
 
 void dp_pub_hold_or_send(struct relay *r, struct pub *p, uint32_t seg)
@@ -136,10 +187,23 @@ static enum req_outcome on_request(struct relay *r, struct pub *p, const struct 
 static int try_head(struct relay *r, struct pub *p, const char *buf, size_t len)
 {
 	static _Thread_local struct dp_http_req q; /* large: one per worker thread */
-	int n = dp_http_parse_request(buf, len, &q);
 	enum req_outcome out;
 	uint32_t seg;
+	int n;
 
+	if (!p->https && dp_http_is_tls_hello(buf, len)) {
+		/* A TLS client at the plain port (https:// to an http:// URL): said
+		 * at once, in plain text, rather than a 408 when the head timer
+		 * runs out. The client's TLS stack shows these bytes as a
+		 * protocol error; a person reading them with openssl s_client or
+		 * curl -v sees what to do (nginx's reverse case is its "plain
+		 * HTTP request was sent to HTTPS port"). */
+		dp_pub_error(
+			r, p, E_400, NULL,
+			"this is an HTTP port; use http:// (a TLS handshake was sent to it)\n");
+		return HEAD_FAILED;
+	}
+	n = dp_http_parse_request(buf, len, &q);
 	if (n == DP_HTTP_INCOMPLETE) {
 		if (len > DP_HTTP_HEAD_MAX) {
 			dp_pub_error(r, p, E_431, NULL, "request head over 64 KiB\n");
@@ -154,6 +218,13 @@ static int try_head(struct relay *r, struct pub *p, const char *buf, size_t len)
 			     n == DP_HTTP_TOO_MANY ? "request head too large"
 			     : n == DP_HTTP_BAD_TE ? "unsupported transfer coding"
 						   : "malformed request");
+		return HEAD_FAILED;
+	}
+	if (q.host == NULL && q.minor == 1) {
+		/* RFC 9112 3.2: an HTTP/1.1 request without Host gets 400. HTTP/1.0
+		 * predates Host, so such a request is still routed (by its
+		 * /session/<id>/ path, else 404): old clients and scripts send it. */
+		dp_pub_error(r, p, E_400, NULL, "an HTTP/1.1 request needs a Host header\n");
 		return HEAD_FAILED;
 	}
 	if (p->waiting == 0)
@@ -363,7 +434,8 @@ static enum req_outcome forward_request(struct relay *r, struct pub *p, const st
 
 /* The request cannot go to a tunnel of this worker: act on where it goes
  * instead (another worker, another relay, a wait, or an error page). */
-static enum req_outcome follow_route(struct relay *r, struct pub *p, const struct dp_route *rt)
+static enum req_outcome follow_route(struct relay *r, struct pub *p, const struct dp_http_req *q,
+				     const struct dp_route *rt)
 {
 	switch (rt->kind) {
 	case DP_ROUTE_WORKER: dp_move_public(r, p, rt->worker); return REQ_MOVED;
@@ -372,8 +444,10 @@ static enum req_outcome follow_route(struct relay *r, struct pub *p, const struc
 										    : REQ_ANSWERED;
 	case DP_ROUTE_WAIT: dp_park(r, p); return REQ_PARKED;
 	case DP_ROUTE_OFFLINE:
-		dp_pub_error(r, p, E_502, "Retry-After: 5\r\n",
-			     "the agent for this tunnel is offline; retry shortly\n");
+		/* An unverified custom domain says only that (as it would with its
+		 * agent here), not whose tunnel it names. */
+		if (dp_access_domain(r, p, rt, q) == 0)
+			answer_offline(r, p, q, rt);
 		return REQ_ANSWERED;
 	default: break;
 	}
@@ -398,12 +472,12 @@ static enum req_outcome on_request(struct relay *r, struct pub *p, const struct 
 	struct dp_tunnel *t;
 
 	if (dp_route_find(r, p, q, &rt) != DP_ROUTE_HERE)
-		return follow_route(r, p, &rt);
+		return follow_route(r, p, q, &rt);
 	t = rt.t;
 	if (dp_access_check(r, p, &rt, q) < 0)
 		return REQ_ANSWERED;
 	if (t->ctrl == DP_NIL && !t->lt)
-		return follow_route(r, p, (dp_route_away(r, p, &rt), &rt));
+		return follow_route(r, p, q, (dp_route_away(r, p, &rt), &rt));
 	switch (dp_limit_request(r, p, t,
 				 p->parked_ms && sl_mono_ms() - p->parked_ms >= PARK_MAX_MS)) {
 	case DP_LIMIT_WAIT: dp_park(r, p); return REQ_PARKED; /* until its key's lease comes */

@@ -123,6 +123,11 @@ static enum dp_route_kind by_table(struct relay *r, struct pub *p, struct dp_rou
 	} else {
 		return set(rt, DP_ROUTE_UNKNOWN);
 	}
+	/* The table may hold it a moment past its expiry (the sweep kills the
+	 * tunnel at that second; the control plane rewrites the record later). */
+	if ((uint64_t)time(NULL) >= rec.expires)
+		return set(rt, DP_ROUTE_UNKNOWN);
+	snprintf(rt->tname, sizeof(rt->tname), "%s", rec.name);
 	return by_cluster(r, p, rec.sid, rt);
 }
 

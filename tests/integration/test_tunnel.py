@@ -149,6 +149,29 @@ def test_agent_killed_gives_502_then_same_url_within_5s(relay, app, start_agent)
     assert time.monotonic() - t0 < 5
 
 
+def test_agent_gone_in_its_grace_period_gets_the_offline_page(relay, app, start_agent):
+    """Issue 16: a static-token tunnel whose agent dropped, while the relay
+    holds its name: 502 with Retry-After and a page naming the tunnel (HTML
+    for a browser, text for anything else), counted in /metrics."""
+    a = start_agent(app.port, relay.server, extra=["--name", "ghost"])
+    assert fetch(relay, "/echo", host="ghost.localhost")[0] == 200
+    a.proc.kill()
+    harness.wait_for(lambda: "tunnel ghost: agent offline" in relay.proc.log(), timeout=5,
+                     what="relay to see the agent gone")
+    status, headers, body = fetch(relay, "/", host="ghost.localhost",
+                                  headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert status == 502 and headers.get("Retry-After") == "5", body
+    assert headers["Content-Type"].startswith("text/html")
+    assert b"<html" in body and b"tunnel ghost is offline: its agent is not connected" in body
+    status, headers, body = fetch(relay, "/", host="ghost.localhost", headers={"Accept": "*/*"})
+    assert status == 502 and headers.get("Retry-After") == "5", body
+    assert headers["Content-Type"].startswith("text/plain")
+    assert body.startswith(b"tunnel ghost is offline: its agent is not connected")
+    harness.wait_metrics(relay, lambda m: m.get("sluice_offline_requests_total") == 2,
+                         "offline answers counted")
+    assert fetch(relay, "/", host="nobody.localhost")[0] == 404  # a name nobody holds
+
+
 def test_relay_restart_agent_reconnects_by_itself(binary, tmp_path, app, start_agent):
     r = harness.Relay(binary("sluice-relay"), tmp_path)
     try:

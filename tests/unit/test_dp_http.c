@@ -99,6 +99,75 @@ static void malformed_and_smuggling_shapes_refused(void **state)
 			fail_msg("case %zu: got %d, want %d", i, parse(bad[i].head), bad[i].err);
 }
 
+/* RFC 9110 5.5: every control but HTAB is refused in a field value (each
+ * byte inside one, then at its start and end, and in Host); SP, HTAB and
+ * obs-text (0x80-0xFF) pass. */
+static void controls_in_field_values_refused_obs_text_kept(void **state)
+{
+	static const char pre[] = "GET / HTTP/1.1\r\nHost: h\r\nX: a", post[] = "b\r\n\r\n";
+	char head[64];
+	size_t n = sizeof(pre) - 1 + 1 + sizeof(post) - 1;
+
+	(void)state;
+	memcpy(head, pre, sizeof(pre) - 1);
+	memcpy(head + sizeof(pre), post, sizeof(post) - 1);
+	for (int c = 0; c < 0x100; c++) {
+		int bad = (c < 0x20 && c != '\t') || c == 0x7f;
+
+		if (c == '\n')
+			continue; /* ends the line: another shape (a line without a colon) */
+		head[sizeof(pre) - 1] = (char)c;
+		if ((dp_http_parse_request(head, n, &req) < 0) != bad)
+			fail_msg("byte 0x%02x: got %d", c, dp_http_parse_request(head, n, &req));
+	}
+	assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nX: caf\xe9 \xff\r\n\r\n") > 0);
+	assert_int_equal(req.headers[1].value_len, 6);
+	assert_int_equal(parse("GET / HTTP/1.1\r\nHost: h\r\nX: \x1b[31mred\r\n\r\n"), DP_HTTP_BAD);
+	assert_int_equal(parse("GET / HTTP/1.1\r\nHost: h\r\nX: a\x7f\r\n\r\n"), DP_HTTP_BAD);
+	assert_int_equal(parse("GET / HTTP/1.1\r\nHost: h\x01\r\n\r\n"), DP_HTTP_BAD);
+}
+
+/* Host is optional to the parser (the admin port's probes); the public side
+ * requires it of HTTP/1.1. */
+static void missing_host_left_to_the_caller(void **state)
+{
+	(void)state;
+	assert_true(parse("GET /health HTTP/1.1\r\n\r\n") > 0);
+	assert_null(req.host);
+	assert_int_equal(req.minor, 1);
+}
+
+/* A TLS ClientHello's record header is recognised from its first byte on;
+ * a request (or its leading empty line) never is. */
+static void tls_hello_recognised(void **state)
+{
+	static const char hello[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+
+	(void)state;
+	for (size_t n = 1; n < sizeof(hello); n++)
+		assert_true(dp_http_is_tls_hello(hello, n));
+	assert_false(dp_http_is_tls_hello(hello, 0));
+	assert_false(dp_http_is_tls_hello("\x16\x02", 2));     /* not version 3.x */
+	assert_false(dp_http_is_tls_hello("\x16\x03\x09", 3)); /* no such minor */
+	assert_false(dp_http_is_tls_hello("GET / HTTP/1.1\r\n", 16));
+	assert_false(dp_http_is_tls_hello("\r\nGET", 5));
+	assert_false(dp_http_is_tls_hello("\x80\x2e\x01", 3)); /* an SSLv2 hello: not ours */
+}
+
+static void html_wanted_by_browsers_only(void **state)
+{
+	(void)state;
+	assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nAccept: "
+			  "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8\r\n\r\n") > 0);
+	assert_true(dp_http_wants_html(&req));
+	assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nAccept: TEXT/HTML\r\n\r\n") > 0);
+	assert_true(dp_http_wants_html(&req));
+	assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n") > 0);
+	assert_false(dp_http_wants_html(&req));
+	assert_true(parse("GET / HTTP/1.1\r\nHost: h\r\n\r\n") > 0);
+	assert_false(dp_http_wants_html(&req));
+}
+
 static void too_many_headers_and_too_long_line(void **state)
 {
 	static char buf[DP_HTTP_HEAD_MAX + 100];
@@ -202,6 +271,13 @@ static void error_response_is_complete(void **state)
 	assert_non_null(strstr(out, "HTTP/1.1 502 Bad Gateway\r\n"));
 	assert_non_null(strstr(out, "Content-Length: 14\r\n"));
 	assert_non_null(strstr(out, "Retry-After: 5\r\n\r\nagent offline\n"));
+	assert_non_null(strstr(out, "Content-Type: text/plain; charset=utf-8\r\n"));
+	n = dp_http_response_as(502, DP_HTTP_HTML, NULL, "<p>x</p>\n", out, sizeof(out));
+	assert_true(n > 0);
+	assert_non_null(strstr(out, "Content-Type: text/html; charset=utf-8\r\n"));
+	assert_non_null(strstr(out, "Content-Length: 9\r\n"));
+	assert_int_equal(dp_http_response_as(502, DP_HTTP_HTML, NULL, "<p>x</p>\n", out, 20),
+			 -ENOSPC);
 }
 
 int main(void)
@@ -212,6 +288,10 @@ int main(void)
 		cmocka_unit_test(bare_lf_and_leading_empty_line_accepted),
 		cmocka_unit_test(ipv6_host_keeps_brackets),
 		cmocka_unit_test(malformed_and_smuggling_shapes_refused),
+		cmocka_unit_test(controls_in_field_values_refused_obs_text_kept),
+		cmocka_unit_test(missing_host_left_to_the_caller),
+		cmocka_unit_test(tls_hello_recognised),
+		cmocka_unit_test(html_wanted_by_browsers_only),
 		cmocka_unit_test(too_many_headers_and_too_long_line),
 		cmocka_unit_test(upgrade_and_connect_detected),
 		cmocka_unit_test(chunked_body_ends_exactly_in_any_split),
