@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -296,18 +297,48 @@ def calm_relay(request, binary, tmp_path):
     r.stop()
 
 
+async def _held_requests(port, host, n):
+    """Open n connections, hold every one open until all are, then send one
+    request on each and read each whole response: n connections at the relay
+    at once, however slowly they open (a count, not a rate)."""
+    opened, go = [0], asyncio.Event()
+
+    async def one():
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        opened[0] += 1
+        if opened[0] == n:
+            go.set()
+        await go.wait()
+        w.write(b"GET /100b HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode())
+        head = await r.readuntil(b"\r\n\r\n")
+        m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        body = await r.readexactly(int(m.group(1))) if m else b""
+        w.close()
+        return head.split(b"\r\n", 1)[0], body
+
+    return await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), 120)
+
+
 def test_1000_concurrent_connections_without_errors(calm_relay, nginx, start_agent):
     relay = calm_relay
     a = start_agent(nginx.port, relay.server)
-    # A 10 s request timeout: this checks that no request fails, not how fast
-    # 1,000 data connections (each a TLS handshake) open under ASan; speed is
-    # bench/'s business.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    try:
+        got = asyncio.run(_held_requests(relay.http_port, host_of(a), 1000))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # Every one of the 1,000 held connections is answered, whole.
+    bad = [g for g in got if g != (b"HTTP/1.1 200 OK", b"x" * 100)]
+    assert len(got) == 1000 and not bad, bad[:3]
+    # Then wrk keeps 1,000 connections busy: no error, no non-2xx, however
+    # many requests this machine manages (speed is bench/'s business; the
+    # 10 s timeout absorbs 1,000 TLS data connections opening under ASan).
     out = subprocess.run(["wrk", "-t1", "-c1000", "-d3s", "--timeout", "10s",
                           "-H", "Host: " + host_of(a),
                           "http://127.0.0.1:%d/100b" % relay.http_port],
                          capture_output=True, text=True, timeout=60).stdout
-    assert re.search(r"(\d+) requests in", out), out
-    assert int(re.search(r"(\d+) requests in", out).group(1)) > 1000, out
+    assert int(re.search(r"(\d+) requests in", out).group(1)) > 0, out
     assert "Socket errors" not in out, out
     assert "Non-2xx" not in out, out
 
