@@ -2,15 +2,18 @@
  * dp_relay_route.c: where a request goes, answered in one place: a tunnel of
  * this worker, another worker of this relay, another relay of the cluster,
  * a wait (its place is being asked, or its agent is between relays), or
- * nowhere (offline or unknown). Host names under --domain, custom domains
- * of the session table and /session/<id>/ paths are all read here; the
- * caller (dp_relay_pub.c) acts on the answer. Agents' connections ask
- * dp_route_worker_of the same question for their HELLOs.
+ * nowhere: offline (a tunnel in its grace period, or a session of the
+ * table with no agent, clustered or not: a 502 page) or unknown (404).
+ * Host names under --domain, custom domains of the session table and
+ * /session/<id>/ paths are all read here; the caller (dp_relay_pub.c)
+ * acts on the answer. Agents' connections ask dp_route_worker_of the same
+ * question for their HELLOs.
  */
 #include "dp_relay_int.h"
 
 #include <ctype.h>
 #include <strings.h>
+#include <time.h>
 
 static enum dp_route_kind set(struct dp_route *rt, enum dp_route_kind k)
 {
@@ -103,13 +106,21 @@ static enum dp_route_kind by_cluster(struct relay *r, struct pub *p, const char 
 	return set(rt, DP_ROUTE_OFFLINE);
 }
 
-/* A name or session id no worker here holds: a session of the table (then
- * held by another relay, or offline), or UNKNOWN. */
+/*
+ * A name or session id no worker here holds: an active, unexpired session
+ * of the table is held by another relay of the cluster (or waited for), or
+ * else offline: created through the API with no agent connected yet, or
+ * its tunnel released after the grace period. Anything else (no table
+ * without --redis, a name nobody holds, a deleted or expired session) is
+ * UNKNOWN. rt->tname gets the session's name for the offline page.
+ */
 static enum dp_route_kind by_table(struct relay *r, struct pub *p, struct dp_route *rt)
 {
 	struct pr_session rec;
 	char key[64];
 
+	if (!r->sh->state_on)
+		return set(rt, DP_ROUTE_UNKNOWN);
 	if (rt->name && rt->name_len < sizeof(key)) {
 		for (size_t i = 0; i < rt->name_len; i++)
 			key[i] = (char)tolower((unsigned char)rt->name[i]);
@@ -154,9 +165,7 @@ enum dp_route_kind dp_route_find(struct relay *r, struct pub *p, const struct dp
 		rt->worker = w;
 		return set(rt, DP_ROUTE_WORKER);
 	}
-	if (r->sh->cluster_on)
-		return by_table(r, p, rt);
-	return set(rt, DP_ROUTE_UNKNOWN);
+	return by_table(r, p, rt);
 }
 
 enum dp_route_kind dp_route_away(struct relay *r, struct pub *p, struct dp_route *rt)

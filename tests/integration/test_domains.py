@@ -130,6 +130,29 @@ def test_dns_challenge_then_traffic_and_https(binary, tmp_path, dstack):
     assert "customDomain" not in g and g["status"] == "active"
 
 
+def test_custom_domain_of_a_session_without_agent_is_offline(dstack):
+    """Issue 16: a verified custom domain whose session has no agent gets
+    the offline 502 naming the session's tunnel; a pending one still says
+    only that it is not verified."""
+    control, relay, dns, _ = dstack
+    k = control.new_key()["key"]
+    d = control.api("POST", "/api/v1/domains", {"domain": "app.example.com"}, key=k)[2]
+    dns.txt["_sluice-challenge.app.example.com"] = [d["verification"]["dns"]["value"]]
+    assert control.api("POST", "/api/v1/domains/app.example.com/verify", {"method": "dns"},
+                       key=k)[0] == 200
+    control.api("POST", "/api/v1/domains", {"domain": "web.example.org"}, key=k)
+    for dom, name in (("app.example.com", "away"), ("web.example.org", "pending")):
+        status, _, s = control.api("POST", "/api/v1/tunnels",
+                                   {"port": 3000, "subdomain": name, "customDomain": dom}, key=k)
+        assert status == 201, s
+    harness.wait_metrics(relay, lambda m: m.get("sluice_state_sessions", 0) >= 2,
+                         "sessions followed")
+    status, body = host_get(relay, "app.example.com", "/x")
+    assert status == 502 and b"tunnel away is offline: its agent is not connected" in body
+    status, body = host_get(relay, "web.example.org", "/x")
+    assert status == 403 and b"not verified" in body
+
+
 def test_http_challenge_served_through_the_tunnel(binary, tmp_path, dstack):
     control, relay, _, app = dstack
     k = control.new_key()["key"]

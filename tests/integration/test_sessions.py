@@ -298,6 +298,77 @@ def test_expired_session_answers_410_and_its_tunnel_closes(binary, tmp_path, red
         relay.stop()
 
 
+# ---- sessions without an agent: offline, not unknown (issue 16) ----
+
+def public_at(relay, path, host=None, accept="*/*"):
+    """A public request: (status, headers, body), errors included."""
+    h = {"Accept": accept}
+    if host:
+        h["Host"] = host
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (relay.http_port, path), headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, dict(r.headers.items()), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers.items()), e.read()
+
+
+def assert_offline(relay, path, host, name):
+    status, headers, body = public_at(relay, path, host)
+    assert status == 502 and headers.get("Retry-After") == "5", (path, host, status, body)
+    assert ("tunnel %s is offline: its agent is not connected" % name).encode() in body, body
+
+
+def test_session_whose_agent_never_came_is_offline(stack):
+    """A relay following Redis without a cluster: a session created
+    through the API, no agent yet, answers the offline 502 by its name and
+    by its /session/<id>/ path (it used to be 404, as for nobody); deleted,
+    it is nobody's again."""
+    control, relay = stack
+    k = control.new_key()["key"]
+    s = control.api("POST", "/api/v1/tunnels", {"port": 3000, "subdomain": "lonely"}, key=k)[2]
+    sid = s["sessionId"]
+    harness.wait_metrics(relay, lambda m: m.get("sluice_state_sessions", 0) >= 1,
+                         "session followed")
+    assert_offline(relay, "/", "lonely.localhost", "lonely")
+    assert_offline(relay, "/", "LONELY.localhost:%d" % relay.http_port, "lonely")
+    assert_offline(relay, "/session/%s/x" % sid, None, "lonely")
+    status, headers, body = public_at(relay, "/", "lonely.localhost", accept="text/html")
+    assert status == 502 and headers["Content-Type"].startswith("text/html") and b"<html" in body
+    assert public_at(relay, "/", "nobody.localhost")[0] == 404
+    assert public_at(relay, "/session/zzzzzzzz/x")[0] == 404
+    assert control.api("DELETE", "/api/v1/tunnels/" + sid, key=k)[0] == 200
+    harness.wait_for(lambda: public_at(relay, "/", "lonely.localhost")[0] == 404, timeout=5,
+                     what="deleted session unknown")
+    assert public_at(relay, "/session/%s/x" % sid)[0] == 404
+
+
+def test_session_released_after_its_grace_period_is_offline(binary, tmp_path, redis, app):
+    """An API session whose agent left: in the grace period its tunnel is
+    offline; once the relay released it the session is still active in the
+    table, so still offline, not 404."""
+    relay = harness.session_relay(binary("sluice-relay"), tmp_path, redis.url,
+                                  extra=["--grace-ms", "300"])
+    control = harness.Control(binary("sluice-control"), tmp_path, redis.url, relay=relay.server,
+                              public_url="http://localhost:%d" % relay.http_port)
+    try:
+        k = control.new_key()["key"]
+        a = api_agent(binary, tmp_path, control, app.port, k, extra=["--name", "brief"])
+        sid = a.ready["session"]
+        assert get_public(relay, "brief")[0] == 200
+        a.proc.kill()
+        harness.wait_for(lambda: "tunnel brief: released after the grace period"
+                         in relay.proc.log(), timeout=5, what="tunnel released")
+        assert_offline(relay, "/", "brief.localhost", "brief")
+        assert_offline(relay, "/session/%s/" % sid, None, "brief")
+        m = harness.wait_metrics(relay, lambda m: m.get("sluice_offline_requests_total") == 2,
+                                 "offline answers counted")
+        assert m["sluice_relay_errors_total{status=\"502\"}"] >= 2
+    finally:
+        control.stop()
+        relay.stop()
+
+
 def test_forged_and_foreign_tokens_are_refused(binary, tmp_path, stack, app):
     control, relay = stack
     k = control.new_key()["key"]
