@@ -183,6 +183,7 @@ struct agent {
 
 #define AGENT_BUF      (PR_FRAME_HDR + PR_FRAME_MAX)
 #define ADMIN_HEAD_MAX 8192 /* an admin request's head */
+#define REASK_MS       1000 /* waiters asked for again after this long without an arrival */
 #define LAT_BUCKETS    13   /* bounds of the first-byte histogram (dp_relay_admin.c) */
 
 /* A worker's counters: every field a uint64_t but lat_sum_s (snap_add adds
@@ -198,6 +199,7 @@ struct metrics {
 	uint64_t limited_req, limited_key, limited_tcp, throttles; /* rate limits */
 	uint64_t links_out, links_in, links_refused, link_failures, parked_cluster, replays;
 	uint64_t offline; /* requests for a tunnel whose agent is not connected (a 502 each) */
+	uint64_t reasks;  /* waiters asked for again: data connections lost on their way */
 };
 
 /*
@@ -422,6 +424,7 @@ void dp_park_run(struct relay *r);
 
 /* dp_relay_pool.c: the agent's data connections, idle and waited for */
 void dp_pool_ask(struct relay *r, struct dp_tunnel *t);
+void dp_pool_reask(struct relay *r, struct dp_tunnel *t);
 void dp_pool_acquire(struct relay *r, struct pub *p);
 void dp_pool_ready(struct relay *r, struct dp_tunnel *t, uint32_t d);
 void dp_pool_keep_head(struct relay *r, struct pub *p);

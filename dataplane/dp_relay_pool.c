@@ -16,7 +16,25 @@ void dp_pool_ask(struct relay *r, struct dp_tunnel *t)
 		return;
 	m.count = t->nwait - t->opens_asked;
 	t->opens_asked += m.count;
+	t->asked_ms = r->now_ms;
 	dp_conn_send_msg(&r->io, t->ctrl, &m);
+}
+
+/*
+ * Waiters that saw no data connection arrive for REASK_MS although some
+ * were asked for: those died on their way (a connect or TLS handshake that
+ * failed, a fresh connection closed at the head timeout before its
+ * DATA_HELLO, an agent at its --max-streams), and opens_asked would count
+ * them until the waiters time out. Ask again for every waiter; a surplus
+ * connection joins the idle pool. Called by the 100 ms sweep.
+ */
+void dp_pool_reask(struct relay *r, struct dp_tunnel *t)
+{
+	if (t->nwait == 0 || t->opens_asked == 0 || r->now_ms - t->asked_ms < REASK_MS)
+		return;
+	r->m.reasks++;
+	t->opens_asked = 0;
+	dp_pool_ask(r, t);
 }
 
 /* Join public connection p with data connection d: START, then held bytes. */
@@ -123,6 +141,7 @@ void dp_pool_ready(struct relay *r, struct dp_tunnel *t, uint32_t d)
 
 	if (t->opens_asked)
 		t->opens_asked--;
+	t->asked_ms = r->now_ms;
 	if (t->wait_head != DP_NIL) {
 		struct pub *p = dp_c(&r->io, t->wait_head)->owner;
 

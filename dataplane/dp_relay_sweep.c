@@ -34,6 +34,7 @@ void dp_sweep_tunnels(struct relay *r)
 				t->last_ping_ms = r->now_ms;
 				dp_conn_send_msg(&r->io, t->ctrl, &ping);
 			}
+			dp_pool_reask(r, t);
 			continue;
 		}
 		if (t->lt && !r->draining)

@@ -35,6 +35,7 @@ struct dp_tunnel {
 	uint32_t idle, nidle;		      /* idle data connections (list through olink) */
 	uint32_t wait_head, wait_tail, nwait; /* public connections waiting (olink) */
 	uint32_t opens_asked;		      /* data connections asked for and not yet arrived */
+	uint64_t asked_ms;		      /* when some were last asked for, or one arrived */
 	uint64_t last_rx_ms, last_ping_ms, offline_since_ms;
 	uint64_t requests, conns;
 	uint64_t live, bytes_in, bytes_out; /* open public connections; bytes of closed ones */

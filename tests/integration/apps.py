@@ -145,6 +145,53 @@ class TcpEcho:
         self.srv.server_close()
 
 
+class DropProxy:
+    """A TCP proxy to 127.0.0.1:target; while .drop is set it accepts each
+    new connection and closes it at once (.dropped counts them): data
+    connections that die on their way to the relay."""
+
+    def __init__(self, target):
+        self.target, self.drop, self.dropped = target, False, 0
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(1024)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            if self.drop:
+                self.dropped += 1
+                c.close()
+                continue
+            up = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((c, up), (up, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self):
+        self.lsock.close()
+
+
 class WsEcho:
     """A WebSocket echo server (python3-websockets) on its own event loop."""
 

@@ -9,6 +9,7 @@ import resource
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -287,12 +288,14 @@ def test_chunked_upload_is_framed_and_intact(relay, app, start_agent):
 
 @pytest.fixture(params=["io_uring", "epoll"])
 def calm_relay(request, binary, tmp_path):
-    """A relay whose heartbeats tolerate a loop busy for a second: under ASan,
-    1,000 data connections opening at once (each a TLS handshake) can stall
-    a loop longer than the 300 ms test heartbeat allows."""
+    """A relay whose heartbeats tolerate a loop busy for a second and whose
+    requests wait as long as the production default allows and more: under
+    ASan, 1,000 data connections opening at once (each a TLS handshake) can
+    stall a loop longer than the 300 ms test heartbeat allows and take longer
+    than the tests' 3 s open timeout to serve the last request."""
     r = harness.Relay(binary("sluice-relay"), tmp_path,
                       extra=["--engine", request.param, "--heartbeat-ms", "2000",
-                             "--dead-after-ms", "10000"])
+                             "--dead-after-ms", "10000", "--open-timeout-ms", "60000"])
     yield r
     r.stop()
 
@@ -341,6 +344,33 @@ def test_1000_concurrent_connections_without_errors(calm_relay, nginx, start_age
     assert int(re.search(r"(\d+) requests in", out).group(1)) > 0, out
     assert "Socket errors" not in out, out
     assert "Non-2xx" not in out, out
+
+
+def test_data_connections_lost_on_their_way_are_asked_for_again(relay, app, start_agent):
+    """Requests waiting for data connections that died between agent and
+    relay (here a proxy closes them) are asked for again after a second
+    without an arrival, and served; they used to wait for the open timeout
+    and get a 502."""
+    proxy = apps.DropProxy(int(relay.server.rsplit(":", 1)[1]))
+    try:
+        a = start_agent(app.port, "127.0.0.1:%d" % proxy.port, extra=["--pool", "1"])
+        time.sleep(0.3)  # the pool's one idle connection in place
+        proxy.drop = True
+        results = []
+
+        def get():
+            results.append(fetch(relay, "/", host=host_of(a), timeout=10)[0])
+        threads = [threading.Thread(target=get) for _ in range(4)]
+        for th in threads:
+            th.start()
+        harness.wait_for(lambda: proxy.dropped >= 3, timeout=5, what="data connections dropped")
+        proxy.drop = False
+        for th in threads:
+            th.join(15)
+        assert sorted(results) == [200] * 4, results
+        assert harness.metrics(relay)["sluice_data_reasks_total"] >= 1
+    finally:
+        proxy.stop()
 
 
 def test_tcp_tunnel_round_trip_server_speaks_first(relay, start_agent):
