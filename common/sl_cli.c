@@ -90,6 +90,7 @@ static int start(const struct sl_cli *cli, struct sl_config *c, int argc, char *
 	int err;
 
 	err = sl_config_init(c, cli->opts, cli->nopts);
+	c->sections = cli->sections;
 	if (err == 0 && early_flags(cli, argc, argv))
 		return 1;
 	if (err == 0)

@@ -51,6 +51,9 @@ struct sl_cli {
 	/* Words after the program's name that select another command, ending
 	 * with {NULL}; NULL for none. */
 	const struct sl_cli_verb *verbs;
+	/* The config file may end in [sections], kept for run in cfg->sect
+	 * (sl_config.sections); 0: a section is a syntax error. */
+	int sections;
 };
 
 /* .opts and .nopts of a struct sl_cli from a static table. */

@@ -5,6 +5,7 @@
  * names the key, the value and where it came from.
  */
 #include "sl_config.h"
+#include "sl_buf.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -307,41 +308,115 @@ static int parse_line(const char *p, const char *end, char *key, char *value, co
 	return 0;
 }
 
-static int apply_line(struct sl_config *c, const char *line, size_t len, const char *origin,
-		      unsigned lineno, char *key, char *value)
+/* "[name]" (spaces inside the brackets allowed, a comment after): the name
+ * into name (64 bytes). Returns 0 or -EINVAL with *why. */
+static int parse_header(const char *p, const char *end, char *name, const char **why)
 {
-	const char *why = "";
-	char where[300];
+	const char *n;
+	size_t len;
+
+	p = skip_space(p + 1, end);
+	for (n = p; p < end && (isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.');
+	     p++)
+		;
+	len = (size_t)(p - n);
+	p = skip_space(p, end);
+	if (len == 0 || len >= 64 || p == end || *p != ']')
+		return (*why = "expected a section header [name] of letters, digits, '-' and '.'"),
+		       -EINVAL;
+	p = skip_space(p + 1, end);
+	if (p < end && *p != '#')
+		return (*why = "unexpected text after the section header"), -EINVAL;
+	memcpy(name, n, len);
+	name[len] = '\0';
+	return 0;
+}
+
+/* What apply_line works with. Ownership: sl_config_parse_text's, for one
+ * parse; key and value are its scratch buffers. */
+struct reader {
+	const char *origin;
+	unsigned lineno;
+	char *key, *value; /* 64 and SL_CONFIG_LINE_MAX + 1 bytes */
+	char section[64];  /* the header above the line, "" at the top level */
+	char where[300];   /* "origin:lineno" */
+};
+
+/* Keep a section's line (key NULL: its header) in c->sect. 0 or -ENOMEM. */
+static int keep_line(struct sl_config *c, const struct reader *rd, const char *key,
+		     const char *value)
+{
+	size_t ls = strlen(rd->section) + 1, lk = key ? strlen(key) + 1 : 0;
+	size_t lv = value ? strlen(value) + 1 : 0, lw = strlen(rd->where) + 1;
+	struct sl_sect_line *l;
+	char *m;
+
+	if (sl_array_grow((void **)&c->sect, &c->sect_cap, c->nsect + 1, sizeof(*c->sect), 16) <
+		    0 ||
+	    (m = malloc(ls + lk + lv + lw)) == NULL)
+		return fail(c, -ENOMEM, "out of memory");
+	l = &c->sect[c->nsect++];
+	l->section = memcpy(m, rd->section, ls);
+	l->key = key ? memcpy(m + ls, key, lk) : NULL;
+	l->value = value ? memcpy(m + ls + lk, value, lv) : NULL;
+	l->where = memcpy(m + ls + lk + lv, rd->where, lw);
+	return 0;
+}
+
+/* A "[name]" line: refused unless c->sections; a name given twice is refused
+ * too (TOML's rule), since which one would win is anyone's guess. */
+static int apply_header(struct sl_config *c, struct reader *rd)
+{
+	if (!c->sections)
+		return fail(c, -EINVAL, "syntax error: sections ([%s]) are not read here (from %s)",
+			    rd->key, rd->where);
+	for (size_t i = 0; i < c->nsect; i++)
+		if (c->sect[i].key == NULL && strcmp(c->sect[i].section, rd->key) == 0)
+			return fail(c, -EINVAL, "section [%s] given twice (from %s and %s)",
+				    rd->key, c->sect[i].where, rd->where);
+	snprintf(rd->section, sizeof(rd->section), "%s", rd->key);
+	return keep_line(c, rd, NULL, NULL);
+}
+
+static int apply_line(struct sl_config *c, const char *line, size_t len, struct reader *rd)
+{
+	const char *why = "", *p = skip_space(line, line + len);
 	int err;
 
-	snprintf(where, sizeof(where), "%s:%u", origin, lineno);
+	snprintf(rd->where, sizeof(rd->where), "%s:%u", rd->origin, rd->lineno);
 	if (len > SL_CONFIG_LINE_MAX)
 		return fail(c, -EINVAL, "line too long (over %d bytes) (from %s)",
-			    SL_CONFIG_LINE_MAX, where);
+			    SL_CONFIG_LINE_MAX, rd->where);
 	if (memchr(line, '\0', len))
-		return fail(c, -EINVAL, "NUL byte in line (from %s)", where);
-	err = parse_line(line, line + len, key, value, &why);
+		return fail(c, -EINVAL, "NUL byte in line (from %s)", rd->where);
+	if (p < line + len && *p == '[') {
+		if (parse_header(p, line + len, rd->key, &why) < 0)
+			return fail(c, -EINVAL, "syntax error: %s (from %s)", why, rd->where);
+		return apply_header(c, rd);
+	}
+	err = parse_line(line, line + len, rd->key, rd->value, &why);
 	if (err == 1)
 		return 0;
 	if (err < 0)
-		return fail(c, err, "syntax error: %s (from %s)", why, where);
-	if (strcmp(key, "config") == 0)
+		return fail(c, err, "syntax error: %s (from %s)", why, rd->where);
+	if (rd->section[0])
+		return keep_line(c, rd, rd->key, rd->value);
+	if (strcmp(rd->key, "config") == 0)
 		return fail(c, -EINVAL, "key \"config\" cannot be set in a config file (from %s)",
-			    where);
-	err = sl_config_set(c, key, value, SL_SRC_FILE, where);
+			    rd->where);
+	err = sl_config_set(c, rd->key, rd->value, SL_SRC_FILE, rd->where);
 	return err == -ENOENT ? -EINVAL : err;
 }
 
 int sl_config_parse_text(struct sl_config *c, const char *buf, size_t len, const char *origin)
 {
 	const char *p = buf, *end = buf + len;
-	char *key = NULL, *value = NULL;
-	unsigned lineno = 0;
+	struct reader rd = {.origin = origin};
 	int err = 0;
 
-	key = malloc(64);
-	value = malloc(SL_CONFIG_LINE_MAX + 1);
-	if (key == NULL || value == NULL) {
+	rd.key = malloc(64);
+	rd.value = malloc(SL_CONFIG_LINE_MAX + 1);
+	if (rd.key == NULL || rd.value == NULL) {
 		err = fail(c, -ENOMEM, "out of memory");
 		goto out;
 	}
@@ -349,14 +424,13 @@ int sl_config_parse_text(struct sl_config *c, const char *buf, size_t len, const
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
 
-		lineno++;
-		err = apply_line(c, p, n && p[n - 1] == '\r' ? n - 1 : n, origin, lineno, key,
-				 value);
+		rd.lineno++;
+		err = apply_line(c, p, n && p[n - 1] == '\r' ? n - 1 : n, &rd);
 		p += n + (nl != NULL);
 	}
 out:
-	free(value);
-	free(key);
+	free(rd.value);
+	free(rd.key);
 	return err;
 }
 
@@ -623,4 +697,9 @@ void sl_config_free(struct sl_config *c)
 		free(c->vals[i].str);
 		c->vals[i].str = NULL;
 	}
+	for (size_t i = 0; i < c->nsect; i++)
+		free(c->sect[i].section);
+	free(c->sect);
+	c->sect = NULL;
+	c->nsect = c->sect_cap = 0;
 }

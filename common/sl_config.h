@@ -7,7 +7,9 @@
  * Config file syntax (docs/configuration.md): one "key = value" per line,
  * '#' starts a comment outside double quotes, values may be double-quoted
  * with \" and \\ escapes. Every error names the key, the bad value and where
- * it came from (flag, variable, or file:line).
+ * it came from (flag, variable, or file:line). A program that asks for them
+ * (sl_config.sections) also takes sections at the end of the file:
+ * "[name]" lines, each key below one belonging to it, as in TOML.
  */
 #ifndef SL_CONFIG_H
 #define SL_CONFIG_H
@@ -71,8 +73,23 @@ struct sl_val {
 #define SL_CONFIG_FILE_MAX (1 << 20) /* a bigger config file is a mistake */
 
 /*
+ * One line of a config file's sections, kept as read: sl_config knows
+ * nothing of what sections mean, the program checks them (the agent's
+ * [tunnel.NAME], dataplane/ag_tunnels.c), with sl_config_set on a config of
+ * the section's own table. Ownership: in sl_config.sect; the four strings
+ * share one malloc'd block at section, freed by sl_config_free.
+ */
+struct sl_sect_line {
+	char *section; /* "tunnel.web" */
+	char *key;     /* NULL on the header line itself */
+	char *value;   /* NULL on the header line */
+	char *where;   /* "file:line", for the program's errors */
+};
+
+/*
  * Ownership: the caller owns the struct (usually on main's stack); vals[].str
- * are heap copies freed by sl_config_free(); args[] borrow from argv.
+ * are heap copies freed by sl_config_free(); args[] borrow from argv; sect
+ * is malloc'd (sl_array_grow), its lines too, all freed by sl_config_free().
  */
 struct sl_config {
 	const struct sl_opt *opts;
@@ -81,6 +98,13 @@ struct sl_config {
 	const char *args[SL_CONFIG_MAX_ARGS];
 	size_t nargs;
 	char err[512]; /* the last error, for the user */
+	/* Set after sl_config_init for a program whose file may end in
+	 * sections: the top-level keys are applied as ever, the section lines
+	 * kept in sect[] (a header and its keys, in file order). Unset, a
+	 * "[name]" line is a syntax error like any other junk. */
+	int sections;
+	struct sl_sect_line *sect;
+	size_t nsect, sect_cap;
 };
 
 /*

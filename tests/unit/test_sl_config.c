@@ -296,6 +296,74 @@ static void print_redacts_and_round_trips(void **state)
 	free(buf);
 }
 
+/* Without sl_config.sections, a header is junk like any other. */
+static void sections_refused_unless_asked_for(void **state)
+{
+	const char *text = "workers = 3\n[tunnel.web]\nport = 3000\n";
+
+	(void)state;
+	assert_int_equal(sl_config_parse_text(&cfg, text, strlen(text), "t.conf"), -EINVAL);
+	assert_non_null(
+		strstr(cfg.err, "sections ([tunnel.web]) are not read here (from t.conf:2)"));
+	assert_int_equal(cfg.nsect, 0);
+}
+
+/* With it, the top-level keys apply and every line below a header is kept,
+ * unchecked, for the program: even a key of the top-level table. */
+static void sections_kept_in_order_with_their_lines(void **state)
+{
+	const char *text = "workers = 3\n"
+			   "[tunnel.web]  # the site\n"
+			   "port = 3000\n"
+			   "\n"
+			   "workers = 9\n"
+			   "[ db ]\n"
+			   "name = \"a b\"\n";
+
+	(void)state;
+	cfg.sections = 1;
+	assert_int_equal(sl_config_parse_text(&cfg, text, strlen(text), "t.conf"), 0);
+	assert_int_equal(sl_config_int(&cfg, "workers"), 3);
+	assert_int_equal(cfg.nsect, 5);
+	assert_string_equal(cfg.sect[0].section, "tunnel.web");
+	assert_null(cfg.sect[0].key);
+	assert_string_equal(cfg.sect[0].where, "t.conf:2");
+	assert_string_equal(cfg.sect[1].key, "port");
+	assert_string_equal(cfg.sect[1].value, "3000");
+	assert_string_equal(cfg.sect[2].key, "workers");
+	assert_string_equal(cfg.sect[2].where, "t.conf:5");
+	assert_string_equal(cfg.sect[3].section, "db");
+	assert_string_equal(cfg.sect[4].value, "a b");
+	assert_string_equal(cfg.sect[4].section, "db");
+}
+
+static void section_errors_name_line_and_reason(void **state)
+{
+	static const struct {
+		const char *text, *expect;
+	} cases[] = {
+		{"[]\n", "of letters, digits, '-' and '.' (from t.conf:1)"},
+		{"[web\n", "expected a section header [name]"},
+		{"[a b]\n", "expected a section header [name]"},
+		{"[web] x\n", "unexpected text after the section header (from t.conf:1)"},
+		{"[web]\nport 3\n", "expected '=' after the key (from t.conf:2)"},
+		{"[web]\n[db]\n[web]\n", "section [web] given twice (from t.conf:1 and t.conf:3)"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int err;
+
+		sl_config_free(&cfg);
+		cfg.sections = 1;
+		err = sl_config_parse_text(&cfg, cases[i].text, strlen(cases[i].text), "t.conf");
+		assert_int_equal(err, -EINVAL);
+		if (strstr(cfg.err, cases[i].expect) == NULL)
+			fail_msg("case %zu: error \"%s\" lacks \"%s\"", i, cfg.err,
+				 cases[i].expect);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -318,6 +386,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(flags_positionals_and_terminator, setup, teardown),
 		cmocka_unit_test_setup_teardown(flag_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(print_redacts_and_round_trips, setup, teardown),
+		cmocka_unit_test_setup_teardown(sections_refused_unless_asked_for, setup, teardown),
+		cmocka_unit_test_setup_teardown(sections_kept_in_order_with_their_lines, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(section_errors_name_line_and_reason, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests_name("sl_config", tests, NULL, NULL);
 }
