@@ -322,7 +322,8 @@ static int parse_header(const char *p, const char *end, char *name, const char *
 	len = (size_t)(p - n);
 	p = skip_space(p, end);
 	if (len == 0 || len >= 64 || p == end || *p != ']')
-		return (*why = "expected a section header [name] of letters, digits, '-' and '.'"),
+		return (*why = "expected a section header [name] of letters, digits, '-', '_' and "
+			       "'.'"),
 		       -EINVAL;
 	p = skip_space(p + 1, end);
 	if (p < end && *p != '#')
@@ -355,11 +356,17 @@ static int keep_line(struct sl_config *c, const struct reader *rd, const char *k
 		    0 ||
 	    (m = malloc(ls + lk + lv + lw)) == NULL)
 		return fail(c, -ENOMEM, "out of memory");
+	memcpy(m, rd->section, ls);
+	if (key)
+		memcpy(m + ls, key, lk);
+	if (value)
+		memcpy(m + ls + lk, value, lv);
+	memcpy(m + ls + lk + lv, rd->where, lw);
 	l = &c->sect[c->nsect++];
-	l->section = memcpy(m, rd->section, ls);
-	l->key = key ? memcpy(m + ls, key, lk) : NULL;
-	l->value = value ? memcpy(m + ls + lk, value, lv) : NULL;
-	l->where = memcpy(m + ls + lk + lv, rd->where, lw);
+	l->section = m; /* the block's owner: sl_config_free frees it */
+	l->key = key ? m + ls : NULL;
+	l->value = value ? m + ls + lk : NULL;
+	l->where = m + ls + lk + lv;
 	return 0;
 }
 

@@ -18,6 +18,14 @@ static struct {
 	int fd;
 } log_state = {"sluice", SL_LOG_INFO, SL_LOG_TEXT, 2};
 
+/* This thread's tag (sl_log_set_tag): a static or long-lived string. */
+static __thread const char *log_tag;
+
+void sl_log_set_tag(const char *tag)
+{
+	log_tag = tag;
+}
+
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void sl_log_init(const char *component, enum sl_log_level level, enum sl_log_format format, int fd)
@@ -185,7 +193,8 @@ size_t sl_log_format_line(char *buf, size_t cap, enum sl_log_format format,
 
 void sl_log(enum sl_log_level level, const char *fmt, ...)
 {
-	char msg[SL_LOG_LINE_MAX], line[SL_LOG_LINE_MAX];
+	char msg[SL_LOG_LINE_MAX], line[SL_LOG_LINE_MAX], comp[128];
+	const char *component = log_state.component;
 	struct timespec ts;
 	va_list ap;
 	size_t n;
@@ -196,8 +205,11 @@ void sl_log(enum sl_log_level level, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	clock_gettime(CLOCK_REALTIME, &ts);
-	n = sl_log_format_line(line, sizeof(line), log_state.format, &ts, level,
-			       log_state.component, msg);
+	if (log_tag) {
+		snprintf(comp, sizeof(comp), "%s[%s]", component, log_tag);
+		component = comp;
+	}
+	n = sl_log_format_line(line, sizeof(line), log_state.format, &ts, level, component, msg);
 	/* One write per line; a short or failed write to stderr has no better place to go. */
 	if (write(log_state.fd, line, n) < 0)
 		return;

@@ -39,6 +39,13 @@ enum sl_log_format {
  */
 void sl_log_init(const char *component, enum sl_log_level level, enum sl_log_format format, int fd);
 
+/*
+ * Tag this thread's lines: the component reads "agent[web]" (text and
+ * JSON alike) where several threads do the same work for different things,
+ * the agent's tunnels. tag must outlive the thread's logging; NULL removes it.
+ */
+void sl_log_set_tag(const char *tag);
+
 /* Parse "error|warn|info|debug" or "auto|text|json"; return the value or -EINVAL. */
 int sl_log_level_parse(const char *s);
 int sl_log_format_parse(const char *s);

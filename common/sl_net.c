@@ -2,6 +2,7 @@
  * sl_net.c: address parsing and listening sockets (see sl_net.h).
  */
 #include "sl_net.h"
+#include "sl_time.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -96,8 +97,9 @@ int sl_peer_ip(int fd, char *ip)
 int sl_connect_tcp(const struct sockaddr_storage *ss, socklen_t len, int timeout_ms)
 {
 	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	uint64_t deadline = sl_mono_ms() + (uint64_t)timeout_ms, now;
 	struct pollfd pfd;
-	int fd, err = 0;
+	int fd, n, err = 0;
 	socklen_t el = sizeof(err);
 
 	fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -106,8 +108,12 @@ int sl_connect_tcp(const struct sockaddr_storage *ss, socklen_t len, int timeout
 	if (connect(fd, (const struct sockaddr *)ss, len) < 0 && errno != EINPROGRESS)
 		goto fail;
 	pfd = (struct pollfd){.fd = fd, .events = POLLOUT};
-	if (poll(&pfd, 1, timeout_ms) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 ||
-	    err != 0) {
+	/* Bounded by the deadline: an interrupted poll (EINTR) waits for what is left. */
+	do {
+		now = sl_mono_ms();
+		n = poll(&pfd, 1, now < deadline ? (int)(deadline - now) : 0);
+	} while (n < 0 && errno == EINTR);
+	if (n != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err != 0) {
 		errno = err ? err : ETIMEDOUT;
 		goto fail;
 	}

@@ -79,7 +79,7 @@ static void event(struct agent *a, const char *name, const char *fmt, ...)
 /* One JSON event per line; fmt adds fields (already JSON) after "event". */
 static void event(struct agent *a, const char *name, const char *fmt, ...)
 {
-	char fields[1024] = "";
+	char fields[1024] = "", tunnel[96] = "";
 	va_list ap;
 
 	if (!a->cfg->json)
@@ -89,7 +89,10 @@ static void event(struct agent *a, const char *name, const char *fmt, ...)
 		vsnprintf(fields, sizeof(fields), fmt, ap);
 		va_end(ap);
 	}
-	printf("{\"event\":\"%s\"%s%s}\n", name, fields[0] ? "," : "", fields);
+	/* A label is letters, digits, '-' and '_' (ag_tunnels.c): no escaping. */
+	if (a->cfg->label)
+		snprintf(tunnel, sizeof(tunnel), ",\"tunnel\":\"%s\"", a->cfg->label);
+	printf("{\"event\":\"%s\"%s%s%s}\n", name, tunnel, fields[0] ? "," : "", fields);
 	fflush(stdout);
 }
 

@@ -42,7 +42,7 @@ struct ag_config {
 	int splice;		 /* splice(2) for bulk transfers */
 	int json;		 /* JSON events on stdout */
 	int status_line;	 /* a live status line on stdout (a terminal) */
-	int ha_rc;		 /* --ha: the second agent's result */
+	const char *label;	 /* sluice start: the tunnel's NAME, in every JSON event */
 };
 
 /* Run until *stop; returns 0, or a negative errno for a fatal refusal. */

@@ -1,10 +1,12 @@
 /*
- * ag_api.c: POST /api/v1/tunnels from the agent (see ag_api.h): one
- * blocking HTTP/1.1 exchange (Connection: close) before the agent's loop
- * starts, bounded by a timeout, the answer read with jansson.
+ * ag_api.c: the agent's calls to the control plane (see ag_api.h): POST
+ * /api/v1/tunnels before the agent's loop starts, DELETE
+ * /api/v1/tunnels/{id} after it ends; each one blocking HTTP/1.1 exchange
+ * (Connection: close) bounded by a timeout, the answer read with jansson.
  */
 #include "ag_api.h"
 #include "sl_net.h"
+#include "sl_time.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -55,13 +57,31 @@ static int dial(const char *hostport, int timeout_ms, char *err, size_t cap)
 	return fd;
 }
 
-/* Send all of buf; 0 or -EAGAIN. */
-static int send_all(int fd, const char *buf, size_t len)
+/* Block fd's next send or receive at most until deadline_ms (sl_mono_ms);
+ * 0, or -ETIMEDOUT when it has passed. */
+static int arm(int fd, uint64_t deadline_ms)
 {
-	/* Bounded by len: each send moves at least one byte or fails. */
-	while (len > 0) {
-		ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+	uint64_t now = sl_mono_ms(), left = deadline_ms > now ? deadline_ms - now : 0;
+	struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
 
+	if (left == 0)
+		return -ETIMEDOUT;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	return 0;
+}
+
+/* Send all of buf by the deadline; 0 or -EAGAIN. */
+static int send_all(int fd, const char *buf, size_t len, uint64_t deadline_ms)
+{
+	/* Bounded by len and the deadline: each send moves at least one byte,
+	 * fails, or was interrupted (EINTR: a signal, or the engine's io_uring
+	 * cancelling its requests at exit) and is tried again until then. */
+	while (len > 0) {
+		ssize_t n = arm(fd, deadline_ms) < 0 ? -2 : send(fd, buf, len, MSG_NOSIGNAL);
+
+		if (n == -1 && errno == EINTR)
+			continue;
 		if (n <= 0)
 			return -EAGAIN;
 		buf += n;
@@ -70,14 +90,18 @@ static int send_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-/* Read until the server closes (Connection: close), at most RESP_MAX - 1. */
-static ssize_t read_all(int fd, char *buf, size_t cap)
+/* Read until the server closes (Connection: close), at most cap - 1 bytes,
+ * by the deadline: a server that trickles bytes cannot stretch it. */
+static ssize_t read_all(int fd, char *buf, size_t cap, uint64_t deadline_ms)
 {
 	size_t o = 0;
 
+	/* Bounded by cap and the deadline, EINTR retried as in send_all. */
 	while (o + 1 < cap) {
-		ssize_t n = recv(fd, buf + o, cap - 1 - o, 0);
+		ssize_t n = arm(fd, deadline_ms) < 0 ? -2 : recv(fd, buf + o, cap - 1 - o, 0);
 
+		if (n == -1 && errno == EINTR)
+			continue;
 		if (n < 0)
 			return -EAGAIN;
 		if (n == 0)
@@ -86,6 +110,51 @@ static ssize_t read_all(int fd, char *buf, size_t cap)
 	}
 	buf[o] = '\0';
 	return (ssize_t)o;
+}
+
+/*
+ * One HTTP exchange with the API, the request req (n bytes) and the whole
+ * answer within timeout_ms in all (connect, send and read share it). 0 with
+ * the answer in *resp (malloc'd, NUL-terminated, the caller frees it), or
+ * -EINVAL / -EAGAIN / -ENOMEM with the reason in err.
+ */
+static int exchange(const char *hostport, const char *req, size_t n, int timeout_ms, char **resp,
+		    char *err, size_t cap)
+{
+	uint64_t deadline = sl_mono_ms() + (uint64_t)timeout_ms;
+	int fd, e = 0;
+
+	*resp = NULL;
+	if ((fd = dial(hostport, timeout_ms, err, cap)) < 0)
+		return fd;
+	if ((*resp = malloc(RESP_MAX)) == NULL) {
+		e = -ENOMEM;
+		snprintf(err, cap, "out of memory");
+	} else if (send_all(fd, req, n, deadline) < 0 ||
+		   read_all(fd, *resp, RESP_MAX, deadline) < 0) {
+		snprintf(err, cap, "no answer from the API at %s within %d ms", hostport,
+			 timeout_ms);
+		e = -EAGAIN;
+		free(*resp);
+		*resp = NULL;
+	}
+	close(fd);
+	return e;
+}
+
+/* The status of an HTTP answer and its body (after the head); -EPROTO with
+ * err when it is not HTTP. */
+static int http_status(const char *resp, const char **body, char *err, size_t cap)
+{
+	int status;
+
+	*body = strstr(resp, "\r\n\r\n");
+	if (sscanf(resp, "HTTP/1.%*c %d", &status) != 1 || *body == NULL) {
+		snprintf(err, cap, "the API answered something that is not HTTP");
+		return -EPROTO;
+	}
+	*body += 4;
+	return status;
 }
 
 static void copy_field(json_t *o, const char *name, char *dst, size_t cap)
@@ -98,15 +167,13 @@ static void copy_field(json_t *o, const char *name, char *dst, size_t cap)
 /* Status and JSON body of resp into *out or err. */
 static int parse_response(const char *resp, struct ag_api_session *out, char *err, size_t cap)
 {
-	const char *body = strstr(resp, "\r\n\r\n");
+	const char *body;
+	int status = http_status(resp, &body, err, cap);
 	json_t *j;
-	int status;
 
-	if (sscanf(resp, "HTTP/1.%*c %d", &status) != 1 || body == NULL) {
-		snprintf(err, cap, "the API answered something that is not HTTP");
-		return -EPROTO;
-	}
-	j = json_loads(body + 4, 0, NULL);
+	if (status < 0)
+		return status;
+	j = json_loads(body, 0, NULL);
 	if (j == NULL) {
 		snprintf(err, cap, "the API answered %d without JSON", status);
 		return status >= 500 ? -EAGAIN : -EPROTO;
@@ -137,7 +204,7 @@ int ag_api_create(const struct ag_api_request *q, struct ag_api_session *out, ch
 {
 	char hostport[300], req[2048], *body = NULL, *resp = NULL;
 	json_t *b;
-	int fd, n, e;
+	int n, e;
 
 	memset(out, 0, sizeof(*out));
 	if (ag_api_parse_url(q->api, hostport, sizeof(hostport)) < 0) {
@@ -181,21 +248,50 @@ int ag_api_create(const struct ag_api_request *q, struct ag_api_session *out, ch
 		snprintf(err, cap, "API request too long");
 		return -EINVAL;
 	}
-	if ((fd = dial(hostport, q->timeout_ms, err, cap)) < 0)
-		return fd;
-	resp = malloc(RESP_MAX);
-	if (resp == NULL) {
-		close(fd);
-		return -ENOMEM;
-	}
-	if (send_all(fd, req, (size_t)n) < 0 || read_all(fd, resp, RESP_MAX) < 0) {
-		snprintf(err, cap, "no answer from the API at %s within %d ms", hostport,
-			 q->timeout_ms);
-		e = -EAGAIN;
-	} else
+	e = exchange(hostport, req, (size_t)n, q->timeout_ms, &resp, err, cap);
+	memset(req, 0, sizeof(req)); /* the key */
+	if (e == 0)
 		e = parse_response(resp, out, err, cap);
-	memset(req, 0, sizeof(req));
-	close(fd);
 	free(resp);
 	return e;
+}
+
+int ag_api_delete(const char *api, const char *key, const char *sid, int timeout_ms, char *err,
+		  size_t cap)
+{
+	char hostport[300], req[1024], *resp = NULL;
+	const char *body;
+	int n, e;
+
+	if (ag_api_parse_url(api, hostport, sizeof(hostport)) < 0) {
+		snprintf(err, cap, "--api must be http://host[:port]");
+		return -EINVAL;
+	}
+	n = snprintf(
+		req, sizeof(req),
+		"DELETE /api/v1/tunnels/%s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+		"User-Agent: sluice-agent\r\nConnection: close\r\n\r\n",
+		sid, hostport, key);
+	if (n < 0 || (size_t)n >= sizeof(req)) {
+		snprintf(err, cap, "API request too long");
+		return -EINVAL;
+	}
+	e = exchange(hostport, req, (size_t)n, timeout_ms, &resp, err, cap);
+	memset(req, 0, sizeof(req)); /* the key */
+	if (e < 0)
+		return e;
+	e = http_status(resp, &body, err, cap);
+	if (e == 404)
+		snprintf(err, cap, "the API knows no such session (ended or expired already)");
+	else if (e >= 0 && e != 200) {
+		json_t *j = json_loads(body, 0, NULL);
+		const char *m = json_string_value(json_object_get(j, "error"));
+
+		snprintf(err, cap, "the API answered %d: %s", e, m ? m : "no reason given");
+		json_decref(j);
+	}
+	free(resp);
+	if (e < 0 || e == 200)
+		return e < 0 ? e : 0;
+	return e == 404 ? -ENOENT : e >= 500 ? -EAGAIN : -EINVAL;
 }

@@ -1,7 +1,9 @@
 /*
- * ag_api.h: the agent's one call to the control plane: create a session
- * (POST /api/v1/tunnels) and learn its relay and signed token, so that
- * `sluice http 3000 --api URL --api-key KEY` needs nothing else.
+ * ag_api.h: the agent's calls to the control plane: create a session (POST
+ * /api/v1/tunnels) and learn its relay and signed token, so that `sluice
+ * http 3000 --api URL --api-key KEY` needs nothing else; and end it (DELETE
+ * /api/v1/tunnels/{id}) when the agent exits, so that no ghost stays listed
+ * and its name is free at once.
  */
 #ifndef AG_API_H
 #define AG_API_H
@@ -37,6 +39,16 @@ struct ag_api_request {
  * -EAGAIN (5xx or unreachable: worth retrying) or -EPROTO (not our API).
  */
 int ag_api_create(const struct ag_api_request *q, struct ag_api_session *out, char *err,
+		  size_t cap);
+
+/*
+ * End session sid with key, within timeout_ms in all (connect, send and the
+ * answer): 0 when the API ended it; otherwise the reason in err and
+ * -ENOENT (the API knows no such session: ended or expired already),
+ * -EAGAIN (unreachable, no answer in time, or 5xx), -EINVAL (refused, 4xx)
+ * or -EPROTO (not our API).
+ */
+int ag_api_delete(const char *api, const char *key, const char *sid, int timeout_ms, char *err,
 		  size_t cap);
 
 /* The pieces of an http:// URL (no path beyond "/"); 0 or -EINVAL. */

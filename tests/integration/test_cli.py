@@ -172,7 +172,7 @@ def test_log_level_filters(binary, taken_port):
 
 
 @pytest.mark.parametrize("args,msg", [
-    ([], "expected a command: sluice http PORT or sluice tcp PORT"),
+    ([], "expected a command: sluice http PORT, sluice tcp PORT or sluice start NAME...|--all"),
     (["ftp", "21"], "expected a command"),
     (["http", "0"], 'invalid port "0": expected 1..65535'),
     (["http", "80x"], 'invalid port "80x"'),

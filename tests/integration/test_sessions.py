@@ -274,6 +274,81 @@ def test_delete_cuts_live_connections_within_a_second(binary, tmp_path, stack, a
     assert e.value.code == 404
 
 
+# ---- a clean exit releases its session (issue 16) ----
+
+def ids(control, key, status):
+    lst = control.api("GET", "/api/v1/tunnels?status=%s" % status, key=key)[2]["tunnels"]
+    return [t["sessionId"] for t in lst]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_clean_exit_ends_the_session_and_frees_its_name(binary, tmp_path, stack, app, sig):
+    """Ctrl-C or SIGTERM: the agent deletes its session, so no ghost stays
+    active and another key can take the name at once."""
+    control, relay = stack
+    k = control.new_key()["key"]
+    agent = api_agent(binary, tmp_path, control, app.port, k, extra=["--name", "leaving"])
+    sid = agent.ready["session"]
+    agent.proc.signal(sig)
+    assert agent.proc.popen.wait(5) == 0
+    assert "session %s released" % sid in agent.proc.log()
+    assert ids(control, k, "active") == [] and ids(control, k, "deleted") == [sid]
+    other = control.new_key()["key"]
+    successor = api_agent(binary, tmp_path, control, app.port, other, extra=["--name", "leaving"])
+    assert successor.url == "http://leaving.localhost:%d/" % relay.http_port
+    assert get_public(relay, "leaving")[0] == 200
+
+
+def test_keep_session_leaves_it_active_and_the_name_held(binary, tmp_path, stack, app):
+    control, _ = stack
+    k = control.new_key()["key"]
+    agent = api_agent(binary, tmp_path, control, app.port, k,
+                      extra=["--name", "staying", "--keep-session"])
+    sid = agent.ready["session"]
+    agent.proc.signal(signal.SIGTERM)
+    assert agent.proc.popen.wait(5) == 0
+    assert "session %s kept (--keep-session)" % sid in agent.proc.log()
+    assert ids(control, k, "active") == [sid]
+    status, _, body = control.api("POST", "/api/v1/tunnels", {"port": 3000, "subdomain": "staying"},
+                                  key=control.new_key()["key"])
+    assert status == 409 and body["code"] == "subdomain_taken"
+
+
+def test_exit_with_the_api_down_is_prompt_and_says_why(binary, tmp_path, stack, app):
+    control, _ = stack
+    k = control.new_key()["key"]
+    agent = api_agent(binary, tmp_path, control, app.port, k, extra=["--name", "orphan"])
+    sid = agent.ready["session"]
+    control.stop()
+    t0 = time.monotonic()
+    agent.proc.signal(signal.SIGTERM)
+    assert agent.proc.popen.wait(5) == 0
+    assert time.monotonic() - t0 < 4.0  # the release budget (2 s), not the 10 s request timeout
+    assert "session %s not released: cannot reach the API" % sid in agent.proc.log()
+
+
+def test_exit_with_a_silent_api_waits_two_seconds_at_most(binary, tmp_path, stack, app):
+    """An API that takes the connection and never answers holds the exit
+    for the release's 2 s budget, not for the agent's 10 s request timeout."""
+    control, _ = stack
+    k = control.new_key()["key"]
+    agent = api_agent(binary, tmp_path, control, app.port, k, extra=["--name", "stalled"])
+    sid = agent.ready["session"]
+    control.stop()
+    silent = socket.socket()
+    silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    silent.bind(("127.0.0.1", control.port))
+    silent.listen(8)
+    try:
+        t0 = time.monotonic()
+        agent.proc.signal(signal.SIGTERM)
+        assert agent.proc.popen.wait(5) == 0
+        assert 1.5 < time.monotonic() - t0 < 4.0  # the 2 s budget spent, not 10 s
+        assert "session %s not released: no answer from the API" % sid in agent.proc.log()
+    finally:
+        silent.close()
+
+
 def test_expired_session_answers_410_and_its_tunnel_closes(binary, tmp_path, redis, app):
     relay = harness.session_relay(binary("sluice-relay"), tmp_path, redis.url)
     control = harness.Control(binary("sluice-control"), tmp_path, redis.url, relay=relay.server,

@@ -342,7 +342,7 @@ static void section_errors_name_line_and_reason(void **state)
 	static const struct {
 		const char *text, *expect;
 	} cases[] = {
-		{"[]\n", "of letters, digits, '-' and '.' (from t.conf:1)"},
+		{"[]\n", "of letters, digits, '-', '_' and '.' (from t.conf:1)"},
 		{"[web\n", "expected a section header [name]"},
 		{"[a b]\n", "expected a section header [name]"},
 		{"[web] x\n", "unexpected text after the section header (from t.conf:1)"},
