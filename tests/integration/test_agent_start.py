@@ -66,16 +66,18 @@ def test_start_all_runs_every_tunnel_of_the_file(binary, tmp_path, relay, app):
         conf = write_config(tmp_path, {"server": relay.server, "ca": harness.pki()["ca"]}, {
             "web": {"proto": "http", "port": app.port, "name": "webapp"},
             "my_db": {"proto": "tcp", "port": echo.port},
+            "docs": {"proto": "http", "port": app.port, "name": "docs"},
         })
-        p = start(binary, tmp_path, ["--all", "--config", conf], wait_ready=2)
+        p = start(binary, tmp_path, ["--all", "--config", conf], wait_ready=3)
         r = ready(p)
-        assert sorted(r) == ["my_db", "web"]
+        assert sorted(r) == ["docs", "my_db", "web"]
         assert r["web"]["url"] == "http://webapp.localhost:%d/" % relay.http_port
         assert http_get(relay, r["web"]["url"])[0] == 200
+        assert http_get(relay, r["docs"]["url"])[0] == 200
         assert tcp_echo(r["my_db"]["url"]) == (b"hello from tcp\n", b"ping\n")
-        # One control connection per tunnel: the relay holds both.
+        # One control connection per tunnel: the relay holds three.
         m = harness.metrics(relay)
-        assert m["sluice_tunnels"] == 2, m
+        assert m["sluice_tunnels"] == 3, m
         # Every log line says whose it is.
         assert re.search(r"agent\[web\]: online at http://webapp", p.log()), p.log()
         p.signal(signal.SIGINT)
