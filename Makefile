@@ -50,7 +50,7 @@ $(DEPS)/%: deploy/install-deps.sh
 	@flock $(DEPS)/.lock sh deploy/install-deps.sh $*
 	@touch $@
 
-PKGS_DP := liburing wolfssl msgpack hiredis jansson
+PKGS_DP := liburing wolfssl libcrypto msgpack hiredis jansson
 PKGS_CP := libh2o-evloop libssh2 msgpack hiredis jansson
 NO_BUILD_GOALS := clean help deps format format-check lint fresh-test
 

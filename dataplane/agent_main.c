@@ -9,6 +9,7 @@
 #include "ag_tunnels.h"
 #include "dp_conn.h"
 #include "dp_tls.h"
+#include "dp_tls_accel.h"
 #include "sl_cli.h"
 #include "sl_log.h"
 #include "sl_net.h"
@@ -60,6 +61,7 @@ static const struct sl_opt agent_opts[] = {
 	       "receive buffers (a power of two); with --buffer-size, the agent's I/O memory"),
 	SL_INT("buffer-size", "32768", 1024, 1048576, "bytes per receive buffer"),
 	SL_OPTS_ENGINE,
+	SL_OPT_TLS_CRYPTO,
 	SL_BOOL("json", "false", "one JSON event per line on stdout"),
 	SL_BOOL("keep-session", "false",
 		"with --api: leave the session at exit (listed, its name held, until it expires); "
@@ -174,6 +176,8 @@ static int build_tls(const struct sl_config *cfg, void **ctx)
 	if (insecure)
 		sl_warn("--insecure: the relay's certificate is not verified (development only)");
 	dp_tls_global_init();
+	if (dp_tls_accel_init(sl_config_str(cfg, "tls-crypto")) < 0)
+		return -EINVAL;
 	*ctx = dp_tls_client_ctx(sl_config_str(cfg, "ca"), insecure);
 	return *ctx ? 0 : -EINVAL;
 }
@@ -364,6 +368,10 @@ static void *engine_thread(void *arg)
 
 	sl_log_set_tag(e->ac.label);
 	e->rc = ag_run(&e->ac, &stop_requested);
+	/* wolfSSL's ECC point cache and the record contexts are per thread:
+	 * gone with a thread that exits, unless freed here (LeakSanitizer). */
+	if (e->ac.tls)
+		dp_tls_thread_done();
 	/* Any end stops all: a signal did already, and one fatal refusal ends
 	 * the agent (both halves of one --ha session, every tunnel of start). */
 	stop_requested = 1;

@@ -6,6 +6,7 @@
  * everything at the end.
  */
 #include "dp_relay_int.h"
+#include "dp_tls_accel.h"
 #include "sl_heap.h"
 #include "sl_net.h"
 
@@ -394,6 +395,7 @@ int dp_relay_run(const struct dp_relay_config *cfg, volatile sig_atomic_t *stop,
 		return -ENOMEM;
 	}
 	sh.nworkers = n;
+	sh.tls_accel = dp_tls_accel_on();
 	for (int i = 0; i < n; i++)
 		if ((sh.w[i] = relay_new(&sh, i)) == NULL)
 			err = -ENOMEM;

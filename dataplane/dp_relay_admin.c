@@ -3,6 +3,7 @@
  * and POST /drain, and the per-worker figures /metrics sums.
  */
 #include "dp_relay_int.h"
+#include "dp_tls_accel.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,10 +11,16 @@
 /* This worker's figures now. */
 static void snap_take(struct relay *r, struct snapshot *x)
 {
+	struct dp_tls_accel_counts acc;
+
 	x->m = r->m;
 	x->io = r->io.stats;
 	x->ring = r->io.r.stats;
 	x->tls = r->io.tls;
+	acc = dp_tls_accel_counts(); /* this worker's thread: snap_take runs on it */
+	x->tls.accel_records = acc.records;
+	x->tls.accel_bytes = acc.bytes;
+	x->tls.accel_fallbacks = acc.fallbacks;
 	x->tunnels = r->tunnels.count;
 	x->live = r->io.live;
 	x->agents = r->nagents;
@@ -191,6 +198,7 @@ static const struct metric rows_tail[] = {
 	ENGINE("splice_fallback", ring.splice_fallbacks),
 	ENGINE("buffers_shed", ring.sheds),
 	ENGINE("gathered_send", ring.gathered),
+	ENGINE("spare_reused", ring.spare_reused),
 	SNAP("sluice_spliced_bytes_total", "counter", "", ring.spliced),
 	EVENT("sluice_tls_events_total", "handshake", tls.handshakes),
 	EVENT("sluice_tls_events_total", "resumed", tls.resumed),
@@ -200,6 +208,12 @@ static const struct metric rows_tail[] = {
 	    tls_reloads.reloads),
 	ROW("sluice_tls_events_total", "counter", "{event=\"reload_failure\"}", SRC_SHARED,
 	    struct shared, tls_reloads.reload_failures),
+	/* Which code seals the records (1: libcrypto's AES-GCM, 0: wolfSSL's
+	 * own), and what went each way (STYLE rule 10: a counter per fallback). */
+	ROW("sluice_tls_accel", "gauge", "", SRC_SHARED, struct shared, tls_accel),
+	SNAP("sluice_tls_accel_records_total", "counter", "", tls.accel_records),
+	SNAP("sluice_tls_accel_bytes_total", "counter", "", tls.accel_bytes),
+	SNAP("sluice_tls_accel_fallbacks_total", "counter", "", tls.accel_fallbacks),
 };
 
 static uint64_t metric_value(const struct relay *r, const struct snapshot *x,

@@ -237,6 +237,7 @@ struct shared {
 	volatile sig_atomic_t *stop, *reload;
 	struct dp_tls_server tls; /* when tls_on (cfg->cert set); reloaded by worker 0 */
 	struct dp_tls_stats tls_reloads;
+	int tls_accel; /* 1: TLS records by libcrypto (dp_tls_accel.h); set at start */
 	int tls_on;
 	atomic_int abort; /* a worker failed to start: everyone stops */
 	/* Start-up: workers count themselves ready under ready_mu and wait for

@@ -86,8 +86,16 @@ static int bufstack_setup(struct dp_ring *r)
 	return 0;
 }
 
+/* The kept blocks back to malloc (bounded by DP_SPARES). */
+static void free_spares(struct dp_ring *r)
+{
+	while (r->nspare)
+		free(r->spare[--r->nspare]);
+}
+
 int dp_ring_shed(struct dp_ring *r)
 {
+	free_spares(r);
 	if (r->bufs == NULL || r->bufs_out != 0)
 		return 0;
 	if (r->features & DP_RING_F_NOURING
@@ -148,7 +156,8 @@ fail_segs:
 void dp_ring_free(struct dp_ring *r)
 {
 	for (uint32_t i = r->nbufs; i < r->nsegs; i++)
-		free(r->segs[i].ptr);
+		free(r->segs[i].mem); /* ptr may have moved past consumed bytes */
+	free_spares(r);
 	if (r->features & DP_RING_F_NOURING) {
 		munmap(r->bufs, (size_t)r->nbufs * r->bufsize);
 		free(r->free_bids);
@@ -194,14 +203,20 @@ uint32_t dp_seg_alloc(struct dp_ring *r, uint32_t len)
 	uint32_t i = r->heap_free;
 	char *mem;
 
+	int spare = len >= DP_SPARE_MIN && len <= DP_SPARE_CAP;
+
 	if (i == DP_NIL)
 		return DP_NIL;
-	mem = malloc(len ? len : 1);
-	if (mem == NULL)
+	if (spare && r->nspare) {
+		mem = r->spare[--r->nspare];
+		r->stats.spare_reused++;
+	} else if ((mem = malloc(spare ? DP_SPARE_CAP : len ? len : 1)) == NULL) {
 		return DP_NIL;
+	}
 	r->heap_free = r->segs[i].next;
 	r->segs[i].ptr = mem;
 	r->segs[i].mem = mem;
+	r->segs[i].cap = spare ? DP_SPARE_CAP : len;
 	r->segs[i].len = len;
 	r->segs[i].sent = 0;
 	r->segs[i].next = DP_NIL;
@@ -236,7 +251,10 @@ void dp_seg_release(struct dp_ring *r, uint32_t seg)
 		s->ptr = NULL;
 		return;
 	}
-	free(s->mem);
+	if (s->cap == DP_SPARE_CAP && r->nspare < DP_SPARES)
+		r->spare[r->nspare++] = s->mem;
+	else
+		free(s->mem);
 	s->ptr = s->mem = NULL;
 	s->len = 0;
 	s->next = r->heap_free;

@@ -2,7 +2,9 @@
  * dp_tls.c: wolfSSL over the engine's segments (see dp_tls.h).
  */
 #include "dp_tls.h"
+#include "dp_aead.h"
 #include "dp_conn.h"
+#include "dp_tls_accel.h"
 #include "sl_log.h"
 
 #include <arpa/inet.h>
@@ -22,10 +24,6 @@
 #define TLS_READ_CHUNK	   16384 /* one record's plaintext at most */
 #define TLS_READS_PER_TURN 64	 /* records delivered per wake-up: fairness */
 #define TLS_MAX_SNI	   4096	 /* certificates in --cert-dir at most */
-#define CIPHERS                                                                                    \
-	"TLS13-CHACHA20-POLY1305-SHA256:TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:"          \
-	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:" \
-	"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
 
 /* DONE: failed, nothing more in either direction. The read side ends on
  * its own (read_done) while the write side goes on: TCP half-close. */
@@ -72,6 +70,17 @@ void dp_tls_thread_done(void)
 #ifdef FP_ECC
 	wc_ecc_fp_free(); /* Debian's wolfSSL caches ECC points per thread */
 #endif
+	dp_aead_thread_done();
+}
+
+/* The record crypto dp_tls_accel_init chose, for a new context (server or
+ * client alike): its device and the cipher order that suits it. */
+static void crypto_setup(WOLFSSL_CTX *ctx)
+{
+	if (dp_tls_accel_on() && wolfSSL_CTX_SetDevId(ctx, dp_tls_accel_devid()) != WOLFSSL_SUCCESS)
+		sl_warn("tls: the crypto callback device not set; wolfSSL's own AES-GCM serves");
+	if (wolfSSL_CTX_set_cipher_list(ctx, dp_tls_accel_ciphers()) != WOLFSSL_SUCCESS)
+		sl_warn("tls: cipher preference not applied; wolfSSL's defaults apply");
 }
 
 /* ---- I/O callbacks: ciphertext to and from segments ---- */
@@ -237,8 +246,7 @@ static WOLFSSL_CTX *server_ctx(const char *cert, const char *key)
 	}
 	wolfSSL_CTX_SetIORecv(ctx, cb_recv);
 	wolfSSL_CTX_SetIOSend(ctx, cb_send);
-	if (wolfSSL_CTX_set_cipher_list(ctx, CIPHERS) != WOLFSSL_SUCCESS)
-		sl_warn("tls: cipher preference not applied; wolfSSL's defaults apply");
+	crypto_setup(ctx);
 	wolfSSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
 	wolfSSL_CTX_set_servername_callback(ctx, sni_cb);
 	return ctx;
@@ -382,11 +390,7 @@ WOLFSSL_CTX *dp_tls_client_ctx(const char *ca_file, int insecure)
 	wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2);
 	wolfSSL_CTX_SetIORecv(ctx, cb_recv);
 	wolfSSL_CTX_SetIOSend(ctx, cb_send);
-	/* ChaCha20-Poly1305 first (here and on the server): Debian's wolfSSL
-	 * has no AES-NI code, and in portable C ChaCha20-Poly1305 runs 2.5 times
-	 * as fast as AES-128-GCM (416 against 167 MB/s, bench/RESULTS.md). */
-	if (wolfSSL_CTX_set_cipher_list(ctx, CIPHERS) != WOLFSSL_SUCCESS)
-		sl_warn("tls: cipher preference not applied; wolfSSL's defaults apply");
+	crypto_setup(ctx);
 	if (insecure) {
 		wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
 		return ctx;

@@ -34,6 +34,10 @@ struct dp_tls_stats {
 	uint64_t handshake_failures; /* refused or broken during the handshake */
 	uint64_t errors;	     /* fatal errors after the handshake */
 	uint64_t reloads, reload_failures;
+	/* Records sealed or opened by libcrypto, their bytes, and those handed
+	 * back to wolfSSL (dp_tls_accel.h): the engine thread's own counters,
+	 * copied in when its figures are taken. */
+	uint64_t accel_records, accel_bytes, accel_fallbacks;
 };
 
 /*

@@ -5,6 +5,7 @@
 #include "dp_conn.h"
 #include "dp_relay.h"
 #include "dp_tls.h"
+#include "dp_tls_accel.h"
 #include "pr_state.h"
 #include "pr_token.h"
 #include "sl_cli.h"
@@ -61,6 +62,7 @@ static const struct sl_opt relay_opts[] = {
 	       .check = pr_limit_check),
 	SL_INT("workers", "0", 0, 256, "worker threads, 0 = one per core"),
 	SL_OPTS_ENGINE,
+	SL_OPT_TLS_CRYPTO,
 	SL_INT("heartbeat-ms", "6667", 100, 600000, "ping interval on agent control connections"),
 	SL_INT("dead-after-ms", "20000", 300, 3600000,
 	       "an agent silent this long is dead (three missed beats)"),
@@ -212,6 +214,8 @@ static int run(const struct sl_config *cfg)
 	if (rc.cert == NULL)
 		sl_warn("no --cert/--key: agents connect in plaintext (development only)");
 	dp_tls_global_init();
+	if ((rc.cert || rc.https) && dp_tls_accel_init(sl_config_str(cfg, "tls-crypto")) < 0)
+		return -ENOTSUP;
 	sl_cli_stop_on_signals(&stop_requested);
 	sl_cli_reload_on_sighup(&reload_requested);
 	err = dp_relay_run(&rc, &stop_requested, &reload_requested);

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """A/B benchmark: sluice variants against the two-HAProxy tcp chain, paired.
 
-Each variant is a relay and an agent (plaintext link, --pool 64, as in
-run.py) started with extra arguments and environment. Every round runs wrk
+Each variant is a relay and an agent (plaintext link, or TLS with --tls;
+--pool 64, as in run.py) started with extra arguments and environment. Every round runs wrk
 once against each target in turn, so slow drifts of this shared machine hit
 all targets alike; the result is the median per target and the median of
 the per-round ratios to the first variant and to the chain.
@@ -52,6 +52,8 @@ def main():
     ap.add_argument("--scenario", action="append", default=[])
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--no-chain", action="store_true")
+    ap.add_argument("--tls", action="store_true",
+                    help="every variant with TLS on the agent link (the test PKI)")
     ap.add_argument("--pin", action="store_true",
                     help="wrk and nginx on CPU 0, every proxy on CPU 1: the proxies do not "
                          "share their core with the load (as on a relay host)")
@@ -67,7 +69,7 @@ def main():
             b.targets["haproxy2"] = ("http://127.0.0.1:%d" % front, None)
         variants = [parse_variant(v, a.bin) for v in a.variant or ["sluice="]]
         for name, args, env, bindir in variants:
-            b.start_pair(name, args, args, bindir=bindir, env=env)
+            b.start_pair(name, args, args, bindir=bindir, env=env, tls=a.tls)
         first = variants[0][0]
         prefix = ()
         if a.pin:

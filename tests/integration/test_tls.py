@@ -19,6 +19,15 @@ import harness
 DOMAIN = "sluice.test"  # the test certificate carries *.sluice.test
 
 
+@pytest.fixture(autouse=True, params=["auto", "wolfssl"])
+def tls_crypto(request, monkeypatch):
+    """Every test here twice: records by libcrypto (auto, on this CPU) and by
+    wolfSSL's own code (the fast path switched off), relay and agents alike
+    (both read SLUICE_TLS_CRYPTO)."""
+    monkeypatch.setenv("SLUICE_TLS_CRYPTO", request.param)
+    return request.param
+
+
 @pytest.fixture(params=["io_uring", "epoll"])
 def https_relay(request, binary, tmp_path):
     """A relay with --https, TLS toward agents, and a --cert-dir for SNI."""
