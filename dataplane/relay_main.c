@@ -214,7 +214,7 @@ static int run(const struct sl_config *cfg)
 	if (rc.cert == NULL)
 		sl_warn("no --cert/--key: agents connect in plaintext (development only)");
 	dp_tls_global_init();
-	if ((rc.cert || rc.https) && dp_tls_accel_init(sl_config_str(cfg, "tls-crypto")) < 0)
+	if (rc.cert && dp_tls_accel_init(sl_config_str(cfg, "tls-crypto")) < 0)
 		return -ENOTSUP;
 	sl_cli_stop_on_signals(&stop_requested);
 	sl_cli_reload_on_sighup(&reload_requested);

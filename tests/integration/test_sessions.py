@@ -314,12 +314,17 @@ def test_keep_session_leaves_it_active_and_the_name_held(binary, tmp_path, stack
     assert status == 409 and body["code"] == "subdomain_taken"
 
 
-def test_exit_with_the_api_down_is_prompt_and_says_why(binary, tmp_path, stack, app):
-    control, _ = stack
+def agent_outliving_its_api(binary, tmp_path, control, app, name):
+    """An agent with a session, its control plane stopped: (agent, sid)."""
     k = control.new_key()["key"]
-    agent = api_agent(binary, tmp_path, control, app.port, k, extra=["--name", "orphan"])
+    agent = api_agent(binary, tmp_path, control, app.port, k, extra=["--name", name])
     sid = agent.ready["session"]
     control.stop()
+    return agent, sid
+
+
+def test_exit_with_the_api_down_is_prompt_and_says_why(binary, tmp_path, stack, app):
+    agent, sid = agent_outliving_its_api(binary, tmp_path, stack[0], app, "orphan")
     t0 = time.monotonic()
     agent.proc.signal(signal.SIGTERM)
     assert agent.proc.popen.wait(5) == 0
@@ -330,11 +335,8 @@ def test_exit_with_the_api_down_is_prompt_and_says_why(binary, tmp_path, stack, 
 def test_exit_with_a_silent_api_waits_two_seconds_at_most(binary, tmp_path, stack, app):
     """An API that takes the connection and never answers holds the exit
     for the release's 2 s budget, not for the agent's 10 s request timeout."""
-    control, _ = stack
-    k = control.new_key()["key"]
-    agent = api_agent(binary, tmp_path, control, app.port, k, extra=["--name", "stalled"])
-    sid = agent.ready["session"]
-    control.stop()
+    control = stack[0]
+    agent, sid = agent_outliving_its_api(binary, tmp_path, control, app, "stalled")
     silent = socket.socket()
     silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     silent.bind(("127.0.0.1", control.port))
