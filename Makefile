@@ -138,6 +138,7 @@ $(OBJ)/dataplane/%.o: CFLAGS_LAYER = $(DP_CFLAGS) -Idataplane
 $(OBJ)/tests/unit/test_cp_%.o: CFLAGS_LAYER = $(CP_CFLAGS) -Icontrolplane
 $(OBJ)/tests/unit/test_dp_%.o: CFLAGS_LAYER = $(DP_CFLAGS) -Idataplane
 $(OBJ)/tests/unit/test_pr_%.o: CFLAGS_LAYER = $(DP_CFLAGS)
+$(OBJ)/bench/micro/bm_tls.o: CFLAGS_LAYER = $(DP_CFLAGS) -Idataplane
 
 $(OBJ)/%.o: %.c | $(O)/gen/version_gen.h
 	@mkdir -p $(@D)
@@ -147,7 +148,7 @@ $(OBJ)/%.o: %.c | $(O)/gen/version_gen.h
 $(OBJ)/%.o: %.cc | $(O)/gen/version_gen.h
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CXX     $<")
-	$(Q)$(CXX) $(CXXFLAGS_BASE) -c $< -o $@
+	$(Q)$(CXX) $(CXXFLAGS_BASE) $(CFLAGS_LAYER) -c $< -o $@
 
 $(BIN)/sluice-relay: $(OBJ)/dataplane/relay_main.o $(DP_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(@D)
@@ -183,7 +184,12 @@ $(BIN)/tests/test_cp_%: $(OBJ)/tests/unit/test_cp_%.o $(CP_OBJ) $(PROTO_OBJ) $(C
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS_BASE) $^ $(CP_LIBS) $(TEST_LIBS) -o $@
 
-# Micro-benchmarks: C++ (Google Benchmark) against our C objects.
+# Micro-benchmarks: C++ (Google Benchmark) against our C objects; bm_tls
+# links the data plane (its TLS settings).
+$(BIN)/bench/bm_tls: $(OBJ)/bench/micro/bm_tls.o $(DP_OBJ) $(PROTO_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CXX) $(LDFLAGS_BASE) $^ $(DP_LIBS) $(BENCH_LIBS) -o $@
 $(BIN)/bench/bm_%: $(OBJ)/bench/micro/bm_%.o $(PROTO_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")

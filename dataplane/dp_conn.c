@@ -314,8 +314,11 @@ void dp_conn_deliver(struct dp_io *io, uint32_t c, uint32_t seg, uint32_t len)
 	struct dp_conn *s = &io->conns[c];
 
 	if (s->peer != DP_NIL && !(s->flags & DP_C_INTERCEPT)) {
-		if (io->ops->on_forwarded)
-			io->ops->on_forwarded(io, c, len);
+		if (io->ops->on_forwarded &&
+		    (seg = io->ops->on_forwarded(io, c, seg, len)) == DP_NIL) {
+			dp_conn_fail(io, c);
+			return;
+		}
 		dp_conn_forward(io, c, s->peer, seg);
 	} else {
 		io->ops->on_data(io, c, seg, len);

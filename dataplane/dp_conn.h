@@ -119,9 +119,12 @@ struct dp_io_ops {
 	 * the owner dealt with c (it has been unpaired), 0 for the default:
 	 * close c on failure, pass the FIN on at EOF. */
 	int (*on_peer_lost)(struct dp_io *io, uint32_t c, int eof);
-	/* Optional: c received len bytes that went straight to its partner
-	 * (for the owner's accounting, e.g. time to first response byte). */
-	void (*on_forwarded)(struct dp_io *io, uint32_t c, uint32_t len);
+	/* Optional: c received segment seg of len bytes, on its way to its
+	 * partner (for the owner's accounting, e.g. time to first response
+	 * byte). Returns the segment to forward: seg, or one the owner made in
+	 * its place (seg released), or DP_NIL to fail c (out of memory). seg
+	 * is DP_NIL for bytes that went by splice(2): nothing to change. */
+	uint32_t (*on_forwarded)(struct dp_io *io, uint32_t c, uint32_t seg, uint32_t len);
 	/* Optional: dp_io_wake() was called (from any thread). */
 	void (*on_wake)(struct dp_io *io);
 };

@@ -38,6 +38,7 @@ struct dp_relay_config {
 	uint32_t send_zc;		    /* SEND_ZC from this many bytes (io_uring), 0: off */
 	int splice;			    /* splice(2) for bulk transfers */
 	int engine;			    /* enum dp_engine */
+	uint32_t hsts_max_age; /* Strict-Transport-Security on HTTPS, seconds; 0: off */
 	/* Limits of static-token tunnels (a session's come from its record). */
 	struct pr_limit lim_req, lim_bw, lim_tcp;
 };

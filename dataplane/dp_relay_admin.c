@@ -132,6 +132,8 @@ static const struct metric rows_main[] = {
 	SNAP("sluice_agents_refused_total", "counter", "", m.agents_refused),
 	SNAP("sluice_offline_requests_total", "counter", "", m.offline),
 	SNAP("sluice_data_reasks_total", "counter", "", m.reasks),
+	SNAP("sluice_hsts_total", "counter", "{result=\"added\"}", m.hsts_added),
+	SNAP("sluice_hsts_total", "counter", "{result=\"skipped\"}", m.hsts_skipped),
 	SNAP("sluice_ratelimited_total", "counter", "{limit=\"tunnel_requests\"}", m.limited_req),
 	SNAP("sluice_ratelimited_total", "counter", "{limit=\"key_requests\"}", m.limited_key),
 	SNAP("sluice_ratelimited_total", "counter", "{limit=\"tcp_connections\"}", m.limited_tcp),

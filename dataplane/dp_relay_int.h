@@ -200,6 +200,8 @@ struct metrics {
 	uint64_t links_out, links_in, links_refused, link_failures, parked_cluster, replays;
 	uint64_t offline; /* requests for a tunnel whose agent is not connected (a 502 each) */
 	uint64_t reasks;  /* waiters asked for again: data connections lost on their way */
+	uint64_t hsts_added,
+		hsts_skipped; /* --hsts: first responses given it, or not (no status line) */
 };
 
 /*
@@ -380,7 +382,7 @@ void dp_pub_untime(struct relay *r, struct pub *p);
 void dp_pub_expire(struct relay *r);
 void dp_pub_closed(struct relay *r, struct dp_conn *s);
 int dp_pub_peer_lost(struct dp_io *io, uint32_t c, int eof);
-void dp_pub_forwarded(struct dp_io *io, uint32_t c, uint32_t len);
+uint32_t dp_pub_forwarded(struct dp_io *io, uint32_t c, uint32_t seg, uint32_t len);
 
 /* dp_relay_route.c: where a request goes */
 /* The route of the request p sent (head q): its kind, also in rt->kind. */

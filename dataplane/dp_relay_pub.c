@@ -63,7 +63,7 @@ void dp_pub_expire(struct relay *r)
 static void pub_answer(struct relay *r, struct pub *p, int e, const char *type, const char *extra,
 		       const char *body, const char *why)
 {
-	char resp[2048];
+	char resp[2048], more[512];
 	int n;
 
 	r->m.errors[e]++;
@@ -79,6 +79,11 @@ static void pub_answer(struct relay *r, struct pub *p, int e, const char *type, 
 			dp_conn_close(&r->io, peer);
 		dp_conn_close(&r->io, p->slot);
 		return;
+	}
+	if (p->https && r->sh->cfg->hsts_max_age) { /* the relay's own pages too */
+		snprintf(more, sizeof(more), "Strict-Transport-Security: max-age=%u\r\n%s",
+			 r->sh->cfg->hsts_max_age, extra ? extra : "");
+		extra = more;
 	}
 	n = dp_http_response_as(dp_err_status[e], type, extra, body, resp, sizeof(resp));
 	if (n > 0)
@@ -603,9 +608,43 @@ int dp_pub_peer_lost(struct dp_io *io, uint32_t c, int eof)
 	return 1;
 }
 
+/*
+ * HSTS (--hsts SECONDS) on the first response of an HTTPS connection: the
+ * header goes in right after the status line. The response side is raw
+ * bytes (no parser follows its framing), so later responses on the same
+ * connection go as they are; a browser keeps the policy for max-age from
+ * one. A first segment without a whole status line (a status line split
+ * across reads) goes as it is too, counted. Returns the segment to send in
+ * seg's place, or DP_NIL when out of memory.
+ */
+static uint32_t hsts_insert(struct relay *r, uint32_t seg)
+{
+	struct dp_seg *g = &r->io.r.segs[seg];
+	const char *eol = memchr(g->ptr, '\n', g->len);
+	char hdr[64];
+	uint32_t at, n, out;
+
+	if (g->sent || g->len < 9 || memcmp(g->ptr, "HTTP/1.", 7) != 0 || eol == NULL) {
+		r->m.hsts_skipped++;
+		return seg;
+	}
+	at = (uint32_t)(eol - g->ptr) + 1;
+	n = (uint32_t)snprintf(hdr, sizeof(hdr), "Strict-Transport-Security: max-age=%u\r\n",
+			       r->sh->cfg->hsts_max_age);
+	if ((out = dp_seg_alloc(&r->io.r, g->len + n)) == DP_NIL)
+		return DP_NIL;
+	g = &r->io.r.segs[seg]; /* the table may have moved */
+	memcpy(r->io.r.segs[out].ptr, g->ptr, at);
+	memcpy(r->io.r.segs[out].ptr + at, hdr, n);
+	memcpy(r->io.r.segs[out].ptr + at + n, g->ptr + at, g->len - at);
+	dp_seg_release(&r->io.r, seg);
+	r->m.hsts_added++;
+	return out;
+}
+
 /* Response bytes from data connection c: the first one after a request head
  * times the request (relay, agent and app together) into the histogram. */
-void dp_pub_forwarded(struct dp_io *io, uint32_t c, uint32_t len)
+uint32_t dp_pub_forwarded(struct dp_io *io, uint32_t c, uint32_t seg, uint32_t len)
 {
 	struct relay *r = io->owner;
 	struct dp_conn *s = dp_c(io, c);
@@ -614,14 +653,17 @@ void dp_pub_forwarded(struct dp_io *io, uint32_t c, uint32_t len)
 
 	dp_limit_meter(r, c, len);
 	if (s->kind != K_DATA || s->peer == DP_NIL || dp_c(io, s->peer)->kind != K_PUBLIC)
-		return;
+		return seg;
 	p = dp_c(io, s->peer)->owner;
+	if (!p->answered && p->https && !p->tcp && r->sh->cfg->hsts_max_age && seg != DP_NIL)
+		seg = hsts_insert(r, seg);
 	p->answered = 1;
 	free(p->orig); /* answered: it will not be sent again */
 	p->orig = NULL;
 	if (p->req_ns == 0)
-		return;
+		return seg;
 	ms = (double)(r->io.now_ns - p->req_ns) / 1e6;
 	p->req_ns = 0;
 	dp_admin_latency(r, ms);
+	return seg;
 }

@@ -77,7 +77,7 @@ void dp_splice_in(struct dp_io *io, uint32_t c)
 			s->in_pipe += (uint32_t)n;
 			s->rx += (uint64_t)n;
 			if (io->ops->on_forwarded)
-				io->ops->on_forwarded(io, c, (uint32_t)n);
+				(void)io->ops->on_forwarded(io, c, DP_NIL, (uint32_t)n);
 		} else if (n == 0) {
 			s->flags |= DP_C_NETEOF;
 		} else if (errno == EAGAIN) {

@@ -65,22 +65,37 @@ void dp_tls_global_init(void)
 	wolfSSL_Init();
 }
 
-void dp_tls_thread_done(void)
+/* Debian's wolfSSL caches ECC points per thread (FP_ECC): tables of up to
+ * 15 points, built for a point used twice. */
+static void ecc_cache_free(void)
 {
 #ifdef FP_ECC
-	wc_ecc_fp_free(); /* Debian's wolfSSL caches ECC points per thread */
+	wc_ecc_fp_free();
 #endif
+}
+
+void dp_tls_thread_done(void)
+{
+	ecc_cache_free();
 	dp_aead_thread_done();
 }
 
-/* The record crypto dp_tls_accel_init chose, for a new context (server or
- * client alike): its device and the cipher order that suits it. */
-static void crypto_setup(WOLFSSL_CTX *ctx)
+/* Key exchange groups, best first. X25519 leads (as in OpenSSL and
+ * HAProxy): Debian's wolfSSL computes P-256 with generic big-number code and
+ * keeps a fixed-point table per point it has used twice (FP_ECC), which cost
+ * the agent 8-10 MiB of heap and each handshake more time than X25519
+ * (bench/micro/bm_tls.cc). P-256 and P-384 stay for peers without it. */
+static int groups[] = {WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1, WOLFSSL_ECC_SECP384R1};
+
+void dp_tls_ctx_setup(WOLFSSL_CTX *ctx)
 {
 	if (dp_tls_accel_on() && wolfSSL_CTX_SetDevId(ctx, dp_tls_accel_devid()) != WOLFSSL_SUCCESS)
 		sl_warn("tls: the crypto callback device not set; wolfSSL's own AES-GCM serves");
 	if (wolfSSL_CTX_set_cipher_list(ctx, dp_tls_accel_ciphers()) != WOLFSSL_SUCCESS)
 		sl_warn("tls: cipher preference not applied; wolfSSL's defaults apply");
+	if (wolfSSL_CTX_set_groups(ctx, groups, (int)(sizeof(groups) / sizeof(groups[0]))) !=
+	    WOLFSSL_SUCCESS)
+		sl_warn("tls: key exchange groups not set; wolfSSL's defaults apply");
 }
 
 /* ---- I/O callbacks: ciphertext to and from segments ---- */
@@ -246,7 +261,7 @@ static WOLFSSL_CTX *server_ctx(const char *cert, const char *key)
 	}
 	wolfSSL_CTX_SetIORecv(ctx, cb_recv);
 	wolfSSL_CTX_SetIOSend(ctx, cb_send);
-	crypto_setup(ctx);
+	dp_tls_ctx_setup(ctx);
 	wolfSSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
 	wolfSSL_CTX_set_servername_callback(ctx, sni_cb);
 	return ctx;
@@ -390,7 +405,7 @@ WOLFSSL_CTX *dp_tls_client_ctx(const char *ca_file, int insecure)
 	wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2);
 	wolfSSL_CTX_SetIORecv(ctx, cb_recv);
 	wolfSSL_CTX_SetIOSend(ctx, cb_send);
-	crypto_setup(ctx);
+	dp_tls_ctx_setup(ctx);
 	if (insecure) {
 		wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
 		return ctx;
@@ -569,6 +584,11 @@ static void handshake(struct dp_io *io, struct dp_tls_conn *t)
 		return;
 	}
 	t->state = TLS_OPEN;
+	/* A client (the agent) verifies the same relay certificate now and then
+	 * and resumes the rest: the tables would hold megabytes on a laptop to
+	 * save a fraction of a rare full handshake (bench/micro/bm_tls.cc). */
+	if (!t->server)
+		ecc_cache_free();
 	io->tls.handshakes++;
 	if (wolfSSL_session_reused(t->ssl))
 		io->tls.resumed++;

@@ -71,6 +71,11 @@ void dp_tls_server_free(struct dp_tls_server *s);
 /* Names served from cert_dir (for logs and tests). */
 uint32_t dp_tls_server_names(const struct dp_tls_server *s);
 
+/* What every context gets, server or client: the record crypto
+ * dp_tls_accel_init chose (its device, the cipher order that suits it) and
+ * the key exchange groups, best first. */
+void dp_tls_ctx_setup(WOLFSSL_CTX *ctx);
+
 /* A client context verifying the peer against ca_file (NULL: the system
  * store) unless insecure. Returns NULL after logging why. */
 WOLFSSL_CTX *dp_tls_client_ctx(const char *ca_file, int insecure);

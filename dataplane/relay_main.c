@@ -78,6 +78,8 @@ static const struct sl_opt relay_opts[] = {
 	SL_INT("send-zc", "0", 0, 1048576,
 	       "io_uring: sends of at least this many bytes use SEND_ZC, 0 = never (pays only "
 	       "toward a real NIC: loopback and veth copy anyway, bench/RESULTS.md)"),
+	SL_INT("hsts", "0", 0, 63072000,
+	       "Strict-Transport-Security max-age in seconds on public HTTPS responses, 0 = off"),
 	SL_INT("buffer-size", "32768", 1024, 1048576,
 	       "bytes per receive buffer (64 KiB measured best, bench/RESULTS.md)"),
 };
@@ -187,6 +189,7 @@ static int run(const struct sl_config *cfg)
 	rc.head_timeout_ms = (uint32_t)sl_config_int(cfg, "head-timeout-ms");
 	rc.open_timeout_ms = (uint32_t)sl_config_int(cfg, "open-timeout-ms");
 	rc.drain_timeout_ms = (uint32_t)sl_config_int(cfg, "drain-timeout-ms");
+	rc.hsts_max_age = (uint32_t)sl_config_int(cfg, "hsts");
 	rc.max_conns = (uint32_t)sl_config_int(cfg, "max-conns");
 	rc.nbufs = (uint32_t)sl_config_int(cfg, "buffers");
 	rc.bufsize = (uint32_t)sl_config_int(cfg, "buffer-size");

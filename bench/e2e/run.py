@@ -7,6 +7,11 @@ Topologies (the same nginx backend serves all, keep-alive on):
   haproxy2   wrk -> HAProxy (tcp) -> HAProxy (tcp) -> nginx: the two raw hops a tunnel has
   ssh-R      wrk -> sshd (ssh -R forwarding) -> ssh client -> nginx
   sluice     wrk -> sluice-relay -> sluice agent -> nginx
+and with TLS (TLS 1.3, AES-128-GCM on both, the test PKI's P-256 certificate):
+  haproxy-tls    wrk -> HAProxy (tcp) -TLS-> HAProxy (tcp, TLS in) -> nginx
+  haproxy-https  wrk -TLS-> HAProxy (tcp, TLS in) -TLS-> HAProxy (tcp, TLS in) -> nginx
+  sluice-tls     wrk -> sluice-relay -TLS-> sluice agent -> nginx
+  sluice-https   wrk -TLS-> sluice-relay (--https) -TLS-> sluice agent -> nginx
 
 For each: requests/s and p50/p99 latency at 50 and 1000 connections with
 100 B and 64 KiB bodies (wrk, 1 thread), medians of repeated runs; then a
@@ -86,10 +91,34 @@ backend b
     server s 127.0.0.1:{back} maxconn 6000
 """
 
+# The TLS peers: OpenSSL in HAProxy, TLS 1.3 with the suite sluice prefers
+# where AES is accelerated, and no session cache between hops to skew it
+# (connections are long-lived keep-alive in every scenario).
+HAPROXY_TLS_GLOBAL = """    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
+    ssl-default-server-ciphersuites TLS_AES_128_GCM_SHA256
+    ssl-default-bind-options ssl-min-ver TLSv1.3
+    ssl-default-server-options ssl-min-ver TLSv1.3
+"""
+
+HAPROXY_TLS = """global
+    maxconn 6000
+    nbthread {threads}
+""" + HAPROXY_TLS_GLOBAL + """defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend f
+    bind 127.0.0.1:{front}{bind_ssl}
+    default_backend b
+backend b
+    server s 127.0.0.1:{back} maxconn 6000{server_ssl}
+"""
 
 # Ratios also taken round by round (the median of each round's ratio).
 PAIRS = [("sluice", "haproxy2"), ("sluice", "ssh-R"), ("sluice", "sluice-epoll"),
-         ("sluice", "haproxy1"), ("sluice-tls", "sluice")]
+         ("sluice", "haproxy1"), ("sluice-tls", "sluice"),
+         ("sluice-tls", "haproxy-tls"), ("sluice-https", "haproxy-https")]
 
 
 def wrk(url, conns, seconds, host=None, prefix=()):
@@ -116,7 +145,7 @@ def wrk_argv_result(argv, seconds, env=None):
 
 
 def download(url, host=None):
-    argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download} %{time_total}"]
+    argv = ["curl", "-s", "-k", "-o", "/dev/null", "-w", "%{size_download} %{time_total}"]
     if host:
         argv += ["-H", "Host: " + host]
     size, t = subprocess.run(argv + [url], capture_output=True, text=True, timeout=600).stdout.split()
@@ -159,14 +188,35 @@ class Bench:
         harness.wait_for(lambda: harness.port_open(self.nginx_port), what="nginx")
         self.targets["direct"] = ("http://127.0.0.1:%d" % self.nginx_port, None)
 
-    def start_haproxy(self, name, template, back):
+    def start_haproxy(self, name, template, back, tls_in=False, tls_out=False):
         front = harness.free_port()
         conf = os.path.join(self.dir, name + ".cfg")
         with open(conf, "w") as f:
-            f.write(template.format(front=front, back=back, threads=self.args.workers))
+            f.write(template.format(
+                front=front, back=back, threads=self.args.workers,
+                bind_ssl=" ssl crt " + self.haproxy_pem() if tls_in else "",
+                server_ssl=" ssl verify none" if tls_out else ""))
         self.proc(name, ["haproxy", "-db", "-f", conf])
         harness.wait_for(lambda: harness.port_open(front), what=name)
         return front
+
+    def haproxy_pem(self):
+        """The test PKI's relay certificate and key in one file, as HAProxy reads them."""
+        pem = os.path.join(self.dir, "haproxy.pem")
+        if not os.path.exists(pem):
+            crt, key = harness.pki()["relay"]
+            with open(pem, "w") as f:
+                f.write(open(crt).read() + open(key).read())
+        return pem
+
+    def start_tls_peers(self):
+        """HAProxy with TLS on the link between its two hops, and with HTTPS in as well."""
+        b = self.start_haproxy("haproxy-tls-b", HAPROXY_TLS, self.nginx_port, tls_in=True)
+        a = self.start_haproxy("haproxy-tls-a", HAPROXY_TLS, b, tls_out=True)
+        self.targets["haproxy-tls"] = ("http://127.0.0.1:%d" % a, None)
+        b = self.start_haproxy("haproxy-https-b", HAPROXY_TLS, self.nginx_port, tls_in=True)
+        a = self.start_haproxy("haproxy-https-a", HAPROXY_TLS, b, tls_in=True, tls_out=True)
+        self.targets["haproxy-https"] = ("https://127.0.0.1:%d" % a, None)
 
     def start_peers(self):
         f = self.start_haproxy("haproxy1", HAPROXY_HTTP, self.nginx_port)
@@ -188,11 +238,17 @@ class Bench:
             harness.wait_for(lambda: harness.port_open(rport), what="ssh -R")
             self.targets["ssh-R"] = ("http://127.0.0.1:%d" % rport, None)
 
-    def start_pair(self, name, relay_args, agent_args, tls=False, bindir=None, env=None):
+    def start_pair(self, name, relay_args, agent_args, tls=False, bindir=None, env=None,
+                   https=False, pool=64):
         """A relay and its agent in front of nginx, as target name: the agent
-        link plaintext (tls False, as the HAProxy chain) or TLS; bindir
-        (default --bin) holds the binaries; env is added to both's."""
+        link plaintext (tls False, as the HAProxy chain) or TLS; https: the
+        target is the relay's public HTTPS listener (needs tls); bindir
+        (default --bin) holds the binaries; env is added to both's; pool:
+        the agent's --pool (None: its default)."""
         bindir = bindir or self.args.bin
+        https_port = harness.free_port() if https else None
+        if https:
+            relay_args = ["--https", "127.0.0.1:%d" % https_port] + list(relay_args)
         saved = dict(os.environ)
         os.environ.update(env or {})
         try:
@@ -201,13 +257,15 @@ class Bench:
                                   + list(relay_args), tls=tls)
             self.procs.append(relay.proc)
             agent = harness.Agent(os.path.join(bindir, "sluice"), self.dir, self.nginx_port,
-                                  relay.server, extra=["--name", "bench", "--pool", "64"]
-                                  + list(agent_args), tls=tls)
+                                  relay.server, extra=["--name", "bench"]
+                                  + (["--pool", str(pool)] if pool else []) + list(agent_args),
+                                  tls=tls)
             self.procs.append(agent.proc)
         finally:
             os.environ.clear()
             os.environ.update(saved)
-        self.targets[name] = ("http://127.0.0.1:%d" % relay.http_port, "bench.localhost")
+        self.targets[name] = ("https://127.0.0.1:%d" % https_port if https else
+                              "http://127.0.0.1:%d" % relay.http_port, "bench.localhost")
         return relay, agent
 
     def start_sluice(self):
@@ -220,7 +278,11 @@ class Bench:
         ep = ["--engine", "epoll"] + sp
         self.relay_ep, _ = self.start_pair("sluice-epoll", ep, ep)
         # TLS on the agent link (what a deployment runs): the price of encryption.
-        self.relay_tls, self.agent_tls = self.start_pair("sluice-tls", [], [], tls=True)
+        # The agent's default pool here: its memory under load is a goal.
+        self.relay_tls, self.agent_tls = self.start_pair("sluice-tls", [], [], tls=True, pool=None)
+        # Public HTTPS in as well, against the HAProxy HTTPS chain.
+        self.relay_https, self.agent_https = self.start_pair("sluice-https", [], [], tls=True,
+                                                             https=True, pool=None)
 
     def idle_tunnels(self, n):
         """Open n bare control connections (HELLO, no data pool) and read the relay's RSS."""
@@ -243,11 +305,20 @@ class Bench:
             s.close()
         return used * 1024 / n
 
+    def agents(self):
+        """Target name -> the agent process behind it, for its RSS under load."""
+        return {"sluice": self.agent, "sluice-tls": self.agent_tls, "sluice-https": self.agent_https}
+
     def run(self):
         a = self.args
         res = {"config": vars(a), "scenarios": {}, "download": {}, "memory": {}}
         scenarios = [("100b", 50), ("64k", 50), ("100b", 1000)]
         res["paired"] = {}
+        if a.only:
+            self.targets = {n: t for n, t in self.targets.items() if n in a.only}
+        # Each agent's RSS read right after each of its 64 KiB rounds (the
+        # idle shed waits 5 s): the highest is its memory under that load.
+        loaded = {n: 0 for n in self.agents() if n in self.targets}
         for path, conns in scenarios:
             key = "%s@%d" % (path, conns)
             res["scenarios"][key] = {}
@@ -258,6 +329,8 @@ class Bench:
             for _ in range(a.reps):
                 for name, (base, host) in self.targets.items():
                     rounds[name].append(wrk("%s/%s" % (base, path), conns, a.seconds, host))
+                    if name in loaded and path == "64k":
+                        loaded[name] = max(loaded[name], rss_kb(self.agents()[name].proc.pid))
             res["paired"][key] = {
                 "%s/%s" % (x, y): statistics.median(
                     u["rps"] / v["rps"] for u, v in zip(rounds[x], rounds[y]) if v["rps"])
@@ -271,15 +344,21 @@ class Bench:
                     "errors": [r["errors"] for r in runs if r["errors"]],
                     "runs": [r["rps"] for r in runs],
                 }
-                print("%-10s %-9s %10.0f req/s  p50 %6.2f ms  p99 %6.2f ms %s" % (
+                print("%-10s %-13s %10.0f req/s  p50 %6.2f ms  p99 %6.2f ms %s" % (
                     key, name, res["scenarios"][key][name]["rps"],
                     res["scenarios"][key][name]["p50_ms"], res["scenarios"][key][name]["p99_ms"],
                     " ".join(res["scenarios"][key][name]["errors"])), flush=True)
-        for name in ("direct", "haproxy1", "haproxy2", "sluice", "sluice-tls"):
+        res["memory"]["agent_loaded_rss_kb"] = loaded
+        print("memory     agent RSS under 64k@50: " + ", ".join(
+            "%s %d KiB" % kv for kv in loaded.items()), flush=True)
+        for name in ("direct", "haproxy1", "haproxy2", "sluice", "haproxy-tls", "sluice-tls",
+                     "haproxy-https", "sluice-https"):
+            if name not in self.targets:
+                continue
             base, host = self.targets[name]
             runs = [download(base + "/big", host) for _ in range(a.reps)]
             res["download"][name] = statistics.median(runs)
-            print("download   %-9s %6.2f GB/s (%d MiB)" % (name, res["download"][name], a.big_mb), flush=True)
+            print("download   %-13s %6.2f GB/s (%d MiB)" % (name, res["download"][name], a.big_mb), flush=True)
         res["memory"]["agent_rss_kb"] = rss_kb(self.agent.proc.pid)
         res["memory"]["agent_tls_rss_kb"] = rss_kb(self.agent_tls.proc.pid)
         # An idle agent gives memory back every 5 s (shed_memory in ag_agent.c).
@@ -310,6 +389,27 @@ def ratio(a, b):
     return a / b if b else float("nan")
 
 
+def paired(x, y):
+    return lambda row, pr: "%.2f" % pr["%s/%s" % (x, y)] if "%s/%s" % (x, y) in pr else "n/a"
+
+
+def p99_ratio(x, y):
+    return lambda row, pr: "%.2f" % ratio(row[x]["p99_ms"], row[y]["p99_ms"]) \
+        if x in row and y in row else "n/a"
+
+
+# The Markdown table's ratio columns: heading, cell from (row, paired ratios).
+COLUMNS = [("sluice / haproxy2", paired("sluice", "haproxy2")),
+           ("sluice / ssh-R", paired("sluice", "ssh-R")),
+           ("sluice p99 / haproxy1 p99", p99_ratio("sluice", "haproxy1")),
+           ("io_uring / epoll", paired("sluice", "sluice-epoll")),
+           ("tls / plain", paired("sluice-tls", "sluice")),
+           ("tls / haproxy-tls", paired("sluice-tls", "haproxy-tls")),
+           ("tls p99 / haproxy-tls p99", p99_ratio("sluice-tls", "haproxy-tls")),
+           ("https / haproxy-https", paired("sluice-https", "haproxy-https")),
+           ("https p99 / haproxy-https p99", p99_ratio("sluice-https", "haproxy-https"))]
+
+
 def markdown(res, cmd):
     sc = res["scenarios"]
     names = list(next(iter(sc.values())).keys())
@@ -320,21 +420,20 @@ def markdown(res, cmd):
           "relay workers and HAProxy threads: %d; sluice splice: %s; send-zc: %s." % (
               res["config"]["reps"], res["config"]["seconds"], res["config"]["workers"],
               "on" if res["config"]["splice"] else "off", res["config"]["send_zc"] or "off"), "",
-          "| scenario | " + " | ".join(names) + " | sluice / haproxy2 | sluice / ssh-R | sluice p99 / haproxy1 p99 | io_uring / epoll | tls / plain |",
-          "|---" * (len(names) + 6) + "|"]
+          "| scenario | " + " | ".join(names) + " | " + " | ".join(h for h, _ in COLUMNS) + " |",
+          "|---" * (len(names) + len(COLUMNS) + 1) + "|"]
     for key, row in sc.items():
         cells = ["%.0f req/s, p99 %.1f ms" % (row[n]["rps"], row[n]["p99_ms"]) for n in names]
-        s = row["sluice"]
-        pr = res["paired"][key]
-        md.append("| %s | %s | %.2f | %s | %.2f | %.2f | %.2f |" % (
-            key, " | ".join(cells), pr["sluice/haproxy2"],
-            "%.2f" % pr["sluice/ssh-R"] if "sluice/ssh-R" in pr else "n/a",
-            ratio(s["p99_ms"], row["haproxy1"]["p99_ms"]),
-            pr["sluice/sluice-epoll"], pr["sluice-tls/sluice"]))
+        md.append("| %s | %s | %s |" % (key, " | ".join(cells), " | ".join(
+            f(row, res["paired"][key]) for _, f in COLUMNS)))
     d = res["download"]
     md += ["", "Download of %d MiB (curl): " % res["config"]["big_mb"] +
-           ", ".join("%s %.2f GB/s" % (k, v) for k, v in d.items()) +
-           "; sluice / haproxy1 = %.2f." % ratio(d["sluice"], d["haproxy1"]), "",
+           ", ".join("%s %.2f GB/s" % (k, v) for k, v in d.items()) + "; " +
+           ", ".join("%s / %s = %.2f" % (x, y, ratio(d[x], d[y])) for x, y in
+                     (("sluice", "haproxy1"), ("sluice-tls", "haproxy-tls"),
+                      ("sluice-https", "haproxy-https")) if x in d and y in d) + ".", "",
+           "Agent RSS under 64k@50 (highest after a round): " + ", ".join(
+               "%s %d KiB" % kv for kv in res["memory"]["agent_loaded_rss_kb"].items()) + ".", "",
            "Memory: agent RSS %d KiB (%d KiB with TLS to the relay) right after the run, "
            "%d KiB (%d KiB) after 6 s idle; relay RSS %d KiB after the run; %.0f bytes of relay RSS per idle tunnel (%d control connections, no data pool)." % (
                res["memory"]["agent_rss_kb"], res["memory"]["agent_tls_rss_kb"],
@@ -356,6 +455,9 @@ def main():
     ap.add_argument("--no-splice", dest="splice", action="store_false",
                     help="relay and agent with --no-splice (plain sluice rows; splice is the default)")
     ap.add_argument("--send-zc", type=int, default=0, help="relay --send-zc BYTES")
+    ap.add_argument("--only", type=lambda v: v.split(","), default=None,
+                    help="measure only these targets (comma-separated names), e.g. "
+                         "haproxy-tls,sluice-tls,haproxy-https,sluice-https")
     ap.add_argument("--workers", type=int, default=1,
                     help="relay workers, and HAProxy threads (each peer at the same count)")
     a = ap.parse_args()
@@ -365,6 +467,7 @@ def main():
     try:
         b.start_nginx()
         b.start_peers()
+        b.start_tls_peers()
         b.start_sluice()
         res = b.run()
     finally:

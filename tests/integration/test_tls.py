@@ -122,6 +122,72 @@ def test_data_connections_resume_the_control_session(https_relay, app, start_age
     assert harness.metrics(https_relay)['sluice_tls_events_total{event="resumed"}'] >= 8
 
 
+def https_heads(port, host, paths):
+    """The response heads of GET paths, in turn on one keep-alive TLS
+    connection (the test CA verifies the relay): a list of header lists."""
+    ctx = ssl.create_default_context(cafile=harness.pki()["ca"])
+    heads = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        with ctx.wrap_socket(s, server_hostname=host) as t:
+            f = t.makefile("rb")
+            for path in paths:
+                t.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path.encode(), host.encode()))
+                lines = []
+                while True:
+                    line = f.readline()
+                    assert line, "the relay closed before a whole response"
+                    if line == b"\r\n":
+                        break
+                    lines.append(line.decode().rstrip("\r\n"))
+                length = [int(x.split(":")[1]) for x in lines if x.lower().startswith("content-length:")]
+                f.read(length[0] if length else 0)
+                heads.append(lines)
+    return heads
+
+
+def sts(head):
+    return [x for x in head if x.lower().startswith("strict-transport-security:")]
+
+
+def test_hsts_is_off_by_default(https_relay, app, start_agent):
+    start_agent(app.port, https_relay.server, extra=["--name", "nohsts"])
+    (head,) = https_heads(https_relay.https_port, "nohsts." + DOMAIN, ["/"])
+    assert head[0].startswith("HTTP/1.1 200") and sts(head) == []
+
+
+def test_hsts_on_the_first_https_response_and_the_relays_own_pages(binary, tmp_path, app, start_agent):
+    """--hsts SECONDS: the first response of each HTTPS connection, the
+    app's (the header after its status line, the rest intact) or the
+    relay's own (404 here), carries Strict-Transport-Security once; plain
+    HTTP never does."""
+    port = harness.free_port()
+    r = harness.Relay(binary("sluice-relay"), tmp_path,
+                      extra=["--domain", DOMAIN, "--https", "127.0.0.1:%d" % port, "--hsts", "31536000"])
+    try:
+        start_agent(app.port, r.server, extra=["--name", "hsts"])
+        first, second = https_heads(port, "hsts." + DOMAIN, ["/echo?a=1", "/echo?a=2"])
+        assert first[0].startswith("HTTP/1.1 200") and second[0].startswith("HTTP/1.1 200")
+        assert sts(first) == ["Strict-Transport-Security: max-age=31536000"], first
+        assert first[1] == "Strict-Transport-Security: max-age=31536000"  # right after the status line
+        assert sts(second) == []  # one per connection: the browser keeps it for max-age
+        assert [x for x in first if x.lower().startswith("content-length")], first
+        (page,) = https_heads(port, "nobody." + DOMAIN, ["/"])
+        assert page[0].startswith("HTTP/1.1 404") and sts(page) == ["Strict-Transport-Security: max-age=31536000"]
+        with urllib_open(r.http_port, "hsts." + DOMAIN) as resp:
+            assert resp.status == 200 and resp.getheader("Strict-Transport-Security") is None
+        m = harness.metrics(r)
+        assert m['sluice_hsts_total{result="added"}'] == 1
+        assert m['sluice_hsts_total{result="skipped"}'] == 0
+    finally:
+        r.stop()
+
+
+def urllib_open(port, host):
+    import urllib.request
+    req = urllib.request.Request("http://127.0.0.1:%d/" % port, headers={"Host": host})
+    return urllib.request.urlopen(req, timeout=10)
+
+
 def test_sni_chooses_the_certificate(https_relay):
     assert peer_cert_cn(https_relay.https_port, "app.example.com") == "app.example.com"
     assert peer_cert_cn(https_relay.https_port, "demo." + DOMAIN) == "localhost"
