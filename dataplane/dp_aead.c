@@ -161,6 +161,11 @@ int dp_aead_probe(char *desc, size_t cap)
 			 getenv("SLUICE_FAULT_NO_AESNI") ? " (SLUICE_FAULT_NO_AESNI)" : "");
 		return 0;
 	}
+	/* AES-GCM from the default provider is all we take, checked below by
+	 * its known answer: the system's openssl.cnf (engines, other
+	 * providers) has nothing for us, and not reading it keeps 0.6 MiB of
+	 * libcrypto out of the agent's RSS (bench/RESULTS.md, issue 17). */
+	OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
 	for (int i = 0; i < 3; i++)
 		if (gcm[i] == NULL && (gcm[i] = EVP_CIPHER_fetch(NULL, names[i], NULL)) == NULL) {
 			snprintf(desc, cap, "OpenSSL's libcrypto has no %s", names[i]);

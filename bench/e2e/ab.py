@@ -9,9 +9,10 @@ the per-round ratios to the first variant and to the chain.
 
   ab.py --bin build/release/bin --rounds 7 --seconds 5 --scenario 100b@50 \
       --variant base= --variant ep='--engine epoll' --variant old@/tmp/old-bin=
-A variant is NAME[@BINDIR]=ARGS[;ENV=VALUE...]: ARGS go to relay and agent
-alike; BINDIR (default --bin) holds the sluice-relay and sluice to run, so
-two builds can be compared in one run.
+A variant is NAME[@BINDIR]=ARGS[|AGENT_ARGS][;ENV=VALUE...]: ARGS go to
+relay and agent alike, AGENT_ARGS to the agent alone; BINDIR (default --bin)
+holds the sluice-relay and sluice to run, so two builds can be compared in
+one run.
 """
 import argparse
 import os
@@ -30,7 +31,8 @@ def parse_variant(text, default_bin):
     name, _, bindir = name.partition("@")
     parts = rest.split(";")
     env = dict(p.split("=", 1) for p in parts[1:] if p)
-    return name, shlex.split(parts[0]), env, bindir or default_bin
+    both, _, agent = parts[0].partition("|")
+    return name, shlex.split(both), shlex.split(agent), env, bindir or default_bin
 
 
 def pin(pid, cpus):
@@ -68,8 +70,8 @@ def main():
             front = b.start_haproxy("haproxy2a", run.HAPROXY_TCP, back)
             b.targets["haproxy2"] = ("http://127.0.0.1:%d" % front, None)
         variants = [parse_variant(v, a.bin) for v in a.variant or ["sluice="]]
-        for name, args, env, bindir in variants:
-            b.start_pair(name, args, args, bindir=bindir, env=env, tls=a.tls)
+        for name, args, agent_args, env, bindir in variants:
+            b.start_pair(name, args, args + agent_args, bindir=bindir, env=env, tls=a.tls)
         first = variants[0][0]
         prefix = ()
         if a.pin:

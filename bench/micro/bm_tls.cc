@@ -214,7 +214,8 @@ BENCHMARK(BM_TlsHandshake)
 	->Args({1, 1})
 	->Unit(benchmark::kMicrosecond);
 
-// Heap held per open connection at each end after its handshake (and what
+// Heap held per open connection at each end after its handshake, full or
+// resumed (and what
 // wolfSSL_new allocates before it): 32 connections kept open, glibc's count
 // of bytes in use (mallinfo2) before and after, so freed handshake state
 // does not count.
@@ -226,12 +227,18 @@ void BM_TlsConnMemory(benchmark::State &state)
 		return;
 	}
 	ctxs &x = the_ctxs();
+	WOLFSSL_SESSION *sess = nullptr;
+	if (state.range(0)) {
+		conn first(x, WOLFSSL_ECC_X25519, nullptr);
+		first.handshake();
+		sess = wolfSSL_get1_session(first.c);
+	}
 	double fresh = 0, client = 0, server = 0;
 	for (auto _ : state) {
 		std::vector<conn *> open;
 		size_t base = mallinfo2().uordblks;
 		for (int i = 0; i < n; i++)
-			open.push_back(new conn(x, WOLFSSL_ECC_X25519, nullptr));
+			open.push_back(new conn(x, WOLFSSL_ECC_X25519, sess));
 		size_t made = mallinfo2().uordblks - base;
 		for (conn *k : open) {
 			k->handshake();
@@ -253,8 +260,12 @@ void BM_TlsConnMemory(benchmark::State &state)
 	state.counters["new_pair_bytes"] = fresh;
 	state.counters["client_bytes"] = client;
 	state.counters["server_bytes"] = server;
+	state.SetLabel(sess ? "resumed" : "full");
+	if (sess)
+		wolfSSL_SESSION_free(sess);
 }
-BENCHMARK(BM_TlsConnMemory)->Iterations(3)->Unit(benchmark::kMillisecond);
+// range(0): 1 resumes a session (as the agent's data connections do).
+BENCHMARK(BM_TlsConnMemory)->Arg(0)->Arg(1)->Iterations(3)->Unit(benchmark::kMillisecond);
 
 } // namespace
 
