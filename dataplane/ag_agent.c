@@ -40,6 +40,7 @@ enum { D_CONNECTING = 0, D_IDLE, D_LOCAL, D_ACTIVE };
 /* Per data connection; freed in on_close. */
 struct dconn {
 	uint8_t state;
+	uint64_t born_ms;     /* its TLS handshake began (its ticket is about as old) */
 	uint32_t local;	      /* slot of the local connection, or DP_NIL */
 	struct dp_chain held; /* bytes after START, until the local side connects */
 	uint32_t len;
@@ -67,8 +68,10 @@ struct agent {
 	uint64_t streams, bytes_in, bytes_out;
 	char last_error[160];
 	/* The control connection's TLS session: data connections resume it
-	 * (no certificate work on either side). Refreshed at every BOUND. */
+	 * (no certificate work on either side). Refreshed at every BOUND, and
+	 * from a data connection once half its lifetime is gone. */
 	WOLFSSL_SESSION *tls_session;
+	uint64_t tls_session_ms; /* when it was taken */
 };
 
 /* ---- output: JSON events, a status line, or log lines ---- */
@@ -172,11 +175,36 @@ static void refill_pool(struct agent *a)
 		open_data(a);
 }
 
+/*
+ * The session data connections resume is a ticket, good for the relay's
+ * --tls-ticket-lifetime; past it each new data connection would be a full
+ * handshake (certificate verified, signed, 1,000 of them at a burst). Every
+ * handshake brings a new ticket (it precedes START on data connection c), so
+ * once the stored one is half way the agent takes c's instead, when c is
+ * younger (a pool connection may have waited for hours).
+ */
+static void refresh_session(struct agent *a, uint32_t c, const struct dconn *d)
+{
+	WOLFSSL_SESSION *sess;
+
+	if (a->tls_session == NULL || d->born_ms <= a->tls_session_ms ||
+	    a->now_ms - a->tls_session_ms < dp_tls_session_lifetime_ms(a->tls_session) / 2 ||
+	    (sess = dp_tls_session(&a->io, c)) == NULL)
+		return;
+	dp_tls_session_free(a->tls_session);
+	a->tls_session = sess;
+	a->tls_session_ms = d->born_ms;
+	sl_debug("tls: the session ticket renewed from a data connection");
+}
+
 /* START arrived on data connection c: connect to the local service. */
 static void start_stream(struct agent *a, uint32_t c, struct dconn *d)
 {
 	uint32_t l;
-	int fd = new_socket(a, a->cfg->local.ss_family);
+	int fd;
+
+	refresh_session(a, c, d);
+	fd = new_socket(a, a->cfg->local.ss_family);
 
 	d->state = D_LOCAL;
 	a->nidle--;
@@ -302,6 +330,7 @@ static void data_connected(struct agent *a, uint32_t c, int res)
 		return;
 	}
 	((struct dconn *)dp_c(&a->io, c)->owner)->state = D_IDLE;
+	((struct dconn *)dp_c(&a->io, c)->owner)->born_ms = a->now_ms;
 	if (a->cfg->tls &&
 	    dp_tls_connect(&a->io, c, a->cfg->tls, (a->cfg->verify_name ? SRV(a)->tls_name : NULL),
 			   a->tls_session) < 0) {
@@ -410,6 +439,12 @@ static void on_bound(struct agent *a, const struct pr_msg *m)
 	if (sess) {
 		dp_tls_session_free(a->tls_session);
 		a->tls_session = sess;
+		a->tls_session_ms = a->now_ms;
+		/* The one full handshake of a steady agent is done, and its data
+		 * connections resume with X25519: no ECC table serves them. A
+		 * burst of full ones (tickets refused) builds them again, kept
+		 * until the agent is idle (shed_memory). 2-3 MiB of RSS. */
+		dp_tls_drop_ecc_tables();
 	}
 
 	a->state = S_BOUND;

@@ -80,6 +80,11 @@ void dp_tls_thread_done(void)
 	dp_aead_thread_done();
 }
 
+void dp_tls_drop_ecc_tables(void)
+{
+	ecc_cache_free();
+}
+
 /* Key exchange groups, best first. X25519 leads (as in OpenSSL and
  * HAProxy): Debian's wolfSSL computes P-256 with generic big-number code and
  * keeps a fixed-point table per point it has used twice (FP_ECC), which cost
@@ -237,6 +242,23 @@ static const char *load_error(const char *path)
 	return "not a valid PEM file";
 }
 
+/* Seconds a session ticket the relay issues stays good (wolfSSL's own
+ * default is 300 s: an agent up longer than that would make every new data
+ * connection a full handshake, 1,000 of them at a burst). */
+static uint32_t ticket_lifetime_s = 3600;
+
+void dp_tls_set_ticket_lifetime(uint32_t seconds)
+{
+	ticket_lifetime_s = seconds;
+}
+
+uint64_t dp_tls_session_lifetime_ms(WOLFSSL_SESSION *sess)
+{
+	long s = sess ? wolfSSL_SESSION_get_timeout(sess) : 0;
+
+	return s > 0 ? (uint64_t)s * 1000 : 0;
+}
+
 static WOLFSSL_CTX *server_ctx(const char *cert, const char *key)
 {
 	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
@@ -262,6 +284,7 @@ static WOLFSSL_CTX *server_ctx(const char *cert, const char *key)
 	wolfSSL_CTX_SetIORecv(ctx, cb_recv);
 	wolfSSL_CTX_SetIOSend(ctx, cb_send);
 	dp_tls_ctx_setup(ctx);
+	wolfSSL_CTX_set_timeout(ctx, ticket_lifetime_s);
 	wolfSSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
 	wolfSSL_CTX_set_servername_callback(ctx, sni_cb);
 	return ctx;
@@ -584,11 +607,6 @@ static void handshake(struct dp_io *io, struct dp_tls_conn *t)
 		return;
 	}
 	t->state = TLS_OPEN;
-	/* A client (the agent) verifies the same relay certificate now and then
-	 * and resumes the rest: the tables would hold megabytes on a laptop to
-	 * save a fraction of a rare full handshake (bench/micro/bm_tls.cc). */
-	if (!t->server)
-		ecc_cache_free();
 	io->tls.handshakes++;
 	if (wolfSSL_session_reused(t->ssl))
 		io->tls.resumed++;

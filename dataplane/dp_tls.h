@@ -59,6 +59,11 @@ void dp_tls_global_init(void);
  * before it exits (LeakSanitizer saw them otherwise), or to shed memory
  * when idle; they come back with the next handshake. */
 void dp_tls_thread_done(void);
+/* Free this thread's ECC tables alone (Debian's wolfSSL builds them for a
+ * point used twice: megabytes, without which a full handshake costs both
+ * ends 5.5 ms instead of 0.68, bench/micro/bm_tls.cc). For a client whose
+ * other connections resume. */
+void dp_tls_drop_ecc_tables(void);
 
 /* Load cert/key (and cert_dir, may be NULL). Returns 0 or a negative errno
  * after logging which file failed and why. */
@@ -95,6 +100,12 @@ int dp_tls_connect(struct dp_io *io, uint32_t c, WOLFSSL_CTX *ctx, const char *s
 /* The session of TLS socket c, to resume later (a counted reference, or
  * NULL); release with dp_tls_session_free(). */
 WOLFSSL_SESSION *dp_tls_session(struct dp_io *io, uint32_t c);
+/* How long sess (a client's, with its ticket) may be resumed from when it
+ * was taken, in ms (0: unknown). */
+uint64_t dp_tls_session_lifetime_ms(WOLFSSL_SESSION *sess);
+/* The lifetime of the session tickets server contexts made from now on
+ * issue (relay: --tls-ticket-lifetime). */
+void dp_tls_set_ticket_lifetime(uint32_t seconds);
 void dp_tls_session_free(WOLFSSL_SESSION *sess);
 
 /* Why TLS socket c failed or never finished its handshake (for on_close

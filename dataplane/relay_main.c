@@ -78,6 +78,9 @@ static const struct sl_opt relay_opts[] = {
 	SL_INT("send-zc", "0", 0, 1048576,
 	       "io_uring: sends of at least this many bytes use SEND_ZC, 0 = never (pays only "
 	       "toward a real NIC: loopback and veth copy anyway, bench/RESULTS.md)"),
+	SL_INT("tls-ticket-lifetime", "3600", 1, 604800,
+	       "seconds a TLS session ticket stays good: agents resume it for their data "
+	       "connections"),
 	SL_INT("hsts", "0", 0, 63072000,
 	       "Strict-Transport-Security max-age in seconds on public HTTPS responses, 0 = off"),
 	SL_INT("buffer-size", "32768", 1024, 1048576,
@@ -217,6 +220,7 @@ static int run(const struct sl_config *cfg)
 	if (rc.cert == NULL)
 		sl_warn("no --cert/--key: agents connect in plaintext (development only)");
 	dp_tls_global_init();
+	dp_tls_set_ticket_lifetime((uint32_t)sl_config_int(cfg, "tls-ticket-lifetime"));
 	if (rc.cert && dp_tls_accel_init(sl_config_str(cfg, "tls-crypto")) < 0)
 		return -ENOTSUP;
 	sl_cli_stop_on_signals(&stop_requested);

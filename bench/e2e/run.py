@@ -389,7 +389,10 @@ class Bench:
                 p.stop()
             except Exception:  # noqa: BLE001
                 pass
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if os.environ.get("SLUICE_BENCH_KEEP"):  # every process's log, for a run that went wrong
+            print("bench: kept %s" % self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def ratio(a, b):

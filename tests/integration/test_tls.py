@@ -188,6 +188,29 @@ def urllib_open(port, host):
     return urllib.request.urlopen(req, timeout=10)
 
 
+def test_agent_renews_the_ticket_its_data_connections_resume(binary, tmp_path, app, start_agent):
+    """Tickets run out (--tls-ticket-lifetime; wolfSSL's own default was
+    300 s, after which every new data connection of a long-running agent
+    was a full handshake: 1,000 at a burst stalled it). The agent takes a
+    younger data connection's ticket once half the lifetime is gone, so
+    past several lifetimes only the control connection has verified a
+    certificate."""
+    r = harness.Relay(binary("sluice-relay"), tmp_path, extra=["--tls-ticket-lifetime", "2"])
+    try:
+        start_agent(app.port, r.server, extra=["--name", "renew", "--pool", "2"])
+        end = time.monotonic() + 6
+        while time.monotonic() < end:  # each a new public connection: a pool connection used, one opened
+            with urllib_open(r.http_port, "renew.localhost") as resp:
+                assert resp.status == 200
+            time.sleep(0.2)
+        m = harness.metrics(r)
+        full = m['sluice_tls_events_total{event="handshake"}'] - m['sluice_tls_events_total{event="resumed"}']
+        assert m['sluice_tls_events_total{event="handshake"}'] >= 20, m
+        assert full == 1, m
+    finally:
+        r.stop()
+
+
 def test_sni_chooses_the_certificate(https_relay):
     assert peer_cert_cn(https_relay.https_port, "app.example.com") == "app.example.com"
     assert peer_cert_cn(https_relay.https_port, "demo." + DOMAIN) == "localhost"
