@@ -244,8 +244,11 @@ static const char *load_error(const char *path)
 
 /* Seconds a session ticket the relay issues stays good (wolfSSL's own
  * default is 300 s: an agent up longer than that would make every new data
- * connection a full handshake, 1,000 of them at a burst). */
-static uint32_t ticket_lifetime_s = 3600;
+ * connection a full handshake, 1,000 of them at a burst). It must stay
+ * below the lifetime of wolfSSL's ticket keys (one hour from a key's first
+ * ticket): at 3600 s every handshake after ~10 s failed. Half of it lets a
+ * key issue tickets for 30 minutes that all outlive it. */
+static uint32_t ticket_lifetime_s = 1800;
 
 void dp_tls_set_ticket_lifetime(uint32_t seconds)
 {

@@ -78,9 +78,9 @@ static const struct sl_opt relay_opts[] = {
 	SL_INT("send-zc", "0", 0, 1048576,
 	       "io_uring: sends of at least this many bytes use SEND_ZC, 0 = never (pays only "
 	       "toward a real NIC: loopback and veth copy anyway, bench/RESULTS.md)"),
-	SL_INT("tls-ticket-lifetime", "3600", 1, 604800,
+	SL_INT("tls-ticket-lifetime", "1800", 1, 3000,
 	       "seconds a TLS session ticket stays good: agents resume it for their data "
-	       "connections"),
+	       "connections (below wolfSSL's ticket key lifetime, one hour)"),
 	SL_INT("hsts", "0", 0, 63072000,
 	       "Strict-Transport-Security max-age in seconds on public HTTPS responses, 0 = off"),
 	SL_INT("buffer-size", "32768", 1024, 1048576,

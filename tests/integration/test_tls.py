@@ -211,6 +211,26 @@ def test_agent_renews_the_ticket_its_data_connections_resume(binary, tmp_path, a
         r.stop()
 
 
+def test_data_connections_still_resume_after_a_while_with_the_default_lifetime(binary, tmp_path, app, start_agent):
+    """With tickets as long-lived as wolfSSL's ticket keys (3600 s), the
+    handshakes failed (error 1) once tickets had been issued in a few
+    different seconds, so a relay up for a few seconds refused every new
+    data connection: the default stays below that. Here tickets are issued
+    over 8 seconds."""
+    r = harness.Relay(binary("sluice-relay"), tmp_path)
+    try:
+        start_agent(app.port, r.server, extra=["--name", "later", "--pool", "2"])
+        for _ in range(8):  # each a new public connection, so a new data connection
+            with urllib_open(r.http_port, "later.localhost") as resp:
+                assert resp.status == 200
+            time.sleep(1)
+        m = harness.metrics(r)
+        assert m['sluice_tls_events_total{event="handshake_failure"}'] == 0, m
+        assert m['sluice_tls_events_total{event="resumed"}'] >= 8, m
+    finally:
+        r.stop()
+
+
 def test_sni_chooses_the_certificate(https_relay):
     assert peer_cert_cn(https_relay.https_port, "app.example.com") == "app.example.com"
     assert peer_cert_cn(https_relay.https_port, "demo." + DOMAIN) == "localhost"
