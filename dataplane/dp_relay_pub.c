@@ -60,6 +60,13 @@ void dp_pub_expire(struct relay *r)
 
 /* Queue error e: a body of the given type (DP_HTTP_TEXT, DP_HTTP_HTML)
  * after the extra headers, then close; why is what the log says. */
+/* The Strict-Transport-Security header line (--hsts) into buf; its length. */
+static uint32_t hsts_header(const struct relay *r, char *buf, size_t cap)
+{
+	return (uint32_t)snprintf(buf, cap, "Strict-Transport-Security: max-age=%u\r\n",
+				  r->sh->cfg->hsts_max_age);
+}
+
 static void pub_answer(struct relay *r, struct pub *p, int e, const char *type, const char *extra,
 		       const char *body, const char *why)
 {
@@ -81,8 +88,9 @@ static void pub_answer(struct relay *r, struct pub *p, int e, const char *type, 
 		return;
 	}
 	if (p->https && r->sh->cfg->hsts_max_age) { /* the relay's own pages too */
-		snprintf(more, sizeof(more), "Strict-Transport-Security: max-age=%u\r\n%s",
-			 r->sh->cfg->hsts_max_age, extra ? extra : "");
+		uint32_t h = hsts_header(r, more, sizeof(more));
+
+		snprintf(more + h, sizeof(more) - h, "%s", extra ? extra : "");
 		extra = more;
 	}
 	n = dp_http_response_as(dp_err_status[e], type, extra, body, resp, sizeof(resp));
@@ -629,11 +637,9 @@ static uint32_t hsts_insert(struct relay *r, uint32_t seg)
 		return seg;
 	}
 	at = (uint32_t)(eol - g->ptr) + 1;
-	n = (uint32_t)snprintf(hdr, sizeof(hdr), "Strict-Transport-Security: max-age=%u\r\n",
-			       r->sh->cfg->hsts_max_age);
+	n = hsts_header(r, hdr, sizeof(hdr));
 	if ((out = dp_seg_alloc(&r->io.r, g->len + n)) == DP_NIL)
 		return DP_NIL;
-	g = &r->io.r.segs[seg]; /* the table may have moved */
 	memcpy(r->io.r.segs[out].ptr, g->ptr, at);
 	memcpy(r->io.r.segs[out].ptr + at, hdr, n);
 	memcpy(r->io.r.segs[out].ptr + at + n, g->ptr + at, g->len - at);

@@ -67,7 +67,7 @@ void dp_tls_global_init(void)
 
 /* Debian's wolfSSL caches ECC points per thread (FP_ECC): tables of up to
  * 15 points, built for a point used twice. */
-static void ecc_cache_free(void)
+void dp_tls_drop_ecc_tables(void)
 {
 #ifdef FP_ECC
 	wc_ecc_fp_free();
@@ -76,13 +76,8 @@ static void ecc_cache_free(void)
 
 void dp_tls_thread_done(void)
 {
-	ecc_cache_free();
+	dp_tls_drop_ecc_tables();
 	dp_aead_thread_done();
-}
-
-void dp_tls_drop_ecc_tables(void)
-{
-	ecc_cache_free();
 }
 
 /* Key exchange groups, best first. X25519 leads (as in OpenSSL and
